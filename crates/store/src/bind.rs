@@ -1,0 +1,29 @@
+//! Binding typed values to sqlx queries, shared by both drivers.
+
+use chrono::NaiveDateTime;
+use panda_core::Value;
+use sqlx::query::Query;
+use sqlx::{Database, Encode, Type};
+
+/// Binds `params` in order. A NULL is bound with its column's type, which PostgreSQL needs.
+pub(crate) fn bind_all<'q, DB>(
+    mut query: Query<'q, DB, <DB as Database>::Arguments<'q>>,
+    params: &'q [Value],
+) -> Query<'q, DB, <DB as Database>::Arguments<'q>>
+where
+    DB: Database,
+    Option<i64>: Encode<'q, DB> + Type<DB>,
+    Option<f64>: Encode<'q, DB> + Type<DB>,
+    Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    Option<NaiveDateTime>: Encode<'q, DB> + Type<DB>,
+{
+    for param in params {
+        query = match param {
+            Value::Int(v) => query.bind(*v),
+            Value::Float(v) => query.bind(*v),
+            Value::Text(v) => query.bind(v.as_deref()),
+            Value::Time(v) => query.bind(*v),
+        };
+    }
+    query
+}

@@ -1,0 +1,92 @@
+//! How to reach the database: the subset of `panda_server.cfg` the store needs.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::{Result, StoreError};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// Parses upstream's `backend` key. `postgresql` is accepted as a synonym.
+    pub fn parse(value: &str) -> Option<Backend> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "sqlite" => Some(Backend::Sqlite),
+            "postgres" | "postgresql" => Some(Backend::Postgres),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct DbConfig {
+    pub backend: Backend,
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: Option<String>,
+    /// PostgreSQL database name, or the SQLite file path.
+    pub name: String,
+    /// PostgreSQL schema holding the PanDA tables (`schemaPANDA`), lower-cased.
+    pub schema: String,
+    pub pool_size: u32,
+    pub connect_timeout: Duration,
+    /// Shown in PostgreSQL's `pg_stat_activity`, so operators see which node holds what.
+    pub application_name: String,
+}
+
+impl DbConfig {
+    /// An embedded SQLite database at `path`.
+    pub fn sqlite(path: impl Into<PathBuf>) -> DbConfig {
+        DbConfig {
+            backend: Backend::Sqlite,
+            host: String::new(),
+            port: 0,
+            user: String::new(),
+            password: None,
+            name: path.into().to_string_lossy().into_owned(),
+            schema: String::new(),
+            pool_size: 8,
+            connect_timeout: Duration::from_secs(10),
+            application_name: "panda-server".into(),
+        }
+    }
+
+    /// Checks what the drivers cannot check themselves. The schema name is spliced into
+    /// connection options, so it must be a plain identifier.
+    pub fn validate(&self) -> Result<()> {
+        if self.backend == Backend::Postgres && !is_identifier(&self.schema) {
+            return Err(StoreError::Config(format!(
+                "schemaPANDA {:?} is not a plain SQL identifier",
+                self.schema
+            )));
+        }
+        if self.name.is_empty() {
+            return Err(StoreError::Config("dbname is empty".into()));
+        }
+        Ok(())
+    }
+}
+
+fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_names_must_be_plain_identifiers() {
+        assert!(is_identifier("doma_panda"));
+        assert!(!is_identifier("doma panda"));
+        assert!(!is_identifier("x;drop"));
+        assert!(!is_identifier(""));
+    }
+}

@@ -1,0 +1,214 @@
+//! The tables we create, with upstream's names, column names and types (panda-database
+//! schema 0.1.6, PostgreSQL). Column types of the job tables come from the attribute table in
+//! `panda-core`, with the few per-table differences upstream has; [`job_column_type`] is also
+//! what the store uses to cut strings before an INSERT, so DDL and writes never disagree.
+//!
+//! Upstream range-partitions `jobsarchived4`, `filestable4`, `jobparamstable`, `metatable`
+//! and `jobs_statuslog` by `modificationtime` (pg_partman). We create them as plain tables with
+//! the same primary keys; the store runs unchanged on upstream's partitioned ones.
+
+use panda_core::job::JOB_ATTRIBUTES;
+use panda_core::{ColumnType, JobTable};
+
+use crate::driver::Dialect;
+
+/// The column type of a job attribute in a given job table.
+pub fn job_column_type(table: JobTable, index: usize) -> ColumnType {
+    let attr = &JOB_ATTRIBUTES[index];
+    match (table, attr.name) {
+        (JobTable::Defined, "maxCpuCount" | "maxDiskCount" | "minRamCount" | "nEvents") => {
+            ColumnType::Int
+        }
+        (
+            JobTable::Defined,
+            "pilotErrorDiag" | "exeErrorDiag" | "ddmErrorDiag" | "taskBufferErrorDiag",
+        ) => ColumnType::VarChar(250),
+        (JobTable::Defined, "grid" | "cloud") => ColumnType::VarChar(32),
+        (JobTable::Archived, "ddmErrorDiag") => ColumnType::VarChar(700),
+        _ => attr.column_type,
+    }
+}
+
+/// Upstream's "no date yet" default, 1970-01-01.
+fn epoch(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Postgres => "TIMESTAMP '1970-01-01 00:00:00'",
+        Dialect::Sqlite => "'1970-01-01 00:00:00'",
+    }
+}
+
+/// NOT NULL and DEFAULT of a job column, as in upstream's tables.
+fn job_column_constraint(table: JobTable, name: &str, dialect: Dialect) -> String {
+    let epoch = epoch(dialect);
+    match name {
+        "PandaID" | "jobDefinitionID" | "assignedPriority" | "currentPriority" | "attemptNr"
+        | "maxAttempt" | "maxCpuCount" | "maxDiskCount" | "minRamCount" | "cpuConsumptionTime"
+        | "pilotErrorCode" | "exeErrorCode" | "supErrorCode" | "ddmErrorCode"
+        | "brokerageErrorCode" | "jobDispatcherErrorCode" | "taskBufferErrorCode" | "nEvents" => {
+            " NOT NULL DEFAULT 0".into()
+        }
+        "modificationTime" if table == JobTable::Archived => " NOT NULL".into(),
+        "creationTime" | "modificationTime" => format!(" NOT NULL DEFAULT {epoch}"),
+        "jobStatus" if table == JobTable::Defined => " NOT NULL DEFAULT 'defined'".into(),
+        "jobStatus" => " NOT NULL DEFAULT 'activated'".into(),
+        "prodSeriesLabel" => " DEFAULT 'Rome'".into(),
+        "prodSourceLabel" => " DEFAULT 'managed'".into(),
+        "startTime" | "endTime" | "stateChangeTime" | "prodDBUpdateTime" => {
+            format!(" DEFAULT {epoch}")
+        }
+        "relocationFlag" | "jobExecutionID" => " DEFAULT 0".into(),
+        _ => String::new(),
+    }
+}
+
+fn job_table_ddl(table: JobTable, dialect: Dialect) -> String {
+    let mut columns: Vec<String> = JOB_ATTRIBUTES
+        .iter()
+        .enumerate()
+        .map(|(i, attr)| {
+            format!(
+                "{} {}{}",
+                attr.column(),
+                dialect.column_type(job_column_type(table, i)),
+                job_column_constraint(table, attr.name, dialect)
+            )
+        })
+        .collect();
+    // Written by upstream's pilot heartbeat path; not a JobSpec attribute.
+    columns.push(format!(
+        "meancorecount {}",
+        dialect.column_type(ColumnType::Decimal(8, 2))
+    ));
+    let key = match table {
+        JobTable::Archived => "pandaid, modificationtime",
+        _ => "pandaid",
+    };
+    format!(
+        "CREATE TABLE IF NOT EXISTS {} (\n  {},\n  PRIMARY KEY ({key})\n)",
+        table.name(),
+        columns.join(",\n  ")
+    )
+}
+
+/// Statements of the first migration: every table and sequence the server uses.
+pub fn core_tables(dialect: Dialect) -> Vec<String> {
+    let ty = |t| dialect.column_type(t);
+    let (big, int, small, ts) = (
+        ty(ColumnType::BigInt),
+        ty(ColumnType::Int),
+        ty(ColumnType::SmallInt),
+        ty(ColumnType::Timestamp),
+    );
+    let vc = |n| ty(ColumnType::VarChar(n));
+    let json = match dialect {
+        Dialect::Postgres => ("JSON", "JSONB"),
+        Dialect::Sqlite => ("TEXT", "TEXT"),
+    };
+    let epoch = epoch(dialect);
+    let mut statements: Vec<String> = JobTable::ALL
+        .iter()
+        .map(|t| job_table_ddl(*t, dialect))
+        .collect();
+    statements.extend([
+        format!(
+            "CREATE TABLE IF NOT EXISTS filestable4 (
+  row_id {big} NOT NULL, pandaid {big} NOT NULL DEFAULT 0,
+  modificationtime {ts} NOT NULL DEFAULT {epoch},
+  guid {}, lfn {}, type {}, dataset {}, status {},
+  proddblock {}, proddblocktoken {}, dispatchdblock {}, dispatchdblocktoken {},
+  destinationdblock {}, destinationdblocktoken {}, destinationse {},
+  fsize {big} NOT NULL DEFAULT 0, md5sum {}, checksum {}, scope {},
+  jeditaskid {big}, datasetid {big}, fileid {big}, attemptnr {small},
+  PRIMARY KEY (row_id, modificationtime)
+)",
+            vc(64), vc(4000), vc(20), vc(255), vc(64), vc(255), vc(250), vc(255), vc(250),
+            vc(255), vc(250), vc(250), vc(36), vc(36), vc(30)
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS jobparamstable (
+  pandaid {big} NOT NULL, modificationtime {ts} NOT NULL DEFAULT {epoch}, jobparameters TEXT,
+  PRIMARY KEY (pandaid, modificationtime)
+)"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS metatable (
+  pandaid {big} NOT NULL, modificationtime {ts} NOT NULL DEFAULT {epoch}, metadata TEXT,
+  PRIMARY KEY (pandaid, modificationtime)
+)"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS job_output_report (
+  pandaid {big} NOT NULL, prodsourcelabel {}, jobstatus {} NOT NULL, attemptnr {small} NOT NULL,
+  data TEXT, timestamp {ts} NOT NULL, lockedby {}, lockedtime {ts},
+  PRIMARY KEY (pandaid, attemptnr)
+)",
+            vc(20), vc(15), vc(56)
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS jobs_statuslog (
+  pandaid {big} NOT NULL, modificationtime {ts} NOT NULL, jobstatus {} NOT NULL,
+  prodsourcelabel {}, cloud {}, computingsite {}, modificationhost {}, modiftime_extended {ts}
+)",
+            vc(15), vc(20), vc(50), vc(128), vc(128)
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS jedi_process_lock (
+  vo {} NOT NULL, prodsourcelabel {} NOT NULL, workqueue_id {int} NOT NULL, cloud {} NOT NULL,
+  lockedby {}, lockedtime {ts}, resource_type {} NOT NULL, component {} NOT NULL,
+  PRIMARY KEY (vo, prodsourcelabel, workqueue_id, cloud, resource_type, component)
+)",
+            vc(32), vc(20), vc(10), vc(56), vc(56), vc(56)
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS config (
+  app {} NOT NULL, component {} NOT NULL, key {} NOT NULL, value {} NOT NULL,
+  type {} NOT NULL, vo {} NOT NULL, descr {} NOT NULL, value_json {},
+  PRIMARY KEY (app, component, key, vo)
+)",
+            vc(64), vc(64), vc(64), vc(256), vc(64), vc(32), vc(256), json.1
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS schedconfig_json (
+  panda_queue {} NOT NULL PRIMARY KEY, data {}, last_update {ts}
+)",
+            vc(50), json.0
+        ),
+    ]);
+    statements.extend(sequences(dialect));
+    statements
+}
+
+/// Upstream's sequences for PandaIDs and file row IDs. SQLite has no sequences, so a small
+/// table of counters stands in; the store advances it inside a write transaction.
+fn sequences(dialect: Dialect) -> Vec<String> {
+    match dialect {
+        Dialect::Postgres => vec![
+            "CREATE SEQUENCE IF NOT EXISTS jobsdefined4_pandaid_seq".into(),
+            "CREATE SEQUENCE IF NOT EXISTS filestable4_row_id_seq CACHE 20".into(),
+        ],
+        Dialect::Sqlite => vec![
+            "CREATE TABLE IF NOT EXISTS panda_sequences (
+  name TEXT NOT NULL PRIMARY KEY, last_value INTEGER NOT NULL
+)"
+            .into(),
+            "INSERT OR IGNORE INTO panda_sequences (name, last_value) VALUES
+  ('jobsdefined4_pandaid_seq', 0), ('filestable4_row_id_seq', 0)"
+                .into(),
+        ],
+    }
+}
+
+/// Statements of the second migration: the indexes the lookups and the dispatcher need.
+pub fn lookup_indexes(_dialect: Dialect) -> Vec<String> {
+    [
+        "CREATE INDEX IF NOT EXISTS jobsactive4_site_status_prio_idx ON jobsactive4 (computingsite, jobstatus, currentpriority)",
+        "CREATE INDEX IF NOT EXISTS jobsactive4_statechangetime_idx ON jobsactive4 (statechangetime)",
+        "CREATE INDEX IF NOT EXISTS jobsdefined4_status_idx ON jobsdefined4 (jobstatus, computingsite)",
+        "CREATE INDEX IF NOT EXISTS jobsarchived4_modtime_idx ON jobsarchived4 (modificationtime)",
+        "CREATE INDEX IF NOT EXISTS filestable4_pandaid_idx ON filestable4 (pandaid)",
+        "CREATE INDEX IF NOT EXISTS jobs_statuslog_pandaid_idx ON jobs_statuslog (pandaid)",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}

@@ -1,0 +1,416 @@
+//! Jobs, their files, parameters and metadata: insert, read, change and move between tables.
+//!
+//! Statements are built once per store from the attribute tables, so each call only binds.
+//! A status change that crosses tables (defined → active → archived) is a DELETE and an INSERT
+//! in the same transaction; archiving also stamps `modificationtime` on the job's file,
+//! parameter and metadata rows, which moves them out of upstream's "initial" partition.
+
+use panda_core::file::FILE_ATTRIBUTES;
+use panda_core::job::JOB_ATTRIBUTES;
+use panda_core::{
+    time, ColumnType, FileAttr, FileSpec, JobAttr, JobSpec, JobStatus, JobTable, Record, Value,
+};
+
+use crate::ddl::job_column_type;
+use crate::driver::{Dialect, Tx, TxMode};
+use crate::error::{Result, StoreError};
+use crate::Store;
+
+const PANDAID_SEQUENCE: &str = "jobsdefined4_pandaid_seq";
+const FILE_ROW_SEQUENCE: &str = "filestable4_row_id_seq";
+
+/// Prebuilt statements for the three job tables (indexed by [`table_index`]) and the files.
+pub struct JobSql {
+    select_job: [String; 3],
+    select_job_for_update: [String; 3],
+    insert_job: [String; 3],
+    update_job: [String; 3],
+    delete_job: [String; 3],
+    select_files: String,
+    insert_file: String,
+}
+
+fn table_index(table: JobTable) -> usize {
+    match table {
+        JobTable::Defined => 0,
+        JobTable::Active => 1,
+        JobTable::Archived => 2,
+    }
+}
+
+fn placeholders(from: usize, count: usize) -> String {
+    (from..from + count)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl JobSql {
+    pub fn new(dialect: Dialect) -> JobSql {
+        let job_cols: Vec<String> = JOB_ATTRIBUTES.iter().map(|a| a.column()).collect();
+        let select_list = JOB_ATTRIBUTES
+            .iter()
+            .map(|a| dialect.read_column(&a.column(), a.column_type))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let per_table = |f: &dyn Fn(&str) -> String| JobTable::ALL.map(|t| f(t.name()));
+        let lock = match dialect {
+            Dialect::Postgres => " FOR UPDATE",
+            Dialect::Sqlite => "",
+        };
+        let assignments = job_cols
+            .iter()
+            .enumerate()
+            .skip(1)
+            .map(|(i, c)| format!("{c} = ${}", i + 1))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let file_cols: Vec<String> = FILE_ATTRIBUTES.iter().map(|a| a.column()).collect();
+        JobSql {
+            select_job: per_table(&|t| format!("SELECT {select_list} FROM {t} WHERE pandaid = $1")),
+            select_job_for_update: per_table(&|t| {
+                format!("SELECT {select_list} FROM {t} WHERE pandaid = $1{lock}")
+            }),
+            insert_job: per_table(&|t| {
+                format!(
+                    "INSERT INTO {t} ({}) VALUES ({})",
+                    job_cols.join(", "),
+                    placeholders(1, job_cols.len())
+                )
+            }),
+            update_job: per_table(&|t| format!("UPDATE {t} SET {assignments} WHERE pandaid = $1")),
+            delete_job: per_table(&|t| format!("DELETE FROM {t} WHERE pandaid = $1")),
+            select_files: format!(
+                "SELECT {} FROM filestable4 WHERE pandaid = $1 ORDER BY row_id",
+                file_cols.join(", ")
+            ),
+            insert_file: format!(
+                "INSERT INTO filestable4 ({}) VALUES ({})",
+                file_cols.join(", "),
+                placeholders(1, file_cols.len())
+            ),
+        }
+    }
+}
+
+fn job_types() -> Vec<ColumnType> {
+    JOB_ATTRIBUTES.iter().map(|a| a.column_type).collect()
+}
+
+fn file_types() -> Vec<ColumnType> {
+    FILE_ATTRIBUTES.iter().map(|a| a.column_type).collect()
+}
+
+/// The job row's parameters for `table`: strings cut to that table's column lengths (the
+/// tables differ), the two attributes kept in their own tables bound as NULL, and a NULL in
+/// the two NOT NULL id columns that are not zero attributes written as their default, 0.
+fn job_row_params(job: &JobSpec, table: JobTable) -> Vec<Value> {
+    job.values()
+        .iter()
+        .enumerate()
+        .map(|(i, value)| match (JOB_ATTRIBUTES[i].name, value) {
+            ("jobParameters" | "metadata", _) => Value::Text(None),
+            ("PandaID" | "jobDefinitionID", Value::Int(None)) => Value::Int(Some(0)),
+            (_, Value::Text(Some(s))) => match job_column_type(table, i).max_len() {
+                Some(max) if s.chars().count() > max => {
+                    Value::Text(Some(s.chars().take(max).collect()))
+                }
+                _ => value.clone(),
+            },
+            _ => value.clone(),
+        })
+        .collect()
+}
+
+fn status_table(job: &JobSpec) -> Result<JobTable> {
+    match job.status() {
+        Some(status) => Ok(status.table()),
+        None => Err(StoreError::Conflict(format!(
+            "job {} has unknown status {:?}",
+            job.panda_id(),
+            job.get(JobAttr::jobStatus).render()
+        ))),
+    }
+}
+
+impl Store {
+    /// Hands out `count` new PandaIDs from upstream's sequence.
+    pub async fn allocate_panda_ids(&self, count: usize) -> Result<Vec<i64>> {
+        let mut tx = self.begin(TxMode::Write).await?;
+        let ids = next_ids(tx.as_mut(), self.dialect(), PANDAID_SEQUENCE, count).await?;
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    /// Stores new jobs with their files, parameters and metadata, in one transaction.
+    ///
+    /// Assigns each job a PandaID and each file a row ID (written back into `jobs`), stamps
+    /// creation, modification and state-change times, and puts each job in the table of its
+    /// status (`defined` when none is set).
+    pub async fn insert_jobs(&self, jobs: &mut [JobSpec]) -> Result<()> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let now = time::now();
+        let dialect = self.dialect();
+        let mut tx = self.begin(TxMode::Write).await?;
+        let ids = next_ids(tx.as_mut(), dialect, PANDAID_SEQUENCE, jobs.len()).await?;
+        let file_count = jobs.iter().map(|j| j.files.len()).sum();
+        let mut row_ids = next_ids(tx.as_mut(), dialect, FILE_ROW_SEQUENCE, file_count)
+            .await?
+            .into_iter();
+        for (job, id) in jobs.iter_mut().zip(ids) {
+            job.set(JobAttr::PandaID, Value::Int(Some(id)));
+            if job.get(JobAttr::jobStatus).is_null() {
+                job.set_status(JobStatus::Defined, now);
+            }
+            for attr in [
+                JobAttr::creationTime,
+                JobAttr::modificationTime,
+                JobAttr::stateChangeTime,
+                JobAttr::prodDBUpdateTime,
+            ] {
+                job.set(attr, Value::Time(Some(now)));
+            }
+            for file in job.files.iter_mut() {
+                file.set(FileAttr::row_ID, Value::Int(row_ids.next()));
+                file.set(FileAttr::PandaID, Value::Int(Some(id)));
+            }
+            self.insert_job_in(tx.as_mut(), job).await?;
+        }
+        tx.commit().await
+    }
+
+    async fn insert_job_in(&self, tx: &mut dyn Tx, job: &JobSpec) -> Result<()> {
+        let table = status_table(job)?;
+        let sql = self.sql();
+        let id = Value::Int(Some(job.panda_id()));
+        tx.execute(&sql.insert_job[table_index(table)], &job_row_params(job, table))
+            .await?;
+        for file in &job.files {
+            tx.execute(&sql.insert_file, file.values()).await?;
+        }
+        tx.execute(
+            "INSERT INTO jobparamstable (pandaid, jobparameters) VALUES ($1, $2)",
+            &[id.clone(), job.get(JobAttr::jobParameters).clone()],
+        )
+        .await?;
+        if !job.get(JobAttr::metadata).is_null() {
+            tx.execute(
+                "INSERT INTO metatable (pandaid, metadata) VALUES ($1, $2)",
+                &[id, job.get(JobAttr::metadata).clone()],
+            )
+            .await?;
+        }
+        if table == JobTable::Archived {
+            stamp_archived(tx, job).await?;
+        }
+        self.record_status(tx, job).await
+    }
+
+    /// Reads a job from whichever table holds it, with its files, parameters and metadata.
+    pub async fn get_job(&self, panda_id: i64) -> Result<Option<JobSpec>> {
+        let mut tx = self.begin(TxMode::Read).await?;
+        let found = self.find_job(tx.as_mut(), panda_id, false).await?;
+        tx.commit().await?;
+        Ok(found.map(|(job, _)| job))
+    }
+
+    async fn find_job(
+        &self,
+        tx: &mut dyn Tx,
+        panda_id: i64,
+        for_update: bool,
+    ) -> Result<Option<(JobSpec, JobTable)>> {
+        let sql = self.sql();
+        let id = [Value::Int(Some(panda_id))];
+        for table in JobTable::ALL {
+            let statement = match for_update {
+                true => &sql.select_job_for_update[table_index(table)],
+                false => &sql.select_job[table_index(table)],
+            };
+            let mut rows = tx.fetch(statement, &id, &job_types()).await?;
+            if let Some(row) = rows.pop() {
+                let attrs = Record::from_values(row)
+                    .ok_or_else(|| StoreError::Corrupt("job row has the wrong width".into()))?;
+                let mut job = JobSpec {
+                    attrs,
+                    files: Vec::new(),
+                };
+                self.load_details(tx, &mut job).await?;
+                return Ok(Some((job, table)));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn load_details(&self, tx: &mut dyn Tx, job: &mut JobSpec) -> Result<()> {
+        let id = [Value::Int(Some(job.panda_id()))];
+        let rows = tx.fetch(&self.sql().select_files, &id, &file_types()).await?;
+        job.files = rows
+            .into_iter()
+            .map(|row| {
+                FileSpec::from_values(row)
+                    .ok_or_else(|| StoreError::Corrupt("file row has the wrong width".into()))
+            })
+            .collect::<Result<_>>()?;
+        let text = [ColumnType::Text];
+        let params = tx
+            .fetch("SELECT jobparameters FROM jobparamstable WHERE pandaid = $1", &id, &text)
+            .await?;
+        if let Some(value) = params.into_iter().next().and_then(|r| r.into_iter().next()) {
+            job.set(JobAttr::jobParameters, value);
+        }
+        let meta = tx
+            .fetch("SELECT metadata FROM metatable WHERE pandaid = $1", &id, &text)
+            .await?;
+        if let Some(value) = meta.into_iter().next().and_then(|r| r.into_iter().next()) {
+            job.set(JobAttr::metadata, value);
+        }
+        Ok(())
+    }
+
+    /// Changes a job under a row lock: `change` edits it, then the store writes it back,
+    /// moving it to the table of its new status if that differs. Returns the job as stored.
+    ///
+    /// `modificationTime` is stamped; setting the status through [`JobSpec::set_status`]
+    /// stamps `stateChangeTime`. Files are not rewritten.
+    pub async fn modify_job<F>(&self, panda_id: i64, change: F) -> Result<JobSpec>
+    where
+        F: FnOnce(&mut JobSpec) -> Result<()> + Send,
+    {
+        let mut tx = self.begin(TxMode::Write).await?;
+        let (mut job, old_table) = self
+            .find_job(tx.as_mut(), panda_id, true)
+            .await?
+            .ok_or(StoreError::JobNotFound(panda_id))?;
+        let old_status = job.status();
+        change(&mut job)?;
+        if job.panda_id() != panda_id {
+            return Err(StoreError::Conflict("a change may not alter the PandaID".into()));
+        }
+        let now = time::now();
+        job.set(JobAttr::modificationTime, Value::Time(Some(now)));
+        let new_table = status_table(&job)?;
+        if new_table == JobTable::Archived && job.get(JobAttr::endTime).is_null() {
+            job.set(JobAttr::endTime, Value::Time(Some(now)));
+        }
+        let sql = self.sql();
+        let params = job_row_params(&job, new_table);
+        if new_table == old_table {
+            tx.execute(&sql.update_job[table_index(new_table)], &params).await?;
+        } else {
+            let id = [Value::Int(Some(panda_id))];
+            let deleted = tx.execute(&sql.delete_job[table_index(old_table)], &id).await?;
+            if deleted != 1 {
+                return Err(StoreError::Conflict(format!(
+                    "job {panda_id} left {} while being moved",
+                    old_table.name()
+                )));
+            }
+            tx.execute(&sql.insert_job[table_index(new_table)], &params).await?;
+            if new_table == JobTable::Archived {
+                stamp_archived(tx.as_mut(), &job).await?;
+            }
+        }
+        if job.status() != old_status {
+            self.record_status(tx.as_mut(), &job).await?;
+        }
+        tx.commit().await?;
+        Ok(job)
+    }
+
+    /// Appends to `jobs_statuslog` when `record_statuschange` is on.
+    async fn record_status(&self, tx: &mut dyn Tx, job: &JobSpec) -> Result<()> {
+        let options = self.options();
+        if !options.record_status_change {
+            return Ok(());
+        }
+        let now = Value::Time(Some(time::now()));
+        tx.execute(
+            "INSERT INTO jobs_statuslog (pandaid, modificationtime, jobstatus, prodsourcelabel, \
+             cloud, computingsite, modificationhost, modiftime_extended) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[
+                job.get(JobAttr::PandaID).clone(),
+                now.clone(),
+                job.get(JobAttr::jobStatus).clone(),
+                job.get(JobAttr::prodSourceLabel).clone(),
+                job.get(JobAttr::cloud).clone(),
+                job.get(JobAttr::computingSite).clone(),
+                Value::Text(Some(options.host_name.clone())),
+                now,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The table a job is in now, if it exists.
+    pub async fn job_table(&self, panda_id: i64) -> Result<Option<JobTable>> {
+        let mut tx = self.begin(TxMode::Read).await?;
+        let id = [Value::Int(Some(panda_id))];
+        let mut found = None;
+        for table in JobTable::ALL {
+            let sql = format!("SELECT pandaid FROM {} WHERE pandaid = $1", table.name());
+            if !tx.fetch(&sql, &id, &[ColumnType::BigInt]).await?.is_empty() {
+                found = Some(table);
+                break;
+            }
+        }
+        tx.commit().await?;
+        Ok(found)
+    }
+}
+
+/// Moves the job's auxiliary rows out of the initial partition, as upstream's archiveJob.
+async fn stamp_archived(tx: &mut dyn Tx, job: &JobSpec) -> Result<()> {
+    let params = [
+        job.get(JobAttr::modificationTime).clone(),
+        Value::Int(Some(job.panda_id())),
+    ];
+    for table in ["filestable4", "jobparamstable", "metatable"] {
+        tx.execute(
+            &format!("UPDATE {table} SET modificationtime = $1 WHERE pandaid = $2"),
+            &params,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Takes `count` values from a sequence: `nextval` on PostgreSQL, a counter row on SQLite
+/// (advanced under the write lock, so concurrent writers never share a value).
+async fn next_ids(tx: &mut dyn Tx, dialect: Dialect, sequence: &str, count: usize) -> Result<Vec<i64>> {
+    if count == 0 {
+        return Ok(Vec::new());
+    }
+    let n = i64::try_from(count).map_err(|_| StoreError::Conflict("too many ids".into()))?;
+    let big = [ColumnType::BigInt];
+    match dialect {
+        Dialect::Postgres => {
+            let sql = format!("SELECT nextval('{sequence}') FROM generate_series(1, $1)");
+            let rows = tx.fetch(&sql, &[Value::Int(Some(n))], &big).await?;
+            rows.into_iter()
+                .map(|r| r.first().and_then(Value::as_i64))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| StoreError::Corrupt(format!("{sequence} returned NULL")))
+        }
+        Dialect::Sqlite => {
+            let rows = tx
+                .fetch(
+                    "UPDATE panda_sequences SET last_value = last_value + $1 WHERE name = $2 \
+                     RETURNING last_value",
+                    &[Value::Int(Some(n)), Value::Text(Some(sequence.into()))],
+                    &big,
+                )
+                .await?;
+            let last = rows
+                .first()
+                .and_then(|r| r.first())
+                .and_then(Value::as_i64)
+                .ok_or_else(|| StoreError::Corrupt(format!("sequence {sequence} is missing")))?;
+            Ok((last - n + 1..=last).collect())
+        }
+    }
+}

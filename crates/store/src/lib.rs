@@ -1,0 +1,152 @@
+//! The job store: upstream PanDA's tables on embedded SQLite or on PostgreSQL, behind one
+//! interface.
+//!
+//! Policy:
+//! - Table and column names are upstream's (panda-database, PostgreSQL schema 0.1.6), so the
+//!   server runs on a database that upstream's scripts created, and upstream's tools can read
+//!   ours. Statements always name their columns: extra columns, indexes and partitions that
+//!   upstream has are tolerated.
+//! - A job lives in one of three tables by status; moving it is a DELETE and an INSERT in one
+//!   transaction.
+//! - The database is the only shared state: nothing here caches data another node could change.
+
+mod bind;
+pub mod config;
+pub mod ddl;
+pub mod driver;
+pub mod error;
+mod jobs;
+mod postgres;
+pub mod schema;
+mod sqlite;
+#[doc(hidden)]
+pub mod testing;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use panda_core::ColumnType;
+
+pub use config::{Backend, DbConfig};
+pub use driver::{Dialect, Driver, Tx, TxMode};
+pub use error::{Result, StoreError};
+pub use jobs::JobSql;
+pub use schema::{MigrationReport, SchemaVersion, SCHEMA_VERSION};
+
+/// Behaviour switches of the store, from the server's configuration.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// Upstream's `record_statuschange`: write a `jobs_statuslog` row on each status change.
+    pub record_status_change: bool,
+    /// This node's name, written as `modificationHost` in the status log.
+    pub host_name: String,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            record_status_change: true,
+            host_name: "localhost".into(),
+        }
+    }
+}
+
+/// A handle on the database; cheap to clone and share between tasks.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    driver: Box<dyn Driver>,
+    pg_schema: String,
+    sql: JobSql,
+    options: StoreOptions,
+}
+
+impl Store {
+    /// Connects to the configured database. Fails with [`StoreError::Unavailable`] when it
+    /// cannot be reached; does not check or change the schema.
+    pub async fn open(config: &DbConfig, options: StoreOptions) -> Result<Store> {
+        config.validate()?;
+        let driver: Box<dyn Driver> = match config.backend {
+            Backend::Sqlite => {
+                Box::new(sqlite::SqliteDriver::open(Path::new(&config.name), config.pool_size).await?)
+            }
+            Backend::Postgres => Box::new(postgres::PostgresDriver::connect(config).await?),
+        };
+        let sql = JobSql::new(driver.dialect());
+        Ok(Store {
+            inner: Arc::new(Inner {
+                driver,
+                pg_schema: config.schema.clone(),
+                sql,
+                options,
+            }),
+        })
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.inner.driver.dialect()
+    }
+
+    pub fn options(&self) -> &StoreOptions {
+        &self.inner.options
+    }
+
+    pub(crate) fn sql(&self) -> &JobSql {
+        &self.inner.sql
+    }
+
+    pub async fn begin(&self, mode: TxMode) -> Result<Box<dyn Tx>> {
+        self.inner.driver.begin(mode).await
+    }
+
+    /// Closes the connection pool.
+    pub async fn close(&self) {
+        self.inner.driver.close().await;
+    }
+
+    /// A round trip to the database, for readiness checks.
+    pub async fn ping(&self) -> Result<()> {
+        let mut tx = self.begin(TxMode::Read).await?;
+        tx.fetch("SELECT 1", &[], &[ColumnType::BigInt]).await?;
+        tx.commit().await
+    }
+
+    /// The database's schema version, `None` when it has none.
+    pub async fn schema_version(&self) -> Result<Option<SchemaVersion>> {
+        let mut tx = self.begin(TxMode::Read).await?;
+        let version = schema::read_version(tx.as_mut(), self.dialect()).await?;
+        tx.commit().await?;
+        Ok(version)
+    }
+
+    /// The start-up check: Ok when the database holds exactly the supported version.
+    pub async fn check_schema(&self) -> Result<SchemaVersion> {
+        schema::check_version(self.schema_version().await?)
+    }
+
+    /// Brings the database to [`SCHEMA_VERSION`]. Idempotent and safe to run concurrently.
+    pub async fn migrate(&self) -> Result<MigrationReport> {
+        self.migrate_to(SCHEMA_VERSION).await
+    }
+
+    /// Applies migration steps up to and including `target` (for operators and tests that
+    /// need an older layout).
+    pub async fn migrate_to(&self, target: SchemaVersion) -> Result<MigrationReport> {
+        let mut tx = self.begin(TxMode::Write).await?;
+        let report =
+            schema::migrate_in(tx.as_mut(), self.dialect(), &self.inner.pg_schema, target).await?;
+        tx.commit().await?;
+        Ok(report)
+    }
+
+    /// Overwrites the version row. Only for tests that fake a newer or older database.
+    #[doc(hidden)]
+    pub async fn force_schema_version(&self, version: SchemaVersion) -> Result<()> {
+        let mut tx = self.begin(TxMode::Write).await?;
+        schema::write_version(tx.as_mut(), version).await?;
+        tx.commit().await
+    }
+}

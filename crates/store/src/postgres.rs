@@ -1,0 +1,146 @@
+//! The PostgreSQL backend. Every connection starts with `search_path` set to the PanDA
+//! schema (`schemaPANDA`), so statements name tables without a schema prefix, exactly as
+//! on SQLite.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDateTime, Utc};
+use panda_core::{ColumnType, Value};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Column, Postgres, Row, Transaction, TypeInfo};
+
+use crate::bind::bind_all;
+use crate::config::DbConfig;
+use crate::driver::{Dialect, Driver, Tx, TxMode};
+use crate::error::{Result, StoreError};
+
+pub struct PostgresDriver {
+    pool: PgPool,
+}
+
+impl PostgresDriver {
+    pub async fn connect(config: &DbConfig) -> Result<Self> {
+        let mut options = PgConnectOptions::new()
+            .host(&config.host)
+            .port(config.port)
+            .username(&config.user)
+            .database(&config.name)
+            .application_name(&config.application_name)
+            .options([("search_path", config.schema.as_str())]);
+        if let Some(password) = &config.password {
+            options = options.password(password);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(config.pool_size.max(1))
+            .acquire_timeout(config.connect_timeout)
+            .idle_timeout(Some(Duration::from_secs(600)))
+            .connect_with(options)
+            .await
+            .map_err(|e| {
+                StoreError::Unavailable(format!(
+                    "cannot connect to PostgreSQL database {} at {}:{} as {}: {e}",
+                    config.name, config.host, config.port, config.user
+                ))
+            })?;
+        Ok(PostgresDriver { pool })
+    }
+}
+
+#[async_trait]
+impl Driver for PostgresDriver {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+
+    async fn begin(&self, _mode: TxMode) -> Result<Box<dyn Tx>> {
+        Ok(Box::new(PgTx {
+            tx: self.pool.begin().await?,
+        }))
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+struct PgTx {
+    tx: Transaction<'static, Postgres>,
+}
+
+#[async_trait]
+impl Tx for PgTx {
+    async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64> {
+        let done = bind_all(sqlx::query(sql), params)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn fetch(
+        &mut self,
+        sql: &str,
+        params: &[Value],
+        columns: &[ColumnType],
+    ) -> Result<Vec<Vec<Value>>> {
+        let rows = bind_all(sqlx::query(sql), params)
+            .fetch_all(&mut *self.tx)
+            .await?;
+        rows.iter().map(|row| decode_row(row, columns)).collect()
+    }
+
+    async fn commit(self: Box<Self>) -> Result<()> {
+        Ok(self.tx.commit().await?)
+    }
+}
+
+/// PostgreSQL checks integer widths strictly, and upstream's tables use smallint, integer
+/// and bigint for the same attribute in different tables (jobsdefined4 vs jobsactive4), so
+/// integers are read at the width the server reports and widened.
+fn decode_row(row: &PgRow, columns: &[ColumnType]) -> Result<Vec<Value>> {
+    columns
+        .iter()
+        .enumerate()
+        .map(|(i, ty)| decode_column(row, i, *ty))
+        .collect()
+}
+
+fn decode_column(row: &PgRow, i: usize, ty: ColumnType) -> Result<Value> {
+    let db_type = row
+        .columns()
+        .get(i)
+        .map(|c| c.type_info().name().to_string())
+        .unwrap_or_default();
+    let value = match db_type.as_str() {
+        "INT2" => Value::Int(row.try_get::<Option<i16>, _>(i)?.map(i64::from)),
+        "INT4" => Value::Int(row.try_get::<Option<i32>, _>(i)?.map(i64::from)),
+        "INT8" => Value::Int(row.try_get::<Option<i64>, _>(i)?),
+        "FLOAT8" => Value::Float(row.try_get::<Option<f64>, _>(i)?),
+        "FLOAT4" => Value::Float(row.try_get::<Option<f32>, _>(i)?.map(f64::from)),
+        "TIMESTAMP" => Value::Time(row.try_get::<Option<NaiveDateTime>, _>(i)?),
+        "TIMESTAMPTZ" => Value::Time(
+            row.try_get::<Option<DateTime<Utc>>, _>(i)?
+                .map(|t| t.naive_utc()),
+        ),
+        "TEXT" | "VARCHAR" | "BPCHAR" | "CHAR" | "NAME" => {
+            Value::Text(row.try_get::<Option<String>, _>(i)?)
+        }
+        other => {
+            return Err(StoreError::Corrupt(format!(
+                "column {i} has type {other}, expected {ty:?}"
+            )))
+        }
+    };
+    Ok(coerce(value, ty))
+}
+
+/// Converts a value read at the database's type to the attribute's type.
+fn coerce(value: Value, ty: ColumnType) -> Value {
+    match (value, ty) {
+        (Value::Float(v), ColumnType::SmallInt | ColumnType::Int | ColumnType::BigInt) => {
+            Value::Int(v.map(|f| f as i64))
+        }
+        (Value::Int(v), ColumnType::Decimal(..)) => Value::Float(v.map(|i| i as f64)),
+        (v, _) => v,
+    }
+}

@@ -1,0 +1,221 @@
+//! Schema versions, the start-up check and migrations.
+//!
+//! The version lives where upstream keeps it: `pandadb_version`, component `PanDA`,
+//! `major.minor.patch`. Our migrations are numbered with upstream's layout versions: each step
+//! brings the tables we use to the layout upstream had at that version. The check is strict:
+//! the server runs only on the version it was built for. An older database is refused until
+//! `schema migrate` has run; a newer one is refused outright, because columns or meanings may
+//! have changed under us.
+//!
+//! Migrations run in one transaction under a lock (an advisory lock on PostgreSQL, the
+//! write lock on SQLite), so every node may run them at start: one applies the steps, the
+//! others wait, then find the version current and do nothing.
+
+use std::fmt;
+
+use panda_core::{ColumnType, Value};
+
+use crate::ddl;
+use crate::driver::{Dialect, Tx};
+use crate::error::{Result, StoreError};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SchemaVersion {
+    pub major: i64,
+    pub minor: i64,
+    pub patch: i64,
+}
+
+impl SchemaVersion {
+    pub const fn new(major: i64, minor: i64, patch: i64) -> Self {
+        SchemaVersion {
+            major,
+            minor,
+            patch,
+        }
+    }
+}
+
+impl fmt::Display for SchemaVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
+    }
+}
+
+/// The layout this binary reads and writes.
+pub const SCHEMA_VERSION: SchemaVersion = SchemaVersion::new(0, 1, 6);
+
+/// The component name of the version row, as upstream.
+pub const SCHEMA_COMPONENT: &str = "PanDA";
+
+/// One migration step: the statements that bring the database to `version`.
+pub struct Migration {
+    pub version: SchemaVersion,
+    pub description: &'static str,
+    pub statements: fn(Dialect) -> Vec<String>,
+}
+
+/// All steps, oldest first. Every statement must be idempotent (`IF NOT EXISTS`), so a step
+/// also completes a database that upstream's own scripts created.
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: SchemaVersion::new(0, 1, 5),
+        description: "job, file, parameter, report, log, lock, config and queue tables; sequences",
+        statements: ddl::core_tables,
+    },
+    Migration {
+        version: SchemaVersion::new(0, 1, 6),
+        description: "indexes for job lookups and dispatch",
+        statements: ddl::lookup_indexes,
+    },
+];
+
+/// What a migration run did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationReport {
+    pub from: Option<SchemaVersion>,
+    pub to: SchemaVersion,
+    pub applied: Vec<SchemaVersion>,
+}
+
+/// Key of the PostgreSQL advisory lock that serializes migrations across nodes.
+const MIGRATION_LOCK_KEY: i64 = 0x7061_6e64_6100;
+
+const VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS pandadb_version (
+  component VARCHAR(100) NOT NULL PRIMARY KEY, major INTEGER NOT NULL,
+  minor INTEGER NOT NULL, patch INTEGER NOT NULL
+)";
+
+/// Compares a database's version with [`SCHEMA_VERSION`].
+pub fn check_version(found: Option<SchemaVersion>) -> Result<SchemaVersion> {
+    match found {
+        None => Err(StoreError::SchemaMissing),
+        Some(v) if v < SCHEMA_VERSION => Err(StoreError::SchemaTooOld {
+            found: v,
+            required: SCHEMA_VERSION,
+        }),
+        Some(v) if v > SCHEMA_VERSION => Err(StoreError::SchemaTooNew {
+            found: v,
+            supported: SCHEMA_VERSION,
+        }),
+        Some(v) => Ok(v),
+    }
+}
+
+/// Reads the version row; `None` when the table or the row is missing.
+pub(crate) async fn read_version(tx: &mut dyn Tx, dialect: Dialect) -> Result<Option<SchemaVersion>> {
+    let exists = match dialect {
+        Dialect::Postgres => "SELECT CAST(to_regclass('pandadb_version') AS TEXT)",
+        Dialect::Sqlite => {
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'pandadb_version'"
+        }
+    };
+    let rows = tx.fetch(exists, &[], &[ColumnType::Text]).await?;
+    if !rows.iter().any(|r| r.first().is_some_and(|v| !v.is_null())) {
+        return Ok(None);
+    }
+    let ints = [ColumnType::BigInt; 3];
+    let rows = tx
+        .fetch(
+            "SELECT major, minor, patch FROM pandadb_version WHERE component = $1",
+            &[Value::Text(Some(SCHEMA_COMPONENT.into()))],
+            &ints,
+        )
+        .await?;
+    Ok(rows.first().map(|r| {
+        let part = |i: usize| r.get(i).and_then(Value::as_i64).unwrap_or(0);
+        SchemaVersion::new(part(0), part(1), part(2))
+    }))
+}
+
+/// Applies the missing steps up to `target` inside `tx` (which the caller commits).
+pub(crate) async fn migrate_in(
+    tx: &mut dyn Tx,
+    dialect: Dialect,
+    pg_schema: &str,
+    target: SchemaVersion,
+) -> Result<MigrationReport> {
+    if dialect == Dialect::Postgres {
+        tx.fetch(
+            "SELECT CAST(pg_advisory_xact_lock($1) AS TEXT)",
+            &[Value::Int(Some(MIGRATION_LOCK_KEY))],
+            &[ColumnType::Text],
+        )
+        .await?;
+        tx.execute(&format!("CREATE SCHEMA IF NOT EXISTS {pg_schema}"), &[])
+            .await?;
+    }
+    tx.execute(VERSION_TABLE, &[]).await?;
+    let from = read_version(tx, dialect).await?;
+    if let Some(found) = from.filter(|v| *v > SCHEMA_VERSION) {
+        return Err(StoreError::SchemaTooNew {
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    let mut applied = Vec::new();
+    for step in MIGRATIONS
+        .iter()
+        .filter(|m| from.is_none_or(|v| m.version > v) && m.version <= target)
+    {
+        for statement in (step.statements)(dialect) {
+            tx.execute(&statement, &[]).await?;
+        }
+        applied.push(step.version);
+    }
+    let to = applied.last().copied().or(from).unwrap_or(target);
+    if !applied.is_empty() {
+        write_version(tx, to).await?;
+    }
+    Ok(MigrationReport { from, to, applied })
+}
+
+/// Sets the version row (tests also use this to fake older and newer databases).
+pub(crate) async fn write_version(tx: &mut dyn Tx, version: SchemaVersion) -> Result<()> {
+    let params = [
+        Value::Text(Some(SCHEMA_COMPONENT.into())),
+        Value::Int(Some(version.major)),
+        Value::Int(Some(version.minor)),
+        Value::Int(Some(version.patch)),
+    ];
+    let updated = tx
+        .execute(
+            "UPDATE pandadb_version SET major = $2, minor = $3, patch = $4 WHERE component = $1",
+            &params,
+        )
+        .await?;
+    if updated == 0 {
+        tx.execute(
+            "INSERT INTO pandadb_version (component, major, minor, patch) VALUES ($1, $2, $3, $4)",
+            &params,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_order_numerically_not_textually() {
+        assert!(SchemaVersion::new(0, 1, 10) > SchemaVersion::new(0, 1, 9));
+        assert_eq!(SchemaVersion::new(0, 1, 6).to_string(), "0.1.6");
+    }
+
+    #[test]
+    fn the_check_names_both_versions() {
+        let old = check_version(Some(SchemaVersion::new(0, 1, 5)));
+        let msg = old.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(msg.contains("0.1.5") && msg.contains("0.1.6"), "{msg}");
+        let new = check_version(Some(SchemaVersion::new(0, 2, 0)));
+        assert!(matches!(new, Err(StoreError::SchemaTooNew { .. })));
+        assert!(check_version(Some(SCHEMA_VERSION)).is_ok());
+    }
+
+    #[test]
+    fn the_last_migration_reaches_the_current_version() {
+        assert_eq!(MIGRATIONS.last().map(|m| m.version), Some(SCHEMA_VERSION));
+    }
+}

@@ -1,0 +1,259 @@
+//! The store conformance suite: every test runs against each backend under test (SQLite
+//! always, PostgreSQL when `PANDA_TEST_DATABASE_URL` is set), through the same interface.
+
+use std::collections::HashSet;
+
+use chrono::NaiveDate;
+use panda_core::file::FILE_ATTRIBUTES;
+use panda_core::job::JOB_ATTRIBUTES;
+use panda_core::{
+    AttrSet, ColumnType, FileAttr, FileSpec, JobAttr, JobSpec, JobStatus, JobTable, Value,
+};
+use panda_store::testing::{backends, TestDb};
+use panda_store::{Backend, SchemaVersion, Store, StoreError, StoreOptions, TxMode};
+
+async fn migrated_store(backend: Backend) -> (TestDb, Store) {
+    let db = TestDb::new(backend);
+    let store = Store::open(&db.config, StoreOptions::default())
+        .await
+        .expect("open the test database");
+    store.migrate().await.expect("migrate");
+    (db, store)
+}
+
+/// A distinct, non-NULL value for every column type; char columns are filled to their
+/// length because the database pads them.
+fn sample_value(column_type: ColumnType, seed: usize) -> Value {
+    let time = NaiveDate::from_ymd_opt(2026, 1, 1 + (seed % 28) as u32)
+        .and_then(|d| d.and_hms_micro_opt(10, 20, 30, 123_456))
+        .expect("valid date");
+    match column_type {
+        ColumnType::SmallInt => Value::Int(Some(seed as i64 % 300)),
+        ColumnType::Int | ColumnType::BigInt => Value::Int(Some(1_000 + seed as i64)),
+        ColumnType::Decimal(_, 0) => Value::Float(Some(seed as f64)),
+        ColumnType::Decimal(..) => Value::Float(Some(seed as f64 + 0.25)),
+        ColumnType::VarChar(n) => Value::Text(Some(format!("v{seed}").chars().take(n as usize).collect())),
+        ColumnType::Char(n) => Value::Text(Some("x".repeat(n as usize))),
+        ColumnType::Timestamp => Value::Time(Some(time)),
+        ColumnType::Text => Value::Text(Some(format!("text {seed} with 'quotes' and ünïcode"))),
+    }
+}
+
+/// A job with every attribute set, two files with every attribute set, parameters and metadata.
+fn full_job(status: JobStatus) -> JobSpec {
+    let mut job = JobSpec::new();
+    for (i, attr) in JOB_ATTRIBUTES.iter().enumerate() {
+        let name = JobAttr::by_name(attr.name).expect("known attribute");
+        job.set(name, sample_value(attr.column_type, i));
+    }
+    job.set_str(JobAttr::jobStatus, status.as_str()).expect("status");
+    for f in 0..2 {
+        let mut file = FileSpec::new();
+        for (i, attr) in FILE_ATTRIBUTES.iter().enumerate() {
+            let name = FileAttr::by_name(attr.name).expect("known attribute");
+            file.set(name, sample_value(attr.column_type, i + 10 * f));
+        }
+        job.files.push(file);
+    }
+    job
+}
+
+fn simple_job(site: &str) -> JobSpec {
+    let mut job = JobSpec::new();
+    job.set_str(JobAttr::computingSite, site).expect("site");
+    job.set_str(JobAttr::prodSourceLabel, "managed").expect("label");
+    job.set_str(JobAttr::jobParameters, "--run 1").expect("params");
+    job
+}
+
+#[tokio::test]
+async fn inserted_jobs_read_back_attribute_for_attribute() {
+    for backend in backends() {
+        let (_db, store) = migrated_store(backend).await;
+        for status in [JobStatus::Defined, JobStatus::Activated, JobStatus::Finished] {
+            let mut jobs = vec![full_job(status)];
+            store.insert_jobs(&mut jobs).await.expect("insert");
+            let stored = store
+                .get_job(jobs[0].panda_id())
+                .await
+                .expect("read")
+                .expect("job exists");
+            assert_eq!(stored.files.len(), 2, "{backend:?}");
+            for ((attr, want), got) in jobs[0].iter().zip(stored.values()) {
+                assert_eq!(want, got, "{backend:?} {status}: attribute {}", attr.name);
+            }
+            for (want, got) in jobs[0].files.iter().zip(&stored.files) {
+                for ((attr, w), g) in want.iter().zip(got.values()) {
+                    assert_eq!(w, g, "{backend:?}: file attribute {}", attr.name);
+                }
+            }
+            assert_eq!(stored, jobs[0], "{backend:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn unset_attributes_read_back_as_null_and_zero_attributes_as_zero() {
+    for backend in backends() {
+        let (_db, store) = migrated_store(backend).await;
+        let mut jobs = vec![simple_job("SITE_A")];
+        store.insert_jobs(&mut jobs).await.expect("insert");
+        let stored = store.get_job(jobs[0].panda_id()).await.expect("read").expect("exists");
+        assert_eq!(stored.get(JobAttr::computingElement), &Value::Text(None));
+        assert_eq!(stored.get_i64(JobAttr::currentPriority), Some(0));
+        assert_eq!(stored.status(), Some(JobStatus::Defined));
+        assert_eq!(stored.get_str(JobAttr::jobParameters), Some("--run 1"));
+        assert!(stored.get(JobAttr::creationTime).as_time().is_some());
+    }
+}
+
+#[tokio::test]
+async fn a_job_moves_defined_to_active_to_archived_in_whole() {
+    for backend in backends() {
+        let (_db, store) = migrated_store(backend).await;
+        let mut job = simple_job("SITE_A");
+        job.files.push(FileSpec::new());
+        let mut jobs = vec![job];
+        store.insert_jobs(&mut jobs).await.expect("insert");
+        let id = jobs[0].panda_id();
+        assert_eq!(store.job_table(id).await.expect("where"), Some(JobTable::Defined));
+
+        store
+            .modify_job(id, |job| {
+                job.set_status(JobStatus::Activated, panda_core::time::now());
+                Ok(())
+            })
+            .await
+            .expect("activate");
+        assert_eq!(store.job_table(id).await.expect("where"), Some(JobTable::Active));
+
+        let archived = store
+            .modify_job(id, |job| {
+                job.set_status(JobStatus::Finished, panda_core::time::now());
+                Ok(())
+            })
+            .await
+            .expect("finish");
+        assert_eq!(store.job_table(id).await.expect("where"), Some(JobTable::Archived));
+        assert!(archived.get(JobAttr::endTime).as_time().is_some());
+
+        let stored = store.get_job(id).await.expect("read").expect("exists");
+        assert_eq!(stored.status(), Some(JobStatus::Finished));
+        assert_eq!(stored.files.len(), 1);
+        assert_eq!(stored.get_str(JobAttr::jobParameters), Some("--run 1"));
+
+        let mut tx = store.begin(TxMode::Read).await.expect("tx");
+        let log = tx
+            .fetch(
+                "SELECT jobstatus FROM jobs_statuslog WHERE pandaid = $1 ORDER BY modiftime_extended",
+                &[Value::Int(Some(id))],
+                &[ColumnType::Text],
+            )
+            .await
+            .expect("status log");
+        let statuses: Vec<_> = log.iter().map(|r| r[0].render()).collect();
+        assert_eq!(statuses, ["defined", "activated", "finished"], "{backend:?}");
+        let stamped = tx
+            .fetch(
+                "SELECT modificationtime FROM jobparamstable WHERE pandaid = $1",
+                &[Value::Int(Some(id))],
+                &[ColumnType::Timestamp],
+            )
+            .await
+            .expect("params row");
+        assert_eq!(stamped[0][0], *archived.get(JobAttr::modificationTime), "{backend:?}");
+    }
+}
+
+#[tokio::test]
+async fn changing_a_missing_job_reports_it_missing() {
+    for backend in backends() {
+        let (_db, store) = migrated_store(backend).await;
+        let result = store.modify_job(424242, |_| Ok(())).await;
+        assert!(matches!(result, Err(StoreError::JobNotFound(424242))), "{backend:?}");
+        assert!(store.get_job(424242).await.expect("read").is_none());
+    }
+}
+
+#[tokio::test]
+async fn concurrent_inserts_never_share_a_panda_id() {
+    for backend in backends() {
+        let (_db, store) = migrated_store(backend).await;
+        let mut tasks = Vec::new();
+        for t in 0..8 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for _ in 0..10 {
+                    let mut jobs: Vec<JobSpec> =
+                        (0..4).map(|_| simple_job(&format!("SITE_{t}"))).collect();
+                    store.insert_jobs(&mut jobs).await.expect("insert");
+                    ids.extend(jobs.iter().map(JobSpec::panda_id));
+                    ids.extend(store.allocate_panda_ids(3).await.expect("allocate"));
+                }
+                ids
+            }));
+        }
+        let mut all = Vec::new();
+        for task in tasks {
+            all.extend(task.await.expect("task"));
+        }
+        let unique: HashSet<_> = all.iter().collect();
+        assert_eq!(all.len(), 8 * 10 * 7);
+        assert_eq!(unique.len(), all.len(), "{backend:?}: a PandaID was handed out twice");
+    }
+}
+
+#[tokio::test]
+async fn schema_check_on_fresh_migrated_older_and_newer_databases() {
+    for backend in backends() {
+        let db = TestDb::new(backend);
+        let store = Store::open(&db.config, StoreOptions::default()).await.expect("open");
+        assert!(matches!(store.check_schema().await, Err(StoreError::SchemaMissing)), "{backend:?}");
+
+        let older = SchemaVersion::new(0, 1, 5);
+        store.migrate_to(older).await.expect("migrate to the older layout");
+        let err = store.check_schema().await.expect_err("older is refused");
+        let text = err.to_string();
+        assert!(text.contains("0.1.5") && text.contains("0.1.6"), "{text}");
+
+        let report = store.migrate().await.expect("migrate");
+        assert_eq!(report.from, Some(older));
+        assert_eq!(report.applied, vec![SchemaVersion::new(0, 1, 6)]);
+        assert_eq!(store.check_schema().await.expect("current"), SchemaVersion::new(0, 1, 6));
+        assert!(store.migrate().await.expect("again").applied.is_empty(), "idempotent");
+
+        store.force_schema_version(SchemaVersion::new(0, 2, 0)).await.expect("fake newer");
+        let err = store.check_schema().await.expect_err("newer is refused");
+        assert!(matches!(err, StoreError::SchemaTooNew { .. }));
+        assert!(err.to_string().contains("0.2.0") && err.to_string().contains("0.1.6"));
+        assert!(matches!(store.migrate().await, Err(StoreError::SchemaTooNew { .. })));
+    }
+}
+
+#[tokio::test]
+async fn concurrent_migrations_from_many_nodes_apply_once() {
+    for backend in backends() {
+        let db = TestDb::new(backend);
+        let mut nodes = Vec::new();
+        for _ in 0..4 {
+            nodes.push(Store::open(&db.config, StoreOptions::default()).await.expect("open"));
+        }
+        let runs: Vec<_> = nodes
+            .iter()
+            .map(|node| {
+                let node = node.clone();
+                tokio::spawn(async move { node.migrate().await })
+            })
+            .collect();
+        let mut applied_runs = 0;
+        for run in runs {
+            let report = run.await.expect("task").expect("migration succeeds on every node");
+            if !report.applied.is_empty() {
+                applied_runs += 1;
+            }
+        }
+        assert_eq!(applied_runs, 1, "{backend:?}: exactly one node applies the steps");
+        assert!(nodes[0].check_schema().await.is_ok());
+    }
+}

@@ -1,1 +1,122 @@
-//! placeholder
+//! The daemon: upstream's `panda_daemon`, a runner of periodic tasks on the shared database.
+//!
+//! Tasks are configured by the `[daemon] config` JSON of `panda_server.cfg`, one object per
+//! task name with upstream's keys (`enable`, `period`, `sync`, `loop`, `timeout`,
+//! `arguments`). This crate so far holds the configuration and the scheduling loop; the tasks
+//! themselves (adder, watcher, retention, ...) are registered in [`known_task`] as they arrive.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
+
+use panda_store::Store;
+use serde::Deserialize;
+
+/// One task's settings, as upstream spells them.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TaskConfig {
+    #[serde(default = "default_enable")]
+    pub enable: bool,
+    /// Seconds between runs.
+    #[serde(default = "default_period")]
+    pub period: u64,
+    /// Run on one node per period across the cluster.
+    #[serde(default)]
+    pub sync: bool,
+    /// Keep the task running in a loop rather than once per period.
+    #[serde(default, rename = "loop")]
+    pub looped: bool,
+    /// Seconds after which a run is stopped.
+    #[serde(default)]
+    pub timeout: Option<u64>,
+    #[serde(default)]
+    pub arguments: Vec<String>,
+}
+
+fn default_enable() -> bool {
+    true
+}
+
+fn default_period() -> u64 {
+    600
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("[daemon] config must be a JSON object of task names to settings")]
+    NotAnObject,
+    #[error("[daemon] config: task {task}: {message}")]
+    Task { task: String, message: String },
+}
+
+/// Parses the `[daemon] config` JSON.
+pub fn parse_config(json: &serde_json::Value) -> Result<BTreeMap<String, TaskConfig>, ConfigError> {
+    let object = json.as_object().ok_or(ConfigError::NotAnObject)?;
+    object
+        .iter()
+        .map(|(name, settings)| {
+            let task = serde_json::from_value::<TaskConfig>(settings.clone()).map_err(|e| {
+                ConfigError::Task {
+                    task: name.clone(),
+                    message: e.to_string(),
+                }
+            })?;
+            Ok((name.clone(), task))
+        })
+        .collect()
+}
+
+/// Whether this build implements a task of that name.
+pub fn known_task(_name: &str) -> bool {
+    false
+}
+
+/// Runs the scheduling loop until `shutdown` resolves.
+pub async fn run(
+    _store: Store,
+    tasks: BTreeMap<String, TaskConfig>,
+    shutdown: impl Future<Output = ()>,
+) {
+    for (name, task) in tasks.iter().filter(|(_, t)| t.enable) {
+        if !known_task(name) {
+            tracing::warn!(target: "panda::daemon", task = %name, period = task.period,
+                "task is configured but not implemented in this version; skipped");
+        }
+    }
+    tracing::info!(target: "panda::daemon", "daemon started");
+    tokio::pin!(shutdown);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = tick.tick() => {}
+        }
+    }
+    tracing::info!(target: "panda::daemon", "daemon stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn upstream_style_task_settings_parse_with_defaults() {
+        let tasks = parse_config(&json!({
+            "add_main": {"enable": true, "period": 240, "loop": true},
+            "tmpwatch": {"period": 3600, "sync": true}
+        }))
+        .expect("valid");
+        assert_eq!(tasks["add_main"].period, 240);
+        assert!(tasks["add_main"].looped);
+        assert!(tasks["tmpwatch"].enable && tasks["tmpwatch"].sync);
+    }
+
+    #[test]
+    fn a_misspelled_setting_is_an_error_naming_the_task() {
+        let err = parse_config(&json!({"add_main": {"perod": 5}})).expect_err("invalid");
+        assert!(err.to_string().contains("add_main"), "{err}");
+        assert!(parse_config(&json!([1, 2])).is_err());
+    }
+}

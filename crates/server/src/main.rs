@@ -1,1 +1,127 @@
-fn main() {}
+//! `panda-server`: the PanDA server's web tier, daemon and schema tools in one binary.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use panda_store::{Store, StoreError};
+
+use panda_server::config::{self, Config, ConfigSource};
+use panda_server::logging;
+use panda_server::serve::{self, Mode};
+
+/// The PanDA server (web tier and daemon) for the PanDA workload-management system.
+///
+/// With no command it runs the web tier and the daemon in one process. With no configuration
+/// file it runs in local mode: an embedded SQLite database under $PANDA_HOME (default
+/// ./panda-data), HTTP on 127.0.0.1:25080, and credential-less requests from this machine
+/// accepted as the local operator.
+#[derive(Parser, Debug)]
+#[command(name = "panda-server", version, about, long_about)]
+struct Cli {
+    /// Configuration file in upstream's panda_server.cfg format; "none" for no file.
+    /// Default: /etc/panda/panda_server.cfg if it exists.
+    #[arg(long, global = true, env = "PANDA_CONFIG", value_name = "PATH")]
+    config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the web tier only (panda_httpd): HTTP on pserverporthttp.
+    Httpd,
+    /// Run the daemon only (panda_daemon): the periodic tasks.
+    Daemon,
+    /// Check or migrate the database schema.
+    Schema {
+        #[command(subcommand)]
+        action: SchemaAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SchemaAction {
+    /// Print "DB schema check: OK" and exit 0 if the database has the schema version this
+    /// server supports; otherwise name both versions and exit 1.
+    Check,
+    /// Bring an empty or older database to the current version (idempotent; safe on many
+    /// nodes at once).
+    Migrate,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match config::load(&ConfigSource::from_arg(cli.config.as_deref())) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("panda-server: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("panda-server: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run(cli.command, config));
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("panda-server: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Option<Command>, config: Config) -> anyhow::Result<ExitCode> {
+    match command {
+        Some(Command::Schema { action }) => schema(action, &config).await,
+        other => {
+            logging::init(&config)?;
+            let mode = match other {
+                Some(Command::Httpd) => Mode::Httpd,
+                Some(Command::Daemon) => Mode::Daemon,
+                _ => Mode::All,
+            };
+            serve::run(config, mode).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn schema(action: SchemaAction, config: &Config) -> anyhow::Result<ExitCode> {
+    let store = Store::open(&config.db, config.store_options()).await?;
+    let code = match action {
+        SchemaAction::Check => match store.check_schema().await {
+            Ok(_) => {
+                println!("DB schema check: OK");
+                ExitCode::SUCCESS
+            }
+            Err(e @ (StoreError::SchemaMissing
+            | StoreError::SchemaTooOld { .. }
+            | StoreError::SchemaTooNew { .. })) => {
+                println!("DB schema check: FAILED: {e}");
+                ExitCode::FAILURE
+            }
+            Err(e) => return Err(e.into()),
+        },
+        SchemaAction::Migrate => {
+            let report = store.migrate().await?;
+            let from = report
+                .from
+                .map_or_else(|| "empty".to_string(), |v| v.to_string());
+            if report.applied.is_empty() {
+                println!("DB schema migrate: already at {}", report.to);
+            } else {
+                println!("DB schema migrate: {from} -> {}", report.to);
+            }
+            ExitCode::SUCCESS
+        }
+    };
+    store.close().await;
+    Ok(code)
+}

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use panda_core::{ColumnType, Value};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Column, Postgres, Row, Transaction, TypeInfo};
+use sqlx::{Column, ConnectOptions, Connection, Postgres, Row, Transaction, TypeInfo};
 
 use crate::bind::bind_all;
 use crate::config::DbConfig;
@@ -31,18 +31,26 @@ impl PostgresDriver {
         if let Some(password) = &config.password {
             options = options.password(password);
         }
+        // One direct attempt first: a pool that cannot connect reports only a timeout, while
+        // an operator needs the reason (refused, unknown host, authentication failed).
+        let describe = |e: &dyn std::fmt::Display| {
+            StoreError::Unavailable(format!(
+                "cannot connect to PostgreSQL database {} at {}:{} as {}: {e}",
+                config.name, config.host, config.port, config.user
+            ))
+        };
+        let probe = tokio::time::timeout(config.connect_timeout, options.connect())
+            .await
+            .map_err(|_| describe(&"timed out"))?
+            .map_err(|e| describe(&e))?;
+        probe.close().await.map_err(|e| describe(&e))?;
         let pool = PgPoolOptions::new()
             .max_connections(config.pool_size.max(1))
             .acquire_timeout(config.connect_timeout)
             .idle_timeout(Some(Duration::from_secs(600)))
             .connect_with(options)
             .await
-            .map_err(|e| {
-                StoreError::Unavailable(format!(
-                    "cannot connect to PostgreSQL database {} at {}:{} as {}: {e}",
-                    config.name, config.host, config.port, config.user
-                ))
-            })?;
+            .map_err(|e| describe(&e))?;
         Ok(PostgresDriver { pool })
     }
 }

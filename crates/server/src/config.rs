@@ -1,0 +1,466 @@
+//! Configuration: upstream's `panda_server.cfg`, environment overrides, and embedded defaults.
+//!
+//! Precedence, lowest first: built-in defaults, the file, the environment. Keys we share with
+//! upstream keep upstream's names and meaning; `PANDA_<KEY>` (upper-cased) overrides a
+//! `[server]` key and `PANDA_DAEMON_<KEY>` a `[daemon]` key. Upstream keys we do not use are
+//! accepted silently; anything else is warned about. A malformed file or a bad value stops the
+//! program with a message naming the file, the line and the key (or the variable).
+//!
+//! Without any file the server runs in local mode: SQLite under `$PANDA_HOME`, listening on
+//! loopback, trusting credential-less loopback callers as the local operator.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use panda_store::{Backend, DbConfig, StoreOptions};
+
+use crate::ini;
+
+/// Where the file is looked for when neither `--config` nor `PANDA_CONFIG` names one.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/panda/panda_server.cfg";
+
+/// Keys this server reads, by section.
+const SERVER_KEYS: &[&str] = &[
+    "backend", "dbhost", "dbport", "dbuser", "dbpasswd", "dbpasswd_file", "dbname",
+    "schemaPANDA", "db_pool_size", "pserverporthttp", "pserverport", "pserverhost",
+    "bind_address", "logdir", "cache_dir", "production_dns", "nJobsInGetJob",
+    "trust_loopback", "record_statuschange",
+];
+const DAEMON_KEYS: &[&str] = &["config", "enable"];
+
+/// Upstream keys that mean nothing to this server (yet); accepted without a warning.
+const UPSTREAM_ONLY_KEYS: &[&str] = &[
+    "loggername", "native_python", "native_python32", "pandaCommon_dir", "pandaPython_dir",
+    "home_dir_cwd", "nDBConnection", "usedbtimeout", "dbtimeout", "dbbridgeverbose", "dump_sql",
+    "cursor_dump", "schemaMETA", "schemaPANDAARCH", "schemaJEDI", "schemaDEFT", "schemaGRISLI",
+    "schemaEI", "pserverportcache", "pserveralias", "pserverhosthttp", "keyDir", "emailSMTPsrv",
+    "emailSender", "emailLogin", "emailPass", "entryVerbose", "nrun_interval", "nrun_hosts",
+    "nrun_snum", "useJEDI", "adder_plugins", "setupper_plugins", "closer_plugins",
+    "pandaProxy_URLSSL", "pandaProxy_ca_certs", "ei_dbhost", "ei_dbuser", "ei_dbpasswd",
+    "ei_dbname", "ei_dbtimeout", "token_authType", "token_issuers", "token_audience",
+    "auth_config", "legacy_token_issuers", "mq_configFile", "disableHTTP", "certdir",
+    "endpoint_mapfile", "pilot_secrets", "pilot_owners", "pandaEmailNotification",
+    "uname", "gname", "package", "n_proc", "n_dbconn", "proc_lifetime",
+];
+
+/// Where a value came from, for error messages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    File { path: PathBuf, line: usize },
+    Env(String),
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::File { path, line } => write!(f, "{} line {line}", path.display()),
+            Origin::Env(var) => write!(f, "environment variable {var}"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration file {path}: {source}")]
+    Unreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("malformed configuration file {path} {source}")]
+    Malformed { path: PathBuf, source: ini::IniError },
+    #[error("{origin}: key {key}: {message}")]
+    BadValue {
+        origin: Origin,
+        key: String,
+        message: String,
+    },
+}
+
+#[derive(Clone, Debug)]
+struct RawValue {
+    text: String,
+    origin: Origin,
+}
+
+/// The server's settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The file read, if any.
+    pub source: Option<PathBuf>,
+    pub home: PathBuf,
+    pub db: DbConfig,
+    pub http_port: u16,
+    pub https_port: u16,
+    pub bind_address: IpAddr,
+    pub host_name: String,
+    pub logdir: Option<PathBuf>,
+    pub cache_dir: PathBuf,
+    pub production_dns: Vec<String>,
+    pub n_jobs_in_get_job: u32,
+    pub trust_loopback: bool,
+    pub record_status_change: bool,
+    pub daemon_enable: bool,
+    pub daemon_tasks: BTreeMap<String, panda_daemon::TaskConfig>,
+    /// Keys found that nobody knows, as `origin: [section] key`, for warnings at start.
+    pub unknown_keys: Vec<String>,
+}
+
+impl Config {
+    pub fn store_options(&self) -> StoreOptions {
+        StoreOptions {
+            record_status_change: self.record_status_change,
+            host_name: self.host_name.clone(),
+        }
+    }
+}
+
+/// What to load: an explicit file, the default path if it exists, or nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConfigSource {
+    File(PathBuf),
+    DefaultLocation,
+    None,
+}
+
+impl ConfigSource {
+    /// From `--config` / `PANDA_CONFIG`: a path, or `none` for no file at all.
+    pub fn from_arg(arg: Option<&Path>) -> ConfigSource {
+        match arg {
+            Some(p) if p.as_os_str() == "none" || p.as_os_str().is_empty() => ConfigSource::None,
+            Some(p) => ConfigSource::File(p.to_path_buf()),
+            None => ConfigSource::DefaultLocation,
+        }
+    }
+}
+
+/// Loads the configuration with the process environment.
+pub fn load(source: &ConfigSource) -> Result<Config, ConfigError> {
+    let env: BTreeMap<String, String> = std::env::vars().collect();
+    load_with_env(source, &env)
+}
+
+/// Loads the configuration with the given environment (tests pass their own).
+pub fn load_with_env(
+    source: &ConfigSource,
+    env: &BTreeMap<String, String>,
+) -> Result<Config, ConfigError> {
+    let path = match source {
+        ConfigSource::File(p) => Some(p.clone()),
+        ConfigSource::DefaultLocation => {
+            Some(PathBuf::from(DEFAULT_CONFIG_PATH)).filter(|p| p.exists())
+        }
+        ConfigSource::None => None,
+    };
+    let mut values: BTreeMap<(String, String), RawValue> = BTreeMap::new();
+    let mut unknown_keys = Vec::new();
+    if let Some(path) = &path {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Unreadable {
+            path: path.clone(),
+            source,
+        })?;
+        let entries = ini::parse(&text).map_err(|source| ConfigError::Malformed {
+            path: path.clone(),
+            source,
+        })?;
+        for entry in entries {
+            let origin = Origin::File {
+                path: path.clone(),
+                line: entry.line,
+            };
+            match canonical_key(&entry.section, &entry.key) {
+                Some(key) => {
+                    let text = substitute_env(&entry.value, env).map_err(|message| {
+                        ConfigError::BadValue {
+                            origin: origin.clone(),
+                            key: entry.key.clone(),
+                            message,
+                        }
+                    })?;
+                    values.insert((entry.section.clone(), key.to_string()), RawValue { text, origin });
+                }
+                None if is_upstream_only(&entry.key) => {}
+                None => unknown_keys.push(format!("{origin}: [{}] {}", entry.section, entry.key)),
+            }
+        }
+    }
+    apply_env(&mut values, env);
+    build(path, values, env, unknown_keys)
+}
+
+fn canonical_key(section: &str, key: &str) -> Option<&'static str> {
+    let known = match section {
+        "server" => SERVER_KEYS,
+        "daemon" => DAEMON_KEYS,
+        _ => return None,
+    };
+    known.iter().copied().find(|k| k.eq_ignore_ascii_case(key))
+}
+
+fn is_upstream_only(key: &str) -> bool {
+    UPSTREAM_ONLY_KEYS.iter().any(|k| k.eq_ignore_ascii_case(key))
+}
+
+/// The environment variable that overrides a key.
+pub fn env_var_name(section: &str, key: &str) -> String {
+    match section {
+        "daemon" => format!("PANDA_DAEMON_{}", key.to_ascii_uppercase()),
+        _ => format!("PANDA_{}", key.to_ascii_uppercase()),
+    }
+}
+
+fn apply_env(values: &mut BTreeMap<(String, String), RawValue>, env: &BTreeMap<String, String>) {
+    let keys = SERVER_KEYS
+        .iter()
+        .map(|k| ("server", *k))
+        .chain(DAEMON_KEYS.iter().map(|k| ("daemon", *k)));
+    for (section, key) in keys {
+        let var = env_var_name(section, key);
+        if let Some(text) = env.get(&var) {
+            values.insert(
+                (section.to_string(), key.to_string()),
+                RawValue {
+                    text: text.clone(),
+                    origin: Origin::Env(var),
+                },
+            );
+        }
+    }
+}
+
+/// Upstream's rule: a value that is exactly `$VAR` or `${VAR}` is taken from the environment.
+fn substitute_env(value: &str, env: &BTreeMap<String, String>) -> Result<String, String> {
+    let name = value
+        .strip_prefix("${")
+        .and_then(|v| v.strip_suffix('}'))
+        .or_else(|| value.strip_prefix('$'));
+    match name {
+        Some(n) if !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => env
+            .get(n)
+            .cloned()
+            .ok_or_else(|| format!("refers to ${n}, which is not set in the environment")),
+        _ => Ok(value.to_string()),
+    }
+}
+
+/// Typed access to the raw values, with errors that name where a value came from.
+struct Values<'a> {
+    values: &'a BTreeMap<(String, String), RawValue>,
+}
+
+impl Values<'_> {
+    fn raw(&self, section: &str, key: &str) -> Option<&RawValue> {
+        self.values.get(&(section.to_string(), key.to_string()))
+    }
+
+    fn text(&self, key: &str) -> Option<String> {
+        self.raw("server", key).map(|v| v.text.trim().to_string())
+    }
+
+    fn parse<T>(
+        &self,
+        section: &str,
+        key: &str,
+        what: &str,
+        parse: impl Fn(&str) -> Option<T>,
+    ) -> Result<Option<T>, ConfigError> {
+        match self.raw(section, key) {
+            None => Ok(None),
+            Some(raw) => parse(raw.text.trim()).map(Some).ok_or_else(|| ConfigError::BadValue {
+                origin: raw.origin.clone(),
+                key: key.to_string(),
+                message: format!("{:?} is not {what}", raw.text.trim()),
+            }),
+        }
+    }
+
+    fn server<T>(&self, key: &str, what: &str, parse: impl Fn(&str) -> Option<T>) -> Result<Option<T>, ConfigError> {
+        self.parse("server", key, what, parse)
+    }
+}
+
+/// Python-style booleans as upstream's files write them, plus the usual spellings.
+fn parse_bool(text: &str) -> Option<bool> {
+    match text.to_ascii_lowercase().as_str() {
+        "true" | "yes" | "on" | "1" => Some(true),
+        "false" | "no" | "off" | "0" => Some(false),
+        _ => None,
+    }
+}
+
+fn build(
+    path: Option<PathBuf>,
+    values: BTreeMap<(String, String), RawValue>,
+    env: &BTreeMap<String, String>,
+    unknown_keys: Vec<String>,
+) -> Result<Config, ConfigError> {
+    let v = Values { values: &values };
+    let has_file = path.is_some();
+    let home = PathBuf::from(env.get("PANDA_HOME").map_or("./panda-data", String::as_str));
+    let backend = v
+        .server("backend", "a backend (sqlite or postgres)", Backend::parse)?
+        .unwrap_or(Backend::Sqlite);
+    let port = |key: &str, default: u16| {
+        v.server(key, "a port number", |t| t.parse::<u16>().ok())
+            .map(|p| p.unwrap_or(default))
+    };
+    let password = match v.text("dbpasswd_file") {
+        Some(file) => Some(read_secret(&file, v.raw("server", "dbpasswd_file"))?),
+        None => v.text("dbpasswd"),
+    };
+    let dbname = match backend {
+        Backend::Sqlite => v
+            .text("dbname")
+            .unwrap_or_else(|| home.join("panda.db").to_string_lossy().into_owned()),
+        Backend::Postgres => v.text("dbname").unwrap_or_else(|| "panda_db".into()),
+    };
+    let db = DbConfig {
+        backend,
+        host: v.text("dbhost").unwrap_or_else(|| "localhost".into()),
+        port: port("dbport", 5432)?,
+        user: v.text("dbuser").unwrap_or_else(|| "panda".into()),
+        password,
+        name: dbname,
+        schema: v
+            .text("schemaPANDA")
+            .unwrap_or_else(|| "doma_panda".into())
+            .to_ascii_lowercase(),
+        pool_size: v
+            .server("db_pool_size", "a positive number", |t| {
+                t.parse::<u32>().ok().filter(|n| *n > 0)
+            })?
+            .unwrap_or(10),
+        connect_timeout: Duration::from_secs(10),
+        application_name: "panda-server".into(),
+    };
+    if let Err(e) = db.validate() {
+        let key = if db.name.is_empty() { "dbname" } else { "schemaPANDA" };
+        return Err(ConfigError::BadValue {
+            origin: v.raw("server", key).map(|r| r.origin.clone()).unwrap_or(Origin::Env(
+                env_var_name("server", key),
+            )),
+            key: key.into(),
+            message: e.to_string(),
+        });
+    }
+    let daemon_json = v.parse("daemon", "config", "a JSON object", |t| {
+        serde_json::from_str::<serde_json::Value>(t).ok()
+    })?;
+    let daemon_tasks = match daemon_json {
+        None => BTreeMap::new(),
+        Some(json) => panda_daemon::parse_config(&json).map_err(|e| ConfigError::BadValue {
+            origin: v
+                .raw("daemon", "config")
+                .map(|r| r.origin.clone())
+                .unwrap_or(Origin::Env("PANDA_DAEMON_CONFIG".into())),
+            key: "config".into(),
+            message: e.to_string(),
+        })?,
+    };
+    let default_bind: IpAddr = if has_file {
+        IpAddr::from([0, 0, 0, 0])
+    } else {
+        IpAddr::from([127, 0, 0, 1])
+    };
+    Ok(Config {
+        http_port: port("pserverporthttp", 25080)?,
+        https_port: port("pserverport", 25443)?,
+        bind_address: v
+            .server("bind_address", "an IP address", |t| t.parse::<IpAddr>().ok())?
+            .unwrap_or(default_bind),
+        host_name: v.text("pserverhost").unwrap_or_else(local_host_name),
+        logdir: v.text("logdir").filter(|d| !d.is_empty()).map(PathBuf::from),
+        cache_dir: v
+            .text("cache_dir")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| home.join("cache")),
+        production_dns: v
+            .text("production_dns")
+            .map(|t| split_list(&t))
+            .unwrap_or_default(),
+        n_jobs_in_get_job: v
+            .server("nJobsInGetJob", "a positive number", |t| {
+                t.parse::<u32>().ok().filter(|n| *n > 0)
+            })?
+            .unwrap_or(10),
+        trust_loopback: v
+            .server("trust_loopback", "a boolean (True or False)", parse_bool)?
+            .unwrap_or(!has_file),
+        record_status_change: v
+            .server("record_statuschange", "a boolean (True or False)", parse_bool)?
+            .unwrap_or(true),
+        daemon_enable: v
+            .parse("daemon", "enable", "a boolean (True or False)", parse_bool)?
+            .unwrap_or(true),
+        daemon_tasks,
+        db,
+        home,
+        source: path,
+        unknown_keys,
+    })
+}
+
+/// Reads a secret from a file; surrounding whitespace (the trailing newline) is dropped.
+fn read_secret(file: &str, raw: Option<&RawValue>) -> Result<String, ConfigError> {
+    std::fs::read_to_string(file)
+        .map(|s| s.trim().to_string())
+        .map_err(|e| ConfigError::BadValue {
+            origin: raw
+                .map(|r| r.origin.clone())
+                .unwrap_or(Origin::Env("PANDA_DBPASSWD_FILE".into())),
+            key: "dbpasswd_file".into(),
+            message: format!("cannot read {file}: {e}"),
+        })
+}
+
+/// Lists in upstream's files are comma-separated; a Python list literal is accepted too.
+fn split_list(text: &str) -> Vec<String> {
+    text.trim_matches(|c| c == '[' || c == ']')
+        .split(',')
+        .map(|s| s.trim().trim_matches(|c| c == '\'' || c == '"').to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+fn local_host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn substitution_takes_whole_dollar_values_from_the_environment() {
+        let e = env(&[("DBPW", "s3cret")]);
+        assert_eq!(substitute_env("$DBPW", &e), Ok("s3cret".into()));
+        assert_eq!(substitute_env("${DBPW}", &e), Ok("s3cret".into()));
+        assert_eq!(substitute_env("a$DBPW", &e), Ok("a$DBPW".into()));
+        assert!(substitute_env("$MISSING", &e).is_err());
+    }
+
+    #[test]
+    fn lists_accept_commas_and_python_literals() {
+        assert_eq!(split_list("/CN=a, /CN=b"), vec!["/CN=a", "/CN=b"]);
+        assert_eq!(split_list("['/CN=a', '/CN=b']"), vec!["/CN=a", "/CN=b"]);
+    }
+
+    #[test]
+    fn env_var_names_follow_the_section() {
+        assert_eq!(env_var_name("server", "schemaPANDA"), "PANDA_SCHEMAPANDA");
+        assert_eq!(env_var_name("daemon", "config"), "PANDA_DAEMON_CONFIG");
+    }
+}

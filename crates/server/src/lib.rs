@@ -1,0 +1,7 @@
+//! The `panda-server` program as a library: configuration, logging and the run loop, so the
+//! integration tests can load configurations the way the binary does.
+
+pub mod config;
+pub mod ini;
+pub mod logging;
+pub mod serve;

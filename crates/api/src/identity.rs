@@ -141,7 +141,10 @@ mod tests {
             policy.identify(peer("127.0.0.1"), &headers),
             Identity::anonymous()
         );
-        assert_eq!(policy.identify(None, &HeaderMap::new()), Identity::anonymous());
+        assert_eq!(
+            policy.identify(None, &HeaderMap::new()),
+            Identity::anonymous()
+        );
     }
 
     #[test]

@@ -16,5 +16,9 @@ pub async fn dispatch(Path(method): Path<String>) -> Response {
 
 /// Upstream's health answer: the urlencoded pair `alive=yes`.
 fn is_alive() -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], "alive=yes").into_response()
+    (
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        "alive=yes",
+    )
+        .into_response()
 }

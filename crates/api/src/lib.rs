@@ -54,7 +54,10 @@ async fn not_found() -> Response {
 pub(crate) fn forbidden_method(method: &str) -> Response {
     (
         StatusCode::FORBIDDEN,
-        [(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; charset=utf-8",
+        )],
         format!("ERROR : method {method} is forbidden"),
     )
         .into_response()

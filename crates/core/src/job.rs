@@ -179,7 +179,10 @@ impl JobSpec {
 
     /// Sets `jobStatus` and, as upstream does on every status assignment, `stateChangeTime`.
     pub fn set_status(&mut self, status: JobStatus, now: NaiveDateTime) {
-        self.set(JobAttr::jobStatus, Value::Text(Some(status.as_str().to_string())));
+        self.set(
+            JobAttr::jobStatus,
+            Value::Text(Some(status.as_str().to_string())),
+        );
         self.set(JobAttr::stateChangeTime, Value::Time(Some(now)));
     }
 }
@@ -196,7 +199,10 @@ mod tests {
         assert_eq!(attrs[0].name, "PandaID");
         assert_eq!(attrs[18].name, "jobStatus");
         assert_eq!(attrs[125].name, "outputFileType");
-        assert_eq!(JobAttr::by_name("workQueue_ID"), Some(JobAttr::workQueue_ID));
+        assert_eq!(
+            JobAttr::by_name("workQueue_ID"),
+            Some(JobAttr::workQueue_ID)
+        );
         assert_eq!(JobAttr::by_name("nosuch"), None);
     }
 
@@ -214,7 +220,10 @@ mod tests {
     fn long_strings_are_cut_to_the_column_length() {
         let mut job = JobSpec::new();
         job.set_str(JobAttr::pilotErrorDiag, &"x".repeat(600)).ok();
-        assert_eq!(job.get_str(JobAttr::pilotErrorDiag).map(str::len), Some(500));
+        assert_eq!(
+            job.get_str(JobAttr::pilotErrorDiag).map(str::len),
+            Some(500)
+        );
     }
 
     #[test]

@@ -185,14 +185,26 @@ mod tests {
 
     #[test]
     fn null_string_parses_to_a_typed_null() {
-        assert_eq!(Value::parse(ColumnType::BigInt, "NULL"), Ok(Value::Int(None)));
-        assert_eq!(Value::parse(ColumnType::Timestamp, "NULL"), Ok(Value::Time(None)));
-        assert_eq!(Value::parse(ColumnType::VarChar(10), "NULL"), Ok(Value::Text(None)));
+        assert_eq!(
+            Value::parse(ColumnType::BigInt, "NULL"),
+            Ok(Value::Int(None))
+        );
+        assert_eq!(
+            Value::parse(ColumnType::Timestamp, "NULL"),
+            Ok(Value::Time(None))
+        );
+        assert_eq!(
+            Value::parse(ColumnType::VarChar(10), "NULL"),
+            Ok(Value::Text(None))
+        );
     }
 
     #[test]
     fn integers_accept_python_float_renderings() {
-        assert_eq!(Value::parse(ColumnType::Int, "12.0"), Ok(Value::Int(Some(12))));
+        assert_eq!(
+            Value::parse(ColumnType::Int, "12.0"),
+            Ok(Value::Int(Some(12)))
+        );
         assert!(Value::parse(ColumnType::Int, "twelve").is_err());
     }
 

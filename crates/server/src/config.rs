@@ -24,26 +24,89 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/panda/panda_server.cfg";
 
 /// Keys this server reads, by section.
 const SERVER_KEYS: &[&str] = &[
-    "backend", "dbhost", "dbport", "dbuser", "dbpasswd", "dbpasswd_file", "dbname",
-    "schemaPANDA", "db_pool_size", "pserverporthttp", "pserverport", "pserverhost",
-    "bind_address", "logdir", "cache_dir", "production_dns", "nJobsInGetJob",
-    "trust_loopback", "record_statuschange",
+    "backend",
+    "dbhost",
+    "dbport",
+    "dbuser",
+    "dbpasswd",
+    "dbpasswd_file",
+    "dbname",
+    "schemaPANDA",
+    "db_pool_size",
+    "pserverporthttp",
+    "pserverport",
+    "pserverhost",
+    "bind_address",
+    "logdir",
+    "cache_dir",
+    "production_dns",
+    "nJobsInGetJob",
+    "trust_loopback",
+    "record_statuschange",
 ];
 const DAEMON_KEYS: &[&str] = &["config", "enable"];
 
 /// Upstream keys that mean nothing to this server (yet); accepted without a warning.
 const UPSTREAM_ONLY_KEYS: &[&str] = &[
-    "loggername", "native_python", "native_python32", "pandaCommon_dir", "pandaPython_dir",
-    "home_dir_cwd", "nDBConnection", "usedbtimeout", "dbtimeout", "dbbridgeverbose", "dump_sql",
-    "cursor_dump", "schemaMETA", "schemaPANDAARCH", "schemaJEDI", "schemaDEFT", "schemaGRISLI",
-    "schemaEI", "pserverportcache", "pserveralias", "pserverhosthttp", "keyDir", "emailSMTPsrv",
-    "emailSender", "emailLogin", "emailPass", "entryVerbose", "nrun_interval", "nrun_hosts",
-    "nrun_snum", "useJEDI", "adder_plugins", "setupper_plugins", "closer_plugins",
-    "pandaProxy_URLSSL", "pandaProxy_ca_certs", "ei_dbhost", "ei_dbuser", "ei_dbpasswd",
-    "ei_dbname", "ei_dbtimeout", "token_authType", "token_issuers", "token_audience",
-    "auth_config", "legacy_token_issuers", "mq_configFile", "disableHTTP", "certdir",
-    "endpoint_mapfile", "pilot_secrets", "pilot_owners", "pandaEmailNotification",
-    "uname", "gname", "package", "n_proc", "n_dbconn", "proc_lifetime",
+    "loggername",
+    "native_python",
+    "native_python32",
+    "pandaCommon_dir",
+    "pandaPython_dir",
+    "home_dir_cwd",
+    "nDBConnection",
+    "usedbtimeout",
+    "dbtimeout",
+    "dbbridgeverbose",
+    "dump_sql",
+    "cursor_dump",
+    "schemaMETA",
+    "schemaPANDAARCH",
+    "schemaJEDI",
+    "schemaDEFT",
+    "schemaGRISLI",
+    "schemaEI",
+    "pserverportcache",
+    "pserveralias",
+    "pserverhosthttp",
+    "keyDir",
+    "emailSMTPsrv",
+    "emailSender",
+    "emailLogin",
+    "emailPass",
+    "entryVerbose",
+    "nrun_interval",
+    "nrun_hosts",
+    "nrun_snum",
+    "useJEDI",
+    "adder_plugins",
+    "setupper_plugins",
+    "closer_plugins",
+    "pandaProxy_URLSSL",
+    "pandaProxy_ca_certs",
+    "ei_dbhost",
+    "ei_dbuser",
+    "ei_dbpasswd",
+    "ei_dbname",
+    "ei_dbtimeout",
+    "token_authType",
+    "token_issuers",
+    "token_audience",
+    "auth_config",
+    "legacy_token_issuers",
+    "mq_configFile",
+    "disableHTTP",
+    "certdir",
+    "endpoint_mapfile",
+    "pilot_secrets",
+    "pilot_owners",
+    "pandaEmailNotification",
+    "uname",
+    "gname",
+    "package",
+    "n_proc",
+    "n_dbconn",
+    "proc_lifetime",
 ];
 
 /// Where a value came from, for error messages.
@@ -70,7 +133,10 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     #[error("malformed configuration file {path} {source}")]
-    Malformed { path: PathBuf, source: ini::IniError },
+    Malformed {
+        path: PathBuf,
+        source: ini::IniError,
+    },
     #[error("{origin}: key {key}: {message}")]
     BadValue {
         origin: Origin,
@@ -179,7 +245,10 @@ pub fn load_with_env(
                             message,
                         }
                     })?;
-                    values.insert((entry.section.clone(), key.to_string()), RawValue { text, origin });
+                    values.insert(
+                        (entry.section.clone(), key.to_string()),
+                        RawValue { text, origin },
+                    );
                 }
                 None if is_upstream_only(&entry.key) => {}
                 None => unknown_keys.push(format!("{origin}: [{}] {}", entry.section, entry.key)),
@@ -200,7 +269,9 @@ fn canonical_key(section: &str, key: &str) -> Option<&'static str> {
 }
 
 fn is_upstream_only(key: &str) -> bool {
-    UPSTREAM_ONLY_KEYS.iter().any(|k| k.eq_ignore_ascii_case(key))
+    UPSTREAM_ONLY_KEYS
+        .iter()
+        .any(|k| k.eq_ignore_ascii_case(key))
 }
 
 /// The environment variable that overrides a key.
@@ -268,15 +339,22 @@ impl Values<'_> {
     ) -> Result<Option<T>, ConfigError> {
         match self.raw(section, key) {
             None => Ok(None),
-            Some(raw) => parse(raw.text.trim()).map(Some).ok_or_else(|| ConfigError::BadValue {
-                origin: raw.origin.clone(),
-                key: key.to_string(),
-                message: format!("{:?} is not {what}", raw.text.trim()),
-            }),
+            Some(raw) => parse(raw.text.trim())
+                .map(Some)
+                .ok_or_else(|| ConfigError::BadValue {
+                    origin: raw.origin.clone(),
+                    key: key.to_string(),
+                    message: format!("{:?} is not {what}", raw.text.trim()),
+                }),
         }
     }
 
-    fn server<T>(&self, key: &str, what: &str, parse: impl Fn(&str) -> Option<T>) -> Result<Option<T>, ConfigError> {
+    fn server<T>(
+        &self,
+        key: &str,
+        what: &str,
+        parse: impl Fn(&str) -> Option<T>,
+    ) -> Result<Option<T>, ConfigError> {
         self.parse("server", key, what, parse)
     }
 }
@@ -336,11 +414,16 @@ fn build(
         application_name: "panda-server".into(),
     };
     if let Err(e) = db.validate() {
-        let key = if db.name.is_empty() { "dbname" } else { "schemaPANDA" };
+        let key = if db.name.is_empty() {
+            "dbname"
+        } else {
+            "schemaPANDA"
+        };
         return Err(ConfigError::BadValue {
-            origin: v.raw("server", key).map(|r| r.origin.clone()).unwrap_or(Origin::Env(
-                env_var_name("server", key),
-            )),
+            origin: v
+                .raw("server", key)
+                .map(|r| r.origin.clone())
+                .unwrap_or(Origin::Env(env_var_name("server", key))),
             key: key.into(),
             message: e.to_string(),
         });
@@ -368,10 +451,15 @@ fn build(
         http_port: port("pserverporthttp", 25080)?,
         https_port: port("pserverport", 25443)?,
         bind_address: v
-            .server("bind_address", "an IP address", |t| t.parse::<IpAddr>().ok())?
+            .server("bind_address", "an IP address", |t| {
+                t.parse::<IpAddr>().ok()
+            })?
             .unwrap_or(default_bind),
         host_name: v.text("pserverhost").unwrap_or_else(local_host_name),
-        logdir: v.text("logdir").filter(|d| !d.is_empty()).map(PathBuf::from),
+        logdir: v
+            .text("logdir")
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from),
         cache_dir: v
             .text("cache_dir")
             .map(PathBuf::from)
@@ -389,7 +477,11 @@ fn build(
             .server("trust_loopback", "a boolean (True or False)", parse_bool)?
             .unwrap_or(!has_file),
         record_status_change: v
-            .server("record_statuschange", "a boolean (True or False)", parse_bool)?
+            .server(
+                "record_statuschange",
+                "a boolean (True or False)",
+                parse_bool,
+            )?
             .unwrap_or(true),
         daemon_enable: v
             .parse("daemon", "enable", "a boolean (True or False)", parse_bool)?

@@ -56,12 +56,10 @@ pub fn parse(text: &str) -> Result<Vec<Entry>, IniError> {
             can_continue = false;
             continue;
         }
-        let split = trimmed
-            .find(['=', ':'])
-            .ok_or_else(|| IniError {
-                line,
-                message: format!("expected 'key = value', found {trimmed:?}"),
-            })?;
+        let split = trimmed.find(['=', ':']).ok_or_else(|| IniError {
+            line,
+            message: format!("expected 'key = value', found {trimmed:?}"),
+        })?;
         let (key, value) = (trimmed[..split].trim(), trimmed[split + 1..].trim());
         if key.is_empty() {
             return Err(IniError {
@@ -90,8 +88,9 @@ mod tests {
 
     #[test]
     fn reads_sections_keys_and_both_separators() {
-        let entries = parse("# c\n[server]\ndbhost = db1\ndbport: 5432\n; x\n[daemon]\nenable = True\n")
-            .expect("valid");
+        let entries =
+            parse("# c\n[server]\ndbhost = db1\ndbport: 5432\n; x\n[daemon]\nenable = True\n")
+                .expect("valid");
         assert_eq!(entries.len(), 3);
         assert_eq!(entries[0].section, "server");
         assert_eq!(entries[1].value, "5432");

@@ -60,7 +60,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("panda-server: cannot start the runtime: {e}");
@@ -101,9 +104,11 @@ async fn schema(action: SchemaAction, config: &Config) -> anyhow::Result<ExitCod
                 println!("DB schema check: OK");
                 ExitCode::SUCCESS
             }
-            Err(e @ (StoreError::SchemaMissing
-            | StoreError::SchemaTooOld { .. }
-            | StoreError::SchemaTooNew { .. })) => {
+            Err(
+                e @ (StoreError::SchemaMissing
+                | StoreError::SchemaTooOld { .. }
+                | StoreError::SchemaTooNew { .. }),
+            ) => {
                 println!("DB schema check: FAILED: {e}");
                 ExitCode::FAILURE
             }

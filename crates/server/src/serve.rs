@@ -74,7 +74,11 @@ pub async fn run(config: Config, mode: Mode) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_httpd(config: Config, store: Store, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+async fn run_httpd(
+    config: Config,
+    store: Store,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     let address = SocketAddr::new(config.bind_address, config.http_port);
     let listener = tokio::net::TcpListener::bind(address)
         .await
@@ -89,10 +93,13 @@ async fn run_httpd(config: Config, store: Store, stop: watch::Receiver<bool>) ->
         stats: Arc::new(RequestStats::default()),
     };
     let app = panda_api::router(state);
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(stopped(stop))
-        .await
-        .context("HTTP server")?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(stopped(stop))
+    .await
+    .context("HTTP server")?;
     Ok(())
 }
 
@@ -103,7 +110,10 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}

@@ -59,7 +59,8 @@ impl DbConfig {
     /// Checks what the drivers cannot check themselves. The schema name is spliced into
     /// connection options, so it must be a plain identifier.
     pub fn validate(&self) -> Result<()> {
-        if self.backend == Backend::Postgres && !is_identifier(&self.schema) {
+        let needs_schema = self.backend == Backend::Postgres || !self.schema.is_empty();
+        if needs_schema && !is_identifier(&self.schema) {
             return Err(StoreError::Config(format!(
                 "schemaPANDA {:?} is not a plain SQL identifier",
                 self.schema

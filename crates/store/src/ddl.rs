@@ -41,12 +41,24 @@ fn epoch(dialect: Dialect) -> &'static str {
 fn job_column_constraint(table: JobTable, name: &str, dialect: Dialect) -> String {
     let epoch = epoch(dialect);
     match name {
-        "PandaID" | "jobDefinitionID" | "assignedPriority" | "currentPriority" | "attemptNr"
-        | "maxAttempt" | "maxCpuCount" | "maxDiskCount" | "minRamCount" | "cpuConsumptionTime"
-        | "pilotErrorCode" | "exeErrorCode" | "supErrorCode" | "ddmErrorCode"
-        | "brokerageErrorCode" | "jobDispatcherErrorCode" | "taskBufferErrorCode" | "nEvents" => {
-            " NOT NULL DEFAULT 0".into()
-        }
+        "PandaID"
+        | "jobDefinitionID"
+        | "assignedPriority"
+        | "currentPriority"
+        | "attemptNr"
+        | "maxAttempt"
+        | "maxCpuCount"
+        | "maxDiskCount"
+        | "minRamCount"
+        | "cpuConsumptionTime"
+        | "pilotErrorCode"
+        | "exeErrorCode"
+        | "supErrorCode"
+        | "ddmErrorCode"
+        | "brokerageErrorCode"
+        | "jobDispatcherErrorCode"
+        | "taskBufferErrorCode"
+        | "nEvents" => " NOT NULL DEFAULT 0".into(),
         "modificationTime" if table == JobTable::Archived => " NOT NULL".into(),
         "creationTime" | "modificationTime" => format!(" NOT NULL DEFAULT {epoch}"),
         "jobStatus" if table == JobTable::Defined => " NOT NULL DEFAULT 'defined'".into(),
@@ -121,8 +133,21 @@ pub fn core_tables(dialect: Dialect) -> Vec<String> {
   jeditaskid {big}, datasetid {big}, fileid {big}, attemptnr {small},
   PRIMARY KEY (row_id, modificationtime)
 )",
-            vc(64), vc(4000), vc(20), vc(255), vc(64), vc(255), vc(250), vc(255), vc(250),
-            vc(255), vc(250), vc(250), vc(36), vc(36), vc(30)
+            vc(64),
+            vc(4000),
+            vc(20),
+            vc(255),
+            vc(64),
+            vc(255),
+            vc(250),
+            vc(255),
+            vc(250),
+            vc(255),
+            vc(250),
+            vc(250),
+            vc(36),
+            vc(36),
+            vc(30)
         ),
         format!(
             "CREATE TABLE IF NOT EXISTS jobparamstable (
@@ -142,14 +167,20 @@ pub fn core_tables(dialect: Dialect) -> Vec<String> {
   data TEXT, timestamp {ts} NOT NULL, lockedby {}, lockedtime {ts},
   PRIMARY KEY (pandaid, attemptnr)
 )",
-            vc(20), vc(15), vc(56)
+            vc(20),
+            vc(15),
+            vc(56)
         ),
         format!(
             "CREATE TABLE IF NOT EXISTS jobs_statuslog (
   pandaid {big} NOT NULL, modificationtime {ts} NOT NULL, jobstatus {} NOT NULL,
   prodsourcelabel {}, cloud {}, computingsite {}, modificationhost {}, modiftime_extended {ts}
 )",
-            vc(15), vc(20), vc(50), vc(128), vc(128)
+            vc(15),
+            vc(20),
+            vc(50),
+            vc(128),
+            vc(128)
         ),
         format!(
             "CREATE TABLE IF NOT EXISTS jedi_process_lock (
@@ -157,7 +188,12 @@ pub fn core_tables(dialect: Dialect) -> Vec<String> {
   lockedby {}, lockedtime {ts}, resource_type {} NOT NULL, component {} NOT NULL,
   PRIMARY KEY (vo, prodsourcelabel, workqueue_id, cloud, resource_type, component)
 )",
-            vc(32), vc(20), vc(10), vc(56), vc(56), vc(56)
+            vc(32),
+            vc(20),
+            vc(10),
+            vc(56),
+            vc(56),
+            vc(56)
         ),
         format!(
             "CREATE TABLE IF NOT EXISTS config (
@@ -165,13 +201,21 @@ pub fn core_tables(dialect: Dialect) -> Vec<String> {
   type {} NOT NULL, vo {} NOT NULL, descr {} NOT NULL, value_json {},
   PRIMARY KEY (app, component, key, vo)
 )",
-            vc(64), vc(64), vc(64), vc(256), vc(64), vc(32), vc(256), json.1
+            vc(64),
+            vc(64),
+            vc(64),
+            vc(256),
+            vc(64),
+            vc(32),
+            vc(256),
+            json.1
         ),
         format!(
             "CREATE TABLE IF NOT EXISTS schedconfig_json (
   panda_queue {} NOT NULL PRIMARY KEY, data {}, last_update {ts}
 )",
-            vc(50), json.0
+            vc(50),
+            json.0
         ),
     ]);
     statements.extend(sequences(dialect));

@@ -185,8 +185,11 @@ impl Store {
         let table = status_table(job)?;
         let sql = self.sql();
         let id = Value::Int(Some(job.panda_id()));
-        tx.execute(&sql.insert_job[table_index(table)], &job_row_params(job, table))
-            .await?;
+        tx.execute(
+            &sql.insert_job[table_index(table)],
+            &job_row_params(job, table),
+        )
+        .await?;
         for file in &job.files {
             tx.execute(&sql.insert_file, file.values()).await?;
         }
@@ -246,7 +249,9 @@ impl Store {
 
     async fn load_details(&self, tx: &mut dyn Tx, job: &mut JobSpec) -> Result<()> {
         let id = [Value::Int(Some(job.panda_id()))];
-        let rows = tx.fetch(&self.sql().select_files, &id, &file_types()).await?;
+        let rows = tx
+            .fetch(&self.sql().select_files, &id, &file_types())
+            .await?;
         job.files = rows
             .into_iter()
             .map(|row| {
@@ -256,13 +261,21 @@ impl Store {
             .collect::<Result<_>>()?;
         let text = [ColumnType::Text];
         let params = tx
-            .fetch("SELECT jobparameters FROM jobparamstable WHERE pandaid = $1", &id, &text)
+            .fetch(
+                "SELECT jobparameters FROM jobparamstable WHERE pandaid = $1",
+                &id,
+                &text,
+            )
             .await?;
         if let Some(value) = params.into_iter().next().and_then(|r| r.into_iter().next()) {
             job.set(JobAttr::jobParameters, value);
         }
         let meta = tx
-            .fetch("SELECT metadata FROM metatable WHERE pandaid = $1", &id, &text)
+            .fetch(
+                "SELECT metadata FROM metatable WHERE pandaid = $1",
+                &id,
+                &text,
+            )
             .await?;
         if let Some(value) = meta.into_iter().next().and_then(|r| r.into_iter().next()) {
             job.set(JobAttr::metadata, value);
@@ -287,7 +300,9 @@ impl Store {
         let old_status = job.status();
         change(&mut job)?;
         if job.panda_id() != panda_id {
-            return Err(StoreError::Conflict("a change may not alter the PandaID".into()));
+            return Err(StoreError::Conflict(
+                "a change may not alter the PandaID".into(),
+            ));
         }
         let now = time::now();
         job.set(JobAttr::modificationTime, Value::Time(Some(now)));
@@ -298,17 +313,21 @@ impl Store {
         let sql = self.sql();
         let params = job_row_params(&job, new_table);
         if new_table == old_table {
-            tx.execute(&sql.update_job[table_index(new_table)], &params).await?;
+            tx.execute(&sql.update_job[table_index(new_table)], &params)
+                .await?;
         } else {
             let id = [Value::Int(Some(panda_id))];
-            let deleted = tx.execute(&sql.delete_job[table_index(old_table)], &id).await?;
+            let deleted = tx
+                .execute(&sql.delete_job[table_index(old_table)], &id)
+                .await?;
             if deleted != 1 {
                 return Err(StoreError::Conflict(format!(
                     "job {panda_id} left {} while being moved",
                     old_table.name()
                 )));
             }
-            tx.execute(&sql.insert_job[table_index(new_table)], &params).await?;
+            tx.execute(&sql.insert_job[table_index(new_table)], &params)
+                .await?;
             if new_table == JobTable::Archived {
                 stamp_archived(tx.as_mut(), &job).await?;
             }
@@ -381,7 +400,12 @@ async fn stamp_archived(tx: &mut dyn Tx, job: &JobSpec) -> Result<()> {
 
 /// Takes `count` values from a sequence: `nextval` on PostgreSQL, a counter row on SQLite
 /// (advanced under the write lock, so concurrent writers never share a value).
-async fn next_ids(tx: &mut dyn Tx, dialect: Dialect, sequence: &str, count: usize) -> Result<Vec<i64>> {
+async fn next_ids(
+    tx: &mut dyn Tx,
+    dialect: Dialect,
+    sequence: &str,
+    count: usize,
+) -> Result<Vec<i64>> {
     if count == 0 {
         return Ok(Vec::new());
     }

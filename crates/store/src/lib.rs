@@ -70,9 +70,9 @@ impl Store {
     pub async fn open(config: &DbConfig, options: StoreOptions) -> Result<Store> {
         config.validate()?;
         let driver: Box<dyn Driver> = match config.backend {
-            Backend::Sqlite => {
-                Box::new(sqlite::SqliteDriver::open(Path::new(&config.name), config.pool_size).await?)
-            }
+            Backend::Sqlite => Box::new(
+                sqlite::SqliteDriver::open(Path::new(&config.name), config.pool_size).await?,
+            ),
             Backend::Postgres => Box::new(postgres::PostgresDriver::connect(config).await?),
         };
         let sql = JobSql::new(driver.dialect());

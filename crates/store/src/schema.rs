@@ -103,7 +103,10 @@ pub fn check_version(found: Option<SchemaVersion>) -> Result<SchemaVersion> {
 }
 
 /// Reads the version row; `None` when the table or the row is missing.
-pub(crate) async fn read_version(tx: &mut dyn Tx, dialect: Dialect) -> Result<Option<SchemaVersion>> {
+pub(crate) async fn read_version(
+    tx: &mut dyn Tx,
+    dialect: Dialect,
+) -> Result<Option<SchemaVersion>> {
     let exists = match dialect {
         Dialect::Postgres => "SELECT CAST(to_regclass('pandadb_version') AS TEXT)",
         Dialect::Sqlite => {

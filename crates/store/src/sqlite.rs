@@ -41,7 +41,10 @@ impl SqliteDriver {
             .connect_with(options)
             .await
             .map_err(|e| {
-                StoreError::Unavailable(format!("cannot open SQLite database {}: {e}", path.display()))
+                StoreError::Unavailable(format!(
+                    "cannot open SQLite database {}: {e}",
+                    path.display()
+                ))
             })?;
         Ok(SqliteDriver { pool })
     }
@@ -106,7 +109,9 @@ fn decode_row(row: &SqliteRow, columns: &[ColumnType]) -> Result<Vec<Value>> {
                 ColumnType::SmallInt | ColumnType::Int | ColumnType::BigInt => {
                     Value::Int(row.try_get_unchecked::<Option<i64>, _>(i)?)
                 }
-                ColumnType::Decimal(..) => Value::Float(row.try_get_unchecked::<Option<f64>, _>(i)?),
+                ColumnType::Decimal(..) => {
+                    Value::Float(row.try_get_unchecked::<Option<f64>, _>(i)?)
+                }
                 ColumnType::Timestamp => {
                     Value::Time(row.try_get_unchecked::<Option<NaiveDateTime>, _>(i)?)
                 }

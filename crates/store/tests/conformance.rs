@@ -32,7 +32,9 @@ fn sample_value(column_type: ColumnType, seed: usize) -> Value {
         ColumnType::Int | ColumnType::BigInt => Value::Int(Some(1_000 + seed as i64)),
         ColumnType::Decimal(_, 0) => Value::Float(Some(seed as f64)),
         ColumnType::Decimal(..) => Value::Float(Some(seed as f64 + 0.25)),
-        ColumnType::VarChar(n) => Value::Text(Some(format!("v{seed}").chars().take(n as usize).collect())),
+        ColumnType::VarChar(n) => {
+            Value::Text(Some(format!("v{seed}").chars().take(n as usize).collect()))
+        }
         ColumnType::Char(n) => Value::Text(Some("x".repeat(n as usize))),
         ColumnType::Timestamp => Value::Time(Some(time)),
         ColumnType::Text => Value::Text(Some(format!("text {seed} with 'quotes' and ünïcode"))),
@@ -46,7 +48,8 @@ fn full_job(status: JobStatus) -> JobSpec {
         let name = JobAttr::by_name(attr.name).expect("known attribute");
         job.set(name, sample_value(attr.column_type, i));
     }
-    job.set_str(JobAttr::jobStatus, status.as_str()).expect("status");
+    job.set_str(JobAttr::jobStatus, status.as_str())
+        .expect("status");
     for f in 0..2 {
         let mut file = FileSpec::new();
         for (i, attr) in FILE_ATTRIBUTES.iter().enumerate() {
@@ -61,8 +64,10 @@ fn full_job(status: JobStatus) -> JobSpec {
 fn simple_job(site: &str) -> JobSpec {
     let mut job = JobSpec::new();
     job.set_str(JobAttr::computingSite, site).expect("site");
-    job.set_str(JobAttr::prodSourceLabel, "managed").expect("label");
-    job.set_str(JobAttr::jobParameters, "--run 1").expect("params");
+    job.set_str(JobAttr::prodSourceLabel, "managed")
+        .expect("label");
+    job.set_str(JobAttr::jobParameters, "--run 1")
+        .expect("params");
     job
 }
 
@@ -70,7 +75,11 @@ fn simple_job(site: &str) -> JobSpec {
 async fn inserted_jobs_read_back_attribute_for_attribute() {
     for backend in backends() {
         let (_db, store) = migrated_store(backend).await;
-        for status in [JobStatus::Defined, JobStatus::Activated, JobStatus::Finished] {
+        for status in [
+            JobStatus::Defined,
+            JobStatus::Activated,
+            JobStatus::Finished,
+        ] {
             let mut jobs = vec![full_job(status)];
             store.insert_jobs(&mut jobs).await.expect("insert");
             let stored = store
@@ -98,7 +107,11 @@ async fn unset_attributes_read_back_as_null_and_zero_attributes_as_zero() {
         let (_db, store) = migrated_store(backend).await;
         let mut jobs = vec![simple_job("SITE_A")];
         store.insert_jobs(&mut jobs).await.expect("insert");
-        let stored = store.get_job(jobs[0].panda_id()).await.expect("read").expect("exists");
+        let stored = store
+            .get_job(jobs[0].panda_id())
+            .await
+            .expect("read")
+            .expect("exists");
         assert_eq!(stored.get(JobAttr::computingElement), &Value::Text(None));
         assert_eq!(stored.get_i64(JobAttr::currentPriority), Some(0));
         assert_eq!(stored.status(), Some(JobStatus::Defined));
@@ -116,7 +129,10 @@ async fn a_job_moves_defined_to_active_to_archived_in_whole() {
         let mut jobs = vec![job];
         store.insert_jobs(&mut jobs).await.expect("insert");
         let id = jobs[0].panda_id();
-        assert_eq!(store.job_table(id).await.expect("where"), Some(JobTable::Defined));
+        assert_eq!(
+            store.job_table(id).await.expect("where"),
+            Some(JobTable::Defined)
+        );
 
         store
             .modify_job(id, |job| {
@@ -125,7 +141,10 @@ async fn a_job_moves_defined_to_active_to_archived_in_whole() {
             })
             .await
             .expect("activate");
-        assert_eq!(store.job_table(id).await.expect("where"), Some(JobTable::Active));
+        assert_eq!(
+            store.job_table(id).await.expect("where"),
+            Some(JobTable::Active)
+        );
 
         let archived = store
             .modify_job(id, |job| {
@@ -134,7 +153,10 @@ async fn a_job_moves_defined_to_active_to_archived_in_whole() {
             })
             .await
             .expect("finish");
-        assert_eq!(store.job_table(id).await.expect("where"), Some(JobTable::Archived));
+        assert_eq!(
+            store.job_table(id).await.expect("where"),
+            Some(JobTable::Archived)
+        );
         assert!(archived.get(JobAttr::endTime).as_time().is_some());
 
         let stored = store.get_job(id).await.expect("read").expect("exists");
@@ -152,7 +174,11 @@ async fn a_job_moves_defined_to_active_to_archived_in_whole() {
             .await
             .expect("status log");
         let statuses: Vec<_> = log.iter().map(|r| r[0].render()).collect();
-        assert_eq!(statuses, ["defined", "activated", "finished"], "{backend:?}");
+        assert_eq!(
+            statuses,
+            ["defined", "activated", "finished"],
+            "{backend:?}"
+        );
         let stamped = tx
             .fetch(
                 "SELECT modificationtime FROM jobparamstable WHERE pandaid = $1",
@@ -161,7 +187,11 @@ async fn a_job_moves_defined_to_active_to_archived_in_whole() {
             )
             .await
             .expect("params row");
-        assert_eq!(stamped[0][0], *archived.get(JobAttr::modificationTime), "{backend:?}");
+        assert_eq!(
+            stamped[0][0],
+            *archived.get(JobAttr::modificationTime),
+            "{backend:?}"
+        );
     }
 }
 
@@ -170,7 +200,10 @@ async fn changing_a_missing_job_reports_it_missing() {
     for backend in backends() {
         let (_db, store) = migrated_store(backend).await;
         let result = store.modify_job(424242, |_| Ok(())).await;
-        assert!(matches!(result, Err(StoreError::JobNotFound(424242))), "{backend:?}");
+        assert!(
+            matches!(result, Err(StoreError::JobNotFound(424242))),
+            "{backend:?}"
+        );
         assert!(store.get_job(424242).await.expect("read").is_none());
     }
 }
@@ -200,7 +233,11 @@ async fn concurrent_inserts_never_share_a_panda_id() {
         }
         let unique: HashSet<_> = all.iter().collect();
         assert_eq!(all.len(), 8 * 10 * 7);
-        assert_eq!(unique.len(), all.len(), "{backend:?}: a PandaID was handed out twice");
+        assert_eq!(
+            unique.len(),
+            all.len(),
+            "{backend:?}: a PandaID was handed out twice"
+        );
     }
 }
 
@@ -208,11 +245,19 @@ async fn concurrent_inserts_never_share_a_panda_id() {
 async fn schema_check_on_fresh_migrated_older_and_newer_databases() {
     for backend in backends() {
         let db = TestDb::new(backend);
-        let store = Store::open(&db.config, StoreOptions::default()).await.expect("open");
-        assert!(matches!(store.check_schema().await, Err(StoreError::SchemaMissing)), "{backend:?}");
+        let store = Store::open(&db.config, StoreOptions::default())
+            .await
+            .expect("open");
+        assert!(
+            matches!(store.check_schema().await, Err(StoreError::SchemaMissing)),
+            "{backend:?}"
+        );
 
         let older = SchemaVersion::new(0, 1, 5);
-        store.migrate_to(older).await.expect("migrate to the older layout");
+        store
+            .migrate_to(older)
+            .await
+            .expect("migrate to the older layout");
         let err = store.check_schema().await.expect_err("older is refused");
         let text = err.to_string();
         assert!(text.contains("0.1.5") && text.contains("0.1.6"), "{text}");
@@ -220,14 +265,26 @@ async fn schema_check_on_fresh_migrated_older_and_newer_databases() {
         let report = store.migrate().await.expect("migrate");
         assert_eq!(report.from, Some(older));
         assert_eq!(report.applied, vec![SchemaVersion::new(0, 1, 6)]);
-        assert_eq!(store.check_schema().await.expect("current"), SchemaVersion::new(0, 1, 6));
-        assert!(store.migrate().await.expect("again").applied.is_empty(), "idempotent");
+        assert_eq!(
+            store.check_schema().await.expect("current"),
+            SchemaVersion::new(0, 1, 6)
+        );
+        assert!(
+            store.migrate().await.expect("again").applied.is_empty(),
+            "idempotent"
+        );
 
-        store.force_schema_version(SchemaVersion::new(0, 2, 0)).await.expect("fake newer");
+        store
+            .force_schema_version(SchemaVersion::new(0, 2, 0))
+            .await
+            .expect("fake newer");
         let err = store.check_schema().await.expect_err("newer is refused");
         assert!(matches!(err, StoreError::SchemaTooNew { .. }));
         assert!(err.to_string().contains("0.2.0") && err.to_string().contains("0.1.6"));
-        assert!(matches!(store.migrate().await, Err(StoreError::SchemaTooNew { .. })));
+        assert!(matches!(
+            store.migrate().await,
+            Err(StoreError::SchemaTooNew { .. })
+        ));
     }
 }
 
@@ -237,7 +294,11 @@ async fn concurrent_migrations_from_many_nodes_apply_once() {
         let db = TestDb::new(backend);
         let mut nodes = Vec::new();
         for _ in 0..4 {
-            nodes.push(Store::open(&db.config, StoreOptions::default()).await.expect("open"));
+            nodes.push(
+                Store::open(&db.config, StoreOptions::default())
+                    .await
+                    .expect("open"),
+            );
         }
         let runs: Vec<_> = nodes
             .iter()
@@ -248,12 +309,60 @@ async fn concurrent_migrations_from_many_nodes_apply_once() {
             .collect();
         let mut applied_runs = 0;
         for run in runs {
-            let report = run.await.expect("task").expect("migration succeeds on every node");
+            let report = run
+                .await
+                .expect("task")
+                .expect("migration succeeds on every node");
             if !report.applied.is_empty() {
                 applied_runs += 1;
             }
         }
-        assert_eq!(applied_runs, 1, "{backend:?}: exactly one node applies the steps");
+        assert_eq!(
+            applied_runs, 1,
+            "{backend:?}: exactly one node applies the steps"
+        );
         assert!(nodes[0].check_schema().await.is_ok());
     }
+}
+
+/// Runs only when `PANDA_TEST_UPSTREAM_DATABASE_URL` names a database created by upstream's
+/// own schema scripts (panda-database, `schema/postgres`, 0.1.6): the store must pass the
+/// schema check there and store, read and move jobs in upstream's partitioned tables. The
+/// jobs it creates are deleted again.
+#[tokio::test]
+async fn the_store_runs_on_a_database_made_by_upstreams_scripts() {
+    let Some(url) = std::env::var("PANDA_TEST_UPSTREAM_DATABASE_URL").ok().filter(|u| !u.is_empty())
+    else {
+        eprintln!("note: upstream-schema check skipped (set PANDA_TEST_UPSTREAM_DATABASE_URL)");
+        return;
+    };
+    let config = panda_store::testing::parse_postgres_url(&url).expect("a postgres:// URL");
+    let store = Store::open(&config, StoreOptions::default()).await.expect("open");
+    assert_eq!(store.check_schema().await.expect("check"), SchemaVersion::new(0, 1, 6));
+    let mut jobs = vec![full_job(JobStatus::Defined)];
+    store.insert_jobs(&mut jobs).await.expect("insert into upstream's tables");
+    let id = jobs[0].panda_id();
+    let stored = store.get_job(id).await.expect("read").expect("exists");
+    // jobsdefined4 is narrower than jobsactive4 upstream (integer counts, shorter texts).
+    assert_eq!(stored.files, jobs[0].files);
+    for status in [JobStatus::Activated, JobStatus::Running, JobStatus::Finished] {
+        store
+            .modify_job(id, |job| {
+                job.set_status(status, panda_core::time::now());
+                Ok(())
+            })
+            .await
+            .expect("move");
+    }
+    assert_eq!(store.job_table(id).await.expect("where"), Some(JobTable::Archived));
+    let archived = store.get_job(id).await.expect("read").expect("exists");
+    assert_eq!(archived.status(), Some(JobStatus::Finished));
+    assert_eq!(archived.files.len(), 2);
+    let mut tx = store.begin(TxMode::Write).await.expect("tx");
+    for table in ["jobsarchived4", "filestable4", "jobparamstable", "metatable", "jobs_statuslog"] {
+        tx.execute(&format!("DELETE FROM {table} WHERE pandaid = $1"), &[Value::Int(Some(id))])
+            .await
+            .expect("clean up");
+    }
+    tx.commit().await.expect("commit");
 }

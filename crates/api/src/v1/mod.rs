@@ -54,8 +54,9 @@ impl Envelope {
 
 impl IntoResponse for Envelope {
     fn into_response(self) -> Response {
-        let body = serde_json::to_string(&self)
-            .unwrap_or_else(|_| r#"{"success":false,"message":"encoding error","data":null}"#.into());
+        let body = serde_json::to_string(&self).unwrap_or_else(|_| {
+            r#"{"success":false,"message":"encoding error","data":null}"#.into()
+        });
         ([(header::CONTENT_TYPE, "application/json")], body).into_response()
     }
 }

@@ -20,13 +20,19 @@ pub(crate) fn get_attributes(call: &Call) -> Envelope {
         environment.insert("SSL_CLIENT_S_DN".into(), json!(dn));
     }
     for (i, fqan) in call.identity.fqans.iter().enumerate() {
-        environment.insert(format!("GRST_CRED_{}", i + 1), json!(format!("VOMS {fqan}")));
+        environment.insert(
+            format!("GRST_CRED_{}", i + 1),
+            json!(format!("VOMS {fqan}")),
+        );
     }
     environment.insert(
         "PANDA_AUTH_METHOD".into(),
         json!(format!("{:?}", call.identity.method)),
     );
-    environment.insert("PANDA_PRODUCTION_ROLE".into(), json!(call.identity.production));
+    environment.insert(
+        "PANDA_PRODUCTION_ROLE".into(),
+        json!(call.identity.production),
+    );
     if let Some(peer) = call.peer {
         environment.insert("REMOTE_ADDR".into(), json!(peer.ip().to_string()));
     }

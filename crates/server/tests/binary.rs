@@ -1,0 +1,264 @@
+//! The `panda-server` binary as an operator and a client meet it: start-up with no
+//! configuration, health endpoints, clean stop, the schema commands and bad input.
+
+mod common;
+
+use common::{db_env, run, Server};
+use panda_store::testing::{backends, TestDb};
+use panda_store::{SchemaVersion, Store, StoreOptions};
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .expect("client")
+}
+
+#[tokio::test]
+async fn starts_without_config_answers_health_checks_and_stops_on_sigterm() {
+    for backend in backends() {
+        let db = TestDb::new(backend);
+        let home = tempfile::tempdir().expect("home");
+        let mut env = db_env(&db);
+        env.push(("PANDA_HOME".into(), home.path().display().to_string()));
+        let mut server = Server::start(&[], &env);
+        assert!(
+            server.base_url.starts_with("http://127.0.0.1:"),
+            "{}",
+            server.base_url
+        );
+
+        let client = http();
+        let alive = client
+            .get(server.url("/api/v1/system/is_alive"))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(alive.status(), 200);
+        let body: serde_json::Value = alive.json().await.expect("json");
+        assert_eq!(
+            body,
+            serde_json::json!({"success": true, "message": "", "data": null})
+        );
+
+        let legacy = client
+            .get(server.url("/server/panda/isAlive"))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(legacy.status(), 200);
+        assert_eq!(legacy.text().await.expect("text"), "alive=yes");
+
+        let missing = client
+            .get(server.url("/no/such/path"))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(missing.status(), 404);
+        let forbidden = client
+            .post(server.url("/server/panda/noSuchMethod"))
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(forbidden.status(), 403);
+        assert_eq!(
+            forbidden.text().await.expect("text"),
+            "ERROR : method noSuchMethod is forbidden"
+        );
+
+        let status = server.terminate();
+        assert!(status.success(), "{backend:?}: exit status {status:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_loopback_caller_without_credentials_is_the_local_operator_in_local_mode() {
+    let db = TestDb::new(panda_store::Backend::Sqlite);
+    let server = Server::start(&[], &db_env(&db));
+    let client = http();
+    let body: serde_json::Value = client
+        .get(server.url("/api/v1/system/get_attributes"))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(body["success"], true);
+    assert_eq!(
+        body["data"]["environment"]["SSL_CLIENT_S_DN"],
+        "/CN=local operator"
+    );
+    assert_eq!(body["data"]["environment"]["PANDA_PRODUCTION_ROLE"], true);
+
+    let with_token: serde_json::Value = client
+        .get(server.url("/api/v1/system/get_attributes"))
+        .bearer_auth("not-verified-yet")
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        with_token["success"], false,
+        "credentials replace the local identity"
+    );
+}
+
+#[tokio::test]
+async fn with_a_config_file_loopback_callers_are_not_trusted_unless_configured() {
+    let db = TestDb::new(panda_store::Backend::Sqlite);
+    let dir = tempfile::tempdir().expect("dir");
+    let cfg = dir.path().join("panda_server.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server]\ndbname = {}\nbind_address = 127.0.0.1\n",
+            db.config.name
+        ),
+    )
+    .expect("write cfg");
+    let server = Server::start(&["--config", &cfg.display().to_string()], &[]);
+    let body: serde_json::Value = http()
+        .get(server.url("/api/v1/system/get_attributes"))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(body["success"], false);
+    assert_eq!(body["message"], "SSL secure connection is required");
+}
+
+#[tokio::test]
+async fn schema_check_and_migrate_from_the_command_line() {
+    for backend in backends() {
+        let db = TestDb::new(backend);
+        let env = db_env(&db);
+
+        let fresh = run(&["schema", "check"], &env);
+        assert_eq!(
+            fresh.status.code(),
+            Some(1),
+            "{backend:?}: a fresh database fails the check"
+        );
+        assert!(String::from_utf8_lossy(&fresh.stdout).contains("DB schema check: FAILED"));
+
+        let migrated = run(&["schema", "migrate"], &env);
+        assert!(migrated.status.success(), "{migrated:?}");
+        assert!(String::from_utf8_lossy(&migrated.stdout).contains("empty -> 0.1.6"));
+        let again = run(&["schema", "migrate"], &env);
+        assert!(String::from_utf8_lossy(&again.stdout).contains("already at 0.1.6"));
+
+        let ok = run(&["schema", "check"], &env);
+        assert!(ok.status.success(), "{ok:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&ok.stdout).trim(),
+            "DB schema check: OK"
+        );
+
+        let store = Store::open(&db.config, StoreOptions::default())
+            .await
+            .expect("open");
+        for (version, words) in [((0, 1, 5), "older"), ((0, 2, 0), "newer")] {
+            let (a, b, c) = version;
+            store
+                .force_schema_version(SchemaVersion::new(a, b, c))
+                .await
+                .expect("fake a version");
+            let out = run(&["schema", "check"], &env);
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert_eq!(out.status.code(), Some(1), "{backend:?}: {text}");
+            assert!(
+                text.contains(&format!("{a}.{b}.{c}")) && text.contains("0.1.6"),
+                "{text}"
+            );
+            assert!(text.contains(words), "{text}");
+        }
+        let refused = run(&["httpd"], &env);
+        assert_eq!(
+            refused.status.code(),
+            Some(1),
+            "the web tier refuses a newer database"
+        );
+        assert!(String::from_utf8_lossy(&refused.stderr).contains("newer"));
+        store.close().await;
+    }
+}
+
+#[test]
+fn an_unreachable_database_is_one_clear_line_and_a_failure_exit() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let closed_port = listener.local_addr().expect("addr").port();
+    drop(listener);
+    let env: Vec<(String, String)> = [
+        ("PANDA_CONFIG", "none"),
+        ("PANDA_BACKEND", "postgres"),
+        ("PANDA_DBHOST", "127.0.0.1"),
+        ("PANDA_DBPORT", &closed_port.to_string()),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    for args in [&["schema", "check"][..], &["httpd"][..]] {
+        let out = run(args, &env);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        let error_lines: Vec<_> = stderr
+            .lines()
+            .filter(|l| l.starts_with("panda-server:"))
+            .collect();
+        assert_eq!(error_lines.len(), 1, "{stderr}");
+        assert!(
+            error_lines[0].contains(&format!("127.0.0.1:{closed_port}")),
+            "{stderr}"
+        );
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("backtrace"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_malformed_config_file_names_file_line_and_key() {
+    let dir = tempfile::tempdir().expect("dir");
+    let cfg = dir.path().join("panda_server.cfg");
+    let cfg_arg = cfg.display().to_string();
+
+    std::fs::write(&cfg, "[server]\ndbhost = db\nthis line is junk\n").expect("write");
+    let out = run(&["--config", &cfg_arg, "schema", "check"], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&cfg_arg) && stderr.contains("line 3"),
+        "{stderr}"
+    );
+
+    std::fs::write(&cfg, "[server]\ndbhost = db\npserverport = https\n").expect("write");
+    let out = run(&["--config", &cfg_arg, "schema", "check"], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("line 3") && stderr.contains("pserverport"),
+        "{stderr}"
+    );
+
+    let missing = run(&["--config", "/nonexistent/panda_server.cfg", "httpd"], &[]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/panda_server.cfg"));
+}
+
+#[test]
+fn version_and_help_are_there_for_a_new_user() {
+    let version = run(&["--version"], &[]);
+    assert!(version.status.success());
+    assert!(String::from_utf8_lossy(&version.stdout).starts_with("panda-server "));
+    let help = run(&["--help"], &[]);
+    let text = String::from_utf8_lossy(&help.stdout);
+    for word in ["httpd", "daemon", "schema", "--config"] {
+        assert!(text.contains(word), "help lacks {word}: {text}");
+    }
+}

@@ -331,21 +331,35 @@ async fn concurrent_migrations_from_many_nodes_apply_once() {
 /// jobs it creates are deleted again.
 #[tokio::test]
 async fn the_store_runs_on_a_database_made_by_upstreams_scripts() {
-    let Some(url) = std::env::var("PANDA_TEST_UPSTREAM_DATABASE_URL").ok().filter(|u| !u.is_empty())
+    let Some(url) = std::env::var("PANDA_TEST_UPSTREAM_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
     else {
         eprintln!("note: upstream-schema check skipped (set PANDA_TEST_UPSTREAM_DATABASE_URL)");
         return;
     };
     let config = panda_store::testing::parse_postgres_url(&url).expect("a postgres:// URL");
-    let store = Store::open(&config, StoreOptions::default()).await.expect("open");
-    assert_eq!(store.check_schema().await.expect("check"), SchemaVersion::new(0, 1, 6));
+    let store = Store::open(&config, StoreOptions::default())
+        .await
+        .expect("open");
+    assert_eq!(
+        store.check_schema().await.expect("check"),
+        SchemaVersion::new(0, 1, 6)
+    );
     let mut jobs = vec![full_job(JobStatus::Defined)];
-    store.insert_jobs(&mut jobs).await.expect("insert into upstream's tables");
+    store
+        .insert_jobs(&mut jobs)
+        .await
+        .expect("insert into upstream's tables");
     let id = jobs[0].panda_id();
     let stored = store.get_job(id).await.expect("read").expect("exists");
     // jobsdefined4 is narrower than jobsactive4 upstream (integer counts, shorter texts).
     assert_eq!(stored.files, jobs[0].files);
-    for status in [JobStatus::Activated, JobStatus::Running, JobStatus::Finished] {
+    for status in [
+        JobStatus::Activated,
+        JobStatus::Running,
+        JobStatus::Finished,
+    ] {
         store
             .modify_job(id, |job| {
                 job.set_status(status, panda_core::time::now());
@@ -354,15 +368,27 @@ async fn the_store_runs_on_a_database_made_by_upstreams_scripts() {
             .await
             .expect("move");
     }
-    assert_eq!(store.job_table(id).await.expect("where"), Some(JobTable::Archived));
+    assert_eq!(
+        store.job_table(id).await.expect("where"),
+        Some(JobTable::Archived)
+    );
     let archived = store.get_job(id).await.expect("read").expect("exists");
     assert_eq!(archived.status(), Some(JobStatus::Finished));
     assert_eq!(archived.files.len(), 2);
     let mut tx = store.begin(TxMode::Write).await.expect("tx");
-    for table in ["jobsarchived4", "filestable4", "jobparamstable", "metatable", "jobs_statuslog"] {
-        tx.execute(&format!("DELETE FROM {table} WHERE pandaid = $1"), &[Value::Int(Some(id))])
-            .await
-            .expect("clean up");
+    for table in [
+        "jobsarchived4",
+        "filestable4",
+        "jobparamstable",
+        "metatable",
+        "jobs_statuslog",
+    ] {
+        tx.execute(
+            &format!("DELETE FROM {table} WHERE pandaid = $1"),
+            &[Value::Int(Some(id))],
+        )
+        .await
+        .expect("clean up");
     }
     tx.commit().await.expect("commit");
 }

@@ -72,6 +72,31 @@ async fn starts_without_config_answers_health_checks_and_stops_on_sigterm() {
 }
 
 #[tokio::test]
+async fn httpd_and_daemon_run_separately_and_stop_on_sigterm() {
+    for backend in backends() {
+        let db = TestDb::new(backend);
+        let env = db_env(&db);
+        assert!(run(&["schema", "migrate"], &env).status.success());
+
+        let mut web = Server::start(&["httpd"], &env);
+        let alive = http()
+            .get(web.url("/server/panda/isAlive"))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(alive.text().await.expect("text"), "alive=yes");
+        let mut daemon = Server::start_until(&["daemon"], &env, "daemon started");
+        assert!(
+            daemon.base_url.is_empty(),
+            "the daemon alone does not listen"
+        );
+
+        assert!(daemon.terminate().success(), "{backend:?}: daemon exit");
+        assert!(web.terminate().success(), "{backend:?}: httpd exit");
+    }
+}
+
+#[tokio::test]
 async fn a_loopback_caller_without_credentials_is_the_local_operator_in_local_mode() {
     let db = TestDb::new(panda_store::Backend::Sqlite);
     let server = Server::start(&[], &db_env(&db));

@@ -80,6 +80,12 @@ pub struct Server {
 impl Server {
     /// Starts `panda-server [args]` on a free loopback port and waits until it listens.
     pub fn start(args: &[&str], env: &[(String, String)]) -> Server {
+        Server::start_until(args, env, "listening on ")
+    }
+
+    /// Starts `panda-server [args]` and waits for a log line containing `marker`; when the
+    /// marker is the listening line, `base_url` is set from it.
+    pub fn start_until(args: &[&str], env: &[(String, String)], marker: &str) -> Server {
         let mut command = Command::new(BINARY);
         command
             .args(args)
@@ -128,6 +134,8 @@ impl Server {
                 Ok(line) => {
                     if let Some(url) = line.split("listening on ").nth(1) {
                         server.base_url = url.trim().to_string();
+                    }
+                    if line.contains(marker) {
                         return server;
                     }
                     seen.push(line);

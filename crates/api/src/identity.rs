@@ -14,55 +14,11 @@ use axum::http::{header, HeaderMap};
 use axum::middleware::Next;
 use axum::response::Response;
 
+use panda_core::identity::Identity;
+
 use crate::AppState;
 
-/// The DN given to credential-less loopback callers in local mode.
-pub const LOCAL_OPERATOR_DN: &str = "/CN=local operator";
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum AuthMethod {
-    /// No credentials, or credentials we do not verify yet.
-    Anonymous,
-    /// A loopback caller trusted by `trust_loopback`.
-    LocalOperator,
-}
-
-/// The caller as the handlers see it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Identity {
-    pub method: AuthMethod,
-    /// Distinguished name in upstream's legacy slash format, if known.
-    pub dn: Option<String>,
-    /// VOMS FQANs or token groups.
-    pub fqans: Vec<String>,
-    /// Whether the caller holds the production role.
-    pub production: bool,
-}
-
-impl Identity {
-    pub fn anonymous() -> Identity {
-        Identity {
-            method: AuthMethod::Anonymous,
-            dn: None,
-            fqans: Vec::new(),
-            production: false,
-        }
-    }
-
-    pub fn local_operator() -> Identity {
-        Identity {
-            method: AuthMethod::LocalOperator,
-            dn: Some(LOCAL_OPERATOR_DN.to_string()),
-            fqans: Vec::new(),
-            production: true,
-        }
-    }
-
-    /// Whether the caller is authenticated (upstream's "secure" requirement).
-    pub fn is_authenticated(&self) -> bool {
-        self.method != AuthMethod::Anonymous
-    }
-}
+pub use panda_core::identity::LOCAL_OPERATOR_DN;
 
 /// The peer's socket address, when the listener knows it.
 #[derive(Clone, Copy, Debug)]
@@ -109,6 +65,7 @@ pub async fn resolve(State(state): State<AppState>, mut request: Request, next: 
 mod tests {
     use super::*;
     use axum::http::HeaderValue;
+    use panda_core::identity::AuthMethod;
 
     fn peer(ip: &str) -> Option<SocketAddr> {
         format!("{ip}:40000").parse().ok()

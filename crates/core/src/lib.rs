@@ -7,7 +7,9 @@
 
 mod attrs;
 pub mod file;
+pub mod identity;
 pub mod job;
+pub mod queue;
 pub mod record;
 pub mod status;
 pub mod time;
@@ -15,6 +17,7 @@ pub mod value;
 
 pub use file::{FileAttr, FileSpec};
 pub use job::{JobAttr, JobSpec};
+pub use queue::{QueueSpec, QueueStatus, QueueType};
 pub use record::{AttrSet, Record};
 pub use status::{JobStatus, JobTable};
 pub use value::{Attribute, ColumnType, Value, ValueError};

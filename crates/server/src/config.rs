@@ -43,6 +43,9 @@ const SERVER_KEYS: &[&str] = &[
     "nJobsInGetJob",
     "trust_loopback",
     "record_statuschange",
+    "trf_dir",
+    "queue_config_file",
+    "max_body_size",
 ];
 const DAEMON_KEYS: &[&str] = &["config", "enable"];
 
@@ -164,6 +167,12 @@ pub struct Config {
     pub host_name: String,
     pub logdir: Option<PathBuf>,
     pub cache_dir: PathBuf,
+    /// Served under `/trf/`: transformation scripts the pilot downloads.
+    pub trf_dir: PathBuf,
+    /// A CRIC-style queue file loaded into `schedconfig_json` at start.
+    pub queue_config_file: Option<PathBuf>,
+    /// Largest request body in bytes.
+    pub max_body_size: usize,
     pub production_dns: Vec<String>,
     pub n_jobs_in_get_job: u32,
     pub trust_loopback: bool,
@@ -464,6 +473,19 @@ fn build(
             .text("cache_dir")
             .map(PathBuf::from)
             .unwrap_or_else(|| home.join("cache")),
+        trf_dir: v
+            .text("trf_dir")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| home.join("trf")),
+        queue_config_file: v
+            .text("queue_config_file")
+            .filter(|f| !f.is_empty())
+            .map(PathBuf::from),
+        max_body_size: v
+            .server("max_body_size", "a size in bytes", |t| {
+                t.parse::<usize>().ok().filter(|n| *n > 0)
+            })?
+            .unwrap_or(128 * 1024 * 1024),
         production_dns: v
             .text("production_dns")
             .map(|t| split_list(&t))

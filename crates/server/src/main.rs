@@ -39,6 +39,22 @@ enum Command {
         #[command(subcommand)]
         action: SchemaAction,
     },
+    /// Manage PanDA queues (sites).
+    Queues {
+        #[command(subcommand)]
+        action: QueuesAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum QueuesAction {
+    /// Load (insert or replace) the queues of a CRIC-style JSON file: {"QUEUE": {...}, ...}.
+    Load {
+        /// The queue file.
+        file: PathBuf,
+    },
+    /// List the queues with their status and type.
+    List,
 }
 
 #[derive(Subcommand, Debug)]
@@ -83,6 +99,7 @@ fn main() -> ExitCode {
 async fn run(command: Option<Command>, config: Config) -> anyhow::Result<ExitCode> {
     match command {
         Some(Command::Schema { action }) => schema(action, &config).await,
+        Some(Command::Queues { action }) => queues(action, &config).await,
         other => {
             logging::init(&config)?;
             let mode = match other {
@@ -94,6 +111,26 @@ async fn run(command: Option<Command>, config: Config) -> anyhow::Result<ExitCod
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+async fn queues(action: QueuesAction, config: &Config) -> anyhow::Result<ExitCode> {
+    let store = Store::open(&config.db, config.store_options()).await?;
+    store.check_schema().await?;
+    match action {
+        QueuesAction::Load { file } => {
+            let names = panda_server::queues::load(&store, &file).await?;
+            println!("loaded {} queue(s): {}", names.len(), names.join(", "));
+        }
+        QueuesAction::List => {
+            for (name, json) in store.all_queues().await? {
+                let data = serde_json::from_str(&json).unwrap_or(serde_json::Value::Null);
+                let queue = panda_core::QueueSpec::from_json(&name, data);
+                println!("{name}\t{:?}\t{:?}", queue.status, queue.queue_type);
+            }
+        }
+    }
+    store.close().await;
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn schema(action: SchemaAction, config: &Config) -> anyhow::Result<ExitCode> {

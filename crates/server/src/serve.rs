@@ -4,7 +4,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use panda_api::{AppState, IdentityPolicy, RequestStats};
+use panda_api::{AppState, IdentityPolicy, Limits, RequestStats, StaticDirs};
+use panda_service::{JobService, ServiceSettings};
 use panda_store::Store;
 use tokio::sync::watch;
 
@@ -30,6 +31,10 @@ pub async fn run(config: Config, mode: Mode) -> anyhow::Result<()> {
         }
     } else {
         store.check_schema().await?;
+    }
+    if let (Some(file), Mode::All | Mode::Httpd) = (&config.queue_config_file, mode) {
+        let names = crate::queues::load(&store, file).await?;
+        tracing::info!(queues = names.len(), file = %file.display(), "queues loaded");
     }
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
@@ -85,12 +90,26 @@ async fn run_httpd(
         .with_context(|| format!("cannot listen on {address}"))?;
     let local = listener.local_addr()?;
     tracing::info!("listening on http://{local}");
-    let state = AppState {
+    let service = JobService::new(
         store,
+        ServiceSettings {
+            max_jobs_per_get_job: config.n_jobs_in_get_job as usize,
+            host_name: config.host_name.clone(),
+        },
+    );
+    let state = AppState {
+        service,
         identity_policy: Arc::new(IdentityPolicy {
             trust_loopback: config.trust_loopback,
         }),
         stats: Arc::new(RequestStats::default()),
+        limits: Arc::new(Limits {
+            max_body_bytes: config.max_body_size,
+        }),
+        files: Arc::new(StaticDirs {
+            cache: config.cache_dir.clone(),
+            trf: config.trf_dir.clone(),
+        }),
     };
     let app = panda_api::router(state);
     axum::serve(

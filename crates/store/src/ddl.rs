@@ -217,6 +217,65 @@ pub fn core_tables(dialect: Dialect) -> Vec<String> {
             vc(50),
             json.0
         ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS jobsdebug (pandaid {big} NOT NULL PRIMARY KEY, stdout {})",
+            vc(2048)
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS pandalog (
+  bintime {ts} NOT NULL DEFAULT {epoch}, name {}, module {}, loguser {}, type {},
+  pid {big} NOT NULL DEFAULT 0, loglevel {int} NOT NULL DEFAULT 0, levelname {}, time {},
+  filename {}, line {int} NOT NULL DEFAULT 0, message {}
+)",
+            vc(30),
+            vc(30),
+            vc(80),
+            vc(20),
+            vc(30),
+            vc(30),
+            vc(100),
+            vc(4000)
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS resource_types (
+  resource_name {} NOT NULL PRIMARY KEY, mincore {int}, maxcore {int},
+  minrampercore {int}, maxrampercore {int}
+)",
+            vc(56)
+        ),
+        // Upstream's post-install row; more types are an operator's choice.
+        "INSERT INTO resource_types (resource_name, mincore) SELECT 'Undefined', 1 \
+         WHERE NOT EXISTS (SELECT 1 FROM resource_types)"
+            .to_string(),
+        format!(
+            "CREATE TABLE IF NOT EXISTS harvester_workers (
+  harvesterid {} NOT NULL, workerid {big} NOT NULL, lastupdate {ts} NOT NULL, status {} NOT NULL,
+  batchid {}, nodeid {}, queuename {}, computingsite {}, submittime {ts}, starttime {ts},
+  endtime {ts}, ncore {int}, errorcode {int}, stdout {}, stderr {}, batchlog {},
+  resourcetype {}, nativeexitcode {int}, nativestatus {}, diagmessage {}, computingelement {},
+  njobs {int}, submissionhost {}, harvesterhost {}, jdl {}, jobtype {}, pilotstarttime {ts},
+  pilotendtime {ts}, pilotstatus {}, pilotstatussynctime {ts}, minramcount {int},
+  PRIMARY KEY (harvesterid, workerid, lastupdate)
+)",
+            vc(50),
+            vc(80),
+            vc(80),
+            vc(80),
+            vc(80),
+            vc(128),
+            vc(250),
+            vc(250),
+            vc(250),
+            vc(56),
+            vc(80),
+            vc(500),
+            vc(128),
+            vc(128),
+            vc(128),
+            vc(250),
+            vc(52),
+            vc(80)
+        ),
     ]);
     statements.extend(sequences(dialect));
     statements

@@ -14,10 +14,18 @@ use panda_core::{
 use crate::ddl::job_column_type;
 use crate::driver::{Dialect, Tx, TxMode};
 use crate::error::{Result, StoreError};
+use crate::side::SideWrite;
 use crate::Store;
 
 const PANDAID_SEQUENCE: &str = "jobsdefined4_pandaid_seq";
 const FILE_ROW_SEQUENCE: &str = "filestable4_row_id_seq";
+
+/// What a change decided: write the job back, or keep it as it was.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision<R> {
+    Write(R),
+    Keep(R),
+}
 
 /// Prebuilt statements for the three job tables (indexed by [`table_index`]) and the files.
 pub struct JobSql {
@@ -144,7 +152,8 @@ impl Store {
 
     /// Stores new jobs with their files, parameters and metadata, in one transaction.
     ///
-    /// Assigns each job a PandaID and each file a row ID (written back into `jobs`), stamps
+    /// Assigns each job without one a PandaID (jobs may bring one from
+    /// [`Store::allocate_panda_ids`]) and each file a row ID (written back into `jobs`), stamps
     /// creation, modification and state-change times, and puts each job in the table of its
     /// status (`defined` when none is set).
     pub async fn insert_jobs(&self, jobs: &mut [JobSpec]) -> Result<()> {
@@ -154,7 +163,18 @@ impl Store {
         let now = time::now();
         let dialect = self.dialect();
         let mut tx = self.begin(TxMode::Write).await?;
-        let ids = next_ids(tx.as_mut(), dialect, PANDAID_SEQUENCE, jobs.len()).await?;
+        let missing = jobs.iter().filter(|j| j.panda_id() <= 0).count();
+        let mut fresh = next_ids(tx.as_mut(), dialect, PANDAID_SEQUENCE, missing)
+            .await?
+            .into_iter();
+        let ids: Vec<i64> = jobs
+            .iter()
+            .map(|j| match j.panda_id() {
+                id if id > 0 => Some(id),
+                _ => fresh.next(),
+            })
+            .collect::<Option<_>>()
+            .ok_or_else(|| StoreError::Corrupt("the PandaID sequence fell short".into()))?;
         let file_count = jobs.iter().map(|j| j.files.len()).sum();
         let mut row_ids = next_ids(tx.as_mut(), dialect, FILE_ROW_SEQUENCE, file_count)
             .await?
@@ -208,18 +228,18 @@ impl Store {
         if table == JobTable::Archived {
             stamp_archived(tx, job).await?;
         }
-        self.record_status(tx, job).await
+        self.record_status_in(tx, job).await
     }
 
     /// Reads a job from whichever table holds it, with its files, parameters and metadata.
     pub async fn get_job(&self, panda_id: i64) -> Result<Option<JobSpec>> {
         let mut tx = self.begin(TxMode::Read).await?;
-        let found = self.find_job(tx.as_mut(), panda_id, false).await?;
+        let found = self.find_job_in(tx.as_mut(), panda_id, false).await?;
         tx.commit().await?;
         Ok(found.map(|(job, _)| job))
     }
 
-    async fn find_job(
+    pub(crate) async fn find_job_in(
         &self,
         tx: &mut dyn Tx,
         panda_id: i64,
@@ -283,22 +303,40 @@ impl Store {
         Ok(())
     }
 
-    /// Changes a job under a row lock: `change` edits it, then the store writes it back,
-    /// moving it to the table of its new status if that differs. Returns the job as stored.
+    /// Changes a job under a row lock: `change` edits it (and may queue writes to side tables),
+    /// then the store writes it back, moving it to the table of its new status if that
+    /// differs, all in one transaction. Returns the job as stored and what `change` returned.
     ///
     /// `modificationTime` is stamped; setting the status through [`JobSpec::set_status`]
     /// stamps `stateChangeTime`. Files are not rewritten.
-    pub async fn modify_job<F>(&self, panda_id: i64, change: F) -> Result<JobSpec>
+    pub async fn modify_job<F, R>(&self, panda_id: i64, change: F) -> Result<(JobSpec, R)>
     where
-        F: FnOnce(&mut JobSpec) -> Result<()> + Send,
+        F: FnOnce(&mut JobSpec, &mut Vec<SideWrite>) -> Result<R> + Send,
+        R: Send,
+    {
+        self.change_job(panda_id, |job, side| change(job, side).map(Decision::Write))
+            .await
+    }
+
+    /// Like [`Store::modify_job`], but `change` may decide to leave the job as it was
+    /// ([`Decision::Keep`]): nothing is written, and the job is returned as stored.
+    pub async fn change_job<F, R>(&self, panda_id: i64, change: F) -> Result<(JobSpec, R)>
+    where
+        F: FnOnce(&mut JobSpec, &mut Vec<SideWrite>) -> Result<Decision<R>> + Send,
+        R: Send,
     {
         let mut tx = self.begin(TxMode::Write).await?;
         let (mut job, old_table) = self
-            .find_job(tx.as_mut(), panda_id, true)
+            .find_job_in(tx.as_mut(), panda_id, true)
             .await?
             .ok_or(StoreError::JobNotFound(panda_id))?;
         let old_status = job.status();
-        change(&mut job)?;
+        let mut side_writes = Vec::new();
+        let unchanged = job.clone();
+        let outcome = match change(&mut job, &mut side_writes)? {
+            Decision::Write(outcome) => outcome,
+            Decision::Keep(outcome) => return Ok((unchanged, outcome)),
+        };
         if job.panda_id() != panda_id {
             return Err(StoreError::Conflict(
                 "a change may not alter the PandaID".into(),
@@ -328,19 +366,22 @@ impl Store {
             }
             tx.execute(&sql.insert_job[table_index(new_table)], &params)
                 .await?;
-            if new_table == JobTable::Archived {
-                stamp_archived(tx.as_mut(), &job).await?;
-            }
+        }
+        for write in &side_writes {
+            write.apply(tx.as_mut(), &job).await?;
+        }
+        if new_table == JobTable::Archived && old_table != JobTable::Archived {
+            stamp_archived(tx.as_mut(), &job).await?;
         }
         if job.status() != old_status {
-            self.record_status(tx.as_mut(), &job).await?;
+            self.record_status_in(tx.as_mut(), &job).await?;
         }
         tx.commit().await?;
-        Ok(job)
+        Ok((job, outcome))
     }
 
     /// Appends to `jobs_statuslog` when `record_statuschange` is on.
-    async fn record_status(&self, tx: &mut dyn Tx, job: &JobSpec) -> Result<()> {
+    pub(crate) async fn record_status_in(&self, tx: &mut dyn Tx, job: &JobSpec) -> Result<()> {
         let options = self.options();
         if !options.record_status_change {
             return Ok(());

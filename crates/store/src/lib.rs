@@ -13,11 +13,15 @@
 mod bind;
 pub mod config;
 pub mod ddl;
+mod dispatch;
 pub mod driver;
 pub mod error;
 mod jobs;
+mod lookups;
 mod postgres;
+mod queues;
 pub mod schema;
+mod side;
 mod sqlite;
 #[doc(hidden)]
 pub mod testing;
@@ -28,10 +32,13 @@ use std::sync::Arc;
 use panda_core::ColumnType;
 
 pub use config::{Backend, DbConfig};
+pub use dispatch::{ClaimRequest, LabelFilter};
 pub use driver::{Dialect, Driver, Tx, TxMode};
 pub use error::{Result, StoreError};
-pub use jobs::JobSql;
+pub use jobs::{Decision, JobSql};
+pub use lookups::{JobBrief, ResourceType};
 pub use schema::{MigrationReport, SchemaVersion, SCHEMA_VERSION};
+pub use side::SideWrite;
 
 /// Behaviour switches of the store, from the server's configuration.
 #[derive(Clone, Debug)]

@@ -135,7 +135,7 @@ async fn a_job_moves_defined_to_active_to_archived_in_whole() {
         );
 
         store
-            .modify_job(id, |job| {
+            .modify_job(id, |job, _| {
                 job.set_status(JobStatus::Activated, panda_core::time::now());
                 Ok(())
             })
@@ -146,8 +146,8 @@ async fn a_job_moves_defined_to_active_to_archived_in_whole() {
             Some(JobTable::Active)
         );
 
-        let archived = store
-            .modify_job(id, |job| {
+        let (archived, ()) = store
+            .modify_job(id, |job, _| {
                 job.set_status(JobStatus::Finished, panda_core::time::now());
                 Ok(())
             })
@@ -199,7 +199,7 @@ async fn a_job_moves_defined_to_active_to_archived_in_whole() {
 async fn changing_a_missing_job_reports_it_missing() {
     for backend in backends() {
         let (_db, store) = migrated_store(backend).await;
-        let result = store.modify_job(424242, |_| Ok(())).await;
+        let result = store.modify_job(424242, |_, _| Ok(())).await;
         assert!(
             matches!(result, Err(StoreError::JobNotFound(424242))),
             "{backend:?}"
@@ -361,7 +361,7 @@ async fn the_store_runs_on_a_database_made_by_upstreams_scripts() {
         JobStatus::Finished,
     ] {
         store
-            .modify_job(id, |job| {
+            .modify_job(id, |job, _| {
                 job.set_status(status, panda_core::time::now());
                 Ok(())
             })

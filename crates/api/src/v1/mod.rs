@@ -1,29 +1,38 @@
 //! The JSON API, `/api/<version>/<module>/<function>` (`v1`, or `latest` for `v1`).
 //!
 //! Every function answers upstream's envelope `{"success": bool, "message": str, "data": ...}`,
-//! with HTTP 200 even when `success` is false; an unknown function is 403 as upstream.
+//! with HTTP 200 even when `success` is false; an unknown function is 403 as upstream. GET
+//! arguments come from the query string, POST arguments from a JSON object body (gzip
+//! accepted with or without `Content-Encoding`).
 
+mod job;
 mod system;
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{Path, Query};
+use axum::extract::{Path, Request, State};
 use axum::http::{header, Method};
 use axum::response::{IntoResponse, Response};
-use axum::Extension;
+use panda_core::identity::Identity;
+use panda_service::ServiceError;
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::Value as Json;
 
+use crate::body::read_body;
 use crate::forbidden_method;
-use crate::identity::{ClientAddr, Identity};
+use crate::identity::ClientAddr;
+use crate::AppState;
 
-/// What a v1 handler gets besides the store.
+/// What a v1 handler gets.
 pub(crate) struct Call {
     pub method: Method,
     pub identity: Arc<Identity>,
-    pub peer: Option<std::net::SocketAddr>,
+    pub peer: Option<SocketAddr>,
     pub query: BTreeMap<String, String>,
+    /// Arguments: the query's, overridden by a JSON body's.
+    pub args: serde_json::Map<String, Json>,
 }
 
 /// The response envelope.
@@ -31,11 +40,11 @@ pub(crate) struct Call {
 pub(crate) struct Envelope {
     pub success: bool,
     pub message: String,
-    pub data: Value,
+    pub data: Json,
 }
 
 impl Envelope {
-    pub fn ok(data: Value) -> Envelope {
+    pub fn ok(data: Json) -> Envelope {
         Envelope {
             success: true,
             message: String::new(),
@@ -47,7 +56,17 @@ impl Envelope {
         Envelope {
             success: false,
             message: message.into(),
-            data: Value::Null,
+            data: Json::Null,
+        }
+    }
+
+    pub fn from_service(error: ServiceError) -> Envelope {
+        match error {
+            ServiceError::BadRequest(m) | ServiceError::Forbidden(m) => Envelope::fail(m),
+            e => {
+                tracing::error!(target: "panda::api", error = %e, "call failed");
+                Envelope::fail("database error in the PanDA server")
+            }
         }
     }
 }
@@ -61,25 +80,72 @@ impl IntoResponse for Envelope {
     }
 }
 
+/// Functions that only take POST.
+const POST_ONLY: &[(&str, &str)] = &[("job", "submit")];
+
 pub async fn dispatch(
+    State(state): State<AppState>,
     Path((version, module, function)): Path<(String, String, String)>,
-    method: Method,
-    Extension(identity): Extension<Arc<Identity>>,
-    Extension(ClientAddr(peer)): Extension<ClientAddr>,
-    Query(query): Query<BTreeMap<String, String>>,
+    request: Request,
 ) -> Response {
     if version != "v1" && version != "latest" {
         return forbidden_method(&function);
+    }
+    let known = matches!(
+        (module.as_str(), function.as_str()),
+        ("system", "is_alive") | ("system", "get_attributes") | ("job", "submit")
+    );
+    if !known {
+        return forbidden_method(&function);
+    }
+    let method = request.method().clone();
+    if POST_ONLY.contains(&(module.as_str(), function.as_str())) && method != Method::POST {
+        return Envelope::fail(format!("expecting POST, received {method}")).into_response();
+    }
+    let identity = request
+        .extensions()
+        .get::<Arc<Identity>>()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(Identity::anonymous()));
+    let peer = request.extensions().get::<ClientAddr>().and_then(|c| c.0);
+    let query: BTreeMap<String, String> = request
+        .uri()
+        .query()
+        .and_then(|q| serde_urlencoded::from_str(q).ok())
+        .unwrap_or_default();
+    let mut args: serde_json::Map<String, Json> = query
+        .iter()
+        .map(|(k, v)| (k.clone(), Json::String(v.clone())))
+        .collect();
+    if method == Method::POST || method == Method::PUT {
+        let body = match read_body(request, state.limits.max_body_bytes).await {
+            Ok(body) => body,
+            Err(e) => return e.into_response(),
+        };
+        if !body.bytes.iter().all(u8::is_ascii_whitespace) {
+            match serde_json::from_slice::<Json>(&body.bytes) {
+                Ok(Json::Object(map)) => args.extend(map),
+                Ok(_) => {
+                    return Envelope::fail("Argument error: the body must be a JSON object")
+                        .into_response()
+                }
+                Err(e) => {
+                    return Envelope::fail(format!("received invalid JSON: {e}")).into_response()
+                }
+            }
+        }
     }
     let call = Call {
         method,
         identity,
         peer,
         query,
+        args,
     };
     match (module.as_str(), function.as_str()) {
-        ("system", "is_alive") => system::is_alive().into_response(),
-        ("system", "get_attributes") => system::get_attributes(&call).into_response(),
-        _ => forbidden_method(&function),
+        ("system", "is_alive") => system::is_alive(),
+        ("system", "get_attributes") => system::get_attributes(&call),
+        _ => job::submit(&state, &call).await,
     }
+    .into_response()
 }

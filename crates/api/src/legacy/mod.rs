@@ -1,0 +1,143 @@
+//! The legacy dispatcher, `/server/panda/<method>`, as pilot3 calls it (upstream tag 0.8.1):
+//! getJob, updateJob, updateJobsInBulk, getStatus, checkJobStatus, getResourceTypes,
+//! updateWorkerPilotStatus and isAlive. Other methods answer 403 like methods outside
+//! upstream's allow-list.
+//!
+//! Every method accepts GET or POST with query, form, multipart or (gzipped) JSON
+//! parameters. Answers are upstream's `StatusCode=...` responses, JSON when asked for.
+
+mod job_dict;
+mod pilot;
+mod protocol;
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use panda_core::identity::Identity;
+use panda_service::ServiceError;
+
+use crate::body::{legacy_params, read_body, LegacyParams};
+use crate::{forbidden_method, AppState};
+pub(crate) use job_dict::attr_json;
+pub use protocol::{accepts_json, Protocol};
+
+/// What a legacy handler gets.
+pub(crate) struct LegacyCall {
+    pub params: LegacyParams,
+    pub identity: Arc<Identity>,
+    pub json: bool,
+}
+
+pub async fn dispatch(
+    State(state): State<AppState>,
+    Path(method): Path<String>,
+    request: Request,
+) -> Response {
+    let handler = match method.as_str() {
+        "isAlive" => return is_alive(),
+        "getJob"
+        | "updateJob"
+        | "updateJobsInBulk"
+        | "getStatus"
+        | "checkJobStatus"
+        | "getResourceTypes"
+        | "updateWorkerPilotStatus" => method.as_str(),
+        other => return forbidden_method(other),
+    };
+    let identity = request
+        .extensions()
+        .get::<Arc<Identity>>()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(Identity::anonymous()));
+    let json = accepts_json(request.headers());
+    let query = request.uri().query().map(str::to_string);
+    let body = match read_body(request, state.limits.max_body_bytes).await {
+        Ok(body) => body,
+        Err(e) => return e.into_response(),
+    };
+    let params = match legacy_params(query.as_deref(), body) {
+        Ok(params) => params,
+        Err(e) => return e.into_response(),
+    };
+    let call = LegacyCall {
+        params,
+        identity,
+        json,
+    };
+    let result = match handler {
+        "getJob" => pilot::get_job(&state, &call).await,
+        "updateJob" => pilot::update_job(&state, &call).await,
+        "updateJobsInBulk" => pilot::update_jobs_in_bulk(&state, &call).await,
+        "getStatus" => pilot::get_status(&state, &call).await,
+        "checkJobStatus" => pilot::check_job_status(&state, &call).await,
+        "getResourceTypes" => pilot::get_resource_types(&state, &call).await,
+        _ => pilot::update_worker_pilot_status(&state, &call).await,
+    };
+    result.unwrap_or_else(|e| e.into_response())
+}
+
+/// Upstream's health answer: the urlencoded pair `alive=yes`.
+fn is_alive() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        "alive=yes",
+    )
+        .into_response()
+}
+
+/// A failure of a legacy call that is not a `StatusCode` answer.
+#[derive(Debug)]
+pub(crate) enum LegacyError {
+    /// The request is malformed: HTTP 400 naming the problem.
+    BadRequest(String),
+    /// The database is unreachable: HTTP 503.
+    Unavailable(String),
+    /// Anything else: StatusCode 30 (upstream's SC_Failed).
+    Failed { message: String, json: bool },
+}
+
+impl LegacyError {
+    pub fn from_service(error: ServiceError, json: bool) -> LegacyError {
+        match error {
+            ServiceError::BadRequest(m) => LegacyError::BadRequest(m),
+            e if e.is_unavailable() => LegacyError::Unavailable(e.to_string()),
+            e => {
+                tracing::error!(target: "panda::legacy", error = %e, "dispatcher call failed");
+                LegacyError::Failed {
+                    message: e.to_string(),
+                    json,
+                }
+            }
+        }
+    }
+}
+
+impl From<panda_store::StoreError> for LegacyError {
+    fn from(error: panda_store::StoreError) -> Self {
+        LegacyError::from_service(error.into(), false)
+    }
+}
+
+impl IntoResponse for LegacyError {
+    fn into_response(self) -> Response {
+        let text = |status: StatusCode, message: String| {
+            (
+                status,
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                message,
+            )
+                .into_response()
+        };
+        match self {
+            LegacyError::BadRequest(m) => text(StatusCode::BAD_REQUEST, format!("ERROR : {m}")),
+            LegacyError::Unavailable(m) => {
+                text(StatusCode::SERVICE_UNAVAILABLE, format!("ERROR : {m}"))
+            }
+            LegacyError::Failed { message, json } => {
+                Protocol::with_dialog(protocol::SC_FAILED, &message, json).into_response(json)
+            }
+        }
+    }
+}

@@ -1,0 +1,466 @@
+//! The pilot's calls on the legacy dispatcher.
+
+use axum::response::Response;
+use chrono::NaiveDateTime;
+use panda_core::{JobAttr, JobTable, Value};
+use panda_service::{GetJobRequest, GetJobResult, JobUpdate, UpdateResult};
+use serde_json::{json, Value as Json};
+
+use super::job_dict::job_entries;
+use super::protocol::{json_response, text_response, Protocol, SC_NO_JOBS, SC_ROLE, SC_SUCCESS};
+use super::{LegacyCall, LegacyError};
+use crate::body::LegacyParams;
+use crate::AppState;
+
+type LegacyResult = Result<Response, LegacyError>;
+
+/// Upstream's errorDialog for a caller without the production or pilot role.
+const NO_ROLE: &str = "no production/pilot role in VOMS FQANs or non pilot owner";
+
+/// `int(float(value))`, as upstream converts numeric parameters.
+fn number(params: &LegacyParams, name: &str) -> Result<Option<i64>, LegacyError> {
+    match params.value(name) {
+        None | Some("None") | Some("NULL") => Ok(None),
+        Some(text) => text
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .or_else(|| {
+                text.trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|f| f.is_finite())
+                    .map(|f| f as i64)
+            })
+            .map(Some)
+            .ok_or_else(|| LegacyError::BadRequest(format!("{name}={text:?} is not a number"))),
+    }
+}
+
+fn text(params: &LegacyParams, name: &str) -> Option<String> {
+    params.value(name).map(str::to_string)
+}
+
+pub(crate) async fn get_job(state: &AppState, call: &LegacyCall) -> LegacyResult {
+    let p = &call.params;
+    let site = text(p, "siteName")
+        .ok_or_else(|| LegacyError::BadRequest("missing parameter siteName".into()))?;
+    let request = GetJobRequest {
+        site: site.clone(),
+        prod_source_label: text(p, "prodSourceLabel"),
+        memory: number(p, "mem")?.map(|m| m.max(0)),
+        disk: number(p, "diskSpace")?.map(|d| d.max(0)),
+        node: text(p, "node"),
+        computing_element: text(p, "computingElement"),
+        scheduler_id: text(p, "schedulerID"),
+        prod_user_id: text(p, "prodUserID"),
+        task_id: number(p, "taskID")?,
+        resource_type: text(p, "resourceType"),
+        remaining_time: number(p, "remaining_time")?,
+        background: p.get("background") == Some("True"),
+        n_jobs: number(p, "nJobs")?.map(|n| n.max(1) as usize),
+    };
+    let bulk = request.n_jobs.is_some();
+    let result = state
+        .service
+        .get_jobs(&call.identity, &request)
+        .await
+        .map_err(|e| LegacyError::from_service(e, call.json))?;
+    tracing::info!(target: "panda::pilot_requests", method = "getJob", site = %site,
+        node = request.node.as_deref().unwrap_or(""),
+        label = request.prod_source_label.as_deref().unwrap_or(""),
+        jobs = match &result { GetJobResult::Jobs(j) => j.len(), _ => 0 });
+    let jobs = match result {
+        GetJobResult::Jobs(jobs) => jobs,
+        GetJobResult::NoJobs(reason) => {
+            return Ok(
+                Protocol::with_dialog(SC_NO_JOBS, &reason, call.json).into_response(call.json)
+            )
+        }
+        GetJobResult::NoRole(_) => {
+            return Ok(Protocol::with_dialog(SC_ROLE, NO_ROLE, call.json).into_response(call.json))
+        }
+    };
+    let queue: Json = state
+        .service
+        .store()
+        .queue_json(&site)
+        .await?
+        .and_then(|q| serde_json::from_str(&q).ok())
+        .unwrap_or(Json::Null);
+    let mut dicts: Vec<Protocol> = jobs
+        .iter()
+        .map(|job| {
+            let mut response = Protocol::new(SC_SUCCESS);
+            response.extend(job_entries(job, &queue));
+            response
+        })
+        .collect();
+    if !bulk {
+        return Ok(dicts.remove(0).into_response(call.json));
+    }
+    let list = Json::Array(dicts.iter().map(Protocol::to_json).collect());
+    let mut response = Protocol::new(SC_SUCCESS);
+    if call.json {
+        response.push("jobs", list);
+    } else {
+        response.push("jobs", json!(list.to_string()));
+    }
+    Ok(response.into_response(call.json))
+}
+
+/// Parses `%Y-%m-%d %H:%M:%S`; anything else (the pilot sends epoch floats) is dropped, as
+/// upstream does.
+fn timestamp(text: &str) -> Option<NaiveDateTime> {
+    NaiveDateTime::parse_from_str(text.trim(), "%Y-%m-%d %H:%M:%S").ok()
+}
+
+/// Upstream's mapping of updateJob parameters to job columns.
+fn job_update(p: &LegacyParams) -> Result<JobUpdate, LegacyError> {
+    let job_id = p.get("jobId").unwrap_or("");
+    let panda_id = job_id
+        .trim()
+        .parse::<i64>()
+        .map_err(|_| LegacyError::BadRequest(format!("jobId={job_id:?} is not a PandaID")))?;
+    let mut attributes: Vec<(JobAttr, Value)> = Vec::new();
+    let mut set_text = |attr: JobAttr, value: Option<&str>, max: usize| {
+        if let Some(v) = value {
+            attributes.push((attr, Value::Text(Some(v.chars().take(max).collect()))));
+        }
+    };
+    set_text(
+        JobAttr::cpuConsumptionUnit,
+        p.value("cpuConsumptionUnit"),
+        128,
+    );
+    set_text(JobAttr::schedulerID, p.value("schedulerID"), 128);
+    set_text(JobAttr::pilotTiming, p.value("pilotTiming"), 100);
+    set_text(JobAttr::jobSubStatus, p.value("jobSubStatus"), 80);
+    set_text(JobAttr::grid, p.value("grid"), 50);
+    set_text(
+        JobAttr::cpu_architecture_level,
+        p.value("cpu_architecture_level"),
+        20,
+    );
+    set_text(JobAttr::modificationHost, p.value("node"), 128);
+    set_text(JobAttr::pilotErrorDiag, p.get("pilotErrorDiag"), 500);
+    set_text(JobAttr::exeErrorDiag, p.get("exeErrorDiag"), 500);
+    set_text(JobAttr::jobMetrics, p.value("jobMetrics"), 500);
+    set_text(JobAttr::pilotID, p.value("pilotID"), 200);
+    set_text(JobAttr::batchID, p.value("batchID"), 80);
+    set_text(JobAttr::computingElement, p.value("computingElement"), 128);
+    set_text(JobAttr::sourceSite, p.value("source_site"), 36);
+    set_text(JobAttr::destinationSite, p.value("destination_site"), 36);
+    // Codes that upstream keeps only when they are integers.
+    if let Some(code) = p
+        .value("transExitCode")
+        .filter(|c| c.trim().parse::<i64>().is_ok())
+    {
+        attributes.push((
+            JobAttr::transExitCode,
+            Value::Text(Some(code.trim().to_string())),
+        ));
+    }
+    if let Some(code) = p
+        .value("pilotErrorCode")
+        .and_then(|c| c.trim().trim_start_matches('-').parse::<i64>().ok())
+    {
+        attributes.push((JobAttr::pilotErrorCode, Value::Int(Some(code))));
+    }
+    let numbers: [(&str, JobAttr); 13] = [
+        ("exeErrorCode", JobAttr::exeErrorCode),
+        ("cpuConsumptionTime", JobAttr::cpuConsumptionTime),
+        ("nEvents", JobAttr::nEvents),
+        ("nInputFiles", JobAttr::nInputFiles),
+        ("coreCount", JobAttr::actualCoreCount),
+        ("maxRSS", JobAttr::maxRSS),
+        ("maxVMEM", JobAttr::maxVMEM),
+        ("maxSWAP", JobAttr::maxSWAP),
+        ("maxPSS", JobAttr::maxPSS),
+        ("avgRSS", JobAttr::avgRSS),
+        ("avgVMEM", JobAttr::avgVMEM),
+        ("avgSWAP", JobAttr::avgSWAP),
+        ("avgPSS", JobAttr::avgPSS),
+    ];
+    for (name, attr) in numbers {
+        if let Some(n) = number(p, name)? {
+            attributes.push((attr, Value::Int(Some(n))));
+        }
+    }
+    if let Some(text) = p.value("cpuConversionFactor") {
+        let factor = text.trim().parse::<f64>().map_err(|_| {
+            LegacyError::BadRequest(format!("cpuConversionFactor={text:?} is not a number"))
+        })?;
+        attributes.push((JobAttr::cpuConversion, Value::Float(Some(factor))));
+    }
+    const CAP: i64 = 9_999_999_999;
+    for (name, attr) in [
+        ("totRCHAR", JobAttr::totRCHAR),
+        ("totWCHAR", JobAttr::totWCHAR),
+        ("totRBYTES", JobAttr::totRBYTES),
+        ("totWBYTES", JobAttr::totWBYTES),
+    ] {
+        // Bytes in, kB stored.
+        if let Some(n) = number(p, name)? {
+            attributes.push((
+                attr,
+                Value::Int(Some(((n as f64 / 1024.0).round() as i64).min(CAP))),
+            ));
+        }
+    }
+    for (name, attr) in [
+        ("rateRCHAR", JobAttr::rateRCHAR),
+        ("rateWCHAR", JobAttr::rateWCHAR),
+        ("rateRBYTES", JobAttr::rateRBYTES),
+        ("rateWBYTES", JobAttr::rateWBYTES),
+    ] {
+        if let Some(n) = number(p, name)? {
+            attributes.push((attr, Value::Int(Some(n.min(CAP)))));
+        }
+    }
+    for (name, attr) in [
+        ("startTime", JobAttr::startTime),
+        ("endTime", JobAttr::endTime),
+    ] {
+        if let Some(t) = p.value(name).and_then(timestamp) {
+            attributes.push((attr, Value::Time(Some(t))));
+        }
+    }
+    if let Some(metrics) = p.value("jobMetrics") {
+        for item in metrics.split_whitespace() {
+            match item.split_once('=') {
+                Some(("leak", v)) => {
+                    if let Ok(f) = v.parse::<f64>() {
+                        attributes.push((JobAttr::memory_leak, Value::Int(Some(f as i64))));
+                    }
+                }
+                Some(("chi2", v)) => {
+                    if let Ok(f) = v.parse::<f64>() {
+                        attributes.push((JobAttr::memory_leak_x2, Value::Float(Some(f))));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(JobUpdate {
+        panda_id,
+        state: p.get("state").unwrap_or("").to_string(),
+        attempt_nr: number(p, "attemptNr")?,
+        attributes,
+        file_report: p.get("xml").map(str::to_string),
+        metadata: p.value("metaData").map(str::to_string),
+        stdout: p.value("stdout").map(|s| s.chars().take(2048).collect()),
+        pilot_log: p.value("pilotLog").map(str::to_string),
+    })
+}
+
+/// One updateJob, as a protocol answer (shared with updateJobsInBulk).
+async fn update_one(
+    state: &AppState,
+    call: &LegacyCall,
+    params: &LegacyParams,
+) -> Result<Protocol, LegacyError> {
+    if !call.identity.production {
+        return Ok(Protocol::with_dialog(SC_ROLE, NO_ROLE, call.json));
+    }
+    if params.get("jobId") == Some("NULL") {
+        return Ok(Protocol::new(SC_SUCCESS));
+    }
+    if params.get("state").is_none() {
+        return Err(LegacyError::BadRequest("missing parameter state".into()));
+    }
+    let update = job_update(params)?;
+    let state_name = update.state.clone();
+    let panda_id = update.panda_id;
+    let result = state
+        .service
+        .update_job(&call.identity, update)
+        .await
+        .map_err(|e| LegacyError::from_service(e, call.json))?;
+    tracing::info!(target: "panda::pilot_requests", method = "updateJob", panda_id,
+        state = %state_name, result = ?result);
+    Ok(match result {
+        UpdateResult::Done { command } => {
+            let mut response = Protocol::new(SC_SUCCESS);
+            response.push("command", json!(command));
+            response
+        }
+        UpdateResult::Ignored => Protocol::new(SC_SUCCESS),
+        UpdateResult::NoRole(_) => Protocol::with_dialog(SC_ROLE, NO_ROLE, call.json),
+    })
+}
+
+pub(crate) async fn update_job(state: &AppState, call: &LegacyCall) -> LegacyResult {
+    let response = update_one(state, call, &call.params).await?;
+    Ok(response.into_response(call.json))
+}
+
+/// `jobList` is a JSON list of updateJob parameter sets; the answer is
+/// `[true, [<each updateJob answer as its client would receive it>]]`, always text.
+pub(crate) async fn update_jobs_in_bulk(state: &AppState, call: &LegacyCall) -> LegacyResult {
+    let harvester = call
+        .params
+        .get("harvester_id")
+        .unwrap_or("None")
+        .to_string();
+    let fail = |what: String| {
+        text_response(
+            json!([
+                false,
+                format!("updateJobsInBulk {harvester} failed with {what}")
+            ])
+            .to_string(),
+        )
+    };
+    let Some(list) = call.params.get("jobList") else {
+        return Ok(fail("KeyError 'jobList'".into()));
+    };
+    let jobs: Vec<serde_json::Map<String, Json>> = match serde_json::from_str(list) {
+        Ok(jobs) => jobs,
+        Err(e) => return Ok(fail(format!("ValueError {e}"))),
+    };
+    let mut answers = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let params = LegacyParams::from_json_object(job);
+        for key in ["jobId", "state"] {
+            if params.get(key).is_none() {
+                return Ok(fail(format!("KeyError '{key}'")));
+            }
+        }
+        let answer = match update_one(state, call, &params).await {
+            Ok(response) => response,
+            Err(LegacyError::BadRequest(m)) => return Ok(fail(format!("ValueError {m}"))),
+            Err(other) => return Err(other),
+        };
+        answers.push(if call.json {
+            json!({"type": "json", "content": answer.to_json().to_string()})
+        } else {
+            json!(answer.to_urlencoded())
+        });
+    }
+    Ok(text_response(json!([true, answers]).to_string()))
+}
+
+fn ids(text: &str, separator: Option<char>) -> Vec<Option<i64>> {
+    let parts: Vec<&str> = match separator {
+        Some(c) => text.split(c).collect(),
+        None => text.split_whitespace().collect(),
+    };
+    parts
+        .into_iter()
+        .filter(|p| separator.is_none() || !p.trim().is_empty() || text.trim().is_empty())
+        .map(|p| p.trim().parse::<i64>().ok())
+        .collect()
+}
+
+/// Always urlencoded: `StatusCode=0&status=running%2Bnotfound&attemptNr=1%2B0`.
+pub(crate) async fn get_status(state: &AppState, call: &LegacyCall) -> LegacyResult {
+    let requested = ids(call.params.get("ids").unwrap_or(""), None);
+    let known: Vec<i64> = requested.iter().flatten().copied().collect();
+    let briefs = state
+        .service
+        .store()
+        .job_briefs(&known, &[JobTable::Active, JobTable::Archived])
+        .await?;
+    let (mut statuses, mut attempts) = (Vec::new(), Vec::new());
+    for id in &requested {
+        match id.and_then(|i| briefs.get(&i)) {
+            Some(b) => {
+                statuses.push(b.status.clone());
+                attempts.push(b.attempt_nr.to_string());
+            }
+            None => {
+                statuses.push("notfound".to_string());
+                attempts.push("0".to_string());
+            }
+        }
+    }
+    let mut response = Protocol::new(SC_SUCCESS);
+    response.push("status", json!(statuses.join("+")));
+    response.push("attemptNr", json!(attempts.join("+")));
+    Ok(text_response(response.to_urlencoded()))
+}
+
+/// Always JSON: `{"StatusCode": 0, "data": [{"command": ..., "status": ...}, ...]}`; archived
+/// jobs count for an hour after they end.
+pub(crate) async fn check_job_status(state: &AppState, call: &LegacyCall) -> LegacyResult {
+    let requested = ids(call.params.get("ids").unwrap_or(""), Some(','));
+    let known: Vec<i64> = requested.iter().flatten().copied().collect();
+    let briefs = state
+        .service
+        .store()
+        .job_briefs(&known, &[JobTable::Active, JobTable::Archived])
+        .await?;
+    let hour_ago = panda_core::time::now() - chrono::Duration::hours(1);
+    let data: Vec<Json> = requested
+        .iter()
+        .map(|id| match id {
+            None => json!({"command": null, "status": null}),
+            Some(i) => match briefs.get(i) {
+                Some(b)
+                    if b.table == JobTable::Active
+                        || b.modification_time.is_some_and(|t| t > hour_ago) =>
+                {
+                    json!({"command": b.command, "status": b.status})
+                }
+                _ => json!({"command": "tobekilled", "status": "unknown"}),
+            },
+        })
+        .collect();
+    Ok(json_response(
+        json!({"StatusCode": SC_SUCCESS, "data": data}).to_string(),
+    ))
+}
+
+pub(crate) async fn get_resource_types(state: &AppState, call: &LegacyCall) -> LegacyResult {
+    let types: Vec<Json> = state
+        .service
+        .store()
+        .resource_types()
+        .await?
+        .into_iter()
+        .map(|t| {
+            json!({"resource_name": t.name, "mincore": t.min_core, "maxcore": t.max_core,
+                   "minrampercore": t.min_ram_per_core, "maxrampercore": t.max_ram_per_core})
+        })
+        .collect();
+    let mut response = Protocol::new(SC_SUCCESS);
+    response.push("Returns", json!(0));
+    response.push("ResourceTypes", Json::Array(types));
+    Ok(response.into_response(call.json))
+}
+
+pub(crate) async fn update_worker_pilot_status(
+    state: &AppState,
+    call: &LegacyCall,
+) -> LegacyResult {
+    let p = &call.params;
+    if call.identity.dn.is_none() {
+        return Ok(text_response("failed to retrieve DN".into()));
+    }
+    if !call.identity.production {
+        return Ok(text_response("production or pilot role is required".into()));
+    }
+    let missing = ["site", "workerID", "harvesterID", "status"]
+        .into_iter()
+        .find(|k| p.get(k).is_none());
+    if let Some(key) = missing {
+        return Err(LegacyError::BadRequest(format!("missing parameter {key}")));
+    }
+    let status = p.get("status").unwrap_or("");
+    if status != "started" && status != "finished" {
+        return Ok(text_response(
+            "Invalid worker state. The worker state has to be in ('started', 'finished')".into(),
+        ));
+    }
+    let worker_id = number(p, "workerID")?
+        .ok_or_else(|| LegacyError::BadRequest("workerID is empty".into()))?;
+    let harvester_id = p.get("harvesterID").unwrap_or("");
+    state
+        .service
+        .store()
+        .set_worker_pilot_status(harvester_id, worker_id, status, p.value("node_id"))
+        .await?;
+    Ok(Protocol::new(SC_SUCCESS).into_response(call.json))
+}

@@ -1,0 +1,153 @@
+//! `job`: submission in upstream's positional JSON (what panda-client's `submitJobs` sends).
+//!
+//! `jobs` is a JSON string holding a list; each job is its 126 attribute values in upstream's
+//! order followed by the list of its files, each file its attribute values (18 from
+//! panda-client, 22 from the server's own specs) followed by `null` for the owner. Unset values
+//! are the string `"NULL"`, datetimes `{"_datetime_object": "YYYY-mm-dd HH:MM:SS.ffffff"}`.
+//! As upstream, a shorter list is accepted: missing trailing attributes are NULL.
+
+use chrono::NaiveDateTime;
+use panda_core::{AttrSet, Attribute, FileAttr, FileSpec, JobAttr, JobSpec, Record, Value};
+use serde_json::{json, Value as Json};
+
+use super::{Call, Envelope};
+use crate::AppState;
+
+/// Decodes one positional value into a column value.
+fn decode_value(attr: &Attribute, raw: &Json) -> Result<Value, String> {
+    let bad = |what: &str| format!("attribute {}: {what}", attr.name);
+    match raw {
+        Json::Null => Ok(attr.column_type.null()),
+        Json::String(s) => Value::parse(attr.column_type, s).map_err(|e| bad(&e.to_string())),
+        Json::Number(n) => {
+            Value::parse(attr.column_type, &n.to_string()).map_err(|e| bad(&e.to_string()))
+        }
+        Json::Bool(b) => Value::parse(attr.column_type, if *b { "True" } else { "False" })
+            .map_err(|e| bad(&e.to_string())),
+        Json::Object(map) => {
+            let text = map
+                .get("_datetime_object")
+                .and_then(Json::as_str)
+                .ok_or_else(|| bad("an object that is not {\"_datetime_object\": ...}"))?;
+            let time =
+                NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f").map_err(|_| {
+                    bad(&format!(
+                        "datetime {text:?} is not YYYY-mm-dd HH:MM:SS.ffffff"
+                    ))
+                })?;
+            Ok(Value::Time(Some(time)))
+        }
+        Json::Array(_) => Err(bad("a list where a value was expected")),
+    }
+}
+
+/// Fills a record from a positional state; entry `i` is used only when `i + 1 < len`, as
+/// upstream's `__setstate__` (the last entry is the files, or the owner).
+fn decode_record<A: AttrSet>(state: &[Json]) -> Result<Record<A>, String> {
+    let mut record = Record::<A>::new();
+    for (i, attr) in A::attributes().iter().enumerate() {
+        let Some(raw) = state.get(i).filter(|_| i + 1 < state.len()) else {
+            continue;
+        };
+        let value = decode_value(attr, raw)?;
+        if let Some(a) = A::by_name(attr.name) {
+            record.set(a, value);
+        }
+    }
+    Ok(record)
+}
+
+pub(crate) fn decode_jobs(jobs_text: &str) -> Result<Vec<JobSpec>, String> {
+    let states: Vec<Vec<Json>> = serde_json::from_str(jobs_text)
+        .map_err(|e| format!("jobs is not a JSON list of job states: {e}"))?;
+    states
+        .iter()
+        .enumerate()
+        .map(|(n, state)| {
+            let attrs = decode_record::<JobAttr>(state).map_err(|e| format!("job {n}: {e}"))?;
+            let files = match state.last() {
+                Some(Json::Array(files)) => files
+                    .iter()
+                    .enumerate()
+                    .map(|(f, file)| match file {
+                        Json::Array(values) => decode_record::<FileAttr>(values)
+                            .map_err(|e| format!("job {n} file {f}: {e}")),
+                        _ => Err(format!("job {n} file {f}: not a list")),
+                    })
+                    .collect::<Result<Vec<FileSpec>, String>>()?,
+                _ => return Err(format!("job {n}: the last entry must be the list of files")),
+            };
+            Ok(JobSpec { attrs, files })
+        })
+        .collect()
+}
+
+pub(crate) async fn submit(state: &AppState, call: &Call) -> Envelope {
+    if !call.identity.is_authenticated() {
+        return Envelope::fail("SSL secure connection is required");
+    }
+    let jobs_text = match call.args.get("jobs") {
+        Some(Json::String(s)) => s.clone(),
+        Some(other @ Json::Array(_)) => other.to_string(),
+        Some(_) => return Envelope::fail("Type error: jobs must be a JSON string"),
+        None => return Envelope::fail("Argument error: missing argument 'jobs'"),
+    };
+    let jobs = match decode_jobs(&jobs_text) {
+        Ok(jobs) => jobs,
+        Err(e) => return Envelope::fail(format!("Failed to deserialize jobs: {e}")),
+    };
+    match state.service.submit(&call.identity, jobs).await {
+        Ok(results) => Envelope::ok(Json::Array(
+            results
+                .iter()
+                .map(|r| {
+                    json!([
+                        r.panda_id,
+                        crate::legacy::attr_json(&r.job_name),
+                        {"jobsetID": crate::legacy::attr_json(&r.jobset_id)}
+                    ])
+                })
+                .collect(),
+        )),
+        Err(e) => Envelope::from_service(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positional_states_decode_with_nulls_datetimes_and_short_files() {
+        let mut state: Vec<Json> = vec![json!("NULL"); 126];
+        state[19] = json!("my.job");
+        state[14] = json!(1000);
+        state[4] = json!({"_datetime_object": "2026-11-25 10:00:00.000000"});
+        let file: Vec<Json> = (0..18)
+            .map(|i| {
+                if i == 3 {
+                    json!("out.log.tgz")
+                } else {
+                    json!("NULL")
+                }
+            })
+            .chain([Json::Null])
+            .collect();
+        state.push(json!([file]));
+        let jobs = decode_jobs(&Json::Array(vec![Json::Array(state)]).to_string()).expect("valid");
+        assert_eq!(jobs[0].get_str(JobAttr::jobName), Some("my.job"));
+        assert_eq!(jobs[0].get_i64(JobAttr::assignedPriority), Some(1000));
+        assert!(jobs[0].get(JobAttr::creationTime).as_time().is_some());
+        assert_eq!(jobs[0].files[0].get_str(FileAttr::lfn), Some("out.log.tgz"));
+        assert!(jobs[0].files[0].get(FileAttr::attemptNr).is_null());
+    }
+
+    #[test]
+    fn a_bad_value_names_the_job_and_attribute() {
+        let mut state: Vec<Json> = vec![json!("NULL"); 126];
+        state[16] = json!("many");
+        state.push(json!([]));
+        let err = decode_jobs(&Json::Array(vec![Json::Array(state)]).to_string()).expect_err("bad");
+        assert!(err.contains("job 0") && err.contains("attemptNr"), "{err}");
+    }
+}

@@ -1,0 +1,144 @@
+//! getJob: which activated jobs a pilot may take, then one atomic claim in the store.
+//!
+//! Rules as upstream's dispatcher (tag 0.8.1): the queue must exist and be online, test or
+//! brokeroff; a queue in `test` status serves test jobs for the `user`, `managed` and
+//! `unified` labels; the label selects a group of job labels; a caller without the production
+//! role may only ask for `user` jobs, and only gets their own.
+
+use panda_core::identity::{clean_user_id, Identity};
+use panda_core::{JobSpec, QueueSpec, QueueStatus};
+use panda_store::{ClaimRequest, LabelFilter};
+
+use crate::error::ServiceError;
+use crate::JobService;
+
+/// A pilot's request, decoded from either API.
+#[derive(Clone, Debug, Default)]
+pub struct GetJobRequest {
+    pub site: String,
+    pub prod_source_label: Option<String>,
+    pub memory: Option<i64>,
+    pub disk: Option<i64>,
+    pub node: Option<String>,
+    pub computing_element: Option<String>,
+    pub scheduler_id: Option<String>,
+    pub prod_user_id: Option<String>,
+    pub task_id: Option<i64>,
+    pub resource_type: Option<String>,
+    pub remaining_time: Option<i64>,
+    pub background: bool,
+    pub n_jobs: Option<usize>,
+}
+
+/// What getJob produced.
+#[derive(Debug)]
+pub enum GetJobResult {
+    Jobs(Vec<JobSpec>),
+    /// No job; the reason goes into `errorDialog`.
+    NoJobs(String),
+    /// The caller may not take these jobs (StatusCode 60).
+    NoRole(String),
+}
+
+fn label_filter(label: Option<&str>) -> LabelFilter {
+    let group =
+        |labels: &[&str]| LabelFilter::AnyOf(labels.iter().map(|l| l.to_string()).collect());
+    match label {
+        Some("user") => group(&["user", "panda", "install"]),
+        None | Some("") | Some("managed") => group(&["managed", "test", "prod_test", "install"]),
+        Some("unified") => group(&["managed", "test", "prod_test", "install", "user", "panda"]),
+        Some("test") => LabelFilter::TestJobs,
+        Some(other) => group(&[other]),
+    }
+}
+
+impl JobService {
+    pub async fn get_jobs(
+        &self,
+        caller: &Identity,
+        request: &GetJobRequest,
+    ) -> Result<GetJobResult, ServiceError> {
+        let mut label = request.prod_source_label.clone().filter(|l| !l.is_empty());
+        if !caller.production && label.as_deref() != Some("user") {
+            return Ok(GetJobResult::NoRole(format!(
+                "production or pilot role required for prodSourceLabel={}",
+                label.as_deref().unwrap_or("managed")
+            )));
+        }
+        let Some(json) = self.store().queue_json(&request.site).await? else {
+            return Ok(GetJobResult::NoJobs(format!(
+                "unknown queue {}",
+                request.site
+            )));
+        };
+        let data = serde_json::from_str(&json).unwrap_or(serde_json::Value::Null);
+        let queue = QueueSpec::from_json(&request.site, data);
+        if !queue.dispatches() {
+            return Ok(GetJobResult::NoJobs(format!(
+                "queue {} is not online",
+                request.site
+            )));
+        }
+        if queue.status == QueueStatus::Test
+            && matches!(label.as_deref(), Some("user" | "managed" | "unified"))
+        {
+            label = Some("test".into());
+        }
+        // Without the production role a caller gets only their own jobs.
+        let prod_user_name = match (caller.production, &caller.dn) {
+            (true, _) => None,
+            (false, Some(dn)) => Some(clean_user_id(dn)),
+            (false, None) => {
+                return Ok(GetJobResult::NoRole(
+                    "an authenticated caller is required".into(),
+                ))
+            }
+        };
+        let claim = ClaimRequest {
+            site: request.site.clone(),
+            labels: label_filter(label.as_deref()),
+            memory: request.memory,
+            disk: request.disk,
+            remaining_time: request.remaining_time,
+            background: request.background,
+            resource_type: request.resource_type.clone(),
+            prod_user_name,
+            task_id: request.task_id,
+            limit: request
+                .n_jobs
+                .unwrap_or(1)
+                .clamp(1, self.settings.max_jobs_per_get_job.max(1)),
+            node: request.node.clone().unwrap_or_default(),
+            computing_element: request.computing_element.clone(),
+            scheduler_id: request.scheduler_id.clone(),
+        };
+        let jobs = self.store().claim_jobs(&claim).await?;
+        if jobs.is_empty() {
+            return Ok(GetJobResult::NoJobs("no jobs in PanDA".into()));
+        }
+        Ok(GetJobResult::Jobs(jobs))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_map_to_upstreams_groups() {
+        let names = |f: LabelFilter| match f {
+            LabelFilter::AnyOf(v) => v,
+            LabelFilter::TestJobs => vec!["<test>".to_string()],
+        };
+        assert_eq!(
+            names(label_filter(Some("user"))),
+            ["user", "panda", "install"]
+        );
+        assert_eq!(
+            names(label_filter(None)),
+            ["managed", "test", "prod_test", "install"]
+        );
+        assert_eq!(names(label_filter(Some("ptest"))), ["ptest"]);
+        assert_eq!(names(label_filter(Some("test"))), ["<test>"]);
+    }
+}

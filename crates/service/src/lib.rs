@@ -1,0 +1,69 @@
+//! The job logic, written once for both wire formats (the legacy dispatcher and `/api/v1`):
+//! submission with brokerage and activation, dispatch to pilots, and pilot heartbeats.
+//!
+//! Handlers decode a request into the types here, call [`JobService`], and encode the result;
+//! every rule about jobs lives in this crate, every statement in `panda-store`.
+
+mod brokerage;
+mod dispatch;
+mod error;
+mod setup;
+mod submit;
+mod update;
+
+use std::sync::Arc;
+
+use panda_store::Store;
+
+pub use brokerage::choose_queue;
+pub use dispatch::{GetJobRequest, GetJobResult};
+pub use error::ServiceError;
+pub use setup::{DataManagement, NoDataMovement, SetupDecision};
+pub use submit::SubmittedJob;
+pub use update::{JobUpdate, UpdateResult, ALLOWED_PILOT_STATES};
+
+/// Settings of the job logic, from the server's configuration.
+#[derive(Clone, Debug)]
+pub struct ServiceSettings {
+    /// Most jobs one getJob call hands out (`nJobsInGetJob`).
+    pub max_jobs_per_get_job: usize,
+    /// This node's name, recorded as `modificationHost` of new jobs.
+    pub host_name: String,
+}
+
+impl Default for ServiceSettings {
+    fn default() -> Self {
+        ServiceSettings {
+            max_jobs_per_get_job: 10,
+            host_name: "localhost".into(),
+        }
+    }
+}
+
+/// The job logic on one store.
+#[derive(Clone)]
+pub struct JobService {
+    store: Store,
+    settings: Arc<ServiceSettings>,
+    data_management: Arc<dyn DataManagement>,
+}
+
+impl JobService {
+    pub fn new(store: Store, settings: ServiceSettings) -> JobService {
+        JobService {
+            store,
+            settings: Arc::new(settings),
+            data_management: Arc::new(NoDataMovement),
+        }
+    }
+
+    /// Replaces the data-management plugin (upstream's setupper/adder).
+    pub fn with_data_management(mut self, plugin: Arc<dyn DataManagement>) -> JobService {
+        self.data_management = plugin;
+        self
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+}

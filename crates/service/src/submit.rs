@@ -1,0 +1,202 @@
+//! Submission: what upstream's storeJobs/insertNewJob and the setupper do with new jobs.
+//!
+//! Each job gets a PandaID, the submitter's name, upstream's priority and attempt defaults and
+//! file statuses, a queue (brokerage) when it names none, and is stored `defined`. The
+//! data-management step then activates it (or assigns or fails it).
+
+use std::collections::HashMap;
+
+use panda_core::identity::{clean_user_id, Identity};
+use panda_core::{time, FileAttr, JobAttr, JobSpec, JobStatus, QueueSpec, Value};
+use panda_store::Decision;
+
+use crate::brokerage::{choose_queue, rejection};
+use crate::error::ServiceError;
+use crate::setup::SetupDecision;
+use crate::JobService;
+
+/// Most jobs one submission may carry, as upstream.
+pub const MAX_JOBS_PER_SUBMISSION: usize = 5000;
+
+/// Labels whose attempt counters upstream normalizes at submission.
+const USER_LABELS: [&str; 3] = ["user", "panda", "ptest"];
+
+/// What the submitter gets back per job.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SubmittedJob {
+    pub panda_id: i64,
+    pub job_name: Value,
+    pub jobset_id: Value,
+    pub status: JobStatus,
+}
+
+impl JobService {
+    /// Stores new jobs and runs them through brokerage and the data-management step.
+    pub async fn submit(
+        &self,
+        caller: &Identity,
+        mut jobs: Vec<JobSpec>,
+    ) -> Result<Vec<SubmittedJob>, ServiceError> {
+        if jobs.is_empty() {
+            return Err(ServiceError::BadRequest("no jobs to submit".into()));
+        }
+        if jobs.len() > MAX_JOBS_PER_SUBMISSION {
+            return Err(ServiceError::BadRequest(format!(
+                "{} jobs in one submission; at most {MAX_JOBS_PER_SUBMISSION} are accepted",
+                jobs.len()
+            )));
+        }
+        let managed = |j: &JobSpec| j.get_str(JobAttr::prodSourceLabel) == Some("managed");
+        if !caller.production && jobs.iter().any(managed) {
+            return Err(ServiceError::Forbidden(
+                "submitting managed jobs needs the production role".into(),
+            ));
+        }
+        let store = self.store();
+        let ids = store.allocate_panda_ids(jobs.len()).await?;
+        let needs_brokerage = jobs.iter().any(|j| j.get(JobAttr::computingSite).is_null());
+        let (queues, load) = if needs_brokerage {
+            let queues: Vec<QueueSpec> = store
+                .all_queues()
+                .await?
+                .into_iter()
+                .filter_map(|(name, json)| {
+                    serde_json::from_str(&json)
+                        .ok()
+                        .map(|d| QueueSpec::from_json(&name, d))
+                })
+                .collect();
+            let load: HashMap<String, i64> = store.activated_counts().await?.into_iter().collect();
+            (queues, load)
+        } else {
+            (Vec::new(), HashMap::new())
+        };
+        let now = time::now();
+        for (job, id) in jobs.iter_mut().zip(ids) {
+            self.prepare(job, id, caller);
+            if job.get(JobAttr::computingSite).is_null() {
+                broker(job, &queues, &load, now);
+            }
+        }
+        store.insert_jobs(&mut jobs).await?;
+        let mut results = Vec::with_capacity(jobs.len());
+        for job in &jobs {
+            let status = match job.status() {
+                Some(JobStatus::Defined) => self.run_setup(job).await?,
+                Some(other) => other,
+                None => JobStatus::Defined,
+            };
+            results.push(SubmittedJob {
+                panda_id: job.panda_id(),
+                job_name: job.get(JobAttr::jobName).clone(),
+                jobset_id: job.get(JobAttr::jobsetID).clone(),
+                status,
+            });
+        }
+        Ok(results)
+    }
+
+    /// Upstream's insertNewJob defaults.
+    fn prepare(&self, job: &mut JobSpec, id: i64, caller: &Identity) {
+        job.set(JobAttr::PandaID, Value::Int(Some(id)));
+        job.set(JobAttr::jobStatus, Value::Text(Some("defined".into())));
+        job.set(
+            JobAttr::modificationHost,
+            Value::Text(Some(self.settings.host_name.clone())),
+        );
+        if let Some(dn) = &caller.dn {
+            job.set(JobAttr::prodUserName, Value::Text(Some(clean_user_id(dn))));
+            if job.get(JobAttr::prodUserID).is_null() {
+                job.set(JobAttr::prodUserID, Value::Text(Some(dn.clone())));
+            }
+        }
+        let assigned = job.get(JobAttr::assignedPriority).clone();
+        job.set(JobAttr::currentPriority, assigned);
+        let label = job
+            .get_str(JobAttr::prodSourceLabel)
+            .unwrap_or("")
+            .to_string();
+        if USER_LABELS.contains(&label.as_str()) {
+            let attempt = job.get_i64(JobAttr::attemptNr).unwrap_or(0);
+            let max = job.get_i64(JobAttr::maxAttempt).unwrap_or(0);
+            if max == -1 {
+                job.set(JobAttr::maxAttempt, Value::Int(Some(attempt)));
+            } else if max <= attempt {
+                job.set(JobAttr::maxAttempt, Value::Int(Some(attempt + 2)));
+            }
+        }
+        for file in job.files.iter_mut() {
+            let status = file.get_str(FileAttr::status).unwrap_or("");
+            if status != "ready" && status != "cached" {
+                file.set(FileAttr::status, Value::Text(Some("unknown".into())));
+            }
+            if let Some(lfn) = file
+                .get_str(FileAttr::lfn)
+                .filter(|l| l.contains("$PANDAID"))
+            {
+                let lfn = lfn.replace("$PANDAID", &format!("{id:05}"));
+                file.set(FileAttr::lfn, Value::Text(Some(lfn)));
+            }
+        }
+    }
+
+    /// Runs the data-management step on a `defined` job and stores its outcome.
+    async fn run_setup(&self, job: &JobSpec) -> Result<JobStatus, ServiceError> {
+        let decision = self.data_management.setup(job);
+        let (stored, ()) = self
+            .store()
+            .change_job(job.panda_id(), |job, _| {
+                if job.status() != Some(JobStatus::Defined) {
+                    return Ok(Decision::Keep(()));
+                }
+                let now = time::now();
+                match &decision {
+                    SetupDecision::Activate => job.set_status(JobStatus::Activated, now),
+                    SetupDecision::Assign => job.set_status(JobStatus::Assigned, now),
+                    SetupDecision::Fail(diag) => {
+                        job.set_status(JobStatus::Failed, now);
+                        job.set_str(JobAttr::ddmErrorDiag, diag).ok();
+                    }
+                }
+                Ok(Decision::Write(()))
+            })
+            .await?;
+        Ok(stored.status().unwrap_or(JobStatus::Defined))
+    }
+}
+
+/// Our brokerage failure code (upstream's brokerage codes are not used by its clients).
+pub const BROKERAGE_NO_QUEUE: i64 = 100;
+
+fn broker(
+    job: &mut JobSpec,
+    queues: &[QueueSpec],
+    load: &HashMap<String, i64>,
+    now: chrono::NaiveDateTime,
+) {
+    match choose_queue(queues, load, job) {
+        Some(queue) => {
+            job.set(
+                JobAttr::computingSite,
+                Value::Text(Some(queue.name.clone())),
+            );
+        }
+        None => {
+            let reasons: Vec<String> = queues
+                .iter()
+                .filter_map(|q| rejection(q, job).map(|r| format!("{}: {r}", q.name)))
+                .collect();
+            let diag = if queues.is_empty() {
+                "no queue is defined".to_string()
+            } else {
+                format!("no queue fits the job ({})", reasons.join("; "))
+            };
+            job.set_status(JobStatus::Failed, now);
+            job.set(
+                JobAttr::brokerageErrorCode,
+                Value::Int(Some(BROKERAGE_NO_QUEUE)),
+            );
+            job.set_str(JobAttr::brokerageErrorDiag, &diag).ok();
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! Handing `activated` jobs to pilots: one statement claims them, so a job goes to exactly one
+//! pilot however many callers and server processes race for it.
+//!
+//! PostgreSQL: `UPDATE ... WHERE pandaid IN (SELECT ... FOR UPDATE SKIP LOCKED LIMIT n) AND
+//! jobstatus = 'activated' RETURNING pandaid`: concurrent claimers skip each other's candidate
+//! rows instead of waiting, and the outer condition re-checks the status. SQLite: the same
+//! statement without the lock clause, inside a write transaction, which SQLite serializes.
+
+use panda_core::{time, ColumnType, JobAttr, JobSpec, JobTable, Value};
+
+use crate::driver::{Dialect, TxMode};
+use crate::error::Result;
+use crate::Store;
+
+/// Which `prodSourceLabel`s a pilot's request matches (upstream's label groups).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LabelFilter {
+    /// `prodSourceLabel IN (...)`.
+    AnyOf(Vec<String>),
+    /// Test pilots: `processingType = 'gangarobot'` or a test-like label.
+    TestJobs,
+}
+
+/// What a pilot asks for.
+#[derive(Clone, Debug)]
+pub struct ClaimRequest {
+    pub site: String,
+    pub labels: LabelFilter,
+    /// Memory the node offers in MB; jobs needing more are skipped (0 in the job: any).
+    pub memory: Option<i64>,
+    /// Disk the node offers in MB.
+    pub disk: Option<i64>,
+    /// Seconds the pilot has left; jobs with a longer `maxWalltime` are skipped.
+    pub remaining_time: Option<i64>,
+    pub background: bool,
+    pub resource_type: Option<String>,
+    /// Only this user's jobs (callers without the production role).
+    pub prod_user_name: Option<String>,
+    pub task_id: Option<i64>,
+    pub limit: usize,
+    /// The worker node, recorded as `modificationHost`.
+    pub node: String,
+    pub computing_element: Option<String>,
+    pub scheduler_id: Option<String>,
+}
+
+impl Store {
+    /// Claims up to `request.limit` activated jobs of a queue (highest `currentPriority` first,
+    /// then oldest PandaID), marks them `sent`, and returns them with files and parameters.
+    pub async fn claim_jobs(&self, request: &ClaimRequest) -> Result<Vec<JobSpec>> {
+        let now = Value::Time(Some(time::now()));
+        let mut params = vec![
+            now.clone(),
+            Value::Text(Some(request.node.chars().take(128).collect())),
+            Value::Text(Some(request.site.clone())),
+        ];
+        let mut bind = |value: Value| {
+            params.push(value);
+            format!("${}", params.len())
+        };
+        let mut sets = String::from(
+            "jobstatus = 'sent', modificationtime = $1, statechangetime = $1, starttime = $1, \
+             modificationhost = $2",
+        );
+        if let Some(ce) = &request.computing_element {
+            sets.push_str(&format!(", computingelement = {}", bind(text(ce))));
+        }
+        if let Some(id) = &request.scheduler_id {
+            sets.push_str(&format!(", schedulerid = {}", bind(text(id))));
+        }
+        if !request.background {
+            sets.push_str(", jobexecutionid = 0");
+        }
+        let mut conditions = vec![
+            "jobstatus = 'activated'".to_string(),
+            "computingsite = $3".into(),
+        ];
+        match &request.labels {
+            LabelFilter::AnyOf(labels) => {
+                let list: Vec<String> = labels.iter().map(|l| bind(text(l))).collect();
+                conditions.push(format!("prodsourcelabel IN ({})", list.join(", ")));
+            }
+            LabelFilter::TestJobs => conditions.push(
+                "(processingtype = 'gangarobot' OR prodsourcelabel IN ('prod_test', 'install', 'test'))"
+                    .into(),
+            ),
+        }
+        if let Some(mem) = request.memory.filter(|m| *m > 0) {
+            conditions.push(format!(
+                "(minramcount <= {} OR minramcount = 0)",
+                bind(int(mem))
+            ));
+        }
+        if let Some(disk) = request.disk.filter(|d| *d > 0) {
+            conditions.push(format!(
+                "(maxdiskcount <= {} OR maxdiskcount = 0)",
+                bind(int(disk))
+            ));
+        }
+        if let Some(rt) = request.remaining_time.filter(|t| *t > 0) {
+            conditions.push(format!(
+                "(maxwalltime IS NULL OR maxwalltime <= {})",
+                bind(int(rt))
+            ));
+        }
+        if request.background {
+            conditions.push("jobexecutionid = 1".into());
+        }
+        if let Some(rt) = &request.resource_type {
+            conditions.push(format!("resource_type = {}", bind(text(rt))));
+        }
+        if let Some(user) = &request.prod_user_name {
+            conditions.push(format!("produsername = {}", bind(text(user))));
+        }
+        if let Some(task) = request.task_id {
+            conditions.push(format!("jeditaskid = {}", bind(int(task))));
+        }
+        let limit = bind(int(request.limit.max(1) as i64));
+        let lock = match self.dialect() {
+            Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
+            Dialect::Sqlite => "",
+        };
+        let sql = format!(
+            "UPDATE jobsactive4 SET {sets} WHERE pandaid IN (SELECT pandaid FROM jobsactive4 \
+             WHERE {} ORDER BY currentpriority DESC, pandaid ASC LIMIT {limit}{lock}) \
+             AND jobstatus = 'activated' RETURNING pandaid",
+            conditions.join(" AND ")
+        );
+
+        let mut tx = self.begin(TxMode::Write).await?;
+        let claimed = tx.fetch(&sql, &params, &[ColumnType::BigInt]).await?;
+        let mut jobs = Vec::with_capacity(claimed.len());
+        for id in claimed
+            .iter()
+            .filter_map(|r| r.first().and_then(Value::as_i64))
+        {
+            if let Some((job, JobTable::Active)) = self.find_job_in(tx.as_mut(), id, false).await? {
+                self.record_status_in(tx.as_mut(), &job).await?;
+                jobs.push(job);
+            }
+        }
+        tx.commit().await?;
+        jobs.sort_by_key(|j| {
+            (
+                std::cmp::Reverse(j.get_i64(JobAttr::currentPriority).unwrap_or(0)),
+                j.panda_id(),
+            )
+        });
+        Ok(jobs)
+    }
+}
+
+fn text(s: &str) -> Value {
+    Value::Text(Some(s.to_string()))
+}
+
+fn int(i: i64) -> Value {
+    Value::Int(Some(i))
+}

@@ -1,0 +1,106 @@
+//! Writes that accompany a job change in the same transaction: the pilot's final file report
+//! for the Adder (`job_output_report`), the job's metadata (`metatable`) and debug stdout
+//! (`jobsdebug`).
+
+use panda_core::{time, ColumnType, JobAttr, JobSpec, Value};
+
+use crate::driver::Tx;
+use crate::error::Result;
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum SideWrite {
+    /// The pilot's final report for one attempt; kept once per (PandaID, attemptNr): a repeated
+    /// final heartbeat does not replace it.
+    OutputReport {
+        job_status: String,
+        attempt_nr: i64,
+        data: String,
+    },
+    /// The job report; stored once, as upstream's addMetadata.
+    Metadata(String),
+    /// Payload stdout of a debug-mode job; replaced on each update.
+    Stdout(String),
+    /// The pilot's log excerpt, appended to `pandalog` as upstream's dispatcher does.
+    PilotLog(String),
+}
+
+impl SideWrite {
+    pub(crate) async fn apply(&self, tx: &mut dyn Tx, job: &JobSpec) -> Result<()> {
+        let id = Value::Int(Some(job.panda_id()));
+        let exists = |table: &str, extra: &str| {
+            format!("SELECT pandaid FROM {table} WHERE pandaid = $1{extra}")
+        };
+        let big = [ColumnType::BigInt];
+        match self {
+            SideWrite::OutputReport {
+                job_status,
+                attempt_nr,
+                data,
+            } => {
+                let key = [id.clone(), Value::Int(Some(*attempt_nr))];
+                let sql = exists("job_output_report", " AND attemptnr = $2");
+                if tx.fetch(&sql, &key, &big).await?.is_empty() {
+                    tx.execute(
+                        "INSERT INTO job_output_report (pandaid, prodsourcelabel, jobstatus, \
+                         attemptnr, data, timestamp) VALUES ($1, $2, $3, $4, $5, $6)",
+                        &[
+                            id,
+                            job.get(JobAttr::prodSourceLabel).clone(),
+                            Value::Text(Some(job_status.clone())),
+                            Value::Int(Some(*attempt_nr)),
+                            Value::Text(Some(data.clone())),
+                            Value::Time(Some(time::now())),
+                        ],
+                    )
+                    .await?;
+                }
+            }
+            SideWrite::Metadata(text) => {
+                if tx
+                    .fetch(&exists("metatable", ""), std::slice::from_ref(&id), &big)
+                    .await?
+                    .is_empty()
+                {
+                    tx.execute(
+                        "INSERT INTO metatable (pandaid, metadata) VALUES ($1, $2)",
+                        &[id, Value::Text(Some(text.clone()))],
+                    )
+                    .await?;
+                }
+            }
+            SideWrite::Stdout(text) => {
+                let text: String = text.chars().take(2048).collect();
+                let params = [id, Value::Text(Some(text))];
+                let updated = tx
+                    .execute(
+                        "UPDATE jobsdebug SET stdout = $2 WHERE pandaid = $1",
+                        &params,
+                    )
+                    .await?;
+                if updated == 0 {
+                    tx.execute(
+                        "INSERT INTO jobsdebug (pandaid, stdout) VALUES ($1, $2)",
+                        &params,
+                    )
+                    .await?;
+                }
+            }
+            SideWrite::PilotLog(text) => {
+                let now = time::now();
+                tx.execute(
+                    "INSERT INTO pandalog (bintime, name, module, type, pid, loglevel, levelname, \
+                     time, filename, message) VALUES ($1, 'panda.mon.prod', 'JobDispatcher', \
+                     'pilotLog', $2, 20, 'INFO', $3, 'JobDispatcher.py', $4)",
+                    &[
+                        Value::Time(Some(now)),
+                        id,
+                        Value::Text(Some(now.format("%Y-%m-%d %H:%M:%S").to_string())),
+                        Value::Text(Some(text.chars().take(4000).collect())),
+                    ],
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# Run ONE real PanDA pilot (PyPI panda-pilot 3.7.0.36, see install_pilot.sh) against a
+# PanDA server on loopback, for one job, and exit with the pilot's exit code.
+#
+# Required environment:
+#   PANDA_SERVER_URL  base URL of the server, e.g. http://127.0.0.1:25080 (path is ignored)
+#   PILOT_QUEUE       PanDA queue name (must equal "nickname" in the served queuedata)
+#   PILOT_LABEL       prodSourceLabel the pilot asks for (-j), e.g. ptest
+#   PILOT_WORKDIR     scratch directory (created if missing); pilot.out lands here
+#   PILOT_DIR         unpacked pilot tree (the directory holding pilot.py)
+# Optional:
+#   PILOT_TIMEOUT         seconds before the pilot is stopped (default 300)
+#   PILOT_QUEUEDATA_URL   queuedata source (URL or file path; "{pandaqueue}" is substituted),
+#                         default $PANDA_SERVER_URL/cache/schedconfig/{pandaqueue}.all.json
+#   PILOT_STORAGEDATA_URL DDM endpoints source (URL or file path),
+#                         default $PANDA_SERVER_URL/cache/ddmendpoints.json
+#   PILOT_PYTHON          interpreter (default python3)
+#   PILOT_EXTRA_ARGS      extra pilot.py options (word-split)
+#
+# What the server has to provide:
+#   GET  <PILOT_QUEUEDATA_URL>                  the queue dict (see pilot_queue.json)
+#   GET  <PILOT_STORAGEDATA_URL>                DDM endpoints (see make_ddmendpoints.py)
+#   POST /server/panda/getJob, /server/panda/updateJob   (form-encoded, via curl)
+# The job's transformation must end in "/jobO.runpayload.tar.gz" (any host); jobPars is then
+# executed as a command line, e.g. "/bin/echo hello". See the HARVESTER_WORKDIR note below.
+#
+# Exit status: the pilot's exit code (124/137 when it had to be stopped after PILOT_TIMEOUT);
+# 2 if the environment is incomplete or the queuedata cannot be fetched.
+set -u
+
+die() { echo "run_pilot.sh: $*" >&2; exit 2; }
+
+for v in PANDA_SERVER_URL PILOT_QUEUE PILOT_LABEL PILOT_WORKDIR PILOT_DIR; do
+    [ -n "${!v:-}" ] || die "environment variable $v is required"
+done
+PY=${PILOT_PYTHON:-python3}
+TIMEOUT=${PILOT_TIMEOUT:-300}
+case "$TIMEOUT" in ''|*[!0-9]*) die "PILOT_TIMEOUT must be a number of seconds, got '$TIMEOUT'";; esac
+[ -f "$PILOT_DIR/pilot.py" ] || die "no pilot.py in PILOT_DIR=$PILOT_DIR (run install_pilot.sh)"
+command -v "$PY" >/dev/null || die "python interpreter '$PY' not found"
+command -v curl >/dev/null || die "curl is required (pilot 3.7 talks to the server through curl)"
+command -v openssl >/dev/null || die "openssl is required (throwaway X509_USER_PROXY)"
+command -v timeout >/dev/null || die "timeout (coreutils) is required"
+
+PILOT_DIR=$(cd "$PILOT_DIR" && pwd)
+mkdir -p "$PILOT_WORKDIR" || die "cannot create PILOT_WORKDIR=$PILOT_WORKDIR"
+W=$(cd "$PILOT_WORKDIR" && pwd)
+
+# split PANDA_SERVER_URL into scheme://host and port (the pilot takes them as --url and -p)
+read -r SRV_BASE SRV_PORT < <("$PY" - "$PANDA_SERVER_URL" <<'PYEOF'
+import sys
+from urllib.parse import urlsplit
+u = urlsplit(sys.argv[1])
+if u.scheme not in ("http", "https") or not u.hostname:
+    sys.exit(1)
+host = u.hostname if ":" not in u.hostname else "[%s]" % u.hostname
+print("%s://%s %d" % (u.scheme, host, u.port or (443 if u.scheme == "https" else 80)))
+PYEOF
+)
+[ -n "${SRV_PORT:-}" ] || die "cannot parse PANDA_SERVER_URL=$PANDA_SERVER_URL (want http[s]://host:port)"
+SERVER_ROOT=${PANDA_SERVER_URL%/}
+
+# loopback must never go through a proxy (neither our fetch nor the pilot's curl/urllib)
+export no_proxy="127.0.0.1,localhost,::1${no_proxy:+,$no_proxy}"
+export NO_PROXY="$no_proxy"
+
+mkdir -p "$W/work" "$W/creds" "$W/static" || die "cannot create directories under $W"
+
+# --- auth: x509 mode with a throwaway self-signed cert+key. Over http nothing is verified and
+# no Authorization header is sent; the pilot only needs a loadable PEM. Make sure no token
+# mode is picked up from the caller's environment.
+unset OIDC_AUTH_TOKEN OIDC_AUTH_ORIGIN PANDA_AUTH_TOKEN PANDA_AUTH_ORIGIN OIDC_AUTH_DIR PANDA_AUTH_DIR PANDA_AUTH_TOKEN_KEY
+PROXY=$W/creds/x509_proxy.pem
+if [ ! -s "$PROXY" ]; then
+    openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=panda-test-pilot" \
+        -keyout "$W/creds/key.pem" -out "$W/creds/cert.pem" >/dev/null 2>&1 \
+        || die "openssl could not create a self-signed certificate"
+    cat "$W/creds/cert.pem" "$W/creds/key.pem" > "$PROXY.tmp" && chmod 600 "$PROXY.tmp" && mv "$PROXY.tmp" "$PROXY" \
+        || die "cannot write $PROXY"
+fi
+export X509_USER_PROXY=$PROXY
+
+# --- queuedata. PanDA-style plain dict through --queuedata-url; the CRIC-style schedconfig
+# ({queue: {...}}) is built from the same dict and handed over as a local file.
+QD_SRC=${PILOT_QUEUEDATA_URL:-$SERVER_ROOT/cache/schedconfig/{pandaqueue\}.all.json}
+SCHEDCONF=$W/static/schedconf.json
+"$PY" - "${QD_SRC//\{pandaqueue\}/$PILOT_QUEUE}" "$PILOT_QUEUE" "$SCHEDCONF" <<'PYEOF' || die "cannot build the CRIC-style schedconfig (see above)"
+import json, os, sys, urllib.request
+src, queue, out = sys.argv[1:4]
+try:
+    if "://" in src:
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(src, timeout=20) as r:
+            raw = r.read()
+    else:
+        with open(src, "rb") as f:
+            raw = f.read()
+    data = json.loads(raw)
+except Exception as e:
+    sys.exit("run_pilot.sh: cannot fetch queuedata from %s: %s" % (src, e))
+if not isinstance(data, dict) or data.get("nickname") != queue:
+    sys.exit("run_pilot.sh: queuedata from %s is not a dict with nickname=%s: %.300s" % (src, queue, raw))
+with open(out + ".tmp", "w") as f:
+    json.dump({queue: data}, f, indent=1)
+os.replace(out + ".tmp", out)
+PYEOF
+export LOCAL_AGIS_SCHEDCONF=$SCHEDCONF
+export STORAGEDATA_SERVER_URL=${PILOT_STORAGEDATA_URL:-$SERVER_ROOT/cache/ddmendpoints.json}
+
+# --- transformation. 3.7's generic plugin only downloads trfs from hard-coded cern.ch/google
+# URLs, but it first copies $HARVESTER_WORKDIR/jobO.*.tar.gz into the job dir and skips the
+# download when a file named like the trf's basename is already there. So the executable
+# wrapper below (named like a tarball) becomes "./jobO.runpayload.tar.gz <jobPars>".
+# The directory holds nothing else (a pandaJobData file there could be picked up as a job).
+HV=$W/harvester
+rm -rf "$HV" && mkdir -p "$HV" || die "cannot create $HV"
+printf '#!/bin/bash\n# test payload wrapper: run the job parameters as a command\nexec "$@"\n' > "$HV/jobO.runpayload.tar.gz"
+chmod 755 "$HV/jobO.runpayload.tar.gz"
+export HARVESTER_WORKDIR=$HV
+
+# --- pilot environment
+# PILOT_NOKILL is mandatory: without it the pilot's kill_orphans() SIGTERM/SIGKILLs the process
+# group of every process of this user with ppid 1 (e.g. the server under test).
+export PILOT_NOKILL=1
+export PILOT_HOME=$W/work
+unset PILOT_LOGFILE QUEUEDATA_SERVER_URL
+
+OPTS=(-q "$PILOT_QUEUE" -r "$PILOT_QUEUE" -s "$PILOT_QUEUE"
+      --pilot-user generic -w generic -j "$PILOT_LABEL"
+      --url "$SRV_BASE" -p "$SRV_PORT"
+      --queuedata-url "$QD_SRC"
+      -v 1 -t -d -a "$W/work")
+# shellcheck disable=SC2206
+[ -n "${PILOT_EXTRA_ARGS:-}" ] && OPTS+=($PILOT_EXTRA_ARGS)
+
+# The pilot calls os.setpgrp() itself, so it must NOT be started under setsid (EPERM as a
+# session leader). It runs as a child of `timeout`, in the background so that a signal to this
+# script can still stop it.
+cd "$PILOT_DIR" || die "cannot cd to $PILOT_DIR"
+START=$(date +%s)
+timeout -k 30 "$TIMEOUT" "$PY" pilot.py "${OPTS[@]}" > "$W/pilot.out" 2>&1 < /dev/null &
+TPID=$!
+
+pilot_pid() { command -v pgrep >/dev/null && pgrep -P "$TPID" 2>/dev/null | head -n 1; }
+on_signal() {
+    echo "run_pilot.sh: interrupted, stopping the pilot" >&2
+    local p; p=$(pilot_pid)
+    kill -TERM "$TPID" 2>/dev/null
+    for _ in $(seq 1 20); do kill -0 "$TPID" 2>/dev/null || break; sleep 1; done
+    kill -KILL "$TPID" 2>/dev/null
+    [ -n "$p" ] && kill -KILL -- "-$p" 2>/dev/null
+    exit 143
+}
+trap on_signal TERM INT HUP
+
+# remember the pilot's pid (its own process group after setpgrp) for clean-up after a timeout
+PPID_PILOT=""
+for _ in $(seq 1 50); do
+    PPID_PILOT=$(pilot_pid); [ -n "$PPID_PILOT" ] && break
+    kill -0 "$TPID" 2>/dev/null || break
+    sleep 0.1
+done
+wait "$TPID"
+RC=$?
+if [ "$RC" -eq 124 ] || [ "$RC" -eq 137 ]; then
+    echo "run_pilot.sh: pilot stopped after PILOT_TIMEOUT=${TIMEOUT}s" >&2
+    # payload processes live in the pilot's process group, which `timeout` does not signal
+    [ -n "$PPID_PILOT" ] && kill -KILL -- "-$PPID_PILOT" 2>/dev/null
+fi
+echo "run_pilot.sh: pilot exit code $RC after $(( $(date +%s) - START ))s (log: $W/pilot.out)"
+exit "$RC"

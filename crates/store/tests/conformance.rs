@@ -50,6 +50,8 @@ fn full_job(status: JobStatus) -> JobSpec {
     }
     job.set_str(JobAttr::jobStatus, status.as_str())
         .expect("status");
+    // The store assigns the PandaID.
+    job.set(JobAttr::PandaID, Value::Int(Some(0)));
     for f in 0..2 {
         let mut file = FileSpec::new();
         for (i, attr) in FILE_ATTRIBUTES.iter().enumerate() {

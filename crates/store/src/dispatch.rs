@@ -1,10 +1,11 @@
 //! Handing `activated` jobs to pilots: one statement claims them, so a job goes to exactly one
 //! pilot however many callers and server processes race for it.
 //!
-//! PostgreSQL: `UPDATE ... WHERE pandaid IN (SELECT ... FOR UPDATE SKIP LOCKED LIMIT n) AND
-//! jobstatus = 'activated' RETURNING pandaid`: concurrent claimers skip each other's candidate
-//! rows instead of waiting, and the outer condition re-checks the status. SQLite: the same
-//! statement without the lock clause, inside a write transaction, which SQLite serializes.
+//! PostgreSQL: `WITH candidates AS MATERIALIZED (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)
+//! UPDATE ... FROM candidates ... AND jobstatus = 'activated' RETURNING pandaid`: concurrent
+//! claimers skip each other's candidate rows instead of waiting, and the update re-checks the
+//! status. SQLite: the same statement without the lock clause, inside a write transaction,
+//! which SQLite serializes.
 
 use panda_core::{time, ColumnType, JobAttr, JobSpec, JobTable, Value};
 
@@ -120,10 +121,14 @@ impl Store {
             Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
             Dialect::Sqlite => "",
         };
+        // The candidates are a materialized CTE: as `pandaid IN (subquery)`, PostgreSQL may
+        // re-run a LIMIT subquery per row and claim more than asked for.
         let sql = format!(
-            "UPDATE jobsactive4 SET {sets} WHERE pandaid IN (SELECT pandaid FROM jobsactive4 \
-             WHERE {} ORDER BY currentpriority DESC, pandaid ASC LIMIT {limit}{lock}) \
-             AND jobstatus = 'activated' RETURNING pandaid",
+            "WITH candidates AS MATERIALIZED (SELECT pandaid FROM jobsactive4 WHERE {} \
+             ORDER BY currentpriority DESC, pandaid ASC LIMIT {limit}{lock}) \
+             UPDATE jobsactive4 SET {sets} FROM candidates \
+             WHERE jobsactive4.pandaid = candidates.pandaid AND jobsactive4.jobstatus = 'activated' \
+             RETURNING jobsactive4.pandaid",
             conditions.join(" AND ")
         );
 

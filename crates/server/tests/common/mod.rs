@@ -181,3 +181,159 @@ impl Drop for Server {
         }
     }
 }
+
+/// A directory layout for a server under test: queue file, cache and trf directories.
+pub struct Site {
+    pub dir: tempfile::TempDir,
+}
+
+/// The queues every dispatch test uses: an online production queue, an offline one, a test
+/// one, and an analysis one.
+pub const QUEUES: &str = r#"{
+  "TEST_QUEUE": {"nickname": "TEST_QUEUE", "status": "online", "type": "production",
+                 "maxrss": 4000, "maxtime": 3600, "corecount": 1,
+                 "astorages": {"pr": ["LOCAL_DISK"], "pw": ["LOCAL_DISK"], "pl": ["LOCAL_DISK"]}},
+  "OFFLINE_QUEUE": {"nickname": "OFFLINE_QUEUE", "status": "offline", "type": "production"},
+  "TESTING_QUEUE": {"nickname": "TESTING_QUEUE", "status": "test", "type": "unified"},
+  "ANALY_QUEUE": {"nickname": "ANALY_QUEUE", "status": "online", "type": "analysis", "maxrss": 2000}
+}"#;
+
+impl Site {
+    pub fn new() -> Site {
+        let dir = tempfile::tempdir().expect("site dir");
+        std::fs::write(dir.path().join("queues.json"), QUEUES).expect("queues");
+        std::fs::create_dir_all(dir.path().join("cache")).expect("cache");
+        std::fs::create_dir_all(dir.path().join("trf/user")).expect("trf");
+        Site { dir }
+    }
+
+    /// Environment for a server using this site (add to `db_env`).
+    pub fn env(&self) -> Vec<(String, String)> {
+        let p = |s: &str| self.dir.path().join(s).display().to_string();
+        vec![
+            ("PANDA_QUEUE_CONFIG_FILE".into(), p("queues.json")),
+            ("PANDA_CACHE_DIR".into(), p("cache")),
+            ("PANDA_TRF_DIR".into(), p("trf")),
+            ("PANDA_HOME".into(), p("home")),
+        ]
+    }
+}
+
+/// What a test job looks like.
+#[derive(Clone, Debug)]
+pub struct TestJob {
+    pub name: String,
+    pub label: String,
+    pub site: Option<String>,
+    pub priority: i64,
+    pub parameters: String,
+    pub transformation: String,
+    pub min_ram: i64,
+}
+
+impl TestJob {
+    pub fn new(name: &str) -> TestJob {
+        TestJob {
+            name: name.into(),
+            label: "managed".into(),
+            site: Some("TEST_QUEUE".into()),
+            priority: 1000,
+            parameters: "/bin/echo hello".into(),
+            transformation: "http://localhost/jobO.runpayload.tar.gz".into(),
+            min_ram: 0,
+        }
+    }
+
+    /// The job in panda-client's positional submission format: 126 attribute values, then
+    /// the files (here one log file of 18 values plus the owner).
+    pub fn state(&self) -> serde_json::Value {
+        use panda_core::{AttrSet, JobAttr};
+        let mut values = vec![serde_json::json!("NULL"); 126];
+        let mut set = |attr: JobAttr, v: serde_json::Value| values[attr.index()] = v;
+        set(JobAttr::jobName, self.name.clone().into());
+        set(JobAttr::prodSourceLabel, self.label.clone().into());
+        if let Some(site) = &self.site {
+            set(JobAttr::computingSite, site.clone().into());
+        }
+        set(JobAttr::assignedPriority, self.priority.into());
+        set(JobAttr::jobParameters, self.parameters.clone().into());
+        set(JobAttr::transformation, self.transformation.clone().into());
+        set(JobAttr::jobDefinitionID, 1.into());
+        set(JobAttr::minRamCount, self.min_ram.into());
+        set(JobAttr::creationHost, "test-host".into());
+        let mut log = vec![serde_json::json!("NULL"); 18];
+        log[2] = "11111111-2222-3333-4444-555555555555".into();
+        log[3] = format!("{}.log.tgz", self.name).into();
+        log[4] = "log".into();
+        log[5] = format!("{}.log", self.name).into();
+        log[11] = format!("{}.log", self.name).into();
+        log[17] = "test".into();
+        log.push(serde_json::Value::Null);
+        values.push(serde_json::json!([log]));
+        serde_json::Value::Array(values)
+    }
+}
+
+/// Submits jobs through `/api/v1/job/submit`; returns their PandaIDs.
+pub async fn submit(client: &reqwest::Client, server: &Server, jobs: &[TestJob]) -> Vec<i64> {
+    let states: Vec<serde_json::Value> = jobs.iter().map(TestJob::state).collect();
+    let body = serde_json::json!({"jobs": serde_json::Value::Array(states).to_string()});
+    let reply: serde_json::Value = client
+        .post(server.url("/api/v1/job/submit"))
+        .header("Accept", "application/json")
+        .json(&body)
+        .send()
+        .await
+        .expect("submit")
+        .json()
+        .await
+        .expect("submit reply");
+    assert_eq!(reply["success"], true, "{reply}");
+    reply["data"]
+        .as_array()
+        .expect("data list")
+        .iter()
+        .map(|r| r[0].as_i64().expect("PandaID"))
+        .collect()
+}
+
+/// gzip of `data`.
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(data).expect("gzip");
+    encoder.finish().expect("gzip")
+}
+
+/// Parses an urlencoded answer into pairs.
+pub fn form(text: &str) -> std::collections::BTreeMap<String, String> {
+    url_pairs(text).into_iter().collect()
+}
+
+fn url_pairs(text: &str) -> Vec<(String, String)> {
+    text.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (unquote(k), unquote(v))
+        })
+        .collect()
+}
+
+fn unquote(text: &str) -> String {
+    let bytes = text.replace('+', " ").into_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&String::from_utf8_lossy(&bytes[i + 1..i + 3]), 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}

@@ -24,8 +24,11 @@
 # The job's transformation must end in "/jobO.runpayload.tar.gz" (any host); jobPars is then
 # executed as a command line, e.g. "/bin/echo hello". See the HARVESTER_WORKDIR note below.
 #
-# Exit status: the pilot's exit code (124/137 when it had to be stopped after PILOT_TIMEOUT);
-# 2 if the environment is incomplete or the queuedata cannot be fetched.
+# Exit status: the pilot's exit code (0 also when the job itself failed: check the final
+# updateJob state); 124/137 when it had to be stopped after PILOT_TIMEOUT; 143 when this script
+# got SIGTERM/SIGINT (the pilot tree is stopped too); 2 if the environment is incomplete or the
+# queuedata cannot be fetched. Runtime: ~23 s for a finished job, ~150 s for a failed one
+# (pilot 3.7 waits a fixed ~115 s before the final update of a failed job).
 set -u
 
 die() { echo "run_pilot.sh: $*" >&2; exit 2; }
@@ -41,6 +44,7 @@ command -v "$PY" >/dev/null || die "python interpreter '$PY' not found"
 command -v curl >/dev/null || die "curl is required (pilot 3.7 talks to the server through curl)"
 command -v openssl >/dev/null || die "openssl is required (throwaway X509_USER_PROXY)"
 command -v timeout >/dev/null || die "timeout (coreutils) is required"
+command -v pgrep >/dev/null || echo "run_pilot.sh: warning: pgrep not found, clean-up after a timeout is limited" >&2
 
 PILOT_DIR=$(cd "$PILOT_DIR" && pwd)
 mkdir -p "$PILOT_WORKDIR" || die "cannot create PILOT_WORKDIR=$PILOT_WORKDIR"
@@ -133,39 +137,52 @@ OPTS=(-q "$PILOT_QUEUE" -r "$PILOT_QUEUE" -s "$PILOT_QUEUE"
 # shellcheck disable=SC2206
 [ -n "${PILOT_EXTRA_ARGS:-}" ] && OPTS+=($PILOT_EXTRA_ARGS)
 
-# The pilot calls os.setpgrp() itself, so it must NOT be started under setsid (EPERM as a
-# session leader). It runs as a child of `timeout`, in the background so that a signal to this
-# script can still stop it.
+# Do NOT start pilot.py under setsid (newer pilots call os.setpgrp(), which fails with EPERM for
+# a session leader). It runs as a child of `timeout`, in the background, so that a signal to this
+# script can still stop it. Payloads are started by the pilot in their own sessions, so clean-up
+# after a timeout or a signal walks the process tree and kills by pid.
 cd "$PILOT_DIR" || die "cannot cd to $PILOT_DIR"
 START=$(date +%s)
 timeout -k 30 "$TIMEOUT" "$PY" pilot.py "${OPTS[@]}" > "$W/pilot.out" 2>&1 < /dev/null &
 TPID=$!
 
-pilot_pid() { command -v pgrep >/dev/null && pgrep -P "$TPID" 2>/dev/null | head -n 1; }
+# pids of the process tree below $1 (bounded depth), deepest last
+tree() {
+    local level=$1 depth=0 next p
+    while [ -n "$level" ] && [ $depth -lt 8 ]; do
+        next=""
+        for p in $level; do next="$next $(pgrep -P "$p" 2>/dev/null | tr '\n' ' ')"; done
+        next=$(echo $next)
+        [ -n "$next" ] && echo "$next"
+        level=$next; depth=$((depth + 1))
+    done
+}
+kill_tree() {  # SIGKILL the live tree below `timeout` (pilot, payload, helpers), pids read just now
+    local pids; pids=$(tree "$TPID" | tr '\n' ' ')
+    kill -KILL "$TPID" $pids 2>/dev/null
+}
 on_signal() {
+    trap - TERM INT HUP
     echo "run_pilot.sh: interrupted, stopping the pilot" >&2
-    local p; p=$(pilot_pid)
-    kill -TERM "$TPID" 2>/dev/null
-    for _ in $(seq 1 20); do kill -0 "$TPID" 2>/dev/null || break; sleep 1; done
-    kill -KILL "$TPID" 2>/dev/null
-    [ -n "$p" ] && kill -KILL -- "-$p" 2>/dev/null
+    kill -TERM "$TPID" 2>/dev/null       # timeout forwards it to the pilot
+    for _ in $(seq 1 20); do kill -0 "$TPID" 2>/dev/null || break; sleep 0.5; done
+    kill -0 "$TPID" 2>/dev/null && kill_tree
     exit 143
 }
 trap on_signal TERM INT HUP
 
-# remember the pilot's pid (its own process group after setpgrp) for clean-up after a timeout
-PPID_PILOT=""
-for _ in $(seq 1 50); do
-    PPID_PILOT=$(pilot_pid); [ -n "$PPID_PILOT" ] && break
-    kill -0 "$TPID" 2>/dev/null || break
-    sleep 0.1
+# `timeout` sends SIGTERM after PILOT_TIMEOUT; the pilot may take a while to wind down (or not
+# react at all). 10 s later, while the tree is still intact, kill it; `-k 30` is only a backstop.
+DEADLINE=$((START + TIMEOUT + 10))
+while kill -0 "$TPID" 2>/dev/null; do
+    if [ "$(date +%s)" -ge "$DEADLINE" ]; then
+        kill_tree
+        break
+    fi
+    sleep 1
 done
 wait "$TPID"
 RC=$?
-if [ "$RC" -eq 124 ] || [ "$RC" -eq 137 ]; then
-    echo "run_pilot.sh: pilot stopped after PILOT_TIMEOUT=${TIMEOUT}s" >&2
-    # payload processes live in the pilot's process group, which `timeout` does not signal
-    [ -n "$PPID_PILOT" ] && kill -KILL -- "-$PPID_PILOT" 2>/dev/null
-fi
+[ "$RC" -eq 124 ] || [ "$RC" -eq 137 ] && echo "run_pilot.sh: pilot stopped after PILOT_TIMEOUT=${TIMEOUT}s" >&2
 echo "run_pilot.sh: pilot exit code $RC after $(( $(date +%s) - START ))s (log: $W/pilot.out)"
 exit "$RC"

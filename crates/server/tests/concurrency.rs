@@ -22,7 +22,9 @@ async fn concurrent_pilots_drain_every_job_exactly_once() {
         env.extend(site.env());
         assert!(run(&["schema", "migrate"], &env).status.success());
         let processes = if backend == Backend::Postgres { 3 } else { 1 };
-        let servers: Vec<Server> = (0..processes).map(|_| Server::start(&["httpd"], &env)).collect();
+        let servers: Vec<Server> = (0..processes)
+            .map(|_| Server::start(&["httpd"], &env))
+            .collect();
         let client = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(30))
             .build()
@@ -41,7 +43,10 @@ async fn concurrent_pilots_drain_every_job_exactly_once() {
         }
         assert_eq!(submitted.len(), JOBS);
 
-        let urls: Vec<String> = servers.iter().map(|s| s.url("/server/panda/getJob")).collect();
+        let urls: Vec<String> = servers
+            .iter()
+            .map(|s| s.url("/server/panda/getJob"))
+            .collect();
         let mut callers = Vec::new();
         for caller in 0..CALLERS {
             let client = client.clone();
@@ -50,7 +55,10 @@ async fn concurrent_pilots_drain_every_job_exactly_once() {
                 let mut got = Vec::new();
                 let bulk = caller % 2 == 1;
                 for _ in 0..JOBS {
-                    let mut form = vec![("siteName", "TEST_QUEUE".to_string()), ("node", format!("wn{caller}"))];
+                    let mut form = vec![
+                        ("siteName", "TEST_QUEUE".to_string()),
+                        ("node", format!("wn{caller}")),
+                    ];
                     if bulk {
                         form.push(("nJobs", "3".into()));
                     }
@@ -66,7 +74,11 @@ async fn concurrent_pilots_drain_every_job_exactly_once() {
                         .expect("json");
                     match reply["StatusCode"].as_i64() {
                         Some(0) if bulk => got.extend(
-                            reply["jobs"].as_array().expect("jobs").iter().map(|j| j["PandaID"].as_i64().expect("id")),
+                            reply["jobs"]
+                                .as_array()
+                                .expect("jobs")
+                                .iter()
+                                .map(|j| j["PandaID"].as_i64().expect("id")),
                         ),
                         Some(0) => got.push(reply["PandaID"].as_i64().expect("id")),
                         Some(20) => break,
@@ -81,8 +93,15 @@ async fn concurrent_pilots_drain_every_job_exactly_once() {
             handed_out.extend(caller.await.expect("caller"));
         }
         let unique: HashSet<i64> = handed_out.iter().copied().collect();
-        assert_eq!(handed_out.len(), unique.len(), "{backend:?}: a job went to two pilots");
-        assert_eq!(unique, submitted, "{backend:?}: every job handed out, none lost");
+        assert_eq!(
+            handed_out.len(),
+            unique.len(),
+            "{backend:?}: a job went to two pilots"
+        );
+        assert_eq!(
+            unique, submitted,
+            "{backend:?}: every job handed out, none lost"
+        );
         drop(servers);
     }
 }

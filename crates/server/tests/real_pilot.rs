@@ -46,10 +46,10 @@ fn install_pilot() -> Option<PathBuf> {
     None
 }
 
-fn run_pilot(pilot: &Path, server: &Server, workdir: &Path) -> i32 {
+fn run_pilot(pilot: &Path, server_url: &str, workdir: &Path) -> i32 {
     let status = Command::new("bash")
         .arg(scripts().join("run_pilot.sh"))
-        .env("PANDA_SERVER_URL", &server.base_url)
+        .env("PANDA_SERVER_URL", server_url)
         .env("PILOT_QUEUE", "TEST_QUEUE")
         .env("PILOT_LABEL", "ptest")
         .env("PILOT_WORKDIR", workdir)
@@ -129,9 +129,28 @@ async fn the_real_pilot_runs_a_job_end_to_end() {
     bad.parameters = "/bin/sh -c 'echo failing; exit 3'".into();
     let ids = submit(&client, &server, &[good, bad]).await;
 
-    let work = site.dir.path().join("pilot-good");
-    let rc = run_pilot(&pilot, &server, &work);
-    let output = pilot_output(&work);
+    // Two pilots at once, as on a site; each takes one job, whichever it gets.
+    let runs: Vec<(i32, String)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = ["pilot-1", "pilot-2"]
+            .iter()
+            .map(|name| {
+                let work = site.dir.path().join(name);
+                let (pilot, url) = (&pilot, &server.base_url);
+                scope.spawn(move || (run_pilot(pilot, url, &work), pilot_output(&work)))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("pilot thread"))
+            .collect()
+    });
+    let ran = |id: i64| {
+        runs.iter()
+            .find(|(_, out)| out.contains(&format!("'PandaID': {id},")))
+            .cloned()
+            .unwrap_or_else(|| (-1, format!("no pilot ran job {id}: {runs:?}")))
+    };
+    let (rc, output) = ran(ids[0]);
     assert_eq!(rc, 0, "the pilot failed; its output:\n{output}");
     let job = store.get_job(ids[0]).await.expect("read").expect("job");
     assert_eq!(
@@ -155,9 +174,7 @@ async fn the_real_pilot_runs_a_job_end_to_end() {
     assert_eq!(reported, "finished", "pilot output:\n{output}");
     assert!(data.contains("pilot.hello.log.tgz"), "{data}");
 
-    let work = site.dir.path().join("pilot-bad");
-    let rc = run_pilot(&pilot, &server, &work);
-    let output = pilot_output(&work);
+    let (rc, output) = ran(ids[1]);
     let job = store.get_job(ids[1]).await.expect("read").expect("job");
     assert_eq!(
         job.status(),

@@ -156,7 +156,7 @@ async fn bulk_get_job_returns_a_list_and_queue_rules_hold() {
     for backend in backends() {
         let (_db, _site, server, store) = start(backend, &[]).await;
         let client = http();
-        let mut jobs: Vec<TestJob> = (0..3).map(|i| TestJob::new(&format!("bulk{i}"))).collect();
+        let mut jobs: Vec<TestJob> = (0..4).map(|i| TestJob::new(&format!("bulk{i}"))).collect();
         let mut offline = TestJob::new("offline");
         offline.site = Some("OFFLINE_QUEUE".into());
         let mut testing = TestJob::new("testing");
@@ -172,6 +172,21 @@ async fn bulk_get_job_returns_a_list_and_queue_rules_hold() {
         )
         .await;
         assert_eq!(bulk["jobs"].as_array().map(Vec::len), Some(2), "{bulk}");
+        let multipart = reqwest::multipart::Form::new()
+            .text("siteName", "TEST_QUEUE")
+            .text("prodSourceLabel", "managed");
+        let one: Json = client
+            .post(server.url("/server/panda/getJob"))
+            .header("Accept", "application/json")
+            .multipart(multipart)
+            .send()
+            .await
+            .expect("multipart getJob")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(one["PandaID"], ids[2], "a multipart request is understood: {one}");
+
         let urlencoded = client
             .get(server.url("/server/panda/getJob?siteName=TEST_QUEUE&nJobs=5"))
             .send()
@@ -186,7 +201,7 @@ async fn bulk_get_job_returns_a_list_and_queue_rules_hold() {
 
         let offline = get_job_form(&client, &server, &[("siteName", "OFFLINE_QUEUE")]).await;
         assert_eq!(offline["StatusCode"], 20);
-        assert_eq!(status_of(&store, ids[3]).await, Some(JobStatus::Activated));
+        assert_eq!(status_of(&store, ids[4]).await, Some(JobStatus::Activated));
         // A test queue serves test jobs to a managed pilot.
         let testing = get_job_form(
             &client,
@@ -197,7 +212,7 @@ async fn bulk_get_job_returns_a_list_and_queue_rules_hold() {
             ],
         )
         .await;
-        assert_eq!(testing["PandaID"], ids[4], "{testing}");
+        assert_eq!(testing["PandaID"], ids[5], "{testing}");
         let unknown = get_job_form(&client, &server, &[("siteName", "NO_SUCH_QUEUE")]).await;
         assert_eq!(unknown["StatusCode"], 20);
         assert!(unknown["errorDialog"]

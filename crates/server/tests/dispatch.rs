@@ -185,7 +185,10 @@ async fn bulk_get_job_returns_a_list_and_queue_rules_hold() {
             .json()
             .await
             .expect("json");
-        assert_eq!(one["PandaID"], ids[2], "a multipart request is understood: {one}");
+        assert_eq!(
+            one["PandaID"], ids[2],
+            "a multipart request is understood: {one}"
+        );
 
         let urlencoded = client
             .get(server.url("/server/panda/getJob?siteName=TEST_QUEUE&nJobs=5"))

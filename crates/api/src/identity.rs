@@ -55,10 +55,13 @@ pub async fn resolve(State(state): State<AppState>, mut request: Request, next: 
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| *addr);
-    let identity = state.identity_policy.identify(peer, request.headers());
-    request.extensions_mut().insert(Arc::new(identity));
+    let identity = Arc::new(state.identity_policy.identify(peer, request.headers()));
+    request.extensions_mut().insert(identity.clone());
     request.extensions_mut().insert(ClientAddr(peer));
-    next.run(request).await
+    let mut response = next.run(request).await;
+    // For the request log, which runs outside this layer.
+    response.extensions_mut().insert(identity);
+    response
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ use panda_service::JobService;
 
 pub use identity::IdentityPolicy;
 pub use panda_core::identity::Identity;
-pub use request_log::RequestStats;
+pub use request_log::{AccessLog, RequestStats, RouteStats, LATENCY_BUCKETS};
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -70,6 +70,7 @@ pub fn router(state: AppState) -> Router {
         .nest_service("/trf", static_files::directory(&state.files.trf))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
+        .layer(axum::middleware::from_fn(static_files::cache_headers))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             identity::resolve,

@@ -43,3 +43,23 @@ pub async fn queue_data(State(state): State<AppState>, UrlPath(file): UrlPath<St
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
+
+/// How long caches (the squid on port 25085) may keep `/cache/` answers.
+pub const CACHE_MAX_AGE_SECONDS: u32 = 300;
+
+/// Middleware: successful `/cache/` answers may be cached for a while by shared caches.
+pub async fn cache_headers(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let cacheable = request.uri().path().starts_with("/cache/");
+    let mut response = next.run(request).await;
+    if cacheable && response.status() == StatusCode::OK {
+        if let Ok(value) =
+            header::HeaderValue::from_str(&format!("public, max-age={CACHE_MAX_AGE_SECONDS}"))
+        {
+            response.headers_mut().insert(header::CACHE_CONTROL, value);
+        }
+    }
+    response
+}

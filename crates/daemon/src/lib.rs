@@ -7,7 +7,8 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
 
 use panda_store::Store;
 use serde::Deserialize;
@@ -67,6 +68,35 @@ pub fn parse_config(json: &serde_json::Value) -> Result<BTreeMap<String, TaskCon
         .collect()
 }
 
+/// The last run of a task, for logs and metrics.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaskRun {
+    pub started: SystemTime,
+    pub duration: Duration,
+    /// `ok`, `failed` or `timeout`.
+    pub outcome: &'static str,
+}
+
+/// Per-task run records of this daemon process.
+#[derive(Debug, Default)]
+pub struct TaskStats {
+    runs: Mutex<BTreeMap<String, TaskRun>>,
+}
+
+impl TaskStats {
+    pub fn record(&self, task: &str, run: TaskRun) {
+        tracing::info!(target: "panda::daemon", task, outcome = run.outcome,
+            duration_ms = run.duration.as_secs_f64() * 1000.0, "task run");
+        if let Ok(mut runs) = self.runs.lock() {
+            runs.insert(task.to_string(), run);
+        }
+    }
+
+    pub fn snapshot(&self) -> BTreeMap<String, TaskRun> {
+        self.runs.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+}
+
 /// Whether this build implements a task of that name.
 pub fn known_task(_name: &str) -> bool {
     false
@@ -76,6 +106,7 @@ pub fn known_task(_name: &str) -> bool {
 pub async fn run(
     _store: Store,
     tasks: BTreeMap<String, TaskConfig>,
+    _stats: std::sync::Arc<TaskStats>,
     shutdown: impl Future<Output = ()>,
 ) {
     for (name, task) in tasks.iter().filter(|(_, t)| t.enable) {

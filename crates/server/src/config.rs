@@ -46,6 +46,9 @@ const SERVER_KEYS: &[&str] = &[
     "trf_dir",
     "queue_config_file",
     "max_body_size",
+    "max_workers",
+    "metrics_address",
+    "shutdown_timeout",
 ];
 const DAEMON_KEYS: &[&str] = &["config", "enable"];
 
@@ -173,6 +176,12 @@ pub struct Config {
     pub queue_config_file: Option<PathBuf>,
     /// Largest request body in bytes.
     pub max_body_size: usize,
+    /// Requests handled at once ("workers" of the status line).
+    pub max_workers: usize,
+    /// Where `/metrics` listens; `None` when disabled (`metrics_address = off`).
+    pub metrics_address: Option<std::net::SocketAddr>,
+    /// Seconds to let in-flight requests finish after SIGTERM.
+    pub shutdown_timeout: Duration,
     pub production_dns: Vec<String>,
     pub n_jobs_in_get_job: u32,
     pub trust_loopback: bool,
@@ -486,6 +495,27 @@ fn build(
                 t.parse::<usize>().ok().filter(|n| *n > 0)
             })?
             .unwrap_or(128 * 1024 * 1024),
+        max_workers: v
+            .server("max_workers", "a positive number", |t| {
+                t.parse::<usize>().ok().filter(|n| *n > 0)
+            })?
+            .unwrap_or(512),
+        metrics_address: v
+            .server(
+                "metrics_address",
+                "an address such as 127.0.0.1:25090, or off",
+                |t| match t {
+                    "off" | "none" | "" => Some(None),
+                    addr => addr.parse::<std::net::SocketAddr>().ok().map(Some),
+                },
+            )?
+            .unwrap_or(Some(std::net::SocketAddr::from(([127, 0, 0, 1], 25090)))),
+        shutdown_timeout: Duration::from_secs(
+            v.server("shutdown_timeout", "a number of seconds", |t| {
+                t.parse::<u64>().ok()
+            })?
+            .unwrap_or(30),
+        ),
         production_dns: v
             .text("production_dns")
             .map(|t| split_list(&t))

@@ -4,5 +4,7 @@
 pub mod config;
 pub mod ini;
 pub mod logging;
+pub mod metrics;
+pub mod notify;
 pub mod queues;
 pub mod serve;

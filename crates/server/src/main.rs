@@ -7,7 +7,6 @@ use clap::{Parser, Subcommand};
 use panda_store::{Store, StoreError};
 
 use panda_server::config::{self, Config, ConfigSource};
-use panda_server::logging;
 use panda_server::serve::{self, Mode};
 
 /// The PanDA server (web tier and daemon) for the PanDA workload-management system.
@@ -101,7 +100,6 @@ async fn run(command: Option<Command>, config: Config) -> anyhow::Result<ExitCod
         Some(Command::Schema { action }) => schema(action, &config).await,
         Some(Command::Queues { action }) => queues(action, &config).await,
         other => {
-            logging::init(&config)?;
             let mode = match other {
                 Some(Command::Httpd) => Mode::Httpd,
                 Some(Command::Daemon) => Mode::Daemon,

@@ -1,15 +1,26 @@
 //! Running the server: the web tier, the daemon, or both, until SIGTERM or SIGINT.
+//!
+//! Start-up is all or nothing: the database must answer and hold the right schema, the log
+//! files must be writable and the ports free, or the process exits non-zero naming what is
+//! wrong (so systemd shows it). Once listening, the web tier tells systemd `READY=1` and then
+//! a `STATUS=` line every few seconds; SIGHUP reopens the log files; SIGTERM stops accepting,
+//! lets in-flight requests finish within `shutdown_timeout`, sends `STOPPING=1` and exits 0.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
-use panda_api::{AppState, IdentityPolicy, Limits, RequestStats, StaticDirs};
+use panda_api::{AccessLog, AppState, IdentityPolicy, Limits, RequestStats, StaticDirs};
+use panda_daemon::TaskStats;
 use panda_service::{JobService, ServiceSettings};
 use panda_store::Store;
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::logging::{self, LogFiles, ReopenableFile};
+use crate::{metrics, notify};
 
 /// Which parts of the server this process runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,7 +31,30 @@ pub enum Mode {
     Daemon,
 }
 
+impl Mode {
+    fn component(self) -> &'static str {
+        match self {
+            Mode::All => "server",
+            Mode::Httpd => "httpd",
+            Mode::Daemon => "daemon",
+        }
+    }
+
+    fn serves_http(self) -> bool {
+        self != Mode::Daemon
+    }
+}
+
+struct AccessFile(Arc<ReopenableFile>);
+
+impl AccessLog for AccessFile {
+    fn write_line(&self, line: &str) {
+        self.0.write_line(line);
+    }
+}
+
 pub async fn run(config: Config, mode: Mode) -> anyhow::Result<()> {
+    let logs = logging::init(&config, mode.component())?;
     warn_about_config(&config);
     let store = Store::open(&config.db, config.store_options()).await?;
     if mode == Mode::All {
@@ -32,66 +66,105 @@ pub async fn run(config: Config, mode: Mode) -> anyhow::Result<()> {
     } else {
         store.check_schema().await?;
     }
-    if let (Some(file), Mode::All | Mode::Httpd) = (&config.queue_config_file, mode) {
+    if let (Some(file), true) = (&config.queue_config_file, mode.serves_http()) {
         let names = crate::queues::load(&store, file).await?;
         tracing::info!(queues = names.len(), file = %file.display(), "queues loaded");
     }
-    let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("shutdown requested");
-        let _ = stop_tx.send(true);
-    });
+    // Bind everything before announcing anything: a port in use is a start-up error.
+    let listener = match mode.serves_http() {
+        true => Some(
+            bind(
+                SocketAddr::new(config.bind_address, config.http_port),
+                "HTTP",
+            )
+            .await?,
+        ),
+        false => None,
+    };
+    let metrics_listener = match config.metrics_address {
+        Some(address) => Some(bind(address, "metrics").await?),
+        None => None,
+    };
 
-    let web = match mode {
-        Mode::All | Mode::Httpd => Some(tokio::spawn(run_httpd(
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(watch_signals(stop_tx, logs.clone()));
+    let stats = Arc::new(RequestStats::new(
+        config.max_workers,
+        logs.access
+            .clone()
+            .map(|f| Arc::new(AccessFile(f)) as Arc<dyn AccessLog>),
+    ));
+    let task_stats = Arc::new(TaskStats::default());
+    if let Some(listener) = metrics_listener {
+        tracing::info!("metrics on http://{}/metrics", listener.local_addr()?);
+        let state = metrics::MetricsState {
+            requests: stats.clone(),
+            store: store.clone(),
+            tasks: task_stats.clone(),
+        };
+        tokio::spawn(metrics::serve(listener, state, stopped(stop_rx.clone())));
+    }
+
+    let web = listener.map(|listener| {
+        tokio::spawn(run_httpd(
             config.clone(),
             store.clone(),
+            listener,
+            stats.clone(),
             stop_rx.clone(),
-        ))),
-        Mode::Daemon => None,
-    };
-    let daemon = match mode {
-        Mode::All | Mode::Daemon if config.daemon_enable => Some(tokio::spawn(panda_daemon::run(
+        ))
+    });
+    let daemon = match (mode, config.daemon_enable) {
+        (Mode::All | Mode::Daemon, true) => Some(tokio::spawn(panda_daemon::run(
             store.clone(),
             config.daemon_tasks.clone(),
+            task_stats,
             stopped(stop_rx.clone()),
         ))),
-        Mode::All | Mode::Daemon => {
+        (Mode::All | Mode::Daemon, false) => {
             tracing::info!("daemon disabled by [daemon] enable = False");
             None
         }
-        Mode::Httpd => None,
+        (Mode::Httpd, _) => None,
     };
+    if web.is_none() && daemon.is_none() {
+        stopped(stop_rx.clone()).await;
+    }
     if let Some(web) = web {
         web.await.context("web tier task")??;
     }
     if let Some(daemon) = daemon {
-        if mode == Mode::Daemon && !config.daemon_enable {
-            stopped(stop_rx.clone()).await;
-        }
         daemon.await.context("daemon task")?;
-    } else if mode == Mode::Daemon {
-        stopped(stop_rx.clone()).await;
     }
     store.close().await;
     tracing::info!("stopped");
     Ok(())
 }
 
+async fn bind(address: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on {address} ({what}) "))
+}
+
 async fn run_httpd(
     config: Config,
     store: Store,
+    listener: TcpListener,
+    stats: Arc<RequestStats>,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let address = SocketAddr::new(config.bind_address, config.http_port);
-    let listener = tokio::net::TcpListener::bind(address)
-        .await
-        .with_context(|| format!("cannot listen on {address}"))?;
+    for dir in [&config.cache_dir, &config.trf_dir] {
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            tracing::warn!(
+                "cannot create {}: {e}; it will not be served",
+                dir.display()
+            );
+        }
+    }
     let local = listener.local_addr()?;
-    tracing::info!("listening on http://{local}");
     let service = JobService::new(
-        store,
+        store.clone(),
         ServiceSettings {
             max_jobs_per_get_job: config.n_jobs_in_get_job as usize,
             host_name: config.host_name.clone(),
@@ -102,7 +175,7 @@ async fn run_httpd(
         identity_policy: Arc::new(IdentityPolicy {
             trust_loopback: config.trust_loopback,
         }),
-        stats: Arc::new(RequestStats::default()),
+        stats: stats.clone(),
         limits: Arc::new(Limits {
             max_body_bytes: config.max_body_size,
         }),
@@ -112,37 +185,58 @@ async fn run_httpd(
         }),
     };
     let app = panda_api::router(state);
-    axum::serve(
+    store.ping().await.context("database check before READY")?;
+    tracing::info!("listening on http://{local}");
+    notify::ready();
+    let status = tokio::spawn(notify::status_loop(stats, store, stopped(stop.clone())));
+    let graceful = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(stopped(stop))
-    .await
-    .context("HTTP server")?;
+    .with_graceful_shutdown(stopped(stop.clone()));
+    let server = tokio::spawn(async move { graceful.await });
+    stopped(stop).await;
+    notify::stopping();
+    match tokio::time::timeout(config.shutdown_timeout, server).await {
+        Ok(result) => result.context("HTTP server task")?.context("HTTP server")?,
+        Err(_) => tracing::warn!(
+            "requests still running after {}s; stopping anyway",
+            config.shutdown_timeout.as_secs()
+        ),
+    }
+    status.abort();
     Ok(())
 }
 
 /// Resolves once a stop has been requested.
-async fn stopped(mut stop: watch::Receiver<bool>) {
+pub async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|stopping| *stopping).await;
 }
 
-async fn wait_for_signal() {
+/// SIGTERM and SIGINT request a stop; SIGHUP reopens the log files.
+async fn watch_signals(stop: watch::Sender<bool>, logs: LogFiles) {
     use tokio::signal::unix::{signal, SignalKind};
-    match (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
+        signal(SignalKind::hangup()),
+    ) else {
+        let _ = tokio::signal::ctrl_c().await;
+        let _ = stop.send(true);
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                logs.reopen();
+                tracing::info!("log files reopened (SIGHUP)");
             }
         }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
     }
+    tracing::info!("shutdown requested");
+    let _ = stop.send(true);
 }
 
 fn warn_about_config(config: &Config) {
@@ -160,3 +254,6 @@ fn warn_about_config(config: &Config) {
         );
     }
 }
+
+/// How often the status line is sent.
+pub const STATUS_INTERVAL: Duration = Duration::from_secs(5);

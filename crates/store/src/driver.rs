@@ -80,6 +80,8 @@ pub trait Driver: Send + Sync + 'static {
     async fn begin(&self, mode: TxMode) -> Result<Box<dyn Tx>>;
     /// Closes the pool, waiting for connections in use to be returned.
     async fn close(&self);
+    /// Connections: (open, idle, maximum).
+    fn pool_stats(&self) -> (u32, u32, u32);
 }
 
 /// An open transaction. Dropping it without `commit` rolls it back.

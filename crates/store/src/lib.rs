@@ -114,6 +114,11 @@ impl Store {
         self.inner.driver.close().await;
     }
 
+    /// Connection pool use: (open, idle, maximum).
+    pub fn pool_stats(&self) -> (u32, u32, u32) {
+        self.inner.driver.pool_stats()
+    }
+
     /// A round trip to the database, for readiness checks.
     pub async fn ping(&self) -> Result<()> {
         let mut tx = self.begin(TxMode::Read).await?;

@@ -74,6 +74,26 @@ impl Store {
         Ok(found)
     }
 
+    /// Number of jobs per (table, status), for monitoring.
+    pub async fn job_counts(&self) -> Result<Vec<(JobTable, String, i64)>> {
+        let mut counts = Vec::new();
+        let mut tx = self.begin(TxMode::Read).await?;
+        for table in JobTable::ALL {
+            let sql = format!(
+                "SELECT jobstatus, COUNT(*) FROM {} GROUP BY jobstatus",
+                table.name()
+            );
+            for row in tx
+                .fetch(&sql, &[], &[ColumnType::Text, ColumnType::BigInt])
+                .await?
+            {
+                counts.push((table, row[0].render(), row[1].as_i64().unwrap_or(0)));
+            }
+        }
+        tx.commit().await?;
+        Ok(counts)
+    }
+
     pub async fn resource_types(&self) -> Result<Vec<ResourceType>> {
         let mut tx = self.begin(TxMode::Read).await?;
         let rows = tx

@@ -67,6 +67,15 @@ impl Driver for SqliteDriver {
     async fn close(&self) {
         self.pool.close().await;
     }
+
+    fn pool_stats(&self) -> (u32, u32, u32) {
+        let idle = u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX);
+        (
+            self.pool.size(),
+            idle,
+            self.pool.options().get_max_connections(),
+        )
+    }
 }
 
 struct SqliteTx {

@@ -91,7 +91,8 @@ impl Server {
             .args(args)
             .env_remove("PANDA_CONFIG")
             .env("RUST_LOG", "info")
-            .env("PANDA_PSERVERPORTHTTP", "0");
+            .env("PANDA_PSERVERPORTHTTP", "0")
+            .env("PANDA_METRICS_ADDRESS", "127.0.0.1:0");
         for (k, v) in env {
             command.env(k, v);
         }

@@ -75,6 +75,8 @@ pub struct Server {
     child: Option<Child>,
     pub base_url: String,
     pub log: mpsc::Receiver<String>,
+    /// Lines read so far.
+    seen: std::sync::Mutex<Vec<String>>,
 }
 
 impl Server {
@@ -84,7 +86,7 @@ impl Server {
     }
 
     /// Starts `panda-server [args]` and waits for a log line containing `marker`; when the
-    /// marker is the listening line, `base_url` is set from it.
+    /// marker is the listening line, `base_url` is set from it. An empty marker does not wait.
     pub fn start_until(args: &[&str], env: &[(String, String)], marker: &str) -> Server {
         let mut command = Command::new(BINARY);
         command
@@ -127,7 +129,11 @@ impl Server {
             child: Some(child),
             base_url: String::new(),
             log,
+            seen: std::sync::Mutex::new(Vec::new()),
         };
+        if marker.is_empty() {
+            return server;
+        }
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut seen = Vec::new();
         while Instant::now() < deadline {
@@ -135,6 +141,9 @@ impl Server {
                 Ok(line) => {
                     if let Some(url) = line.split("listening on ").nth(1) {
                         server.base_url = url.trim().to_string();
+                    }
+                    if let Ok(mut all) = server.seen.lock() {
+                        all.push(line.clone());
                     }
                     if line.contains(marker) {
                         return server;
@@ -149,6 +158,48 @@ impl Server {
             "panda-server did not start listening; output:\n{}",
             seen.join("\n")
         );
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    /// The first log line (seen so far or within 5 s) containing `text`.
+    pub fn find_log(&self, text: &str) -> Option<String> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut seen = self.seen.lock().ok()?;
+        if let Some(line) = seen.iter().find(|l| l.contains(text)) {
+            return Some(line.clone());
+        }
+        while Instant::now() < deadline {
+            match self.log.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) => {
+                    let hit = line.contains(text);
+                    seen.push(line.clone());
+                    if hit {
+                        return Some(line);
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+        None
+    }
+
+    /// Waits for the exit of a server already told to stop (or stops it).
+    pub fn terminate_or_exited(&mut self) -> ExitStatus {
+        if let Some(child) = self.child.as_mut() {
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if let Ok(Some(status)) = child.try_wait() {
+                    self.child = None;
+                    return status;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        self.terminate()
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -71,6 +71,19 @@ pub fn parse(text: &str) -> Result<Vec<Entry>, IniError> {
             line,
             message: format!("key {key:?} appears before any [section] header"),
         })?;
+        // Python's configparser (strict, as upstream uses it) refuses a repeated key.
+        if let Some(first) = entries
+            .iter()
+            .find(|e| e.section == section && e.key.eq_ignore_ascii_case(key))
+        {
+            return Err(IniError {
+                line,
+                message: format!(
+                    "key {key:?} appears twice in [{section}] (first on line {})",
+                    first.line
+                ),
+            });
+        }
         entries.push(Entry {
             section,
             key: key.to_string(),
@@ -111,5 +124,6 @@ mod tests {
         assert_eq!(parse("[server]\njunk\n").map_err(|e| e.line), Err(2));
         assert_eq!(parse("dbhost = x\n").map_err(|e| e.line), Err(1));
         assert_eq!(parse("[server\n").map_err(|e| e.line), Err(1));
+        assert_eq!(parse("[server]\na = 1\nA = 2\n").map_err(|e| e.line), Err(3));
     }
 }

@@ -124,6 +124,9 @@ mod tests {
         assert_eq!(parse("[server]\njunk\n").map_err(|e| e.line), Err(2));
         assert_eq!(parse("dbhost = x\n").map_err(|e| e.line), Err(1));
         assert_eq!(parse("[server\n").map_err(|e| e.line), Err(1));
-        assert_eq!(parse("[server]\na = 1\nA = 2\n").map_err(|e| e.line), Err(3));
+        assert_eq!(
+            parse("[server]\na = 1\nA = 2\n").map_err(|e| e.line),
+            Err(3)
+        );
     }
 }

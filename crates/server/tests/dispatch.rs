@@ -471,6 +471,11 @@ async fn static_paths_serve_files_and_queue_data_without_traversal() {
     assert_eq!(cached.status(), 200);
     assert_eq!(cached.headers()["content-type"], "application/json");
     assert_eq!(
+        cached.headers()["cache-control"],
+        "public, max-age=300",
+        "a squid may cache /cache/"
+    );
+    assert_eq!(
         cached.headers()["content-length"],
         endpoints.len().to_string().as_str()
     );

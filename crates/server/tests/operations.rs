@@ -63,8 +63,15 @@ async fn systemd_hears_ready_status_lines_that_count_requests_and_stopping() {
         .expect("timeout");
     let mut env = db_env(&db);
     env.push(("NOTIFY_SOCKET".into(), socket_path.display().to_string()));
-    let mut server = Server::start(&[], &env);
+    env.push(("WATCHDOG_USEC".into(), "1000000".into()));
+    // systemd names the watched PID; a shell that execs the server knows it in advance.
+    let mut shell = Command::new("sh");
+    shell.args(["-c", "WATCHDOG_PID=$$ exec \"$0\"", BINARY]);
+    let mut server = Server::start_command(shell, &[], &env, "listening on ");
     wait_for_message(&socket, Duration::from_secs(10), |m| m.contains("READY=1"));
+    wait_for_message(&socket, Duration::from_secs(5), |m| {
+        m.contains("WATCHDOG=1")
+    });
     // The port answers once READY was sent.
     let client = http();
     for _ in 0..7 {

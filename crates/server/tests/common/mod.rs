@@ -88,7 +88,17 @@ impl Server {
     /// Starts `panda-server [args]` and waits for a log line containing `marker`; when the
     /// marker is the listening line, `base_url` is set from it. An empty marker does not wait.
     pub fn start_until(args: &[&str], env: &[(String, String)], marker: &str) -> Server {
-        let mut command = Command::new(BINARY);
+        Server::start_command(Command::new(BINARY), args, env, marker)
+    }
+
+    /// Like [`Server::start_until`], with the program given (e.g. a shell that execs the
+    /// binary, to know its PID beforehand).
+    pub fn start_command(
+        mut command: Command,
+        args: &[&str],
+        env: &[(String, String)],
+        marker: &str,
+    ) -> Server {
         command
             .args(args)
             .env_remove("PANDA_CONFIG")
@@ -105,6 +115,7 @@ impl Server {
             .spawn()
             .expect("start panda-server");
         let (tx, log) = mpsc::channel();
+        // (the log readers below)
         for stream in [
             child
                 .stdout

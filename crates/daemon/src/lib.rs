@@ -13,6 +13,11 @@ use std::time::{Duration, SystemTime};
 use panda_store::Store;
 use serde::Deserialize;
 
+pub mod runner;
+pub mod tasks;
+
+pub use tasks::{Task, TaskContext, TASK_NAMES};
+
 /// One task's settings, as upstream spells them.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -98,33 +103,48 @@ impl TaskStats {
 }
 
 /// Whether this build implements a task of that name.
-pub fn known_task(_name: &str) -> bool {
-    false
+pub fn known_task(name: &str) -> bool {
+    tasks::task_by_name(name).is_some()
 }
 
-/// Runs the scheduling loop until `shutdown` resolves.
+/// Runs the configured tasks until `shutdown` resolves.
 pub async fn run(
-    _store: Store,
+    store: Store,
+    node: String,
     tasks: BTreeMap<String, TaskConfig>,
-    _stats: std::sync::Arc<TaskStats>,
+    stats: std::sync::Arc<TaskStats>,
     shutdown: impl Future<Output = ()>,
 ) {
-    for (name, task) in tasks.iter().filter(|(_, t)| t.enable) {
-        if !known_task(name) {
-            tracing::warn!(target: "panda::daemon", task = %name, period = task.period,
-                "task is configured but not implemented in this version; skipped");
-        }
-    }
-    tracing::info!(target: "panda::daemon", "daemon started");
-    tokio::pin!(shutdown);
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            _ = tick.tick() => {}
-        }
-    }
-    tracing::info!(target: "panda::daemon", "daemon stopped");
+    let ctx = TaskContext {
+        store,
+        node,
+        arguments: Vec::new(),
+        data_management: std::sync::Arc::new(panda_service::NoDataMovement),
+    };
+    runner::run_all(ctx, tasks, stats, shutdown).await;
+}
+
+/// Runs one task now, for operators and tests (`panda-server daemon --run-once TASK`).
+pub async fn run_task_once(
+    store: Store,
+    node: String,
+    name: &str,
+    config: Option<&TaskConfig>,
+) -> Result<TaskRun, String> {
+    let task = tasks::task_by_name(name).ok_or_else(|| {
+        format!(
+            "unknown task {name}; known: {}",
+            tasks::TASK_NAMES.join(", ")
+        )
+    })?;
+    let ctx = TaskContext {
+        store,
+        node,
+        arguments: config.map(|c| c.arguments.clone()).unwrap_or_default(),
+        data_management: std::sync::Arc::new(panda_service::NoDataMovement),
+    };
+    let timeout = std::time::Duration::from_secs(config.and_then(|c| c.timeout).unwrap_or(3600));
+    Ok(runner::run_once(task, name, ctx, timeout, &TaskStats::default()).await)
 }
 
 #[cfg(test)]

@@ -32,7 +32,11 @@ enum Command {
     /// Run the web tier only (panda_httpd): HTTP on pserverporthttp.
     Httpd,
     /// Run the daemon only (panda_daemon): the periodic tasks.
-    Daemon,
+    Daemon {
+        /// Run this one task now and exit (add_main, copyArchive, dummy_test).
+        #[arg(long, value_name = "TASK")]
+        run_once: Option<String>,
+    },
     /// Check or migrate the database schema.
     Schema {
         #[command(subcommand)]
@@ -99,14 +103,45 @@ async fn run(command: Option<Command>, config: Config) -> anyhow::Result<ExitCod
     match command {
         Some(Command::Schema { action }) => schema(action, &config).await,
         Some(Command::Queues { action }) => queues(action, &config).await,
+        Some(Command::Daemon {
+            run_once: Some(task),
+        }) => run_once(&task, &config).await,
         other => {
             let mode = match other {
                 Some(Command::Httpd) => Mode::Httpd,
-                Some(Command::Daemon) => Mode::Daemon,
+                Some(Command::Daemon { .. }) => Mode::Daemon,
                 _ => Mode::All,
             };
             serve::run(config, mode).await?;
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn run_once(task: &str, config: &Config) -> anyhow::Result<ExitCode> {
+    panda_server::logging::init(config, "daemon")?;
+    let store = Store::open(&config.db, config.store_options()).await?;
+    store.check_schema().await?;
+    let node = serve::node_name(config);
+    let result =
+        panda_daemon::run_task_once(store.clone(), node, task, config.daemon_tasks.get(task)).await;
+    store.close().await;
+    match result {
+        Ok(run) => {
+            println!(
+                "{task}: {} in {:.3}s",
+                run.outcome,
+                run.duration.as_secs_f64()
+            );
+            Ok(if run.outcome == "ok" {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Err(e) => {
+            eprintln!("panda-server: {e}");
+            Ok(ExitCode::from(2))
         }
     }
 }

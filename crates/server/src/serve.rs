@@ -117,6 +117,7 @@ pub async fn run(config: Config, mode: Mode) -> anyhow::Result<()> {
     let daemon = match (mode, config.daemon_enable) {
         (Mode::All | Mode::Daemon, true) => Some(tokio::spawn(panda_daemon::run(
             store.clone(),
+            node_name(&config),
             config.daemon_tasks.clone(),
             task_stats,
             stopped(stop_rx.clone()),
@@ -139,6 +140,11 @@ pub async fn run(config: Config, mode: Mode) -> anyhow::Result<()> {
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How this process signs leases and locks: `host:pid`.
+pub fn node_name(config: &Config) -> String {
+    format!("{}:{}", config.host_name, std::process::id())
 }
 
 async fn bind(address: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {

@@ -18,7 +18,7 @@ use panda_store::Store;
 pub use brokerage::choose_queue;
 pub use dispatch::{GetJobRequest, GetJobResult};
 pub use error::ServiceError;
-pub use setup::{DataManagement, NoDataMovement, SetupDecision};
+pub use setup::{DataManagement, FinalizeDecision, NoDataMovement, SetupDecision};
 pub use submit::SubmittedJob;
 pub use update::{JobUpdate, UpdateResult, ALLOWED_PILOT_STATES};
 

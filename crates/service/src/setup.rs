@@ -18,8 +18,22 @@ pub enum SetupDecision {
     Fail(String),
 }
 
+/// What the data-management step decided for a finished job's outputs (upstream's adder
+/// plugin: register them, subscribe them to their destination).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FinalizeDecision {
+    Done,
+    /// The outputs could not be handled: the job fails with this ddm diagnostic.
+    Failed(String),
+}
+
 pub trait DataManagement: Send + Sync + 'static {
     fn setup(&self, job: &JobSpec) -> SetupDecision;
+
+    /// Called by the Adder before a job is finished. The default moves nothing.
+    fn finalize(&self, _job: &JobSpec) -> FinalizeDecision {
+        FinalizeDecision::Done
+    }
 }
 
 /// No data movement: every job with a queue is activated at once (upstream's dummy setupper).

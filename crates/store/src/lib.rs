@@ -12,6 +12,7 @@
 
 mod bind;
 pub mod config;
+mod daemon_support;
 pub mod ddl;
 mod dispatch;
 pub mod driver;
@@ -32,6 +33,7 @@ use std::sync::Arc;
 use panda_core::ColumnType;
 
 pub use config::{Backend, DbConfig};
+pub use daemon_support::OutputReport;
 pub use dispatch::{ClaimRequest, LabelFilter};
 pub use driver::{Dialect, Driver, Tx, TxMode};
 pub use error::{Result, StoreError};

@@ -2,7 +2,8 @@
 //! for the Adder (`job_output_report`), the job's metadata (`metatable`) and debug stdout
 //! (`jobsdebug`).
 
-use panda_core::{time, ColumnType, JobAttr, JobSpec, Value};
+use panda_core::file::FILE_ATTRIBUTES;
+use panda_core::{time, ColumnType, FileAttr, FileSpec, JobAttr, JobSpec, Value};
 
 use crate::driver::Tx;
 use crate::error::Result;
@@ -22,6 +23,10 @@ pub enum SideWrite {
     Stdout(String),
     /// The pilot's log excerpt, appended to `pandalog` as upstream's dispatcher does.
     PilotLog(String),
+    /// Rewrites a file row (by `row_ID`), e.g. when the Adder marks outputs.
+    UpdateFile(FileSpec),
+    /// Removes a processed final report.
+    DeleteOutputReport { attempt_nr: i64 },
 }
 
 impl SideWrite {
@@ -84,6 +89,31 @@ impl SideWrite {
                     )
                     .await?;
                 }
+            }
+            SideWrite::UpdateFile(file) => {
+                let assignments: Vec<String> = FILE_ATTRIBUTES
+                    .iter()
+                    .enumerate()
+                    .skip(1)
+                    .map(|(i, a)| format!("{} = ${}", a.column(), i + 1))
+                    .collect();
+                let sql = format!(
+                    "UPDATE filestable4 SET {} WHERE row_id = $1",
+                    assignments.join(", ")
+                );
+                if file.get(FileAttr::row_ID).is_null() {
+                    return Err(crate::StoreError::Conflict(
+                        "a file to update has no row_ID".into(),
+                    ));
+                }
+                tx.execute(&sql, file.values()).await?;
+            }
+            SideWrite::DeleteOutputReport { attempt_nr } => {
+                tx.execute(
+                    "DELETE FROM job_output_report WHERE pandaid = $1 AND attemptnr = $2",
+                    &[id, Value::Int(Some(*attempt_nr))],
+                )
+                .await?;
             }
             SideWrite::PilotLog(text) => {
                 let now = time::now();

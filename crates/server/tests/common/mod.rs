@@ -177,15 +177,20 @@ impl Server {
 
     /// The first log line (seen so far or within 5 s) containing `text`.
     pub fn find_log(&self, text: &str) -> Option<String> {
+        self.find_log_where(|line| line.contains(text))
+    }
+
+    /// The first log line (seen so far or within 5 s) for which `want` holds.
+    pub fn find_log_where(&self, want: impl Fn(&str) -> bool) -> Option<String> {
         let deadline = Instant::now() + Duration::from_secs(5);
         let mut seen = self.seen.lock().ok()?;
-        if let Some(line) = seen.iter().find(|l| l.contains(text)) {
+        if let Some(line) = seen.iter().find(|l| want(l)) {
             return Some(line.clone());
         }
         while Instant::now() < deadline {
             match self.log.recv_timeout(Duration::from_millis(100)) {
                 Ok(line) => {
-                    let hit = line.contains(text);
+                    let hit = want(&line);
                     seen.push(line.clone());
                     if hit {
                         return Some(line);

@@ -1,0 +1,190 @@
+//! `add_main`, upstream's Adder: turns the pilot's final report of a `holding` job into the
+//! job's outcome and archives it.
+//!
+//! - The report is for another attempt: it is stale and dropped; the job waits for its own.
+//! - The pilot reported `failed`: the job fails with the pilot's error codes.
+//! - The pilot reported `finished`: the file report must be JSON naming every output and log
+//!   file of the job, each with a GUID, a size and a checksum (adler32 or md5), and nothing
+//!   else; then the files take those values and the job finishes. Otherwise the job fails
+//!   with ddmErrorCode 200 (upstream's EC_Adder) and a diagnostic naming the problem.
+//! - A job that was being killed (`commandToPilot = tobekilled`) ends `cancelled` instead of
+//!   `failed`.
+//!
+//! The job, its files and the report's removal are written in one transaction, and the
+//! data-management plugin is asked to finalize the outputs first.
+
+use async_trait::async_trait;
+use panda_core::{time, FileAttr, JobAttr, JobSpec, JobStatus, Value};
+use panda_service::FinalizeDecision;
+use panda_store::{Decision, OutputReport, SideWrite};
+use serde_json::Value as Json;
+
+use super::{Task, TaskContext};
+
+pub struct Adder;
+
+/// upstream's `EC_Adder`.
+pub const EC_ADDER: i64 = 200;
+/// Reports locked longer than this by a vanished Adder are taken over.
+const STALE_LOCK_MINUTES: i64 = 10;
+const BATCH: i64 = 200;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Finished,
+    Failed,
+    Cancelled,
+    Stale,
+    Skipped,
+}
+
+#[async_trait]
+impl Task for Adder {
+    async fn run(&self, ctx: &TaskContext) -> anyhow::Result<String> {
+        let stale = time::now() - chrono::Duration::minutes(STALE_LOCK_MINUTES);
+        let reports = ctx.store.pending_output_reports(stale, BATCH).await?;
+        let mut counts = std::collections::BTreeMap::<String, usize>::new();
+        for report in reports {
+            if !ctx
+                .store
+                .lock_output_report(&report, &ctx.node, stale)
+                .await?
+            {
+                continue;
+            }
+            let outcome = process(ctx, &report).await?;
+            *counts
+                .entry(format!("{outcome:?}").to_lowercase())
+                .or_default() += 1;
+        }
+        Ok(format!("{counts:?}"))
+    }
+}
+
+async fn process(ctx: &TaskContext, report: &OutputReport) -> anyhow::Result<Outcome> {
+    let plugin = ctx.data_management.clone();
+    let (_, outcome) = ctx
+        .store
+        .change_job(report.panda_id, |job, side| {
+            Ok(decide(job, side, report, plugin.as_ref()))
+        })
+        .await?;
+    if outcome == Outcome::Stale {
+        ctx.store
+            .delete_output_report(report.panda_id, report.attempt_nr)
+            .await?;
+    }
+    tracing::info!(target: "panda::adder", panda_id = report.panda_id, outcome = ?outcome);
+    Ok(outcome)
+}
+
+fn decide(
+    job: &mut JobSpec,
+    side: &mut Vec<SideWrite>,
+    report: &OutputReport,
+    plugin: &dyn panda_service::DataManagement,
+) -> Decision<Outcome> {
+    if job.status() != Some(JobStatus::Holding) {
+        return Decision::Keep(Outcome::Skipped);
+    }
+    if job.get_i64(JobAttr::attemptNr).unwrap_or(0) != report.attempt_nr {
+        return Decision::Keep(Outcome::Stale);
+    }
+    let killed = job.get_str(JobAttr::commandToPilot) == Some("tobekilled");
+    let checked = match report.job_status.as_str() {
+        "finished" => check_report(job, report.data.as_deref().unwrap_or("")),
+        _ => Err(None),
+    };
+    let checked = checked.and_then(|files| match plugin.finalize(job) {
+        FinalizeDecision::Done => Ok(files),
+        FinalizeDecision::Failed(diag) => Err(Some(diag)),
+    });
+    let now = time::now();
+    let outcome = match checked {
+        Ok(files) => {
+            for file in files {
+                side.push(SideWrite::UpdateFile(file));
+            }
+            job.set_status(JobStatus::Finished, now);
+            Outcome::Finished
+        }
+        Err(ddm_problem) => {
+            if let Some(diag) = ddm_problem {
+                job.set(JobAttr::ddmErrorCode, Value::Int(Some(EC_ADDER)));
+                job.set_str(JobAttr::ddmErrorDiag, &diag).ok();
+            }
+            for file in job.files.iter().filter(|f| is_output(f)) {
+                let mut failed = file.clone();
+                failed.set_str(FileAttr::status, "failed").ok();
+                side.push(SideWrite::UpdateFile(failed));
+            }
+            if killed {
+                job.set_status(JobStatus::Cancelled, now);
+                Outcome::Cancelled
+            } else {
+                job.set_status(JobStatus::Failed, now);
+                Outcome::Failed
+            }
+        }
+    };
+    side.push(SideWrite::DeleteOutputReport {
+        attempt_nr: report.attempt_nr,
+    });
+    Decision::Write(outcome)
+}
+
+fn is_output(file: &panda_core::FileSpec) -> bool {
+    matches!(file.get_str(FileAttr::r#type), Some("output" | "log"))
+}
+
+/// Checks a finished job's file report and returns its output and log files updated from it;
+/// `Err(Some(diagnostic))` names what is wrong.
+fn check_report(job: &JobSpec, data: &str) -> Result<Vec<panda_core::FileSpec>, Option<String>> {
+    let report: serde_json::Map<String, Json> = match serde_json::from_str(data) {
+        Ok(Json::Object(map)) => map,
+        _ => {
+            let shown: String = data.chars().take(80).collect();
+            return Err(Some(format!(
+                "file report is not a JSON object of files: {shown:?}"
+            )));
+        }
+    };
+    let mut files = Vec::new();
+    let mut expected = std::collections::HashSet::new();
+    for file in job.files.iter().filter(|f| is_output(f)) {
+        let lfn = file.get_str(FileAttr::lfn).unwrap_or("").to_string();
+        expected.insert(lfn.clone());
+        let entry = report
+            .get(&lfn)
+            .ok_or_else(|| Some(format!("{lfn} is missing from the file report")))?;
+        let text = |key: &str| {
+            entry.get(key).and_then(|v| match v {
+                Json::String(s) if !s.is_empty() => Some(s.clone()),
+                Json::Number(n) => Some(n.to_string()),
+                _ => None,
+            })
+        };
+        let guid =
+            text("guid").ok_or_else(|| Some(format!("no guid for {lfn} in the file report")))?;
+        let size = text("fsize")
+            .and_then(|s| s.parse::<i64>().ok())
+            .ok_or_else(|| Some(format!("no valid fsize for {lfn} in the file report")))?;
+        let checksum = match (text("adler32"), text("md5sum")) {
+            (Some(a), _) => format!("ad:{a}"),
+            (None, Some(m)) => format!("md5:{m}"),
+            (None, None) => return Err(Some(format!("no checksum for {lfn} in the file report"))),
+        };
+        let mut updated = file.clone();
+        updated.set_str(FileAttr::GUID, &guid).ok();
+        updated.set(FileAttr::fsize, Value::Int(Some(size)));
+        updated.set_str(FileAttr::checksum, &checksum).ok();
+        updated.set_str(FileAttr::status, "ready").ok();
+        files.push(updated);
+    }
+    if let Some(unknown) = report.keys().find(|lfn| !expected.contains(*lfn)) {
+        return Err(Some(format!(
+            "{unknown} in the file report is not a file of this job"
+        )));
+    }
+    Ok(files)
+}

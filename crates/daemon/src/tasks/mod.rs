@@ -1,0 +1,41 @@
+//! The daemon's tasks, by upstream's names: `add_main` (the Adder), `copyArchive` (timeouts),
+//! and `dummy_test` (a diagnostic task that can also fail, panic or hang on purpose).
+
+mod adder;
+mod dummy;
+mod watcher;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use panda_service::DataManagement;
+use panda_store::Store;
+
+/// What a task run gets.
+#[derive(Clone)]
+pub struct TaskContext {
+    pub store: Store,
+    /// This daemon, as it signs leases and report locks (`host:pid`).
+    pub node: String,
+    /// The task's `arguments` from the configuration.
+    pub arguments: Vec<String>,
+    pub data_management: Arc<dyn DataManagement>,
+}
+
+/// One periodic task. A run returns a one-line summary, or an error that is logged.
+#[async_trait]
+pub trait Task: Send + Sync + 'static {
+    async fn run(&self, ctx: &TaskContext) -> anyhow::Result<String>;
+}
+
+/// The tasks this build implements.
+pub const TASK_NAMES: [&str; 3] = ["add_main", "copyArchive", "dummy_test"];
+
+pub fn task_by_name(name: &str) -> Option<Arc<dyn Task>> {
+    match name {
+        "add_main" => Some(Arc::new(adder::Adder)),
+        "copyArchive" => Some(Arc::new(watcher::Watcher)),
+        "dummy_test" => Some(Arc::new(dummy::Dummy)),
+        _ => None,
+    }
+}

@@ -1,0 +1,277 @@
+//! The daemon as operators and pilots meet it: the Adder finishes, fails or cancels jobs from
+//! their final reports; the watcher times out silent jobs; the runner isolates failing tasks
+//! and, with leases, runs a `sync` task on one node per period.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{db_env, form, gzip, run, submit, Server, Site, TestJob};
+use panda_core::{FileAttr, JobAttr, JobStatus, JobTable};
+use panda_store::testing::{backends, TestDb};
+use panda_store::{Backend, Store, StoreOptions};
+use serde_json::json;
+
+struct Setup {
+    _db: TestDb,
+    _site: Site,
+    server: Server,
+    store: Store,
+    env: Vec<(String, String)>,
+}
+
+async fn setup(backend: Backend) -> Setup {
+    let db = TestDb::new(backend);
+    let site = Site::new();
+    let mut env = db_env(&db);
+    env.extend(site.env());
+    assert!(run(&["schema", "migrate"], &env).status.success());
+    let server = Server::start(&["httpd"], &env);
+    let store = Store::open(&db.config, StoreOptions::default())
+        .await
+        .expect("open");
+    Setup {
+        _db: db,
+        _site: site,
+        server,
+        store,
+        env,
+    }
+}
+
+/// Submits jobs and takes them as a pilot would, up to `running`.
+async fn running_jobs(s: &Setup, names: &[&str]) -> Vec<i64> {
+    let client = reqwest::Client::new();
+    let jobs: Vec<TestJob> = names.iter().map(|n| TestJob::new(n)).collect();
+    let ids = submit(&client, &s.server, &jobs).await;
+    for _ in &ids {
+        client
+            .post(s.server.url("/server/panda/getJob"))
+            .form(&[("siteName", "TEST_QUEUE")])
+            .send()
+            .await
+            .expect("getJob");
+    }
+    for id in &ids {
+        beat(
+            s,
+            json!({"jobId": id.to_string(), "state": "running", "attemptNr": 0}),
+        )
+        .await;
+    }
+    ids
+}
+
+async fn beat(s: &Setup, fields: serde_json::Value) -> std::collections::BTreeMap<String, String> {
+    let text = reqwest::Client::new()
+        .post(s.server.url("/server/panda/updateJob"))
+        .header("Content-Type", "application/json")
+        .body(gzip(fields.to_string().as_bytes()))
+        .send()
+        .await
+        .expect("updateJob")
+        .text()
+        .await
+        .expect("text");
+    form(&text)
+}
+
+fn run_once(s: &Setup, task: &str) -> String {
+    let out = run(&["daemon", "--run-once", task], &s.env);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{task}: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+fn report(name: &str) -> String {
+    json!({format!("{name}.log.tgz"): {"guid": "aaaa-bbbb", "fsize": 1234, "adler32": "0a1b2c3d",
+                                       "surl": "file://localhost/se/x"}})
+    .to_string()
+}
+
+#[tokio::test]
+async fn the_adder_finishes_fails_and_cancels_jobs_from_their_reports() {
+    for backend in backends() {
+        let s = setup(backend).await;
+        let ids = running_jobs(&s, &["good", "corrupt", "killed", "failed"]).await;
+        let finish = |id: i64, xml: String| json!({"jobId": id.to_string(), "state": "finished", "attemptNr": 0, "xml": xml});
+        beat(&s, finish(ids[0], report("good"))).await;
+        beat(&s, finish(ids[1], "this is not json".into())).await;
+        s.store
+            .modify_job(ids[2], |job, _| {
+                job.set_str(JobAttr::commandToPilot, "tobekilled").ok();
+                Ok(())
+            })
+            .await
+            .expect("kill flag");
+        beat(&s, json!({"jobId": ids[2].to_string(), "state": "failed", "attemptNr": 0, "pilotErrorCode": "1305"})).await;
+        beat(&s, json!({"jobId": ids[3].to_string(), "state": "failed", "attemptNr": 0, "transExitCode": "3"})).await;
+
+        let summary = run_once(&s, "add_main");
+        assert!(summary.contains("add_main: ok"), "{summary}");
+
+        let good = s.store.get_job(ids[0]).await.expect("read").expect("job");
+        assert_eq!(good.status(), Some(JobStatus::Finished), "{backend:?}");
+        assert_eq!(
+            s.store.job_table(ids[0]).await.expect("table"),
+            Some(JobTable::Archived)
+        );
+        let log = &good.files[0];
+        assert_eq!(log.get_str(FileAttr::status), Some("ready"));
+        assert_eq!(log.get_str(FileAttr::checksum), Some("ad:0a1b2c3d"));
+        assert_eq!(log.get_i64(FileAttr::fsize), Some(1234));
+
+        let corrupt = s.store.get_job(ids[1]).await.expect("read").expect("job");
+        assert_eq!(corrupt.status(), Some(JobStatus::Failed));
+        assert_eq!(corrupt.get_i64(JobAttr::ddmErrorCode), Some(200));
+        assert!(corrupt
+            .get_str(JobAttr::ddmErrorDiag)
+            .is_some_and(|d| d.contains("not a JSON object")));
+        let killed = s.store.get_job(ids[2]).await.expect("read").expect("job");
+        assert_eq!(killed.status(), Some(JobStatus::Cancelled));
+        let failed = s.store.get_job(ids[3]).await.expect("read").expect("job");
+        assert_eq!(failed.status(), Some(JobStatus::Failed));
+        assert_eq!(failed.get_str(JobAttr::transExitCode), Some("3"));
+        assert!(
+            run_once(&s, "add_main").contains("{}"),
+            "nothing left to do"
+        );
+    }
+}
+
+#[tokio::test]
+async fn reports_naming_the_wrong_files_or_lacking_checksums_fail_only_their_job() {
+    let s = setup(Backend::Sqlite).await;
+    let ids = running_jobs(&s, &["wrong", "nosum", "fine"]).await;
+    let finish = |id: i64, xml: serde_json::Value| json!({"jobId": id.to_string(), "state": "finished", "attemptNr": 0, "xml": xml.to_string()});
+    beat(
+        &s,
+        finish(
+            ids[0],
+            json!({"other.log.tgz": {"guid": "g", "fsize": 1, "adler32": "1"}}),
+        ),
+    )
+    .await;
+    beat(
+        &s,
+        finish(ids[1], json!({"nosum.log.tgz": {"guid": "g", "fsize": 1}})),
+    )
+    .await;
+    beat(
+        &s,
+        finish(ids[2], serde_json::from_str(&report("fine")).expect("json")),
+    )
+    .await;
+    run_once(&s, "add_main");
+    let diag = |id| {
+        let store = s.store.clone();
+        async move {
+            let job = store.get_job(id).await.expect("read").expect("job");
+            (
+                job.status(),
+                job.get_str(JobAttr::ddmErrorDiag).unwrap_or("").to_string(),
+            )
+        }
+    };
+    let (status, text) = diag(ids[0]).await;
+    assert_eq!(status, Some(JobStatus::Failed));
+    assert!(text.contains("wrong.log.tgz is missing"), "{text}");
+    let (status, text) = diag(ids[1]).await;
+    assert_eq!(status, Some(JobStatus::Failed));
+    assert!(text.contains("no checksum"), "{text}");
+    assert_eq!(diag(ids[2]).await.0, Some(JobStatus::Finished));
+}
+
+#[tokio::test]
+async fn the_watcher_fails_jobs_whose_pilot_went_silent() {
+    for backend in backends() {
+        let s = setup(backend).await;
+        let ids = running_jobs(&s, &["silent", "chatty"]).await;
+        let client = reqwest::Client::new();
+        let sent = submit(&client, &s.server, &[TestJob::new("unanswered")]).await[0];
+        client
+            .post(s.server.url("/server/panda/getJob"))
+            .form(&[("siteName", "TEST_QUEUE")])
+            .send()
+            .await
+            .expect("getJob");
+        s.store
+            .set_config_value("watcher", "HEARTBEAT_TIMEOUT_production", "0.0005")
+            .await
+            .expect("config");
+        s.store
+            .set_config_value("watcher", "SENT_TIMEOUT", "0.03")
+            .await
+            .expect("config");
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        beat(
+            &s,
+            json!({"jobId": ids[1].to_string(), "state": "running", "attemptNr": 0}),
+        )
+        .await;
+        run_once(&s, "copyArchive");
+
+        let silent = s.store.get_job(ids[0]).await.expect("read").expect("job");
+        assert_eq!(silent.status(), Some(JobStatus::Failed), "{backend:?}");
+        assert_eq!(silent.get_i64(JobAttr::jobDispatcherErrorCode), Some(100));
+        assert!(silent
+            .get_str(JobAttr::jobDispatcherErrorDiag)
+            .is_some_and(|d| d.starts_with("lost heartbeat : ")));
+        let chatty = s.store.get_job(ids[1]).await.expect("read").expect("job");
+        assert_eq!(
+            chatty.status(),
+            Some(JobStatus::Running),
+            "a fresh heartbeat keeps a job"
+        );
+        let unanswered = s.store.get_job(sent).await.expect("read").expect("job");
+        assert_eq!(unanswered.status(), Some(JobStatus::Failed));
+        assert_eq!(
+            unanswered.get_i64(JobAttr::jobDispatcherErrorCode),
+            Some(102)
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_or_hanging_task_does_not_stop_the_others() {
+    for arguments in [json!(["panic"]), json!(["sleep", "3600"])] {
+        let s = setup(Backend::Sqlite).await;
+        let ids = running_jobs(&s, &["victim"]).await;
+        s.store
+            .set_config_value("watcher", "HEARTBEAT_TIMEOUT_production", "0.0003")
+            .await
+            .expect("config");
+        let config = json!({
+            "dummy_test": {"period": 1, "timeout": 1, "arguments": arguments},
+            "copyArchive": {"period": 1}
+        });
+        let mut env = s.env.clone();
+        env.push(("PANDA_DAEMON_CONFIG".into(), config.to_string()));
+        let mut daemon = Server::start_until(&["daemon"], &env, "daemon started");
+        let mut ended = false;
+        for _ in 0..40 {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let job = s.store.get_job(ids[0]).await.expect("read").expect("job");
+            if job.status() == Some(JobStatus::Failed) {
+                ended = true;
+                break;
+            }
+        }
+        assert!(
+            ended,
+            "copyArchive kept running next to dummy_test {arguments}"
+        );
+        let logged = daemon.find_log_where(|l| {
+            l.contains("dummy_test") && (l.contains("task panicked") || l.contains("timed out"))
+        });
+        assert!(
+            logged.is_some(),
+            "the failure of dummy_test {arguments} is logged"
+        );
+        assert!(daemon.terminate().success());
+    }
+}

@@ -1,0 +1,211 @@
+//! Statements behind the daemon: cluster-wide leases in `jedi_process_lock`, the Adder's work
+//! list in `job_output_report`, timeouts from the `config` table, and job selections for the
+//! watcher.
+
+use chrono::NaiveDateTime;
+use panda_core::{time, ColumnType, JobTable, Value};
+
+use crate::driver::TxMode;
+use crate::error::Result;
+use crate::Store;
+
+/// A pilot's final report waiting for the Adder.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutputReport {
+    pub panda_id: i64,
+    pub attempt_nr: i64,
+    pub job_status: String,
+    pub data: Option<String>,
+}
+
+fn text(s: &str) -> Value {
+    Value::Text(Some(s.to_string()))
+}
+
+/// The lease key columns: one row per daemon task.
+const LEASE_KEY: &str = "vo = 'panda' AND prodsourcelabel = 'daemon' AND workqueue_id = 0 \
+     AND cloud = 'any' AND resource_type = 'any' AND component = $1";
+
+impl Store {
+    /// Takes the cluster-wide lease of `component` for `holder` if nobody took it within the
+    /// last `period` (upstream's semantics: leases are never released, they expire). Returns
+    /// whether this holder has it now.
+    pub async fn take_lease(
+        &self,
+        component: &str,
+        holder: &str,
+        period: chrono::Duration,
+    ) -> Result<bool> {
+        let now = time::now();
+        let params = [
+            text(component),
+            text(holder),
+            Value::Time(Some(now)),
+            Value::Time(Some(now - period)),
+        ];
+        let mut tx = self.begin(TxMode::Write).await?;
+        let taken = tx
+            .execute(
+                &format!(
+                    "UPDATE jedi_process_lock SET lockedby = $2, lockedtime = $3 WHERE {LEASE_KEY} \
+                     AND (lockedtime IS NULL OR lockedtime < $4)"
+                ),
+                &params,
+            )
+            .await?;
+        let taken = if taken == 1 {
+            true
+        } else {
+            tx.execute(
+                "INSERT INTO jedi_process_lock (vo, prodsourcelabel, workqueue_id, cloud, \
+                 resource_type, component, lockedby, lockedtime) \
+                 VALUES ('panda', 'daemon', 0, 'any', 'any', $1, $2, $3) ON CONFLICT DO NOTHING",
+                &params[..3],
+            )
+            .await?
+                == 1
+        };
+        tx.commit().await?;
+        Ok(taken)
+    }
+
+    /// Final reports of `holding` jobs not locked by another Adder since `stale_lock`.
+    pub async fn pending_output_reports(
+        &self,
+        stale_lock: NaiveDateTime,
+        limit: i64,
+    ) -> Result<Vec<OutputReport>> {
+        let mut tx = self.begin(TxMode::Read).await?;
+        let rows = tx
+            .fetch(
+                "SELECT r.pandaid, r.attemptnr, r.jobstatus, r.data FROM job_output_report r \
+                 JOIN jobsactive4 j ON j.pandaid = r.pandaid WHERE j.jobstatus = 'holding' \
+                 AND (r.lockedby IS NULL OR r.lockedtime < $1) ORDER BY r.timestamp LIMIT $2",
+                &[Value::Time(Some(stale_lock)), Value::Int(Some(limit))],
+                &[
+                    ColumnType::BigInt,
+                    ColumnType::BigInt,
+                    ColumnType::Text,
+                    ColumnType::Text,
+                ],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| OutputReport {
+                panda_id: r[0].as_i64().unwrap_or(0),
+                attempt_nr: r[1].as_i64().unwrap_or(0),
+                job_status: r[2].render(),
+                data: r[3].as_str().map(str::to_string),
+            })
+            .collect())
+    }
+
+    /// Locks a report for `holder`; false when another Adder holds a fresh lock.
+    pub async fn lock_output_report(
+        &self,
+        report: &OutputReport,
+        holder: &str,
+        stale_lock: NaiveDateTime,
+    ) -> Result<bool> {
+        let mut tx = self.begin(TxMode::Write).await?;
+        let locked = tx
+            .execute(
+                "UPDATE job_output_report SET lockedby = $3, lockedtime = $4 WHERE pandaid = $1 \
+                 AND attemptnr = $2 AND (lockedby IS NULL OR lockedtime < $5)",
+                &[
+                    Value::Int(Some(report.panda_id)),
+                    Value::Int(Some(report.attempt_nr)),
+                    text(holder),
+                    Value::Time(Some(time::now())),
+                    Value::Time(Some(stale_lock)),
+                ],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(locked == 1)
+    }
+
+    pub async fn delete_output_report(&self, panda_id: i64, attempt_nr: i64) -> Result<()> {
+        let mut tx = self.begin(TxMode::Write).await?;
+        tx.execute(
+            "DELETE FROM job_output_report WHERE pandaid = $1 AND attemptnr = $2",
+            &[Value::Int(Some(panda_id)), Value::Int(Some(attempt_nr))],
+        )
+        .await?;
+        tx.commit().await
+    }
+
+    /// A value of upstream's `config` table (gdpconfig), e.g. (`watcher`,
+    /// `HEARTBEAT_TIMEOUT_production`); app `pandaserver`.
+    pub async fn config_value(&self, component: &str, key: &str) -> Result<Option<String>> {
+        let mut tx = self.begin(TxMode::Read).await?;
+        let rows = tx
+            .fetch(
+                "SELECT value FROM config WHERE app = 'pandaserver' AND component = $1 AND key = $2",
+                &[text(component), text(key)],
+                &[ColumnType::Text],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(rows
+            .into_iter()
+            .next()
+            .and_then(|r| r[0].as_str().map(str::to_string)))
+    }
+
+    /// Sets a `config` table value (operators and tests).
+    pub async fn set_config_value(&self, component: &str, key: &str, value: &str) -> Result<()> {
+        let params = [text(component), text(key), text(value)];
+        let mut tx = self.begin(TxMode::Write).await?;
+        let updated = tx
+            .execute(
+                "UPDATE config SET value = $3 WHERE app = 'pandaserver' AND component = $1 AND key = $2",
+                &params,
+            )
+            .await?;
+        if updated == 0 {
+            tx.execute(
+                "INSERT INTO config (app, component, key, value, type, vo, descr) \
+                 VALUES ('pandaserver', $1, $2, $3, 'float', 'any', 'set by panda-server')",
+                &params,
+            )
+            .await?;
+        }
+        tx.commit().await
+    }
+
+    /// PandaIDs in `table` with one of `statuses` whose `column` (a timestamp column) is
+    /// older than `before`, oldest first, at most `limit`.
+    pub async fn jobs_older_than(
+        &self,
+        table: JobTable,
+        statuses: &[&str],
+        column: &str,
+        before: NaiveDateTime,
+        limit: i64,
+    ) -> Result<Vec<i64>> {
+        let mut params = vec![Value::Time(Some(before)), Value::Int(Some(limit))];
+        let list: Vec<String> = statuses
+            .iter()
+            .map(|s| {
+                params.push(text(s));
+                format!("${}", params.len())
+            })
+            .collect();
+        let column = match column {
+            "modificationtime" | "creationtime" | "statechangetime" => column,
+            _ => "modificationtime",
+        };
+        let sql = format!(
+            "SELECT pandaid FROM {} WHERE jobstatus IN ({}) AND {column} < $1 ORDER BY {column} LIMIT $2",
+            table.name(),
+            list.join(", ")
+        );
+        let mut tx = self.begin(TxMode::Read).await?;
+        let rows = tx.fetch(&sql, &params, &[ColumnType::BigInt]).await?;
+        tx.commit().await?;
+        Ok(rows.into_iter().filter_map(|r| r[0].as_i64()).collect())
+    }
+}

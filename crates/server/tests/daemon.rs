@@ -275,3 +275,43 @@ async fn a_panicking_or_hanging_task_does_not_stop_the_others() {
         assert!(daemon.terminate().success());
     }
 }
+
+fn runs_of(lines: &[String], task: &str) -> usize {
+    lines
+        .iter()
+        .filter(|l| l.contains("task done") && l.contains(&format!("task=\"{task}\"")))
+        .count()
+}
+
+#[tokio::test]
+async fn a_sync_task_runs_once_per_period_across_nodes_and_survives_a_dead_node() {
+    if !backends().contains(&Backend::Postgres) {
+        eprintln!("note: lease test needs PostgreSQL (set PANDA_TEST_DATABASE_URL)");
+        return;
+    }
+    let s = setup(Backend::Postgres).await;
+    let mut env = s.env.clone();
+    env.push((
+        "PANDA_DAEMON_CONFIG".into(),
+        json!({"dummy_test": {"period": 2, "sync": true}}).to_string(),
+    ));
+    let mut a = Server::start_until(&["daemon"], &env, "daemon started");
+    let b = Server::start_until(&["daemon"], &env, "daemon started");
+    let window = Duration::from_millis(7_000);
+    // Both logs are buffered as they come; read one during the window, then the other.
+    let la = a.lines_after(window);
+    let lb = b.lines_after(Duration::from_millis(100));
+    let (ra, rb) = (runs_of(&la, "dummy_test"), runs_of(&lb, "dummy_test"));
+    assert!(
+        ra + rb >= 3 && ra + rb <= 5,
+        "about one run per 2 s period across both nodes: {ra} + {rb}"
+    );
+    // Kill the node that ran last (or either); the other takes over once the lease expires.
+    let before_b = rb;
+    a.kill_hard();
+    let later = b.lines_after(Duration::from_millis(5_000));
+    assert!(
+        runs_of(&later, "dummy_test") > before_b,
+        "the surviving node took the lease over"
+    );
+}

@@ -203,6 +203,28 @@ impl Server {
         None
     }
 
+    /// Every log line so far plus those arriving within `wait`.
+    pub fn lines_after(&self, wait: Duration) -> Vec<String> {
+        let deadline = Instant::now() + wait;
+        let Ok(mut seen) = self.seen.lock() else {
+            return Vec::new();
+        };
+        while Instant::now() < deadline {
+            if let Ok(line) = self.log.recv_timeout(Duration::from_millis(50)) {
+                seen.push(line);
+            }
+        }
+        seen.clone()
+    }
+
+    /// Kills the process at once (SIGKILL), as a crashed node.
+    pub fn kill_hard(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Waits for the exit of a server already told to stop (or stops it).
     pub fn terminate_or_exited(&mut self) -> ExitStatus {
         if let Some(child) = self.child.as_mut() {

@@ -41,8 +41,12 @@ async fn setup(backend: Backend) -> Setup {
 
 /// Submits jobs and takes them as a pilot would, up to `running`.
 async fn running_jobs(s: &Setup, names: &[&str]) -> Vec<i64> {
-    let client = reqwest::Client::new();
     let jobs: Vec<TestJob> = names.iter().map(|n| TestJob::new(n)).collect();
+    running(s, jobs).await
+}
+
+async fn running(s: &Setup, jobs: Vec<TestJob>) -> Vec<i64> {
+    let client = reqwest::Client::new();
     let ids = submit(&client, &s.server, &jobs).await;
     for _ in &ids {
         client
@@ -314,4 +318,79 @@ async fn a_sync_task_runs_once_per_period_across_nodes_and_survives_a_dead_node(
         runs_of(&later, "dummy_test") > before_b,
         "the surviving node took the lease over"
     );
+}
+
+async fn children_of(store: &Store, parent: i64) -> Vec<i64> {
+    let mut tx = store.begin(panda_store::TxMode::Read).await.expect("tx");
+    let rows = tx
+        .fetch(
+            "SELECT pandaid FROM jobsactive4 WHERE parentid = $1",
+            &[panda_core::Value::Int(Some(parent))],
+            &[panda_core::ColumnType::BigInt],
+        )
+        .await
+        .expect("children");
+    rows.iter().filter_map(|r| r[0].as_i64()).collect()
+}
+
+#[tokio::test]
+async fn failed_jobs_come_back_as_new_attempts_unless_a_rule_forbids_it() {
+    for backend in backends() {
+        let s = setup(backend).await;
+        for (code, action, parameters) in [
+            (1306, "no_retry", None),
+            (1307, "limit_retry", Some("maxAttempt=0")),
+        ] {
+            s.store
+                .add_retry_rule(&panda_store::RetryRule {
+                    source: "pilotErrorCode".into(),
+                    code,
+                    diag: None,
+                    action: action.into(),
+                    parameters: parameters.map(str::to_string),
+                })
+                .await
+                .expect("rule");
+        }
+        let jobs: Vec<TestJob> = ["retried", "norule", "limited"]
+            .iter()
+            .map(|n| {
+                let mut job = TestJob::new(n);
+                job.max_attempt = Some(2);
+                job
+            })
+            .collect();
+        let ids = running(&s, jobs).await;
+        for (id, code) in ids.iter().zip(["1305", "1306", "1307"]) {
+            beat(&s, json!({"jobId": id.to_string(), "state": "failed", "attemptNr": 0, "pilotErrorCode": code})).await;
+        }
+        let log = run_once(&s, "add_main");
+
+        let children = children_of(&s.store, ids[0]).await;
+        assert_eq!(children.len(), 1, "{backend:?}: one new attempt; {log}");
+        let next = s
+            .store
+            .get_job(children[0])
+            .await
+            .expect("read")
+            .expect("job");
+        assert_eq!(next.status(), Some(JobStatus::Activated));
+        assert_eq!(next.get_i64(JobAttr::attemptNr), Some(1));
+        assert_eq!(next.get_i64(JobAttr::parentID), Some(ids[0]));
+        assert_eq!(
+            next.files[0].get_str(FileAttr::lfn),
+            Some("retried.log.tgz.1")
+        );
+        assert!(
+            next.get(JobAttr::pilotErrorCode).as_i64() == Some(0),
+            "errors start afresh"
+        );
+        let old = s.store.get_job(ids[0]).await.expect("read").expect("job");
+        assert_eq!(old.get_i64(JobAttr::taskBufferErrorCode), Some(106));
+        assert!(children_of(&s.store, ids[1]).await.is_empty(), "no_retry");
+        assert!(
+            children_of(&s.store, ids[2]).await.is_empty(),
+            "limit_retry to 0 attempts"
+        );
+    }
 }

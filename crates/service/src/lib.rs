@@ -7,6 +7,7 @@
 mod brokerage;
 mod dispatch;
 mod error;
+mod retry;
 mod setup;
 mod submit;
 mod update;
@@ -18,6 +19,7 @@ use panda_store::Store;
 pub use brokerage::choose_queue;
 pub use dispatch::{GetJobRequest, GetJobResult};
 pub use error::ServiceError;
+pub use retry::{RetryOutcome, EC_RETRIED};
 pub use setup::{DataManagement, FinalizeDecision, NoDataMovement, SetupDecision};
 pub use submit::SubmittedJob;
 pub use update::{JobUpdate, UpdateResult, ALLOWED_PILOT_STATES};

@@ -141,6 +141,10 @@ impl JobService {
     }
 
     /// Runs the data-management step on a `defined` job and stores its outcome.
+    pub(crate) async fn run_setup_for(&self, job: &JobSpec) -> Result<JobStatus, ServiceError> {
+        self.run_setup(job).await
+    }
+
     async fn run_setup(&self, job: &JobSpec) -> Result<JobStatus, ServiceError> {
         let decision = self.data_management.setup(job);
         let (stored, ()) = self

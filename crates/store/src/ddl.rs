@@ -218,6 +218,29 @@ pub fn core_tables(dialect: Dialect) -> Vec<String> {
             json.0
         ),
         format!(
+            "CREATE TABLE IF NOT EXISTS retryactions (
+  retryaction_id {big} NOT NULL PRIMARY KEY, retry_action {} NOT NULL, active {} NOT NULL,
+  retry_description {}
+)",
+            vc(50),
+            ty(ColumnType::Char(1)),
+            vc(250)
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS retryerrors (
+  retryerror_id {big} NOT NULL PRIMARY KEY, errorsource {} NOT NULL, errorcode {big} NOT NULL,
+  active {} NOT NULL, retryaction {big} NOT NULL, errordiag {}, parameters {}, architecture {},
+  release {}, workqueue_id {big}, description {}, expiration_date {ts}
+)",
+            vc(256),
+            ty(ColumnType::Char(1)),
+            vc(256),
+            vc(256),
+            vc(256),
+            vc(64),
+            vc(250)
+        ),
+        format!(
             "CREATE TABLE IF NOT EXISTS jobsdebug (pandaid {big} NOT NULL PRIMARY KEY, stdout {})",
             vc(2048)
         ),

@@ -21,6 +21,7 @@ mod jobs;
 mod lookups;
 mod postgres;
 mod queues;
+mod retry_rules;
 pub mod schema;
 mod side;
 mod sqlite;
@@ -39,6 +40,7 @@ pub use driver::{Dialect, Driver, Tx, TxMode};
 pub use error::{Result, StoreError};
 pub use jobs::{Decision, JobSql};
 pub use lookups::{JobBrief, ResourceType};
+pub use retry_rules::RetryRule;
 pub use schema::{MigrationReport, SchemaVersion, SCHEMA_VERSION};
 pub use side::SideWrite;
 

@@ -74,6 +74,9 @@ async fn process(ctx: &TaskContext, report: &OutputReport) -> anyhow::Result<Out
             .delete_output_report(report.panda_id, report.attempt_nr)
             .await?;
     }
+    if outcome == Outcome::Failed {
+        ctx.retry(report.panda_id).await?;
+    }
     tracing::info!(target: "panda::adder", panda_id = report.panda_id, outcome = ?outcome);
     Ok(outcome)
 }

@@ -22,6 +22,29 @@ pub struct TaskContext {
     pub data_management: Arc<dyn DataManagement>,
 }
 
+impl TaskContext {
+    /// The job logic on this context's store, for retries and activation.
+    pub fn service(&self) -> panda_service::JobService {
+        panda_service::JobService::new(
+            self.store.clone(),
+            panda_service::ServiceSettings {
+                max_jobs_per_get_job: 1,
+                host_name: self.node.clone(),
+            },
+        )
+        .with_data_management(self.data_management.clone())
+    }
+
+    /// Retries a job that just failed, when the retry rules allow it.
+    pub async fn retry(&self, panda_id: i64) -> anyhow::Result<()> {
+        if let Some(job) = self.store.get_job(panda_id).await? {
+            let outcome = self.service().retry_failed(&job).await?;
+            tracing::info!(target: "panda::retry", panda_id, outcome = ?outcome);
+        }
+        Ok(())
+    }
+}
+
 /// One periodic task. A run returns a one-line summary, or an error that is logged.
 #[async_trait]
 pub trait Task: Send + Sync + 'static {

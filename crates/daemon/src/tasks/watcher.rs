@@ -66,6 +66,7 @@ impl Task for Watcher {
             .await?
         {
             done += fail(
+                ctx,
                 store,
                 id,
                 &["sent"],
@@ -110,19 +111,27 @@ impl Task for Watcher {
                 now - heartbeat_for_queue(store, job.get_str(JobAttr::computingSite), production)
                     .await
             };
-            done += fail(store, id, ACTIVE, JobAttr::modificationTime, limit, |job| {
-                let last = job.get(JobAttr::modificationTime).render();
-                job.set(
-                    JobAttr::jobDispatcherErrorCode,
-                    Value::Int(Some(EC_WATCHER)),
-                );
-                job.set_str(
-                    JobAttr::jobDispatcherErrorDiag,
-                    &format!("lost heartbeat : {last}"),
-                )
-                .ok();
-                JobStatus::Failed
-            })
+            done += fail(
+                ctx,
+                store,
+                id,
+                ACTIVE,
+                JobAttr::modificationTime,
+                limit,
+                |job| {
+                    let last = job.get(JobAttr::modificationTime).render();
+                    job.set(
+                        JobAttr::jobDispatcherErrorCode,
+                        Value::Int(Some(EC_WATCHER)),
+                    );
+                    job.set_str(
+                        JobAttr::jobDispatcherErrorDiag,
+                        &format!("lost heartbeat : {last}"),
+                    )
+                    .ok();
+                    JobStatus::Failed
+                },
+            )
             .await?;
         }
 
@@ -144,6 +153,7 @@ impl Task for Watcher {
             let high = job.get_i64(JobAttr::currentPriority).unwrap_or(0) > 800;
             let limit = if high { holding_high } else { holding_all };
             done += fail(
+                ctx,
                 store,
                 id,
                 &["holding"],
@@ -184,17 +194,25 @@ impl Task for Watcher {
                 .jobs_older_than(table, statuses, "creationtime", limit, BATCH)
                 .await?
             {
-                done += fail(store, id, statuses, JobAttr::creationTime, limit, |job| {
-                    let status = job.get(JobAttr::jobStatus).render();
-                    job.set(JobAttr::taskBufferErrorCode, Value::Int(Some(EC_EXPIRE)));
-                    job.set_str(
-                        JobAttr::taskBufferErrorDiag,
-                        &format!("expired in {status}"),
-                    )
-                    .ok();
-                    job.set_str(JobAttr::jobSubStatus, "toreassign").ok();
-                    JobStatus::Closed
-                })
+                done += fail(
+                    ctx,
+                    store,
+                    id,
+                    statuses,
+                    JobAttr::creationTime,
+                    limit,
+                    |job| {
+                        let status = job.get(JobAttr::jobStatus).render();
+                        job.set(JobAttr::taskBufferErrorCode, Value::Int(Some(EC_EXPIRE)));
+                        job.set_str(
+                            JobAttr::taskBufferErrorDiag,
+                            &format!("expired in {status}"),
+                        )
+                        .ok();
+                        job.set_str(JobAttr::jobSubStatus, "toreassign").ok();
+                        JobStatus::Closed
+                    },
+                )
                 .await?;
             }
         }
@@ -228,6 +246,7 @@ async fn heartbeat_for_queue(store: &Store, site: Option<&str>, production: Dura
 /// Ends one job if it is still in one of `statuses` with `attr` older than `limit`; returns 1
 /// when it did.
 async fn fail(
+    retry_ctx: &TaskContext,
     store: &Store,
     id: i64,
     statuses: &[&str],
@@ -239,15 +258,18 @@ async fn fail(
         .change_job(id, |job, _| {
             let status = job.get(JobAttr::jobStatus).render();
             if !statuses.contains(&status.as_str()) || !older(job, attr, limit) {
-                return Ok(Decision::Keep(false));
+                return Ok(Decision::Keep(None));
             }
             let new_status = end(job);
             job.set_status(new_status, time::now());
-            Ok(Decision::Write(true))
+            Ok(Decision::Write(Some(new_status)))
         })
         .await?;
-    if ended {
-        tracing::info!(target: "panda::watcher", panda_id = id, "timed out");
+    if let Some(status) = ended {
+        tracing::info!(target: "panda::watcher", panda_id = id, status = %status, "timed out");
+        if status == JobStatus::Failed {
+            retry_ctx.retry(id).await?;
+        }
     }
-    Ok(usize::from(ended))
+    Ok(usize::from(ended.is_some()))
 }

@@ -319,6 +319,7 @@ pub struct TestJob {
     pub parameters: String,
     pub transformation: String,
     pub min_ram: i64,
+    pub max_attempt: Option<i64>,
 }
 
 impl TestJob {
@@ -331,6 +332,7 @@ impl TestJob {
             parameters: "/bin/echo hello".into(),
             transformation: "http://localhost/jobO.runpayload.tar.gz".into(),
             min_ram: 0,
+            max_attempt: None,
         }
     }
 
@@ -351,6 +353,9 @@ impl TestJob {
         set(JobAttr::jobDefinitionID, 1.into());
         set(JobAttr::minRamCount, self.min_ram.into());
         set(JobAttr::creationHost, "test-host".into());
+        if let Some(max) = self.max_attempt {
+            set(JobAttr::maxAttempt, max.into());
+        }
         let mut log = vec![serde_json::json!("NULL"); 18];
         log[2] = "11111111-2222-3333-4444-555555555555".into();
         log[3] = format!("{}.log.tgz", self.name).into();

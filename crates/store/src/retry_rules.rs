@@ -1,0 +1,101 @@
+//! The retry module's rules (`retryerrors` joined with `retryactions`).
+
+use panda_core::{ColumnType, Value};
+
+use crate::driver::TxMode;
+use crate::error::Result;
+use crate::Store;
+
+/// One active rule: when `source` (an error-code attribute such as `pilotErrorCode`) equals
+/// `code` and the matching diagnostic contains `diag` (if set), apply `action`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RetryRule {
+    pub source: String,
+    pub code: i64,
+    pub diag: Option<String>,
+    pub action: String,
+    pub parameters: Option<String>,
+}
+
+impl Store {
+    pub async fn retry_rules(&self) -> Result<Vec<RetryRule>> {
+        let mut tx = self.begin(TxMode::Read).await?;
+        let rows = tx
+            .fetch(
+                "SELECT e.errorsource, e.errorcode, e.errordiag, a.retry_action, e.parameters \
+                 FROM retryerrors e JOIN retryactions a ON a.retryaction_id = e.retryaction \
+                 WHERE e.active = 'Y' AND a.active = 'Y' ORDER BY e.retryerror_id",
+                &[],
+                &[
+                    ColumnType::Text,
+                    ColumnType::BigInt,
+                    ColumnType::Text,
+                    ColumnType::Text,
+                    ColumnType::Text,
+                ],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| RetryRule {
+                source: r[0].render(),
+                code: r[1].as_i64().unwrap_or(0),
+                diag: r[2].as_str().map(str::to_string),
+                action: r[3].render(),
+                parameters: r[4].as_str().map(str::to_string),
+            })
+            .collect())
+    }
+
+    /// Adds a rule (operators and tests); returns its id.
+    pub async fn add_retry_rule(&self, rule: &RetryRule) -> Result<i64> {
+        let mut tx = self.begin(TxMode::Write).await?;
+        let next = |table: &str, column: &str| {
+            format!("SELECT COALESCE(MAX({column}), 0) + 1 FROM {table}")
+        };
+        let action_id = tx
+            .fetch(
+                &next("retryactions", "retryaction_id"),
+                &[],
+                &[ColumnType::BigInt],
+            )
+            .await?
+            .first()
+            .and_then(|r| r[0].as_i64())
+            .unwrap_or(1);
+        tx.execute(
+            "INSERT INTO retryactions (retryaction_id, retry_action, active) VALUES ($1, $2, 'Y')",
+            &[
+                Value::Int(Some(action_id)),
+                Value::Text(Some(rule.action.clone())),
+            ],
+        )
+        .await?;
+        let error_id = tx
+            .fetch(
+                &next("retryerrors", "retryerror_id"),
+                &[],
+                &[ColumnType::BigInt],
+            )
+            .await?
+            .first()
+            .and_then(|r| r[0].as_i64())
+            .unwrap_or(1);
+        tx.execute(
+            "INSERT INTO retryerrors (retryerror_id, errorsource, errorcode, active, retryaction, \
+             errordiag, parameters) VALUES ($1, $2, $3, 'Y', $4, $5, $6)",
+            &[
+                Value::Int(Some(error_id)),
+                Value::Text(Some(rule.source.clone())),
+                Value::Int(Some(rule.code)),
+                Value::Int(Some(action_id)),
+                Value::Text(rule.diag.clone()),
+                Value::Text(rule.parameters.clone()),
+            ],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(error_id)
+    }
+}

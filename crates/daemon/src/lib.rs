@@ -111,6 +111,7 @@ pub fn known_task(name: &str) -> bool {
 pub async fn run(
     store: Store,
     node: String,
+    cache_dir: std::path::PathBuf,
     tasks: BTreeMap<String, TaskConfig>,
     stats: std::sync::Arc<TaskStats>,
     shutdown: impl Future<Output = ()>,
@@ -119,6 +120,7 @@ pub async fn run(
         store,
         node,
         arguments: Vec::new(),
+        cache_dir,
         data_management: std::sync::Arc::new(panda_service::NoDataMovement),
     };
     runner::run_all(ctx, tasks, stats, shutdown).await;
@@ -128,6 +130,7 @@ pub async fn run(
 pub async fn run_task_once(
     store: Store,
     node: String,
+    cache_dir: std::path::PathBuf,
     name: &str,
     config: Option<&TaskConfig>,
 ) -> Result<TaskRun, String> {
@@ -141,6 +144,7 @@ pub async fn run_task_once(
         store,
         node,
         arguments: config.map(|c| c.arguments.clone()).unwrap_or_default(),
+        cache_dir,
         data_management: std::sync::Arc::new(panda_service::NoDataMovement),
     };
     let timeout = std::time::Duration::from_secs(config.and_then(|c| c.timeout).unwrap_or(3600));

@@ -123,8 +123,14 @@ async fn run_once(task: &str, config: &Config) -> anyhow::Result<ExitCode> {
     let store = Store::open(&config.db, config.store_options()).await?;
     store.check_schema().await?;
     let node = serve::node_name(config);
-    let result =
-        panda_daemon::run_task_once(store.clone(), node, task, config.daemon_tasks.get(task)).await;
+    let result = panda_daemon::run_task_once(
+        store.clone(),
+        node,
+        config.cache_dir.clone(),
+        task,
+        config.daemon_tasks.get(task),
+    )
+    .await;
     store.close().await;
     match result {
         Ok(run) => {

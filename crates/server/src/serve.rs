@@ -118,6 +118,7 @@ pub async fn run(config: Config, mode: Mode) -> anyhow::Result<()> {
         (Mode::All | Mode::Daemon, true) => Some(tokio::spawn(panda_daemon::run(
             store.clone(),
             node_name(&config),
+            config.cache_dir.clone(),
             config.daemon_tasks.clone(),
             task_stats,
             stopped(stop_rx.clone()),

@@ -394,3 +394,113 @@ async fn failed_jobs_come_back_as_new_attempts_unless_a_rule_forbids_it() {
         );
     }
 }
+
+fn with_task(s: &Setup, config: serde_json::Value) -> Vec<(String, String)> {
+    let mut env = s.env.clone();
+    env.push(("PANDA_DAEMON_CONFIG".into(), config.to_string()));
+    env
+}
+
+#[tokio::test]
+async fn tmpwatch_removes_old_cache_files_only() {
+    let s = setup(Backend::Sqlite).await;
+    let cache = s._site.dir.path().join("cache");
+    std::fs::create_dir_all(cache.join("sub")).expect("dirs");
+    let old = cache.join("sub/old.tgz");
+    let new = cache.join("new.tgz");
+    std::fs::write(&old, "x").expect("old");
+    std::fs::write(&new, "y").expect("new");
+    let file = std::fs::File::options()
+        .write(true)
+        .open(&old)
+        .expect("open");
+    file.set_modified(std::time::SystemTime::now() - Duration::from_secs(3 * 3600))
+        .expect("age it");
+    let env = with_task(&s, json!({"tmpwatch": {"arguments": ["2"]}}));
+    let out = run(&["daemon", "--run-once", "tmpwatch"], &env);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(!old.exists(), "a file older than 2 h is removed");
+    assert!(new.exists(), "a new file stays");
+}
+
+#[tokio::test]
+async fn old_archived_jobs_move_to_the_archive_tables_or_are_deleted() {
+    for backend in backends() {
+        let s = setup(backend).await;
+        let ids = running_jobs(&s, &["keep", "drop"]).await;
+        for (id, name) in ids.iter().zip(["keep", "drop"]) {
+            beat(&s, json!({"jobId": id.to_string(), "state": "finished", "attemptNr": 0, "xml": report(name)})).await;
+        }
+        run_once(&s, "add_main");
+        let count = |sql: &'static str, id: i64| {
+            let store = s.store.clone();
+            async move {
+                let mut tx = store.begin(panda_store::TxMode::Read).await.expect("tx");
+                tx.fetch(
+                    sql,
+                    &[panda_core::Value::Int(Some(id))],
+                    &[panda_core::ColumnType::BigInt],
+                )
+                .await
+                .expect("count")
+                .len()
+            }
+        };
+        let env = with_task(&s, json!({"archive_retention": {"arguments": ["0"]}}));
+        let out = run(&["daemon", "--run-once", "archive_retention"], &env);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        for id in &ids {
+            assert_eq!(
+                count("SELECT pandaid FROM jobsarchived4 WHERE pandaid = $1", *id).await,
+                0,
+                "{backend:?}"
+            );
+            assert_eq!(
+                count("SELECT pandaid FROM jobsarchived WHERE pandaid = $1", *id).await,
+                1
+            );
+            assert_eq!(
+                count(
+                    "SELECT pandaid FROM filestable_arch WHERE pandaid = $1",
+                    *id
+                )
+                .await,
+                1
+            );
+            assert_eq!(
+                count("SELECT pandaid FROM filestable4 WHERE pandaid = $1", *id).await,
+                0
+            );
+        }
+        let more = running_jobs(&s, &["gone"]).await;
+        beat(&s, json!({"jobId": more[0].to_string(), "state": "finished", "attemptNr": 0, "xml": report("gone")})).await;
+        run_once(&s, "add_main");
+        let env = with_task(
+            &s,
+            json!({"archive_retention": {"arguments": ["0", "delete"]}}),
+        );
+        assert!(run(&["daemon", "--run-once", "archive_retention"], &env)
+            .status
+            .success());
+        assert!(
+            s.store.get_job(more[0]).await.expect("read").is_none(),
+            "deleted"
+        );
+        assert_eq!(
+            count(
+                "SELECT pandaid FROM jobsarchived WHERE pandaid = $1",
+                more[0]
+            )
+            .await,
+            0
+        );
+    }
+}

@@ -209,3 +209,77 @@ impl Store {
         Ok(rows.into_iter().filter_map(|r| r[0].as_i64()).collect())
     }
 }
+
+impl Store {
+    /// Moves (or deletes, when `archive` is false) up to `limit` jobs whose
+    /// `modificationtime` in `jobsarchived4` is older than `before`, with their files,
+    /// parameters and metadata, in one transaction. Returns how many jobs left.
+    pub async fn retire_archived_jobs(
+        &self,
+        before: NaiveDateTime,
+        archive: bool,
+        limit: i64,
+    ) -> Result<u64> {
+        let mut tx = self.begin(TxMode::Write).await?;
+        let ids: Vec<Value> = tx
+            .fetch(
+                "SELECT pandaid FROM jobsarchived4 WHERE modificationtime < $1 ORDER BY modificationtime LIMIT $2",
+                &[Value::Time(Some(before)), Value::Int(Some(limit))],
+                &[ColumnType::BigInt],
+            )
+            .await?
+            .into_iter()
+            .filter_map(|r| r.into_iter().next())
+            .collect();
+        if ids.is_empty() {
+            tx.commit().await?;
+            return Ok(0);
+        }
+        let list: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+        let list = list.join(", ");
+        let pairs = [
+            ("jobsarchived4", "jobsarchived"),
+            ("filestable4", "filestable_arch"),
+            ("jobparamstable", "jobparamstable_arch"),
+            ("metatable", "metatable_arch"),
+        ];
+        for (live, archived) in pairs {
+            if archive {
+                let columns = self.table_columns(tx.as_mut(), live).await?.join(", ");
+                tx.execute(
+                    &format!(
+                        "INSERT INTO {archived} ({columns}) SELECT {columns} FROM {live} WHERE pandaid IN ({list})"
+                    ),
+                    &ids,
+                )
+                .await?;
+            }
+            tx.execute(
+                &format!("DELETE FROM {live} WHERE pandaid IN ({list})"),
+                &ids,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(ids.len() as u64)
+    }
+
+    /// Column names of a table in the current schema.
+    async fn table_columns(
+        &self,
+        tx: &mut dyn crate::driver::Tx,
+        table: &str,
+    ) -> Result<Vec<String>> {
+        let (sql, params) = match self.dialect() {
+            crate::Dialect::Postgres => (
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() \
+                 AND table_name = $1 ORDER BY ordinal_position"
+                    .to_string(),
+                vec![text(table)],
+            ),
+            crate::Dialect::Sqlite => (format!("SELECT name FROM pragma_table_info('{table}')"), vec![]),
+        };
+        let rows = tx.fetch(&sql, &params, &[ColumnType::Text]).await?;
+        Ok(rows.into_iter().map(|r| r[0].render()).collect())
+    }
+}

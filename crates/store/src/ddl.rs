@@ -301,6 +301,7 @@ pub fn core_tables(dialect: Dialect) -> Vec<String> {
         ),
     ]);
     statements.extend(sequences(dialect));
+    statements.extend(archive_tables(dialect));
     statements
 }
 
@@ -322,6 +323,31 @@ fn sequences(dialect: Dialect) -> Vec<String> {
                 .into(),
         ],
     }
+}
+
+/// Upstream's archive tables (`doma_pandaarch` layout: `jobsarchived`, `filestable_arch`,
+/// `jobparamstable_arch`, `metatable_arch`), with the live tables' columns. We keep them in the
+/// PanDA schema.
+fn archive_tables(dialect: Dialect) -> Vec<String> {
+    let jobs = job_table_ddl(JobTable::Archived, dialect).replacen(
+        "CREATE TABLE IF NOT EXISTS jobsarchived4",
+        "CREATE TABLE IF NOT EXISTS jobsarchived",
+        1,
+    );
+    let copy = |live: &str, archive: &str| match dialect {
+        Dialect::Postgres => {
+            format!("CREATE TABLE IF NOT EXISTS {archive} (LIKE {live} INCLUDING DEFAULTS)")
+        }
+        Dialect::Sqlite => {
+            format!("CREATE TABLE IF NOT EXISTS {archive} AS SELECT * FROM {live} WHERE 0")
+        }
+    };
+    vec![
+        jobs,
+        copy("filestable4", "filestable_arch"),
+        copy("jobparamstable", "jobparamstable_arch"),
+        copy("metatable", "metatable_arch"),
+    ]
 }
 
 /// Statements of the second migration: the indexes the lookups and the dispatcher need.

@@ -1,7 +1,10 @@
-//! The daemon's tasks, by upstream's names: `add_main` (the Adder), `copyArchive` (timeouts),
-//! and `dummy_test` (a diagnostic task that can also fail, panic or hang on purpose).
+//! The daemon's tasks, by upstream's names where upstream has one: `add_main` (the Adder),
+//! `copyArchive` (timeouts), `tmpwatch` (cache cleanup), `archive_retention` (ours: old
+//! archived jobs leave the live tables) and `dummy_test` (a diagnostic task that can also
+//! fail, panic or hang on purpose).
 
 mod adder;
+mod cleanup;
 mod dummy;
 mod watcher;
 
@@ -19,6 +22,8 @@ pub struct TaskContext {
     pub node: String,
     /// The task's `arguments` from the configuration.
     pub arguments: Vec<String>,
+    /// `cache_dir`, swept by `tmpwatch`.
+    pub cache_dir: std::path::PathBuf,
     pub data_management: Arc<dyn DataManagement>,
 }
 
@@ -52,12 +57,20 @@ pub trait Task: Send + Sync + 'static {
 }
 
 /// The tasks this build implements.
-pub const TASK_NAMES: [&str; 3] = ["add_main", "copyArchive", "dummy_test"];
+pub const TASK_NAMES: [&str; 5] = [
+    "add_main",
+    "copyArchive",
+    "tmpwatch",
+    "archive_retention",
+    "dummy_test",
+];
 
 pub fn task_by_name(name: &str) -> Option<Arc<dyn Task>> {
     match name {
         "add_main" => Some(Arc::new(adder::Adder)),
         "copyArchive" => Some(Arc::new(watcher::Watcher)),
+        "tmpwatch" => Some(Arc::new(cleanup::TmpWatch)),
+        "archive_retention" => Some(Arc::new(cleanup::ArchiveRetention)),
         "dummy_test" => Some(Arc::new(dummy::Dummy)),
         _ => None,
     }

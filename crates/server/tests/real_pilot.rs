@@ -189,3 +189,93 @@ async fn the_real_pilot_runs_a_job_end_to_end() {
     let (reported, _) = output_report(&store, ids[1]).await.expect("a file report");
     assert_eq!(reported, "failed");
 }
+
+/// The last `key=value` line of a command's output.
+fn value_of(output: &std::process::Output, key: &str) -> Option<String> {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")).map(str::to_string))
+}
+
+/// The whole chain with the real clients: panda-client submits, the pilot runs the job, the
+/// daemon's Adder finishes it, and panda-client's getFullJobStatus reports `finished`.
+#[tokio::test]
+async fn panda_client_pilot_and_daemon_take_a_job_to_finished() {
+    let Some(pilot) = install_pilot() else { return };
+    let installed = Command::new("bash")
+        .arg(scripts().join("install_pandaclient.sh"))
+        .output()
+        .expect("install_pandaclient.sh");
+    let python = String::from_utf8_lossy(&installed.stdout)
+        .lines()
+        .last()
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    if !installed.status.success() || !Path::new(&python).exists() {
+        let why = String::from_utf8_lossy(&installed.stderr).into_owned();
+        assert!(!required(), "cannot install panda-client: {why}");
+        eprintln!("note: panda-client test skipped: {why}");
+        return;
+    }
+    let db = TestDb::new(Backend::Sqlite);
+    let site = Site::new();
+    let se = site.dir.path().join("se");
+    std::fs::create_dir_all(&se).expect("se");
+    let made = Command::new("python3")
+        .arg(scripts().join("make_ddmendpoints.py"))
+        .arg(site.dir.path().join("cache/ddmendpoints.json"))
+        .arg(&se)
+        .arg("TEST_DISK")
+        .arg("TEST_QUEUE")
+        .status()
+        .expect("make_ddmendpoints.py");
+    assert!(made.success());
+    let mut env = db_env(&db);
+    env.extend(site.env());
+    env.push((
+        "PANDA_QUEUE_CONFIG_FILE".into(),
+        scripts().join("pilot_queue.json").display().to_string(),
+    ));
+    env.push((
+        "PANDA_DAEMON_CONFIG".into(),
+        r#"{"add_main": {"period": 1}}"#.into(),
+    ));
+    let server = Server::start(&[], &env);
+    let client = |args: &[&str]| {
+        let api = format!("{}/server/panda", server.base_url);
+        Command::new(&python)
+            .arg(scripts().join("pandaclient_job.py"))
+            .args(args)
+            .env("PANDA_URL_SSL", &api)
+            .env("PANDA_URL", &api)
+            .env("PANDACACHE_URL", &api)
+            .env("PANDA_BEHIND_REAL_LB", "1")
+            .env("PANDA_VERIFY_HOST", "off")
+            .env("PANDA_CONFIG_ROOT", site.dir.path().join("pandaconfig"))
+            .env_remove("PANDA_AUTH")
+            .output()
+            .expect("pandaclient_job.py")
+    };
+    let submitted = client(&["submit", "TEST_QUEUE", "client.hello", "/bin/echo", "hello"]);
+    let id = value_of(&submitted, "PandaID").unwrap_or_else(|| {
+        panic!(
+            "panda-client did not submit: {}{}",
+            String::from_utf8_lossy(&submitted.stdout),
+            String::from_utf8_lossy(&submitted.stderr)
+        )
+    });
+    let work = site.dir.path().join("pilot");
+    let rc = run_pilot(&pilot, &server.base_url, &work);
+    assert_eq!(rc, 0, "pilot output:\n{}", pilot_output(&work));
+    let mut status = String::new();
+    for _ in 0..60 {
+        status = value_of(&client(&["status", &id]), "jobStatus").unwrap_or_default();
+        if status == "finished" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    assert_eq!(status, "finished", "panda-client sees the job finished");
+}

@@ -8,6 +8,7 @@
 
 use chrono::NaiveDateTime;
 use panda_core::{AttrSet, Attribute, FileAttr, FileSpec, JobAttr, JobSpec, Record, Value};
+
 use serde_json::{json, Value as Json};
 
 use super::{Call, Envelope};
@@ -150,4 +151,80 @@ mod tests {
         let err = decode_jobs(&Json::Array(vec![Json::Array(state)]).to_string()).expect_err("bad");
         assert!(err.contains("job 0") && err.contains("attemptNr"), "{err}");
     }
+}
+
+/// A job as panda-client's `JobSpec.load_from_dict` reads it: attribute names to values
+/// (`None` for NULL, times as `YYYY-mm-dd HH:MM:SS`), plus `"Files"`.
+fn job_dict(job: &JobSpec) -> Json {
+    let value = |v: &Value| match v {
+        Value::Time(Some(_)) => json!(v.render()),
+        other if other.is_null() => Json::Null,
+        other => crate::legacy::attr_json(other),
+    };
+    let mut map = serde_json::Map::new();
+    for (attr, v) in job.iter() {
+        map.insert(attr.name.to_string(), value(v));
+    }
+    let files: Vec<Json> = job
+        .files
+        .iter()
+        .map(|f| {
+            Json::Object(
+                f.iter()
+                    .map(|(a, v)| (a.name.to_string(), value(v)))
+                    .collect(),
+            )
+        })
+        .collect();
+    map.insert("Files".into(), Json::Array(files));
+    Json::Object(map)
+}
+
+fn job_ids(call: &Call) -> Result<Vec<i64>, Envelope> {
+    let raw = call
+        .args
+        .get("job_ids")
+        .ok_or_else(|| Envelope::fail("Argument error: missing argument 'job_ids'"))?;
+    let list = match raw {
+        Json::Array(items) => items.clone(),
+        Json::String(s) => s.split(',').map(|p| json!(p.trim())).collect(),
+        other => vec![other.clone()],
+    };
+    list.iter()
+        .map(|v| match v {
+            Json::Number(n) => n.as_i64(),
+            Json::String(s) => s.trim().parse().ok(),
+            _ => None,
+        })
+        .collect::<Option<Vec<i64>>>()
+        .ok_or_else(|| Envelope::fail("Type error: job_ids must be a list of PandaIDs"))
+}
+
+/// `job/get_description` (live tables) and `job/get_description_incl_archive`: one entry per
+/// requested PandaID, `null` for an unknown one.
+pub(crate) async fn get_description(
+    state: &AppState,
+    call: &Call,
+    include_archive: bool,
+) -> Envelope {
+    let ids = match job_ids(call) {
+        Ok(ids) => ids,
+        Err(e) => return e,
+    };
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        match state.service.store().get_job(id).await {
+            Ok(Some(job))
+                if include_archive
+                    || job
+                        .status()
+                        .is_some_and(|s| s.table() != panda_core::JobTable::Archived) =>
+            {
+                out.push(job_dict(&job))
+            }
+            Ok(_) => out.push(Json::Null),
+            Err(e) => return Envelope::from_service(e.into()),
+        }
+    }
+    Envelope::ok(Json::Array(out))
 }

@@ -93,7 +93,11 @@ pub async fn dispatch(
     }
     let known = matches!(
         (module.as_str(), function.as_str()),
-        ("system", "is_alive") | ("system", "get_attributes") | ("job", "submit")
+        ("system", "is_alive")
+            | ("system", "get_attributes")
+            | ("job", "submit")
+            | ("job", "get_description")
+            | ("job", "get_description_incl_archive")
     );
     if !known {
         return forbidden_method(&function);
@@ -145,6 +149,8 @@ pub async fn dispatch(
     match (module.as_str(), function.as_str()) {
         ("system", "is_alive") => system::is_alive(),
         ("system", "get_attributes") => system::get_attributes(&call),
+        ("job", "get_description") => job::get_description(&state, &call, false).await,
+        ("job", "get_description_incl_archive") => job::get_description(&state, &call, true).await,
         _ => job::submit(&state, &call).await,
     }
     .into_response()

@@ -504,3 +504,34 @@ async fn old_archived_jobs_move_to_the_archive_tables_or_are_deleted() {
         );
     }
 }
+
+#[tokio::test]
+async fn on_sigterm_a_running_task_finishes_before_the_daemon_stops() {
+    let s = setup(Backend::Sqlite).await;
+    let env = with_task(
+        &s,
+        json!({"dummy_test": {"period": 60, "timeout": 30, "arguments": ["sleep", "2"]}}),
+    );
+    let mut daemon = Server::start_until(&["daemon"], &env, "daemon started");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = std::time::Instant::now();
+    let pid = daemon.pid().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill")
+        .success());
+    let status = daemon.terminate_or_exited();
+    assert!(status.success());
+    let lines = daemon.lines_after(Duration::from_millis(100));
+    let done = lines.iter().position(|l| l.contains("slept 2s"));
+    let stopped = lines.iter().position(|l| l.contains("daemon stopped"));
+    assert!(
+        done.is_some() && done < stopped,
+        "the run finished before the stop: {lines:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "and within the bound"
+    );
+}

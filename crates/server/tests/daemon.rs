@@ -535,3 +535,34 @@ async fn on_sigterm_a_running_task_finishes_before_the_daemon_stops() {
         "and within the bound"
     );
 }
+
+#[tokio::test]
+async fn a_report_for_another_attempt_is_dropped_and_the_job_waits() {
+    let s = setup(Backend::Sqlite).await;
+    let ids = running_jobs(&s, &["stale"]).await;
+    beat(&s, json!({"jobId": ids[0].to_string(), "state": "finished", "attemptNr": 0, "xml": report("stale")})).await;
+    s.store
+        .modify_job(ids[0], |job, _| {
+            job.set(JobAttr::attemptNr, panda_core::Value::Int(Some(1)));
+            Ok(())
+        })
+        .await
+        .expect("a newer attempt");
+    run_once(&s, "add_main");
+    let job = s.store.get_job(ids[0]).await.expect("read").expect("job");
+    assert_eq!(
+        job.status(),
+        Some(JobStatus::Holding),
+        "the job waits for its own report"
+    );
+    let mut tx = s.store.begin(panda_store::TxMode::Read).await.expect("tx");
+    let left = tx
+        .fetch(
+            "SELECT pandaid FROM job_output_report WHERE pandaid = $1",
+            &[panda_core::Value::Int(Some(ids[0]))],
+            &[panda_core::ColumnType::BigInt],
+        )
+        .await
+        .expect("reports");
+    assert!(left.is_empty(), "the stale report is gone");
+}

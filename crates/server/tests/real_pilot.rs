@@ -91,12 +91,11 @@ async fn output_report(store: &Store, id: i64) -> Option<(String, String)> {
     rows.first().map(|r| (r[0].render(), r[1].render()))
 }
 
-#[tokio::test]
-async fn the_real_pilot_runs_a_job_end_to_end() {
-    let Some(pilot) = install_pilot() else { return };
+/// A SQLite server setup for the pilot: the pilot's queue, and DDM endpoints in `cache_dir`
+/// pointing at a local storage directory.
+fn pilot_site(extra: &[(&str, &str)]) -> (TestDb, Site, Vec<(String, String)>) {
     let db = TestDb::new(Backend::Sqlite);
     let site = Site::new();
-    let queue_file = scripts().join("pilot_queue.json");
     let se = site.dir.path().join("se");
     std::fs::create_dir_all(&se).expect("se");
     let made = Command::new("python3")
@@ -110,10 +109,19 @@ async fn the_real_pilot_runs_a_job_end_to_end() {
     assert!(made.success());
     let mut env = db_env(&db);
     env.extend(site.env());
+    let queues = scripts().join("pilot_queue.json");
     env.push((
         "PANDA_QUEUE_CONFIG_FILE".into(),
-        queue_file.display().to_string(),
+        queues.display().to_string(),
     ));
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    (db, site, env)
+}
+
+#[tokio::test]
+async fn the_real_pilot_runs_a_job_end_to_end() {
+    let Some(pilot) = install_pilot() else { return };
+    let (db, site, env) = pilot_site(&[]);
     let server = Server::start(&[], &env);
     let store = Store::open(&db.config, StoreOptions::default())
         .await
@@ -219,29 +227,7 @@ async fn panda_client_pilot_and_daemon_take_a_job_to_finished() {
         eprintln!("note: panda-client test skipped: {why}");
         return;
     }
-    let db = TestDb::new(Backend::Sqlite);
-    let site = Site::new();
-    let se = site.dir.path().join("se");
-    std::fs::create_dir_all(&se).expect("se");
-    let made = Command::new("python3")
-        .arg(scripts().join("make_ddmendpoints.py"))
-        .arg(site.dir.path().join("cache/ddmendpoints.json"))
-        .arg(&se)
-        .arg("TEST_DISK")
-        .arg("TEST_QUEUE")
-        .status()
-        .expect("make_ddmendpoints.py");
-    assert!(made.success());
-    let mut env = db_env(&db);
-    env.extend(site.env());
-    env.push((
-        "PANDA_QUEUE_CONFIG_FILE".into(),
-        scripts().join("pilot_queue.json").display().to_string(),
-    ));
-    env.push((
-        "PANDA_DAEMON_CONFIG".into(),
-        r#"{"add_main": {"period": 1}}"#.into(),
-    ));
+    let (_db, site, env) = pilot_site(&[("PANDA_DAEMON_CONFIG", r#"{"add_main": {"period": 1}}"#)]);
     let server = Server::start(&[], &env);
     let client = |args: &[&str]| {
         let api = format!("{}/server/panda", server.base_url);

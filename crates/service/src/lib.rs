@@ -7,6 +7,7 @@
 mod brokerage;
 mod dispatch;
 mod error;
+mod kill;
 mod retry;
 mod setup;
 mod submit;
@@ -19,6 +20,7 @@ use panda_store::Store;
 pub use brokerage::choose_queue;
 pub use dispatch::{GetJobRequest, GetJobResult};
 pub use error::ServiceError;
+pub use kill::{may_change, EC_KILL};
 pub use retry::{RetryOutcome, EC_RETRIED};
 pub use setup::{DataManagement, FinalizeDecision, NoDataMovement, SetupDecision};
 pub use submit::SubmittedJob;

@@ -6,8 +6,8 @@
 //! Every method accepts GET or POST with query, form, multipart or (gzipped) JSON
 //! parameters. Answers are upstream's `StatusCode=...` responses, JSON when asked for.
 
-mod job_dict;
-mod pilot;
+pub(crate) mod job_dict;
+pub(crate) mod pilot;
 mod protocol;
 
 use std::sync::Arc;

@@ -116,7 +116,7 @@ fn timestamp(text: &str) -> Option<NaiveDateTime> {
 }
 
 /// Upstream's mapping of updateJob parameters to job columns.
-fn job_update(p: &LegacyParams) -> Result<JobUpdate, LegacyError> {
+pub(crate) fn job_update(p: &LegacyParams) -> Result<JobUpdate, LegacyError> {
     let job_id = p.get("jobId").unwrap_or("");
     let panda_id = job_id
         .trim()

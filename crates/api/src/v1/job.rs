@@ -228,3 +228,77 @@ mod tests {
         assert!(err.contains("job 0") && err.contains("attemptNr"), "{err}");
     }
 }
+
+/// `job/kill`: a list of booleans, one per PandaID, true when the kill was accepted.
+pub(crate) async fn kill(state: &AppState, call: &Call) -> Envelope {
+    if !call.identity.is_authenticated() {
+        return Envelope::fail("SSL secure connection is required");
+    }
+    let ids = match job_ids(call) {
+        Ok(ids) => ids,
+        Err(e) => return e,
+    };
+    let code = call.args.get("code").and_then(|c| match c {
+        Json::Number(n) => n.as_i64(),
+        Json::String(s) => s.parse().ok(),
+        _ => None,
+    });
+    match state.service.kill_jobs(&call.identity, &ids, code).await {
+        Ok(results) => Envelope::ok(json!(results)),
+        Err(e) => Envelope::from_service(e),
+    }
+}
+
+fn job_id(call: &Call) -> Result<i64, Envelope> {
+    match call.args.get("job_id") {
+        Some(Json::Number(n)) => n.as_i64(),
+        Some(Json::String(s)) => s.trim().parse().ok(),
+        None => {
+            return Err(Envelope::fail(
+                "Argument error: missing required argument 'job_id'",
+            ))
+        }
+        _ => None,
+    }
+    .ok_or_else(|| Envelope::fail("Type error: job_id must be an integer"))
+}
+
+/// `job/set_command`: sets `commandToPilot`; production role.
+pub(crate) async fn set_command(state: &AppState, call: &Call) -> Envelope {
+    let id = match job_id(call) {
+        Ok(id) => id,
+        Err(e) => return e,
+    };
+    let Some(command) = call.args.get("command").and_then(Json::as_str) else {
+        return Envelope::fail("Argument error: missing required argument 'command'");
+    };
+    match state.service.set_command(&call.identity, id, command).await {
+        Ok(done) => Envelope {
+            success: done,
+            message: String::new(),
+            data: json!(done),
+        },
+        Err(e) => Envelope::from_service(e),
+    }
+}
+
+/// `job/set_debug_mode`: turns debug mode on or off; production role.
+pub(crate) async fn set_debug_mode(state: &AppState, call: &Call) -> Envelope {
+    let id = match job_id(call) {
+        Ok(id) => id,
+        Err(e) => return e,
+    };
+    let on = match call.args.get("mode") {
+        Some(Json::Bool(b)) => *b,
+        Some(Json::String(s)) => matches!(s.to_ascii_lowercase().as_str(), "true" | "1"),
+        _ => return Envelope::fail("Argument error: missing required argument 'mode'"),
+    };
+    match state.service.set_debug_mode(&call.identity, id, on).await {
+        Ok(done) => Envelope {
+            success: done,
+            message: String::new(),
+            data: json!(done),
+        },
+        Err(e) => Envelope::from_service(e),
+    }
+}

@@ -6,6 +6,7 @@
 //! accepted with or without `Content-Encoding`).
 
 mod job;
+mod pilot;
 mod system;
 
 use std::collections::BTreeMap;
@@ -81,7 +82,31 @@ impl IntoResponse for Envelope {
 }
 
 /// Functions that only take POST.
-const POST_ONLY: &[(&str, &str)] = &[("job", "submit")];
+const POST_ONLY: &[(&str, &str)] = &[
+    ("job", "submit"),
+    ("job", "kill"),
+    ("job", "set_command"),
+    ("job", "set_debug_mode"),
+    ("pilot", "acquire_jobs"),
+    ("pilot", "update_job"),
+    ("pilot", "update_jobs_bulk"),
+];
+
+/// The functions served, by module.
+const SERVED: &[(&str, &str)] = &[
+    ("system", "is_alive"),
+    ("system", "get_attributes"),
+    ("job", "submit"),
+    ("job", "get_description"),
+    ("job", "get_description_incl_archive"),
+    ("job", "kill"),
+    ("job", "set_command"),
+    ("job", "set_debug_mode"),
+    ("pilot", "acquire_jobs"),
+    ("pilot", "update_job"),
+    ("pilot", "update_jobs_bulk"),
+    ("metaconfig", "get_resource_types"),
+];
 
 pub async fn dispatch(
     State(state): State<AppState>,
@@ -91,15 +116,7 @@ pub async fn dispatch(
     if version != "v1" && version != "latest" {
         return forbidden_method(&function);
     }
-    let known = matches!(
-        (module.as_str(), function.as_str()),
-        ("system", "is_alive")
-            | ("system", "get_attributes")
-            | ("job", "submit")
-            | ("job", "get_description")
-            | ("job", "get_description_incl_archive")
-    );
-    if !known {
+    if !SERVED.contains(&(module.as_str(), function.as_str())) {
         return forbidden_method(&function);
     }
     let method = request.method().clone();
@@ -151,7 +168,30 @@ pub async fn dispatch(
         ("system", "get_attributes") => system::get_attributes(&call),
         ("job", "get_description") => job::get_description(&state, &call, false).await,
         ("job", "get_description_incl_archive") => job::get_description(&state, &call, true).await,
+        ("job", "kill") => job::kill(&state, &call).await,
+        ("job", "set_command") => job::set_command(&state, &call).await,
+        ("job", "set_debug_mode") => job::set_debug_mode(&state, &call).await,
+        ("pilot", "acquire_jobs") => pilot::acquire_jobs(&state, &call).await,
+        ("pilot", "update_job") => pilot::update_job(&state, &call).await,
+        ("pilot", "update_jobs_bulk") => pilot::update_jobs_bulk(&state, &call).await,
+        ("metaconfig", "get_resource_types") => resource_types(&state).await,
         _ => job::submit(&state, &call).await,
     }
     .into_response()
+}
+
+/// `metaconfig/get_resource_types`: the `resource_types` rows.
+async fn resource_types(state: &AppState) -> Envelope {
+    match state.service.store().resource_types().await {
+        Ok(types) => Envelope::ok(Json::Array(
+            types
+                .into_iter()
+                .map(|t| {
+                    serde_json::json!({"resource_name": t.name, "mincore": t.min_core, "maxcore": t.max_core,
+                        "minrampercore": t.min_ram_per_core, "maxrampercore": t.max_ram_per_core})
+                })
+                .collect(),
+        )),
+        Err(e) => Envelope::from_service(e.into()),
+    }
 }

@@ -1,0 +1,222 @@
+//! `/api/v1` for pilots and operators: the pilot cycle in the new API's names, kill, commands,
+//! debug mode, resource types, and the envelope's argument errors.
+
+mod common;
+
+use common::{db_env, submit, Server, Site, TestJob};
+use panda_core::{JobAttr, JobStatus};
+use panda_store::testing::{backends, TestDb};
+use panda_store::{Backend, Store, StoreOptions};
+use serde_json::{json, Value as Json};
+
+async fn start(backend: Backend) -> (TestDb, Site, Server, Store) {
+    let db = TestDb::new(backend);
+    let site = Site::new();
+    let mut env = db_env(&db);
+    env.extend(site.env());
+    let server = Server::start(&[], &env);
+    let store = Store::open(&db.config, StoreOptions::default())
+        .await
+        .expect("open");
+    (db, site, server, store)
+}
+
+async fn post(server: &Server, path: &str, body: Json) -> Json {
+    reqwest::Client::new()
+        .post(server.url(path))
+        .header("Accept", "application/json")
+        .json(&body)
+        .send()
+        .await
+        .expect("post")
+        .json()
+        .await
+        .expect("envelope")
+}
+
+#[tokio::test]
+async fn the_pilot_cycle_works_in_the_new_api() {
+    for backend in backends() {
+        let (_db, _site, server, store) = start(backend).await;
+        let ids = submit(&reqwest::Client::new(), &server, &[TestJob::new("v1")]).await;
+        let got = post(
+            &server,
+            "/api/v1/pilot/acquire_jobs",
+            json!({"site_name": "TEST_QUEUE", "node": "wn1"}),
+        )
+        .await;
+        assert_eq!(got["success"], true, "{got}");
+        assert_eq!(got["data"]["jobs"][0]["PandaID"], ids[0]);
+        let none = post(
+            &server,
+            "/api/v1/pilot/acquire_jobs",
+            json!({"site_name": "TEST_QUEUE"}),
+        )
+        .await;
+        assert_eq!(
+            none,
+            json!({"success": false, "message": "No jobs in PanDA", "data": null})
+        );
+
+        let beat = |status: &str| json!({"job_id": ids[0], "job_status": status, "attempt_nr": 0, "max_rss": 100});
+        let running = post(&server, "/api/v1/pilot/update_job", beat("running")).await;
+        assert_eq!(
+            running["data"],
+            json!({"StatusCode": 0, "command": null}),
+            "{running}"
+        );
+        let mut last = beat("finished");
+        last["job_output_report"] = json!("{}");
+        post(&server, "/api/v1/pilot/update_job", last).await;
+        let job = store.get_job(ids[0]).await.expect("read").expect("job");
+        assert_eq!(job.status(), Some(JobStatus::Holding), "{backend:?}");
+        assert_eq!(job.get_i64(JobAttr::maxRSS), Some(100));
+
+        let invalid = post(
+            &server,
+            "/api/v1/pilot/update_job",
+            json!({"job_id": ids[0], "job_status": "flying"}),
+        )
+        .await;
+        assert_eq!(invalid["success"], false);
+        assert_eq!(invalid["data"]["StatusCode"], 50);
+        let unknown = post(
+            &server,
+            "/api/v1/pilot/update_job",
+            json!({"job_id": ids[0], "job_status": "running", "workdir": "/x"}),
+        )
+        .await;
+        assert!(
+            unknown["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("Argument error")),
+            "{unknown}"
+        );
+        let missing = post(&server, "/api/v1/pilot/acquire_jobs", json!({})).await;
+        assert!(missing["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("site_name")));
+        let get = reqwest::get(server.url("/api/v1/pilot/update_job"))
+            .await
+            .expect("get");
+        let envelope: Json = get.json().await.expect("json");
+        assert_eq!(envelope["message"], "expecting POST, received GET");
+
+        let bulk = post(&server, "/api/v1/pilot/update_jobs_bulk",
+            json!({"job_list": [{"job_id": ids[0], "job_status": "running"}, {"job_id": 99999, "job_status": "running"}]})).await;
+        assert_eq!(bulk["data"][0]["data"]["command"], Json::Null, "{bulk}");
+        assert_eq!(bulk["data"][1]["data"]["command"], "tobekilled");
+    }
+}
+
+#[tokio::test]
+async fn kill_cancels_queued_jobs_at_once_and_tells_running_pilots() {
+    for backend in backends() {
+        let (_db, _site, server, store) = start(backend).await;
+        let ids = submit(
+            &reqwest::Client::new(),
+            &server,
+            &[TestJob::new("queued"), TestJob::new("running")],
+        )
+        .await;
+        post(
+            &server,
+            "/api/v1/pilot/acquire_jobs",
+            json!({"site_name": "TEST_QUEUE"}),
+        )
+        .await;
+        let running_id = {
+            let a = store.get_job(ids[0]).await.expect("read").expect("job");
+            if a.status() == Some(JobStatus::Sent) {
+                ids[0]
+            } else {
+                ids[1]
+            }
+        };
+        let queued_id = if running_id == ids[0] { ids[1] } else { ids[0] };
+        post(
+            &server,
+            "/api/v1/pilot/update_job",
+            json!({"job_id": running_id, "job_status": "running"}),
+        )
+        .await;
+
+        let killed = post(
+            &server,
+            "/api/v1/job/kill",
+            json!({"job_ids": [queued_id, running_id, 424242]}),
+        )
+        .await;
+        assert_eq!(killed["data"], json!([true, true, false]), "{killed}");
+        let queued = store.get_job(queued_id).await.expect("read").expect("job");
+        assert_eq!(queued.status(), Some(JobStatus::Cancelled), "{backend:?}");
+        assert_eq!(queued.get_i64(JobAttr::taskBufferErrorCode), Some(100));
+        assert_eq!(
+            queued.files[0].get_str(panda_core::FileAttr::status),
+            Some("failed")
+        );
+        let running = store.get_job(running_id).await.expect("read").expect("job");
+        assert_eq!(
+            running.status(),
+            Some(JobStatus::Running),
+            "a running job is only flagged"
+        );
+        let heartbeat = post(
+            &server,
+            "/api/v1/pilot/update_job",
+            json!({"job_id": running_id, "job_status": "running"}),
+        )
+        .await;
+        assert_eq!(heartbeat["data"]["command"], "tobekilled");
+    }
+}
+
+#[tokio::test]
+async fn commands_debug_mode_and_resource_types() {
+    let (_db, _site, server, store) = start(Backend::Sqlite).await;
+    let ids = submit(&reqwest::Client::new(), &server, &[TestJob::new("cmd")]).await;
+    post(
+        &server,
+        "/api/v1/pilot/acquire_jobs",
+        json!({"site_name": "TEST_QUEUE"}),
+    )
+    .await;
+    let set = post(
+        &server,
+        "/api/v1/job/set_command",
+        json!({"job_id": ids[0], "command": "softkill"}),
+    )
+    .await;
+    assert_eq!(set["data"], true, "{set}");
+    let debug = post(
+        &server,
+        "/api/v1/job/set_debug_mode",
+        json!({"job_id": ids[0], "mode": true}),
+    )
+    .await;
+    assert_eq!(debug["data"], true);
+    let heartbeat = post(
+        &server,
+        "/api/v1/pilot/update_job",
+        json!({"job_id": ids[0], "job_status": "running"}),
+    )
+    .await;
+    assert_eq!(heartbeat["data"]["command"], "debug,softkill");
+    post(
+        &server,
+        "/api/v1/job/set_debug_mode",
+        json!({"job_id": ids[0], "mode": false}),
+    )
+    .await;
+    let job = store.get_job(ids[0]).await.expect("read").expect("job");
+    assert!(job.get(JobAttr::specialHandling).is_null());
+    let types: Json = reqwest::Client::new()
+        .get(server.url("/api/v1/metaconfig/get_resource_types"))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(types["data"][0]["resource_name"], "Undefined");
+}

@@ -190,45 +190,6 @@ pub(crate) async fn get_description(
     Envelope::ok(Json::Array(out))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn positional_states_decode_with_nulls_datetimes_and_short_files() {
-        let mut state: Vec<Json> = vec![json!("NULL"); 126];
-        state[19] = json!("my.job");
-        state[14] = json!(1000);
-        state[4] = json!({"_datetime_object": "2026-11-25 10:00:00.000000"});
-        let file: Vec<Json> = (0..18)
-            .map(|i| {
-                if i == 3 {
-                    json!("out.log.tgz")
-                } else {
-                    json!("NULL")
-                }
-            })
-            .chain([Json::Null])
-            .collect();
-        state.push(json!([file]));
-        let jobs = decode_jobs(&Json::Array(vec![Json::Array(state)]).to_string()).expect("valid");
-        assert_eq!(jobs[0].get_str(JobAttr::jobName), Some("my.job"));
-        assert_eq!(jobs[0].get_i64(JobAttr::assignedPriority), Some(1000));
-        assert!(jobs[0].get(JobAttr::creationTime).as_time().is_some());
-        assert_eq!(jobs[0].files[0].get_str(FileAttr::lfn), Some("out.log.tgz"));
-        assert!(jobs[0].files[0].get(FileAttr::attemptNr).is_null());
-    }
-
-    #[test]
-    fn a_bad_value_names_the_job_and_attribute() {
-        let mut state: Vec<Json> = vec![json!("NULL"); 126];
-        state[16] = json!("many");
-        state.push(json!([]));
-        let err = decode_jobs(&Json::Array(vec![Json::Array(state)]).to_string()).expect_err("bad");
-        assert!(err.contains("job 0") && err.contains("attemptNr"), "{err}");
-    }
-}
-
 /// `job/kill`: a list of booleans, one per PandaID, true when the kill was accepted.
 pub(crate) async fn kill(state: &AppState, call: &Call) -> Envelope {
     if !call.identity.is_authenticated() {
@@ -300,5 +261,44 @@ pub(crate) async fn set_debug_mode(state: &AppState, call: &Call) -> Envelope {
             data: json!(done),
         },
         Err(e) => Envelope::from_service(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positional_states_decode_with_nulls_datetimes_and_short_files() {
+        let mut state: Vec<Json> = vec![json!("NULL"); 126];
+        state[19] = json!("my.job");
+        state[14] = json!(1000);
+        state[4] = json!({"_datetime_object": "2026-11-25 10:00:00.000000"});
+        let file: Vec<Json> = (0..18)
+            .map(|i| {
+                if i == 3 {
+                    json!("out.log.tgz")
+                } else {
+                    json!("NULL")
+                }
+            })
+            .chain([Json::Null])
+            .collect();
+        state.push(json!([file]));
+        let jobs = decode_jobs(&Json::Array(vec![Json::Array(state)]).to_string()).expect("valid");
+        assert_eq!(jobs[0].get_str(JobAttr::jobName), Some("my.job"));
+        assert_eq!(jobs[0].get_i64(JobAttr::assignedPriority), Some(1000));
+        assert!(jobs[0].get(JobAttr::creationTime).as_time().is_some());
+        assert_eq!(jobs[0].files[0].get_str(FileAttr::lfn), Some("out.log.tgz"));
+        assert!(jobs[0].files[0].get(FileAttr::attemptNr).is_null());
+    }
+
+    #[test]
+    fn a_bad_value_names_the_job_and_attribute() {
+        let mut state: Vec<Json> = vec![json!("NULL"); 126];
+        state[16] = json!("many");
+        state.push(json!([]));
+        let err = decode_jobs(&Json::Array(vec![Json::Array(state)]).to_string()).expect_err("bad");
+        assert!(err.contains("job 0") && err.contains("attemptNr"), "{err}");
     }
 }

@@ -1,0 +1,460 @@
+//! `panda-bench`: drives a running PanDA server over HTTP as its real clients do, and reports
+//! rates, latency percentiles, errors, and the server's CPU time and peak memory (from /proc).
+//!
+//! - `pilots`: submits jobs, then N simulated pilots loop getJob → updateJob running →
+//!   updateJob finished (with a file report), over the legacy API or `/api/v1`.
+//! - `submit`: N clients post `job/submit` batches.
+//! - `alive`: N clients hit the health endpoint.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::{json, Value as Json};
+
+#[derive(Parser)]
+#[command(name = "panda-bench", about = "Load generator for the PanDA server")]
+struct Cli {
+    /// Server base URL.
+    #[arg(long, default_value = "http://127.0.0.1:25080", global = true)]
+    url: String,
+    /// PID of the server, to report its CPU seconds and peak RSS.
+    #[arg(long, global = true)]
+    server_pid: Option<u32>,
+    #[command(subcommand)]
+    command: Mode,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// Simulated pilots running jobs.
+    Pilots {
+        #[arg(long, default_value_t = 8)]
+        pilots: usize,
+        /// Jobs submitted before the pilots start.
+        #[arg(long, default_value_t = 2000)]
+        jobs: usize,
+        #[arg(long, default_value = "TEST_QUEUE")]
+        site: String,
+        #[arg(long, value_enum, default_value_t = Api::Legacy)]
+        api: Api,
+        /// Seconds to run at most.
+        #[arg(long, default_value_t = 30)]
+        duration: u64,
+    },
+    /// Clients submitting batches of jobs.
+    Submit {
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        #[arg(long, default_value_t = 100)]
+        batch: usize,
+        #[arg(long, default_value_t = 5000)]
+        jobs: usize,
+        #[arg(long, default_value = "TEST_QUEUE")]
+        site: String,
+    },
+    /// Clients calling the health endpoint.
+    Alive {
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Api {
+    Legacy,
+    V1,
+}
+
+/// Latencies per call name, in microseconds.
+#[derive(Default)]
+struct Recorder {
+    calls: Mutex<BTreeMap<&'static str, Vec<u64>>>,
+    errors: AtomicU64,
+}
+
+impl Recorder {
+    fn record(&self, name: &'static str, started: Instant) {
+        if let Ok(mut calls) = self.calls.lock() {
+            calls
+                .entry(name)
+                .or_default()
+                .push(started.elapsed().as_micros() as u64);
+        }
+    }
+
+    fn report(&self, elapsed: Duration) {
+        let Ok(mut calls) = self.calls.lock() else {
+            return;
+        };
+        let total: usize = calls.values().map(Vec::len).sum();
+        println!(
+            "requests: {total} in {:.2}s = {:.0} req/s; errors: {}",
+            elapsed.as_secs_f64(),
+            total as f64 / elapsed.as_secs_f64(),
+            self.errors.load(Ordering::Relaxed)
+        );
+        for (name, samples) in calls.iter_mut() {
+            samples.sort_unstable();
+            let pct = |p: f64| {
+                samples[((samples.len() as f64 - 1.0) * p).round() as usize] as f64 / 1000.0
+            };
+            println!(
+                "  {name:<22} n={:<7} p50={:.2}ms p95={:.2}ms p99={:.2}ms",
+                samples.len(),
+                pct(0.5),
+                pct(0.95),
+                pct(0.99)
+            );
+        }
+    }
+}
+
+/// CPU seconds (user + system) and peak RSS in MB of a process.
+fn process_usage(pid: u32) -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let hwm_kb = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse::<f64>()
+        .ok()?;
+    Some((ticks / 100.0, hwm_kb / 1024.0))
+}
+
+fn job_state(name: &str, site: &str) -> Json {
+    let mut values = vec![json!("NULL"); 126];
+    values[1] = json!(1);
+    values[9] = json!("http://localhost/jobO.runpayload.tar.gz");
+    values[12] = json!("managed");
+    values[14] = json!(1000);
+    values[19] = json!(name);
+    values[47] = json!(site);
+    values[49] = json!("/bin/true");
+    let mut log = vec![json!("NULL"); 18];
+    log[2] = json!("00000000-0000-0000-0000-000000000000");
+    log[3] = json!(format!("{name}.log.tgz"));
+    log[4] = json!("log");
+    log[17] = json!("bench");
+    log.push(Json::Null);
+    values.push(json!([log]));
+    Json::Array(values)
+}
+
+async fn submit_batch(
+    client: &reqwest::Client,
+    url: &str,
+    site: &str,
+    names: std::ops::Range<usize>,
+    tag: &str,
+) -> anyhow::Result<usize> {
+    let states: Vec<Json> = names
+        .map(|i| job_state(&format!("bench.{tag}.{i}"), site))
+        .collect();
+    let n = states.len();
+    let body = json!({"jobs": Json::Array(states).to_string()});
+    let reply: Json = client
+        .post(format!("{url}/api/v1/job/submit"))
+        .header("Accept", "application/json")
+        .json(&body)
+        .send()
+        .await?
+        .json()
+        .await?;
+    if reply["success"] != true {
+        bail!("submission failed: {reply}");
+    }
+    Ok(n)
+}
+
+fn gzip_json(value: &Json) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let _ = e.write_all(value.to_string().as_bytes());
+    e.finish().unwrap_or_default()
+}
+
+/// One pilot: returns the number of completed cycles.
+async fn pilot(
+    client: reqwest::Client,
+    url: String,
+    site: String,
+    api: Api,
+    stop: Arc<AtomicBool>,
+    rec: Arc<Recorder>,
+    node: usize,
+) -> u64 {
+    let mut cycles = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let started = Instant::now();
+        let job_id = match api {
+            Api::Legacy => {
+                let body = gzip_json(
+                    &json!({"siteName": site, "prodSourceLabel": "managed", "node": format!("wn{node}"), "mem": 4000, "diskSpace": 10000}),
+                );
+                let reply = client
+                    .post(format!("{url}/server/panda/getJob"))
+                    .header("Content-Type", "application/json")
+                    .header("Accept", "application/json")
+                    .body(body)
+                    .send()
+                    .await;
+                match reply {
+                    Ok(r) => match r.json::<Json>().await {
+                        Ok(j) if j["StatusCode"] == 0 => j["PandaID"].as_i64(),
+                        Ok(_) => None,
+                        Err(_) => {
+                            rec.errors.fetch_add(1, Ordering::Relaxed);
+                            None
+                        }
+                    },
+                    Err(_) => {
+                        rec.errors.fetch_add(1, Ordering::Relaxed);
+                        None
+                    }
+                }
+            }
+            Api::V1 => {
+                let reply = client
+                    .post(format!("{url}/api/v1/pilot/acquire_jobs"))
+                    .header("Accept", "application/json")
+                    .json(&json!({"site_name": site, "node": format!("wn{node}")}))
+                    .send()
+                    .await;
+                match reply {
+                    Ok(r) => r
+                        .json::<Json>()
+                        .await
+                        .ok()
+                        .and_then(|j| j["data"]["jobs"][0]["PandaID"].as_i64()),
+                    Err(_) => {
+                        rec.errors.fetch_add(1, Ordering::Relaxed);
+                        None
+                    }
+                }
+            }
+        };
+        rec.record("getJob", started);
+        let Some(id) = job_id else { break };
+        let report =
+            json!({format!("bench.{id}.log.tgz"): {"guid": "g", "fsize": 1, "adler32": "0"}})
+                .to_string();
+        for state in ["running", "finished"] {
+            let started = Instant::now();
+            let sent = match api {
+                Api::Legacy => {
+                    let mut fields = json!({"jobId": id.to_string(), "state": state, "node": format!("wn{node}"), "maxRSS": "1000"});
+                    if state == "finished" {
+                        fields["xml"] = json!(report);
+                    }
+                    client
+                        .post(format!("{url}/server/panda/updateJob"))
+                        .header("Content-Type", "application/json")
+                        .header("Accept", "application/json")
+                        .body(gzip_json(&fields))
+                        .send()
+                        .await
+                }
+                Api::V1 => {
+                    let mut fields = json!({"job_id": id, "job_status": state, "node": format!("wn{node}"), "max_rss": 1000});
+                    if state == "finished" {
+                        fields["job_output_report"] = json!(report);
+                    }
+                    client
+                        .post(format!("{url}/api/v1/pilot/update_job"))
+                        .header("Accept", "application/json")
+                        .json(&fields)
+                        .send()
+                        .await
+                }
+            };
+            match sent {
+                Ok(r) if r.status().is_success() => {
+                    let _ = r.bytes().await;
+                }
+                _ => {
+                    rec.errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            rec.record(
+                if state == "running" {
+                    "updateJob running"
+                } else {
+                    "updateJob finished"
+                },
+                started,
+            );
+        }
+        cycles += 1;
+    }
+    cycles
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    println!(
+        "command: {}",
+        std::env::args().collect::<Vec<_>>().join(" ")
+    );
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .timeout(Duration::from_secs(60))
+        .build()?;
+    let usage_before = cli.server_pid.and_then(process_usage);
+    let rec = Arc::new(Recorder::default());
+    let started;
+    match cli.command {
+        Mode::Pilots {
+            pilots,
+            jobs,
+            site,
+            api,
+            duration,
+        } => {
+            let t = Instant::now();
+            let mut submitted = 0;
+            while submitted < jobs {
+                let n = (jobs - submitted).min(500);
+                submitted +=
+                    submit_batch(&client, &cli.url, &site, submitted..submitted + n, "pre")
+                        .await
+                        .context("preload")?;
+            }
+            println!("preloaded {jobs} jobs in {:.2}s", t.elapsed().as_secs_f64());
+            let stop = Arc::new(AtomicBool::new(false));
+            started = Instant::now();
+            let handles: Vec<_> = (0..pilots)
+                .map(|i| {
+                    tokio::spawn(pilot(
+                        client.clone(),
+                        cli.url.clone(),
+                        site.clone(),
+                        api,
+                        stop.clone(),
+                        rec.clone(),
+                        i,
+                    ))
+                })
+                .collect();
+            let timer = {
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_secs(duration)).await;
+                    stop.store(true, Ordering::Relaxed);
+                })
+            };
+            let mut cycles = 0;
+            for h in handles {
+                cycles += h.await.unwrap_or(0);
+            }
+            timer.abort();
+            let elapsed = started.elapsed();
+            println!(
+                "pilot cycles: {cycles} in {:.2}s = {:.1} cycles/s ({} pilots)",
+                elapsed.as_secs_f64(),
+                cycles as f64 / elapsed.as_secs_f64(),
+                pilots
+            );
+            rec.report(elapsed);
+        }
+        Mode::Submit {
+            clients,
+            batch,
+            jobs,
+            site,
+        } => {
+            started = Instant::now();
+            let next = Arc::new(AtomicU64::new(0));
+            let handles: Vec<_> = (0..clients)
+                .map(|c| {
+                    let (client, url, site, next, rec) = (
+                        client.clone(),
+                        cli.url.clone(),
+                        site.clone(),
+                        next.clone(),
+                        rec.clone(),
+                    );
+                    tokio::spawn(async move {
+                        loop {
+                            let from = next.fetch_add(batch as u64, Ordering::Relaxed) as usize;
+                            if from >= jobs {
+                                break;
+                            }
+                            let t = Instant::now();
+                            if submit_batch(
+                                &client,
+                                &url,
+                                &site,
+                                from..(from + batch).min(jobs),
+                                &format!("s{c}"),
+                            )
+                            .await
+                            .is_err()
+                            {
+                                rec.errors.fetch_add(1, Ordering::Relaxed);
+                            }
+                            rec.record("job/submit batch", t);
+                        }
+                    })
+                })
+                .collect();
+            for h in handles {
+                let _ = h.await;
+            }
+            let elapsed = started.elapsed();
+            println!("submitted {jobs} jobs in {:.2}s = {:.0} jobs/s ({clients} clients, batches of {batch}, activated at reply)", elapsed.as_secs_f64(), jobs as f64 / elapsed.as_secs_f64());
+            rec.report(elapsed);
+        }
+        Mode::Alive { clients, duration } => {
+            started = Instant::now();
+            let deadline = started + Duration::from_secs(duration);
+            let handles: Vec<_> = (0..clients)
+                .map(|_| {
+                    let (client, url, rec) = (client.clone(), cli.url.clone(), rec.clone());
+                    tokio::spawn(async move {
+                        while Instant::now() < deadline {
+                            let t = Instant::now();
+                            match client
+                                .get(format!("{url}/api/v1/system/is_alive"))
+                                .send()
+                                .await
+                            {
+                                Ok(r) => {
+                                    let _ = r.bytes().await;
+                                }
+                                Err(_) => {
+                                    rec.errors.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                            rec.record("is_alive", t);
+                        }
+                    })
+                })
+                .collect();
+            for h in handles {
+                let _ = h.await;
+            }
+            rec.report(started.elapsed());
+        }
+    }
+    if let (Some(pid), Some((cpu0, _))) = (cli.server_pid, usage_before) {
+        if let Some((cpu1, rss)) = process_usage(pid) {
+            println!(
+                "server: {:.2} CPU s during the run, peak RSS {:.1} MB",
+                cpu1 - cpu0,
+                rss
+            );
+        }
+    }
+    Ok(())
+}

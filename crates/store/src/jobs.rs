@@ -17,6 +17,9 @@ use crate::error::{Result, StoreError};
 use crate::side::SideWrite;
 use crate::Store;
 
+/// Where a job is looked for: most lookups are for running jobs (heartbeats, the Adder).
+const LOOKUP_ORDER: [JobTable; 3] = [JobTable::Active, JobTable::Defined, JobTable::Archived];
+
 const PANDAID_SEQUENCE: &str = "jobsdefined4_pandaid_seq";
 const FILE_ROW_SEQUENCE: &str = "filestable4_row_id_seq";
 
@@ -247,7 +250,7 @@ impl Store {
     ) -> Result<Option<(JobSpec, JobTable)>> {
         let sql = self.sql();
         let id = [Value::Int(Some(panda_id))];
-        for table in JobTable::ALL {
+        for table in LOOKUP_ORDER {
             let statement = match for_update {
                 true => &sql.select_job_for_update[table_index(table)],
                 false => &sql.select_job[table_index(table)],

@@ -3,16 +3,9 @@
 
 mod common;
 
-use common::{db_env, run, Server};
+use common::{db_env, http, run, Server};
 use panda_store::testing::{backends, TestDb};
 use panda_store::{SchemaVersion, Store, StoreOptions};
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(10))
-        .build()
-        .expect("client")
-}
 
 #[tokio::test]
 async fn starts_without_config_answers_health_checks_and_stops_on_sigterm() {

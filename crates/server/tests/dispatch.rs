@@ -7,18 +7,11 @@ mod common;
 
 use std::io::{Read, Write};
 
-use common::{db_env, form, gzip, submit, Server, Site, TestJob};
+use common::{db_env, form, gzip, http, submit, Server, Site, TestJob};
 use panda_core::{JobAttr, JobStatus, Value};
 use panda_store::testing::{backends, TestDb};
 use panda_store::{Store, StoreOptions};
 use serde_json::{json, Value as Json};
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(20))
-        .build()
-        .expect("client")
-}
 
 async fn start(
     backend: panda_store::Backend,

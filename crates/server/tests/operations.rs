@@ -10,16 +10,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{db_env, run, Server, BINARY};
+use common::{db_env, http, run, Server, BINARY};
 use panda_store::testing::TestDb;
 use panda_store::Backend;
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .expect("client")
-}
 
 fn kill(server: &Server, signal: &str) {
     let pid = server.pid();

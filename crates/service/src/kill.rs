@@ -97,26 +97,10 @@ impl JobService {
         id: i64,
         command: &str,
     ) -> Result<bool, ServiceError> {
-        if !caller.production {
-            return Err(ServiceError::Forbidden(
-                "production or pilot role required".into(),
-            ));
-        }
-        let outcome = self
-            .store()
-            .change_job(id, |job, _| {
-                if job.status().map(|s| s.table()) == Some(JobTable::Archived) {
-                    return Ok(Decision::Keep(false));
-                }
-                job.set_str(JobAttr::commandToPilot, command).ok();
-                Ok(Decision::Write(true))
-            })
-            .await;
-        match outcome {
-            Ok((_, done)) => Ok(done),
-            Err(StoreError::JobNotFound(_)) => Ok(false),
-            Err(e) => Err(e.into()),
-        }
+        self.change_unfinished_job(caller, id, |job| {
+            job.set_str(JobAttr::commandToPilot, command).ok();
+        })
+        .await
     }
 
     /// Turns debug mode (`dm` in `specialHandling`) on or off; production role only.
@@ -125,6 +109,31 @@ impl JobService {
         caller: &Identity,
         id: i64,
         on: bool,
+    ) -> Result<bool, ServiceError> {
+        self.change_unfinished_job(caller, id, |job| {
+            let mut tags: Vec<String> = job
+                .get_str(JobAttr::specialHandling)
+                .unwrap_or("")
+                .split(',')
+                .filter(|t| !t.is_empty() && *t != "dm" && *t != "debug")
+                .map(str::to_string)
+                .collect();
+            if on {
+                tags.push("dm".into());
+            }
+            let value = (!tags.is_empty()).then(|| tags.join(","));
+            job.set(JobAttr::specialHandling, Value::Text(value));
+        })
+        .await
+    }
+
+    /// An operator's change to a job that has not ended: production role only; false when the
+    /// job is unknown or already archived.
+    async fn change_unfinished_job(
+        &self,
+        caller: &Identity,
+        id: i64,
+        change: impl FnOnce(&mut panda_core::JobSpec) + Send,
     ) -> Result<bool, ServiceError> {
         if !caller.production {
             return Err(ServiceError::Forbidden(
@@ -137,18 +146,7 @@ impl JobService {
                 if job.status().map(|s| s.table()) == Some(JobTable::Archived) {
                     return Ok(Decision::Keep(false));
                 }
-                let mut tags: Vec<String> = job
-                    .get_str(JobAttr::specialHandling)
-                    .unwrap_or("")
-                    .split(',')
-                    .filter(|t| !t.is_empty() && *t != "dm" && *t != "debug")
-                    .map(str::to_string)
-                    .collect();
-                if on {
-                    tags.push("dm".into());
-                }
-                let value = (!tags.is_empty()).then(|| tags.join(","));
-                job.set(JobAttr::specialHandling, Value::Text(value));
+                change(job);
                 Ok(Decision::Write(true))
             })
             .await;

@@ -38,6 +38,14 @@ pub fn db_env(db: &TestDb) -> Vec<(String, String)> {
     env
 }
 
+/// An HTTP client for tests, with a bounded timeout.
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("client")
+}
+
 /// Runs the binary to completion with `args` and `env`, bounded in time.
 pub fn run(args: &[&str], env: &[(String, String)]) -> Output {
     let mut command = Command::new(BINARY);

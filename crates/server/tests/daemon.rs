@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{db_env, form, gzip, run, submit, Server, Site, TestJob};
+use common::{db_env, run, submit, Server, Site, TestJob};
 use panda_core::{FileAttr, JobAttr, JobStatus, JobTable};
 use panda_store::testing::{backends, TestDb};
 use panda_store::{Backend, Store, StoreOptions};
@@ -67,17 +67,7 @@ async fn running(s: &Setup, jobs: Vec<TestJob>) -> Vec<i64> {
 }
 
 async fn beat(s: &Setup, fields: serde_json::Value) -> std::collections::BTreeMap<String, String> {
-    let text = reqwest::Client::new()
-        .post(s.server.url("/server/panda/updateJob"))
-        .header("Content-Type", "application/json")
-        .body(gzip(fields.to_string().as_bytes()))
-        .send()
-        .await
-        .expect("updateJob")
-        .text()
-        .await
-        .expect("text");
-    form(&text)
+    common::update_job(&s.server, fields).await
 }
 
 fn run_once(s: &Setup, task: &str) -> String {

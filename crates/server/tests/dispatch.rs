@@ -66,21 +66,11 @@ async fn get_job_form(client: &reqwest::Client, server: &Server, fields: &[(&str
 }
 
 async fn update(
-    client: &reqwest::Client,
+    _client: &reqwest::Client,
     server: &Server,
     fields: Json,
 ) -> std::collections::BTreeMap<String, String> {
-    let text = client
-        .post(server.url("/server/panda/updateJob"))
-        .header("Content-Type", "application/json")
-        .body(gzip(fields.to_string().as_bytes()))
-        .send()
-        .await
-        .expect("updateJob")
-        .text()
-        .await
-        .expect("text");
-    form(&text)
+    common::update_job(server, fields).await
 }
 
 #[tokio::test]

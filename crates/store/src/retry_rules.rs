@@ -51,19 +51,7 @@ impl Store {
     /// Adds a rule (operators and tests); returns its id.
     pub async fn add_retry_rule(&self, rule: &RetryRule) -> Result<i64> {
         let mut tx = self.begin(TxMode::Write).await?;
-        let next = |table: &str, column: &str| {
-            format!("SELECT COALESCE(MAX({column}), 0) + 1 FROM {table}")
-        };
-        let action_id = tx
-            .fetch(
-                &next("retryactions", "retryaction_id"),
-                &[],
-                &[ColumnType::BigInt],
-            )
-            .await?
-            .first()
-            .and_then(|r| r[0].as_i64())
-            .unwrap_or(1);
+        let action_id = next_id(tx.as_mut(), "retryactions", "retryaction_id").await?;
         tx.execute(
             "INSERT INTO retryactions (retryaction_id, retry_action, active) VALUES ($1, $2, 'Y')",
             &[
@@ -72,16 +60,7 @@ impl Store {
             ],
         )
         .await?;
-        let error_id = tx
-            .fetch(
-                &next("retryerrors", "retryerror_id"),
-                &[],
-                &[ColumnType::BigInt],
-            )
-            .await?
-            .first()
-            .and_then(|r| r[0].as_i64())
-            .unwrap_or(1);
+        let error_id = next_id(tx.as_mut(), "retryerrors", "retryerror_id").await?;
         tx.execute(
             "INSERT INTO retryerrors (retryerror_id, errorsource, errorcode, active, retryaction, \
              errordiag, parameters) VALUES ($1, $2, $3, 'Y', $4, $5, $6)",
@@ -98,4 +77,11 @@ impl Store {
         tx.commit().await?;
         Ok(error_id)
     }
+}
+
+/// The next free id of a rule table (they have no sequence of their own here).
+async fn next_id(tx: &mut dyn crate::driver::Tx, table: &str, column: &str) -> Result<i64> {
+    let sql = format!("SELECT COALESCE(MAX({column}), 0) + 1 FROM {table}");
+    let rows = tx.fetch(&sql, &[], &[ColumnType::BigInt]).await?;
+    Ok(rows.first().and_then(|r| r[0].as_i64()).unwrap_or(1))
 }

@@ -123,34 +123,37 @@ pub(crate) fn job_update(p: &LegacyParams) -> Result<JobUpdate, LegacyError> {
         .parse::<i64>()
         .map_err(|_| LegacyError::BadRequest(format!("jobId={job_id:?} is not a PandaID")))?;
     let mut attributes: Vec<(JobAttr, Value)> = Vec::new();
-    let mut set_text = |attr: JobAttr, value: Option<&str>, max: usize| {
+    // Text parameters: (parameter, column, length kept). Diagnostics are kept even when empty.
+    const TEXTS: [(&str, JobAttr, usize); 15] = [
+        ("cpuConsumptionUnit", JobAttr::cpuConsumptionUnit, 128),
+        ("schedulerID", JobAttr::schedulerID, 128),
+        ("pilotTiming", JobAttr::pilotTiming, 100),
+        ("jobSubStatus", JobAttr::jobSubStatus, 80),
+        ("grid", JobAttr::grid, 50),
+        (
+            "cpu_architecture_level",
+            JobAttr::cpu_architecture_level,
+            20,
+        ),
+        ("node", JobAttr::modificationHost, 128),
+        ("pilotErrorDiag", JobAttr::pilotErrorDiag, 500),
+        ("exeErrorDiag", JobAttr::exeErrorDiag, 500),
+        ("jobMetrics", JobAttr::jobMetrics, 500),
+        ("pilotID", JobAttr::pilotID, 200),
+        ("batchID", JobAttr::batchID, 80),
+        ("computingElement", JobAttr::computingElement, 128),
+        ("source_site", JobAttr::sourceSite, 36),
+        ("destination_site", JobAttr::destinationSite, 36),
+    ];
+    for (name, attr, max) in TEXTS {
+        let value = match name {
+            "pilotErrorDiag" | "exeErrorDiag" => p.get(name),
+            _ => p.value(name),
+        };
         if let Some(v) = value {
             attributes.push((attr, Value::Text(Some(v.chars().take(max).collect()))));
         }
-    };
-    set_text(
-        JobAttr::cpuConsumptionUnit,
-        p.value("cpuConsumptionUnit"),
-        128,
-    );
-    set_text(JobAttr::schedulerID, p.value("schedulerID"), 128);
-    set_text(JobAttr::pilotTiming, p.value("pilotTiming"), 100);
-    set_text(JobAttr::jobSubStatus, p.value("jobSubStatus"), 80);
-    set_text(JobAttr::grid, p.value("grid"), 50);
-    set_text(
-        JobAttr::cpu_architecture_level,
-        p.value("cpu_architecture_level"),
-        20,
-    );
-    set_text(JobAttr::modificationHost, p.value("node"), 128);
-    set_text(JobAttr::pilotErrorDiag, p.get("pilotErrorDiag"), 500);
-    set_text(JobAttr::exeErrorDiag, p.get("exeErrorDiag"), 500);
-    set_text(JobAttr::jobMetrics, p.value("jobMetrics"), 500);
-    set_text(JobAttr::pilotID, p.value("pilotID"), 200);
-    set_text(JobAttr::batchID, p.value("batchID"), 80);
-    set_text(JobAttr::computingElement, p.value("computingElement"), 128);
-    set_text(JobAttr::sourceSite, p.value("source_site"), 36);
-    set_text(JobAttr::destinationSite, p.value("destination_site"), 36);
+    }
     // Codes that upstream keeps only when they are integers.
     if let Some(code) = p
         .value("transExitCode")

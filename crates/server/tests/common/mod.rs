@@ -400,6 +400,25 @@ pub async fn submit(client: &reqwest::Client, server: &Server, jobs: &[TestJob])
         .collect()
 }
 
+/// updateJob the way pilot 3.11 sends it (gzipped JSON, no Content-Encoding); the answer's
+/// urlencoded fields.
+pub async fn update_job(
+    server: &Server,
+    fields: serde_json::Value,
+) -> std::collections::BTreeMap<String, String> {
+    let text = http()
+        .post(server.url("/server/panda/updateJob"))
+        .header("Content-Type", "application/json")
+        .body(gzip(fields.to_string().as_bytes()))
+        .send()
+        .await
+        .expect("updateJob")
+        .text()
+        .await
+        .expect("text");
+    form(&text)
+}
+
 /// gzip of `data`.
 pub fn gzip(data: &[u8]) -> Vec<u8> {
     use std::io::Write;

@@ -426,6 +426,7 @@ async fn main() -> anyhow::Result<()> {
                             let t = Instant::now();
                             match client
                                 .get(format!("{url}/api/v1/system/is_alive"))
+                                .header("Accept", "application/json")
                                 .send()
                                 .await
                             {

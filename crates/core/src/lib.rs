@@ -12,6 +12,7 @@ pub mod job;
 pub mod queue;
 pub mod record;
 pub mod status;
+pub mod task;
 pub mod time;
 pub mod value;
 
@@ -20,4 +21,5 @@ pub use job::{JobAttr, JobSpec};
 pub use queue::{QueueSpec, QueueStatus, QueueType};
 pub use record::{AttrSet, Record};
 pub use status::{JobStatus, JobTable};
+pub use task::{task_status_is_final, TaskAttr, TaskSpec};
 pub use value::{Attribute, ColumnType, Value, ValueError};

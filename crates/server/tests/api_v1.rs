@@ -96,7 +96,9 @@ async fn the_pilot_cycle_works_in_the_new_api() {
         assert!(missing["message"]
             .as_str()
             .is_some_and(|m| m.contains("site_name")));
-        let get = reqwest::get(server.url("/api/v1/pilot/update_job"))
+        let get = common::api_client()
+            .get(server.url("/api/v1/pilot/update_job"))
+            .send()
             .await
             .expect("get");
         let envelope: Json = get.json().await.expect("json");
@@ -210,7 +212,7 @@ async fn commands_debug_mode_and_resource_types() {
     .await;
     let job = store.get_job(ids[0]).await.expect("read").expect("job");
     assert!(job.get(JobAttr::specialHandling).is_null());
-    let types: Json = reqwest::Client::new()
+    let types: Json = common::api_client()
         .get(server.url("/api/v1/metaconfig/get_resource_types"))
         .send()
         .await

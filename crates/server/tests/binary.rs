@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{db_env, http, run, Server};
+use common::{api_client, db_env, run, Server};
 use panda_store::testing::{backends, TestDb};
 use panda_store::{SchemaVersion, Store, StoreOptions};
 
@@ -21,7 +21,7 @@ async fn starts_without_config_answers_health_checks_and_stops_on_sigterm() {
             server.base_url
         );
 
-        let client = http();
+        let client = api_client();
         let alive = client
             .get(server.url("/api/v1/system/is_alive"))
             .send()
@@ -72,7 +72,7 @@ async fn httpd_and_daemon_run_separately_and_stop_on_sigterm() {
         assert!(run(&["schema", "migrate"], &env).status.success());
 
         let mut web = Server::start(&["httpd"], &env);
-        let alive = http()
+        let alive = api_client()
             .get(web.url("/server/panda/isAlive"))
             .send()
             .await
@@ -93,7 +93,7 @@ async fn httpd_and_daemon_run_separately_and_stop_on_sigterm() {
 async fn a_loopback_caller_without_credentials_is_the_local_operator_in_local_mode() {
     let db = TestDb::new(panda_store::Backend::Sqlite);
     let server = Server::start(&[], &db_env(&db));
-    let client = http();
+    let client = api_client();
     let body: serde_json::Value = client
         .get(server.url("/api/v1/system/get_attributes"))
         .send()
@@ -138,7 +138,7 @@ async fn with_a_config_file_loopback_callers_are_not_trusted_unless_configured()
     )
     .expect("write cfg");
     let server = Server::start(&["--config", &cfg.display().to_string()], &[]);
-    let body: serde_json::Value = http()
+    let body: serde_json::Value = api_client()
         .get(server.url("/api/v1/system/get_attributes"))
         .send()
         .await

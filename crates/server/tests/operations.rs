@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{db_env, http, run, Server, BINARY};
+use common::{api_client, db_env, http, run, Server, BINARY};
 use panda_store::testing::TestDb;
 use panda_store::Backend;
 
@@ -329,12 +329,12 @@ fn install_lays_out_every_file_and_the_units_verify() {
 async fn sigterm_during_a_burst_leaves_no_truncated_answer() {
     let db = TestDb::new(Backend::Sqlite);
     let mut server = Server::start(&[], &db_env(&db));
-    let client = http();
+    let client = api_client();
     let stop_after = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut workers = Vec::new();
-    for w in 0..16 {
+    for _ in 0..16 {
         let client = client.clone();
-        let url = server.url(&format!("/api/v1/system/is_alive?w={w}"));
+        let url = server.url("/api/v1/system/is_alive");
         let stopping = stop_after.clone();
         workers.push(tokio::spawn(async move {
             let (mut complete, deadline) = (0, Instant::now() + Duration::from_secs(20));

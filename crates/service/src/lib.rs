@@ -8,9 +8,11 @@ mod brokerage;
 mod dispatch;
 mod error;
 mod kill;
+mod reassign;
 mod retry;
 mod setup;
 mod submit;
+mod tasks;
 mod update;
 
 use std::sync::Arc;
@@ -24,6 +26,7 @@ pub use kill::{may_change, EC_KILL};
 pub use retry::{RetryOutcome, EC_RETRIED};
 pub use setup::{DataManagement, FinalizeDecision, NoDataMovement, SetupDecision};
 pub use submit::SubmittedJob;
+pub use tasks::{code as task_code, user_name, TaskCommand, TaskOutcome};
 pub use update::{JobUpdate, UpdateResult, ALLOWED_PILOT_STATES};
 
 /// Settings of the job logic, from the server's configuration.

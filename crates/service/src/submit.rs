@@ -56,18 +56,7 @@ impl JobService {
         let ids = store.allocate_panda_ids(jobs.len()).await?;
         let needs_brokerage = jobs.iter().any(|j| j.get(JobAttr::computingSite).is_null());
         let (queues, load) = if needs_brokerage {
-            let queues: Vec<QueueSpec> = store
-                .all_queues()
-                .await?
-                .into_iter()
-                .filter_map(|(name, json)| {
-                    serde_json::from_str(&json)
-                        .ok()
-                        .map(|d| QueueSpec::from_json(&name, d))
-                })
-                .collect();
-            let load: HashMap<String, i64> = store.activated_counts().await?.into_iter().collect();
-            (queues, load)
+            self.brokerage_inputs().await?
         } else {
             (Vec::new(), HashMap::new())
         };
@@ -94,6 +83,25 @@ impl JobService {
             });
         }
         Ok(results)
+    }
+
+    /// The queues and their `activated` counts, which brokerage chooses from.
+    pub(crate) async fn brokerage_inputs(
+        &self,
+    ) -> Result<(Vec<QueueSpec>, HashMap<String, i64>), ServiceError> {
+        let store = self.store();
+        let queues: Vec<QueueSpec> = store
+            .all_queues()
+            .await?
+            .into_iter()
+            .filter_map(|(name, json)| {
+                serde_json::from_str(&json)
+                    .ok()
+                    .map(|d| QueueSpec::from_json(&name, d))
+            })
+            .collect();
+        let load: HashMap<String, i64> = store.activated_counts().await?.into_iter().collect();
+        Ok((queues, load))
     }
 
     /// Upstream's insertNewJob defaults.

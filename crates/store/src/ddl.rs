@@ -8,6 +8,7 @@
 //! the same primary keys; the store runs unchanged on upstream's partitioned ones.
 
 use panda_core::job::JOB_ATTRIBUTES;
+use panda_core::task::TASK_ATTRIBUTES;
 use panda_core::{ColumnType, JobTable};
 
 use crate::driver::Dialect;
@@ -302,7 +303,190 @@ pub fn core_tables(dialect: Dialect) -> Vec<String> {
     ]);
     statements.extend(sequences(dialect));
     statements.extend(archive_tables(dialect));
+    statements.extend(task_tables(dialect));
+    statements.extend(harvester_tables(dialect));
     statements
+}
+
+/// The column type of a task attribute: as the attribute table says.
+fn task_columns(dialect: Dialect) -> Vec<String> {
+    TASK_ATTRIBUTES
+        .iter()
+        .map(|attr| {
+            let constraint = match attr.name {
+                "jediTaskID" | "status" | "userName" | "creationDate" | "modificationTime" => {
+                    " NOT NULL"
+                }
+                _ => "",
+            };
+            format!(
+                "{} {}{constraint}",
+                attr.column(),
+                dialect.column_type(attr.column_type)
+            )
+        })
+        .collect()
+}
+
+/// JEDI's task tables (`jedi_tasks`, `jedi_taskparams`, `tasks_statuslog`) and the task ID
+/// sequence. Upstream takes task IDs from DEFT's `prodsys2_task_id_seq`; we have no DEFT
+/// schema, so `jedi_tasks_id_seq` starts at 10^7, where pbook stops reading IDs as request IDs.
+pub fn task_tables(dialect: Dialect) -> Vec<String> {
+    let ty = |t| dialect.column_type(t);
+    let (big, small, ts) = (
+        ty(ColumnType::BigInt),
+        ty(ColumnType::SmallInt),
+        ty(ColumnType::Timestamp),
+    );
+    let vc = |n| ty(ColumnType::VarChar(n));
+    let mut columns = task_columns(dialect);
+    columns.extend([
+        format!("amiflag_old {}", vc(10)),
+        format!("amiflag {} DEFAULT 1", ty(ColumnType::Int)),
+        format!("job_label {}", vc(20)),
+        format!("realmodificationtime {ts}"),
+    ]);
+    let mut statements = vec![
+        format!(
+            "CREATE TABLE IF NOT EXISTS jedi_tasks (\n  {},\n  PRIMARY KEY (jeditaskid)\n)",
+            columns.join(",\n  ")
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS jedi_taskparams (
+  jeditaskid {big} NOT NULL PRIMARY KEY, taskparams TEXT
+)"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS tasks_statuslog (
+  jeditaskid {big} NOT NULL, modificationtime {ts} NOT NULL, status {} NOT NULL,
+  modificationhost {}, attemptnr {small}, reason {}
+)",
+            vc(64),
+            vc(128),
+            vc(255)
+        ),
+        "CREATE INDEX IF NOT EXISTS jedi_tasks_modiftime_idx ON jedi_tasks (modificationtime)"
+            .into(),
+        "CREATE INDEX IF NOT EXISTS jedi_tasks_reqid_idx ON jedi_tasks (reqid, username)".into(),
+        "CREATE INDEX IF NOT EXISTS jedi_tasks_nametaskid_idx ON jedi_tasks (taskname, jeditaskid)"
+            .into(),
+        "CREATE INDEX IF NOT EXISTS task_statuslog_jeditaskid_idx ON tasks_statuslog (jeditaskid)"
+            .into(),
+    ];
+    statements.extend(match dialect {
+        Dialect::Postgres => vec![
+            "CREATE SEQUENCE IF NOT EXISTS jedi_tasks_id_seq START WITH 10000000".to_string(),
+            "CREATE SEQUENCE IF NOT EXISTS harvester_command_id_seq".to_string(),
+        ],
+        Dialect::Sqlite => vec![
+            "INSERT OR IGNORE INTO panda_sequences (name, last_value) VALUES
+  ('jedi_tasks_id_seq', 9999999), ('harvester_command_id_seq', 0)"
+                .to_string(),
+        ],
+    });
+    statements
+}
+
+/// Harvester's tables and the worker-node tables pilots fill, as upstream's.
+pub fn harvester_tables(dialect: Dialect) -> Vec<String> {
+    let ty = |t| dialect.column_type(t);
+    let (big, int, small, ts) = (
+        ty(ColumnType::BigInt),
+        ty(ColumnType::Int),
+        ty(ColumnType::SmallInt),
+        ty(ColumnType::Timestamp),
+    );
+    let vc = |n| ty(ColumnType::VarChar(n));
+    let (v50, v100, v128) = (vc(50), vc(100), vc(128));
+    vec![
+        format!(
+            "CREATE TABLE IF NOT EXISTS harvester_instances (
+  harvester_id {v50} NOT NULL PRIMARY KEY, description {}, starttime {ts}, owner {v100},
+  hostname {v100}, lastupdate {ts}, sw_version {v50}, commit_stamp {v100}
+)",
+            vc(200)
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS harvester_commands (
+  command_id {big} NOT NULL PRIMARY KEY, command {}, harvester_id {v50}, ack_requested {small},
+  creation_date {ts}, status {}, status_date {ts}, params TEXT
+)",
+            vc(200),
+            vc(32)
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS harvester_command_lock (
+  harvester_id {v50} NOT NULL, computingsite {v128} NOT NULL, resourcetype {} NOT NULL,
+  command {} NOT NULL, lockedtime {ts}, lockedby {},
+  PRIMARY KEY (harvester_id, computingsite, resourcetype, command)
+)",
+            vc(56),
+            vc(200),
+            vc(56)
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS harvester_dialogs (
+  harvester_id {v50} NOT NULL, diagid {big} NOT NULL, modulename {v100}, identifier {v100},
+  creationtime {ts} NOT NULL, messagelevel {}, diagmessage {}
+)",
+            vc(10),
+            vc(500)
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS harvester_metrics (
+  harvester_id {v50} NOT NULL, creation_time {ts} NOT NULL, harvester_host {v100},
+  metrics {}
+)",
+            vc(4000)
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS harvester_worker_stats (
+  harvester_id {v50} NOT NULL, computingsite {v128} NOT NULL, resourcetype {} NOT NULL,
+  status {} NOT NULL, jobtype {} NOT NULL, n_workers {int}, lastupdate {ts} NOT NULL,
+  PRIMARY KEY (harvester_id, computingsite, resourcetype, status, jobtype)
+)",
+            vc(56),
+            vc(80),
+            vc(52)
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS harvester_rel_jobs_workers (
+  harvesterid {v50} NOT NULL, workerid {big} NOT NULL, pandaid {big} NOT NULL,
+  lastupdate {ts} NOT NULL, PRIMARY KEY (harvesterid, workerid, pandaid)
+)"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS worker_node (
+  site {v128} NOT NULL, host_name {v128} NOT NULL, cpu_model {v128} NOT NULL,
+  n_logical_cpus {int}, n_sockets {int}, cores_per_socket {int}, threads_per_core {int},
+  cpu_architecture {}, cpu_architecture_level {}, clock_speed {}, total_memory {big},
+  last_seen {ts}, total_local_disk {big}, cpu_model_normalized {v128},
+  PRIMARY KEY (site, host_name, cpu_model)
+)",
+            vc(20),
+            vc(20),
+            ty(ColumnType::Decimal(9, 2))
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS worker_node_gpus (
+  site {v128} NOT NULL, host_name {v128} NOT NULL, vendor {v128} NOT NULL,
+  model {v128} NOT NULL, count {int}, vram {big}, architecture {v128}, framework {v128},
+  framework_version {}, driver_version {}, last_seen {ts},
+  PRIMARY KEY (site, host_name, vendor, model)
+)",
+            vc(20),
+            vc(20)
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS worker_node_queue (
+  site {v128} NOT NULL, host_name {v128} NOT NULL, panda_queue {v128} NOT NULL,
+  last_seen {ts}, PRIMARY KEY (site, host_name, panda_queue)
+)"
+        ),
+        "CREATE INDEX IF NOT EXISTS harvester_workers_worker_idx \
+         ON harvester_workers (harvesterid, workerid)"
+            .into(),
+    ]
 }
 
 /// Upstream's sequences for PandaIDs and file row IDs. SQLite has no sequences, so a small
@@ -359,6 +543,9 @@ pub fn lookup_indexes(_dialect: Dialect) -> Vec<String> {
         "CREATE INDEX IF NOT EXISTS jobsarchived4_modtime_idx ON jobsarchived4 (modificationtime)",
         "CREATE INDEX IF NOT EXISTS filestable4_pandaid_idx ON filestable4 (pandaid)",
         "CREATE INDEX IF NOT EXISTS jobs_statuslog_pandaid_idx ON jobs_statuslog (pandaid)",
+        "CREATE INDEX IF NOT EXISTS jobsdefined4_jeditaskid_idx ON jobsdefined4 (jeditaskid)",
+        "CREATE INDEX IF NOT EXISTS jobsactive4_jeditaskid_idx ON jobsactive4 (jeditaskid)",
+        "CREATE INDEX IF NOT EXISTS jobsarchived4_jeditaskid_idx ON jobsarchived4 (jeditaskid)",
     ]
     .iter()
     .map(|s| s.to_string())

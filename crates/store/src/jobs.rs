@@ -444,7 +444,7 @@ async fn stamp_archived(tx: &mut dyn Tx, job: &JobSpec) -> Result<()> {
 
 /// Takes `count` values from a sequence: `nextval` on PostgreSQL, a counter row on SQLite
 /// (advanced under the write lock, so concurrent writers never share a value).
-async fn next_ids(
+pub(crate) async fn next_ids(
     tx: &mut dyn Tx,
     dialect: Dialect,
     sequence: &str,

@@ -17,6 +17,7 @@ pub mod ddl;
 mod dispatch;
 pub mod driver;
 pub mod error;
+mod harvester;
 mod jobs;
 mod lookups;
 mod postgres;
@@ -25,6 +26,7 @@ mod retry_rules;
 pub mod schema;
 mod side;
 mod sqlite;
+mod tasks;
 #[doc(hidden)]
 pub mod testing;
 
@@ -38,11 +40,15 @@ pub use daemon_support::OutputReport;
 pub use dispatch::{ClaimRequest, LabelFilter};
 pub use driver::{Dialect, Driver, Tx, TxMode};
 pub use error::{Result, StoreError};
+pub use harvester::{
+    ColumnValue, HarvesterCommand, JobStatRow, WorkerNode, WorkerStat, WorkerUpdate,
+};
 pub use jobs::{Decision, JobSql};
 pub use lookups::{JobBrief, ResourceType};
 pub use retry_rules::RetryRule;
 pub use schema::{MigrationReport, SchemaVersion, SCHEMA_VERSION};
 pub use side::SideWrite;
+pub use tasks::TaskCriterion;
 
 /// Behaviour switches of the store, from the server's configuration.
 #[derive(Clone, Debug)]

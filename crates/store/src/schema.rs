@@ -60,7 +60,8 @@ pub struct Migration {
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
         version: SchemaVersion::new(0, 1, 5),
-        description: "job, file, parameter, report, log, lock, config and queue tables; sequences",
+        description: "job, file, parameter, report, log, lock, config, queue, task, harvester and \
+                      worker-node tables; sequences",
         statements: ddl::core_tables,
     },
     Migration {

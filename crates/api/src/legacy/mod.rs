@@ -21,7 +21,7 @@ use panda_service::ServiceError;
 use crate::body::{legacy_params, read_body, LegacyParams};
 use crate::{forbidden_method, AppState};
 pub(crate) use job_dict::attr_json;
-pub use protocol::{accepts_json, Protocol};
+pub use protocol::{accepts_json, python_repr, Protocol};
 
 /// What a legacy handler gets.
 pub(crate) struct LegacyCall {

@@ -7,12 +7,20 @@
 //! As upstream, a shorter list is accepted: missing trailing attributes are NULL.
 
 use chrono::NaiveDateTime;
-use panda_core::{AttrSet, Attribute, FileAttr, FileSpec, JobAttr, JobSpec, Record, Value};
+use panda_core::{
+    AttrSet, Attribute, FileAttr, FileSpec, JobAttr, JobSpec, JobTable, Record, Value,
+};
 
 use serde_json::{json, Value as Json};
 
-use super::{Call, Envelope};
+use super::args::ArgsExt;
+use super::{record_json, Call, Envelope};
 use crate::AppState;
+
+/// Jobs per `job/submit` call, as upstream.
+const MAX_SUBMIT: usize = 5000;
+/// PanDAIDs per `job/get_description` call, as upstream.
+const MAX_DESCRIPTIONS: usize = 5500;
 
 /// Decodes one positional value into a column value.
 fn decode_value(attr: &Attribute, raw: &Json) -> Result<Value, String> {
@@ -84,19 +92,17 @@ pub(crate) fn decode_jobs(jobs_text: &str) -> Result<Vec<JobSpec>, String> {
 }
 
 pub(crate) async fn submit(state: &AppState, call: &Call) -> Envelope {
-    if !call.identity.is_authenticated() {
-        return Envelope::fail("SSL secure connection is required");
-    }
-    let jobs_text = match call.args.get("jobs") {
-        Some(Json::String(s)) => s.clone(),
-        Some(other @ Json::Array(_)) => other.to_string(),
-        Some(_) => return Envelope::fail("Type error: jobs must be a JSON string"),
-        None => return Envelope::fail("Argument error: missing argument 'jobs'"),
-    };
-    let jobs = match decode_jobs(&jobs_text) {
+    let jobs_text = call.args.text("jobs").unwrap_or_default();
+    let jobs = match decode_jobs(jobs_text) {
         Ok(jobs) => jobs,
         Err(e) => return Envelope::fail(format!("Failed to deserialize jobs: {e}")),
     };
+    if jobs.len() > MAX_SUBMIT {
+        return Envelope::fail(format!(
+            "too many jobs: {} given, at most {MAX_SUBMIT} per call",
+            jobs.len()
+        ));
+    }
     match state.service.submit(&call.identity, jobs).await {
         Ok(results) => Envelope::ok(Json::Array(
             results
@@ -114,51 +120,15 @@ pub(crate) async fn submit(state: &AppState, call: &Call) -> Envelope {
     }
 }
 
-/// A job as panda-client's `JobSpec.load_from_dict` reads it: attribute names to values
-/// (`None` for NULL, times as `YYYY-mm-dd HH:MM:SS`), plus `"Files"`.
+/// A job as panda-client's `JobSpec.load_from_dict` reads it: every attribute (`null` for
+/// NULL, times as `{"__datetime__": iso}`), plus `"Files"`, the file dicts.
 fn job_dict(job: &JobSpec) -> Json {
-    let value = |v: &Value| match v {
-        Value::Time(Some(_)) => json!(v.render()),
-        other if other.is_null() => Json::Null,
-        other => crate::legacy::attr_json(other),
-    };
-    let mut map = serde_json::Map::new();
-    for (attr, v) in job.iter() {
-        map.insert(attr.name.to_string(), value(v));
+    let mut dict = record_json(&job.attrs);
+    if let Json::Object(map) = &mut dict {
+        let files: Vec<Json> = job.files.iter().map(record_json).collect();
+        map.insert("Files".into(), Json::Array(files));
     }
-    let files: Vec<Json> = job
-        .files
-        .iter()
-        .map(|f| {
-            Json::Object(
-                f.iter()
-                    .map(|(a, v)| (a.name.to_string(), value(v)))
-                    .collect(),
-            )
-        })
-        .collect();
-    map.insert("Files".into(), Json::Array(files));
-    Json::Object(map)
-}
-
-fn job_ids(call: &Call) -> Result<Vec<i64>, Envelope> {
-    let raw = call
-        .args
-        .get("job_ids")
-        .ok_or_else(|| Envelope::fail("Argument error: missing argument 'job_ids'"))?;
-    let list = match raw {
-        Json::Array(items) => items.clone(),
-        Json::String(s) => s.split(',').map(|p| json!(p.trim())).collect(),
-        other => vec![other.clone()],
-    };
-    list.iter()
-        .map(|v| match v {
-            Json::Number(n) => n.as_i64(),
-            Json::String(s) => s.trim().parse().ok(),
-            _ => None,
-        })
-        .collect::<Option<Vec<i64>>>()
-        .ok_or_else(|| Envelope::fail("Type error: job_ids must be a list of PandaIDs"))
+    dict
 }
 
 /// `job/get_description` (live tables) and `job/get_description_incl_archive`: one entry per
@@ -168,10 +138,13 @@ pub(crate) async fn get_description(
     call: &Call,
     include_archive: bool,
 ) -> Envelope {
-    let ids = match job_ids(call) {
-        Ok(ids) => ids,
-        Err(e) => return e,
-    };
+    let ids = call.args.ints("job_ids");
+    if ids.len() > MAX_DESCRIPTIONS {
+        return Envelope::fail(format!(
+            "too many job IDs: {} given, at most {MAX_DESCRIPTIONS} per call",
+            ids.len()
+        ));
+    }
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
         match state.service.store().get_job(id).await {
@@ -179,7 +152,7 @@ pub(crate) async fn get_description(
                 if include_archive
                     || job
                         .status()
-                        .is_some_and(|s| s.table() != panda_core::JobTable::Archived) =>
+                        .is_some_and(|s| s.table() != JobTable::Archived) =>
             {
                 out.push(job_dict(&job))
             }
@@ -192,47 +165,18 @@ pub(crate) async fn get_description(
 
 /// `job/kill`: a list of booleans, one per PandaID, true when the kill was accepted.
 pub(crate) async fn kill(state: &AppState, call: &Call) -> Envelope {
-    if !call.identity.is_authenticated() {
-        return Envelope::fail("SSL secure connection is required");
-    }
-    let ids = match job_ids(call) {
-        Ok(ids) => ids,
-        Err(e) => return e,
-    };
-    let code = call.args.get("code").and_then(|c| match c {
-        Json::Number(n) => n.as_i64(),
-        Json::String(s) => s.parse().ok(),
-        _ => None,
-    });
+    let ids = call.args.ints("job_ids");
+    let code = call.args.int("code");
     match state.service.kill_jobs(&call.identity, &ids, code).await {
         Ok(results) => Envelope::ok(json!(results)),
         Err(e) => Envelope::from_service(e),
     }
 }
 
-fn job_id(call: &Call) -> Result<i64, Envelope> {
-    match call.args.get("job_id") {
-        Some(Json::Number(n)) => n.as_i64(),
-        Some(Json::String(s)) => s.trim().parse().ok(),
-        None => {
-            return Err(Envelope::fail(
-                "Argument error: missing required argument 'job_id'",
-            ))
-        }
-        _ => None,
-    }
-    .ok_or_else(|| Envelope::fail("Type error: job_id must be an integer"))
-}
-
 /// `job/set_command`: sets `commandToPilot`; production role.
 pub(crate) async fn set_command(state: &AppState, call: &Call) -> Envelope {
-    let id = match job_id(call) {
-        Ok(id) => id,
-        Err(e) => return e,
-    };
-    let Some(command) = call.args.get("command").and_then(Json::as_str) else {
-        return Envelope::fail("Argument error: missing required argument 'command'");
-    };
+    let id = call.args.int("job_id").unwrap_or_default();
+    let command = call.args.text("command").unwrap_or_default();
     match state.service.set_command(&call.identity, id, command).await {
         Ok(done) => Envelope {
             success: done,
@@ -245,20 +189,59 @@ pub(crate) async fn set_command(state: &AppState, call: &Call) -> Envelope {
 
 /// `job/set_debug_mode`: turns debug mode on or off; production role.
 pub(crate) async fn set_debug_mode(state: &AppState, call: &Call) -> Envelope {
-    let id = match job_id(call) {
-        Ok(id) => id,
-        Err(e) => return e,
-    };
-    let on = match call.args.get("mode") {
-        Some(Json::Bool(b)) => *b,
-        Some(Json::String(s)) => matches!(s.to_ascii_lowercase().as_str(), "true" | "1"),
-        _ => return Envelope::fail("Argument error: missing required argument 'mode'"),
-    };
+    let id = call.args.int("job_id").unwrap_or_default();
+    let on = call.args.flag("mode");
     match state.service.set_debug_mode(&call.identity, id, on).await {
         Ok(done) => Envelope {
             success: done,
             message: String::new(),
             data: json!(done),
+        },
+        Err(e) => Envelope::from_service(e),
+    }
+}
+
+/// `job/get_status`: `{"status", "command"}` per PandaID, as the legacy `checkJobStatus`;
+/// a job that is unknown, or archived more than an hour ago, is `unknown` and `tobekilled`.
+pub(crate) async fn get_status(state: &AppState, call: &Call) -> Envelope {
+    let ids = call.args.ints("job_ids");
+    let briefs = match state
+        .service
+        .store()
+        .job_briefs(
+            &ids,
+            &[JobTable::Defined, JobTable::Active, JobTable::Archived],
+        )
+        .await
+    {
+        Ok(briefs) => briefs,
+        Err(e) => return Envelope::from_service(e.into()),
+    };
+    let hour_ago = panda_core::time::now() - chrono::Duration::hours(1);
+    let data: Vec<Json> = ids
+        .iter()
+        .map(|id| match briefs.get(id) {
+            Some(b)
+                if b.table != JobTable::Archived
+                    || b.modification_time.is_some_and(|t| t > hour_ago) =>
+            {
+                json!({"status": b.status, "command": b.command})
+            }
+            _ => json!({"status": "unknown", "command": "tobekilled"}),
+        })
+        .collect();
+    Envelope::ok(Json::Array(data))
+}
+
+/// `job/reassign`: queued jobs of the caller go back through brokerage; always succeeds, as
+/// upstream, with `null`.
+pub(crate) async fn reassign(state: &AppState, call: &Call) -> Envelope {
+    let ids = call.args.ints("job_ids");
+    match state.service.reassign_jobs(&call.identity, &ids).await {
+        Ok(moved) => Envelope {
+            success: true,
+            message: format!("{moved} of {} jobs reassigned", ids.len()),
+            data: Json::Null,
         },
         Err(e) => Envelope::from_service(e),
     }

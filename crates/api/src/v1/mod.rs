@@ -1,15 +1,24 @@
 //! The JSON API, `/api/<version>/<module>/<function>` (`v1`, or `latest` for `v1`).
 //!
 //! Every function answers upstream's envelope `{"success": bool, "message": str, "data": ...}`,
-//! with HTTP 200 even when `success` is false; an unknown function is 403 as upstream. GET
-//! arguments come from the query string, POST arguments from a JSON object body (gzip
-//! accepted with or without `Content-Encoding`).
+//! with HTTP 200 even when `success` is false; an unknown function is 403 as upstream. Each
+//! function is declared once in [`ENDPOINTS`] with its HTTP method, who may call it and its
+//! arguments; [`call`] enforces all three before the handler runs, so handlers read
+//! arguments of the declared types. GET arguments come from the query string, POST arguments
+//! from a JSON object body (gzip accepted with or without `Content-Encoding`).
+//!
+//! The envelope is JSON when the client asks for JSON (`Accept` or `Content-Type` listing
+//! `application/json`), and otherwise upstream's Python rendering of the same dict, which is
+//! what upstream sends to such clients.
 
+mod args;
+mod harvester;
 mod job;
 mod pilot;
+mod statistics;
 mod system;
+mod task;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -17,22 +26,24 @@ use axum::extract::{Path, Request, State};
 use axum::http::{header, Method};
 use axum::response::{IntoResponse, Response};
 use panda_core::identity::Identity;
+use panda_core::{AttrSet, Record, Value};
 use panda_service::ServiceError;
 use serde::Serialize;
 use serde_json::Value as Json;
 
-use crate::body::read_body;
+use crate::body::{read_body, BodyError};
 use crate::forbidden_method;
 use crate::identity::ClientAddr;
+use crate::legacy::python_repr;
 use crate::AppState;
+use args::{opt, req, validate, ArgsExt, Param, Ty, ANY_KEYWORD};
 
 /// What a v1 handler gets.
 pub(crate) struct Call {
     pub method: Method,
     pub identity: Arc<Identity>,
     pub peer: Option<SocketAddr>,
-    pub query: BTreeMap<String, String>,
-    /// Arguments: the query's, overridden by a JSON body's.
+    /// The arguments, validated against the function's declaration.
     pub args: serde_json::Map<String, Json>,
 }
 
@@ -61,6 +72,15 @@ impl Envelope {
         }
     }
 
+    /// Success with a message and no data.
+    pub fn ok_with(message: impl Into<String>) -> Envelope {
+        Envelope {
+            success: true,
+            message: message.into(),
+            data: Json::Null,
+        }
+    }
+
     pub fn from_service(error: ServiceError) -> Envelope {
         match error {
             ServiceError::BadRequest(m) | ServiceError::Forbidden(m) => Envelope::fail(m),
@@ -70,43 +90,458 @@ impl Envelope {
             }
         }
     }
-}
 
-impl IntoResponse for Envelope {
-    fn into_response(self) -> Response {
-        let body = serde_json::to_string(&self).unwrap_or_else(|_| {
-            r#"{"success":false,"message":"encoding error","data":null}"#.into()
-        });
-        ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+    /// The envelope as JSON, or as upstream's Python `str()` of the dict.
+    pub fn into_response_as(self, json: bool) -> Response {
+        if json {
+            let body = serde_json::to_string(&self).unwrap_or_else(|_| {
+                r#"{"success":false,"message":"encoding error","data":null}"#.into()
+            });
+            ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+        } else {
+            let dict = serde_json::json!({
+                "success": self.success, "message": self.message, "data": self.data,
+            });
+            (
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                python_repr(&dict),
+            )
+                .into_response()
+        }
     }
 }
 
-/// Functions that only take POST.
-const POST_ONLY: &[(&str, &str)] = &[
-    ("job", "submit"),
-    ("job", "kill"),
-    ("job", "set_command"),
-    ("job", "set_debug_mode"),
-    ("pilot", "acquire_jobs"),
-    ("pilot", "update_job"),
-    ("pilot", "update_jobs_bulk"),
+/// A column value as upstream's JSON encoder writes it: NULL is `null`, a time is
+/// `{"__datetime__": "<Python isoformat>"}`, numbers are numbers.
+pub(crate) fn value_json(value: &Value) -> Json {
+    match value {
+        Value::Time(Some(t)) => {
+            let iso = if t.and_utc().timestamp_subsec_micros() == 0 {
+                t.format("%Y-%m-%dT%H:%M:%S").to_string()
+            } else {
+                t.format("%Y-%m-%dT%H:%M:%S%.6f").to_string()
+            };
+            serde_json::json!({ "__datetime__": iso })
+        }
+        other if other.is_null() => Json::Null,
+        other => crate::legacy::attr_json(other),
+    }
+}
+
+/// A record as a dict of attribute names to [`value_json`] values.
+pub(crate) fn record_json<A: AttrSet>(record: &Record<A>) -> Json {
+    Json::Object(
+        record
+            .iter()
+            .map(|(attr, v)| (attr.name.to_string(), value_json(v)))
+            .collect(),
+    )
+}
+
+/// Which HTTP methods a function takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Verb {
+    Get,
+    Post,
+    Any,
+}
+
+/// Who may call a function (upstream's `secure` and `production` flags; `TaskOwner` is
+/// secure, and the handler checks that the caller owns the task or has the production role).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Access {
+    Open,
+    Secure,
+    Production,
+    TaskOwner,
+}
+
+/// One function of the API: its method, its access rule and its arguments, declared here so
+/// that the table can be read against upstream's (api.md §7.2).
+pub(crate) struct Endpoint {
+    pub module: &'static str,
+    pub function: &'static str,
+    pub verb: Verb,
+    pub access: Access,
+    pub params: &'static [Param],
+}
+
+const fn ep(
+    module: &'static str,
+    function: &'static str,
+    verb: Verb,
+    access: Access,
+    params: &'static [Param],
+) -> Endpoint {
+    Endpoint {
+        module,
+        function,
+        verb,
+        access,
+        params,
+    }
+}
+
+use Access::{Open, Production, Secure, TaskOwner};
+use Ty::{Bool, Dict, DictOrStr, Float, Int, IntList, List, Str, StrList};
+use Verb::{Get, Post};
+
+const TIMEOUT: Param = opt("timeout", Int);
+
+/// Every function served. Anything else under `/api/v1` is 403, as upstream.
+pub(crate) const ENDPOINTS: &[Endpoint] = &[
+    ep("system", "is_alive", Verb::Any, Open, &[]),
+    ep(
+        "system",
+        "get_attributes",
+        Verb::Any,
+        Secure,
+        &[opt(ANY_KEYWORD, Ty::Any)],
+    ),
+    // job
+    ep("job", "submit", Post, Secure, &[req("jobs", Str)]),
+    ep(
+        "job",
+        "get_status",
+        Get,
+        Secure,
+        &[req("job_ids", IntList), TIMEOUT],
+    ),
+    ep(
+        "job",
+        "get_description",
+        Verb::Any,
+        Secure,
+        &[req("job_ids", IntList)],
+    ),
+    ep(
+        "job",
+        "get_description_incl_archive",
+        Verb::Any,
+        Secure,
+        &[req("job_ids", IntList)],
+    ),
+    ep(
+        "job",
+        "kill",
+        Post,
+        Secure,
+        &[
+            req("job_ids", IntList),
+            opt("code", Int),
+            opt("use_email_as_id", Bool),
+            opt("kill_options", StrList),
+        ],
+    ),
+    ep("job", "reassign", Post, Secure, &[req("job_ids", IntList)]),
+    ep(
+        "job",
+        "set_command",
+        Post,
+        Production,
+        &[req("job_id", Int), req("command", Str)],
+    ),
+    ep(
+        "job",
+        "set_debug_mode",
+        Post,
+        Production,
+        &[req("job_id", Int), req("mode", Bool)],
+    ),
+    // pilot
+    ep("pilot", "acquire_jobs", Post, Secure, pilot::ACQUIRE_PARAMS),
+    ep(
+        "pilot",
+        "get_job_status",
+        Get,
+        Secure,
+        &[req("job_ids", IntList), TIMEOUT],
+    ),
+    ep(
+        "pilot",
+        "update_job",
+        Post,
+        Production,
+        pilot::UPDATE_PARAMS,
+    ),
+    ep(
+        "pilot",
+        "update_jobs_bulk",
+        Post,
+        Production,
+        &[req("job_list", List), opt("harvester_id", Str)],
+    ),
+    ep(
+        "pilot",
+        "update_worker_status",
+        Post,
+        Production,
+        &[
+            req("worker_id", Int),
+            req("harvester_id", Str),
+            req("status", Str),
+            TIMEOUT,
+            opt("node_id", Str),
+        ],
+    ),
+    ep(
+        "pilot",
+        "update_worker_node",
+        Post,
+        Production,
+        &[
+            req("site", Str),
+            req("host_name", Str),
+            req("cpu_model", Str),
+            opt("panda_queue", Str),
+            opt("n_logical_cpus", Int),
+            opt("n_sockets", Int),
+            opt("cores_per_socket", Int),
+            opt("threads_per_core", Int),
+            opt("cpu_architecture", Str),
+            opt("cpu_architecture_level", Str),
+            opt("clock_speed", Float),
+            opt("total_memory", Int),
+            opt("total_local_disk", Int),
+            TIMEOUT,
+        ],
+    ),
+    ep(
+        "pilot",
+        "update_worker_node_gpu",
+        Post,
+        Production,
+        &[
+            req("site", Str),
+            req("host_name", Str),
+            req("vendor", Str),
+            req("model", Str),
+            req("count", Int),
+            opt("vram", Int),
+            opt("architecture", Str),
+            opt("framework", Str),
+            opt("framework_version", Str),
+            opt("driver_version", Str),
+            TIMEOUT,
+        ],
+    ),
+    // task
+    ep(
+        "task",
+        "submit",
+        Post,
+        Secure,
+        &[req("task_parameters", Dict), opt("parent_tid", Int)],
+    ),
+    ep("task", "get_status", Get, Secure, &[req("task_id", Int)]),
+    ep(
+        "task",
+        "get_details",
+        Get,
+        Secure,
+        &[
+            req("task_id", Int),
+            opt("include_parameters", Bool),
+            opt("include_status", Bool),
+        ],
+    ),
+    ep(
+        "task",
+        "get_task_parameters",
+        Get,
+        Secure,
+        &[req("task_id", Int)],
+    ),
+    ep("task", "get_job_ids", Get, Secure, &[req("task_id", Int)]),
+    ep(
+        "task",
+        "kill",
+        Post,
+        TaskOwner,
+        &[req("task_id", Int), opt("broadcast", Bool)],
+    ),
+    ep(
+        "task",
+        "finish",
+        Post,
+        TaskOwner,
+        &[
+            req("task_id", Int),
+            opt("soft", Bool),
+            opt("broadcast", Bool),
+        ],
+    ),
+    ep(
+        "task",
+        "retry",
+        Post,
+        TaskOwner,
+        &[
+            req("task_id", Int),
+            opt("new_parameters", DictOrStr),
+            opt("no_child_retry", Bool),
+            opt("discard_events", Bool),
+            opt("disable_staging_mode", Bool),
+            opt("keep_gshare_priority", Bool),
+            opt("ignore_hard_exhausted", Bool),
+        ],
+    ),
+    ep(
+        "task",
+        "get_tasks_modified_since",
+        Get,
+        Secure,
+        &[
+            req("since", Str),
+            opt("dn", Str),
+            opt("full", Bool),
+            opt("min_task_id", Int),
+            opt("prod_source_label", Str),
+        ],
+    ),
+    ep(
+        "task",
+        "get_tasks_detailed_info_since",
+        Get,
+        Secure,
+        &[opt("since", Str), opt("filters", Str), opt("n_tasks", Int)],
+    ),
+    // harvester
+    ep(
+        "harvester",
+        "heartbeat",
+        Post,
+        Secure,
+        &[req("harvester_id", Str), opt("data", Dict)],
+    ),
+    ep(
+        "harvester",
+        "update_workers",
+        Post,
+        Secure,
+        &[req("harvester_id", Str), req("workers", List)],
+    ),
+    ep(
+        "harvester",
+        "update_service_metrics",
+        Post,
+        Secure,
+        &[req("harvester_id", Str), req("metrics", List)],
+    ),
+    ep(
+        "harvester",
+        "add_dialogs",
+        Post,
+        Secure,
+        &[req("harvester_id", Str), req("dialogs", List)],
+    ),
+    ep(
+        "harvester",
+        "report_worker_statistics",
+        Post,
+        Secure,
+        &[
+            req("harvester_id", Str),
+            req("panda_queue", Str),
+            req("statistics", Str),
+        ],
+    ),
+    ep(
+        "harvester",
+        "acquire_commands",
+        Post,
+        Production,
+        &[req("harvester_id", Str), req("n_commands", Int), TIMEOUT],
+    ),
+    ep(
+        "harvester",
+        "acknowledge_commands",
+        Post,
+        Production,
+        &[req("command_ids", IntList), TIMEOUT],
+    ),
+    ep(
+        "harvester",
+        "get_current_worker_id",
+        Get,
+        Secure,
+        &[req("harvester_id", Str)],
+    ),
+    ep("harvester", "get_worker_statistics", Get, Secure, &[]),
+    // metaconfig
+    ep("metaconfig", "get_resource_types", Get, Secure, &[]),
+    ep(
+        "metaconfig",
+        "get_site_specs",
+        Get,
+        Open,
+        &[opt("type", Str)],
+    ),
+    // statistics
+    ep(
+        "statistics",
+        "job_stats_by_cloud",
+        Get,
+        Open,
+        &[opt("type", Str)],
+    ),
+    ep(
+        "statistics",
+        "production_job_stats_by_cloud_and_processing_type",
+        Get,
+        Open,
+        &[],
+    ),
+    ep("statistics", "active_job_stats_by_site", Get, Open, &[]),
+    ep(
+        "statistics",
+        "active_job_detailed_stats_by_site",
+        Get,
+        Open,
+        &[],
+    ),
+    ep(
+        "statistics",
+        "job_stats_by_site_and_resource_type",
+        Get,
+        Open,
+        &[opt("time_window", Int)],
+    ),
+    ep(
+        "statistics",
+        "job_stats_by_site_share_and_resource_type",
+        Get,
+        Open,
+        &[opt("time_window", Int)],
+    ),
 ];
 
-/// The functions served, by module.
-const SERVED: &[(&str, &str)] = &[
-    ("system", "is_alive"),
-    ("system", "get_attributes"),
-    ("job", "submit"),
-    ("job", "get_description"),
-    ("job", "get_description_incl_archive"),
-    ("job", "kill"),
-    ("job", "set_command"),
-    ("job", "set_debug_mode"),
-    ("pilot", "acquire_jobs"),
-    ("pilot", "update_job"),
-    ("pilot", "update_jobs_bulk"),
-    ("metaconfig", "get_resource_types"),
-];
+/// The declaration of `module/function`, if it is served.
+pub(crate) fn endpoint(module: &str, function: &str) -> Option<&'static Endpoint> {
+    ENDPOINTS
+        .iter()
+        .find(|e| e.module == module && e.function == function)
+}
+
+/// The query string as upstream reads it: a repeated key is a list.
+fn query_args(query: Option<&str>) -> Result<serde_json::Map<String, Json>, String> {
+    let pairs: Vec<(String, String)> = match query {
+        Some(q) => serde_urlencoded::from_str(q)
+            .map_err(|e| format!("Argument error: the query string cannot be decoded: {e}"))?,
+        None => Vec::new(),
+    };
+    let mut args = serde_json::Map::new();
+    for (key, value) in pairs {
+        match args.get_mut(&key) {
+            Some(Json::Array(items)) => items.push(Json::String(value)),
+            Some(first) => *first = Json::Array(vec![first.take(), Json::String(value)]),
+            None => {
+                args.insert(key, Json::String(value));
+            }
+        }
+    }
+    Ok(args)
+}
 
 pub async fn dispatch(
     State(state): State<AppState>,
@@ -116,68 +551,137 @@ pub async fn dispatch(
     if version != "v1" && version != "latest" {
         return forbidden_method(&function);
     }
-    if !SERVED.contains(&(module.as_str(), function.as_str())) {
+    let Some(endpoint) = endpoint(&module, &function) else {
         return forbidden_method(&function);
+    };
+    let json_out = wants_json(request.headers());
+    match call(state, endpoint, request).await {
+        Ok(envelope) => envelope.into_response_as(json_out),
+        Err(e) => e.into_response(),
     }
+}
+
+/// JSON when the client lists `application/json` in `Accept` or sends JSON; otherwise
+/// upstream's Python rendering of the envelope.
+fn wants_json(headers: &axum::http::HeaderMap) -> bool {
+    let lists_json = |name| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.to_ascii_lowercase().contains("application/json"))
+    };
+    lists_json(header::ACCEPT) || lists_json(header::CONTENT_TYPE)
+}
+
+/// Checks the caller, the method and the arguments, in upstream's order, then runs the
+/// handler.
+async fn call(
+    state: AppState,
+    endpoint: &'static Endpoint,
+    request: Request,
+) -> Result<Envelope, BodyError> {
     let method = request.method().clone();
-    if POST_ONLY.contains(&(module.as_str(), function.as_str())) && method != Method::POST {
-        return Envelope::fail(format!("expecting POST, received {method}")).into_response();
-    }
     let identity = request
         .extensions()
         .get::<Arc<Identity>>()
         .cloned()
         .unwrap_or_else(|| Arc::new(Identity::anonymous()));
+    if endpoint.access != Open && !identity.is_authenticated() {
+        return Ok(Envelope::fail("SSL secure connection is required"));
+    }
+    if endpoint.access == Production && !identity.production {
+        return Ok(Envelope::fail("production or pilot role required"));
+    }
+    let allowed = match endpoint.verb {
+        Verb::Any => true,
+        Verb::Get => method == Method::GET || method == Method::HEAD,
+        Verb::Post => method == Method::POST,
+    };
+    if !allowed {
+        let expected = if endpoint.verb == Get { "GET" } else { "POST" };
+        return Ok(Envelope::fail(format!(
+            "expecting {expected}, received {method}"
+        )));
+    }
     let peer = request.extensions().get::<ClientAddr>().and_then(|c| c.0);
-    let query: BTreeMap<String, String> = request
-        .uri()
-        .query()
-        .and_then(|q| serde_urlencoded::from_str(q).ok())
-        .unwrap_or_default();
-    let mut args: serde_json::Map<String, Json> = query
-        .iter()
-        .map(|(k, v)| (k.clone(), Json::String(v.clone())))
-        .collect();
+    let mut raw = match query_args(request.uri().query()) {
+        Ok(args) => args,
+        Err(e) => return Ok(Envelope::fail(e)),
+    };
+    let mut from_query = true;
     if method == Method::POST || method == Method::PUT {
         let body = match read_body(request, state.limits.max_body_bytes).await {
             Ok(body) => body,
-            Err(e) => return e.into_response(),
+            Err(e) => return Err(e),
         };
         if !body.bytes.iter().all(u8::is_ascii_whitespace) {
             match serde_json::from_slice::<Json>(&body.bytes) {
-                Ok(Json::Object(map)) => args.extend(map),
+                Ok(Json::Object(map)) => {
+                    raw = map;
+                    from_query = false;
+                }
                 Ok(_) => {
-                    return Envelope::fail("Argument error: the body must be a JSON object")
-                        .into_response()
+                    return Ok(Envelope::fail(
+                        "Argument error: the body must be a JSON object",
+                    ))
                 }
-                Err(e) => {
-                    return Envelope::fail(format!("received invalid JSON: {e}")).into_response()
-                }
+                Err(e) => return Ok(Envelope::fail(format!("received invalid JSON: {e}"))),
             }
         }
     }
+    let args = match validate(endpoint.params, &raw, from_query) {
+        Ok(args) => args,
+        Err(e) => return Ok(Envelope::fail(e)),
+    };
     let call = Call {
         method,
         identity,
         peer,
-        query,
         args,
     };
-    match (module.as_str(), function.as_str()) {
+    Ok(route(&state, endpoint, &call).await)
+}
+
+async fn route(state: &AppState, endpoint: &Endpoint, call: &Call) -> Envelope {
+    match (endpoint.module, endpoint.function) {
         ("system", "is_alive") => system::is_alive(),
-        ("system", "get_attributes") => system::get_attributes(&call),
-        ("job", "get_description") => job::get_description(&state, &call, false).await,
-        ("job", "get_description_incl_archive") => job::get_description(&state, &call, true).await,
-        ("job", "kill") => job::kill(&state, &call).await,
-        ("job", "set_command") => job::set_command(&state, &call).await,
-        ("job", "set_debug_mode") => job::set_debug_mode(&state, &call).await,
-        ("pilot", "acquire_jobs") => pilot::acquire_jobs(&state, &call).await,
-        ("pilot", "update_job") => pilot::update_job(&state, &call).await,
-        ("pilot", "update_jobs_bulk") => pilot::update_jobs_bulk(&state, &call).await,
-        ("metaconfig", "get_resource_types") => resource_types(&state).await,
-        _ => job::submit(&state, &call).await,
+        ("system", "get_attributes") => system::get_attributes(call),
+        ("job", "submit") => job::submit(state, call).await,
+        ("job", "get_status") => job::get_status(state, call).await,
+        ("job", "get_description") => job::get_description(state, call, false).await,
+        ("job", "get_description_incl_archive") => job::get_description(state, call, true).await,
+        ("job", "kill") => job::kill(state, call).await,
+        ("job", "reassign") => job::reassign(state, call).await,
+        ("job", "set_command") => job::set_command(state, call).await,
+        ("job", "set_debug_mode") => job::set_debug_mode(state, call).await,
+        ("pilot", "acquire_jobs") => pilot::acquire_jobs(state, call).await,
+        ("pilot", "get_job_status") => pilot::get_job_status(state, call).await,
+        ("pilot", "update_job") => pilot::update_job(state, call).await,
+        ("pilot", "update_jobs_bulk") => pilot::update_jobs_bulk(state, call).await,
+        ("pilot", "update_worker_status") => pilot::update_worker_status(state, call).await,
+        ("pilot", "update_worker_node") => pilot::update_worker_node(state, call, false).await,
+        ("pilot", "update_worker_node_gpu") => pilot::update_worker_node(state, call, true).await,
+        ("task", "submit") => task::submit(state, call).await,
+        ("task", "get_status") => task::get_status(state, call).await,
+        ("task", "get_details") => task::get_details(state, call).await,
+        ("task", "get_task_parameters") => task::get_task_parameters(state, call).await,
+        ("task", "get_job_ids") => task::get_job_ids(state, call).await,
+        ("task", "kill") => task::kill(state, call).await,
+        ("task", "finish") => task::finish(state, call).await,
+        ("task", "retry") => task::retry(state, call).await,
+        ("task", "get_tasks_modified_since") => task::get_tasks_modified_since(state, call).await,
+        ("task", "get_tasks_detailed_info_since") => {
+            task::get_tasks_detailed_info_since(state, call).await
+        }
+        ("harvester", function) => harvester::route(state, call, function).await,
+        ("statistics", function) => statistics::route(state, call, function).await,
+        ("metaconfig", "get_resource_types") => resource_types(state).await,
+        ("metaconfig", "get_site_specs") => site_specs(state, call).await,
+        (module, function) => {
+            tracing::error!(target: "panda::api", module, function, "declared but not routed");
+            Envelope::fail(format!("{module}/{function} is not implemented"))
+        }
     }
-    .into_response()
 }
 
 /// `metaconfig/get_resource_types`: the `resource_types` rows.
@@ -194,4 +698,79 @@ async fn resource_types(state: &AppState) -> Envelope {
         )),
         Err(e) => Envelope::from_service(e.into()),
     }
+}
+
+/// SiteSpec attribute names and the CRIC keys they are read from.
+const SITE_SPEC_KEYS: &[(&str, &str)] = &[
+    ("cloud", "cloud"),
+    ("type", "type"),
+    ("status", "status"),
+    ("memory", "memory"),
+    ("maxrss", "maxrss"),
+    ("minrss", "minrss"),
+    ("maxtime", "maxtime"),
+    ("mintime", "mintime"),
+    ("maxinputsize", "maxinputsize"),
+    ("maxwdir", "maxwdir"),
+    ("coreCount", "corecount"),
+    ("corepower", "corepower"),
+    ("pandasite", "panda_site"),
+    ("pandasite_state", "site_state"),
+    ("catchall", "catchall"),
+    ("capability", "capability"),
+    ("comment", "comment"),
+    ("tier", "tier"),
+    ("wnconnectivity", "wnconnectivity"),
+    ("direct_access_lan", "direct_access_lan"),
+    ("direct_access_wan", "direct_access_wan"),
+    ("transferringlimit", "transferringlimit"),
+    ("fairsharePolicy", "fairsharepolicy"),
+    ("pledgedCPU", "pledgedcpu"),
+    ("jobseed", "jobseed"),
+    ("workflow", "workflow"),
+    ("maxDiskio", "maxdiskio"),
+    ("role", "role"),
+];
+
+/// `metaconfig/get_site_specs`: the queues of one type (`analysis` by default; `production`,
+/// `unified` or `all`) as upstream's SiteSpec dicts, read from their CRIC records.
+async fn site_specs(state: &AppState, call: &Call) -> Envelope {
+    let wanted = call
+        .args
+        .text("type")
+        .unwrap_or("analysis")
+        .to_ascii_lowercase();
+    let queues = match state.service.store().all_queues().await {
+        Ok(queues) => queues,
+        Err(e) => return Envelope::from_service(e.into()),
+    };
+    let mut out = serde_json::Map::new();
+    for (name, text) in queues {
+        let Ok(data) = serde_json::from_str::<Json>(&text) else {
+            continue;
+        };
+        let queue = panda_core::QueueSpec::from_json(&name, data);
+        let type_name = match &queue.queue_type {
+            panda_core::QueueType::Production => "production",
+            panda_core::QueueType::Analysis => "analysis",
+            panda_core::QueueType::Unified => "unified",
+            panda_core::QueueType::Other(other) => other.as_str(),
+        };
+        if wanted != "all" && wanted != type_name {
+            continue;
+        }
+        let mut spec = serde_json::Map::new();
+        spec.insert("sitename".into(), Json::String(name.clone()));
+        spec.insert("nickname".into(), Json::String(name.clone()));
+        for (key, cric) in SITE_SPEC_KEYS {
+            spec.insert(
+                key.to_string(),
+                queue.data.get(*cric).cloned().unwrap_or(Json::Null),
+            );
+        }
+        spec.insert("type".into(), Json::String(type_name.to_string()));
+        spec.insert("is_unified".into(), Json::Bool(type_name == "unified"));
+        out.insert(name, Json::Object(spec));
+    }
+    Envelope::ok(Json::Object(out))
 }

@@ -1,9 +1,11 @@
 //! `pilot`: the same job logic as the legacy dispatcher, with `/api/v1` names and envelopes:
 //! `acquire_jobs`, `update_job`, `update_jobs_bulk`.
 
+use panda_core::JobTable;
 use panda_service::{GetJobRequest, GetJobResult, UpdateResult};
 use serde_json::{json, Map, Value as Json};
 
+use super::args::{opt, req, validate, ArgsExt, Param, Ty::*};
 use super::{Call, Envelope};
 use crate::body::LegacyParams;
 use crate::legacy::job_dict::job_entries;
@@ -11,110 +13,104 @@ use crate::legacy::pilot::job_update;
 use crate::legacy::LegacyError;
 use crate::AppState;
 
-/// `/api/v1` argument names of update_job and their legacy names.
-const UPDATE_NAMES: &[(&str, &str)] = &[
-    ("job_id", "jobId"),
-    ("job_status", "state"),
-    ("job_output_report", "xml"),
-    ("meta_data", "metaData"),
-    ("pilot_log", "pilotLog"),
-    ("stdout", "stdout"),
-    ("node", "node"),
-    ("site_name", "siteName"),
-    ("scheduler_id", "schedulerID"),
-    ("pilot_id", "pilotID"),
-    ("batch_id", "batchID"),
-    ("trans_exit_code", "transExitCode"),
-    ("pilot_error_code", "pilotErrorCode"),
-    ("exe_error_code", "exeErrorCode"),
-    ("pilot_error_diag", "pilotErrorDiag"),
-    ("exe_error_diag", "exeErrorDiag"),
-    ("cpu_consumption_time", "cpuConsumptionTime"),
-    ("cpu_consumption_unit", "cpuConsumptionUnit"),
-    ("cpu_conversion_factor", "cpuConversionFactor"),
-    ("cpu_architecture_level", "cpu_architecture_level"),
-    ("pilot_timing", "pilotTiming"),
-    ("start_time", "startTime"),
-    ("end_time", "endTime"),
-    ("n_events", "nEvents"),
-    ("n_input_files", "nInputFiles"),
-    ("attempt_nr", "attemptNr"),
-    ("job_metrics", "jobMetrics"),
-    ("job_sub_status", "jobSubStatus"),
-    ("core_count", "coreCount"),
-    ("mean_core_count", "meanCoreCount"),
-    ("max_rss", "maxRSS"),
-    ("max_vmem", "maxVMEM"),
-    ("max_swap", "maxSWAP"),
-    ("max_pss", "maxPSS"),
-    ("avg_rss", "avgRSS"),
-    ("avg_vmem", "avgVMEM"),
-    ("avg_swap", "avgSWAP"),
-    ("avg_pss", "avgPSS"),
-    ("tot_rchar", "totRCHAR"),
-    ("tot_wchar", "totWCHAR"),
-    ("tot_rbytes", "totRBYTES"),
-    ("tot_wbytes", "totWBYTES"),
-    ("rate_rchar", "rateRCHAR"),
-    ("rate_wchar", "rateWCHAR"),
-    ("rate_rbytes", "rateRBYTES"),
-    ("rate_wbytes", "rateWBYTES"),
-    ("corrupted_files", "corruptedFiles"),
-    ("grid", "grid"),
-    ("source_site", "source_site"),
-    ("destination_site", "destination_site"),
-    ("timeout", "timeout"),
+/// The arguments of `update_job`, with the legacy `updateJob` name each one maps to.
+const UPDATE_FIELDS: [(Param, &str); 51] = [
+    (req("job_id", Int), "jobId"),
+    (req("job_status", Str), "state"),
+    (opt("job_output_report", Str), "xml"),
+    (opt("meta_data", Str), "metaData"),
+    (opt("pilot_log", Str), "pilotLog"),
+    (opt("stdout", Str), "stdout"),
+    (opt("node", Str), "node"),
+    (opt("site_name", Str), "siteName"),
+    (opt("scheduler_id", Str), "schedulerID"),
+    (opt("pilot_id", Str), "pilotID"),
+    (opt("batch_id", Str), "batchID"),
+    (opt("trans_exit_code", Int), "transExitCode"),
+    (opt("pilot_error_code", Int), "pilotErrorCode"),
+    (opt("exe_error_code", Int), "exeErrorCode"),
+    (opt("pilot_error_diag", Str), "pilotErrorDiag"),
+    (opt("exe_error_diag", Str), "exeErrorDiag"),
+    (opt("cpu_consumption_time", Float), "cpuConsumptionTime"),
+    (opt("cpu_consumption_unit", Str), "cpuConsumptionUnit"),
+    (opt("cpu_conversion_factor", Float), "cpuConversionFactor"),
+    (opt("cpu_architecture_level", Str), "cpu_architecture_level"),
+    (opt("pilot_timing", Str), "pilotTiming"),
+    (opt("start_time", Str), "startTime"),
+    (opt("end_time", Str), "endTime"),
+    (opt("n_events", Int), "nEvents"),
+    (opt("n_input_files", Int), "nInputFiles"),
+    (opt("attempt_nr", Int), "attemptNr"),
+    (opt("job_metrics", Str), "jobMetrics"),
+    (opt("job_sub_status", Str), "jobSubStatus"),
+    (opt("core_count", Int), "coreCount"),
+    (opt("mean_core_count", Float), "meanCoreCount"),
+    (opt("max_rss", Float), "maxRSS"),
+    (opt("max_vmem", Float), "maxVMEM"),
+    (opt("max_swap", Float), "maxSWAP"),
+    (opt("max_pss", Float), "maxPSS"),
+    (opt("avg_rss", Float), "avgRSS"),
+    (opt("avg_vmem", Float), "avgVMEM"),
+    (opt("avg_swap", Float), "avgSWAP"),
+    (opt("avg_pss", Float), "avgPSS"),
+    (opt("tot_rchar", Float), "totRCHAR"),
+    (opt("tot_wchar", Float), "totWCHAR"),
+    (opt("tot_rbytes", Float), "totRBYTES"),
+    (opt("tot_wbytes", Float), "totWBYTES"),
+    (opt("rate_rchar", Float), "rateRCHAR"),
+    (opt("rate_wchar", Float), "rateWCHAR"),
+    (opt("rate_rbytes", Float), "rateRBYTES"),
+    (opt("rate_wbytes", Float), "rateWBYTES"),
+    (opt("corrupted_files", Str), "corruptedFiles"),
+    (opt("grid", Str), "grid"),
+    (opt("source_site", Str), "source_site"),
+    (opt("destination_site", Str), "destination_site"),
+    (opt("timeout", Int), "timeout"),
 ];
 
-const ACQUIRE_NAMES: &[&str] = &[
-    "site_name",
-    "timeout",
-    "memory",
-    "disk_space",
-    "prod_source_label",
-    "node",
-    "computing_element",
-    "prod_user_id",
-    "get_proxy_key",
-    "task_id",
-    "n_jobs",
-    "background",
-    "resource_type",
-    "harvester_id",
-    "worker_id",
-    "scheduler_id",
-    "job_type",
-    "via_topic",
-    "remaining_time",
-];
-
-fn unknown_argument(args: &Map<String, Json>, known: &[&str]) -> Option<Envelope> {
-    args.keys()
-        .find(|k| !known.contains(&k.as_str()))
-        .map(|k| Envelope::fail(format!("Argument error: unexpected keyword argument '{k}'")))
+const fn params_of<const N: usize>(fields: [(Param, &str); N]) -> [Param; N] {
+    let mut params = [fields[0].0; N];
+    let mut i = 0;
+    while i < N {
+        params[i] = fields[i].0;
+        i += 1;
+    }
+    params
 }
 
+/// The declared arguments of `update_job`.
+pub(crate) const UPDATE_PARAMS: &[Param] = &params_of(UPDATE_FIELDS);
+
+/// The declared arguments of `acquire_jobs`. `resourceType` is what Harvester's job fetcher
+/// sends (upstream rejects it); it is read as `resource_type`.
+pub(crate) const ACQUIRE_PARAMS: &[Param] = &[
+    req("site_name", Str),
+    opt("timeout", Int),
+    opt("memory", Int),
+    opt("disk_space", Int),
+    opt("prod_source_label", Str),
+    opt("node", Str),
+    opt("computing_element", Str),
+    opt("prod_user_id", Str),
+    opt("get_proxy_key", Str),
+    opt("task_id", Int),
+    opt("n_jobs", Int),
+    opt("background", Bool),
+    opt("resource_type", Str),
+    opt("resourceType", Str),
+    opt("harvester_id", Str),
+    opt("worker_id", Int),
+    opt("scheduler_id", Str),
+    opt("job_type", Str),
+    opt("via_topic", Bool),
+    opt("remaining_time", Int),
+];
+
+/// A text argument; an empty string counts as absent.
 fn text(args: &Map<String, Json>, name: &str) -> Option<String> {
-    match args.get(name)? {
-        Json::String(s) if !s.is_empty() => Some(s.clone()),
-        Json::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
-fn int(args: &Map<String, Json>, name: &str) -> Result<Option<i64>, Envelope> {
-    match args.get(name) {
-        None | Some(Json::Null) => Ok(None),
-        Some(Json::Number(n)) => Ok(n.as_i64().or_else(|| n.as_f64().map(|f| f as i64))),
-        Some(Json::String(s)) => s
-            .trim()
-            .parse::<f64>()
-            .map(|f| Some(f as i64))
-            .map_err(|_| Envelope::fail(format!("Type error: {name} must be an integer"))),
-        Some(_) => Err(Envelope::fail(format!(
-            "Type error: {name} must be an integer"
-        ))),
-    }
+    args.text(name)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
 }
 
 fn legacy_failure(error: LegacyError) -> Envelope {
@@ -129,42 +125,24 @@ fn legacy_failure(error: LegacyError) -> Envelope {
 }
 
 pub(crate) async fn acquire_jobs(state: &AppState, call: &Call) -> Envelope {
-    if !call.identity.is_authenticated() {
-        return Envelope::fail("SSL secure connection is required");
-    }
-    if let Some(e) = unknown_argument(&call.args, ACQUIRE_NAMES) {
-        return e;
-    }
-    let Some(site) = text(&call.args, "site_name") else {
-        return Envelope::fail("Argument error: missing required argument 'site_name'");
-    };
-    let numbers = (|| -> Result<_, Envelope> {
-        Ok((
-            int(&call.args, "memory")?,
-            int(&call.args, "disk_space")?,
-            int(&call.args, "task_id")?,
-            int(&call.args, "n_jobs")?,
-            int(&call.args, "remaining_time")?,
-        ))
-    })();
-    let (memory, disk, task_id, n_jobs, remaining_time) = match numbers {
-        Ok(n) => n,
-        Err(e) => return e,
+    let args = &call.args;
+    let Some(site) = text(args, "site_name") else {
+        return Envelope::fail("Argument error: site_name must not be empty");
     };
     let request = GetJobRequest {
         site: site.clone(),
-        prod_source_label: text(&call.args, "prod_source_label"),
-        memory: memory.map(|m| m.max(0)),
-        disk: disk.map(|d| d.max(0)),
-        node: text(&call.args, "node"),
-        computing_element: text(&call.args, "computing_element"),
-        scheduler_id: text(&call.args, "scheduler_id"),
-        prod_user_id: text(&call.args, "prod_user_id"),
-        task_id,
-        resource_type: text(&call.args, "resource_type"),
-        remaining_time,
-        background: call.args.get("background") == Some(&Json::Bool(true)),
-        n_jobs: Some(n_jobs.unwrap_or(1).max(1) as usize),
+        prod_source_label: text(args, "prod_source_label"),
+        memory: args.int("memory").map(|m| m.max(0)),
+        disk: args.int("disk_space").map(|d| d.max(0)),
+        node: text(args, "node"),
+        computing_element: text(args, "computing_element"),
+        scheduler_id: text(args, "scheduler_id"),
+        prod_user_id: text(args, "prod_user_id"),
+        task_id: args.int("task_id"),
+        resource_type: text(args, "resource_type").or_else(|| text(args, "resourceType")),
+        remaining_time: args.int("remaining_time"),
+        background: args.flag("background"),
+        n_jobs: Some(args.int("n_jobs").unwrap_or(1).clamp(1, 1000) as usize),
     };
     match state.service.get_jobs(&call.identity, &request).await {
         Ok(GetJobResult::Jobs(jobs)) => {
@@ -194,31 +172,14 @@ pub(crate) async fn acquire_jobs(state: &AppState, call: &Call) -> Envelope {
     }
 }
 
-/// One update_job, from `/api/v1` arguments.
+/// One update_job, from validated `/api/v1` arguments.
 async fn update_one(state: &AppState, call: &Call, args: &Map<String, Json>) -> Envelope {
-    if !call.identity.is_authenticated() {
-        return Envelope::fail("SSL secure connection is required");
-    }
-    if !call.identity.production {
-        return Envelope::fail("production or pilot role required");
-    }
-    let known: Vec<&str> = UPDATE_NAMES.iter().map(|(v1, _)| *v1).collect();
-    if let Some(e) = unknown_argument(args, &known) {
-        return e;
-    }
-    for required in ["job_id", "job_status"] {
-        if !args.contains_key(required) {
-            return Envelope::fail(format!(
-                "Argument error: missing required argument '{required}'"
-            ));
-        }
-    }
     let renamed: Map<String, Json> = args
         .iter()
         .filter_map(|(k, v)| {
-            UPDATE_NAMES
+            UPDATE_FIELDS
                 .iter()
-                .find(|(v1, _)| v1 == k)
+                .find(|(param, _)| param.name == k)
                 .map(|(_, legacy)| (legacy.to_string(), v.clone()))
         })
         .collect();
@@ -250,16 +211,203 @@ pub(crate) async fn update_job(state: &AppState, call: &Call) -> Envelope {
 }
 
 pub(crate) async fn update_jobs_bulk(state: &AppState, call: &Call) -> Envelope {
-    let Some(Json::Array(list)) = call.args.get("job_list") else {
-        return Envelope::fail("Argument error: job_list must be a list of job updates");
-    };
+    let list = call
+        .args
+        .get("job_list")
+        .and_then(Json::as_array)
+        .cloned()
+        .unwrap_or_default();
     let mut answers = Vec::with_capacity(list.len());
-    for item in list {
+    for item in &list {
         let answer = match item {
-            Json::Object(args) => update_one(state, call, args).await,
+            Json::Object(raw) => match validate(UPDATE_PARAMS, raw, false) {
+                Ok(args) => update_one(state, call, &args).await,
+                Err(e) => Envelope::fail(e),
+            },
             _ => Envelope::fail("Argument error: each job update must be an object"),
         };
         answers.push(serde_json::to_value(&answer).unwrap_or(Json::Null));
     }
     Envelope::ok(Json::Array(answers))
+}
+
+/// `pilot/get_job_status`: `{"job_id", "status", "attempt_number"}` per PandaID; `not found`
+/// for a job in no table.
+pub(crate) async fn get_job_status(state: &AppState, call: &Call) -> Envelope {
+    let ids = call.args.ints("job_ids");
+    let briefs = match state
+        .service
+        .store()
+        .job_briefs(
+            &ids,
+            &[JobTable::Defined, JobTable::Active, JobTable::Archived],
+        )
+        .await
+    {
+        Ok(briefs) => briefs,
+        Err(e) => return Envelope::from_service(e.into()),
+    };
+    let data: Vec<Json> = ids
+        .iter()
+        .map(|id| match briefs.get(id) {
+            Some(b) => json!({"job_id": id, "status": b.status, "attempt_number": b.attempt_nr}),
+            None => json!({"job_id": id, "status": "not found", "attempt_number": 0}),
+        })
+        .collect();
+    Envelope::ok(Json::Array(data))
+}
+
+/// `pilot/update_worker_status`: a pilot under Harvester reports its worker `started` or
+/// `finished`, as the legacy `updateWorkerPilotStatus`.
+pub(crate) async fn update_worker_status(state: &AppState, call: &Call) -> Envelope {
+    let args = &call.args;
+    let status = args.text("status").unwrap_or_default();
+    if status != "started" && status != "finished" {
+        return Envelope::fail(format!(
+            "invalid worker status {status:?}: it must be started or finished"
+        ));
+    }
+    let worker_id = args.int("worker_id").unwrap_or_default();
+    let harvester_id = args.text("harvester_id").unwrap_or_default();
+    match state
+        .service
+        .store()
+        .set_worker_pilot_status(harvester_id, worker_id, status, args.text("node_id"))
+        .await
+    {
+        Ok(_) => Envelope::ok(Json::Null),
+        Err(e) => Envelope::from_service(e.into()),
+    }
+}
+
+/// Upstream's normalized CPU model: upper case, without clock, cache, core-count and
+/// marketing words, single spaces.
+fn normalize_cpu_model(model: &str) -> String {
+    static PATTERNS: std::sync::LazyLock<Vec<regex::Regex>> = std::sync::LazyLock::new(|| {
+        [
+            r"@\s*[\d.]+\s*GHZ",
+            r"\d+\s*KB",
+            r"CORE PROCESSOR\s*\([^)]*\)",
+            r"\d+-CORE",
+            r"\b(CPU|CORE|PROCESSOR|SCALABLE)\b",
+            r"\((R|TM)\)",
+        ]
+        .iter()
+        .filter_map(|p| regex::Regex::new(p).ok())
+        .collect()
+    });
+    let mut text = model.to_uppercase();
+    for pattern in PATTERNS.iter() {
+        text = pattern.replace_all(&text, " ").into_owned();
+    }
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Upstream's host-name cleaning: the part after `@`, and ATLAS's `atlprdN-xxx-` pilot
+/// prefixes dropped from CERN names.
+fn clean_host_name(host: &str) -> String {
+    let host = host.rsplit('@').next().unwrap_or(host);
+    if host.starts_with("atlprd") && host.ends_with(".cern.ch") {
+        let parts: Vec<&str> = host.splitn(3, '-').collect();
+        if let [_, _, rest] = parts.as_slice() {
+            return rest.to_string();
+        }
+    }
+    host.to_string()
+}
+
+fn cut(text: &str, max: usize) -> String {
+    text.chars().take(max).collect()
+}
+
+/// `pilot/update_worker_node` (`gpu` false) and `update_worker_node_gpu` (`gpu` true): the
+/// node's hardware, in `worker_node` (with `worker_node_queue`) or `worker_node_gpus`.
+pub(crate) async fn update_worker_node(state: &AppState, call: &Call, gpu: bool) -> Envelope {
+    use panda_core::Value;
+    let args = &call.args;
+    let site = cut(args.text("site").unwrap_or_default(), 128);
+    let host = cut(
+        &clean_host_name(args.text("host_name").unwrap_or_default()),
+        128,
+    );
+    let int = |name: &'static str| (name, Value::Int(args.int(name)));
+    let text =
+        |name: &'static str, max: usize| (name, Value::Text(args.text(name).map(|t| cut(t, max))));
+    let store = state.service.store();
+    if gpu {
+        let vendor = cut(args.text("vendor").unwrap_or_default(), 128);
+        let model = cut(args.text("model").unwrap_or_default(), 128);
+        let columns = vec![
+            int("count"),
+            int("vram"),
+            text("architecture", 128),
+            text("framework", 128),
+            text("framework_version", 20),
+            text("driver_version", 20),
+        ];
+        return match store
+            .upsert_worker_node_gpu([&site, &host, &vendor, &model], &columns)
+            .await
+        {
+            Ok(true) => Envelope::ok_with("Inserted new worker node GPU."),
+            Ok(false) => Envelope::ok_with("Updated existing worker node GPU."),
+            Err(e) => Envelope::from_service(e.into()),
+        };
+    }
+    let cpu_model = args.text("cpu_model").unwrap_or_default();
+    let node = panda_store::WorkerNode {
+        site,
+        host_name: host,
+        cpu_model: cut(cpu_model, 128),
+        panda_queue: args.text("panda_queue").map(|q| cut(q, 128)),
+        columns: vec![
+            int("n_logical_cpus"),
+            int("n_sockets"),
+            int("cores_per_socket"),
+            int("threads_per_core"),
+            text("cpu_architecture", 20),
+            text("cpu_architecture_level", 20),
+            ("clock_speed", Value::Float(args.float("clock_speed"))),
+            int("total_memory"),
+            int("total_local_disk"),
+            (
+                "cpu_model_normalized",
+                Value::Text(Some(cut(&normalize_cpu_model(cpu_model), 128))),
+            ),
+        ],
+    };
+    match store.upsert_worker_node(&node).await {
+        Ok(true) => Envelope::ok_with("Inserted new worker node."),
+        Ok(false) => Envelope::ok_with("Updated existing worker node."),
+        Err(e) => Envelope::from_service(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_models_normalize_as_upstream() {
+        assert_eq!(
+            normalize_cpu_model("Intel(R) Xeon(R) Gold 6248 CPU @ 2.50GHz"),
+            "INTEL XEON GOLD 6248"
+        );
+        assert_eq!(
+            normalize_cpu_model("AMD EPYC 7452 32-Core Processor"),
+            "AMD EPYC 7452"
+        );
+    }
+
+    #[test]
+    fn host_names_are_cleaned() {
+        assert_eq!(
+            clean_host_name("slot1@wn01.example.org"),
+            "wn01.example.org"
+        );
+        assert_eq!(
+            clean_host_name("atlprd55-xyz-b7g42n1234.cern.ch"),
+            "b7g42n1234.cern.ch"
+        );
+    }
 }

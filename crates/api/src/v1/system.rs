@@ -12,9 +12,6 @@ pub(crate) fn is_alive() -> Envelope {
 /// Echoes the request parameters and the identity environment upstream's handlers see
 /// (`SSL_CLIENT_S_DN`, `GRST_CRED_*`). Requires an authenticated caller, as upstream.
 pub(crate) fn get_attributes(call: &Call) -> Envelope {
-    if !call.identity.is_authenticated() {
-        return Envelope::fail("SSL secure connection is required");
-    }
     let mut environment = Map::new();
     if let Some(dn) = &call.identity.dn {
         environment.insert("SSL_CLIENT_S_DN".into(), json!(dn));
@@ -37,11 +34,7 @@ pub(crate) fn get_attributes(call: &Call) -> Envelope {
         environment.insert("REMOTE_ADDR".into(), json!(peer.ip().to_string()));
     }
     environment.insert("REQUEST_METHOD".into(), json!(call.method.as_str()));
-    let parameters: Map<String, Value> = call
-        .query
-        .iter()
-        .map(|(k, v)| (k.clone(), json!(v)))
-        .collect();
+    let parameters = call.args.clone();
     let mut text = String::from("===== parameters =====\n");
     for (k, v) in &parameters {
         text.push_str(&format!("{k} = {v}\n"));

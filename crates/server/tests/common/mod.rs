@@ -46,6 +46,21 @@ pub fn http() -> reqwest::Client {
         .expect("client")
 }
 
+/// An HTTP client for `/api/v1`, asking for JSON as panda-client and Harvester do.
+#[allow(dead_code)]
+pub fn api_client() -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::ACCEPT,
+        reqwest::header::HeaderValue::from_static("application/json"),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("client")
+}
+
 /// Runs the binary to completion with `args` and `env`, bounded in time.
 pub fn run(args: &[&str], env: &[(String, String)]) -> Output {
     let mut command = Command::new(BINARY);

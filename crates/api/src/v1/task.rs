@@ -1,0 +1,393 @@
+//! `task`: registration and bookkeeping of tasks as panda-client, pbook and prun use them.
+//!
+//! Codes and messages are upstream's: `submit` succeeds with code 0 and
+//! `succeeded. new jediTaskID=N` (prun reads the ID from that text; `data` carries it too),
+//! `kill`/`finish` succeed when the code is 0 and put the code in `data`, and `retry` always
+//! answers `success: true` with the code in `data`, which is what pbook looks at. Task dicts
+//! use upstream's camelCase attribute names; datetimes are `{"__datetime__": iso}`.
+
+use chrono::{Duration, NaiveDateTime};
+use panda_core::{time, TaskAttr, TaskSpec, Value};
+use panda_service::{task_code, user_name, TaskCommand, TaskOutcome};
+use panda_store::TaskCriterion;
+use serde_json::{json, Map, Value as Json};
+
+use super::args::ArgsExt;
+use super::{record_json, Call, Envelope};
+use crate::AppState;
+
+/// How far back task listings reach, as upstream.
+const LISTING_WINDOW_DAYS: i64 = 90;
+
+fn task_id(call: &Call) -> i64 {
+    call.args.int("task_id").unwrap_or_default()
+}
+
+fn not_found(id: i64) -> Envelope {
+    Envelope {
+        success: false,
+        message: format!("jediTaskID={id} not found"),
+        data: json!(task_code::NOT_FOUND),
+    }
+}
+
+/// `task/submit`.
+pub(crate) async fn submit(state: &AppState, call: &Call) -> Envelope {
+    let parameters = match call.args.get("task_parameters") {
+        Some(Json::Object(map)) => map.clone(),
+        _ => return Envelope::fail("Type error: task_parameters must be a JSON object"),
+    };
+    match state
+        .service
+        .submit_task(&call.identity, parameters, call.args.int("parent_tid"))
+        .await
+    {
+        Ok(TaskOutcome {
+            code: task_code::OK,
+            message,
+            task_id,
+        }) => Envelope {
+            success: true,
+            message,
+            data: json!(task_id),
+        },
+        Ok(TaskOutcome { code, message, .. }) => Envelope {
+            success: false,
+            message,
+            data: json!(code),
+        },
+        Err(e) => Envelope::from_service(e),
+    }
+}
+
+async fn load(state: &AppState, id: i64) -> Result<TaskSpec, Envelope> {
+    match state.service.store().get_task(id).await {
+        Ok(Some(task)) => Ok(task),
+        Ok(None) => Err(Envelope::fail("Task not found")),
+        Err(e) => Err(Envelope::from_service(e.into())),
+    }
+}
+
+/// `task/get_status`: the status string.
+pub(crate) async fn get_status(state: &AppState, call: &Call) -> Envelope {
+    match load(state, task_id(call)).await {
+        Ok(task) => Envelope::ok(record_json(&task)["status"].clone()),
+        Err(e) => e,
+    }
+}
+
+async fn parameters(state: &AppState, id: i64) -> Result<Map<String, Json>, Envelope> {
+    match state.service.store().task_parameters(id).await {
+        Ok(Some(text)) => match serde_json::from_str(&text) {
+            Ok(Json::Object(map)) => Ok(map),
+            Ok(_) | Err(_) => Err(Envelope::fail(
+                "Error decoding the task parameters: not a JSON object",
+            )),
+        },
+        Ok(None) => Err(Envelope::fail("Task not found")),
+        Err(e) => Err(Envelope::from_service(e.into())),
+    }
+}
+
+/// `task/get_task_parameters`: the parameters as submitted (with the server's additions).
+pub(crate) async fn get_task_parameters(state: &AppState, call: &Call) -> Envelope {
+    match parameters(state, task_id(call)).await {
+        Ok(map) => Envelope::ok(Json::Object(map)),
+        Err(e) => e,
+    }
+}
+
+/// `task/get_job_ids`: the PandaIDs of the task's jobs.
+pub(crate) async fn get_job_ids(state: &AppState, call: &Call) -> Envelope {
+    match state.service.store().task_job_ids(task_id(call)).await {
+        Ok(ids) => Envelope::ok(json!(ids)),
+        Err(e) => Envelope::from_service(e.into()),
+    }
+}
+
+/// Dataset names the parameters name for `param_type` (`input`, `output`, `log`).
+fn datasets(parameters: &Map<String, Json>, param_type: &str) -> Vec<String> {
+    let mut names: Vec<String> = parameters
+        .get("jobParameters")
+        .and_then(Json::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|p| p.get("param_type").and_then(Json::as_str) == Some(param_type))
+        .filter_map(|p| p.get("dataset").and_then(Json::as_str).map(str::to_string))
+        .collect();
+    if param_type == "output" {
+        if let Some(log) = parameters
+            .get("log")
+            .and_then(|l| l.get("dataset"))
+            .and_then(Json::as_str)
+        {
+            names.push(log.to_string());
+        }
+    }
+    names.dedup();
+    names
+}
+
+/// `task/get_details`: input and output datasets, job statistics and PandaIDs.
+pub(crate) async fn get_details(state: &AppState, call: &Call) -> Envelope {
+    let id = task_id(call);
+    let task = match load(state, id).await {
+        Ok(task) => task,
+        Err(_) => return Envelope::fail("Task not found or error retrieving the details"),
+    };
+    let params = parameters(state, id).await.unwrap_or_default();
+    let store = state.service.store();
+    let (ids, counts) = match (
+        store.task_job_ids(id).await,
+        store.task_job_counts(id).await,
+    ) {
+        (Ok(ids), Ok(counts)) => (ids, counts),
+        (Err(e), _) | (_, Err(e)) => return Envelope::from_service(e.into()),
+    };
+    let statistics = counts
+        .iter()
+        .map(|(status, n)| format!("{status}*{n}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut data = json!({
+        "inDS": datasets(&params, "input").join(","),
+        "outDS": datasets(&params, "output").join(","),
+        "statistics": statistics,
+        "PandaID": ids,
+        "mergeStatus": null,
+        "mergePandaID": [],
+    });
+    if call.args.flag("include_status") {
+        data["status"] = record_json(&task)["status"].clone();
+    }
+    if call.args.flag("include_parameters") {
+        data["cliParams"] = params.get("cliParams").cloned().unwrap_or(json!(""));
+    }
+    Envelope::ok(data)
+}
+
+async fn command(state: &AppState, call: &Call, command: TaskCommand) -> Envelope {
+    let id = task_id(call);
+    match state.service.may_change_task(&call.identity, id).await {
+        Ok(Some(true)) => {}
+        Ok(Some(false)) => return Envelope::fail("not the task owner or no production role"),
+        Ok(None) => return not_found(id),
+        Err(e) => return Envelope::from_service(e),
+    }
+    match state
+        .service
+        .task_command(&call.identity, id, command)
+        .await
+    {
+        Ok(outcome) => Envelope {
+            // retry answers success whatever the code, as upstream; pbook reads `data`.
+            success: outcome.code == task_code::OK || command == TaskCommand::Retry,
+            message: outcome.message,
+            data: json!(outcome.code),
+        },
+        Err(e) => Envelope::from_service(e),
+    }
+}
+
+/// `task/kill`.
+pub(crate) async fn kill(state: &AppState, call: &Call) -> Envelope {
+    command(state, call, TaskCommand::Kill).await
+}
+
+/// `task/finish`.
+pub(crate) async fn finish(state: &AppState, call: &Call) -> Envelope {
+    let soft = call.args.flag("soft");
+    command(state, call, TaskCommand::Finish { soft }).await
+}
+
+/// `task/retry`. New parameters need JEDI's re-refinement, which does not exist yet; a
+/// retry that brings them is refused rather than half applied.
+pub(crate) async fn retry(state: &AppState, call: &Call) -> Envelope {
+    if call.args.get("new_parameters").is_some() {
+        return Envelope {
+            success: false,
+            message: "retrying with new_parameters is not supported by this server".into(),
+            data: json!(task_code::FAILED),
+        };
+    }
+    command(state, call, TaskCommand::Retry).await
+}
+
+/// `since` as upstream reads it (`YYYY-mm-dd HH:MM:SS`), no further back than the window.
+fn since(call: &Call, window_days: i64) -> Result<NaiveDateTime, Envelope> {
+    let floor = time::now() - Duration::days(window_days);
+    match call.args.text("since") {
+        None => Ok(floor),
+        Some(text) => NaiveDateTime::parse_from_str(text.trim(), "%Y-%m-%d %H:%M:%S")
+            .map(|t| t.max(floor))
+            .map_err(|_| {
+                Envelope::fail(format!(
+                    "since={text:?} is not a time of the form YYYY-mm-dd HH:MM:SS"
+                ))
+            }),
+    }
+}
+
+/// Whether a filter value is a regular expression (upstream's test; the dot does not count).
+fn looks_like_regex(value: &str) -> bool {
+    value.contains(['^', '$', '*', '+', '?', '\\', '|', '(', ')'])
+}
+
+/// A task as `get_tasks_detailed_info_since` lists it: every attribute, the parameters, and
+/// file counts (zero until tasks have datasets).
+fn detailed_info(task: &TaskSpec, params: Map<String, Json>) -> Json {
+    let mut info = record_json(task);
+    if let Json::Object(map) = &mut info {
+        map.insert("job_execution_params".into(), Json::Null);
+        map.insert(
+            "task_creation_arguments".into(),
+            params.get("cliParams").cloned().unwrap_or(Json::Null),
+        );
+        map.insert("raw_task_params".into(), Json::Object(params));
+        for key in [
+            "nFiles",
+            "nFilesFinished",
+            "nFilesFailed",
+            "nFilesMissing",
+            "pctFinished",
+            "pctFailed",
+        ] {
+            map.insert(key.into(), json!(0));
+        }
+    }
+    info
+}
+
+/// `task/get_tasks_detailed_info_since`: the caller's tasks (or `userName`'s), filtered by
+/// attribute values given as a JSON object of strings; a value with regex characters is
+/// matched as a regular expression.
+pub(crate) async fn get_tasks_detailed_info_since(state: &AppState, call: &Call) -> Envelope {
+    let since = match since(call, LISTING_WINDOW_DAYS) {
+        Ok(t) => t,
+        Err(e) => return e,
+    };
+    let filters: Map<String, Json> = match call.args.text("filters") {
+        None => Map::new(),
+        Some(text) => match serde_json::from_str(text) {
+            Ok(Json::Object(map)) => map,
+            Ok(_) => return Envelope::fail("filters must be a JSON object"),
+            Err(_) => return Envelope::fail("filters is not valid JSON"),
+        },
+    };
+    let mut criteria = vec![TaskCriterion::Equals(
+        TaskAttr::userName,
+        Value::Text(Some(user_name(&call.identity))),
+    )];
+    let mut patterns = Vec::new();
+    for (key, value) in &filters {
+        let Some(attr) = <TaskAttr as panda_core::AttrSet>::by_name(key) else {
+            return Envelope::fail(format!("filters: {key} is not a task attribute"));
+        };
+        let Some(text) = value.as_str() else {
+            return Envelope::fail(format!("filters: the value of {key} must be a string"));
+        };
+        if looks_like_regex(text) {
+            match regex::Regex::new(text) {
+                Ok(re) => patterns.push((key.clone(), re)),
+                Err(e) => return Envelope::fail(format!("filters: {key}: bad pattern: {e}")),
+            }
+            continue;
+        }
+        let criterion = match text {
+            "NULL" => TaskCriterion::IsNull(attr),
+            "NOT NULL" => TaskCriterion::IsNotNull(attr),
+            _ => {
+                let column_type = panda_core::task::TASK_ATTRIBUTES[attr as usize].column_type;
+                match Value::parse(column_type, text) {
+                    Ok(v) => TaskCriterion::Equals(attr, v),
+                    Err(e) => return Envelope::fail(format!("filters: {key}: {e}")),
+                }
+            }
+        };
+        if attr == TaskAttr::userName {
+            criteria.remove(0);
+        }
+        criteria.push(criterion);
+    }
+    let limit = call.args.int("n_tasks").unwrap_or(500).clamp(1, 10_000);
+    let store = state.service.store();
+    let ids = match store.task_ids(&criteria, since, limit).await {
+        Ok(ids) => ids,
+        Err(e) => return Envelope::from_service(e.into()),
+    };
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        let task = match store.get_task(id).await {
+            Ok(Some(task)) => task,
+            Ok(None) => continue,
+            Err(e) => return Envelope::from_service(e.into()),
+        };
+        let info = detailed_info(&task, parameters(state, id).await.unwrap_or_default());
+        let matches = patterns.iter().all(|(key, re)| match info.get(key) {
+            Some(Json::String(s)) => re.is_match(s),
+            Some(Json::Null) | None => false,
+            Some(other) => re.is_match(&other.to_string()),
+        });
+        if matches {
+            out.push(info);
+        }
+    }
+    Envelope::ok(Json::Array(out))
+}
+
+/// `task/get_tasks_modified_since`: the caller's (or `dn`'s) tasks modified since a time,
+/// keyed by jediTaskID, with the basic attributes (all with `full`).
+pub(crate) async fn get_tasks_modified_since(state: &AppState, call: &Call) -> Envelope {
+    let since = match since(call, 30) {
+        Ok(t) => t,
+        Err(e) => return e,
+    };
+    let user = match call.args.text("dn") {
+        Some(dn) => panda_core::identity::clean_user_id(dn),
+        None => user_name(&call.identity),
+    };
+    let mut criteria = vec![TaskCriterion::Equals(
+        TaskAttr::userName,
+        Value::Text(Some(user)),
+    )];
+    let label = call.args.text("prod_source_label").unwrap_or("user");
+    criteria.push(TaskCriterion::Equals(
+        TaskAttr::prodSourceLabel,
+        Value::Text(Some(label.into())),
+    ));
+    let store = state.service.store();
+    let ids = match store.task_ids(&criteria, since, 10_000).await {
+        Ok(ids) => ids,
+        Err(e) => return Envelope::from_service(e.into()),
+    };
+    let min_id = call.args.int("min_task_id").unwrap_or(0);
+    let full = call.args.flag("full");
+    const BASIC: &[&str] = &[
+        "jediTaskID",
+        "modificationTime",
+        "status",
+        "processingType",
+        "transUses",
+        "transHome",
+        "architecture",
+        "reqID",
+        "creationDate",
+        "site",
+        "cloud",
+        "taskName",
+    ];
+    let mut out = Map::new();
+    for id in ids.into_iter().filter(|id| *id >= min_id) {
+        let task = match store.get_task(id).await {
+            Ok(Some(task)) => task,
+            Ok(None) => continue,
+            Err(e) => return Envelope::from_service(e.into()),
+        };
+        let mut dict = record_json(&task);
+        if let (false, Json::Object(map)) = (full, &mut dict) {
+            map.retain(|k, _| BASIC.contains(&k.as_str()));
+        }
+        out.insert(id.to_string(), dict);
+    }
+    Envelope::ok(Json::Object(out))
+}

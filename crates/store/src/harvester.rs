@@ -1,0 +1,669 @@
+//! Harvester's bookkeeping (instances, workers, commands, statistics, metrics, dialogs), the
+//! worker nodes pilots report, and the job counts behind `statistics/*`.
+
+use chrono::{Duration, NaiveDateTime};
+use panda_core::{time, ColumnType, JobTable, Value};
+
+use crate::driver::{Dialect, Tx, TxMode};
+use crate::error::{Result, StoreError};
+use crate::jobs::next_ids;
+use crate::Store;
+
+/// A column and the value to write into it.
+pub type ColumnValue = (&'static str, Value);
+
+/// One worker of `harvester/update_workers`.
+#[derive(Clone, Debug, Default)]
+pub struct WorkerUpdate {
+    pub worker_id: i64,
+    /// `harvester_workers` columns to set.
+    pub columns: Vec<ColumnValue>,
+    /// The PandaIDs the worker runs, when Harvester says (`pandaid_list`).
+    pub panda_ids: Option<Vec<i64>>,
+}
+
+/// A harvester command as `acquire_commands` hands it out.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HarvesterCommand {
+    pub command_id: i64,
+    pub command: Option<String>,
+    pub params: Option<String>,
+    pub ack_requested: i64,
+    pub creation_date: Option<NaiveDateTime>,
+}
+
+/// One row of worker statistics.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorkerStat {
+    pub harvester_id: String,
+    pub computing_site: String,
+    pub resource_type: String,
+    pub status: String,
+    pub job_type: String,
+    pub n_workers: i64,
+}
+
+/// Jobs counted by the dimensions `statistics/*` group by.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobStatRow {
+    pub table: JobTable,
+    pub site: String,
+    pub cloud: String,
+    pub label: String,
+    pub resource_type: String,
+    pub processing_type: String,
+    pub gshare: String,
+    pub status: String,
+    pub count: i64,
+}
+
+/// A worker node as a pilot describes it (`pilot/update_worker_node`).
+#[derive(Clone, Debug, Default)]
+pub struct WorkerNode {
+    pub site: String,
+    pub host_name: String,
+    pub cpu_model: String,
+    pub panda_queue: Option<String>,
+    /// The other columns of `worker_node`.
+    pub columns: Vec<ColumnValue>,
+}
+
+/// Worker statuses after which Harvester's late updates do not overwrite the status.
+const FINAL_WORKER_STATUSES: &[&str] = &["finished", "failed", "cancelled", "missed"];
+
+fn text(v: &Value) -> String {
+    v.as_str().unwrap_or("").to_string()
+}
+
+async fn insert_row(tx: &mut dyn Tx, table: &str, columns: &[ColumnValue]) -> Result<u64> {
+    let names: Vec<&str> = columns.iter().map(|(c, _)| *c).collect();
+    let marks: Vec<String> = (1..=columns.len()).map(|i| format!("${i}")).collect();
+    let values: Vec<Value> = columns.iter().map(|(_, v)| v.clone()).collect();
+    tx.execute(
+        &format!(
+            "INSERT INTO {table} ({}) VALUES ({})",
+            names.join(", "),
+            marks.join(", ")
+        ),
+        &values,
+    )
+    .await
+}
+
+impl Store {
+    /// Records a Harvester instance's heartbeat; returns true when the instance was new.
+    pub async fn harvester_heartbeat(
+        &self,
+        harvester_id: &str,
+        owner: &str,
+        host: &str,
+        fields: &[ColumnValue],
+        commands: &[(String, String, String)],
+    ) -> Result<bool> {
+        let now = Value::Time(Some(time::now()));
+        let mut tx = self.begin(TxMode::Write).await?;
+        let mut columns: Vec<ColumnValue> = vec![
+            ("owner", Value::Text(Some(owner.into()))),
+            ("hostname", Value::Text(Some(host.into()))),
+            ("lastupdate", now.clone()),
+        ];
+        columns.extend(fields.iter().cloned());
+        let assignments: Vec<String> = columns
+            .iter()
+            .enumerate()
+            .map(|(i, (c, _))| format!("{c} = ${}", i + 2))
+            .collect();
+        let mut params = vec![Value::Text(Some(harvester_id.into()))];
+        params.extend(columns.iter().map(|(_, v)| v.clone()));
+        let updated = tx
+            .execute(
+                &format!(
+                    "UPDATE harvester_instances SET {} WHERE harvester_id = $1",
+                    assignments.join(", ")
+                ),
+                &params,
+            )
+            .await?;
+        let created = updated == 0;
+        if created {
+            columns.push(("harvester_id", Value::Text(Some(harvester_id.into()))));
+            if !fields.iter().any(|(c, _)| *c == "description") {
+                columns.push(("description", Value::Text(Some("automatic".into()))));
+            }
+            insert_row(tx.as_mut(), "harvester_instances", &columns).await?;
+        }
+        let day_ago = Value::Time(Some(time::now() - Duration::days(1)));
+        for (command, site, resource_type) in commands {
+            let key = [
+                Value::Text(Some(harvester_id.into())),
+                Value::Text(Some(site.clone())),
+                Value::Text(Some(resource_type.clone())),
+                Value::Text(Some(command.clone())),
+            ];
+            let found = tx
+                .fetch(
+                    "SELECT harvester_id FROM harvester_command_lock WHERE harvester_id = $1 \
+                     AND computingsite = $2 AND resourcetype = $3 AND command = $4",
+                    &key,
+                    &[ColumnType::Text],
+                )
+                .await?;
+            if found.is_empty() {
+                let mut row = key.to_vec();
+                row.push(day_ago.clone());
+                tx.execute(
+                    "INSERT INTO harvester_command_lock (harvester_id, computingsite, \
+                     resourcetype, command, lockedtime) VALUES ($1, $2, $3, $4, $5)",
+                    &row,
+                )
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(created)
+    }
+
+    /// Inserts or updates Harvester's workers, and their job relations.
+    pub async fn update_workers(&self, harvester_id: &str, workers: &[WorkerUpdate]) -> Result<()> {
+        let now = time::now();
+        let recent = now - Duration::hours(3);
+        let mut tx = self.begin(TxMode::Write).await?;
+        let lock = match self.dialect() {
+            Dialect::Postgres => " FOR UPDATE",
+            Dialect::Sqlite => "",
+        };
+        for worker in workers {
+            let key = [
+                Value::Text(Some(harvester_id.into())),
+                Value::Int(Some(worker.worker_id)),
+            ];
+            let old = tx
+                .fetch(
+                    &format!(
+                        "SELECT status, lastupdate FROM harvester_workers \
+                         WHERE harvesterid = $1 AND workerid = $2{lock}"
+                    ),
+                    &key,
+                    &[ColumnType::Text, ColumnType::Timestamp],
+                )
+                .await?;
+            let mut columns: Vec<ColumnValue> = worker.columns.clone();
+            if let Some(row) = old.first() {
+                let old_status = row.first().map(text).unwrap_or_default();
+                let recent_final = FINAL_WORKER_STATUSES.contains(&old_status.as_str())
+                    && row
+                        .get(1)
+                        .and_then(Value::as_time)
+                        .is_some_and(|t| t > recent);
+                if recent_final {
+                    columns.retain(|(c, _)| *c != "status");
+                }
+                columns.push(("lastupdate", Value::Time(Some(now))));
+                let assignments: Vec<String> = columns
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (c, _))| format!("{c} = ${}", i + 3))
+                    .collect();
+                let mut params = key.to_vec();
+                params.extend(columns.iter().map(|(_, v)| v.clone()));
+                tx.execute(
+                    &format!(
+                        "UPDATE harvester_workers SET {} WHERE harvesterid = $1 AND workerid = $2",
+                        assignments.join(", ")
+                    ),
+                    &params,
+                )
+                .await?;
+            } else {
+                if !columns.iter().any(|(c, _)| *c == "status") {
+                    columns.push(("status", Value::Text(Some("submitted".into()))));
+                }
+                columns.push(("harvesterid", key[0].clone()));
+                columns.push(("workerid", key[1].clone()));
+                columns.push(("lastupdate", Value::Time(Some(now))));
+                insert_row(tx.as_mut(), "harvester_workers", &columns).await?;
+            }
+            if let Some(ids) = &worker.panda_ids {
+                tx.execute(
+                    "DELETE FROM harvester_rel_jobs_workers WHERE harvesterid = $1 AND workerid = $2",
+                    &key,
+                )
+                .await?;
+                let mut seen = Vec::new();
+                for id in ids.iter().filter(|id| {
+                    let new = !seen.contains(*id);
+                    seen.push(**id);
+                    new
+                }) {
+                    tx.execute(
+                        "INSERT INTO harvester_rel_jobs_workers (harvesterid, workerid, pandaid, \
+                         lastupdate) VALUES ($1, $2, $3, $4)",
+                        &[
+                            key[0].clone(),
+                            key[1].clone(),
+                            Value::Int(Some(*id)),
+                            Value::Time(Some(now)),
+                        ],
+                    )
+                    .await?;
+                }
+            }
+        }
+        tx.commit().await
+    }
+
+    /// A worker's row as stored: `(status, computingsite, pilotstatus)`, for checks.
+    pub async fn worker_brief(
+        &self,
+        harvester_id: &str,
+        worker_id: i64,
+    ) -> Result<Option<(String, Option<String>, Option<String>)>> {
+        let mut tx = self.begin(TxMode::Read).await?;
+        let rows = tx
+            .fetch(
+                "SELECT status, computingsite, pilotstatus FROM harvester_workers \
+                 WHERE harvesterid = $1 AND workerid = $2",
+                &[
+                    Value::Text(Some(harvester_id.into())),
+                    Value::Int(Some(worker_id)),
+                ],
+                &[ColumnType::Text, ColumnType::Text, ColumnType::Text],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(rows.into_iter().next().map(|r| {
+            let get = |i: usize| r.get(i).and_then(Value::as_str).map(str::to_string);
+            (get(0).unwrap_or_default(), get(1), get(2))
+        }))
+    }
+
+    /// The highest worker ID Harvester has reported.
+    pub async fn max_worker_id(&self, harvester_id: &str) -> Result<Option<i64>> {
+        let mut tx = self.begin(TxMode::Read).await?;
+        let rows = tx
+            .fetch(
+                "SELECT MAX(workerid) FROM harvester_workers WHERE harvesterid = $1",
+                &[Value::Text(Some(harvester_id.into()))],
+                &[ColumnType::BigInt],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(rows.first().and_then(|r| r.first()).and_then(Value::as_i64))
+    }
+
+    /// Queues a command for a Harvester instance (operators and tests); returns its ID.
+    pub async fn add_harvester_command(
+        &self,
+        harvester_id: &str,
+        command: &str,
+        params: Option<&str>,
+        ack_requested: bool,
+    ) -> Result<i64> {
+        let mut tx = self.begin(TxMode::Write).await?;
+        let id = next_ids(tx.as_mut(), self.dialect(), "harvester_command_id_seq", 1)
+            .await?
+            .pop()
+            .ok_or_else(|| StoreError::Corrupt("harvester_command_id_seq gave nothing".into()))?;
+        let now = Value::Time(Some(time::now()));
+        insert_row(
+            tx.as_mut(),
+            "harvester_commands",
+            &[
+                ("command_id", Value::Int(Some(id))),
+                ("command", Value::Text(Some(command.into()))),
+                ("harvester_id", Value::Text(Some(harvester_id.into()))),
+                ("ack_requested", Value::Int(Some(i64::from(ack_requested)))),
+                ("creation_date", now.clone()),
+                ("status", Value::Text(Some("new".into()))),
+                ("status_date", now),
+                ("params", Value::Text(params.map(str::to_string))),
+            ],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// Hands out up to `n` new commands, oldest first, marking them `retrieved`.
+    pub async fn acquire_harvester_commands(
+        &self,
+        harvester_id: &str,
+        n: i64,
+    ) -> Result<Vec<HarvesterCommand>> {
+        let lock = match self.dialect() {
+            Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
+            Dialect::Sqlite => "",
+        };
+        let mut tx = self.begin(TxMode::Write).await?;
+        let rows = tx
+            .fetch(
+                &format!(
+                    "SELECT command_id, command, params, ack_requested, creation_date \
+                     FROM harvester_commands WHERE harvester_id = $1 AND status = 'new' \
+                     ORDER BY creation_date, command_id LIMIT $2{lock}"
+                ),
+                &[Value::Text(Some(harvester_id.into())), Value::Int(Some(n))],
+                &[
+                    ColumnType::BigInt,
+                    ColumnType::Text,
+                    ColumnType::Text,
+                    ColumnType::BigInt,
+                    ColumnType::Timestamp,
+                ],
+            )
+            .await?;
+        let commands: Vec<HarvesterCommand> = rows
+            .into_iter()
+            .map(|r| HarvesterCommand {
+                command_id: r.first().and_then(Value::as_i64).unwrap_or_default(),
+                command: r.get(1).and_then(Value::as_str).map(str::to_string),
+                params: r.get(2).and_then(Value::as_str).map(str::to_string),
+                ack_requested: r.get(3).and_then(Value::as_i64).unwrap_or_default(),
+                creation_date: r.get(4).and_then(Value::as_time),
+            })
+            .collect();
+        let now = Value::Time(Some(time::now()));
+        for command in &commands {
+            tx.execute(
+                "UPDATE harvester_commands SET status = 'retrieved', status_date = $2 \
+                 WHERE command_id = $1",
+                &[Value::Int(Some(command.command_id)), now.clone()],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(commands)
+    }
+
+    /// Marks commands `acknowledged`.
+    pub async fn acknowledge_harvester_commands(&self, ids: &[i64]) -> Result<()> {
+        let now = Value::Time(Some(time::now()));
+        let mut tx = self.begin(TxMode::Write).await?;
+        for id in ids {
+            tx.execute(
+                "UPDATE harvester_commands SET status = 'acknowledged', status_date = $2 \
+                 WHERE command_id = $1",
+                &[Value::Int(Some(*id)), now.clone()],
+            )
+            .await?;
+        }
+        tx.commit().await
+    }
+
+    /// Replaces an instance's worker statistics for one queue.
+    pub async fn replace_worker_stats(
+        &self,
+        harvester_id: &str,
+        site: &str,
+        stats: &[WorkerStat],
+    ) -> Result<()> {
+        let mut tx = self.begin(TxMode::Write).await?;
+        tx.execute(
+            "DELETE FROM harvester_worker_stats WHERE harvester_id = $1 AND computingsite = $2",
+            &[
+                Value::Text(Some(harvester_id.into())),
+                Value::Text(Some(site.into())),
+            ],
+        )
+        .await?;
+        let now = Value::Time(Some(time::now()));
+        for stat in stats {
+            insert_row(
+                tx.as_mut(),
+                "harvester_worker_stats",
+                &[
+                    ("harvester_id", Value::Text(Some(stat.harvester_id.clone()))),
+                    (
+                        "computingsite",
+                        Value::Text(Some(stat.computing_site.clone())),
+                    ),
+                    (
+                        "resourcetype",
+                        Value::Text(Some(stat.resource_type.clone())),
+                    ),
+                    ("status", Value::Text(Some(stat.status.clone()))),
+                    ("jobtype", Value::Text(Some(stat.job_type.clone()))),
+                    ("n_workers", Value::Int(Some(stat.n_workers))),
+                    ("lastupdate", now.clone()),
+                ],
+            )
+            .await?;
+        }
+        tx.commit().await
+    }
+
+    /// Worker statistics reported in the last four hours.
+    pub async fn worker_stats(&self) -> Result<Vec<WorkerStat>> {
+        let since = Value::Time(Some(time::now() - Duration::hours(4)));
+        let mut tx = self.begin(TxMode::Read).await?;
+        let rows = tx
+            .fetch(
+                "SELECT harvester_id, computingsite, resourcetype, status, jobtype, n_workers \
+                 FROM harvester_worker_stats WHERE lastupdate >= $1",
+                &[since],
+                &[
+                    ColumnType::Text,
+                    ColumnType::Text,
+                    ColumnType::Text,
+                    ColumnType::Text,
+                    ColumnType::Text,
+                    ColumnType::BigInt,
+                ],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| WorkerStat {
+                harvester_id: r.first().map(text).unwrap_or_default(),
+                computing_site: r.get(1).map(text).unwrap_or_default(),
+                resource_type: r.get(2).map(text).unwrap_or_default(),
+                status: r.get(3).map(text).unwrap_or_default(),
+                job_type: r.get(4).map(text).unwrap_or_default(),
+                n_workers: r.get(5).and_then(Value::as_i64).unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    /// Stores service metrics: `(creation_time, host, metrics JSON)` per entry.
+    pub async fn add_harvester_metrics(
+        &self,
+        harvester_id: &str,
+        metrics: &[(NaiveDateTime, String, String)],
+    ) -> Result<()> {
+        let mut tx = self.begin(TxMode::Write).await?;
+        for (created, host, text) in metrics {
+            insert_row(
+                tx.as_mut(),
+                "harvester_metrics",
+                &[
+                    ("harvester_id", Value::Text(Some(harvester_id.into()))),
+                    ("creation_time", Value::Time(Some(*created))),
+                    ("harvester_host", Value::Text(Some(host.clone()))),
+                    (
+                        "metrics",
+                        Value::Text(Some(text.chars().take(4000).collect())),
+                    ),
+                ],
+            )
+            .await?;
+        }
+        tx.commit().await
+    }
+
+    /// Stores dialog messages, replacing earlier ones with the same diagID.
+    pub async fn add_harvester_dialogs(
+        &self,
+        harvester_id: &str,
+        dialogs: &[Vec<ColumnValue>],
+    ) -> Result<()> {
+        let mut tx = self.begin(TxMode::Write).await?;
+        for dialog in dialogs {
+            let diag_id = dialog
+                .iter()
+                .find(|(c, _)| *c == "diagid")
+                .map(|(_, v)| v.clone())
+                .unwrap_or(Value::Int(None));
+            tx.execute(
+                "DELETE FROM harvester_dialogs WHERE harvester_id = $1 AND diagid = $2",
+                &[Value::Text(Some(harvester_id.into())), diag_id],
+            )
+            .await?;
+            let mut row = dialog.clone();
+            row.push(("harvester_id", Value::Text(Some(harvester_id.into()))));
+            insert_row(tx.as_mut(), "harvester_dialogs", &row).await?;
+        }
+        tx.commit().await
+    }
+
+    /// Records a worker node; returns true when it was new.
+    pub async fn upsert_worker_node(&self, node: &WorkerNode) -> Result<bool> {
+        let now = Value::Time(Some(time::now()));
+        let key = [
+            Value::Text(Some(node.site.clone())),
+            Value::Text(Some(node.host_name.clone())),
+            Value::Text(Some(node.cpu_model.clone())),
+        ];
+        let mut tx = self.begin(TxMode::Write).await?;
+        let updated = tx
+            .execute(
+                "UPDATE worker_node SET last_seen = $4 WHERE site = $1 AND host_name = $2 \
+                 AND cpu_model = $3",
+                &[key.to_vec(), vec![now.clone()]].concat(),
+            )
+            .await?;
+        let created = updated == 0;
+        if created {
+            let mut row: Vec<ColumnValue> = vec![
+                ("site", key[0].clone()),
+                ("host_name", key[1].clone()),
+                ("cpu_model", key[2].clone()),
+                ("last_seen", now.clone()),
+            ];
+            row.extend(node.columns.iter().cloned());
+            insert_row(tx.as_mut(), "worker_node", &row).await?;
+        }
+        if let Some(queue) = &node.panda_queue {
+            let qkey = [
+                key[0].clone(),
+                key[1].clone(),
+                Value::Text(Some(queue.clone())),
+                now,
+            ];
+            let updated = tx
+                .execute(
+                    "UPDATE worker_node_queue SET last_seen = $4 WHERE site = $1 \
+                     AND host_name = $2 AND panda_queue = $3",
+                    &qkey,
+                )
+                .await?;
+            if updated == 0 {
+                tx.execute(
+                    "INSERT INTO worker_node_queue (site, host_name, panda_queue, last_seen) \
+                     VALUES ($1, $2, $3, $4)",
+                    &qkey,
+                )
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(created)
+    }
+
+    /// Records a worker node's GPUs; returns true when they were new.
+    pub async fn upsert_worker_node_gpu(
+        &self,
+        key: [&str; 4],
+        columns: &[ColumnValue],
+    ) -> Result<bool> {
+        let now = Value::Time(Some(time::now()));
+        let key: Vec<Value> = key
+            .iter()
+            .map(|k| Value::Text(Some(k.to_string())))
+            .collect();
+        let updatable: Vec<&ColumnValue> = columns
+            .iter()
+            .filter(|(c, _)| matches!(*c, "framework" | "framework_version" | "count"))
+            .collect();
+        let mut assignments = vec!["last_seen = $5".to_string()];
+        let mut params = key.clone();
+        params.push(now.clone());
+        for (c, v) in &updatable {
+            params.push(v.clone());
+            assignments.push(format!("{c} = ${}", params.len()));
+        }
+        let mut tx = self.begin(TxMode::Write).await?;
+        let updated = tx
+            .execute(
+                &format!(
+                    "UPDATE worker_node_gpus SET {} WHERE site = $1 AND host_name = $2 \
+                     AND vendor = $3 AND model = $4",
+                    assignments.join(", ")
+                ),
+                &params,
+            )
+            .await?;
+        let created = updated == 0;
+        if created {
+            let mut row: Vec<ColumnValue> = vec![
+                ("site", key[0].clone()),
+                ("host_name", key[1].clone()),
+                ("vendor", key[2].clone()),
+                ("model", key[3].clone()),
+                ("last_seen", now),
+            ];
+            row.extend(columns.iter().cloned());
+            insert_row(tx.as_mut(), "worker_node_gpus", &row).await?;
+        }
+        tx.commit().await?;
+        Ok(created)
+    }
+
+    /// Job counts by site, cloud, label, resource type, processing type, share and status:
+    /// the live tables, and `jobsarchived4` rows modified since `archived_since`.
+    pub async fn job_stat_rows(&self, archived_since: NaiveDateTime) -> Result<Vec<JobStatRow>> {
+        let mut tx = self.begin(TxMode::Read).await?;
+        let mut out = Vec::new();
+        let types = [
+            ColumnType::Text,
+            ColumnType::Text,
+            ColumnType::Text,
+            ColumnType::Text,
+            ColumnType::Text,
+            ColumnType::Text,
+            ColumnType::Text,
+            ColumnType::BigInt,
+        ];
+        for table in JobTable::ALL {
+            let (filter, params) = match table {
+                JobTable::Archived => (
+                    " WHERE modificationtime >= $1",
+                    vec![Value::Time(Some(archived_since))],
+                ),
+                _ => ("", Vec::new()),
+            };
+            let sql = format!(
+                "SELECT computingsite, cloud, prodsourcelabel, resource_type, processingtype, \
+                 gshare, jobstatus, COUNT(*) FROM {}{filter} GROUP BY computingsite, cloud, \
+                 prodsourcelabel, resource_type, processingtype, gshare, jobstatus",
+                table.name()
+            );
+            for row in tx.fetch(&sql, &params, &types).await? {
+                let get = |i: usize| row.get(i).map(text).unwrap_or_default();
+                out.push(JobStatRow {
+                    table,
+                    site: get(0),
+                    cloud: get(1),
+                    label: get(2),
+                    resource_type: get(3),
+                    processing_type: get(4),
+                    gshare: get(5),
+                    status: get(6),
+                    count: row.get(7).and_then(Value::as_i64).unwrap_or_default(),
+                });
+            }
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+}

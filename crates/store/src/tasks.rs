@@ -339,4 +339,21 @@ impl Store {
         tx.commit().await?;
         Ok(counts)
     }
+
+    /// The statuses a task went through, oldest first (from `tasks_statuslog`).
+    pub async fn task_status_log(&self, task_id: i64) -> Result<Vec<String>> {
+        let mut tx = self.begin(TxMode::Read).await?;
+        let rows = tx
+            .fetch(
+                "SELECT status FROM tasks_statuslog WHERE jeditaskid = $1 ORDER BY modificationtime",
+                &[Value::Int(Some(task_id))],
+                &[ColumnType::Text],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| r.first().and_then(Value::as_str).map(str::to_string))
+            .collect())
+    }
 }

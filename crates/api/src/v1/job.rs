@@ -73,12 +73,28 @@ pub(crate) fn decode_jobs(jobs_text: &str) -> Result<Vec<JobSpec>, String> {
         .iter()
         .enumerate()
         .map(|(n, state)| {
+            // The attributes, the files, and (from some clients) the changed-attribute list.
+            let most = JobAttr::attributes().len() + 2;
+            if state.len() > most {
+                return Err(format!(
+                    "job {n} has {} entries; a job is at most {} attributes and its files",
+                    state.len(),
+                    JobAttr::attributes().len()
+                ));
+            }
             let attrs = decode_record::<JobAttr>(state).map_err(|e| format!("job {n}: {e}"))?;
             let files = match state.last() {
                 Some(Json::Array(files)) => files
                     .iter()
                     .enumerate()
                     .map(|(f, file)| match file {
+                        Json::Array(values) if values.len() > FileAttr::attributes().len() + 2 => {
+                            Err(format!(
+                                "job {n} file {f} has {} entries; a file is at most {} attributes",
+                                values.len(),
+                                FileAttr::attributes().len()
+                            ))
+                        }
                         Json::Array(values) => decode_record::<FileAttr>(values)
                             .map_err(|e| format!("job {n} file {f}: {e}")),
                         _ => Err(format!("job {n} file {f}: not a list")),

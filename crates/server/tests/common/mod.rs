@@ -343,6 +343,7 @@ pub struct TestJob {
     pub transformation: String,
     pub min_ram: i64,
     pub max_attempt: Option<i64>,
+    pub task_id: Option<i64>,
 }
 
 impl TestJob {
@@ -356,6 +357,7 @@ impl TestJob {
             transformation: "http://localhost/jobO.runpayload.tar.gz".into(),
             min_ram: 0,
             max_attempt: None,
+            task_id: None,
         }
     }
 
@@ -378,6 +380,9 @@ impl TestJob {
         set(JobAttr::creationHost, "test-host".into());
         if let Some(max) = self.max_attempt {
             set(JobAttr::maxAttempt, max.into());
+        }
+        if let Some(task) = self.task_id {
+            set(JobAttr::jediTaskID, task.into());
         }
         let mut log = vec![serde_json::json!("NULL"); 18];
         log[2] = "11111111-2222-3333-4444-555555555555".into();

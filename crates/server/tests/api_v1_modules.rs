@@ -1,0 +1,668 @@
+//! `/api/v1` beyond the pilot cycle, over HTTP against a real server on both backends:
+//! tasks (as panda-client, pbook and prun call them), Harvester's functions in the shapes
+//! Harvester sends, worker nodes, statistics, site specs, the envelope's encodings, and bad
+//! input that must be refused with a message and change nothing.
+
+mod common;
+
+use common::{api_client, db_env, submit, Server, Site, TestJob};
+use panda_store::testing::{backends, TestDb};
+use panda_store::{Backend, Store, StoreOptions};
+use serde_json::{json, Value as Json};
+
+struct Fixture {
+    _db: TestDb,
+    _site: Site,
+    server: Server,
+    store: Store,
+    client: reqwest::Client,
+}
+
+async fn start(backend: Backend) -> Fixture {
+    let db = TestDb::new(backend);
+    let site = Site::new();
+    let mut env = db_env(&db);
+    env.extend(site.env());
+    let server = Server::start(&[], &env);
+    let store = Store::open(&db.config, StoreOptions::default())
+        .await
+        .expect("open");
+    Fixture {
+        _db: db,
+        _site: site,
+        server,
+        store,
+        client: api_client(),
+    }
+}
+
+impl Fixture {
+    async fn post(&self, path: &str, body: Json) -> Json {
+        let response = self
+            .client
+            .post(self.server.url(path))
+            .json(&body)
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(response.status(), 200, "{path}");
+        response.json().await.expect("envelope")
+    }
+
+    async fn get(&self, path: &str, query: &[(&str, &str)]) -> Json {
+        let response = self
+            .client
+            .get(self.server.url(path))
+            .query(query)
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(response.status(), 200, "{path}");
+        response.json().await.expect("envelope")
+    }
+}
+
+fn task_parameters(name: &str) -> Json {
+    json!({
+        "taskName": name,
+        "uniqueTaskName": true,
+        "vo": "atlas",
+        "prodSourceLabel": "user",
+        "site": "ANALY_QUEUE",
+        "cliParams": "prun --exec 'echo hello' --outDS user.tester.out",
+        "log": {"type": "template", "param_type": "log", "dataset": "user.tester.out.log/",
+                "value": "user.tester.out.log.$JEDITASKID.${SN}.log.tgz"},
+        "jobParameters": [
+            {"type": "constant", "value": "echo hello"},
+            {"type": "template", "param_type": "output", "dataset": "user.tester.out_x/",
+             "value": "user.tester.out.$JEDITASKID._${SN}.x"}
+        ],
+        "noInput": true,
+    })
+}
+
+#[tokio::test]
+async fn tasks_are_registered_listed_and_commanded_as_pbook_expects() {
+    for backend in backends() {
+        let f = start(backend).await;
+        let submitted = f
+            .post(
+                "/api/v1/task/submit",
+                json!({"task_parameters": task_parameters("user.tester.task1"), "parent_tid": null}),
+            )
+            .await;
+        assert_eq!(submitted["success"], true, "{submitted}");
+        let id = submitted["data"].as_i64().expect("jediTaskID");
+        assert!(
+            id >= 10_000_000,
+            "pbook reads smaller IDs as request IDs: {id}"
+        );
+        assert_eq!(
+            submitted["message"],
+            format!("succeeded. new jediTaskID={id}")
+        );
+        let id_text = id.to_string();
+
+        let status = f
+            .get("/api/v1/task/get_status", &[("task_id", &id_text)])
+            .await;
+        assert_eq!(status["data"], "registered", "{status}");
+
+        // The same unique name while the task is active: refused with code 2.
+        let again = f
+            .post(
+                "/api/v1/task/submit",
+                json!({"task_parameters": task_parameters("user.tester.task1")}),
+            )
+            .await;
+        assert_eq!(again["success"], false);
+        assert_eq!(again["data"], 2, "{again}");
+
+        let params = f
+            .get("/api/v1/task/get_task_parameters", &[("task_id", &id_text)])
+            .await;
+        assert_eq!(params["data"]["taskName"], "user.tester.task1");
+        assert_eq!(params["data"]["userName"], "local operator");
+
+        let details = f
+            .get(
+                "/api/v1/task/get_details",
+                &[
+                    ("task_id", &id_text),
+                    ("include_parameters", "True"),
+                    ("include_status", "True"),
+                ],
+            )
+            .await;
+        assert_eq!(details["data"]["status"], "registered", "{details}");
+        assert_eq!(
+            details["data"]["outDS"],
+            "user.tester.out_x/,user.tester.out.log/"
+        );
+        assert!(details["data"]["cliParams"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("prun")));
+
+        // pbook show: the caller's tasks since a time, filtered by a JSON object of strings.
+        let since = (chrono::Utc::now() - chrono::Duration::days(14))
+            .format("%Y-%m-%d %H:%M:%S")
+            .to_string();
+        let filters = json!({"jediTaskID": id_text}).to_string();
+        let listed = f
+            .get(
+                "/api/v1/task/get_tasks_detailed_info_since",
+                &[
+                    ("n_tasks", "1000"),
+                    ("since", &since),
+                    ("filters", &filters),
+                ],
+            )
+            .await;
+        let tasks = listed["data"].as_array().expect("list");
+        assert_eq!(tasks.len(), 1, "{listed}");
+        assert_eq!(tasks[0]["jediTaskID"], id);
+        assert_eq!(tasks[0]["taskName"], "user.tester.task1");
+        assert!(tasks[0]["creationDate"]["__datetime__"].is_string());
+        assert_eq!(tasks[0]["raw_task_params"]["site"], "ANALY_QUEUE");
+        let by_pattern = f
+            .get(
+                "/api/v1/task/get_tasks_detailed_info_since",
+                &[(
+                    "filters",
+                    &json!({"taskName": "^user\\.tester\\.task"}).to_string(),
+                )],
+            )
+            .await;
+        assert_eq!(by_pattern["data"].as_array().map(Vec::len), Some(1));
+        let other_user = f
+            .get(
+                "/api/v1/task/get_tasks_detailed_info_since",
+                &[("filters", &json!({"userName": "Someone Else"}).to_string())],
+            )
+            .await;
+        assert_eq!(other_user["data"], json!([]));
+
+        // A job of the task, then kill: the job is cancelled at once, the task aborted.
+        let mut job = TestJob::new("task1.job");
+        job.task_id = Some(id);
+        let job_ids = submit(&f.client, &f.server, &[job]).await;
+        let ids = f
+            .get("/api/v1/task/get_job_ids", &[("task_id", &id_text)])
+            .await;
+        assert_eq!(ids["data"], json!(job_ids));
+        let killed = f.post("/api/v1/task/kill", json!({"task_id": id})).await;
+        assert_eq!(killed["success"], true, "{killed}");
+        assert_eq!(killed["data"], 0);
+        let status = f
+            .get("/api/v1/task/get_status", &[("task_id", &id_text)])
+            .await;
+        assert_eq!(status["data"], "aborted");
+        let job_status = f
+            .get(
+                "/api/v1/job/get_status",
+                &[("job_ids", &job_ids[0].to_string())],
+            )
+            .await;
+        assert_eq!(job_status["data"][0]["status"], "cancelled", "{job_status}");
+
+        // Upstream's refusals: kill twice (code 4), retry of an aborted task (code 4, but
+        // success as upstream's retry always is), an unknown task.
+        let twice = f.post("/api/v1/task/kill", json!({"task_id": id})).await;
+        assert_eq!(twice["success"], false);
+        assert_eq!(twice["data"], 4);
+        assert!(twice["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("Command rejected")));
+        let retry = f.post("/api/v1/task/retry", json!({"task_id": id})).await;
+        assert_eq!(
+            (retry["success"].clone(), retry["data"].clone()),
+            (json!(true), json!(4))
+        );
+        let unknown = f.post("/api/v1/task/kill", json!({"task_id": 99})).await;
+        assert_eq!(unknown["success"], false);
+        assert_eq!(unknown["message"], "jediTaskID=99 not found");
+        let missing = f.get("/api/v1/task/get_status", &[("task_id", "99")]).await;
+        assert_eq!(missing["message"], "Task not found");
+
+        // finish, then retry of the finished task.
+        let second = f
+            .post(
+                "/api/v1/task/submit",
+                json!({"task_parameters": task_parameters("user.tester.task2")}),
+            )
+            .await;
+        let second_id = second["data"].as_i64().expect("id");
+        let finished = f
+            .post(
+                "/api/v1/task/finish",
+                json!({"task_id": second_id, "soft": true}),
+            )
+            .await;
+        assert_eq!(finished["data"], 0, "{finished}");
+        let retried = f
+            .post("/api/v1/task/retry", json!({"task_id": second_id}))
+            .await;
+        assert_eq!(retried["data"], 0, "{retried}");
+        let status = f
+            .get(
+                "/api/v1/task/get_status",
+                &[("task_id", &second_id.to_string())],
+            )
+            .await;
+        assert_eq!(status["data"], "ready");
+        let modified = f
+            .get(
+                "/api/v1/task/get_tasks_modified_since",
+                &[("since", &since), ("min_task_id", &second_id.to_string())],
+            )
+            .await;
+        assert_eq!(
+            modified["data"][second_id.to_string()]["status"],
+            "ready",
+            "{modified}"
+        );
+
+        let log = f.store.task_status_log(id).await.expect("log");
+        assert_eq!(log, vec!["registered", "aborting", "aborted"]);
+    }
+}
+
+#[tokio::test]
+async fn harvester_reports_and_commands_round_trip() {
+    for backend in backends() {
+        let f = start(backend).await;
+        let beat = f
+            .post(
+                "/api/v1/harvester/heartbeat",
+                json!({"harvester_id": "harv-1", "data": {
+                    "startTime": "datetime/2026-11-25 10:00:00.000000", "sw_version": "0.6.5"}}),
+            )
+            .await;
+        assert_eq!(beat["success"], true, "{beat}");
+        let beat = f
+            .post(
+                "/api/v1/harvester/heartbeat",
+                json!({"harvester_id": "harv-1", "data": {}}),
+            )
+            .await;
+        assert_eq!(beat["success"], true);
+        let bad = f
+            .post(
+                "/api/v1/harvester/heartbeat",
+                json!({"harvester_id": "harv-1", "data": {"flavour": "x"}}),
+            )
+            .await;
+        assert_eq!(bad["success"], false);
+        assert!(bad["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("flavour")));
+
+        // Harvester's job fetcher sends its camelCase resourceType, which is read as
+        // resource_type (no job of that type here), then asks without it.
+        let ids = submit(&f.client, &f.server, &[TestJob::new("harv.job")]).await;
+        let mut ask = json!({"site_name": "TEST_QUEUE", "node": "wn1",
+            "prod_source_label": "managed", "computing_element": "ce1", "n_jobs": 2,
+            "scheduler_id": "harvester-harv-1", "resourceType": "MCORE"});
+        let none = f.post("/api/v1/pilot/acquire_jobs", ask.clone()).await;
+        assert_eq!(none["message"], "No jobs in PanDA", "{none}");
+        ask.as_object_mut().map(|m| m.remove("resourceType"));
+        let jobs = f.post("/api/v1/pilot/acquire_jobs", ask).await;
+        assert_eq!(jobs["data"]["jobs"][0]["PandaID"], ids[0], "{jobs}");
+
+        let workers = f
+            .post(
+                "/api/v1/harvester/update_workers",
+                json!({"harvester_id": "harv-1", "workers": [
+                    {"workerID": 7, "status": "running", "computingSite": "TEST_QUEUE",
+                     "nCore": 8, "submitTime": "datetime/2026-11-25 10:00:00.000000",
+                     "resourceType": "MCORE", "pandaid_list": [ids[0]], "syncLevel": 0},
+                    {"workerID": 9, "status": "submitted", "computingSite": "TEST_QUEUE"}
+                ]}),
+            )
+            .await;
+        assert_eq!(workers["data"], json!([true, true]), "{workers}");
+        let max = f
+            .get(
+                "/api/v1/harvester/get_current_worker_id",
+                &[("harvester_id", "harv-1")],
+            )
+            .await;
+        assert_eq!(max["data"], 9);
+
+        // The pilot under Harvester reports its worker started.
+        let started = f
+            .post(
+                "/api/v1/pilot/update_worker_status",
+                json!({"worker_id": 7, "harvester_id": "harv-1", "status": "started",
+                       "node_id": "wn1"}),
+            )
+            .await;
+        assert_eq!(started["success"], true, "{started}");
+        let brief = f.store.worker_brief("harv-1", 7).await.expect("read");
+        assert_eq!(
+            brief,
+            Some((
+                "running".into(),
+                Some("TEST_QUEUE".into()),
+                Some("started".into())
+            ))
+        );
+        let bad_status = f
+            .post(
+                "/api/v1/pilot/update_worker_status",
+                json!({"worker_id": 7, "harvester_id": "harv-1", "status": "sleeping"}),
+            )
+            .await;
+        assert_eq!(bad_status["success"], false);
+
+        // Harvester's update_jobs_bulk, as its communicator maps job specs.
+        let report = json!({"harv.job.log.tgz": {"guid": "g", "fsize": 10, "adler32": "0a0b0c0d"}});
+        let bulk = f
+            .post(
+                "/api/v1/pilot/update_jobs_bulk",
+                json!({"harvester_id": "harv-1", "job_list": [
+                    {"job_id": ids[0], "site_name": "TEST_QUEUE", "job_status": "finished",
+                     "attempt_nr": 0, "core_count": 8, "meta_data": "{}",
+                     "job_output_report": report.to_string(), "node": "wn1"}
+                ]}),
+            )
+            .await;
+        assert_eq!(bulk["data"][0]["success"], true, "{bulk}");
+
+        let command_id = f
+            .store
+            .add_harvester_command("harv-1", "SET_N_WORKERS_JOBTYPE", Some("{\"n\": 3}"), true)
+            .await
+            .expect("command");
+        let commands = f
+            .post(
+                "/api/v1/harvester/acquire_commands",
+                json!({"harvester_id": "harv-1", "n_commands": 5}),
+            )
+            .await;
+        assert_eq!(commands["data"][0]["command_id"], command_id, "{commands}");
+        assert_eq!(commands["data"][0]["params"]["n"], 3);
+        let none = f
+            .post(
+                "/api/v1/harvester/acquire_commands",
+                json!({"harvester_id": "harv-1", "n_commands": 5}),
+            )
+            .await;
+        assert_eq!(none["data"], json!([]));
+        let ack = f
+            .post(
+                "/api/v1/harvester/acknowledge_commands",
+                json!({"command_ids": [command_id]}),
+            )
+            .await;
+        assert_eq!(ack["success"], true);
+
+        let stats = json!({"managed": {"SCORE": {"running": 4, "submitted": 1},
+                                        "Undefined": {"running": 9}}});
+        let reported = f
+            .post(
+                "/api/v1/harvester/report_worker_statistics",
+                json!({"harvester_id": "harv-1", "panda_queue": "TEST_QUEUE",
+                       "statistics": stats.to_string()}),
+            )
+            .await;
+        assert_eq!(reported["message"], "OK");
+        let read = f.get("/api/v1/harvester/get_worker_statistics", &[]).await;
+        assert_eq!(
+            read["data"]["TEST_QUEUE"]["harv-1"]["managed"],
+            json!({"SCORE": {"running": 4, "submitted": 1}})
+        );
+        let metrics = f
+            .post(
+                "/api/v1/harvester/update_service_metrics",
+                json!({"harvester_id": "harv-1", "metrics": [
+                    ["2026-11-25 10:00:00.000000", "harvester-host", "{\"cpu\": 3}"]]}),
+            )
+            .await;
+        assert_eq!(metrics["data"], json!([true]));
+        let dialogs = f
+            .post(
+                "/api/v1/harvester/add_dialogs",
+                json!({"harvester_id": "harv-1", "dialogs": [
+                    {"diagID": 1, "moduleName": "submitter", "identifier": "x",
+                     "creationTime": "2026-11-25 10:00:00.000000", "messageLevel": "ERROR",
+                     "diagMessage": "failed to submit"}]}),
+            )
+            .await;
+        assert_eq!(dialogs["success"], true, "{dialogs}");
+        let not_harvester = f
+            .post(
+                "/api/v1/harvester/add_dialogs",
+                json!({"harvester_id": "h", "dialogs": [1]}),
+            )
+            .await;
+        assert_eq!(not_harvester["success"], false);
+    }
+}
+
+#[tokio::test]
+async fn worker_nodes_statistics_and_site_specs() {
+    for backend in backends() {
+        let f = start(backend).await;
+        let node = json!({"site": "TEST_SITE", "host_name": "slot1@wn01.example.org",
+            "cpu_model": "Intel(R) Xeon(R) Gold 6248 CPU @ 2.50GHz", "panda_queue": "TEST_QUEUE",
+            "n_logical_cpus": 80, "clock_speed": 2500.0, "total_memory": 192000});
+        let first = f
+            .post("/api/v1/pilot/update_worker_node", node.clone())
+            .await;
+        assert_eq!(first["message"], "Inserted new worker node.", "{first}");
+        let second = f.post("/api/v1/pilot/update_worker_node", node).await;
+        assert_eq!(second["message"], "Updated existing worker node.");
+        let gpu = f
+            .post(
+                "/api/v1/pilot/update_worker_node_gpu",
+                json!({"site": "TEST_SITE", "host_name": "wn01.example.org", "vendor": "NVIDIA",
+                       "model": "A100", "count": 4, "vram": 40000}),
+            )
+            .await;
+        assert_eq!(gpu["message"], "Inserted new worker node GPU.", "{gpu}");
+        let missing = f
+            .post("/api/v1/pilot/update_worker_node", json!({"site": "S"}))
+            .await;
+        assert_eq!(missing["success"], false);
+
+        submit(
+            &f.client,
+            &f.server,
+            &[TestJob::new("stat.a"), TestJob::new("stat.b")],
+        )
+        .await;
+        let by_site = f
+            .get("/api/v1/statistics/active_job_stats_by_site", &[])
+            .await;
+        assert_eq!(
+            by_site["data"]["TEST_QUEUE"],
+            json!({"activated": 2, "assigned": 0, "running": 0}),
+            "{by_site}"
+        );
+        let by_resource = f
+            .get(
+                "/api/v1/statistics/job_stats_by_site_and_resource_type",
+                &[("time_window", "60")],
+            )
+            .await;
+        assert_eq!(by_resource["success"], true, "{by_resource}");
+        assert_eq!(
+            by_resource["data"]["TEST_QUEUE"]
+                .as_object()
+                .map(|m| m.len()),
+            Some(1)
+        );
+        let bad_window = f
+            .get(
+                "/api/v1/statistics/job_stats_by_site_and_resource_type",
+                &[("time_window", "99999")],
+            )
+            .await;
+        assert_eq!(bad_window["success"], false);
+        let bad_type = f
+            .get(
+                "/api/v1/statistics/job_stats_by_cloud",
+                &[("type", "bogus")],
+            )
+            .await;
+        assert_eq!(bad_type["success"], false);
+
+        let analysis = f.get("/api/v1/metaconfig/get_site_specs", &[]).await;
+        let names: Vec<&String> = analysis["data"]
+            .as_object()
+            .map(|m| m.keys().collect())
+            .unwrap_or_default();
+        assert_eq!(names, vec!["ANALY_QUEUE"], "{analysis}");
+        assert_eq!(analysis["data"]["ANALY_QUEUE"]["maxrss"], 2000);
+        let all = f
+            .get("/api/v1/metaconfig/get_site_specs", &[("type", "all")])
+            .await;
+        assert_eq!(all["data"].as_object().map(|m| m.len()), Some(4));
+    }
+}
+
+#[tokio::test]
+async fn encodings_and_bad_input() {
+    let f = start(Backend::Sqlite).await;
+    // Without asking for JSON, upstream answers the Python rendering of the envelope.
+    let plain = reqwest::Client::new()
+        .get(f.server.url("/api/v1/system/is_alive"))
+        .send()
+        .await
+        .expect("get")
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(plain, "{'success': True, 'message': '', 'data': None}");
+    // A media-type list naming JSON gets JSON.
+    let listed: Json = reqwest::Client::new()
+        .get(f.server.url("/api/v1/system/is_alive"))
+        .header("Accept", "text/html, application/json;q=0.9")
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(listed["success"], true);
+    // Repeated query keys are a list; `latest` is `v1`.
+    let ids = submit(
+        &f.client,
+        &f.server,
+        &[TestJob::new("enc.a"), TestJob::new("enc.b")],
+    )
+    .await;
+    let (a, b) = (ids[0].to_string(), ids[1].to_string());
+    let status = f
+        .get(
+            "/api/v1/job/get_status",
+            &[("job_ids", &a), ("job_ids", &b)],
+        )
+        .await;
+    assert_eq!(status["data"].as_array().map(Vec::len), Some(2), "{status}");
+    let described = f
+        .get("/api/latest/job/get_description", &[("job_ids", &a)])
+        .await;
+    assert_eq!(described["data"][0]["PandaID"], ids[0]);
+    assert!(described["data"][0]["creationTime"]["__datetime__"].is_string());
+    assert_eq!(described["data"][0]["Files"][0]["type"], "log");
+
+    let refusals: Vec<(&str, Json, &str)> = vec![
+        (
+            "/api/v1/task/submit",
+            json!({"task_parameters": "x"}),
+            "Type error",
+        ),
+        (
+            "/api/v1/task/submit",
+            json!({}),
+            "Argument error: missing required argument 'task_parameters'",
+        ),
+        (
+            "/api/v1/task/submit",
+            json!({"task_parameters": {"vo": "atlas"}}),
+            "taskName",
+        ),
+        (
+            "/api/v1/task/kill",
+            json!({"task_id": "abc"}),
+            "Type error: argument 'task_id'",
+        ),
+        (
+            "/api/v1/job/submit",
+            json!({"jobs": "{\"not\": \"a list\"}"}),
+            "Failed to deserialize jobs",
+        ),
+        (
+            "/api/v1/job/submit",
+            json!({"jobs": 5}),
+            "Failed to deserialize jobs",
+        ),
+        (
+            "/api/v1/job/kill",
+            json!({"job_ids": ["x"]}),
+            "Type error: argument 'job_ids'",
+        ),
+        (
+            "/api/v1/job/kill",
+            json!({"job_ids": [1], "color": "red"}),
+            "unexpected keyword argument 'color'",
+        ),
+    ];
+    for (path, body, expected) in refusals {
+        let answer = f.post(path, body.clone()).await;
+        assert_eq!(answer["success"], false, "{path} {body}: {answer}");
+        assert!(
+            answer["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(expected)),
+            "{path} {body}: {answer}"
+        );
+    }
+    // A job with 300 attributes, and a file with 40.
+    let mut state = TestJob::new("too.wide").state();
+    let files = state.as_array_mut().and_then(|a| a.pop()).expect("files");
+    let wide: Vec<Json> = std::iter::repeat_n(json!("NULL"), 300)
+        .chain([files])
+        .collect();
+    let answer = f
+        .post(
+            "/api/v1/job/submit",
+            json!({"jobs": Json::Array(vec![Json::Array(wide)]).to_string()}),
+        )
+        .await;
+    assert!(
+        answer["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("301 entries")),
+        "{answer}"
+    );
+    // Malformed JSON and a non-object body.
+    for body in ["{\"jobs\": ", "[1, 2]"] {
+        let answer: Json = f
+            .client
+            .post(f.server.url("/api/v1/job/submit"))
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("post")
+            .json()
+            .await
+            .expect("envelope");
+        assert_eq!(answer["success"], false, "{body}");
+    }
+    let get_instead = f.get("/api/v1/task/kill", &[("task_id", "1")]).await;
+    assert_eq!(get_instead["message"], "expecting POST, received GET");
+    let forbidden = f
+        .client
+        .get(f.server.url("/api/v1/task/no_such_function"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(forbidden.status(), 403);
+    // Nothing above was stored: only the two jobs submitted here exist.
+    let counts = f.store.job_counts().await.expect("counts");
+    assert_eq!(counts.iter().map(|(_, _, n)| n).sum::<i64>(), 2);
+}

@@ -1,10 +1,11 @@
 //! Who is calling. One policy decides it for every route.
 //!
-//! Until certificates and tokens are implemented, the only identity besides "anonymous" is
-//! the local operator: in local mode (`trust_loopback`), a request from a loopback peer that
-//! presents no credentials acts as `/CN=local operator` with the production role. This never
-//! applies to a non-loopback peer, and a request that carries credentials is never treated
-//! as local, so real authentication can take over without changing this rule.
+//! A bearer token is verified by [`OidcVerifier`] (see `oidc`); a token that fails is
+//! refused with 403 `ERROR : Token authentication failed. <reason>` before any handler
+//! runs, as upstream, and logged once without the token. In local mode (`trust_loopback`), a
+//! request from a loopback peer that presents no credentials acts as `/CN=local operator`
+//! with the production role. This never applies to a non-loopback peer, and a request that
+//! carries credentials is never treated as local.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,10 +13,11 @@ use std::sync::Arc;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 
 use panda_core::identity::Identity;
 
+use crate::oidc::OidcVerifier;
 use crate::AppState;
 
 pub use panda_core::identity::LOCAL_OPERATOR_DN;
@@ -28,15 +30,38 @@ pub struct ClientAddr(pub Option<SocketAddr>);
 #[derive(Clone, Debug, Default)]
 pub struct IdentityPolicy {
     pub trust_loopback: bool,
+    /// Bearer-token validation; without it a token is refused.
+    pub oidc: Option<Arc<OidcVerifier>>,
 }
 
 impl IdentityPolicy {
-    pub fn identify(&self, peer: Option<SocketAddr>, headers: &HeaderMap) -> Identity {
+    /// The caller's identity, or why its credentials are refused.
+    pub fn identify(
+        &self,
+        peer: Option<SocketAddr>,
+        headers: &HeaderMap,
+    ) -> Result<Identity, String> {
+        if let Some(authorization) = headers.get(header::AUTHORIZATION) {
+            let text = authorization
+                .to_str()
+                .map_err(|_| "the Authorization header is not text".to_string())?;
+            let Some(token) = text
+                .strip_prefix("Bearer ")
+                .or_else(|| text.strip_prefix("bearer "))
+            else {
+                return Err("only Bearer authorization is accepted".into());
+            };
+            let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok());
+            return match &self.oidc {
+                Some(oidc) => oidc.verify(token.trim(), origin),
+                None => Err("token authentication is not configured on this server".into()),
+            };
+        }
         let loopback = peer.is_some_and(|p| p.ip().is_loopback());
         if self.trust_loopback && loopback && !carries_credentials(headers) {
-            Identity::local_operator()
+            Ok(Identity::local_operator())
         } else {
-            Identity::anonymous()
+            Ok(Identity::anonymous())
         }
     }
 }
@@ -55,7 +80,19 @@ pub async fn resolve(State(state): State<AppState>, mut request: Request, next: 
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| *addr);
-    let identity = Arc::new(state.identity_policy.identify(peer, request.headers()));
+    let identity = match state.identity_policy.identify(peer, request.headers()) {
+        Ok(identity) => Arc::new(identity),
+        Err(reason) => {
+            tracing::warn!(target: "panda::auth", peer = ?peer, path = request.uri().path(),
+                reason = %reason, "credentials refused");
+            return (
+                axum::http::StatusCode::FORBIDDEN,
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                format!("ERROR : Token authentication failed. {reason}"),
+            )
+                .into_response();
+        }
+    };
     request.extensions_mut().insert(identity.clone());
     request.extensions_mut().insert(ClientAddr(peer));
     let mut response = next.run(request).await;
@@ -78,11 +115,16 @@ mod tests {
     fn a_bare_loopback_request_is_the_local_operator_in_local_mode() {
         let policy = IdentityPolicy {
             trust_loopback: true,
+            oidc: None,
         };
-        let id = policy.identify(peer("127.0.0.1"), &HeaderMap::new());
+        let id = policy
+            .identify(peer("127.0.0.1"), &HeaderMap::new())
+            .expect("local");
         assert_eq!(id.dn.as_deref(), Some(LOCAL_OPERATOR_DN));
         assert!(id.production);
-        let v6 = policy.identify(peer("[::1]"), &HeaderMap::new());
+        let v6 = policy
+            .identify(peer("[::1]"), &HeaderMap::new())
+            .expect("local");
         assert_eq!(v6.method, AuthMethod::LocalOperator);
     }
 
@@ -90,20 +132,20 @@ mod tests {
     fn local_mode_never_applies_to_other_peers_or_to_credentials() {
         let policy = IdentityPolicy {
             trust_loopback: true,
+            oidc: None,
         };
         assert_eq!(
             policy.identify(peer("10.1.2.3"), &HeaderMap::new()),
-            Identity::anonymous()
+            Ok(Identity::anonymous())
         );
         let mut headers = HeaderMap::new();
         headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer x"));
-        assert_eq!(
-            policy.identify(peer("127.0.0.1"), &headers),
-            Identity::anonymous()
-        );
+        assert!(policy
+            .identify(peer("127.0.0.1"), &headers)
+            .is_err_and(|e| e.contains("not configured")));
         assert_eq!(
             policy.identify(None, &HeaderMap::new()),
-            Identity::anonymous()
+            Ok(Identity::anonymous())
         );
     }
 
@@ -112,6 +154,7 @@ mod tests {
         let policy = IdentityPolicy::default();
         assert!(!policy
             .identify(peer("127.0.0.1"), &HeaderMap::new())
+            .expect("anonymous")
             .is_authenticated());
     }
 }

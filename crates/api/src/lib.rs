@@ -8,6 +8,7 @@
 mod body;
 pub mod identity;
 mod legacy;
+pub mod oidc;
 mod request_log;
 mod static_files;
 mod v1;
@@ -23,6 +24,7 @@ use axum::Router;
 use panda_service::JobService;
 
 pub use identity::IdentityPolicy;
+pub use oidc::OidcVerifier;
 pub use panda_core::identity::Identity;
 pub use request_log::{AccessLog, RequestStats, RouteStats, LATENCY_BUCKETS};
 

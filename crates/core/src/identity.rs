@@ -11,6 +11,8 @@ pub enum AuthMethod {
     Anonymous,
     /// A loopback caller trusted by `trust_loopback`.
     LocalOperator,
+    /// A verified OIDC bearer token.
+    Token,
 }
 
 /// The caller as the handlers see it.

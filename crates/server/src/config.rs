@@ -49,6 +49,8 @@ const SERVER_KEYS: &[&str] = &[
     "max_workers",
     "metrics_address",
     "shutdown_timeout",
+    "token_authType",
+    "auth_config",
 ];
 const DAEMON_KEYS: &[&str] = &["config", "enable"];
 
@@ -95,10 +97,8 @@ const UPSTREAM_ONLY_KEYS: &[&str] = &[
     "ei_dbpasswd",
     "ei_dbname",
     "ei_dbtimeout",
-    "token_authType",
     "token_issuers",
     "token_audience",
-    "auth_config",
     "legacy_token_issuers",
     "mq_configFile",
     "disableHTTP",
@@ -185,6 +185,8 @@ pub struct Config {
     pub production_dns: Vec<String>,
     pub n_jobs_in_get_job: u32,
     pub trust_loopback: bool,
+    /// Directory of `<vo>_auth_config.json` files; `None` when `token_authType` is not `oidc`.
+    pub auth_config: Option<PathBuf>,
     pub record_status_change: bool,
     pub daemon_enable: bool,
     pub daemon_tasks: BTreeMap<String, panda_daemon::TaskConfig>,
@@ -528,6 +530,15 @@ fn build(
         trust_loopback: v
             .server("trust_loopback", "a boolean (True or False)", parse_bool)?
             .unwrap_or(!has_file),
+        auth_config: match v.text("token_authType").as_deref() {
+            Some("oidc") | None => Some(
+                v.text("auth_config")
+                    .filter(|t| !t.is_empty() && t != "None")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| PathBuf::from("/opt/panda/etc/panda/auth")),
+            ),
+            Some(_) => None,
+        },
         record_status_change: v
             .server(
                 "record_statuschange",

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use panda_api::{AccessLog, AppState, IdentityPolicy, Limits, RequestStats, StaticDirs};
+use panda_api::{
+    AccessLog, AppState, IdentityPolicy, Limits, OidcVerifier, RequestStats, StaticDirs,
+};
 use panda_daemon::TaskStats;
 use panda_service::{JobService, ServiceSettings};
 use panda_store::Store;
@@ -179,9 +181,7 @@ async fn run_httpd(
     );
     let state = AppState {
         service,
-        identity_policy: Arc::new(IdentityPolicy {
-            trust_loopback: config.trust_loopback,
-        }),
+        identity_policy: Arc::new(identity_policy(&config)),
         stats: stats.clone(),
         limits: Arc::new(Limits {
             max_body_bytes: config.max_body_size,
@@ -244,6 +244,24 @@ async fn watch_signals(stop: watch::Sender<bool>, logs: LogFiles) {
     }
     tracing::info!("shutdown requested");
     let _ = stop.send(true);
+}
+
+/// The identity policy: local mode, and bearer tokens for the VOs under `auth_config`.
+fn identity_policy(config: &Config) -> IdentityPolicy {
+    let oidc = config.auth_config.as_ref().map(|dir| {
+        let (verifier, warnings) = OidcVerifier::load(dir, config.production_dns.clone());
+        if dir.exists() {
+            for warning in warnings {
+                tracing::warn!("token authentication: {warning}");
+            }
+            tracing::info!("token authentication: {verifier:?} from {}", dir.display());
+        }
+        Arc::new(verifier)
+    });
+    IdentityPolicy {
+        trust_loopback: config.trust_loopback,
+        oidc,
+    }
 }
 
 fn warn_about_config(config: &Config) {

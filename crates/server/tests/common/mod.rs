@@ -479,3 +479,91 @@ fn unquote(text: &str) -> String {
     }
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// An OIDC issuer for tests: an RSA key, its JWKS and a `<vo>_auth_config.json` in an
+/// `auth_config` directory, and tokens signed with the key.
+#[allow(dead_code)]
+pub struct TokenIssuer {
+    pub dir: tempfile::TempDir,
+    key: openssl::pkey::PKey<openssl::pkey::Private>,
+    pub issuer: String,
+    pub audience: String,
+}
+
+#[allow(dead_code)]
+impl TokenIssuer {
+    /// An issuer trusted for `vo`.
+    pub fn new(vo: &str) -> TokenIssuer {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let rsa = openssl::rsa::Rsa::generate(2048).expect("rsa");
+        let jwks = serde_json::json!({"keys": [{
+            "kty": "RSA", "kid": "test-key", "alg": "RS256", "use": "sig",
+            "n": b64.encode(rsa.n().to_vec()), "e": b64.encode(rsa.e().to_vec()),
+        }]});
+        let key = openssl::pkey::PKey::from_rsa(rsa).expect("pkey");
+        let dir = tempfile::tempdir().expect("auth dir");
+        let issuer = "https://issuer.test/".to_string();
+        let audience = "panda-test-client".to_string();
+        let jwks_path = dir.path().join("jwks.json");
+        std::fs::write(&jwks_path, jwks.to_string()).expect("jwks");
+        let config = serde_json::json!({
+            "client_id": audience, "audience": audience, "issuer": issuer,
+            "jwks_file": jwks_path.display().to_string(),
+        });
+        std::fs::write(
+            dir.path().join(format!("{vo}_auth_config.json")),
+            config.to_string(),
+        )
+        .expect("auth config");
+        TokenIssuer {
+            dir,
+            key,
+            issuer,
+            audience,
+        }
+    }
+
+    /// `PANDA_AUTH_CONFIG` for a server trusting this issuer.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![(
+            "PANDA_AUTH_CONFIG".into(),
+            self.dir.path().display().to_string(),
+        )]
+    }
+
+    /// Valid claims for `name` in `groups`, for an hour.
+    pub fn claims(&self, name: &str, groups: &[&str]) -> serde_json::Value {
+        let now = chrono::Utc::now().timestamp();
+        serde_json::json!({
+            "iss": self.issuer, "aud": self.audience, "sub": format!("sub-{name}"),
+            "name": name, "preferred_username": name.to_lowercase().replace(' ', ""),
+            "groups": groups, "iat": now, "nbf": now - 5, "exp": now + 3600,
+        })
+    }
+
+    /// The claims signed as an RS256 JWT.
+    pub fn sign(&self, claims: &serde_json::Value) -> String {
+        self.sign_with(&self.key, claims)
+    }
+
+    /// The claims signed with another key (a forgery).
+    pub fn sign_with(
+        &self,
+        key: &openssl::pkey::PKey<openssl::pkey::Private>,
+        claims: &serde_json::Value,
+    ) -> String {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let header = serde_json::json!({"alg": "RS256", "typ": "JWT", "kid": "test-key"});
+        let signed = format!(
+            "{}.{}",
+            b64.encode(header.to_string()),
+            b64.encode(claims.to_string())
+        );
+        let mut signer = openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), key)
+            .expect("signer");
+        let signature = signer.sign_oneshot_to_vec(signed.as_bytes()).expect("sign");
+        format!("{signed}.{}", b64.encode(signature))
+    }
+}

@@ -34,11 +34,14 @@ const MAX_TOKEN_BYTES: usize = 16 * 1024;
 /// Verified tokens kept at most.
 const CACHE_LIMIT: usize = 10_000;
 
+/// An issuer's signing keys, each with its `kid` if it has one.
+type KeySet = Vec<(Option<String>, PKey<Public>)>;
+
 /// One VO's token settings.
 struct VoAuth {
     audiences: Vec<String>,
     issuer: String,
-    keys: Vec<(Option<String>, PKey<Public>)>,
+    keys: KeySet,
 }
 
 /// Validates bearer tokens against the configured VOs.
@@ -69,7 +72,7 @@ fn b64(text: &str) -> Result<Vec<u8>, String> {
 }
 
 /// The RSA keys of a JWKS document, by `kid`.
-fn jwks_keys(jwks: &Json) -> Result<Vec<(Option<String>, PKey<Public>)>, String> {
+fn jwks_keys(jwks: &Json) -> Result<KeySet, String> {
     let mut keys = Vec::new();
     for key in jwks
         .get("keys")

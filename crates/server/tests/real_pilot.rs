@@ -11,19 +11,12 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{db_env, submit, Server, Site, TestJob};
+use common::{
+    db_env, install_pandaclient, required, scripts, submit, value_of, Server, Site, TestJob,
+};
 use panda_core::{ColumnType, JobAttr, JobStatus, Value};
 use panda_store::testing::TestDb;
 use panda_store::{Backend, Store, StoreOptions, TxMode};
-
-fn scripts() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/real-clients")
-}
-
-fn required() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false")
-        || std::env::var("PANDA_REQUIRE_REAL_CLIENTS").is_ok_and(|v| v == "1")
-}
 
 /// The unpacked pilot, or `None` (with a note) when it cannot be installed here.
 fn install_pilot() -> Option<PathBuf> {
@@ -198,35 +191,14 @@ async fn the_real_pilot_runs_a_job_end_to_end() {
     assert_eq!(reported, "failed");
 }
 
-/// The last `key=value` line of a command's output.
-fn value_of(output: &std::process::Output, key: &str) -> Option<String> {
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .rev()
-        .find_map(|l| l.strip_prefix(&format!("{key}=")).map(str::to_string))
-}
-
 /// The whole chain with the real clients: panda-client submits, the pilot runs the job, the
 /// daemon's Adder finishes it, and panda-client's getFullJobStatus reports `finished`.
 #[tokio::test]
 async fn panda_client_pilot_and_daemon_take_a_job_to_finished() {
     let Some(pilot) = install_pilot() else { return };
-    let installed = Command::new("bash")
-        .arg(scripts().join("install_pandaclient.sh"))
-        .output()
-        .expect("install_pandaclient.sh");
-    let python = String::from_utf8_lossy(&installed.stdout)
-        .lines()
-        .last()
-        .unwrap_or("")
-        .trim()
-        .to_string();
-    if !installed.status.success() || !Path::new(&python).exists() {
-        let why = String::from_utf8_lossy(&installed.stderr).into_owned();
-        assert!(!required(), "cannot install panda-client: {why}");
-        eprintln!("note: panda-client test skipped: {why}");
+    let Some(python) = install_pandaclient() else {
         return;
-    }
+    };
     let (_db, site, env) = pilot_site(&[("PANDA_DAEMON_CONFIG", r#"{"add_main": {"period": 1}}"#)]);
     let server = Server::start(&[], &env);
     let client = |args: &[&str]| {

@@ -109,6 +109,13 @@ fn parameter_text(value: &Json) -> Option<String> {
     }
 }
 
+/// Sets a task's status and its `superStatus` (which JEDI keeps equal to the status for the
+/// statuses used here).
+fn set_status(task: &mut TaskSpec, status: &str) {
+    task.set_str(TaskAttr::status, status).ok();
+    task.set_str(TaskAttr::superStatus, status).ok();
+}
+
 /// The caller's user name as tasks record it.
 pub fn user_name(caller: &Identity) -> String {
     caller
@@ -160,7 +167,7 @@ impl JobService {
             .unwrap_or(&user)
             .to_string();
         task.set_str(TaskAttr::userName, &owner).ok();
-        task.set_str(TaskAttr::status, "registered").ok();
+        set_status(&mut task, "registered");
         task.set(TaskAttr::attemptNr, Value::Int(Some(0)));
         let priority = task.get(TaskAttr::taskPriority).clone();
         task.set(TaskAttr::currentPriority, priority);
@@ -260,7 +267,7 @@ impl JobService {
                     TaskCommand::Retry => "ready",
                 };
                 task.set_str(TaskAttr::oldStatus, &status).ok();
-                task.set_str(TaskAttr::status, next).ok();
+                set_status(task, next);
                 let qualifier = match command {
                     TaskCommand::Finish { soft: true } => "soft ",
                     _ => "",
@@ -329,7 +336,7 @@ impl JobService {
         if remaining == 0 {
             self.store()
                 .change_task(task_id, |task| {
-                    task.set_str(TaskAttr::status, done).ok();
+                    set_status(task, done);
                     Decision::Write(())
                 })
                 .await?;

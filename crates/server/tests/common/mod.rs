@@ -567,3 +567,48 @@ impl TokenIssuer {
         format!("{signed}.{}", b64.encode(signature))
     }
 }
+
+/// The repository's scripts for the real clients.
+#[allow(dead_code)]
+pub fn scripts() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/real-clients")
+}
+
+/// Whether the real clients must be there (CI), so that a missing client fails the test.
+#[allow(dead_code)]
+pub fn required() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false")
+        || std::env::var("PANDA_REQUIRE_REAL_CLIENTS").is_ok_and(|v| v == "1")
+}
+
+/// The python of a virtualenv with the real panda-client, or `None` (with a note) when it
+/// cannot be installed here and the clients are not required.
+#[allow(dead_code)]
+pub fn install_pandaclient() -> Option<String> {
+    let installed = std::process::Command::new("bash")
+        .arg(scripts().join("install_pandaclient.sh"))
+        .output()
+        .expect("install_pandaclient.sh");
+    let python = String::from_utf8_lossy(&installed.stdout)
+        .lines()
+        .last()
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    if !installed.status.success() || !std::path::Path::new(&python).exists() {
+        let why = String::from_utf8_lossy(&installed.stderr).into_owned();
+        assert!(!required(), "cannot install panda-client: {why}");
+        eprintln!("note: panda-client test skipped: {why}");
+        return None;
+    }
+    Some(python)
+}
+
+/// The last `key=value` line of a command's output.
+#[allow(dead_code)]
+pub fn value_of(output: &std::process::Output, key: &str) -> Option<String> {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")).map(str::to_string))
+}

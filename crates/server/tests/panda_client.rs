@@ -1,0 +1,205 @@
+//! The real panda-client 2.2.0 (PyPI) and its pbook against a real server, authenticated by
+//! OIDC tokens signed by a test issuer, as a user would run them: jobs (submit, status, kill,
+//! full status), tasks (insertTaskParams, getTaskStatus, killTask, finishTask, retryTask),
+//! `pbook show` and `pbook kill`, and another user's kills refused.
+//!
+//! panda-client is installed by `tests/real-clients/install_pandaclient.sh`; without it the
+//! test is skipped with a note, unless `CI` is set or `PANDA_REQUIRE_REAL_CLIENTS=1`.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::{db_env, install_pandaclient, scripts, value_of, Server, Site, TokenIssuer};
+use panda_store::testing::{backends, TestDb};
+
+/// Runs panda-client's python with `args` as the user holding `token`.
+fn client(python: &str, server: &Server, config: &Path, token: &str, args: &[&str]) -> Output {
+    let api = format!("{}/server/panda", server.base_url);
+    Command::new(python)
+        .args(args)
+        .env("PANDA_URL_SSL", &api)
+        .env("PANDA_URL", &api)
+        .env("PANDACACHE_URL", &api)
+        .env("PANDA_BEHIND_REAL_LB", "1")
+        .env("PANDA_VERIFY_HOST", "off")
+        .env("PANDA_CONFIG_ROOT", config)
+        .env("PANDA_AUTH", "oidc")
+        .env("PANDA_AUTH_VO", "atlas")
+        .env("PANDA_AUTH_ID_TOKEN", token)
+        .env_remove("X509_USER_PROXY")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("python")
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[tokio::test]
+async fn panda_client_and_pbook_manage_jobs_and_tasks_with_tokens() {
+    let Some(python) = install_pandaclient() else {
+        return;
+    };
+    let driver = scripts().join("pandaclient_api.py").display().to_string();
+    let pbook = "import sys, pandaclient.PBookScript as p; sys.argv[0] = 'pbook'; p.main()";
+    for backend in backends() {
+        let db = TestDb::new(backend);
+        let site = Site::new();
+        let issuer = TokenIssuer::new("atlas");
+        let mut env = db_env(&db);
+        env.extend(site.env());
+        env.extend(issuer.env());
+        let server = Server::start(&[], &env);
+        let config = site.dir.path().join("pandaconfig");
+        let alice = issuer.sign(&issuer.claims("Alice Tester", &["atlas"]));
+        let bob = issuer.sign(&issuer.claims("Bob Other", &["atlas"]));
+
+        let jobs = client(
+            &python,
+            &server,
+            &config,
+            &alice,
+            &[&driver, "jobs", "ANALY_QUEUE"],
+        );
+        let log = text(&jobs);
+        assert_eq!(value_of(&jobs, "hello").as_deref(), Some("0"), "{log}");
+        let panda_id = value_of(&jobs, "PandaID").unwrap_or_else(|| panic!("{log}"));
+        assert_eq!(
+            value_of(&jobs, "getJobStatus").as_deref(),
+            Some("0:activated"),
+            "{log}"
+        );
+        assert_eq!(value_of(&jobs, "files").as_deref(), Some("1"), "{log}");
+        assert_eq!(
+            value_of(&jobs, "killJobs").as_deref(),
+            Some("0:[True]"),
+            "{log}"
+        );
+        assert_eq!(
+            value_of(&jobs, "getFullJobStatus").as_deref(),
+            Some("0:cancelled"),
+            "{log}"
+        );
+
+        let tasks = client(
+            &python,
+            &server,
+            &config,
+            &alice,
+            &[&driver, "tasks", "ANALY_QUEUE"],
+        );
+        let log = text(&tasks);
+        let first = value_of(&tasks, "insertTaskParams").unwrap_or_else(|| panic!("{log}"));
+        assert!(
+            first.parse::<i64>().is_ok_and(|id| id >= 10_000_000),
+            "{log}"
+        );
+        assert_eq!(
+            value_of(&tasks, "getTaskStatus").as_deref(),
+            Some("0:registered"),
+            "{log}"
+        );
+        assert_eq!(
+            value_of(&tasks, "killTask").as_deref(),
+            Some("0:True"),
+            "{log}"
+        );
+        assert_eq!(
+            value_of(&tasks, "afterKill").as_deref(),
+            Some("aborted"),
+            "{log}"
+        );
+        assert_eq!(
+            value_of(&tasks, "finishTask").as_deref(),
+            Some("0:True"),
+            "{log}"
+        );
+        assert_eq!(
+            value_of(&tasks, "retryTask").as_deref(),
+            Some("0:0"),
+            "{log}"
+        );
+        assert_eq!(
+            value_of(&tasks, "afterRetry").as_deref(),
+            Some("ready"),
+            "{log}"
+        );
+        let third = value_of(&tasks, "forPbook").unwrap_or_else(|| panic!("{log}"));
+
+        // pbook show lists Alice's tasks; pbook show <id> shows one; pbook kill kills it.
+        let shown = client(&python, &server, &config, &alice, &["-c", pbook, "show"]);
+        let out = text(&shown);
+        assert!(out.contains("PBook user: Alice Tester"), "{out}");
+        for id in [&first, &third] {
+            assert!(out.contains(id.as_str()), "pbook show lists {id}: {out}");
+        }
+        let one = client(
+            &python,
+            &server,
+            &config,
+            &alice,
+            &["-c", pbook, "show", &third],
+        );
+        let out = text(&one);
+        assert!(out.contains(&third) && out.contains("registered"), "{out}");
+        assert!(!out.contains(&first), "{out}");
+
+        // Bob may neither kill Alice's task nor her job, and does not see her tasks.
+        let refused = client(
+            &python,
+            &server,
+            &config,
+            &bob,
+            &[&driver, "kill_task", &third],
+        );
+        assert_eq!(
+            value_of(&refused, "killTask").as_deref(),
+            Some("0:False"),
+            "{}",
+            text(&refused)
+        );
+        let refused_job = client(
+            &python,
+            &server,
+            &config,
+            &bob,
+            &[&driver, "kill_job", &panda_id],
+        );
+        assert_eq!(
+            value_of(&refused_job, "killJobs").as_deref(),
+            Some("0:[False]"),
+            "{}",
+            text(&refused_job)
+        );
+        let bobs_view = client(&python, &server, &config, &bob, &["-c", pbook, "show"]);
+        assert!(!text(&bobs_view).contains(&third), "{}", text(&bobs_view));
+
+        let killed = client(
+            &python,
+            &server,
+            &config,
+            &alice,
+            &["-c", pbook, "kill", &third],
+        );
+        let out = text(&killed);
+        assert!(
+            out.contains(&format!("Done, jediTaskID={third} will be killed")),
+            "{out}"
+        );
+        let after = client(
+            &python,
+            &server,
+            &config,
+            &alice,
+            &["-c", pbook, "show", &third],
+        );
+        assert!(text(&after).contains("aborted"), "{}", text(&after));
+    }
+}

@@ -508,6 +508,42 @@ async fn worker_nodes_statistics_and_site_specs() {
             .await;
         assert_eq!(bad_type["success"], false);
 
+        // job/reassign moves a waiting job to another queue that fits; pilot/get_job_status
+        // reports it (and an unknown ID) in the pilot's names.
+        f.store
+            .upsert_queues(&[(
+                "SECOND_QUEUE".into(),
+                json!({"status": "online", "type": "production"}).to_string(),
+            )])
+            .await
+            .expect("queue");
+        let moved = submit(&f.client, &f.server, &[TestJob::new("stat.c")]).await;
+        let reassigned = f
+            .post("/api/v1/job/reassign", json!({"job_ids": [moved[0]]}))
+            .await;
+        assert_eq!(
+            (reassigned["success"].clone(), reassigned["data"].clone()),
+            (json!(true), Json::Null),
+            "{reassigned}"
+        );
+        let job = f.store.get_job(moved[0]).await.expect("read").expect("job");
+        assert_eq!(
+            job.get_str(panda_core::JobAttr::computingSite),
+            Some("SECOND_QUEUE")
+        );
+        let pilot_view = f
+            .get(
+                "/api/v1/pilot/get_job_status",
+                &[("job_ids", &moved[0].to_string()), ("job_ids", "4242")],
+            )
+            .await;
+        assert_eq!(
+            pilot_view["data"],
+            json!([{"job_id": moved[0], "status": "activated", "attempt_number": 0},
+                   {"job_id": 4242, "status": "not found", "attempt_number": 0}]),
+            "{pilot_view}"
+        );
+
         let analysis = f.get("/api/v1/metaconfig/get_site_specs", &[]).await;
         let names: Vec<&String> = analysis["data"]
             .as_object()
@@ -518,7 +554,7 @@ async fn worker_nodes_statistics_and_site_specs() {
         let all = f
             .get("/api/v1/metaconfig/get_site_specs", &[("type", "all")])
             .await;
-        assert_eq!(all["data"].as_object().map(|m| m.len()), Some(4));
+        assert_eq!(all["data"].as_object().map(|m| m.len()), Some(5));
     }
 }
 

@@ -7,11 +7,24 @@ VERSION=2.2.0
 DIR=${1:-${PANDA_CLIENTS_DIR:-$HOME/.cache/panda-server-clients}}
 VENV=$DIR/pandaclient-$VERSION
 PY=${PYTHON:-python3}
-if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import pandaclient.Client" 2>/dev/null; then
+# Importing pandaclient.Client looks up the cache host unless told it is behind a balancer.
+installed() {
+    [ -x "$VENV/bin/python" ] &&
+        PANDA_BEHIND_REAL_LB=1 PANDACACHE_URL=http://127.0.0.1 PANDA_URL_SSL=http://127.0.0.1 \
+            "$VENV/bin/python" -c "import pandaclient.Client" >/dev/null 2>&1
+}
+if installed; then
     echo "$VENV/bin/python"
     exit 0
 fi
 mkdir -p "$DIR"
+# Tests install concurrently: one installs, the others wait and reuse it.
+exec 9>"$DIR/.pandaclient-$VERSION.lock"
+flock 9
+if installed; then
+    echo "$VENV/bin/python"
+    exit 0
+fi
 rm -rf "$VENV.tmp"
 "$PY" -m venv "$VENV.tmp" || { echo "install_pandaclient.sh: cannot create a virtualenv with $PY" >&2; exit 1; }
 "$VENV.tmp/bin/python" -m pip install -q "panda-client==$VERSION" \

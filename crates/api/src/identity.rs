@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use panda_core::identity::Identity;
 
 use crate::oidc::OidcVerifier;
+use crate::x509::X509Verifier;
 use crate::AppState;
 
 pub use panda_core::identity::LOCAL_OPERATOR_DN;
@@ -26,36 +27,53 @@ pub use panda_core::identity::LOCAL_OPERATOR_DN;
 #[derive(Clone, Copy, Debug)]
 pub struct ClientAddr(pub Option<SocketAddr>);
 
+/// The client certificate of an HTTPS connection, verified once at the handshake: the
+/// identity it proves, or why it is refused.
+#[derive(Clone, Debug)]
+pub struct ClientCertificate(pub Arc<Result<Identity, String>>);
+
 /// How identities are decided, from configuration.
 #[derive(Clone, Debug, Default)]
 pub struct IdentityPolicy {
     pub trust_loopback: bool,
     /// Bearer-token validation; without it a token is refused.
     pub oidc: Option<Arc<OidcVerifier>>,
+    /// Client-certificate validation on HTTPS; without it certificates are ignored.
+    pub x509: Option<Arc<X509Verifier>>,
 }
 
 impl IdentityPolicy {
-    /// The caller's identity, or why its credentials are refused.
+    /// The caller's identity, or why its credentials are refused. A bearer token wins over
+    /// a client certificate (as upstream, where the token rewrites the certificate's DN).
     pub fn identify(
         &self,
         peer: Option<SocketAddr>,
         headers: &HeaderMap,
+        certificate: Option<&ClientCertificate>,
     ) -> Result<Identity, String> {
         if let Some(authorization) = headers.get(header::AUTHORIZATION) {
+            let token_failed = |why: String| format!("Token authentication failed. {why}");
             let text = authorization
                 .to_str()
-                .map_err(|_| "the Authorization header is not text".to_string())?;
+                .map_err(|_| token_failed("the Authorization header is not text".into()))?;
             let Some(token) = text
                 .strip_prefix("Bearer ")
                 .or_else(|| text.strip_prefix("bearer "))
             else {
-                return Err("only Bearer authorization is accepted".into());
+                return Err(token_failed("only Bearer authorization is accepted".into()));
             };
             let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok());
             return match &self.oidc {
                 Some(oidc) => oidc.verify(token.trim(), origin),
                 None => Err("token authentication is not configured on this server".into()),
-            };
+            }
+            .map_err(token_failed);
+        }
+        if let Some(ClientCertificate(verified)) = certificate {
+            return verified
+                .as_ref()
+                .clone()
+                .map_err(|why| format!("Certificate authentication failed. {why}"));
         }
         let loopback = peer.is_some_and(|p| p.ip().is_loopback());
         if self.trust_loopback && loopback && !carries_credentials(headers) {
@@ -80,19 +98,24 @@ pub async fn resolve(State(state): State<AppState>, mut request: Request, next: 
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| *addr);
-    let identity = match state.identity_policy.identify(peer, request.headers()) {
-        Ok(identity) => Arc::new(identity),
-        Err(reason) => {
-            tracing::warn!(target: "panda::auth", peer = ?peer, path = request.uri().path(),
+    let certificate = request.extensions().get::<ClientCertificate>().cloned();
+    let identity =
+        match state
+            .identity_policy
+            .identify(peer, request.headers(), certificate.as_ref())
+        {
+            Ok(identity) => Arc::new(identity),
+            Err(reason) => {
+                tracing::warn!(target: "panda::auth", peer = ?peer, path = request.uri().path(),
                 reason = %reason, "credentials refused");
-            return (
-                axum::http::StatusCode::FORBIDDEN,
-                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-                format!("ERROR : Token authentication failed. {reason}"),
-            )
-                .into_response();
-        }
-    };
+                return (
+                    axum::http::StatusCode::FORBIDDEN,
+                    [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                    format!("ERROR : {reason}"),
+                )
+                    .into_response();
+            }
+        };
     request.extensions_mut().insert(identity.clone());
     request.extensions_mut().insert(ClientAddr(peer));
     let mut response = next.run(request).await;
@@ -115,15 +138,15 @@ mod tests {
     fn a_bare_loopback_request_is_the_local_operator_in_local_mode() {
         let policy = IdentityPolicy {
             trust_loopback: true,
-            oidc: None,
+            ..IdentityPolicy::default()
         };
         let id = policy
-            .identify(peer("127.0.0.1"), &HeaderMap::new())
+            .identify(peer("127.0.0.1"), &HeaderMap::new(), None)
             .expect("local");
         assert_eq!(id.dn.as_deref(), Some(LOCAL_OPERATOR_DN));
         assert!(id.production);
         let v6 = policy
-            .identify(peer("[::1]"), &HeaderMap::new())
+            .identify(peer("[::1]"), &HeaderMap::new(), None)
             .expect("local");
         assert_eq!(v6.method, AuthMethod::LocalOperator);
     }
@@ -132,19 +155,19 @@ mod tests {
     fn local_mode_never_applies_to_other_peers_or_to_credentials() {
         let policy = IdentityPolicy {
             trust_loopback: true,
-            oidc: None,
+            ..IdentityPolicy::default()
         };
         assert_eq!(
-            policy.identify(peer("10.1.2.3"), &HeaderMap::new()),
+            policy.identify(peer("10.1.2.3"), &HeaderMap::new(), None),
             Ok(Identity::anonymous())
         );
         let mut headers = HeaderMap::new();
         headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer x"));
         assert!(policy
-            .identify(peer("127.0.0.1"), &headers)
+            .identify(peer("127.0.0.1"), &headers, None)
             .is_err_and(|e| e.contains("not configured")));
         assert_eq!(
-            policy.identify(None, &HeaderMap::new()),
+            policy.identify(None, &HeaderMap::new(), None),
             Ok(Identity::anonymous())
         );
     }
@@ -153,7 +176,7 @@ mod tests {
     fn without_trust_loopback_a_loopback_request_is_anonymous() {
         let policy = IdentityPolicy::default();
         assert!(!policy
-            .identify(peer("127.0.0.1"), &HeaderMap::new())
+            .identify(peer("127.0.0.1"), &HeaderMap::new(), None)
             .expect("anonymous")
             .is_authenticated());
     }

@@ -6,12 +6,14 @@
 //! `ERROR : method X is forbidden`, as upstream answers for methods outside its allow-list.
 
 mod body;
+mod der;
 pub mod identity;
 mod legacy;
 pub mod oidc;
 mod request_log;
 mod static_files;
 mod v1;
+pub mod x509;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -23,10 +25,12 @@ use axum::routing::{any, get};
 use axum::Router;
 use panda_service::JobService;
 
+pub use identity::ClientCertificate;
 pub use identity::IdentityPolicy;
 pub use oidc::OidcVerifier;
 pub use panda_core::identity::Identity;
 pub use request_log::{AccessLog, RequestStats, RouteStats, LATENCY_BUCKETS};
+pub use x509::X509Verifier;
 
 /// What the handlers share.
 #[derive(Clone)]

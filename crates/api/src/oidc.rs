@@ -357,8 +357,10 @@ impl OidcVerifier {
             Identity {
                 method: AuthMethod::Token,
                 dn: Some(dn),
+                pilot_role: role == Some("pilot"),
                 fqans: vec![fqan],
                 production,
+                limited_proxy: false,
             },
             exp,
         ))

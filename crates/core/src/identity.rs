@@ -13,6 +13,8 @@ pub enum AuthMethod {
     LocalOperator,
     /// A verified OIDC bearer token.
     Token,
+    /// A verified X.509 certificate or proxy chain (HTTPS).
+    Certificate,
 }
 
 /// The caller as the handlers see it.
@@ -25,6 +27,11 @@ pub struct Identity {
     pub fqans: Vec<String>,
     /// Whether the caller holds the production role.
     pub production: bool,
+    /// Whether the legacy dispatcher's role check passes without the production role
+    /// (a pilot FQAN or a `pilot_owners` DN).
+    pub pilot_role: bool,
+    /// Whether the credential is a limited proxy, which upstream's user functions refuse.
+    pub limited_proxy: bool,
 }
 
 impl Identity {
@@ -34,6 +41,8 @@ impl Identity {
             dn: None,
             fqans: Vec::new(),
             production: false,
+            pilot_role: false,
+            limited_proxy: false,
         }
     }
 
@@ -43,12 +52,19 @@ impl Identity {
             dn: Some(LOCAL_OPERATOR_DN.to_string()),
             fqans: Vec::new(),
             production: true,
+            pilot_role: false,
+            limited_proxy: false,
         }
     }
 
     /// Whether the caller is authenticated (upstream's "secure" requirement).
     pub fn is_authenticated(&self) -> bool {
         self.method != AuthMethod::Anonymous
+    }
+
+    /// Whether the legacy dispatcher's role check passes (production or pilot role).
+    pub fn may_dispatch(&self) -> bool {
+        self.production || self.pilot_role
     }
 }
 
@@ -111,6 +127,33 @@ fn strip_numbers(name: &str) -> String {
     out
 }
 
+/// FQANs with the production role, as upstream's `has_production_role`.
+pub fn is_production_fqan(fqan: &str) -> bool {
+    let fqan = fqan.trim_end_matches("/Capability=NULL");
+    fqan.starts_with("/atlas/usatlas/Role=production")
+        || fqan.starts_with("/atlas/Role=production")
+        || fqan
+            .strip_prefix('/')
+            .and_then(|rest| rest.split_once('/'))
+            .is_some_and(|(vo, role)| !vo.is_empty() && role.starts_with("Role=production"))
+}
+
+/// FQANs the legacy dispatcher accepts as a pilot (upstream's `_checkRole` with its
+/// "VOMS patch": pilot roles, and any FQAN of the experiments it lists).
+pub fn is_pilot_fqan(fqan: &str) -> bool {
+    const PILOT_ROLES: &[&str] = &[
+        "/atlas/usatlas/Role=pilot",
+        "/atlas/Role=pilot",
+        "/osg/Role=pilot",
+        "/ams/Role=pilot",
+        "/Engage/LBNE/Role=pilot",
+    ];
+    const PATCHED_VOS: &[&str] = &["/atlas/", "/osg/", "/cms/", "/ams/", "/Engage/LBNE/"];
+    is_production_fqan(fqan)
+        || PILOT_ROLES.iter().any(|r| fqan.starts_with(r))
+        || PATCHED_VOS.iter().any(|v| fqan.starts_with(v))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,5 +175,15 @@ mod tests {
             clean_user_id("/C=DE/O=GermanGrid/CN=Robot: pilot/CN=Tom Tester"),
             "Tom Tester"
         );
+    }
+
+    #[test]
+    fn production_and_pilot_fqans_follow_upstream() {
+        assert!(is_production_fqan("/atlas/Role=production/Capability=NULL"));
+        assert!(is_production_fqan("/dune/Role=production"));
+        assert!(!is_production_fqan("/atlas/Role=pilot"));
+        assert!(is_pilot_fqan("/atlas/Role=pilot"));
+        assert!(is_pilot_fqan("/atlas/usatlas"));
+        assert!(!is_pilot_fqan("/dune"));
     }
 }

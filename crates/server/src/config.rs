@@ -51,6 +51,11 @@ const SERVER_KEYS: &[&str] = &[
     "shutdown_timeout",
     "token_authType",
     "auth_config",
+    "hostcert",
+    "hostkey",
+    "cacert_dir",
+    "vomsdir",
+    "pilot_owners",
 ];
 const DAEMON_KEYS: &[&str] = &["config", "enable"];
 
@@ -185,6 +190,16 @@ pub struct Config {
     pub production_dns: Vec<String>,
     pub n_jobs_in_get_job: u32,
     pub trust_loopback: bool,
+    /// HTTPS: the host certificate (with its chain) and key; HTTPS is off when they are
+    /// missing.
+    pub host_cert: PathBuf,
+    pub host_key: PathBuf,
+    /// Trusted CAs and their CRLs, in OpenSSL's hashed layout.
+    pub cacert_dir: PathBuf,
+    /// Trusted VOMS servers: `<vo>/<host>.lsc`.
+    pub voms_dir: PathBuf,
+    /// DNs the legacy dispatcher accepts as pilots.
+    pub pilot_owners: Vec<String>,
     /// Directory of `<vo>_auth_config.json` files; `None` when `token_authType` is not `oidc`.
     pub auth_config: Option<PathBuf>,
     pub record_status_change: bool,
@@ -530,6 +545,14 @@ fn build(
         trust_loopback: v
             .server("trust_loopback", "a boolean (True or False)", parse_bool)?
             .unwrap_or(!has_file),
+        host_cert: path_or(&v, "hostcert", "/etc/grid-security/hostcert.pem"),
+        host_key: path_or(&v, "hostkey", "/etc/grid-security/hostkey.pem"),
+        cacert_dir: path_or(&v, "cacert_dir", "/etc/grid-security/certificates"),
+        voms_dir: path_or(&v, "vomsdir", "/etc/grid-security/vomsdir"),
+        pilot_owners: v
+            .text("pilot_owners")
+            .map(|t| split_list(&t))
+            .unwrap_or_default(),
         auth_config: match v.text("token_authType").as_deref() {
             Some("oidc") | None => Some(
                 v.text("auth_config")
@@ -555,6 +578,15 @@ fn build(
         source: path,
         unknown_keys,
     })
+}
+
+/// A path from a key, or its default.
+fn path_or(values: &Values<'_>, key: &str, default: &str) -> PathBuf {
+    values
+        .text(key)
+        .filter(|t| !t.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(default))
 }
 
 /// Reads a secret from a file; surrounding whitespace (the trailing newline) is dropped.

@@ -8,3 +8,4 @@ pub mod metrics;
 pub mod notify;
 pub mod queues;
 pub mod serve;
+pub mod tls;

@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 use panda_api::{
     AccessLog, AppState, IdentityPolicy, Limits, OidcVerifier, RequestStats, StaticDirs,
+    X509Verifier,
 };
 use panda_daemon::TaskStats;
 use panda_service::{JobService, ServiceSettings};
@@ -83,6 +84,26 @@ pub async fn run(config: Config, mode: Mode) -> anyhow::Result<()> {
         ),
         false => None,
     };
+    let has_host_cert = config.host_cert.exists() && config.host_key.exists();
+    let https = match (mode.serves_http(), has_host_cert) {
+        (true, true) => Some((
+            bind(
+                SocketAddr::new(config.bind_address, config.https_port),
+                "HTTPS",
+            )
+            .await?,
+            Arc::new(crate::tls::acceptor(&config.host_cert, &config.host_key)?),
+        )),
+        (true, false) => {
+            tracing::info!(
+                "HTTPS off: no host certificate and key at {} and {}",
+                config.host_cert.display(),
+                config.host_key.display()
+            );
+            None
+        }
+        (false, _) => None,
+    };
     let metrics_listener = match config.metrics_address {
         Some(address) => Some(bind(address, "metrics").await?),
         None => None,
@@ -112,6 +133,7 @@ pub async fn run(config: Config, mode: Mode) -> anyhow::Result<()> {
             config.clone(),
             store.clone(),
             listener,
+            https,
             stats.clone(),
             stop_rx.clone(),
         ))
@@ -156,10 +178,14 @@ async fn bind(address: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("cannot listen on {address} ({what}) "))
 }
 
+/// The HTTPS listener and its TLS settings.
+type HttpsListener = (TcpListener, Arc<openssl::ssl::SslAcceptor>);
+
 async fn run_httpd(
     config: Config,
     store: Store,
     listener: TcpListener,
+    https: Option<HttpsListener>,
     stats: Arc<RequestStats>,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
@@ -179,9 +205,10 @@ async fn run_httpd(
             host_name: config.host_name.clone(),
         },
     );
+    let policy = Arc::new(identity_policy(&config, https.is_some()));
     let state = AppState {
         service,
-        identity_policy: Arc::new(identity_policy(&config)),
+        identity_policy: policy.clone(),
         stats: stats.clone(),
         limits: Arc::new(Limits {
             max_body_bytes: config.max_body_size,
@@ -194,6 +221,16 @@ async fn run_httpd(
     let app = panda_api::router(state);
     store.ping().await.context("database check before READY")?;
     tracing::info!("listening on http://{local}");
+    if let Some((listener, acceptor)) = https {
+        tracing::info!("HTTPS on https://{}", listener.local_addr()?);
+        tokio::spawn(crate::tls::serve(
+            listener,
+            acceptor,
+            app.clone(),
+            policy.x509.clone(),
+            stop.clone(),
+        ));
+    }
     notify::ready();
     let status = tokio::spawn(notify::status_loop(stats, store, stopped(stop.clone())));
     let graceful = axum::serve(
@@ -246,8 +283,9 @@ async fn watch_signals(stop: watch::Sender<bool>, logs: LogFiles) {
     let _ = stop.send(true);
 }
 
-/// The identity policy: local mode, and bearer tokens for the VOs under `auth_config`.
-fn identity_policy(config: &Config) -> IdentityPolicy {
+/// The identity policy: local mode, bearer tokens for the VOs under `auth_config`, and
+/// client certificates on HTTPS.
+fn identity_policy(config: &Config, https: bool) -> IdentityPolicy {
     let oidc = config.auth_config.as_ref().map(|dir| {
         let (verifier, warnings) = OidcVerifier::load(dir, config.production_dns.clone());
         if dir.exists() {
@@ -258,9 +296,25 @@ fn identity_policy(config: &Config) -> IdentityPolicy {
         }
         Arc::new(verifier)
     });
+    let x509 = match https {
+        false => None,
+        true => match X509Verifier::load(
+            &config.cacert_dir,
+            &config.voms_dir,
+            config.production_dns.clone(),
+            config.pilot_owners.clone(),
+        ) {
+            Ok(verifier) => Some(Arc::new(verifier)),
+            Err(e) => {
+                tracing::warn!("client certificates are refused: {e}");
+                None
+            }
+        },
+    };
     IdentityPolicy {
         trust_loopback: config.trust_loopback,
         oidc,
+        x509,
     }
 }
 

@@ -203,3 +203,122 @@ async fn panda_client_and_pbook_manage_jobs_and_tasks_with_tokens() {
         assert!(text(&after).contains("aborted"), "{}", text(&after));
     }
 }
+
+/// Writes a proxy file as `voms-proxy-init` does: certificate, key, then the chain.
+fn proxy_file(dir: &Path, name: &str, credential: &common::pki::Credential) -> String {
+    let mut pem = credential.cert.to_pem().expect("pem");
+    pem.extend(credential.key.private_key_to_pem_pkcs8().expect("key"));
+    for cert in &credential.chain {
+        pem.extend(cert.to_pem().expect("pem"));
+    }
+    let path = dir.join(name);
+    std::fs::write(&path, pem).expect("proxy file");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    path.display().to_string()
+}
+
+/// Over HTTPS, with the host certificate verified against the grid CA directory: the client
+/// authenticated by an X.509 proxy (`X509_USER_PROXY`), then by a token.
+#[tokio::test]
+async fn panda_client_over_https_with_a_proxy_and_with_a_token() {
+    let Some(python) = install_pandaclient() else {
+        return;
+    };
+    let driver = scripts().join("pandaclient_api.py").display().to_string();
+    let pki = common::pki::GridPki::new();
+    let db = TestDb::new(panda_store::Backend::Sqlite);
+    let site = Site::new();
+    let issuer = TokenIssuer::new("atlas");
+    let mut env = db_env(&db);
+    env.extend(site.env());
+    env.extend(pki.env());
+    env.extend(issuer.env());
+    let cfg = site.dir.path().join("panda_server.cfg");
+    std::fs::write(&cfg, "[server]\nbind_address = 127.0.0.1\n").expect("cfg");
+    let server = Server::start(&["--config", &cfg.display().to_string()], &env);
+    let api = format!("{}/server/panda", server.https_url());
+    let run = |proxy: Option<&str>, token: Option<&str>, args: &[&str]| {
+        let mut command = Command::new(&python);
+        command
+            .args(args)
+            .env("PANDA_URL_SSL", &api)
+            .env("PANDA_URL", &api)
+            .env("PANDACACHE_URL", &api)
+            .env("PANDA_BEHIND_REAL_LB", "1")
+            .env("X509_CERT_DIR", pki.path("certificates"))
+            .env("PANDA_CONFIG_ROOT", site.dir.path().join("pandaconfig"))
+            .env_remove("PANDA_VERIFY_HOST")
+            .stdin(std::process::Stdio::null());
+        match (proxy, token) {
+            (Some(proxy), _) => {
+                command
+                    .env("X509_USER_PROXY", proxy)
+                    .env_remove("PANDA_AUTH");
+            }
+            (None, Some(token)) => {
+                command
+                    .env("PANDA_AUTH", "oidc")
+                    .env("PANDA_AUTH_VO", "atlas")
+                    .env("PANDA_AUTH_ID_TOKEN", token);
+            }
+            (None, None) => {}
+        }
+        command.output().expect("python")
+    };
+    let work = site.dir.path();
+    let alice = pki.user("Alice Tester");
+    let alice_proxy = proxy_file(work, "alice.proxy", &common::pki::proxy(&alice, false));
+    let bob_proxy = proxy_file(
+        work,
+        "bob.proxy",
+        &common::pki::proxy(&pki.user("Bob Other"), false),
+    );
+
+    let jobs = run(Some(&alice_proxy), None, &[&driver, "jobs", "ANALY_QUEUE"]);
+    let log = text(&jobs);
+    assert_eq!(value_of(&jobs, "hello").as_deref(), Some("0"), "{log}");
+    let panda_id = value_of(&jobs, "PandaID").unwrap_or_else(|| panic!("{log}"));
+    assert_eq!(
+        value_of(&jobs, "getJobStatus").as_deref(),
+        Some("0:activated"),
+        "{log}"
+    );
+    assert_eq!(
+        value_of(&jobs, "killJobs").as_deref(),
+        Some("0:[True]"),
+        "{log}"
+    );
+    assert_eq!(
+        value_of(&jobs, "getFullJobStatus").as_deref(),
+        Some("0:cancelled"),
+        "{log}"
+    );
+
+    // Bob's proxy may not kill Alice's job: submit another as Alice first.
+    let again = run(Some(&alice_proxy), None, &[&driver, "jobs", "ANALY_QUEUE"]);
+    let second = value_of(&again, "PandaID").unwrap_or_else(|| panic!("{}", text(&again)));
+    assert_ne!(second, panda_id);
+    let refused = run(Some(&bob_proxy), None, &[&driver, "kill_job", &second]);
+    assert_eq!(
+        value_of(&refused, "killJobs").as_deref(),
+        Some("0:[False]"),
+        "{}",
+        text(&refused)
+    );
+
+    // The same client with a token instead of a proxy: tasks.
+    let token = issuer.sign(&issuer.claims("Alice Tester", &["atlas"]));
+    let tasks = run(None, Some(&token), &[&driver, "tasks", "ANALY_QUEUE"]);
+    let log = text(&tasks);
+    assert_eq!(
+        value_of(&tasks, "getTaskStatus").as_deref(),
+        Some("0:registered"),
+        "{log}"
+    );
+    assert_eq!(
+        value_of(&tasks, "killTask").as_deref(),
+        Some("0:True"),
+        "{log}"
+    );
+}

@@ -59,7 +59,7 @@ impl JobService {
         request: &GetJobRequest,
     ) -> Result<GetJobResult, ServiceError> {
         let mut label = request.prod_source_label.clone().filter(|l| !l.is_empty());
-        if !caller.production && label.as_deref() != Some("user") {
+        if !caller.may_dispatch() && label.as_deref() != Some("user") {
             return Ok(GetJobResult::NoRole(format!(
                 "production or pilot role required for prodSourceLabel={}",
                 label.as_deref().unwrap_or("managed")
@@ -84,8 +84,8 @@ impl JobService {
         {
             label = Some("test".into());
         }
-        // Without the production role a caller gets only their own jobs.
-        let prod_user_name = match (caller.production, &caller.dn) {
+        // Without the production or pilot role a caller gets only their own jobs.
+        let prod_user_name = match (caller.may_dispatch(), &caller.dn) {
             (true, _) => None,
             (false, Some(dn)) => Some(clean_user_id(dn)),
             (false, None) => {

@@ -97,7 +97,7 @@ impl JobService {
         caller: &Identity,
         update: JobUpdate,
     ) -> Result<UpdateResult, ServiceError> {
-        if !caller.production {
+        if !caller.may_dispatch() {
             return Ok(UpdateResult::NoRole(
                 "production or pilot role required".into(),
             ));

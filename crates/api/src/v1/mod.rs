@@ -589,6 +589,11 @@ async fn call(
     if endpoint.access != Open && !identity.is_authenticated() {
         return Ok(Envelope::fail("SSL secure connection is required"));
     }
+    if endpoint.access != Open && identity.limited_proxy {
+        return Ok(Envelope::fail(
+            "SSL secure connection is required (a limited proxy is not accepted here)",
+        ));
+    }
     if endpoint.access == Production && !identity.production {
         return Ok(Envelope::fail("production or pilot role required"));
     }

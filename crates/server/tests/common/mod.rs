@@ -8,6 +8,8 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+pub mod pki;
+
 use panda_store::testing::TestDb;
 use panda_store::Backend;
 
@@ -127,6 +129,7 @@ impl Server {
             .env_remove("PANDA_CONFIG")
             .env("RUST_LOG", "info")
             .env("PANDA_PSERVERPORTHTTP", "0")
+            .env("PANDA_PSERVERPORT", "0")
             .env("PANDA_METRICS_ADDRESS", "127.0.0.1:0");
         for (k, v) in env {
             command.env(k, v);
@@ -192,6 +195,22 @@ impl Server {
             "panda-server did not start listening; output:\n{}",
             seen.join("\n")
         );
+    }
+
+    /// The HTTPS base URL, once the server has logged it (HTTPS is on when a host
+    /// certificate is configured).
+    pub fn https_url(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(url) = self
+                .find_log("HTTPS on ")
+                .and_then(|l| l.split("HTTPS on ").nth(1).map(|u| u.trim().to_string()))
+            {
+                return url;
+            }
+            assert!(Instant::now() < deadline, "the server did not start HTTPS");
+            let _ = self.lines_after(Duration::from_millis(100));
+        }
     }
 
     pub fn pid(&self) -> u32 {

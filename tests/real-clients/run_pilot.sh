@@ -16,6 +16,10 @@
 #                         default $PANDA_SERVER_URL/cache/ddmendpoints.json
 #   PILOT_PYTHON          interpreter (default python3)
 #   PILOT_EXTRA_ARGS      extra pilot.py options (word-split)
+#   PILOT_TOKEN_FILE      authenticate with this OIDC token file (no trailing newline) instead
+#                         of the throwaway certificate; PILOT_TOKEN_ORIGIN is its Origin
+#                         (e.g. atlas.pilot)
+#   X509_CERT_DIR         CA directory the pilot's curl verifies an https server against
 #
 # What the server has to provide:
 #   GET  <PILOT_QUEUEDATA_URL>                  the queue dict (see pilot_queue.json)
@@ -83,17 +87,26 @@ if [ ! -s "$PROXY" ]; then
         || die "cannot write $PROXY"
 fi
 export X509_USER_PROXY=$PROXY
+if [ -n "${PILOT_TOKEN_FILE:-}" ]; then
+    [ -s "$PILOT_TOKEN_FILE" ] || die "PILOT_TOKEN_FILE=$PILOT_TOKEN_FILE is empty or missing"
+    [ -n "${PILOT_TOKEN_ORIGIN:-}" ] || die "PILOT_TOKEN_FILE needs PILOT_TOKEN_ORIGIN"
+    export OIDC_AUTH_TOKEN=$PILOT_TOKEN_FILE OIDC_AUTH_ORIGIN=$PILOT_TOKEN_ORIGIN
+fi
 
 # --- queuedata. PanDA-style plain dict through --queuedata-url; the CRIC-style schedconfig
 # ({queue: {...}}) is built from the same dict and handed over as a local file.
 QD_SRC=${PILOT_QUEUEDATA_URL:-$SERVER_ROOT/cache/schedconfig/{pandaqueue\}.all.json}
 SCHEDCONF=$W/static/schedconf.json
 "$PY" - "${QD_SRC//\{pandaqueue\}/$PILOT_QUEUE}" "$PILOT_QUEUE" "$SCHEDCONF" <<'PYEOF' || die "cannot build the CRIC-style schedconfig (see above)"
-import json, os, sys, urllib.request
+import json, os, ssl, sys, urllib.request
 src, queue, out = sys.argv[1:4]
 try:
     if "://" in src:
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        handlers = [urllib.request.ProxyHandler({})]
+        if src.startswith("https://"):
+            context = ssl.create_default_context(capath=os.environ.get("X509_CERT_DIR"))
+            handlers.append(urllib.request.HTTPSHandler(context=context))
+        opener = urllib.request.build_opener(*handlers)
         with opener.open(src, timeout=20) as r:
             raw = r.read()
     else:
@@ -107,7 +120,11 @@ if not isinstance(data, dict) or data.get("nickname") != queue:
 with open(out + ".tmp", "w") as f:
     json.dump({queue: data}, f, indent=1)
 os.replace(out + ".tmp", out)
+with open(os.path.join(os.path.dirname(out), "queuedata.json"), "w") as f:
+    json.dump(data, f)
 PYEOF
+# Over https the pilot reads the queuedata fetched above (its own fetch would need the CAs).
+case "$QD_SRC" in https://*) QD_SRC=$W/static/queuedata.json ;; esac
 export LOCAL_AGIS_SCHEDCONF=$SCHEDCONF
 export STORAGEDATA_SERVER_URL=${PILOT_STORAGEDATA_URL:-$SERVER_ROOT/cache/ddmendpoints.json}
 

@@ -237,3 +237,60 @@ async fn panda_client_pilot_and_daemon_take_a_job_to_finished() {
     }
     assert_eq!(status, "finished", "panda-client sees the job finished");
 }
+
+/// The real pilot over HTTPS, authenticated by an OIDC token file with the pilot role
+/// (`Origin: atlas.pilot`), the server certificate verified against the grid CA directory.
+#[tokio::test]
+async fn the_real_pilot_works_over_https_with_a_token() {
+    let Some(pilot) = install_pilot() else { return };
+    let pki = common::pki::GridPki::new();
+    let issuer = common::TokenIssuer::new("atlas");
+    let (db, site, mut env) = pilot_site(&[]);
+    env.extend(pki.env());
+    env.extend(issuer.env());
+    let server = Server::start(&[], &env);
+    let store = Store::open(&db.config, StoreOptions::default())
+        .await
+        .expect("open");
+    let mut job = TestJob::new("pilot.https");
+    job.label = "ptest".into();
+    let ids = submit(&reqwest::Client::new(), &server, &[job]).await;
+
+    let token = issuer.sign(&issuer.claims("Pilot Factory", &["atlas", "atlas/pilot"]));
+    let token_file = site.dir.path().join("pilot.token");
+    std::fs::write(&token_file, token).expect("token");
+    let work = site.dir.path().join("pilot-https");
+    let status = Command::new("bash")
+        .arg(scripts().join("run_pilot.sh"))
+        .env("PANDA_SERVER_URL", server.https_url())
+        .env("PILOT_QUEUE", "TEST_QUEUE")
+        .env("PILOT_LABEL", "ptest")
+        .env("PILOT_WORKDIR", &work)
+        .env("PILOT_DIR", &pilot)
+        .env("PILOT_TIMEOUT", "240")
+        .env("PILOT_NOKILL", "1")
+        .env("PILOT_TOKEN_FILE", &token_file)
+        .env("PILOT_TOKEN_ORIGIN", "atlas.pilot")
+        .env("X509_CERT_DIR", pki.path("certificates"))
+        .env(
+            "PILOT_STORAGEDATA_URL",
+            site.dir.path().join("cache/ddmendpoints.json"),
+        )
+        .status()
+        .expect("run_pilot.sh");
+    let talk = || {
+        pilot_output(&work)
+            .lines()
+            .filter(|l| ["curl", "StatusCode", "server", "WARNING", "ERROR"].iter().any(|k| l.contains(k)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(status.code(), Some(0), "pilot output:\n{}", talk());
+    let job = store.get_job(ids[0]).await.expect("read").expect("job");
+    assert_eq!(job.status(), Some(JobStatus::Holding), "pilot output:\n{}", talk());
+    assert_eq!(job.get_str(JobAttr::transExitCode), Some("0"));
+    // The pilot was the token's holder, over HTTPS.
+    assert!(server
+        .find_log_where(|l| l.contains("/server/panda/getJob") && l.contains("status=200"))
+        .is_some());
+}

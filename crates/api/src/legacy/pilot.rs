@@ -264,7 +264,7 @@ async fn update_one(
     call: &LegacyCall,
     params: &LegacyParams,
 ) -> Result<Protocol, LegacyError> {
-    if !call.identity.production {
+    if !call.identity.may_dispatch() {
         return Ok(Protocol::with_dialog(SC_ROLE, NO_ROLE, call.json));
     }
     if params.get("jobId") == Some("NULL") {
@@ -442,7 +442,7 @@ pub(crate) async fn update_worker_pilot_status(
     if call.identity.dn.is_none() {
         return Ok(text_response("failed to retrieve DN".into()));
     }
-    if !call.identity.production {
+    if !call.identity.may_dispatch() {
         return Ok(text_response("production or pilot role is required".into()));
     }
     let missing = ["site", "workerID", "harvesterID", "status"]

@@ -27,6 +27,40 @@ pub use panda_core::identity::LOCAL_OPERATOR_DN;
 #[derive(Clone, Copy, Debug)]
 pub struct ClientAddr(pub Option<SocketAddr>);
 
+/// Banned users (`users.status = 'disabled'`), read from the database at most once per
+/// [`BAN_LIST_TTL`], as upstream caches its ban list.
+#[derive(Debug, Default)]
+pub struct BanList {
+    cached: tokio::sync::Mutex<Option<(std::time::Instant, std::collections::HashSet<String>)>>,
+}
+
+/// How long the ban list is trusted before it is read again.
+pub const BAN_LIST_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl BanList {
+    /// Whether `user` (a cleaned user name) is banned. A database that cannot be read bans
+    /// nobody: it is logged, and the request goes on to fail or succeed on its own.
+    pub async fn is_banned(&self, store: &panda_store::Store, user: &str) -> bool {
+        let mut cached = self.cached.lock().await;
+        let fresh = cached
+            .as_ref()
+            .is_some_and(|(read, _)| read.elapsed() < BAN_LIST_TTL);
+        if !fresh {
+            match store.banned_users().await {
+                Ok(names) => {
+                    *cached = Some((std::time::Instant::now(), names.into_iter().collect()))
+                }
+                Err(e) => {
+                    tracing::warn!(target: "panda::auth", error = %e, "cannot read the ban list")
+                }
+            }
+        }
+        cached
+            .as_ref()
+            .is_some_and(|(_, names)| names.contains(user))
+    }
+}
+
 /// The client certificate of an HTTPS connection, verified once at the handshake: the
 /// identity it proves, or why it is refused.
 #[derive(Clone, Debug)]
@@ -116,6 +150,18 @@ pub async fn resolve(State(state): State<AppState>, mut request: Request, next: 
                     .into_response();
             }
         };
+    if let Some(dn) = identity.dn.as_deref() {
+        let user = panda_core::identity::clean_user_id(dn);
+        if state.bans.is_banned(state.service.store(), &user).await {
+            tracing::warn!(target: "panda::auth", user = %user, "banned user refused");
+            return (
+                axum::http::StatusCode::FORBIDDEN,
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                format!("ERROR : {user} is banned"),
+            )
+                .into_response();
+        }
+    }
     request.extensions_mut().insert(identity.clone());
     request.extensions_mut().insert(ClientAddr(peer));
     let mut response = next.run(request).await;

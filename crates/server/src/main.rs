@@ -47,6 +47,21 @@ enum Command {
         #[command(subcommand)]
         action: QueuesAction,
     },
+    /// Ban or allow users (upstream's users table; a banned user gets 403).
+    Users {
+        #[command(subcommand)]
+        action: UsersAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum UsersAction {
+    /// Ban a user, by the name the server derives from the DN (e.g. "Alice Tester").
+    Ban { name: String },
+    /// Lift a ban.
+    Unban { name: String },
+    /// List the banned users.
+    Banned,
 }
 
 #[derive(Subcommand, Debug)]
@@ -103,6 +118,7 @@ async fn run(command: Option<Command>, config: Config) -> anyhow::Result<ExitCod
     match command {
         Some(Command::Schema { action }) => schema(action, &config).await,
         Some(Command::Queues { action }) => queues(action, &config).await,
+        Some(Command::Users { action }) => users(action, &config).await,
         Some(Command::Daemon {
             run_once: Some(task),
         }) => run_once(&task, &config).await,
@@ -165,6 +181,28 @@ async fn queues(action: QueuesAction, config: &Config) -> anyhow::Result<ExitCod
                 let data = serde_json::from_str(&json).unwrap_or(serde_json::Value::Null);
                 let queue = panda_core::QueueSpec::from_json(&name, data);
                 println!("{name}\t{:?}\t{:?}", queue.status, queue.queue_type);
+            }
+        }
+    }
+    store.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn users(action: UsersAction, config: &Config) -> anyhow::Result<ExitCode> {
+    let store = Store::open(&config.db, config.store_options()).await?;
+    store.check_schema().await?;
+    match action {
+        UsersAction::Ban { name } => {
+            store.set_user_status(&name, Some("disabled")).await?;
+            println!("banned: {name} (effective within a minute)");
+        }
+        UsersAction::Unban { name } => {
+            store.set_user_status(&name, None).await?;
+            println!("allowed: {name} (effective within a minute)");
+        }
+        UsersAction::Banned => {
+            for name in store.banned_users().await? {
+                println!("{name}");
             }
         }
     }

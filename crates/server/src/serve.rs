@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use panda_api::{
-    AccessLog, AppState, IdentityPolicy, Limits, OidcVerifier, RequestStats, StaticDirs,
+    AccessLog, AppState, BanList, IdentityPolicy, Limits, OidcVerifier, RequestStats, StaticDirs,
     X509Verifier,
 };
 use panda_daemon::TaskStats;
@@ -213,6 +213,7 @@ async fn run_httpd(
         limits: Arc::new(Limits {
             max_body_bytes: config.max_body_size,
         }),
+        bans: Arc::new(BanList::default()),
         files: Arc::new(StaticDirs {
             cache: config.cache_dir.clone(),
             trf: config.trf_dir.clone(),

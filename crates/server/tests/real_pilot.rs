@@ -281,13 +281,22 @@ async fn the_real_pilot_works_over_https_with_a_token() {
     let talk = || {
         pilot_output(&work)
             .lines()
-            .filter(|l| ["curl", "StatusCode", "server", "WARNING", "ERROR"].iter().any(|k| l.contains(k)))
+            .filter(|l| {
+                ["curl", "StatusCode", "server", "WARNING", "ERROR"]
+                    .iter()
+                    .any(|k| l.contains(k))
+            })
             .collect::<Vec<_>>()
             .join("\n")
     };
     assert_eq!(status.code(), Some(0), "pilot output:\n{}", talk());
     let job = store.get_job(ids[0]).await.expect("read").expect("job");
-    assert_eq!(job.status(), Some(JobStatus::Holding), "pilot output:\n{}", talk());
+    assert_eq!(
+        job.status(),
+        Some(JobStatus::Holding),
+        "pilot output:\n{}",
+        talk()
+    );
     assert_eq!(job.get_str(JobAttr::transExitCode), Some("0"));
     // The pilot was the token's holder, over HTTPS.
     assert!(server

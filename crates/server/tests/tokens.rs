@@ -125,3 +125,31 @@ async fn without_configuration_a_token_is_refused_not_ignored() {
     assert_eq!(status, 403);
     assert!(body.contains("not configured"), "{body}");
 }
+
+#[tokio::test]
+async fn a_banned_user_is_refused_whatever_the_credential() {
+    let db = TestDb::new(Backend::Sqlite);
+    let issuer = TokenIssuer::new("atlas");
+    let mut env = db_env(&db);
+    env.extend(issuer.env());
+    let migrated = common::run(&["schema", "migrate"], &env);
+    assert!(migrated.status.success());
+    let banned = common::run(&["users", "ban", "Banned One"], &env);
+    assert!(
+        banned.status.success(),
+        "{}",
+        String::from_utf8_lossy(&banned.stderr)
+    );
+    let listed = common::run(&["users", "banned"], &env);
+    assert_eq!(String::from_utf8_lossy(&listed.stdout).trim(), "Banned One");
+    let server = Server::start(&[], &env);
+    let token = issuer.sign(&issuer.claims("Banned One", &["atlas"]));
+    let (status, body) = attributes(&server, &token, Some("atlas")).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (403, "ERROR : Banned One is banned")
+    );
+    let other = issuer.sign(&issuer.claims("Someone Else", &["atlas"]));
+    let (status, _) = attributes(&server, &other, Some("atlas")).await;
+    assert_eq!(status, 200);
+}

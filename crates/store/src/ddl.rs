@@ -305,6 +305,88 @@ pub fn core_tables(dialect: Dialect) -> Vec<String> {
     statements.extend(archive_tables(dialect));
     statements.extend(task_tables(dialect));
     statements.extend(harvester_tables(dialect));
+    statements.extend(user_tables(dialect));
+    statements
+}
+
+/// Upstream's `users` table (META schema; here in the PanDA schema): a user whose `status`
+/// is `disabled` is banned.
+pub fn user_tables(dialect: Dialect) -> Vec<String> {
+    let ty = |t| dialect.column_type(t);
+    let (big, int, ts) = (
+        ty(ColumnType::BigInt),
+        ty(ColumnType::Int),
+        ty(ColumnType::Timestamp),
+    );
+    let vc = |n| ty(ColumnType::VarChar(n));
+    let epoch = epoch(dialect);
+    let counters: Vec<String> = [
+        "njobsa",
+        "njobsp",
+        "njobs1",
+        "njobs7",
+        "njobs30",
+        "cpua1",
+        "cpua7",
+        "cpua30",
+        "cpup1",
+        "cpup7",
+        "cpup30",
+        "cpuxp1",
+        "cpuxp7",
+        "cpuxp30",
+        "quotaa1",
+        "quotaa7",
+        "quotaa30",
+        "quotap1",
+        "quotap7",
+        "quotap30",
+        "quotaxp1",
+        "quotaxp7",
+        "quotaxp30",
+        "space1",
+        "space7",
+        "space30",
+    ]
+    .iter()
+    .map(|c| format!("{c} {big}"))
+    .collect();
+    let mut statements = vec![format!(
+        "CREATE TABLE IF NOT EXISTS users (
+  id {int} NOT NULL PRIMARY KEY, name {} NOT NULL, dn {}, email {}, url {}, location {},
+  classa {}, classp {}, classxp {}, sitepref {}, gridpref {}, queuepref {}, scriptcache {},
+  types {}, sites {}, {},
+  lastmod {ts} NOT NULL DEFAULT {epoch}, firstjob {ts} NOT NULL DEFAULT {epoch},
+  latestjob {ts} NOT NULL DEFAULT {epoch}, pagecache TEXT,
+  cachetime {ts} NOT NULL DEFAULT {epoch}, ncurrent {big} NOT NULL DEFAULT 0,
+  jobid {big} NOT NULL DEFAULT 0, status {}, vo {}
+)",
+        vc(60),
+        vc(150),
+        vc(60),
+        vc(100),
+        vc(60),
+        vc(30),
+        vc(30),
+        vc(30),
+        vc(60),
+        vc(20),
+        vc(60),
+        vc(100),
+        vc(60),
+        vc(250),
+        counters.join(", "),
+        vc(20),
+        vc(20)
+    )];
+    statements.push("CREATE INDEX IF NOT EXISTS users_name_idx ON users (name, vo)".into());
+    statements.push(match dialect {
+        Dialect::Postgres => "CREATE SEQUENCE IF NOT EXISTS users_id_seq".into(),
+        Dialect::Sqlite => {
+            "INSERT OR IGNORE INTO panda_sequences (name, last_value) VALUES ('users_id_seq', 0)"
+                .into()
+        }
+    });
     statements
 }
 

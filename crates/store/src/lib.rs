@@ -29,6 +29,7 @@ mod sqlite;
 mod tasks;
 #[doc(hidden)]
 pub mod testing;
+mod users;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -342,14 +342,17 @@ impl Store {
 
     /// The statuses a task went through, oldest first (from `tasks_statuslog`).
     pub async fn task_status_log(&self, task_id: i64) -> Result<Vec<String>> {
+        self.texts(
+            "SELECT status FROM tasks_statuslog WHERE jeditaskid = $1 ORDER BY modificationtime",
+            &[Value::Int(Some(task_id))],
+        )
+        .await
+    }
+
+    /// The first column of a query's rows, as text (NULLs left out).
+    pub(crate) async fn texts(&self, sql: &str, params: &[Value]) -> Result<Vec<String>> {
         let mut tx = self.begin(TxMode::Read).await?;
-        let rows = tx
-            .fetch(
-                "SELECT status FROM tasks_statuslog WHERE jeditaskid = $1 ORDER BY modificationtime",
-                &[Value::Int(Some(task_id))],
-                &[ColumnType::Text],
-            )
-            .await?;
+        let rows = tx.fetch(sql, params, &[ColumnType::Text]).await?;
         tx.commit().await?;
         Ok(rows
             .into_iter()

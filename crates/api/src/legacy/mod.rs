@@ -23,6 +23,30 @@ use crate::{forbidden_method, AppState};
 pub(crate) use job_dict::attr_json;
 pub use protocol::{accepts_json, python_repr, Protocol};
 
+/// Who may call a legacy method. Upstream's dispatcher answers a caller without the role in
+/// each method's own way (`StatusCode=60` from getJob and updateJob, a plain string from
+/// updateWorkerPilotStatus), so the handlers apply [`LegacyAccess::Dispatcher`] themselves
+/// through `Identity::may_dispatch`; this table is the declaration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LegacyAccess {
+    /// Anyone (upstream only logs a missing role for these).
+    Open,
+    /// The production role, a pilot FQAN or a `pilot_owners` DN (upstream's `_checkRole`).
+    Dispatcher,
+}
+
+/// The legacy methods served, with who may call them; every other name is 403.
+pub(crate) const LEGACY_METHODS: &[(&str, LegacyAccess)] = &[
+    ("isAlive", LegacyAccess::Open),
+    ("getJob", LegacyAccess::Dispatcher),
+    ("updateJob", LegacyAccess::Dispatcher),
+    ("updateJobsInBulk", LegacyAccess::Dispatcher),
+    ("getStatus", LegacyAccess::Open),
+    ("checkJobStatus", LegacyAccess::Open),
+    ("getResourceTypes", LegacyAccess::Open),
+    ("updateWorkerPilotStatus", LegacyAccess::Dispatcher),
+];
+
 /// What a legacy handler gets.
 pub(crate) struct LegacyCall {
     pub params: LegacyParams,
@@ -35,17 +59,12 @@ pub async fn dispatch(
     Path(method): Path<String>,
     request: Request,
 ) -> Response {
-    let handler = match method.as_str() {
-        "isAlive" => return is_alive(),
-        "getJob"
-        | "updateJob"
-        | "updateJobsInBulk"
-        | "getStatus"
-        | "checkJobStatus"
-        | "getResourceTypes"
-        | "updateWorkerPilotStatus" => method.as_str(),
-        other => return forbidden_method(other),
+    let Some(&(handler, _)) = LEGACY_METHODS.iter().find(|(name, _)| *name == method) else {
+        return forbidden_method(&method);
     };
+    if handler == "isAlive" {
+        return is_alive();
+    }
     let identity = request
         .extensions()
         .get::<Arc<Identity>>()

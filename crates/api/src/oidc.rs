@@ -3,9 +3,10 @@
 //! A request carries `Authorization: Bearer <JWT>` and `Origin: <vo>[.:<role>]`. The VO must
 //! have a `<vo>_auth_config.json` in the `auth_config` directory (upstream's layout), which
 //! names the token's audience (`client_id`, or `audience`) and the issuer's keys. Keys come
-//! from the issuer's discovery document when `oidc_config_url` is a local file (`file://`
-//! or a path) whose `jwks_uri` is one too, or from `jwks_file` with `issuer` for sites that
-//! keep the keys locally. (Fetching discovery documents over the network is not done yet.)
+//! from the issuer's discovery document (`oidc_config_url`: its `issuer` and `jwks_uri`),
+//! fetched over HTTP(S) at start and every hour after ([`OidcVerifier::refresh`]), or read
+//! when it is a local file; or from `jwks_file` with `issuer` for sites without outbound
+//! access.
 //!
 //! A token is accepted when it is RS256-signed by one of those keys, its `iss` is the
 //! issuer, its `aud` includes the audience, `exp` is in the future and `nbf` (if any) in
@@ -40,8 +41,10 @@ type KeySet = Vec<(Option<String>, PKey<Public>)>;
 /// One VO's token settings.
 struct VoAuth {
     audiences: Vec<String>,
-    issuer: String,
-    keys: KeySet,
+    /// The issuer and its keys; empty until a remote discovery document has been fetched.
+    trust: std::sync::RwLock<(String, KeySet)>,
+    /// A remote discovery document to fetch (and refresh) the issuer and keys from.
+    discovery_url: Option<String>,
 }
 
 /// Validates bearer tokens against the configured VOs.
@@ -121,6 +124,14 @@ fn load_vo(path: &Path) -> Result<VoAuth, String> {
     if audiences.is_empty() {
         return Err(format!("{}: needs client_id or audience", path.display()));
     }
+    let url = text("oidc_config_url").unwrap_or_default();
+    if text("jwks_file").is_none() && (url.starts_with("http://") || url.starts_with("https://")) {
+        return Ok(VoAuth {
+            audiences,
+            trust: std::sync::RwLock::new((String::new(), Vec::new())),
+            discovery_url: Some(url),
+        });
+    }
     let (issuer, keys) = if let Some(jwks_file) = text("jwks_file") {
         let issuer = text("issuer").ok_or(format!("{}: jwks_file needs issuer", path.display()))?;
         (issuer, jwks_keys(&read_json(Path::new(&jwks_file))?)?)
@@ -130,8 +141,7 @@ fn load_vo(path: &Path) -> Result<VoAuth, String> {
             path.display()
         ))?;
         let discovery_path = local_path(&url).ok_or(format!(
-            "{}: {url} is remote; fetching discovery documents is not supported yet, \
-             set jwks_file and issuer",
+            "{}: oidc_config_url {url} is neither a URL nor a file",
             path.display()
         ))?;
         let discovery = read_json(Path::new(discovery_path))?;
@@ -149,9 +159,38 @@ fn load_vo(path: &Path) -> Result<VoAuth, String> {
     };
     Ok(VoAuth {
         audiences,
-        issuer,
-        keys,
+        trust: std::sync::RwLock::new((issuer, keys)),
+        discovery_url: None,
     })
+}
+
+/// Fetches a JSON document.
+async fn fetch_json(client: &reqwest::Client, url: &str) -> Result<Json, String> {
+    let response = client
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
+    if !response.status().is_success() {
+        return Err(format!("{url}: HTTP {}", response.status()));
+    }
+    response.json().await.map_err(|e| format!("{url}: {e}"))
+}
+
+/// The issuer and keys a remote discovery document points at.
+async fn fetch_trust(client: &reqwest::Client, url: &str) -> Result<(String, KeySet), String> {
+    let discovery = fetch_json(client, url).await?;
+    let issuer = discovery
+        .get("issuer")
+        .and_then(Json::as_str)
+        .ok_or(format!("{url}: no issuer"))?
+        .to_string();
+    let jwks_uri = discovery
+        .get("jwks_uri")
+        .and_then(Json::as_str)
+        .ok_or(format!("{url}: no jwks_uri"))?;
+    let keys = jwks_keys(&fetch_json(client, jwks_uri).await?)?;
+    Ok((issuer, keys))
 }
 
 /// `Test user` → `Test User`, as Python's `str.title()` for plain names.
@@ -209,6 +248,38 @@ impl OidcVerifier {
     /// Whether any VO is configured.
     pub fn is_enabled(&self) -> bool {
         !self.vos.is_empty()
+    }
+
+    /// Whether some VO's keys come from a remote discovery document.
+    pub fn has_remote_issuers(&self) -> bool {
+        self.vos.values().any(|v| v.discovery_url.is_some())
+    }
+
+    /// Fetches the remote discovery documents and keys again; a failed fetch keeps the
+    /// keys already known. Returns one warning per failure.
+    pub async fn refresh(&self) -> Vec<String> {
+        let client = match reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(20))
+            .build()
+        {
+            Ok(client) => client,
+            Err(e) => return vec![format!("no HTTP client for the discovery documents: {e}")],
+        };
+        let mut warnings = Vec::new();
+        for (vo, auth) in &self.vos {
+            let Some(url) = &auth.discovery_url else {
+                continue;
+            };
+            match fetch_trust(&client, url).await {
+                Ok(trust) => {
+                    if let Ok(mut current) = auth.trust.write() {
+                        *current = trust;
+                    }
+                }
+                Err(e) => warnings.push(format!("VO {vo}: {e}")),
+            }
+        }
+        warnings
     }
 
     /// The identity a token and `Origin` prove, or why not.
@@ -274,8 +345,15 @@ impl OidcVerifier {
         let kid = header.get("kid").and_then(Json::as_str);
         let signature = b64(signature)?;
         let signed = format!("{}.{}", parts[0], parts[1]);
-        let verified = auth
-            .keys
+        let trust = auth
+            .trust
+            .read()
+            .map_err(|_| "the issuer's keys are unavailable".to_string())?;
+        let (issuer, keys) = (&trust.0, &trust.1);
+        if keys.is_empty() {
+            return Err(format!("the keys of VO {vo}'s issuer could not be fetched"));
+        }
+        let verified = keys
             .iter()
             .filter(|(k, _)| kid.is_none() || k.is_none() || k.as_deref() == kid)
             .any(|(_, pkey)| {
@@ -287,8 +365,8 @@ impl OidcVerifier {
             return Err("token signature does not verify against the issuer's keys".into());
         }
         let iss = claims.get("iss").and_then(Json::as_str).unwrap_or("");
-        if iss != auth.issuer {
-            return Err(format!("token issuer {iss:?} is not {:?}", auth.issuer));
+        if iss != issuer.as_str() {
+            return Err(format!("token issuer {iss:?} is not {issuer:?}"));
         }
         let audiences: Vec<&str> = match claims.get("aud") {
             Some(Json::String(a)) => vec![a.as_str()],

@@ -206,6 +206,24 @@ async fn run_httpd(
         },
     );
     let policy = Arc::new(identity_policy(&config, https.is_some()));
+    if let Some(oidc) = policy.oidc.clone().filter(|o| o.has_remote_issuers()) {
+        for warning in oidc.refresh().await {
+            tracing::warn!("token authentication: {warning}");
+        }
+        // Issuers rotate keys; fetch them again every hour.
+        let mut stop = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+                    _ = stop.wait_for(|s| *s) => break,
+                }
+                for warning in oidc.refresh().await {
+                    tracing::warn!("token authentication: {warning}");
+                }
+            }
+        });
+    }
     let state = AppState {
         service,
         identity_policy: policy.clone(),

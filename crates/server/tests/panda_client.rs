@@ -307,8 +307,25 @@ async fn panda_client_over_https_with_a_proxy_and_with_a_token() {
         text(&refused)
     );
 
-    // The same client with a token instead of a proxy: tasks.
+    // The same client with a token instead of a proxy: jobs, then tasks.
     let token = issuer.sign(&issuer.claims("Alice Tester", &["atlas"]));
+    let jobs = run(None, Some(&token), &[&driver, "jobs", "ANALY_QUEUE"]);
+    let log = text(&jobs);
+    assert_eq!(
+        value_of(&jobs, "getJobStatus").as_deref(),
+        Some("0:activated"),
+        "{log}"
+    );
+    assert_eq!(
+        value_of(&jobs, "killJobs").as_deref(),
+        Some("0:[True]"),
+        "{log}"
+    );
+    assert_eq!(
+        value_of(&jobs, "getFullJobStatus").as_deref(),
+        Some("0:cancelled"),
+        "{log}"
+    );
     let tasks = run(None, Some(&token), &[&driver, "tasks", "ANALY_QUEUE"]);
     let log = text(&tasks);
     assert_eq!(

@@ -153,3 +153,63 @@ async fn a_banned_user_is_refused_whatever_the_credential() {
     let (status, _) = attributes(&server, &other, Some("atlas")).await;
     assert_eq!(status, 200);
 }
+
+/// An issuer known only by its discovery URL: the server fetches the discovery document and
+/// the keys it names over HTTP at start.
+#[tokio::test]
+async fn keys_are_fetched_from_the_discovery_url() {
+    let issuer = TokenIssuer::new("atlas");
+    let web = tempfile::tempdir().expect("web dir");
+    std::fs::copy(
+        issuer.dir.path().join("jwks.json"),
+        web.path().join("jwks.json"),
+    )
+    .expect("jwks");
+    let mut http = std::process::Command::new("python3")
+        .args(["-u", "-m", "http.server", "0", "--bind", "127.0.0.1"])
+        .current_dir(web.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("python3 http.server");
+    let mut line = String::new();
+    {
+        use std::io::BufRead;
+        let stdout = http.stdout.take().expect("stdout");
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("banner");
+    }
+    let port = line
+        .split("port ")
+        .nth(1)
+        .and_then(|p| p.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no port in {line:?}"))
+        .to_string();
+    let base = format!("http://127.0.0.1:{port}");
+    std::fs::write(
+        web.path().join("discovery.json"),
+        json!({"issuer": issuer.issuer, "jwks_uri": format!("{base}/jwks.json")}).to_string(),
+    )
+    .expect("discovery");
+    let auth = tempfile::tempdir().expect("auth dir");
+    std::fs::write(
+        auth.path().join("atlas_auth_config.json"),
+        json!({"client_id": issuer.audience, "oidc_config_url": format!("{base}/discovery.json")})
+            .to_string(),
+    )
+    .expect("auth config");
+    let db = TestDb::new(Backend::Sqlite);
+    let mut env = db_env(&db);
+    env.push((
+        "PANDA_AUTH_CONFIG".into(),
+        auth.path().display().to_string(),
+    ));
+    let server = Server::start(&[], &env);
+    let token = issuer.sign(&issuer.claims("Remote User", &["atlas"]));
+    let (status, body) = attributes(&server, &token, Some("atlas")).await;
+    let _ = http.kill();
+    let _ = http.wait();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("Remote User"), "{body}");
+}

@@ -107,7 +107,7 @@ impl JobService {
         }
         let result = self
             .store()
-            .change_job(update.panda_id, |job, side| apply(job, side, &update))
+            .change_job_row(update.panda_id, |job, side| apply(job, side, &update))
             .await;
         match result {
             Ok((_, command)) => Ok(UpdateResult::Done { command }),

@@ -619,7 +619,8 @@ fn archive_tables(dialect: Dialect) -> Vec<String> {
 /// Statements of the second migration: the indexes the lookups and the dispatcher need.
 pub fn lookup_indexes(_dialect: Dialect) -> Vec<String> {
     [
-        "CREATE INDEX IF NOT EXISTS jobsactive4_site_status_prio_idx ON jobsactive4 (computingsite, jobstatus, currentpriority)",
+        // In the claim's ORDER BY, so getJob walks the index instead of sorting the queue.
+        "CREATE INDEX IF NOT EXISTS jobsactive4_dispatch_idx ON jobsactive4 (computingsite, jobstatus, currentpriority DESC, pandaid)",
         "CREATE INDEX IF NOT EXISTS jobsactive4_statechangetime_idx ON jobsactive4 (statechangetime)",
         "CREATE INDEX IF NOT EXISTS jobsdefined4_status_idx ON jobsdefined4 (jobstatus, computingsite)",
         "CREATE INDEX IF NOT EXISTS jobsarchived4_modtime_idx ON jobsarchived4 (modificationtime)",

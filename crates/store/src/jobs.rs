@@ -248,6 +248,17 @@ impl Store {
         panda_id: i64,
         for_update: bool,
     ) -> Result<Option<(JobSpec, JobTable)>> {
+        self.find_job_row_in(tx, panda_id, for_update, true).await
+    }
+
+    /// The job row, with its files, parameters and metadata when `details`.
+    async fn find_job_row_in(
+        &self,
+        tx: &mut dyn Tx,
+        panda_id: i64,
+        for_update: bool,
+        details: bool,
+    ) -> Result<Option<(JobSpec, JobTable)>> {
         let sql = self.sql();
         let id = [Value::Int(Some(panda_id))];
         for table in LOOKUP_ORDER {
@@ -263,7 +274,9 @@ impl Store {
                     attrs,
                     files: Vec::new(),
                 };
-                self.load_details(tx, &mut job).await?;
+                if details {
+                    self.load_details(tx, &mut job).await?;
+                }
                 return Ok(Some((job, table)));
             }
         }
@@ -328,9 +341,32 @@ impl Store {
         F: FnOnce(&mut JobSpec, &mut Vec<SideWrite>) -> Result<Decision<R>> + Send,
         R: Send,
     {
+        self.change_job_in(panda_id, true, change).await
+    }
+
+    /// Like [`Store::change_job`], for changes that need only the job's row: its files,
+    /// parameters and metadata are not read (the pilot's heartbeat path), and stay as stored.
+    pub async fn change_job_row<F, R>(&self, panda_id: i64, change: F) -> Result<(JobSpec, R)>
+    where
+        F: FnOnce(&mut JobSpec, &mut Vec<SideWrite>) -> Result<Decision<R>> + Send,
+        R: Send,
+    {
+        self.change_job_in(panda_id, false, change).await
+    }
+
+    async fn change_job_in<F, R>(
+        &self,
+        panda_id: i64,
+        details: bool,
+        change: F,
+    ) -> Result<(JobSpec, R)>
+    where
+        F: FnOnce(&mut JobSpec, &mut Vec<SideWrite>) -> Result<Decision<R>> + Send,
+        R: Send,
+    {
         let mut tx = self.begin(TxMode::Write).await?;
         let (mut job, old_table) = self
-            .find_job_in(tx.as_mut(), panda_id, true)
+            .find_job_row_in(tx.as_mut(), panda_id, true, details)
             .await?
             .ok_or(StoreError::JobNotFound(panda_id))?;
         let old_status = job.status();

@@ -7,10 +7,11 @@
 //! status. SQLite: the same statement without the lock clause, inside a write transaction,
 //! which SQLite serializes.
 
-use panda_core::{time, ColumnType, JobAttr, JobSpec, JobTable, Value};
+use panda_core::{time, ColumnType, JobAttr, JobSpec, JobTable, Record, Value};
 
 use crate::driver::{Dialect, TxMode};
-use crate::error::Result;
+use crate::error::{Result, StoreError};
+use crate::jobs::{job_select_list, job_types};
 use crate::Store;
 
 /// Which `prodSourceLabel`s a pilot's request matches (upstream's label groups).
@@ -123,25 +124,60 @@ impl Store {
         };
         // The candidates are a materialized CTE: as `pandaid IN (subquery)`, PostgreSQL may
         // re-run a LIMIT subquery per row and claim more than asked for.
-        let sql = format!(
-            "WITH candidates AS MATERIALIZED (SELECT pandaid FROM jobsactive4 WHERE {} \
-             ORDER BY currentpriority DESC, pandaid ASC LIMIT {limit}{lock}) \
-             UPDATE jobsactive4 SET {sets} FROM candidates \
-             WHERE jobsactive4.pandaid = candidates.pandaid AND jobsactive4.jobstatus = 'activated' \
-             RETURNING jobsactive4.pandaid",
+        let candidates = format!(
+            "candidates AS MATERIALIZED (SELECT pandaid FROM jobsactive4 WHERE {} \
+             ORDER BY currentpriority DESC, pandaid ASC LIMIT {limit}{lock})",
             conditions.join(" AND ")
+        );
+        let update = format!(
+            "UPDATE jobsactive4 SET {sets} FROM candidates \
+             WHERE jobsactive4.pandaid = candidates.pandaid AND jobsactive4.jobstatus = 'activated'"
         );
 
         let mut tx = self.begin(TxMode::Write).await?;
-        let claimed = tx.fetch(&sql, &params, &[ColumnType::BigInt]).await?;
-        let mut jobs = Vec::with_capacity(claimed.len());
-        for id in claimed
-            .iter()
-            .filter_map(|r| r.first().and_then(Value::as_i64))
-        {
-            if let Some((job, JobTable::Active)) = self.find_job_in(tx.as_mut(), id, false).await? {
-                self.record_status_in(tx.as_mut(), &job).await?;
-                jobs.push(job);
+        let mut jobs = Vec::new();
+        match self.dialect() {
+            Dialect::Postgres => {
+                // One statement claims, logs the status change and returns the rows.
+                let log = if self.options().record_status_change {
+                    ", logged AS (INSERT INTO jobs_statuslog (pandaid, modificationtime, \
+                     jobstatus, prodsourcelabel, cloud, computingsite, modificationhost, \
+                     modiftime_extended) SELECT pandaid, $1, jobstatus, prodsourcelabel, cloud, \
+                     computingsite, $2, $1 FROM claimed)"
+                } else {
+                    ""
+                };
+                let sql = format!(
+                    "WITH {candidates}, claimed AS ({update} RETURNING jobsactive4.*){log} \
+                     SELECT {} FROM claimed",
+                    job_select_list(Dialect::Postgres)
+                );
+                for row in tx.fetch(&sql, &params, &job_types()).await? {
+                    let attrs = Record::from_values(row).ok_or_else(|| {
+                        StoreError::Corrupt("claimed job row has the wrong width".into())
+                    })?;
+                    let mut job = JobSpec {
+                        attrs,
+                        files: Vec::new(),
+                    };
+                    self.load_details(tx.as_mut(), &mut job).await?;
+                    jobs.push(job);
+                }
+            }
+            Dialect::Sqlite => {
+                let sql = format!("WITH {candidates} {update} RETURNING jobsactive4.pandaid");
+                let claimed = tx.fetch(&sql, &params, &[ColumnType::BigInt]).await?;
+                for id in claimed
+                    .iter()
+                    .filter_map(|r| r.first().and_then(Value::as_i64))
+                {
+                    if let Some((job, JobTable::Active)) =
+                        self.find_job_in(tx.as_mut(), id, false).await?
+                    {
+                        self.record_status_in(tx.as_mut(), &job).await?;
+                        jobs.push(job);
+                    }
+                }
             }
         }
         tx.commit().await?;

@@ -35,7 +35,6 @@ pub struct JobSql {
     select_job: [String; 3],
     select_job_for_update: [String; 3],
     insert_job: [String; 3],
-    update_job: [String; 3],
     delete_job: [String; 3],
     select_files: String,
     insert_file: String,
@@ -59,23 +58,12 @@ fn placeholders(from: usize, count: usize) -> String {
 impl JobSql {
     pub fn new(dialect: Dialect) -> JobSql {
         let job_cols: Vec<String> = JOB_ATTRIBUTES.iter().map(|a| a.column()).collect();
-        let select_list = JOB_ATTRIBUTES
-            .iter()
-            .map(|a| dialect.read_column(&a.column(), a.column_type))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let select_list = job_select_list(dialect);
         let per_table = |f: &dyn Fn(&str) -> String| JobTable::ALL.map(|t| f(t.name()));
         let lock = match dialect {
             Dialect::Postgres => " FOR UPDATE",
             Dialect::Sqlite => "",
         };
-        let assignments = job_cols
-            .iter()
-            .enumerate()
-            .skip(1)
-            .map(|(i, c)| format!("{c} = ${}", i + 1))
-            .collect::<Vec<_>>()
-            .join(", ");
         let file_cols: Vec<String> = FILE_ATTRIBUTES.iter().map(|a| a.column()).collect();
         JobSql {
             select_job: per_table(&|t| format!("SELECT {select_list} FROM {t} WHERE pandaid = $1")),
@@ -89,7 +77,6 @@ impl JobSql {
                     placeholders(1, job_cols.len())
                 )
             }),
-            update_job: per_table(&|t| format!("UPDATE {t} SET {assignments} WHERE pandaid = $1")),
             delete_job: per_table(&|t| format!("DELETE FROM {t} WHERE pandaid = $1")),
             select_files: format!(
                 "SELECT {} FROM filestable4 WHERE pandaid = $1 ORDER BY row_id",
@@ -104,7 +91,16 @@ impl JobSql {
     }
 }
 
-fn job_types() -> Vec<ColumnType> {
+/// The select list of a job row, in attribute order.
+pub(crate) fn job_select_list(dialect: Dialect) -> String {
+    JOB_ATTRIBUTES
+        .iter()
+        .map(|a| dialect.read_column(&a.column(), a.column_type))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+pub(crate) fn job_types() -> Vec<ColumnType> {
     JOB_ATTRIBUTES.iter().map(|a| a.column_type).collect()
 }
 
@@ -283,7 +279,7 @@ impl Store {
         Ok(None)
     }
 
-    async fn load_details(&self, tx: &mut dyn Tx, job: &mut JobSpec) -> Result<()> {
+    pub(crate) async fn load_details(&self, tx: &mut dyn Tx, job: &mut JobSpec) -> Result<()> {
         let id = [Value::Int(Some(job.panda_id()))];
         let rows = tx
             .fetch(&self.sql().select_files, &id, &file_types())
@@ -295,26 +291,22 @@ impl Store {
                     .ok_or_else(|| StoreError::Corrupt("file row has the wrong width".into()))
             })
             .collect::<Result<_>>()?;
-        let text = [ColumnType::Text];
-        let params = tx
+        // Parameters and metadata in one round trip.
+        let texts = tx
             .fetch(
-                "SELECT jobparameters FROM jobparamstable WHERE pandaid = $1",
+                "SELECT (SELECT jobparameters FROM jobparamstable WHERE pandaid = $1), \
+                 (SELECT metadata FROM metatable WHERE pandaid = $1)",
                 &id,
-                &text,
+                &[ColumnType::Text, ColumnType::Text],
             )
             .await?;
-        if let Some(value) = params.into_iter().next().and_then(|r| r.into_iter().next()) {
-            job.set(JobAttr::jobParameters, value);
-        }
-        let meta = tx
-            .fetch(
-                "SELECT metadata FROM metatable WHERE pandaid = $1",
-                &id,
-                &text,
-            )
-            .await?;
-        if let Some(value) = meta.into_iter().next().and_then(|r| r.into_iter().next()) {
-            job.set(JobAttr::metadata, value);
+        if let Some(mut row) = texts.into_iter().next() {
+            if let Some(metadata) = row.pop() {
+                job.set(JobAttr::metadata, metadata);
+            }
+            if let Some(parameters) = row.pop() {
+                job.set(JobAttr::jobParameters, parameters);
+            }
         }
         Ok(())
     }
@@ -390,8 +382,31 @@ impl Store {
         let sql = self.sql();
         let params = job_row_params(&job, new_table);
         if new_table == old_table {
-            tx.execute(&sql.update_job[table_index(new_table)], &params)
+            // Only the columns that changed: a heartbeat touches a handful of 127.
+            let before = job_row_params(&unchanged, old_table);
+            let mut values = vec![Value::Int(Some(panda_id))];
+            let mut assignments = Vec::new();
+            for (i, (new, old)) in params.iter().zip(&before).enumerate().skip(1) {
+                if new != old {
+                    values.push(new.clone());
+                    assignments.push(format!(
+                        "{} = ${}",
+                        JOB_ATTRIBUTES[i].column(),
+                        values.len()
+                    ));
+                }
+            }
+            if !assignments.is_empty() {
+                tx.execute(
+                    &format!(
+                        "UPDATE {} SET {} WHERE pandaid = $1",
+                        new_table.name(),
+                        assignments.join(", ")
+                    ),
+                    &values,
+                )
                 .await?;
+            }
         } else {
             let id = [Value::Int(Some(panda_id))];
             let deleted = tx

@@ -67,14 +67,20 @@ impl JobService {
                 broker(job, &queues, &load, now);
             }
         }
-        store.insert_jobs(&mut jobs).await?;
+        // The data-management step decides before the jobs are stored, so that they go
+        // straight to their table in the one insert transaction; the status log still shows
+        // `defined` first.
+        for job in jobs.iter_mut() {
+            if job.status() == Some(JobStatus::Defined) {
+                apply_setup(job, &self.data_management.setup(job), now);
+            }
+        }
+        store
+            .insert_jobs_via(&mut jobs, Some(JobStatus::Defined))
+            .await?;
         let mut results = Vec::with_capacity(jobs.len());
         for job in &jobs {
-            let status = match job.status() {
-                Some(JobStatus::Defined) => self.run_setup(job).await?,
-                Some(other) => other,
-                None => JobStatus::Defined,
-            };
+            let status = job.status().unwrap_or(JobStatus::Defined);
             results.push(SubmittedJob {
                 panda_id: job.panda_id(),
                 job_name: job.get(JobAttr::jobName).clone(),
@@ -161,19 +167,23 @@ impl JobService {
                 if job.status() != Some(JobStatus::Defined) {
                     return Ok(Decision::Keep(()));
                 }
-                let now = time::now();
-                match &decision {
-                    SetupDecision::Activate => job.set_status(JobStatus::Activated, now),
-                    SetupDecision::Assign => job.set_status(JobStatus::Assigned, now),
-                    SetupDecision::Fail(diag) => {
-                        job.set_status(JobStatus::Failed, now);
-                        job.set_str(JobAttr::ddmErrorDiag, diag).ok();
-                    }
-                }
+                apply_setup(job, &decision, time::now());
                 Ok(Decision::Write(()))
             })
             .await?;
         Ok(stored.status().unwrap_or(JobStatus::Defined))
+    }
+}
+
+/// Moves a `defined` job on as the data-management step decided.
+fn apply_setup(job: &mut JobSpec, decision: &SetupDecision, now: chrono::NaiveDateTime) {
+    match decision {
+        SetupDecision::Activate => job.set_status(JobStatus::Activated, now),
+        SetupDecision::Assign => job.set_status(JobStatus::Assigned, now),
+        SetupDecision::Fail(diag) => {
+            job.set_status(JobStatus::Failed, now);
+            job.set_str(JobAttr::ddmErrorDiag, diag).ok();
+        }
     }
 }
 

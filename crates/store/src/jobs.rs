@@ -156,6 +156,17 @@ impl Store {
     /// creation, modification and state-change times, and puts each job in the table of its
     /// status (`defined` when none is set).
     pub async fn insert_jobs(&self, jobs: &mut [JobSpec]) -> Result<()> {
+        self.insert_jobs_via(jobs, None).await
+    }
+
+    /// Like [`Store::insert_jobs`] for jobs already moved on from `via` (submission runs the
+    /// data-management step before storing): `jobs_statuslog` gets a `via` row, then the row
+    /// of the job's status, as if the job had been stored and then changed.
+    pub async fn insert_jobs_via(
+        &self,
+        jobs: &mut [JobSpec],
+        via: Option<JobStatus>,
+    ) -> Result<()> {
         if jobs.is_empty() {
             return Ok(());
         }
@@ -195,12 +206,17 @@ impl Store {
                 file.set(FileAttr::row_ID, Value::Int(row_ids.next()));
                 file.set(FileAttr::PandaID, Value::Int(Some(id)));
             }
-            self.insert_job_in(tx.as_mut(), job).await?;
+            self.insert_job_in(tx.as_mut(), job, via).await?;
         }
         tx.commit().await
     }
 
-    async fn insert_job_in(&self, tx: &mut dyn Tx, job: &JobSpec) -> Result<()> {
+    async fn insert_job_in(
+        &self,
+        tx: &mut dyn Tx,
+        job: &JobSpec,
+        via: Option<JobStatus>,
+    ) -> Result<()> {
         let table = status_table(job)?;
         let sql = self.sql();
         let id = Value::Int(Some(job.panda_id()));
@@ -227,7 +243,20 @@ impl Store {
         if table == JobTable::Archived {
             stamp_archived(tx, job).await?;
         }
-        self.record_status_in(tx, job).await
+        let now = time::now();
+        if let Some(earlier) = via.filter(|v| job.status() != Some(*v)) {
+            let mut before = job.clone();
+            before.set(
+                JobAttr::jobStatus,
+                Value::Text(Some(earlier.as_str().into())),
+            );
+            self.record_status_at(tx, &before, now).await?;
+            // One microsecond later, so that the log orders the two rows.
+            return self
+                .record_status_at(tx, job, now + chrono::Duration::microseconds(1))
+                .await;
+        }
+        self.record_status_at(tx, job, now).await
     }
 
     /// Reads a job from whichever table holds it, with its files, parameters and metadata.
@@ -436,11 +465,20 @@ impl Store {
 
     /// Appends to `jobs_statuslog` when `record_statuschange` is on.
     pub(crate) async fn record_status_in(&self, tx: &mut dyn Tx, job: &JobSpec) -> Result<()> {
+        self.record_status_at(tx, job, time::now()).await
+    }
+
+    async fn record_status_at(
+        &self,
+        tx: &mut dyn Tx,
+        job: &JobSpec,
+        at: chrono::NaiveDateTime,
+    ) -> Result<()> {
         let options = self.options();
         if !options.record_status_change {
             return Ok(());
         }
-        let now = Value::Time(Some(time::now()));
+        let now = Value::Time(Some(at));
         tx.execute(
             "INSERT INTO jobs_statuslog (pandaid, modificationtime, jobstatus, prodsourcelabel, \
              cloud, computingsite, modificationhost, modiftime_extended) \

@@ -46,7 +46,7 @@ pub struct RawBody {
     pub multipart: Option<Vec<(String, String)>>,
 }
 
-const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+pub(crate) const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
 /// Reads the body, gunzipping it when it is gzip, within `limit` bytes both ways.
 pub async fn read_body(request: Request, limit: usize) -> Result<RawBody, BodyError> {
@@ -147,6 +147,11 @@ pub struct LegacyParams {
 }
 
 impl LegacyParams {
+    /// How many parameters there are.
+    pub fn len(&self) -> usize {
+        self.pairs.len()
+    }
+
     pub fn get(&self, name: &str) -> Option<&str> {
         self.pairs
             .iter()

@@ -7,6 +7,8 @@
 
 mod body;
 mod der;
+#[doc(hidden)]
+pub mod hot;
 pub mod identity;
 mod legacy;
 pub mod oidc;

@@ -138,7 +138,7 @@ pub(crate) async fn submit(state: &AppState, call: &Call) -> Envelope {
 
 /// A job as panda-client's `JobSpec.load_from_dict` reads it: every attribute (`null` for
 /// NULL, times as `{"__datetime__": iso}`), plus `"Files"`, the file dicts.
-fn job_dict(job: &JobSpec) -> Json {
+pub(crate) fn job_dict(job: &JobSpec) -> Json {
     let mut dict = record_json(&job.attrs);
     if let Json::Object(map) = &mut dict {
         let files: Vec<Json> = job.files.iter().map(record_json).collect();

@@ -37,6 +37,7 @@ use crate::identity::ClientAddr;
 use crate::legacy::python_repr;
 use crate::AppState;
 use args::{opt, req, validate, ArgsExt, Param, Ty, ANY_KEYWORD};
+pub(crate) use job::{decode_jobs, job_dict as job_description};
 
 /// What a v1 handler gets.
 pub(crate) struct Call {

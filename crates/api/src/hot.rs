@@ -1,0 +1,49 @@
+//! The request decoding and response encoding on the pilots' and clients' hot paths, as
+//! plain functions for `cargo bench -p panda-api` (`benches/hot_paths.rs`). Not an API.
+
+use panda_core::JobSpec;
+
+use crate::body::{gunzip, legacy_params, RawBody, GZIP_MAGIC};
+use crate::legacy::job_dict::job_entries;
+use crate::legacy::Protocol;
+
+/// Decodes a legacy request body (gzip sniffed, then JSON or form); returns the number of
+/// parameters.
+pub fn decode_legacy(body: &[u8], content_type: &str) -> Result<usize, String> {
+    let bytes = if body.starts_with(&GZIP_MAGIC) {
+        gunzip(body, 1 << 30).map_err(|e| format!("{e:?}"))?
+    } else {
+        body.to_vec()
+    };
+    let params = legacy_params(
+        None,
+        RawBody {
+            bytes,
+            content_type: content_type.to_string(),
+            multipart: None,
+        },
+    )
+    .map_err(|e| format!("{e:?}"))?;
+    Ok(params.len())
+}
+
+/// getJob's answer for one job, urlencoded (pilot 3.x over urllib) or JSON.
+pub fn encode_get_job(job: &JobSpec, json: bool) -> String {
+    let mut response = Protocol::new(0);
+    response.extend(job_entries(job, &serde_json::Value::Null));
+    if json {
+        response.to_json().to_string()
+    } else {
+        response.to_urlencoded()
+    }
+}
+
+/// `job/submit`'s decoding of the positional jobs; returns the number of jobs.
+pub fn decode_submission(jobs_text: &str) -> Result<usize, String> {
+    crate::v1::decode_jobs(jobs_text).map(|jobs| jobs.len())
+}
+
+/// `job/get_description`'s dict of one job, as JSON text.
+pub fn encode_job_description(job: &JobSpec) -> String {
+    crate::v1::job_description(job).to_string()
+}

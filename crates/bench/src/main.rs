@@ -56,6 +56,24 @@ enum Mode {
         #[arg(long, default_value = "TEST_QUEUE")]
         site: String,
     },
+    /// Fill the database directly (not over HTTP) with archived and activated jobs, for
+    /// runs at scale; the server's schema must be in place.
+    Preload {
+        /// PostgreSQL, e.g. postgres://postgres@127.0.0.1:5432/panda_bench.
+        #[arg(long)]
+        database_url: Option<String>,
+        /// Or an SQLite file.
+        #[arg(long)]
+        sqlite: Option<String>,
+        #[arg(long, default_value = "doma_panda")]
+        schema: String,
+        #[arg(long, default_value = "TEST_QUEUE")]
+        site: String,
+        #[arg(long, default_value_t = 0)]
+        archived: u64,
+        #[arg(long, default_value_t = 0)]
+        activated: u64,
+    },
     /// Clients calling the health endpoint.
     Alive {
         #[arg(long, default_value_t = 8)]
@@ -131,6 +149,44 @@ fn process_usage(pid: u32) -> Option<(f64, f64)> {
     Some((ticks / 100.0, hwm_kb / 1024.0))
 }
 
+/// The load's correctness: no job handed out twice, and every job handed out ends where a
+/// finished pilot cycle leaves it (`holding`, or `finished` once the Adder ran), none lost.
+async fn check_jobs(client: &reqwest::Client, url: &str, claimed: &[i64]) -> anyhow::Result<bool> {
+    let mut sorted = claimed.to_vec();
+    sorted.sort_unstable();
+    let before = sorted.len();
+    sorted.dedup();
+    let twice = before - sorted.len();
+    let mut lost = 0;
+    let mut elsewhere = 0;
+    for chunk in sorted.chunks(500) {
+        let ids: Vec<String> = chunk.iter().map(i64::to_string).collect();
+        let reply = client
+            .post(format!("{url}/server/panda/getStatus"))
+            .form(&[("ids", ids.join(" "))])
+            .send()
+            .await?
+            .text()
+            .await?;
+        let status = reply
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("status="))
+            .unwrap_or("");
+        let status = status.replace("%2B", "+");
+        for s in status.split('+') {
+            match s {
+                "holding" | "finished" => {}
+                "notfound" => lost += 1,
+                _ => elsewhere += 1,
+            }
+        }
+    }
+    println!(
+        "check: {before} handed out, {twice} twice, {lost} lost, {elsewhere} in another state"
+    );
+    Ok(twice == 0 && lost == 0 && elsewhere == 0)
+}
+
 fn job_state(name: &str, site: &str) -> Json {
     let mut values = vec![json!("NULL"); 126];
     values[1] = json!(1);
@@ -192,8 +248,8 @@ async fn pilot(
     stop: Arc<AtomicBool>,
     rec: Arc<Recorder>,
     node: usize,
-) -> u64 {
-    let mut cycles = 0;
+) -> Vec<i64> {
+    let mut claimed = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         let started = Instant::now();
         let job_id = match api {
@@ -294,9 +350,9 @@ async fn pilot(
                 started,
             );
         }
-        cycles += 1;
+        claimed.push(id);
     }
-    cycles
+    claimed
 }
 
 #[tokio::main]
@@ -313,7 +369,38 @@ async fn main() -> anyhow::Result<()> {
     let usage_before = cli.server_pid.and_then(process_usage);
     let rec = Arc::new(Recorder::default());
     let started;
+    let mut failed = false;
     match cli.command {
+        Mode::Preload {
+            database_url,
+            sqlite,
+            schema,
+            site,
+            archived,
+            activated,
+        } => {
+            let config = match (database_url, sqlite) {
+                (Some(url), None) => {
+                    let mut config = panda_store::testing::parse_postgres_url(&url)
+                        .context("--database-url must be postgres://user@host:port/name")?;
+                    config.schema = schema.to_ascii_lowercase();
+                    config
+                }
+                (None, Some(path)) => panda_store::DbConfig::sqlite(path),
+                _ => anyhow::bail!("give --database-url or --sqlite"),
+            };
+            let store =
+                panda_store::Store::open(&config, panda_store::StoreOptions::default()).await?;
+            store.check_schema().await?;
+            let t = Instant::now();
+            store.preload_jobs(&site, archived, activated).await?;
+            println!(
+                "preloaded {archived} archived and {activated} activated jobs in {:.1}s",
+                t.elapsed().as_secs_f64()
+            );
+            store.close().await;
+            return Ok(());
+        }
         Mode::Pilots {
             pilots,
             jobs,
@@ -353,12 +440,13 @@ async fn main() -> anyhow::Result<()> {
                     stop.store(true, Ordering::Relaxed);
                 })
             };
-            let mut cycles = 0;
+            let mut claimed: Vec<i64> = Vec::new();
             for h in handles {
-                cycles += h.await.unwrap_or(0);
+                claimed.extend(h.await.unwrap_or_default());
             }
             timer.abort();
             let elapsed = started.elapsed();
+            let cycles = claimed.len();
             println!(
                 "pilot cycles: {cycles} in {:.2}s = {:.1} cycles/s ({} pilots)",
                 elapsed.as_secs_f64(),
@@ -366,6 +454,7 @@ async fn main() -> anyhow::Result<()> {
                 pilots
             );
             rec.report(elapsed);
+            failed |= !check_jobs(&client, &cli.url, &claimed).await?;
         }
         Mode::Submit {
             clients,
@@ -456,6 +545,9 @@ async fn main() -> anyhow::Result<()> {
                 rss
             );
         }
+    }
+    if failed || rec.errors.load(Ordering::Relaxed) > 0 {
+        anyhow::bail!("the run had errors or failed its checks");
     }
     Ok(())
 }

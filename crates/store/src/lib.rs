@@ -21,6 +21,7 @@ mod harvester;
 mod jobs;
 mod lookups;
 mod postgres;
+mod preload;
 mod queues;
 mod retry_rules;
 pub mod schema;

@@ -74,6 +74,22 @@ enum Mode {
         #[arg(long, default_value_t = 0)]
         activated: u64,
     },
+    /// Pilots, submitters and health probes at once, for `duration` seconds.
+    Mixed {
+        #[arg(long, default_value_t = 32)]
+        pilots: usize,
+        #[arg(long, default_value_t = 2)]
+        submitters: usize,
+        #[arg(long, default_value_t = 100)]
+        batch: usize,
+        /// Jobs submitted before the run starts.
+        #[arg(long, default_value_t = 2000)]
+        jobs: usize,
+        #[arg(long, default_value = "TEST_QUEUE")]
+        site: String,
+        #[arg(long, default_value_t = 15)]
+        duration: u64,
+    },
     /// Clients calling the health endpoint.
     Alive {
         #[arg(long, default_value_t = 8)]
@@ -239,16 +255,30 @@ fn gzip_json(value: &Json) -> Vec<u8> {
     e.finish().unwrap_or_default()
 }
 
-/// One pilot: returns the number of completed cycles.
-async fn pilot(
+/// What every simulated pilot of a run shares.
+#[derive(Clone)]
+struct PilotSetup {
     client: reqwest::Client,
     url: String,
     site: String,
     api: Api,
     stop: Arc<AtomicBool>,
     rec: Arc<Recorder>,
-    node: usize,
-) -> Vec<i64> {
+    /// Keep asking when there is no job (submitters run alongside), instead of stopping.
+    wait_for_jobs: bool,
+}
+
+/// One pilot: returns the PandaIDs of its completed cycles.
+async fn pilot(setup: PilotSetup, node: usize) -> Vec<i64> {
+    let PilotSetup {
+        client,
+        url,
+        site,
+        api,
+        stop,
+        rec,
+        wait_for_jobs,
+    } = setup;
     let mut claimed = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         let started = Instant::now();
@@ -300,7 +330,14 @@ async fn pilot(
             }
         };
         rec.record("getJob", started);
-        let Some(id) = job_id else { break };
+        let Some(id) = job_id else {
+            if wait_for_jobs {
+                // The mixed scenario's submitters will bring more.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            break;
+        };
         let report =
             json!({format!("bench.{id}.log.tgz"): {"guid": "g", "fsize": 1, "adler32": "0"}})
                 .to_string();
@@ -423,12 +460,15 @@ async fn main() -> anyhow::Result<()> {
             let handles: Vec<_> = (0..pilots)
                 .map(|i| {
                     tokio::spawn(pilot(
-                        client.clone(),
-                        cli.url.clone(),
-                        site.clone(),
-                        api,
-                        stop.clone(),
-                        rec.clone(),
+                        PilotSetup {
+                            client: client.clone(),
+                            url: cli.url.clone(),
+                            site: site.clone(),
+                            api,
+                            stop: stop.clone(),
+                            rec: rec.clone(),
+                            wait_for_jobs: false,
+                        },
                         i,
                     ))
                 })
@@ -503,6 +543,114 @@ async fn main() -> anyhow::Result<()> {
             let elapsed = started.elapsed();
             println!("submitted {jobs} jobs in {:.2}s = {:.0} jobs/s ({clients} clients, batches of {batch}, activated at reply)", elapsed.as_secs_f64(), jobs as f64 / elapsed.as_secs_f64());
             rec.report(elapsed);
+        }
+        Mode::Mixed {
+            pilots,
+            submitters,
+            batch,
+            jobs,
+            site,
+            duration,
+        } => {
+            let mut submitted = 0;
+            while submitted < jobs {
+                let n = (jobs - submitted).min(500);
+                submitted +=
+                    submit_batch(&client, &cli.url, &site, submitted..submitted + n, "mix")
+                        .await
+                        .context("preload")?;
+            }
+            let stop = Arc::new(AtomicBool::new(false));
+            started = Instant::now();
+            let pilot_handles: Vec<_> = (0..pilots)
+                .map(|i| {
+                    tokio::spawn(pilot(
+                        PilotSetup {
+                            client: client.clone(),
+                            url: cli.url.clone(),
+                            site: site.clone(),
+                            api: Api::Legacy,
+                            stop: stop.clone(),
+                            rec: rec.clone(),
+                            wait_for_jobs: true,
+                        },
+                        i,
+                    ))
+                })
+                .collect();
+            let next = Arc::new(AtomicU64::new(jobs as u64));
+            let mut others: Vec<_> = (0..submitters)
+                .map(|c| {
+                    let (client, url, site, next, rec, stop) = (
+                        client.clone(),
+                        cli.url.clone(),
+                        site.clone(),
+                        next.clone(),
+                        rec.clone(),
+                        stop.clone(),
+                    );
+                    tokio::spawn(async move {
+                        while !stop.load(Ordering::Relaxed) {
+                            let from = next.fetch_add(batch as u64, Ordering::Relaxed) as usize;
+                            let t = Instant::now();
+                            if submit_batch(
+                                &client,
+                                &url,
+                                &site,
+                                from..from + batch,
+                                &format!("m{c}"),
+                            )
+                            .await
+                            .is_err()
+                            {
+                                rec.errors.fetch_add(1, Ordering::Relaxed);
+                            }
+                            rec.record("job/submit batch", t);
+                        }
+                    })
+                })
+                .collect();
+            others.push({
+                let (client, url, rec, stop) =
+                    (client.clone(), cli.url.clone(), rec.clone(), stop.clone());
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        let t = Instant::now();
+                        match client
+                            .get(format!("{url}/server/panda/isAlive"))
+                            .send()
+                            .await
+                        {
+                            Ok(r) if r.status().is_success() => {
+                                let _ = r.bytes().await;
+                            }
+                            _ => {
+                                rec.errors.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        rec.record("isAlive", t);
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                })
+            });
+            tokio::time::sleep(Duration::from_secs(duration)).await;
+            stop.store(true, Ordering::Relaxed);
+            let mut claimed: Vec<i64> = Vec::new();
+            for h in pilot_handles {
+                claimed.extend(h.await.unwrap_or_default());
+            }
+            for h in others {
+                let _ = h.await;
+            }
+            let elapsed = started.elapsed();
+            println!(
+                "mixed: {} pilot cycles in {:.2}s = {:.1} cycles/s ({pilots} pilots, {submitters} submitters)",
+                claimed.len(),
+                elapsed.as_secs_f64(),
+                claimed.len() as f64 / elapsed.as_secs_f64()
+            );
+            rec.report(elapsed);
+            failed |= !check_jobs(&client, &cli.url, &claimed).await?;
         }
         Mode::Alive { clients, duration } => {
             started = Instant::now();

@@ -148,6 +148,15 @@ async fn a_job_moves_defined_to_active_to_archived_in_whole() {
             Some(JobTable::Active)
         );
 
+        // A change within the table (the heartbeat path, which logs in the same statement).
+        store
+            .change_job_row(id, |job, _| {
+                job.set_status(JobStatus::Running, panda_core::time::now());
+                Ok(panda_store::Decision::Write(()))
+            })
+            .await
+            .expect("run");
+
         let (archived, ()) = store
             .modify_job(id, |job, _| {
                 job.set_status(JobStatus::Finished, panda_core::time::now());
@@ -178,7 +187,7 @@ async fn a_job_moves_defined_to_active_to_archived_in_whole() {
         let statuses: Vec<_> = log.iter().map(|r| r[0].render()).collect();
         assert_eq!(
             statuses,
-            ["defined", "activated", "finished"],
+            ["defined", "activated", "running", "finished"],
             "{backend:?}"
         );
         let stamped = tx

@@ -9,6 +9,9 @@ use panda_core::identity::{clean_user_id, Identity};
 use panda_core::{JobSpec, QueueSpec, QueueStatus};
 use panda_store::{ClaimRequest, LabelFilter};
 
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
 use crate::error::ServiceError;
 use crate::JobService;
 
@@ -33,12 +36,16 @@ pub struct GetJobRequest {
 /// What getJob produced.
 #[derive(Debug)]
 pub enum GetJobResult {
-    Jobs(Vec<JobSpec>),
+    /// The jobs, and their queue (whose CRIC record the job dicts read).
+    Jobs(Vec<JobSpec>, Arc<QueueSpec>),
     /// No job; the reason goes into `errorDialog`.
     NoJobs(String),
     /// The caller may not take these jobs (StatusCode 60).
     NoRole(String),
 }
+
+/// How long a queue's record is reused before it is read again.
+pub const QUEUE_CACHE_TTL: Duration = Duration::from_secs(10);
 
 fn label_filter(label: Option<&str>) -> LabelFilter {
     let group =
@@ -53,6 +60,29 @@ fn label_filter(label: Option<&str>) -> LabelFilter {
 }
 
 impl JobService {
+    /// A queue's record, read from `schedconfig_json` at most once per [`QUEUE_CACHE_TTL`]
+    /// (every getJob needs it; operators change queues rarely).
+    pub async fn queue(&self, site: &str) -> Result<Option<Arc<QueueSpec>>, ServiceError> {
+        if let Ok(cache) = self.queues.lock() {
+            if let Some((read, queue)) = cache.get(site) {
+                if read.elapsed() < QUEUE_CACHE_TTL {
+                    return Ok(queue.clone());
+                }
+            }
+        }
+        let queue = self.store().queue_json(site).await?.map(|json| {
+            let data = serde_json::from_str(&json).unwrap_or(serde_json::Value::Null);
+            Arc::new(QueueSpec::from_json(site, data))
+        });
+        if let Ok(mut cache) = self.queues.lock() {
+            if cache.len() > 10_000 {
+                cache.clear();
+            }
+            cache.insert(site.to_string(), (Instant::now(), queue.clone()));
+        }
+        Ok(queue)
+    }
+
     pub async fn get_jobs(
         &self,
         caller: &Identity,
@@ -65,14 +95,12 @@ impl JobService {
                 label.as_deref().unwrap_or("managed")
             )));
         }
-        let Some(json) = self.store().queue_json(&request.site).await? else {
+        let Some(queue) = self.queue(&request.site).await? else {
             return Ok(GetJobResult::NoJobs(format!(
                 "unknown queue {}",
                 request.site
             )));
         };
-        let data = serde_json::from_str(&json).unwrap_or(serde_json::Value::Null);
-        let queue = QueueSpec::from_json(&request.site, data);
         if !queue.dispatches() {
             return Ok(GetJobResult::NoJobs(format!(
                 "queue {} is not online",
@@ -116,7 +144,7 @@ impl JobService {
         if jobs.is_empty() {
             return Ok(GetJobResult::NoJobs("no jobs in PanDA".into()));
         }
-        Ok(GetJobResult::Jobs(jobs))
+        Ok(GetJobResult::Jobs(jobs, queue))
     }
 }
 

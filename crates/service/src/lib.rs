@@ -20,7 +20,7 @@ use std::sync::Arc;
 use panda_store::Store;
 
 pub use brokerage::choose_queue;
-pub use dispatch::{GetJobRequest, GetJobResult};
+pub use dispatch::{GetJobRequest, GetJobResult, QUEUE_CACHE_TTL};
 pub use error::ServiceError;
 pub use kill::{may_change, EC_KILL};
 pub use retry::{RetryOutcome, EC_RETRIED};
@@ -53,7 +53,12 @@ pub struct JobService {
     store: Store,
     settings: Arc<ServiceSettings>,
     data_management: Arc<dyn DataManagement>,
+    /// Queue records by name, with when they were read (see `JobService::queue`).
+    queues: Arc<std::sync::Mutex<QueueCache>>,
 }
+
+type QueueCache =
+    std::collections::HashMap<String, (std::time::Instant, Option<Arc<panda_core::QueueSpec>>)>;
 
 impl JobService {
     pub fn new(store: Store, settings: ServiceSettings) -> JobService {
@@ -61,6 +66,7 @@ impl JobService {
             store,
             settings: Arc::new(settings),
             data_management: Arc::new(NoDataMovement),
+            queues: Arc::default(),
         }
     }
 

@@ -69,9 +69,9 @@ pub(crate) async fn get_job(state: &AppState, call: &LegacyCall) -> LegacyResult
     tracing::info!(target: "panda::pilot_requests", method = "getJob", site = %site,
         node = request.node.as_deref().unwrap_or(""),
         label = request.prod_source_label.as_deref().unwrap_or(""),
-        jobs = match &result { GetJobResult::Jobs(j) => j.len(), _ => 0 });
-    let jobs = match result {
-        GetJobResult::Jobs(jobs) => jobs,
+        jobs = match &result { GetJobResult::Jobs(j, _) => j.len(), _ => 0 });
+    let (jobs, queue) = match result {
+        GetJobResult::Jobs(jobs, queue) => (jobs, queue),
         GetJobResult::NoJobs(reason) => {
             return Ok(
                 Protocol::with_dialog(SC_NO_JOBS, &reason, call.json).into_response(call.json)
@@ -81,18 +81,11 @@ pub(crate) async fn get_job(state: &AppState, call: &LegacyCall) -> LegacyResult
             return Ok(Protocol::with_dialog(SC_ROLE, NO_ROLE, call.json).into_response(call.json))
         }
     };
-    let queue: Json = state
-        .service
-        .store()
-        .queue_json(&site)
-        .await?
-        .and_then(|q| serde_json::from_str(&q).ok())
-        .unwrap_or(Json::Null);
     let mut dicts: Vec<Protocol> = jobs
         .iter()
         .map(|job| {
             let mut response = Protocol::new(SC_SUCCESS);
-            response.extend(job_entries(job, &queue));
+            response.extend(job_entries(job, &queue.data));
             response
         })
         .collect();

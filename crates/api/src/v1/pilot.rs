@@ -145,22 +145,13 @@ pub(crate) async fn acquire_jobs(state: &AppState, call: &Call) -> Envelope {
         n_jobs: Some(args.int("n_jobs").unwrap_or(1).clamp(1, 1000) as usize),
     };
     match state.service.get_jobs(&call.identity, &request).await {
-        Ok(GetJobResult::Jobs(jobs)) => {
-            let queue: Json = state
-                .service
-                .store()
-                .queue_json(&site)
-                .await
-                .ok()
-                .flatten()
-                .and_then(|q| serde_json::from_str(&q).ok())
-                .unwrap_or(Json::Null);
+        Ok(GetJobResult::Jobs(jobs, queue)) => {
             let list: Vec<Json> = jobs
                 .iter()
                 .map(|job| {
                     let mut map = Map::new();
                     map.insert("StatusCode".into(), json!(0));
-                    map.extend(job_entries(job, &queue));
+                    map.extend(job_entries(job, &queue.data));
                     Json::Object(map)
                 })
                 .collect();

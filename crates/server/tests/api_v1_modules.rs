@@ -308,6 +308,19 @@ async fn harvester_reports_and_commands_round_trip() {
         ask.as_object_mut().map(|m| m.remove("resourceType"));
         let jobs = f.post("/api/v1/pilot/acquire_jobs", ask).await;
         assert_eq!(jobs["data"]["jobs"][0]["PandaID"], ids[0], "{jobs}");
+        // The claimed job comes with its files and parameters.
+        assert_eq!(
+            jobs["data"]["jobs"][0]["logFile"], "harv.job.log.tgz",
+            "{jobs}"
+        );
+        assert_eq!(
+            jobs["data"]["jobs"][0]["jobPars"], "/bin/echo hello",
+            "{jobs}"
+        );
+        assert_eq!(
+            jobs["data"]["jobs"][0]["logGUID"],
+            "11111111-2222-3333-4444-555555555555"
+        );
 
         let workers = f
             .post(

@@ -7,10 +7,7 @@
 //! status. SQLite: the same statement without the lock clause, inside a write transaction,
 //! which SQLite serializes.
 
-use panda_core::file::FILE_ATTRIBUTES;
-use panda_core::{
-    time, AttrSet, ColumnType, FileAttr, FileSpec, JobAttr, JobSpec, JobTable, Record, Value,
-};
+use panda_core::{time, ColumnType, JobAttr, JobSpec, JobTable, Record, Value};
 
 use crate::driver::{Dialect, TxMode};
 use crate::error::{Result, StoreError};
@@ -150,32 +147,20 @@ impl Store {
                 } else {
                     ""
                 };
-                // The files (as JSON), parameters and metadata come with the rows.
                 let sql = format!(
                     "WITH {candidates}, claimed AS ({update} RETURNING jobsactive4.*){log} \
-                     SELECT {}, \
-                     (SELECT CAST(json_agg(f ORDER BY f.row_id) AS TEXT) FROM filestable4 f \
-                      WHERE f.pandaid = claimed.pandaid), \
-                     (SELECT jobparameters FROM jobparamstable p WHERE p.pandaid = claimed.pandaid), \
-                     (SELECT metadata FROM metatable m WHERE m.pandaid = claimed.pandaid) \
-                     FROM claimed",
+                     SELECT {} FROM claimed",
                     job_select_list(Dialect::Postgres)
                 );
-                let mut types = job_types();
-                types.extend([ColumnType::Text, ColumnType::Text, ColumnType::Text]);
-                for mut row in tx.fetch(&sql, &params, &types).await? {
-                    let metadata = row.pop().unwrap_or(Value::Text(None));
-                    let parameters = row.pop().unwrap_or(Value::Text(None));
-                    let files = row.pop().unwrap_or(Value::Text(None));
+                for row in tx.fetch(&sql, &params, &job_types()).await? {
                     let attrs = Record::from_values(row).ok_or_else(|| {
                         StoreError::Corrupt("claimed job row has the wrong width".into())
                     })?;
                     let mut job = JobSpec {
                         attrs,
-                        files: files_from_json(files.as_str())?,
+                        files: Vec::new(),
                     };
-                    job.set(JobAttr::jobParameters, parameters);
-                    job.set(JobAttr::metadata, metadata);
+                    self.load_details(tx.as_mut(), &mut job).await?;
                     jobs.push(job);
                 }
             }
@@ -204,33 +189,6 @@ impl Store {
         });
         Ok(jobs)
     }
-}
-
-/// Files from `json_agg` of `filestable4` rows (column names as keys).
-fn files_from_json(text: Option<&str>) -> Result<Vec<FileSpec>> {
-    let Some(text) = text else {
-        return Ok(Vec::new());
-    };
-    let rows: Vec<serde_json::Map<String, serde_json::Value>> = serde_json::from_str(text)
-        .map_err(|e| StoreError::Corrupt(format!("claimed job's files: {e}")))?;
-    rows.iter()
-        .map(|row| {
-            let mut file = FileSpec::new();
-            for attr in FILE_ATTRIBUTES.iter() {
-                let value = match row.get(&attr.column()) {
-                    None | Some(serde_json::Value::Null) => attr.column_type.null(),
-                    Some(serde_json::Value::String(s)) => Value::parse(attr.column_type, s)
-                        .map_err(|e| StoreError::Corrupt(format!("file {}: {e}", attr.name)))?,
-                    Some(other) => Value::parse(attr.column_type, &other.to_string())
-                        .map_err(|e| StoreError::Corrupt(format!("file {}: {e}", attr.name)))?,
-                };
-                if let Some(a) = <FileAttr as AttrSet>::by_name(attr.name) {
-                    file.set(a, value);
-                }
-            }
-            Ok(file)
-        })
-        .collect()
 }
 
 fn text(s: &str) -> Value {

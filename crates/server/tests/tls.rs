@@ -133,18 +133,33 @@ async fn grid_credentials_get_the_answers_a_grid_user_expects() {
         ..Issued::default()
     });
     let revoked = pki.user("Revoked User");
-    pki.revoke(&revoked);
+    let have_openssl = std::process::Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        have_openssl || !required(),
+        "the openssl command is needed for the CRL"
+    );
+    if have_openssl {
+        pki.revoke(&revoked);
+    } else {
+        eprintln!("note: the revoked-certificate case is skipped: no openssl command");
+    }
     let truncated = Credential {
         cert: proxy.cert.clone(),
         key: proxy.key.clone(),
         chain: Vec::new(),
     };
-    for (credential, reason) in [
+    let mut refused = vec![
         (&expired, "expired"),
         (&stranger, "unable to get local issuer"),
-        (&revoked, "revoked"),
         (&truncated, "unable to get"),
-    ] {
+    ];
+    if have_openssl {
+        refused.push((&revoked, "revoked"));
+    }
+    for (credential, reason) in refused {
         let (status, body) = attributes(&server, &pki, Some(credential)).await;
         assert_eq!(status, 403, "{reason}: {body}");
         assert!(

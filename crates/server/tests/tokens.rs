@@ -165,13 +165,21 @@ async fn keys_are_fetched_from_the_discovery_url() {
         web.path().join("jwks.json"),
     )
     .expect("jwks");
-    let mut http = std::process::Command::new("python3")
+    // Python's http.server plays the issuer's web site.
+    let Ok(mut http) = std::process::Command::new("python3")
         .args(["-u", "-m", "http.server", "0", "--bind", "127.0.0.1"])
         .current_dir(web.path())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
-        .expect("python3 http.server");
+    else {
+        assert!(
+            !common::required(),
+            "python3 is needed to serve the discovery document"
+        );
+        eprintln!("note: discovery-URL test skipped: no python3");
+        return;
+    };
     let mut line = String::new();
     {
         use std::io::BufRead;

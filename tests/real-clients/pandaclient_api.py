@@ -4,6 +4,7 @@
   pandaclient_api.py jobs QUEUE     hello, submitJobs, getJobStatus, killJobs, getFullJobStatus
   pandaclient_api.py tasks QUEUE    insertTaskParams, getTaskStatus, killTask, finishTask,
                                     retryTask
+  pandaclient_api.py submit QUEUE   submitJobs of one job, left queued
   pandaclient_api.py kill_job ID    killJobs on one PandaID
   pandaclient_api.py kill_task ID   killTask on one jediTaskID
 
@@ -104,6 +105,13 @@ def tasks(queue):
     out("forPbook", third)
 
 
+def submit(queue):
+    status, data = Client.submitJobs([make_job(queue, "client.queued.%d" % time.time())])
+    if status != 0 or not data:
+        sys.exit("submitJobs failed: %s %s" % (status, data))
+    out("PandaID", data[0][0])
+
+
 def kill_job(panda_id):
     status, killed = Client.killJobs([int(panda_id)])
     out("killJobs", "%s:%s" % (status, killed))
@@ -115,7 +123,13 @@ def kill_task(task_id):
 
 
 if __name__ == "__main__":
-    commands = {"jobs": jobs, "tasks": tasks, "kill_job": kill_job, "kill_task": kill_task}
+    commands = {
+        "jobs": jobs,
+        "tasks": tasks,
+        "submit": submit,
+        "kill_job": kill_job,
+        "kill_task": kill_task,
+    }
     if len(sys.argv) != 3 or sys.argv[1] not in commands:
         sys.exit(__doc__)
     commands[sys.argv[1]](sys.argv[2])

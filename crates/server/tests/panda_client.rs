@@ -34,6 +34,47 @@ fn client(python: &str, server: &Server, config: &Path, token: &str, args: &[&st
         .expect("python")
 }
 
+/// The driver's `jobs` run: submit, status `activated`, one file, kill, full status
+/// `cancelled`. Returns the PandaID.
+fn assert_job_flow(jobs: &Output) -> String {
+    let log = text(jobs);
+    assert_eq!(value_of(jobs, "hello").as_deref(), Some("0"), "{log}");
+    let expected = [
+        ("getJobStatus", "0:activated"),
+        ("files", "1"),
+        ("killJobs", "0:[True]"),
+        ("getFullJobStatus", "0:cancelled"),
+    ];
+    for (key, value) in expected {
+        assert_eq!(value_of(jobs, key).as_deref(), Some(value), "{key}: {log}");
+    }
+    value_of(jobs, "PandaID").unwrap_or_else(|| panic!("{log}"))
+}
+
+/// A queued job of one user that another user may not kill and its owner may.
+fn assert_only_the_owner_kills(
+    owner: &dyn Fn(&[&str]) -> Output,
+    other: &dyn Fn(&[&str]) -> Output,
+    driver: &str,
+) {
+    let submitted = owner(&[driver, "submit", "ANALY_QUEUE"]);
+    let id = value_of(&submitted, "PandaID").unwrap_or_else(|| panic!("{}", text(&submitted)));
+    let refused = other(&[driver, "kill_job", &id]);
+    assert_eq!(
+        value_of(&refused, "killJobs").as_deref(),
+        Some("0:[False]"),
+        "{}",
+        text(&refused)
+    );
+    let killed = owner(&[driver, "kill_job", &id]);
+    assert_eq!(
+        value_of(&killed, "killJobs").as_deref(),
+        Some("0:[True]"),
+        "{}",
+        text(&killed)
+    );
+}
+
 fn text(output: &Output) -> String {
     format!(
         "{}{}",
@@ -68,25 +109,7 @@ async fn panda_client_and_pbook_manage_jobs_and_tasks_with_tokens() {
             &alice,
             &[&driver, "jobs", "ANALY_QUEUE"],
         );
-        let log = text(&jobs);
-        assert_eq!(value_of(&jobs, "hello").as_deref(), Some("0"), "{log}");
-        let panda_id = value_of(&jobs, "PandaID").unwrap_or_else(|| panic!("{log}"));
-        assert_eq!(
-            value_of(&jobs, "getJobStatus").as_deref(),
-            Some("0:activated"),
-            "{log}"
-        );
-        assert_eq!(value_of(&jobs, "files").as_deref(), Some("1"), "{log}");
-        assert_eq!(
-            value_of(&jobs, "killJobs").as_deref(),
-            Some("0:[True]"),
-            "{log}"
-        );
-        assert_eq!(
-            value_of(&jobs, "getFullJobStatus").as_deref(),
-            Some("0:cancelled"),
-            "{log}"
-        );
+        assert_job_flow(&jobs);
 
         let tasks = client(
             &python,
@@ -165,18 +188,10 @@ async fn panda_client_and_pbook_manage_jobs_and_tasks_with_tokens() {
             "{}",
             text(&refused)
         );
-        let refused_job = client(
-            &python,
-            &server,
-            &config,
-            &bob,
-            &[&driver, "kill_job", &panda_id],
-        );
-        assert_eq!(
-            value_of(&refused_job, "killJobs").as_deref(),
-            Some("0:[False]"),
-            "{}",
-            text(&refused_job)
+        assert_only_the_owner_kills(
+            &|args| client(&python, &server, &config, &alice, args),
+            &|args| client(&python, &server, &config, &bob, args),
+            &driver,
         );
         let bobs_view = client(&python, &server, &config, &bob, &["-c", pbook, "show"]);
         assert!(!text(&bobs_view).contains(&third), "{}", text(&bobs_view));
@@ -276,56 +291,18 @@ async fn panda_client_over_https_with_a_proxy_and_with_a_token() {
     );
 
     let jobs = run(Some(&alice_proxy), None, &[&driver, "jobs", "ANALY_QUEUE"]);
-    let log = text(&jobs);
-    assert_eq!(value_of(&jobs, "hello").as_deref(), Some("0"), "{log}");
-    let panda_id = value_of(&jobs, "PandaID").unwrap_or_else(|| panic!("{log}"));
-    assert_eq!(
-        value_of(&jobs, "getJobStatus").as_deref(),
-        Some("0:activated"),
-        "{log}"
-    );
-    assert_eq!(
-        value_of(&jobs, "killJobs").as_deref(),
-        Some("0:[True]"),
-        "{log}"
-    );
-    assert_eq!(
-        value_of(&jobs, "getFullJobStatus").as_deref(),
-        Some("0:cancelled"),
-        "{log}"
-    );
-
-    // Bob's proxy may not kill Alice's job: submit another as Alice first.
-    let again = run(Some(&alice_proxy), None, &[&driver, "jobs", "ANALY_QUEUE"]);
-    let second = value_of(&again, "PandaID").unwrap_or_else(|| panic!("{}", text(&again)));
-    assert_ne!(second, panda_id);
-    let refused = run(Some(&bob_proxy), None, &[&driver, "kill_job", &second]);
-    assert_eq!(
-        value_of(&refused, "killJobs").as_deref(),
-        Some("0:[False]"),
-        "{}",
-        text(&refused)
+    assert_job_flow(&jobs);
+    // Bob's proxy may not kill Alice's queued job; hers may.
+    assert_only_the_owner_kills(
+        &|args| run(Some(&alice_proxy), None, args),
+        &|args| run(Some(&bob_proxy), None, args),
+        &driver,
     );
 
     // The same client with a token instead of a proxy: jobs, then tasks.
     let token = issuer.sign(&issuer.claims("Alice Tester", &["atlas"]));
     let jobs = run(None, Some(&token), &[&driver, "jobs", "ANALY_QUEUE"]);
-    let log = text(&jobs);
-    assert_eq!(
-        value_of(&jobs, "getJobStatus").as_deref(),
-        Some("0:activated"),
-        "{log}"
-    );
-    assert_eq!(
-        value_of(&jobs, "killJobs").as_deref(),
-        Some("0:[True]"),
-        "{log}"
-    );
-    assert_eq!(
-        value_of(&jobs, "getFullJobStatus").as_deref(),
-        Some("0:cancelled"),
-        "{log}"
-    );
+    assert_job_flow(&jobs);
     let tasks = run(None, Some(&token), &[&driver, "tasks", "ANALY_QUEUE"]);
     let log = text(&tasks);
     assert_eq!(

@@ -188,28 +188,27 @@ async fn grid_credentials_get_the_answers_a_grid_user_expects() {
     assert_eq!(env_seen["SSL_CLIENT_S_DN"], alice_dn);
     assert_eq!(env_seen["GRST_CRED_1"], "VOMS /atlas/Role=production");
     assert_eq!(env_seen["PANDA_PRODUCTION_ROLE"], true);
-    let set_command = client(&pki, Some(&production))
-        .post(format!("{}/api/v1/job/set_command", server.https_url()))
-        .json(&json!({"job_id": 1, "command": "debug"}))
-        .send()
-        .await
-        .expect("https")
-        .json::<Json>()
-        .await
-        .expect("envelope");
+    // `job/set_command` needs the production role: the VOMS role has it, the plain proxy not.
+    let set_command = |credential: &Credential| {
+        let request = client(&pki, Some(credential))
+            .post(format!("{}/api/v1/job/set_command", server.https_url()))
+            .json(&json!({"job_id": 1, "command": "debug"}));
+        async move {
+            request
+                .send()
+                .await
+                .expect("https")
+                .json::<Json>()
+                .await
+                .expect("envelope")
+        }
+    };
+    let with_role = set_command(&production).await;
     assert_ne!(
-        set_command["message"], "production or pilot role required",
-        "{set_command}"
+        with_role["message"], "production or pilot role required",
+        "{with_role}"
     );
-    let plain_user = client(&pki, Some(&proxy))
-        .post(format!("{}/api/v1/job/set_command", server.https_url()))
-        .json(&json!({"job_id": 1, "command": "debug"}))
-        .send()
-        .await
-        .expect("https")
-        .json::<Json>()
-        .await
-        .expect("envelope");
+    let plain_user = set_command(&proxy).await;
     assert_eq!(plain_user["message"], "production or pilot role required");
 
     let forger = pki.voms_server(&other_ca);

@@ -221,17 +221,9 @@ pub(crate) async fn set_debug_mode(state: &AppState, call: &Call) -> Envelope {
 /// a job that is unknown, or archived more than an hour ago, is `unknown` and `tobekilled`.
 pub(crate) async fn get_status(state: &AppState, call: &Call) -> Envelope {
     let ids = call.args.ints("job_ids");
-    let briefs = match state
-        .service
-        .store()
-        .job_briefs(
-            &ids,
-            &[JobTable::Defined, JobTable::Active, JobTable::Archived],
-        )
-        .await
-    {
+    let briefs = match super::job_briefs(state, &ids).await {
         Ok(briefs) => briefs,
-        Err(e) => return Envelope::from_service(e.into()),
+        Err(e) => return e,
     };
     let hour_ago = panda_core::time::now() - chrono::Duration::hours(1);
     let data: Vec<Json> = ids

@@ -129,6 +129,26 @@ pub(crate) fn value_json(value: &Value) -> Json {
     }
 }
 
+/// What the job tables say of some PandaIDs (live and archived).
+pub(crate) async fn job_briefs(
+    state: &AppState,
+    ids: &[i64],
+) -> Result<std::collections::HashMap<i64, panda_store::JobBrief>, Envelope> {
+    state
+        .service
+        .store()
+        .job_briefs(
+            ids,
+            &[
+                panda_core::JobTable::Defined,
+                panda_core::JobTable::Active,
+                panda_core::JobTable::Archived,
+            ],
+        )
+        .await
+        .map_err(|e| Envelope::from_service(e.into()))
+}
+
 /// A record as a dict of attribute names to [`value_json`] values.
 pub(crate) fn record_json<A: AttrSet>(record: &Record<A>) -> Json {
     Json::Object(

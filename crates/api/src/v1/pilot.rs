@@ -1,7 +1,6 @@
 //! `pilot`: the same job logic as the legacy dispatcher, with `/api/v1` names and envelopes:
 //! `acquire_jobs`, `update_job`, `update_jobs_bulk`.
 
-use panda_core::JobTable;
 use panda_service::{GetJobRequest, GetJobResult, UpdateResult};
 use serde_json::{json, Map, Value as Json};
 
@@ -226,17 +225,9 @@ pub(crate) async fn update_jobs_bulk(state: &AppState, call: &Call) -> Envelope 
 /// for a job in no table.
 pub(crate) async fn get_job_status(state: &AppState, call: &Call) -> Envelope {
     let ids = call.args.ints("job_ids");
-    let briefs = match state
-        .service
-        .store()
-        .job_briefs(
-            &ids,
-            &[JobTable::Defined, JobTable::Active, JobTable::Archived],
-        )
-        .await
-    {
+    let briefs = match super::job_briefs(state, &ids).await {
         Ok(briefs) => briefs,
-        Err(e) => return Envelope::from_service(e.into()),
+        Err(e) => return e,
     };
     let data: Vec<Json> = ids
         .iter()

@@ -66,7 +66,9 @@ impl Dialect {
 }
 
 /// Whether a transaction will write. SQLite takes its write lock up front for writers, so two
-/// writers never deadlock upgrading a read lock; readers do not block each other.
+/// writers never deadlock upgrading a read lock; readers do not block each other. On
+/// PostgreSQL a read runs its statements in autocommit (at READ COMMITTED each statement has
+/// its own snapshot either way), which saves the BEGIN and COMMIT round trips.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TxMode {
     Read,

@@ -61,10 +61,15 @@ impl Driver for PostgresDriver {
         Dialect::Postgres
     }
 
-    async fn begin(&self, _mode: TxMode) -> Result<Box<dyn Tx>> {
-        Ok(Box::new(PgTx {
-            tx: self.pool.begin().await?,
-        }))
+    async fn begin(&self, mode: TxMode) -> Result<Box<dyn Tx>> {
+        let conn = match mode {
+            TxMode::Write => PgConn::Transaction(self.pool.begin().await?),
+            // At READ COMMITTED every statement takes its own snapshot, in a transaction or
+            // not, so reads run in autocommit: a BEGIN/COMMIT pair would only add two round
+            // trips.
+            TxMode::Read => PgConn::Autocommit(self.pool.acquire().await?),
+        };
+        Ok(Box::new(PgTx { conn }))
     }
 
     async fn close(&self) {
@@ -82,14 +87,28 @@ impl Driver for PostgresDriver {
 }
 
 struct PgTx {
-    tx: Transaction<'static, Postgres>,
+    conn: PgConn,
+}
+
+enum PgConn {
+    Transaction(Transaction<'static, Postgres>),
+    Autocommit(sqlx::pool::PoolConnection<Postgres>),
+}
+
+impl PgConn {
+    fn connection(&mut self) -> &mut sqlx::PgConnection {
+        match self {
+            PgConn::Transaction(tx) => tx,
+            PgConn::Autocommit(conn) => conn,
+        }
+    }
 }
 
 #[async_trait]
 impl Tx for PgTx {
     async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64> {
         let done = bind_all(sqlx::query(sql), params)
-            .execute(&mut *self.tx)
+            .execute(self.conn.connection())
             .await?;
         Ok(done.rows_affected())
     }
@@ -101,13 +120,16 @@ impl Tx for PgTx {
         columns: &[ColumnType],
     ) -> Result<Vec<Vec<Value>>> {
         let rows = bind_all(sqlx::query(sql), params)
-            .fetch_all(&mut *self.tx)
+            .fetch_all(self.conn.connection())
             .await?;
         rows.iter().map(|row| decode_row(row, columns)).collect()
     }
 
     async fn commit(self: Box<Self>) -> Result<()> {
-        Ok(self.tx.commit().await?)
+        match self.conn {
+            PgConn::Transaction(tx) => Ok(tx.commit().await?),
+            PgConn::Autocommit(_) => Ok(()),
+        }
     }
 }
 

@@ -24,22 +24,24 @@ def out(key, value):
     print("%s=%s" % (key, value), flush=True)
 
 
-def make_job(queue, name):
+def make_job(queue, name, label="user", command="/bin/echo hello", scope="user.tester"):
+    """A job running COMMAND through the pilot's payload wrapper, with one log file."""
     job = JobSpec()
     job.jobDefinitionID = 1
     job.jobName = name
     job.transformation = "http://localhost/jobO.runpayload.tar.gz"
-    job.jobParameters = "/bin/echo hello"
-    job.prodSourceLabel = "user"
+    job.jobParameters = command
+    job.prodSourceLabel = label
     job.computingSite = queue
     job.assignedPriority = 1000
     job.currentPriority = 1000
+    job.destinationDBlock = name + ".log"
     log = FileSpec()
     log.lfn = name + ".log.tgz"
     log.type = "log"
     log.dataset = name + ".log"
     log.destinationDBlock = name + ".log"
-    log.scope = "user.tester"
+    log.scope = scope
     job.addFile(log)
     return job
 

@@ -10,28 +10,13 @@ jobO.runpayload.tar.gz, see run_pilot.sh), with label ptest and one log file.
 import sys
 
 from pandaclient import Client
-from pandaclient.FileSpec import FileSpec
-from pandaclient.JobSpec import JobSpec
+
+# The script's own directory is on sys.path: the job is the one pandaclient_api.py builds.
+from pandaclient_api import make_job
 
 
 def submit(queue, name, command):
-    job = JobSpec()
-    job.jobDefinitionID = 1
-    job.jobName = name
-    job.transformation = "http://localhost/jobO.runpayload.tar.gz"
-    job.jobParameters = command
-    job.prodSourceLabel = "ptest"
-    job.computingSite = queue
-    job.assignedPriority = 1000
-    job.currentPriority = 1000
-    job.destinationDBlock = name + ".log"
-    log = FileSpec()
-    log.lfn = name + ".log.tgz"
-    log.type = "log"
-    log.dataset = name + ".log"
-    log.destinationDBlock = name + ".log"
-    log.scope = "test"
-    job.addFile(log)
+    job = make_job(queue, name, label="ptest", command=command, scope="test")
     status, data = Client.submitJobs([job])
     if status != 0 or not data or not data[0]:
         sys.exit("submitJobs failed: %s %s" % (status, data))

@@ -31,21 +31,30 @@ pub struct ClientAddr(pub Option<SocketAddr>);
 /// [`BAN_LIST_TTL`], as upstream caches its ban list.
 #[derive(Debug, Default)]
 pub struct BanList {
-    cached: tokio::sync::Mutex<Option<(std::time::Instant, std::collections::HashSet<String>)>>,
+    cached: tokio::sync::RwLock<Option<(std::time::Instant, std::collections::HashSet<String>)>>,
 }
 
 /// How long the ban list is trusted before it is read again.
 pub const BAN_LIST_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl BanList {
-    /// Whether `user` (a cleaned user name) is banned. A database that cannot be read bans
-    /// nobody: it is logged, and the request goes on to fail or succeed on its own.
+    /// Whether `user` (a cleaned user name) is banned. Requests share a read lock; one
+    /// refreshes the list when it is stale. A database that cannot be read bans nobody: it is
+    /// logged, and the request goes on to fail or succeed on its own.
     pub async fn is_banned(&self, store: &panda_store::Store, user: &str) -> bool {
-        let mut cached = self.cached.lock().await;
-        let fresh = cached
+        {
+            let cached = self.cached.read().await;
+            if let Some((read, names)) = cached.as_ref() {
+                if read.elapsed() < BAN_LIST_TTL {
+                    return names.contains(user);
+                }
+            }
+        }
+        let mut cached = self.cached.write().await;
+        let stale = cached
             .as_ref()
-            .is_some_and(|(read, _)| read.elapsed() < BAN_LIST_TTL);
-        if !fresh {
+            .is_none_or(|(read, _)| read.elapsed() >= BAN_LIST_TTL);
+        if stale {
             match store.banned_users().await {
                 Ok(names) => {
                     *cached = Some((std::time::Instant::now(), names.into_iter().collect()))

@@ -255,6 +255,61 @@ fn gzip_json(value: &Json) -> Vec<u8> {
     e.finish().unwrap_or_default()
 }
 
+/// Submits `jobs` jobs in batches of 500 before a run.
+async fn submit_all(
+    client: &reqwest::Client,
+    url: &str,
+    site: &str,
+    jobs: usize,
+    tag: &str,
+) -> anyhow::Result<()> {
+    let mut submitted = 0;
+    while submitted < jobs {
+        let n = (jobs - submitted).min(500);
+        submitted += submit_batch(client, url, site, submitted..submitted + n, tag)
+            .await
+            .context("preload")?;
+    }
+    Ok(())
+}
+
+/// A client submitting batches, numbering jobs from a shared counter.
+struct Submitter {
+    client: reqwest::Client,
+    url: String,
+    site: String,
+    rec: Arc<Recorder>,
+    batch: usize,
+}
+
+impl Submitter {
+    /// Submits until `limit` jobs are numbered, or until `stop`.
+    async fn run(
+        self,
+        tag: String,
+        next: Arc<AtomicU64>,
+        limit: Option<usize>,
+        stop: Option<Arc<AtomicBool>>,
+    ) {
+        while !stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)) {
+            let from = next.fetch_add(self.batch as u64, Ordering::Relaxed) as usize;
+            let to = match limit {
+                Some(limit) if from >= limit => break,
+                Some(limit) => (from + self.batch).min(limit),
+                None => from + self.batch,
+            };
+            let t = Instant::now();
+            if submit_batch(&self.client, &self.url, &self.site, from..to, &tag)
+                .await
+                .is_err()
+            {
+                self.rec.errors.fetch_add(1, Ordering::Relaxed);
+            }
+            self.rec.record("job/submit batch", t);
+        }
+    }
+}
+
 /// What every simulated pilot of a run shares.
 #[derive(Clone)]
 struct PilotSetup {
@@ -446,14 +501,7 @@ async fn main() -> anyhow::Result<()> {
             duration,
         } => {
             let t = Instant::now();
-            let mut submitted = 0;
-            while submitted < jobs {
-                let n = (jobs - submitted).min(500);
-                submitted +=
-                    submit_batch(&client, &cli.url, &site, submitted..submitted + n, "pre")
-                        .await
-                        .context("preload")?;
-            }
+            submit_all(&client, &cli.url, &site, jobs, "pre").await?;
             println!("preloaded {jobs} jobs in {:.2}s", t.elapsed().as_secs_f64());
             let stop = Arc::new(AtomicBool::new(false));
             started = Instant::now();
@@ -506,34 +554,16 @@ async fn main() -> anyhow::Result<()> {
             let next = Arc::new(AtomicU64::new(0));
             let handles: Vec<_> = (0..clients)
                 .map(|c| {
-                    let (client, url, site, next, rec) = (
-                        client.clone(),
-                        cli.url.clone(),
-                        site.clone(),
-                        next.clone(),
-                        rec.clone(),
-                    );
+                    let submitter = Submitter {
+                        client: client.clone(),
+                        url: cli.url.clone(),
+                        site: site.clone(),
+                        rec: rec.clone(),
+                        batch,
+                    };
+                    let next = next.clone();
                     tokio::spawn(async move {
-                        loop {
-                            let from = next.fetch_add(batch as u64, Ordering::Relaxed) as usize;
-                            if from >= jobs {
-                                break;
-                            }
-                            let t = Instant::now();
-                            if submit_batch(
-                                &client,
-                                &url,
-                                &site,
-                                from..(from + batch).min(jobs),
-                                &format!("s{c}"),
-                            )
-                            .await
-                            .is_err()
-                            {
-                                rec.errors.fetch_add(1, Ordering::Relaxed);
-                            }
-                            rec.record("job/submit batch", t);
-                        }
+                        submitter.run(format!("s{c}"), next, Some(jobs), None).await
                     })
                 })
                 .collect();
@@ -552,14 +582,7 @@ async fn main() -> anyhow::Result<()> {
             site,
             duration,
         } => {
-            let mut submitted = 0;
-            while submitted < jobs {
-                let n = (jobs - submitted).min(500);
-                submitted +=
-                    submit_batch(&client, &cli.url, &site, submitted..submitted + n, "mix")
-                        .await
-                        .context("preload")?;
-            }
+            submit_all(&client, &cli.url, &site, jobs, "mix").await?;
             let stop = Arc::new(AtomicBool::new(false));
             started = Instant::now();
             let pilot_handles: Vec<_> = (0..pilots)
@@ -581,32 +604,16 @@ async fn main() -> anyhow::Result<()> {
             let next = Arc::new(AtomicU64::new(jobs as u64));
             let mut others: Vec<_> = (0..submitters)
                 .map(|c| {
-                    let (client, url, site, next, rec, stop) = (
-                        client.clone(),
-                        cli.url.clone(),
-                        site.clone(),
-                        next.clone(),
-                        rec.clone(),
-                        stop.clone(),
-                    );
+                    let submitter = Submitter {
+                        client: client.clone(),
+                        url: cli.url.clone(),
+                        site: site.clone(),
+                        rec: rec.clone(),
+                        batch,
+                    };
+                    let (next, stop) = (next.clone(), stop.clone());
                     tokio::spawn(async move {
-                        while !stop.load(Ordering::Relaxed) {
-                            let from = next.fetch_add(batch as u64, Ordering::Relaxed) as usize;
-                            let t = Instant::now();
-                            if submit_batch(
-                                &client,
-                                &url,
-                                &site,
-                                from..from + batch,
-                                &format!("m{c}"),
-                            )
-                            .await
-                            .is_err()
-                            {
-                                rec.errors.fetch_add(1, Ordering::Relaxed);
-                            }
-                            rec.record("job/submit batch", t);
-                        }
+                        submitter.run(format!("m{c}"), next, None, Some(stop)).await
                     })
                 })
                 .collect();

@@ -34,21 +34,32 @@ fn client(python: &str, server: &Server, config: &Path, token: &str, args: &[&st
         .expect("python")
 }
 
+/// Asserts the driver printed each `key=value`.
+fn assert_values(output: &Output, expected: &[(&str, &str)]) {
+    let log = text(output);
+    for (key, value) in expected {
+        assert_eq!(
+            value_of(output, key).as_deref(),
+            Some(*value),
+            "{key}: {log}"
+        );
+    }
+}
+
 /// The driver's `jobs` run: submit, status `activated`, one file, kill, full status
 /// `cancelled`. Returns the PandaID.
 fn assert_job_flow(jobs: &Output) -> String {
-    let log = text(jobs);
-    assert_eq!(value_of(jobs, "hello").as_deref(), Some("0"), "{log}");
-    let expected = [
-        ("getJobStatus", "0:activated"),
-        ("files", "1"),
-        ("killJobs", "0:[True]"),
-        ("getFullJobStatus", "0:cancelled"),
-    ];
-    for (key, value) in expected {
-        assert_eq!(value_of(jobs, key).as_deref(), Some(value), "{key}: {log}");
-    }
-    value_of(jobs, "PandaID").unwrap_or_else(|| panic!("{log}"))
+    assert_values(
+        jobs,
+        &[
+            ("hello", "0"),
+            ("getJobStatus", "0:activated"),
+            ("files", "1"),
+            ("killJobs", "0:[True]"),
+            ("getFullJobStatus", "0:cancelled"),
+        ],
+    );
+    value_of(jobs, "PandaID").unwrap_or_else(|| panic!("{}", text(jobs)))
 }
 
 /// A queued job of one user that another user may not kill and its owner may.
@@ -124,35 +135,16 @@ async fn panda_client_and_pbook_manage_jobs_and_tasks_with_tokens() {
             first.parse::<i64>().is_ok_and(|id| id >= 10_000_000),
             "{log}"
         );
-        assert_eq!(
-            value_of(&tasks, "getTaskStatus").as_deref(),
-            Some("0:registered"),
-            "{log}"
-        );
-        assert_eq!(
-            value_of(&tasks, "killTask").as_deref(),
-            Some("0:True"),
-            "{log}"
-        );
-        assert_eq!(
-            value_of(&tasks, "afterKill").as_deref(),
-            Some("aborted"),
-            "{log}"
-        );
-        assert_eq!(
-            value_of(&tasks, "finishTask").as_deref(),
-            Some("0:True"),
-            "{log}"
-        );
-        assert_eq!(
-            value_of(&tasks, "retryTask").as_deref(),
-            Some("0:0"),
-            "{log}"
-        );
-        assert_eq!(
-            value_of(&tasks, "afterRetry").as_deref(),
-            Some("ready"),
-            "{log}"
+        assert_values(
+            &tasks,
+            &[
+                ("getTaskStatus", "0:registered"),
+                ("killTask", "0:True"),
+                ("afterKill", "aborted"),
+                ("finishTask", "0:True"),
+                ("retryTask", "0:0"),
+                ("afterRetry", "ready"),
+            ],
         );
         let third = value_of(&tasks, "forPbook").unwrap_or_else(|| panic!("{log}"));
 
@@ -304,15 +296,8 @@ async fn panda_client_over_https_with_a_proxy_and_with_a_token() {
     let jobs = run(None, Some(&token), &[&driver, "jobs", "ANALY_QUEUE"]);
     assert_job_flow(&jobs);
     let tasks = run(None, Some(&token), &[&driver, "tasks", "ANALY_QUEUE"]);
-    let log = text(&tasks);
-    assert_eq!(
-        value_of(&tasks, "getTaskStatus").as_deref(),
-        Some("0:registered"),
-        "{log}"
-    );
-    assert_eq!(
-        value_of(&tasks, "killTask").as_deref(),
-        Some("0:True"),
-        "{log}"
+    assert_values(
+        &tasks,
+        &[("getTaskStatus", "0:registered"), ("killTask", "0:True")],
     );
 }

@@ -140,19 +140,14 @@ impl Store {
     /// A value of upstream's `config` table (gdpconfig), e.g. (`watcher`,
     /// `HEARTBEAT_TIMEOUT_production`); app `pandaserver`.
     pub async fn config_value(&self, component: &str, key: &str) -> Result<Option<String>> {
-        let mut tx = self.begin(TxMode::Read).await?;
-        let rows = tx
-            .fetch(
+        Ok(self
+            .texts(
                 "SELECT value FROM config WHERE app = 'pandaserver' AND component = $1 AND key = $2",
                 &[text(component), text(key)],
-                &[ColumnType::Text],
             )
-            .await?;
-        tx.commit().await?;
-        Ok(rows
+            .await?
             .into_iter()
-            .next()
-            .and_then(|r| r[0].as_str().map(str::to_string)))
+            .next())
     }
 
     /// Sets a `config` table value (operators and tests).

@@ -31,6 +31,17 @@ pub struct ResourceType {
 }
 
 impl Store {
+    /// The first column of a query's rows, as text (NULLs left out).
+    pub(crate) async fn texts(&self, sql: &str, params: &[Value]) -> Result<Vec<String>> {
+        let mut tx = self.begin(TxMode::Read).await?;
+        let rows = tx.fetch(sql, params, &[ColumnType::Text]).await?;
+        tx.commit().await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| r.first().and_then(Value::as_str).map(str::to_string))
+            .collect())
+    }
+
     /// Status, attempt and command of the given jobs, looked up in `tables` in order (the
     /// first table holding a job wins).
     pub async fn job_briefs(

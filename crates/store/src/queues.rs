@@ -41,20 +41,11 @@ impl Store {
             "SELECT {} FROM schedconfig_json WHERE panda_queue = $1",
             self.dialect().read_json("data")
         );
-        let mut tx = self.begin(TxMode::Read).await?;
-        let rows = tx
-            .fetch(
-                &sql,
-                &[Value::Text(Some(name.to_string()))],
-                &[ColumnType::Text],
-            )
-            .await?;
-        tx.commit().await?;
-        Ok(rows
+        Ok(self
+            .texts(&sql, &[Value::Text(Some(name.to_string()))])
+            .await?
             .into_iter()
-            .next()
-            .and_then(|r| r.into_iter().next())
-            .and_then(|v| v.as_str().map(str::to_string)))
+            .next())
     }
 
     /// All queues as (name, JSON text), ordered by name.

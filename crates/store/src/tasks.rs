@@ -146,20 +146,14 @@ impl Store {
 
     /// The task's parameters as stored (JSON text).
     pub async fn task_parameters(&self, task_id: i64) -> Result<Option<String>> {
-        let mut tx = self.begin(TxMode::Read).await?;
-        let rows = tx
-            .fetch(
+        Ok(self
+            .texts(
                 "SELECT taskparams FROM jedi_taskparams WHERE jeditaskid = $1",
                 &[Value::Int(Some(task_id))],
-                &[ColumnType::Text],
             )
-            .await?;
-        tx.commit().await?;
-        Ok(rows
+            .await?
             .into_iter()
-            .next()
-            .and_then(|r| r.into_iter().next())
-            .and_then(|v| v.as_str().map(str::to_string)))
+            .next())
     }
 
     /// Changes a task under a row lock. A written change stamps `modificationTime` (and
@@ -347,16 +341,5 @@ impl Store {
             &[Value::Int(Some(task_id))],
         )
         .await
-    }
-
-    /// The first column of a query's rows, as text (NULLs left out).
-    pub(crate) async fn texts(&self, sql: &str, params: &[Value]) -> Result<Vec<String>> {
-        let mut tx = self.begin(TxMode::Read).await?;
-        let rows = tx.fetch(sql, params, &[ColumnType::Text]).await?;
-        tx.commit().await?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|r| r.first().and_then(Value::as_str).map(str::to_string))
-            .collect())
     }
 }

@@ -2,16 +2,20 @@
 //! pilot however many callers and server processes race for it.
 //!
 //! PostgreSQL: `WITH candidates AS MATERIALIZED (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)
-//! UPDATE ... FROM candidates ... AND jobstatus = 'activated' RETURNING pandaid`: concurrent
-//! claimers skip each other's candidate rows instead of waiting, and the update re-checks the
-//! status. SQLite: the same statement without the lock clause, inside a write transaction,
+//! UPDATE ... WHERE pandaid = ANY (candidates) AND jobstatus = 'activated' RETURNING ...`:
+//! concurrent claimers skip each other's candidate rows instead of waiting, and the update
+//! re-checks the status. The statement also logs the change and returns the jobs with their
+//! parameters and files, so a getJob is one round trip. SQLite: the same claim without the
+//! lock clause, inside a write transaction,
 //! which SQLite serializes.
 
 use panda_core::{time, ColumnType, JobAttr, JobSpec, JobTable, Record, Value};
 
 use crate::driver::{Dialect, TxMode};
 use crate::error::{Result, StoreError};
-use crate::jobs::{job_select_list, job_types};
+use crate::jobs::{
+    files_from_json, files_json_select, job_select_list, job_texts_select, job_types, set_job_texts,
+};
 use crate::Store;
 
 /// Which `prodSourceLabel`s a pilot's request matches (upstream's label groups).
@@ -117,10 +121,20 @@ impl Store {
         if let Some(task) = request.task_id {
             conditions.push(format!("jeditaskid = {}", bind(int(task))));
         }
-        let limit = bind(int(request.limit.max(1) as i64));
-        let lock = match self.dialect() {
-            Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
-            Dialect::Sqlite => "",
+        // The limit is written into the statement, not bound: with a bound limit PostgreSQL
+        // costs the generic plan for an unknown row count, finds it dearer than a plan for
+        // `LIMIT 1`, and so plans the claim anew on every call (a third of a millisecond).
+        // Known, a cached plan is used. Pilots ask for one job or a few, so the texts are few.
+        let limit = request.limit.max(1);
+        // The update finds the candidates by primary key. On PostgreSQL they are one array,
+        // an index condition whatever the table's statistics say: as a join, a table never
+        // analyzed (a fresh database, autovacuum off) was planned as a walk over every row.
+        let (lock, chosen) = match self.dialect() {
+            Dialect::Postgres => (
+                " FOR UPDATE SKIP LOCKED",
+                "pandaid = ANY (ARRAY(SELECT pandaid FROM candidates))",
+            ),
+            Dialect::Sqlite => ("", "pandaid IN (SELECT pandaid FROM candidates)"),
         };
         // The candidates are a materialized CTE: as `pandaid IN (subquery)`, PostgreSQL may
         // re-run a LIMIT subquery per row and claim more than asked for.
@@ -129,16 +143,17 @@ impl Store {
              ORDER BY currentpriority DESC, pandaid ASC LIMIT {limit}{lock})",
             conditions.join(" AND ")
         );
-        let update = format!(
-            "UPDATE jobsactive4 SET {sets} FROM candidates \
-             WHERE jobsactive4.pandaid = candidates.pandaid AND jobsactive4.jobstatus = 'activated'"
-        );
+        let update =
+            format!("UPDATE jobsactive4 SET {sets} WHERE {chosen} AND jobstatus = 'activated'");
 
-        let mut tx = self.begin(TxMode::Write).await?;
+        // On PostgreSQL the claim is one statement, atomic by itself, so it runs without
+        // BEGIN and COMMIT; on SQLite it is a write transaction.
+        let mut tx = self.begin(TxMode::Autocommit).await?;
         let mut jobs = Vec::new();
         match self.dialect() {
             Dialect::Postgres => {
-                // One statement claims, logs the status change and returns the rows.
+                // One statement claims, logs the status change and returns the rows with
+                // their parameters, metadata and files.
                 let log = if self.options().record_status_change {
                     ", logged AS (INSERT INTO jobs_statuslog (pandaid, modificationtime, \
                      jobstatus, prodsourcelabel, cloud, computingsite, modificationhost, \
@@ -149,18 +164,24 @@ impl Store {
                 };
                 let sql = format!(
                     "WITH {candidates}, claimed AS ({update} RETURNING jobsactive4.*){log} \
-                     SELECT {} FROM claimed",
-                    job_select_list(Dialect::Postgres)
+                     SELECT {}, {}, {} FROM claimed",
+                    job_select_list(Dialect::Postgres),
+                    job_texts_select("claimed.pandaid"),
+                    files_json_select("claimed.pandaid"),
                 );
-                for row in tx.fetch(&sql, &params, &job_types()).await? {
+                let mut types = job_types();
+                types.extend([ColumnType::Text, ColumnType::Text, ColumnType::Text]);
+                for mut row in tx.fetch(&sql, &params, &types).await? {
+                    let files = row.pop();
+                    let texts = row.split_off(row.len().saturating_sub(2));
                     let attrs = Record::from_values(row).ok_or_else(|| {
                         StoreError::Corrupt("claimed job row has the wrong width".into())
                     })?;
                     let mut job = JobSpec {
                         attrs,
-                        files: Vec::new(),
+                        files: files_from_json(files.as_ref().and_then(Value::as_str))?,
                     };
-                    self.load_details(tx.as_mut(), &mut job).await?;
+                    set_job_texts(&mut job, texts);
                     jobs.push(job);
                 }
             }

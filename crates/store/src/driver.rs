@@ -73,6 +73,9 @@ impl Dialect {
 pub enum TxMode {
     Read,
     Write,
+    /// Each statement commits on its own on PostgreSQL: for callers whose every write is a
+    /// single statement, atomic by itself. A write transaction on SQLite.
+    Autocommit,
 }
 
 /// A database backend.

@@ -100,6 +100,80 @@ pub(crate) fn job_select_list(dialect: Dialect) -> String {
         .join(", ")
 }
 
+/// Select-list expressions for the job's parameters and metadata, which live in their own
+/// tables, for the job whose PandaID is `panda_id` (a placeholder or a column).
+pub(crate) fn job_texts_select(panda_id: &str) -> String {
+    format!(
+        "(SELECT jobparameters FROM jobparamstable WHERE jobparamstable.pandaid = {panda_id}), \
+         (SELECT metadata FROM metatable WHERE metatable.pandaid = {panda_id})"
+    )
+}
+
+/// A select-list expression for the files of the job whose PandaID is `panda_id`, as one
+/// JSON array of rows (each an array in attribute order), NULL when it has none; read back
+/// with [`files_from_json`]. Lets one statement return jobs with their files.
+pub(crate) fn files_json_select(panda_id: &str) -> String {
+    let columns: Vec<String> = FILE_ATTRIBUTES.iter().map(|a| a.column()).collect();
+    format!(
+        "(SELECT CAST(json_agg(json_build_array({}) ORDER BY row_id) AS TEXT) FROM filestable4 \
+         WHERE filestable4.pandaid = {panda_id})",
+        columns.join(", ")
+    )
+}
+
+/// The files selected by [`files_json_select`].
+pub(crate) fn files_from_json(text: Option<&str>) -> Result<Vec<FileSpec>> {
+    let Some(text) = text else {
+        return Ok(Vec::new());
+    };
+    let corrupt = |what: &str| StoreError::Corrupt(format!("file rows as JSON: {what}"));
+    let rows: Vec<Vec<serde_json::Value>> =
+        serde_json::from_str(text).map_err(|e| corrupt(&e.to_string()))?;
+    rows.into_iter()
+        .map(|row| {
+            let values = row
+                .into_iter()
+                .zip(FILE_ATTRIBUTES.iter())
+                .map(|(value, attr)| match (attr.column_type, value) {
+                    (ColumnType::SmallInt | ColumnType::Int | ColumnType::BigInt, v) => match v {
+                        serde_json::Value::Null => Ok(Value::Int(None)),
+                        v => v.as_i64().map(|i| Value::Int(Some(i))).ok_or_else(|| {
+                            corrupt(&format!("{} is not an integer", attr.column()))
+                        }),
+                    },
+                    (ColumnType::Decimal(..), serde_json::Value::Null) => Ok(Value::Float(None)),
+                    (ColumnType::Decimal(..), v) => v
+                        .as_f64()
+                        .map(|f| Value::Float(Some(f)))
+                        .ok_or_else(|| corrupt(&format!("{} is not a number", attr.column()))),
+                    (ColumnType::Timestamp, serde_json::Value::Null) => Ok(Value::Time(None)),
+                    (ColumnType::Timestamp, v) => v
+                        .as_str()
+                        .and_then(|t| {
+                            chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S%.f").ok()
+                        })
+                        .map(|t| Value::Time(Some(t)))
+                        .ok_or_else(|| corrupt(&format!("{} is not a time", attr.column()))),
+                    (_, serde_json::Value::Null) => Ok(Value::Text(None)),
+                    (_, serde_json::Value::String(s)) => Ok(Value::Text(Some(s))),
+                    (_, v) => Ok(Value::Text(Some(v.to_string()))),
+                })
+                .collect::<Result<Vec<Value>>>()?;
+            FileSpec::from_values(values).ok_or_else(|| corrupt("a row has the wrong width"))
+        })
+        .collect()
+}
+
+/// Sets the parameters and metadata read by [`job_texts_select`].
+pub(crate) fn set_job_texts(job: &mut JobSpec, mut texts: Vec<Value>) {
+    if let Some(metadata) = texts.pop() {
+        job.set(JobAttr::metadata, metadata);
+    }
+    if let Some(parameters) = texts.pop() {
+        job.set(JobAttr::jobParameters, parameters);
+    }
+}
+
 pub(crate) fn job_types() -> Vec<ColumnType> {
     JOB_ATTRIBUTES.iter().map(|a| a.column_type).collect()
 }
@@ -138,6 +212,91 @@ fn status_table(job: &JobSpec) -> Result<JobTable> {
             job.get(JobAttr::jobStatus).render()
         ))),
     }
+}
+
+/// Tries of an unlocked row change before [`Store::change_job_row`] takes the row lock.
+const UNLOCKED_ATTEMPTS: usize = 3;
+
+/// The columns an UPDATE returns for its `jobs_statuslog` row.
+const STATUS_LOG_SOURCE: &str = "pandaid, jobstatus, prodsourcelabel, cloud, computingsite";
+
+enum Unlocked<R> {
+    Done(JobSpec, R),
+    /// Another writer changed the job between the read and the write.
+    Raced,
+    /// The change cannot be written in one statement.
+    NeedsLock,
+}
+
+/// A change to a job, decided and stamped, not yet written.
+struct Change<R> {
+    job: JobSpec,
+    /// The job as read.
+    unchanged: JobSpec,
+    outcome: R,
+    side_writes: Vec<SideWrite>,
+    old_table: JobTable,
+    new_table: JobTable,
+    now: chrono::NaiveDateTime,
+}
+
+enum Decided<R> {
+    Keep(JobSpec, R),
+    Write(Change<R>),
+}
+
+/// Runs `change` on the job as read from `table` and stamps what every write stamps.
+fn decide<F, R>(panda_id: i64, job: JobSpec, table: JobTable, change: F) -> Result<Decided<R>>
+where
+    F: FnOnce(&mut JobSpec, &mut Vec<SideWrite>) -> Result<Decision<R>>,
+{
+    let unchanged = job.clone();
+    let mut job = job;
+    let mut side_writes = Vec::new();
+    let outcome = match change(&mut job, &mut side_writes)? {
+        Decision::Write(outcome) => outcome,
+        Decision::Keep(outcome) => return Ok(Decided::Keep(unchanged, outcome)),
+    };
+    if job.panda_id() != panda_id {
+        return Err(StoreError::Conflict(
+            "a change may not alter the PandaID".into(),
+        ));
+    }
+    let now = time::now();
+    job.set(JobAttr::modificationTime, Value::Time(Some(now)));
+    let new_table = status_table(&job)?;
+    if new_table == JobTable::Archived && job.get(JobAttr::endTime).is_null() {
+        job.set(JobAttr::endTime, Value::Time(Some(now)));
+    }
+    Ok(Decided::Write(Change {
+        job,
+        unchanged,
+        outcome,
+        side_writes,
+        old_table: table,
+        new_table,
+        now,
+    }))
+}
+
+/// For a change within one table: the values to bind (the PandaID first) and the
+/// `column = $n` assignments of the columns that changed.
+fn changed_columns<R>(change: &Change<R>) -> (Vec<Value>, Vec<String>) {
+    let after = job_row_params(&change.job, change.new_table);
+    let before = job_row_params(&change.unchanged, change.old_table);
+    let mut values = vec![Value::Int(Some(change.job.panda_id()))];
+    let mut assignments = Vec::new();
+    for (i, (new, old)) in after.into_iter().zip(&before).enumerate().skip(1) {
+        if new != *old {
+            values.push(new);
+            assignments.push(format!(
+                "{} = ${}",
+                JOB_ATTRIBUTES[i].column(),
+                values.len()
+            ));
+        }
+    }
+    (values, assignments)
 }
 
 impl Store {
@@ -309,6 +468,24 @@ impl Store {
     }
 
     pub(crate) async fn load_details(&self, tx: &mut dyn Tx, job: &mut JobSpec) -> Result<()> {
+        self.load_files(tx, job).await?;
+        let id = [Value::Int(Some(job.panda_id()))];
+        // Parameters and metadata in one round trip.
+        let texts = tx
+            .fetch(
+                &format!("SELECT {}", job_texts_select("$1")),
+                &id,
+                &[ColumnType::Text, ColumnType::Text],
+            )
+            .await?;
+        if let Some(row) = texts.into_iter().next() {
+            set_job_texts(job, row);
+        }
+        Ok(())
+    }
+
+    /// Reads the job's files, in the order they were stored.
+    pub(crate) async fn load_files(&self, tx: &mut dyn Tx, job: &mut JobSpec) -> Result<()> {
         let id = [Value::Int(Some(job.panda_id()))];
         let rows = tx
             .fetch(&self.sql().select_files, &id, &file_types())
@@ -320,23 +497,6 @@ impl Store {
                     .ok_or_else(|| StoreError::Corrupt("file row has the wrong width".into()))
             })
             .collect::<Result<_>>()?;
-        // Parameters and metadata in one round trip.
-        let texts = tx
-            .fetch(
-                "SELECT (SELECT jobparameters FROM jobparamstable WHERE pandaid = $1), \
-                 (SELECT metadata FROM metatable WHERE pandaid = $1)",
-                &id,
-                &[ColumnType::Text, ColumnType::Text],
-            )
-            .await?;
-        if let Some(mut row) = texts.into_iter().next() {
-            if let Some(metadata) = row.pop() {
-                job.set(JobAttr::metadata, metadata);
-            }
-            if let Some(parameters) = row.pop() {
-                job.set(JobAttr::jobParameters, parameters);
-            }
-        }
         Ok(())
     }
 
@@ -367,12 +527,82 @@ impl Store {
 
     /// Like [`Store::change_job`], for changes that need only the job's row: its files,
     /// parameters and metadata are not read (the pilot's heartbeat path), and stay as stored.
-    pub async fn change_job_row<F, R>(&self, panda_id: i64, change: F) -> Result<(JobSpec, R)>
+    ///
+    /// On PostgreSQL the change is first tried without a row lock: the row is read in
+    /// autocommit, and the change is written in one statement (with its status-log row and
+    /// side writes) that applies only if the job still has the status and modification time
+    /// it was read with; every writer of a job row stamps `modificationtime`. Two statements
+    /// instead of a transaction of four to six. A lost race reads the row again; after
+    /// [`UNLOCKED_ATTEMPTS`], or for a change that moves the job to another table or needs a
+    /// side write that cannot go in that statement, the change runs under the row lock, so
+    /// `change` may be called more than once and must not depend on being called only once.
+    pub async fn change_job_row<F, R>(&self, panda_id: i64, mut change: F) -> Result<(JobSpec, R)>
     where
-        F: FnOnce(&mut JobSpec, &mut Vec<SideWrite>) -> Result<Decision<R>> + Send,
+        F: FnMut(&mut JobSpec, &mut Vec<SideWrite>) -> Result<Decision<R>> + Send,
         R: Send,
     {
+        if self.dialect() == Dialect::Postgres {
+            for _ in 0..UNLOCKED_ATTEMPTS {
+                match self.change_row_unlocked(panda_id, &mut change).await? {
+                    Unlocked::Done(job, outcome) => return Ok((job, outcome)),
+                    Unlocked::Raced => continue,
+                    Unlocked::NeedsLock => break,
+                }
+            }
+        }
         self.change_job_in(panda_id, false, change).await
+    }
+
+    async fn change_row_unlocked<F, R>(&self, panda_id: i64, change: &mut F) -> Result<Unlocked<R>>
+    where
+        F: FnMut(&mut JobSpec, &mut Vec<SideWrite>) -> Result<Decision<R>> + Send,
+        R: Send,
+    {
+        let mut tx = self.begin(TxMode::Autocommit).await?;
+        let (job, table) = self
+            .find_job_row_in(tx.as_mut(), panda_id, false, false)
+            .await?
+            .ok_or(StoreError::JobNotFound(panda_id))?;
+        let change = match decide(panda_id, job, table, change)? {
+            Decided::Keep(job, outcome) => return Ok(Unlocked::Done(job, outcome)),
+            Decided::Write(change) => change,
+        };
+        if change.new_table != change.old_table {
+            return Ok(Unlocked::NeedsLock);
+        }
+        let (mut values, assignments) = changed_columns(&change);
+        if assignments.is_empty() {
+            return Ok(Unlocked::NeedsLock);
+        }
+        let old_status = values.len() + 1;
+        values.push(change.unchanged.get(JobAttr::jobStatus).clone());
+        values.push(change.unchanged.get(JobAttr::modificationTime).clone());
+        let mut statement = format!(
+            "WITH updated AS (UPDATE {} SET {} WHERE pandaid = $1 AND jobstatus = ${old_status} \
+             AND modificationtime IS NOT DISTINCT FROM ${} RETURNING {STATUS_LOG_SOURCE})",
+            change.new_table.name(),
+            assignments.join(", "),
+            old_status + 1,
+        );
+        if self.logs_status_change(&change) {
+            statement.push_str(&format!(
+                ", logged AS ({})",
+                self.status_log_from_updated(&mut values, change.now)
+            ));
+        }
+        for (i, write) in change.side_writes.iter().enumerate() {
+            match write.insert_from_updated(&change.job, &mut values) {
+                Some(insert) => statement.push_str(&format!(", side{i} AS ({insert})")),
+                None => return Ok(Unlocked::NeedsLock),
+            }
+        }
+        statement.push_str(" SELECT pandaid FROM updated");
+        let written = tx.fetch(&statement, &values, &[ColumnType::BigInt]).await?;
+        tx.commit().await?;
+        Ok(match written.len() {
+            0 => Unlocked::Raced,
+            _ => Unlocked::Done(change.job, change.outcome),
+        })
     }
 
     async fn change_job_in<F, R>(
@@ -386,68 +616,29 @@ impl Store {
         R: Send,
     {
         let mut tx = self.begin(TxMode::Write).await?;
-        let (mut job, old_table) = self
+        let (job, old_table) = self
             .find_job_row_in(tx.as_mut(), panda_id, true, details)
             .await?
             .ok_or(StoreError::JobNotFound(panda_id))?;
-        let old_status = job.status();
-        let mut side_writes = Vec::new();
-        let unchanged = job.clone();
-        let outcome = match change(&mut job, &mut side_writes)? {
-            Decision::Write(outcome) => outcome,
-            Decision::Keep(outcome) => return Ok((unchanged, outcome)),
+        let change = match decide(panda_id, job, old_table, change)? {
+            Decided::Keep(job, outcome) => return Ok((job, outcome)),
+            Decided::Write(change) => change,
         };
-        if job.panda_id() != panda_id {
-            return Err(StoreError::Conflict(
-                "a change may not alter the PandaID".into(),
-            ));
-        }
-        let now = time::now();
-        job.set(JobAttr::modificationTime, Value::Time(Some(now)));
-        let new_table = status_table(&job)?;
-        if new_table == JobTable::Archived && job.get(JobAttr::endTime).is_null() {
-            job.set(JobAttr::endTime, Value::Time(Some(now)));
-        }
         let sql = self.sql();
-        let params = job_row_params(&job, new_table);
         let mut logged = false;
-        if new_table == old_table {
+        if change.new_table == old_table {
             // Only the columns that changed: a heartbeat touches a handful of 127.
-            let before = job_row_params(&unchanged, old_table);
-            let mut values = vec![Value::Int(Some(panda_id))];
-            let mut assignments = Vec::new();
-            for (i, (new, old)) in params.iter().zip(&before).enumerate().skip(1) {
-                if new != old {
-                    values.push(new.clone());
-                    assignments.push(format!(
-                        "{} = ${}",
-                        JOB_ATTRIBUTES[i].column(),
-                        values.len()
-                    ));
-                }
-            }
+            let (mut values, assignments) = changed_columns(&change);
             let update = format!(
                 "UPDATE {} SET {} WHERE pandaid = $1",
-                new_table.name(),
+                old_table.name(),
                 assignments.join(", ")
             );
-            let log_with_update = job.status() != old_status
-                && self.dialect() == Dialect::Postgres
-                && self.options().record_status_change;
-            if log_with_update {
+            if self.logs_status_change(&change) && self.dialect() == Dialect::Postgres {
                 // The status-log row in the same statement: one round trip less per change.
-                values.push(Value::Time(Some(now)));
-                values.push(Value::Text(Some(self.options().host_name.clone())));
-                let (at, host) = (values.len() - 1, values.len());
+                let log = self.status_log_from_updated(&mut values, change.now);
                 tx.execute(
-                    &format!(
-                        "WITH updated AS ({update} RETURNING pandaid, jobstatus, \
-                         prodsourcelabel, cloud, computingsite) INSERT INTO jobs_statuslog \
-                         (pandaid, modificationtime, jobstatus, prodsourcelabel, cloud, \
-                         computingsite, modificationhost, modiftime_extended) SELECT pandaid, \
-                         ${at}, jobstatus, prodsourcelabel, cloud, computingsite, ${host}, ${at} \
-                         FROM updated"
-                    ),
+                    &format!("WITH updated AS ({update} RETURNING {STATUS_LOG_SOURCE}) {log}"),
                     &values,
                 )
                 .await?;
@@ -466,20 +657,46 @@ impl Store {
                     old_table.name()
                 )));
             }
-            tx.execute(&sql.insert_job[table_index(new_table)], &params)
-                .await?;
+            tx.execute(
+                &sql.insert_job[table_index(change.new_table)],
+                &job_row_params(&change.job, change.new_table),
+            )
+            .await?;
         }
-        for write in &side_writes {
+        let job = change.job;
+        for write in &change.side_writes {
             write.apply(tx.as_mut(), &job).await?;
         }
-        if new_table == JobTable::Archived && old_table != JobTable::Archived {
+        if change.new_table == JobTable::Archived && old_table != JobTable::Archived {
             stamp_archived(tx.as_mut(), &job).await?;
         }
-        if job.status() != old_status && !logged {
+        if job.status() != change.unchanged.status() && !logged {
             self.record_status_in(tx.as_mut(), &job).await?;
         }
         tx.commit().await?;
-        Ok((job, outcome))
+        Ok((job, change.outcome))
+    }
+
+    /// Whether `change` writes a `jobs_statuslog` row.
+    fn logs_status_change<R>(&self, change: &Change<R>) -> bool {
+        change.job.status() != change.unchanged.status() && self.options().record_status_change
+    }
+
+    /// An INSERT into `jobs_statuslog` of the row RETURNING [`STATUS_LOG_SOURCE`] from a CTE
+    /// named `updated`, binding its time and host after `values`.
+    fn status_log_from_updated(
+        &self,
+        values: &mut Vec<Value>,
+        now: chrono::NaiveDateTime,
+    ) -> String {
+        values.push(Value::Time(Some(now)));
+        values.push(Value::Text(Some(self.options().host_name.clone())));
+        let (at, host) = (values.len() - 1, values.len());
+        format!(
+            "INSERT INTO jobs_statuslog (pandaid, modificationtime, jobstatus, prodsourcelabel, \
+             cloud, computingsite, modificationhost, modiftime_extended) SELECT pandaid, ${at}, \
+             jobstatus, prodsourcelabel, cloud, computingsite, ${host}, ${at} FROM updated"
+        )
     }
 
     /// Appends to `jobs_statuslog` when `record_statuschange` is on.

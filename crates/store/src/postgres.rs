@@ -67,7 +67,7 @@ impl Driver for PostgresDriver {
             // At READ COMMITTED every statement takes its own snapshot, in a transaction or
             // not, so reads run in autocommit: a BEGIN/COMMIT pair would only add two round
             // trips.
-            TxMode::Read => PgConn::Autocommit(self.pool.acquire().await?),
+            TxMode::Read | TxMode::Autocommit => PgConn::Autocommit(self.pool.acquire().await?),
         };
         Ok(Box::new(PgTx { conn }))
     }

@@ -30,6 +30,58 @@ pub enum SideWrite {
 }
 
 impl SideWrite {
+    /// This write as an INSERT that takes its row from a CTE named `updated` (the job's
+    /// changed row), binding its values after `values`; so it happens only if the update did.
+    /// `None` for writes that need more than one statement.
+    pub(crate) fn insert_from_updated(
+        &self,
+        job: &JobSpec,
+        values: &mut Vec<Value>,
+    ) -> Option<String> {
+        let mut bind = |value: Value| {
+            values.push(value);
+            format!("${}", values.len())
+        };
+        match self {
+            SideWrite::OutputReport {
+                job_status,
+                attempt_nr,
+                data,
+            } => Some(format!(
+                "INSERT INTO job_output_report (pandaid, prodsourcelabel, jobstatus, attemptnr, \
+                 data, timestamp) SELECT pandaid, prodsourcelabel, {}, {}, {}, {} FROM updated \
+                 ON CONFLICT DO NOTHING",
+                bind(Value::Text(Some(job_status.clone()))),
+                bind(Value::Int(Some(*attempt_nr))),
+                bind(Value::Text(Some(data.clone()))),
+                bind(Value::Time(Some(time::now()))),
+            )),
+            SideWrite::Metadata(text) => Some(format!(
+                "INSERT INTO metatable (pandaid, metadata) SELECT pandaid, {} FROM updated \
+                 WHERE NOT EXISTS (SELECT 1 FROM metatable WHERE metatable.pandaid = {})",
+                bind(Value::Text(Some(text.clone()))),
+                bind(Value::Int(Some(job.panda_id()))),
+            )),
+            SideWrite::PilotLog(text) => {
+                let now = time::now();
+                Some(format!(
+                    "INSERT INTO pandalog (bintime, name, module, type, pid, loglevel, \
+                     levelname, time, filename, message) SELECT {}, 'panda.mon.prod', \
+                     'JobDispatcher', 'pilotLog', pandaid, 20, 'INFO', {}, 'JobDispatcher.py', \
+                     {} FROM updated",
+                    bind(Value::Time(Some(now))),
+                    bind(Value::Text(Some(
+                        now.format("%Y-%m-%d %H:%M:%S").to_string()
+                    ))),
+                    bind(Value::Text(Some(pilot_log_excerpt(text)))),
+                ))
+            }
+            SideWrite::Stdout(_)
+            | SideWrite::UpdateFile(_)
+            | SideWrite::DeleteOutputReport { .. } => None,
+        }
+    }
+
     pub(crate) async fn apply(&self, tx: &mut dyn Tx, job: &JobSpec) -> Result<()> {
         let id = Value::Int(Some(job.panda_id()));
         let exists = |table: &str, extra: &str| {
@@ -42,23 +94,22 @@ impl SideWrite {
                 attempt_nr,
                 data,
             } => {
-                let key = [id.clone(), Value::Int(Some(*attempt_nr))];
-                let sql = exists("job_output_report", " AND attemptnr = $2");
-                if tx.fetch(&sql, &key, &big).await?.is_empty() {
-                    tx.execute(
-                        "INSERT INTO job_output_report (pandaid, prodsourcelabel, jobstatus, \
-                         attemptnr, data, timestamp) VALUES ($1, $2, $3, $4, $5, $6)",
-                        &[
-                            id,
-                            job.get(JobAttr::prodSourceLabel).clone(),
-                            Value::Text(Some(job_status.clone())),
-                            Value::Int(Some(*attempt_nr)),
-                            Value::Text(Some(data.clone())),
-                            Value::Time(Some(time::now())),
-                        ],
-                    )
-                    .await?;
-                }
+                // The key (pandaid, attemptnr) keeps the first report; one statement, and no
+                // lookup whose cached plan may predate the table's growth.
+                tx.execute(
+                    "INSERT INTO job_output_report (pandaid, prodsourcelabel, jobstatus, \
+                     attemptnr, data, timestamp) VALUES ($1, $2, $3, $4, $5, $6) \
+                     ON CONFLICT DO NOTHING",
+                    &[
+                        id,
+                        job.get(JobAttr::prodSourceLabel).clone(),
+                        Value::Text(Some(job_status.clone())),
+                        Value::Int(Some(*attempt_nr)),
+                        Value::Text(Some(data.clone())),
+                        Value::Time(Some(time::now())),
+                    ],
+                )
+                .await?;
             }
             SideWrite::Metadata(text) => {
                 if tx
@@ -125,7 +176,7 @@ impl SideWrite {
                         Value::Time(Some(now)),
                         id,
                         Value::Text(Some(now.format("%Y-%m-%d %H:%M:%S").to_string())),
-                        Value::Text(Some(text.chars().take(4000).collect())),
+                        Value::Text(Some(pilot_log_excerpt(text))),
                     ],
                 )
                 .await?;
@@ -133,4 +184,9 @@ impl SideWrite {
         }
         Ok(())
     }
+}
+
+/// What `pandalog.message` keeps of a pilot's log.
+fn pilot_log_excerpt(text: &str) -> String {
+    text.chars().take(4000).collect()
 }

@@ -59,7 +59,7 @@ impl Driver for SqliteDriver {
     async fn begin(&self, mode: TxMode) -> Result<Box<dyn Tx>> {
         let tx = match mode {
             TxMode::Read => self.pool.begin().await?,
-            TxMode::Write => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            TxMode::Write | TxMode::Autocommit => self.pool.begin_with("BEGIN IMMEDIATE").await?,
         };
         Ok(Box::new(SqliteTx { tx }))
     }

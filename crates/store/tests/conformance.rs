@@ -220,6 +220,88 @@ async fn changing_a_missing_job_reports_it_missing() {
 }
 
 #[tokio::test]
+async fn a_claimed_job_comes_with_its_files_parameters_and_metadata() {
+    for backend in backends() {
+        let (_db, store) = migrated_store(backend).await;
+        let mut jobs = vec![full_job(JobStatus::Activated)];
+        store.insert_jobs(&mut jobs).await.expect("insert");
+        let inserted = &jobs[0];
+        let request = panda_store::ClaimRequest {
+            site: inserted
+                .get_str(JobAttr::computingSite)
+                .expect("site")
+                .into(),
+            labels: panda_store::LabelFilter::AnyOf(vec![inserted
+                .get_str(JobAttr::prodSourceLabel)
+                .expect("label")
+                .into()]),
+            memory: None,
+            disk: None,
+            remaining_time: None,
+            background: false,
+            resource_type: None,
+            prod_user_name: None,
+            task_id: None,
+            limit: 1,
+            node: "node-1".into(),
+            computing_element: None,
+            scheduler_id: None,
+        };
+        let claimed = store.claim_jobs(&request).await.expect("claim");
+        assert_eq!(claimed.len(), 1, "{backend:?}");
+        let job = &claimed[0];
+        assert_eq!(job.status(), Some(JobStatus::Sent), "{backend:?}");
+        assert_eq!(job.files, inserted.files, "{backend:?}: files");
+        for attr in [JobAttr::jobParameters, JobAttr::metadata] {
+            assert_eq!(job.get(attr), inserted.get(attr), "{backend:?}: {attr:?}");
+        }
+        let again = store.claim_jobs(&request).await.expect("claim again");
+        assert!(again.is_empty(), "{backend:?}: a job was handed out twice");
+    }
+}
+
+#[tokio::test]
+async fn concurrent_changes_to_a_job_row_lose_no_update() {
+    // Heartbeats change a job without holding its row lock on PostgreSQL; a change that lost
+    // the race must be redone on the row as the other writer left it.
+    for backend in backends() {
+        let (_db, store) = migrated_store(backend).await;
+        let mut job = simple_job("SITE_A");
+        job.set_str(JobAttr::jobStatus, "running").expect("status");
+        job.set(JobAttr::nEvents, Value::Int(Some(0)));
+        let mut jobs = vec![job];
+        store.insert_jobs(&mut jobs).await.expect("insert");
+        let id = jobs[0].panda_id();
+        let writers = 12;
+        let mut tasks = Vec::new();
+        for _ in 0..writers {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..3 {
+                    store
+                        .change_job_row(id, |job, _| {
+                            let n = job.get_i64(JobAttr::nEvents).unwrap_or(0);
+                            job.set(JobAttr::nEvents, Value::Int(Some(n + 1)));
+                            Ok(panda_store::Decision::Write(()))
+                        })
+                        .await
+                        .expect("change");
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.expect("writer");
+        }
+        let stored = store.get_job(id).await.expect("read").expect("exists");
+        assert_eq!(
+            stored.get_i64(JobAttr::nEvents),
+            Some(writers * 3),
+            "{backend:?}: an update was lost"
+        );
+    }
+}
+
+#[tokio::test]
 async fn concurrent_inserts_never_share_a_panda_id() {
     for backend in backends() {
         let (_db, store) = migrated_store(backend).await;

@@ -33,7 +33,8 @@ enum Command {
     Httpd,
     /// Run the daemon only (panda_daemon): the periodic tasks.
     Daemon {
-        /// Run this one task now and exit (add_main, copyArchive, dummy_test).
+        /// Run this one task now and exit (add_main, copyArchive, tmpwatch, archive_retention,
+        /// db_maintenance, dummy_test).
         #[arg(long, value_name = "TASK")]
         run_once: Option<String>,
     },

@@ -56,6 +56,28 @@ impl AccessLog for AccessFile {
     }
 }
 
+/// PostgreSQL without autovacuum and without the daemon's `db_maintenance` task never gets
+/// statistics for the job tables, and their plans degrade as the tables grow.
+async fn warn_about_statistics(config: &Config, store: &Store) {
+    if store.dialect() != panda_store::Dialect::Postgres {
+        return;
+    }
+    let maintained = config.daemon_enable
+        && config
+            .daemon_tasks
+            .get("db_maintenance")
+            .is_some_and(|task| task.enable);
+    match store.autovacuum_on().await {
+        Ok(false) if !maintained => tracing::warn!(
+            "PostgreSQL's autovacuum is off and the daemon task db_maintenance is not \
+             enabled: the job tables get no statistics and their queries slow down as they \
+             grow; enable one of the two"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::debug!("cannot read PostgreSQL's autovacuum setting: {e}"),
+    }
+}
+
 pub async fn run(config: Config, mode: Mode) -> anyhow::Result<()> {
     let logs = logging::init(&config, mode.component())?;
     warn_about_config(&config);
@@ -69,6 +91,7 @@ pub async fn run(config: Config, mode: Mode) -> anyhow::Result<()> {
     } else {
         store.check_schema().await?;
     }
+    warn_about_statistics(&config, &store).await;
     if let (Some(file), true) = (&config.queue_config_file, mode.serves_http()) {
         let names = crate::queues::load(&store, file).await?;
         tracing::info!(queues = names.len(), file = %file.display(), "queues loaded");

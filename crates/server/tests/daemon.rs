@@ -556,3 +556,52 @@ async fn a_report_for_another_attempt_is_dropped_and_the_job_waits() {
         .expect("reports");
     assert!(left.is_empty(), "the stale report is gone");
 }
+
+#[tokio::test]
+async fn db_maintenance_analyzes_the_job_tables_where_autovacuum_is_off() {
+    for backend in backends() {
+        let s = setup(backend).await;
+        let names: Vec<String> = (0..60).map(|i| format!("stats{i}")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        running_jobs(&s, &names).await;
+        if backend == Backend::Sqlite {
+            let out = run_once(&s, "db_maintenance");
+            assert!(out.contains("PRAGMA optimize"), "{out}");
+            continue;
+        }
+        if s.store.autovacuum_on().await.expect("setting") {
+            let out = run_once(&s, "db_maintenance");
+            assert!(out.contains("autovacuum is on"), "{out}");
+            continue;
+        }
+        let analyzed = || async {
+            let mut tx = s.store.begin(panda_store::TxMode::Read).await.expect("tx");
+            let rows = tx
+                .fetch(
+                    "SELECT relname FROM pg_stat_user_tables WHERE schemaname = \
+                     current_schema() AND relname = 'jobsactive4' AND last_analyze IS NOT NULL",
+                    &[],
+                    &[panda_core::ColumnType::Text],
+                )
+                .await
+                .expect("statistics");
+            !rows.is_empty()
+        };
+        assert!(!analyzed().await, "analyzed before the task ran");
+        // The server's sessions report their changes to the statistics within seconds.
+        let mut outputs = Vec::new();
+        for _ in 0..20 {
+            outputs.push(run_once(&s, "db_maintenance"));
+            if analyzed().await {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        assert!(analyzed().await, "jobsactive4 never analyzed: {outputs:?}");
+        let last = outputs.last().map(String::as_str).unwrap_or_default();
+        assert!(last.contains("ANALYZE"), "{last}");
+        // Done once, a table is left alone until it changes enough again.
+        let again = run_once(&s, "db_maintenance");
+        assert!(!again.contains("jobsactive4"), "{again}");
+    }
+}

@@ -20,6 +20,7 @@ pub mod error;
 mod harvester;
 mod jobs;
 mod lookups;
+mod maintenance;
 mod postgres;
 mod preload;
 mod queues;
@@ -47,6 +48,7 @@ pub use harvester::{
 };
 pub use jobs::{Decision, JobSql};
 pub use lookups::{JobBrief, ResourceType};
+pub use maintenance::{TableMaintenance, MAINTAINED_TABLES};
 pub use retry_rules::RetryRule;
 pub use schema::{MigrationReport, SchemaVersion, SCHEMA_VERSION};
 pub use side::SideWrite;

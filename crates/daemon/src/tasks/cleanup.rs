@@ -8,6 +8,8 @@
 //! leave the live tables with their files, parameters and metadata, copied to the archive
 //! tables (`jobsarchived`, `filestable_arch`, `jobparamstable_arch`, `metatable_arch`) or, with
 //! `arguments[1] = delete`, deleted.
+//!
+//! `db_maintenance` (ours): see the store's maintenance module for its policy.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};
@@ -79,5 +81,27 @@ impl Task for ArchiveRetention {
         }
         let verb = if archive { "archived" } else { "deleted" };
         Ok(format!("{verb} {total} jobs older than {days} days"))
+    }
+}
+
+/// `db_maintenance` (ours): on PostgreSQL with autovacuum off, vacuums and analyzes the job
+/// tables that changed enough (the store's maintenance policy); on SQLite, `PRAGMA optimize`.
+pub struct DbMaintenance;
+
+#[async_trait]
+impl Task for DbMaintenance {
+    async fn run(&self, ctx: &TaskContext) -> anyhow::Result<String> {
+        let done = ctx.store.maintain_tables().await?;
+        if done.is_empty() {
+            return Ok(match ctx.store.autovacuum_on().await? {
+                true => "autovacuum is on: nothing to do".into(),
+                false => "no table changed enough".into(),
+            });
+        }
+        let list: Vec<String> = done
+            .iter()
+            .map(|d| format!("{} {}", d.action, d.table))
+            .collect();
+        Ok(list.join(", "))
     }
 }

@@ -1,7 +1,8 @@
 //! The daemon's tasks, by upstream's names where upstream has one: `add_main` (the Adder),
 //! `copyArchive` (timeouts), `tmpwatch` (cache cleanup), `archive_retention` (ours: old
-//! archived jobs leave the live tables) and `dummy_test` (a diagnostic task that can also
-//! fail, panic or hang on purpose).
+//! archived jobs leave the live tables), `db_maintenance` (ours: statistics and dead rows of
+//! the job tables where PostgreSQL's autovacuum is off) and `dummy_test` (a diagnostic task
+//! that can also fail, panic or hang on purpose).
 
 mod adder;
 mod cleanup;
@@ -57,11 +58,12 @@ pub trait Task: Send + Sync + 'static {
 }
 
 /// The tasks this build implements.
-pub const TASK_NAMES: [&str; 5] = [
+pub const TASK_NAMES: [&str; 6] = [
     "add_main",
     "copyArchive",
     "tmpwatch",
     "archive_retention",
+    "db_maintenance",
     "dummy_test",
 ];
 
@@ -71,6 +73,7 @@ pub fn task_by_name(name: &str) -> Option<Arc<dyn Task>> {
         "copyArchive" => Some(Arc::new(watcher::Watcher)),
         "tmpwatch" => Some(Arc::new(cleanup::TmpWatch)),
         "archive_retention" => Some(Arc::new(cleanup::ArchiveRetention)),
+        "db_maintenance" => Some(Arc::new(cleanup::DbMaintenance)),
         "dummy_test" => Some(Arc::new(dummy::Dummy)),
         _ => None,
     }

@@ -25,6 +25,19 @@ pub const ALLOWED_PILOT_STATES: [&str; 6] = [
     "transferring",
 ];
 
+/// The job's columns a heartbeat decides on: everything [`apply`] and [`command_for`] read.
+/// The store reads only these (a heartbeat touches a handful of the 127).
+const HEARTBEAT_READS: [JobAttr; 8] = [
+    JobAttr::attemptNr,
+    JobAttr::jobDispatcherErrorDiag,
+    JobAttr::batchID,
+    JobAttr::endTime,
+    JobAttr::specialHandling,
+    JobAttr::commandToPilot,
+    JobAttr::prodSourceLabel,
+    JobAttr::computingSite,
+];
+
 /// A heartbeat, decoded from either API.
 #[derive(Clone, Debug, Default)]
 pub struct JobUpdate {
@@ -107,7 +120,9 @@ impl JobService {
         }
         let result = self
             .store()
-            .change_job_row(update.panda_id, |job, side| apply(job, side, &update))
+            .change_job_row(update.panda_id, &HEARTBEAT_READS, |job, side| {
+                apply(job, side, &update)
+            })
             .await;
         match result {
             Ok((_, command)) => Ok(UpdateResult::Done { command }),

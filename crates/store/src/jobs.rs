@@ -8,7 +8,8 @@
 use panda_core::file::FILE_ATTRIBUTES;
 use panda_core::job::JOB_ATTRIBUTES;
 use panda_core::{
-    time, ColumnType, FileAttr, FileSpec, JobAttr, JobSpec, JobStatus, JobTable, Record, Value,
+    time, AttrSet, ColumnType, FileAttr, FileSpec, JobAttr, JobSpec, JobStatus, JobTable, Record,
+    Value,
 };
 
 use crate::ddl::job_column_type;
@@ -467,6 +468,48 @@ impl Store {
         Ok(None)
     }
 
+    /// Some columns of the job (always its PandaID, status and modification time), from
+    /// whichever table holds it; the other attributes at their defaults.
+    async fn find_job_columns_in(
+        &self,
+        tx: &mut dyn Tx,
+        panda_id: i64,
+        reads: &[JobAttr],
+    ) -> Result<Option<(JobSpec, JobTable)>> {
+        let mut attrs = vec![
+            JobAttr::PandaID,
+            JobAttr::jobStatus,
+            JobAttr::modificationTime,
+        ];
+        for attr in reads {
+            if !attrs.contains(attr) {
+                attrs.push(*attr);
+            }
+        }
+        let metas: Vec<_> = attrs.iter().map(|a| &JOB_ATTRIBUTES[a.index()]).collect();
+        let select_list = metas
+            .iter()
+            .map(|m| self.dialect().read_column(&m.column(), m.column_type))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let types: Vec<ColumnType> = metas.iter().map(|m| m.column_type).collect();
+        let id = [Value::Int(Some(panda_id))];
+        for table in LOOKUP_ORDER {
+            let sql = format!(
+                "SELECT {select_list} FROM {} WHERE pandaid = $1",
+                table.name()
+            );
+            if let Some(row) = tx.fetch(&sql, &id, &types).await?.pop() {
+                let mut job = JobSpec::new();
+                for (attr, value) in attrs.iter().zip(row) {
+                    job.set(*attr, value);
+                }
+                return Ok(Some((job, table)));
+            }
+        }
+        Ok(None)
+    }
+
     pub(crate) async fn load_details(&self, tx: &mut dyn Tx, job: &mut JobSpec) -> Result<()> {
         self.load_files(tx, job).await?;
         let id = [Value::Int(Some(job.panda_id()))];
@@ -525,25 +568,36 @@ impl Store {
         self.change_job_in(panda_id, true, change).await
     }
 
-    /// Like [`Store::change_job`], for changes that need only the job's row: its files,
-    /// parameters and metadata are not read (the pilot's heartbeat path), and stay as stored.
+    /// Like [`Store::change_job`], for changes that read only some of the job's columns,
+    /// `reads` (the pilot's heartbeat path). `change` sees those columns (and the PandaID,
+    /// status and modification time) as stored, every other attribute at its default; it may
+    /// set any attribute, and only the attributes it changed are written. Files, parameters
+    /// and metadata are neither read nor written. The job returned has the same partial view.
     ///
-    /// On PostgreSQL the change is first tried without a row lock: the row is read in
+    /// On PostgreSQL the change is first tried without a row lock: the columns are read in
     /// autocommit, and the change is written in one statement (with its status-log row and
     /// side writes) that applies only if the job still has the status and modification time
     /// it was read with; every writer of a job row stamps `modificationtime`. Two statements
-    /// instead of a transaction of four to six. A lost race reads the row again; after
+    /// instead of a transaction of four to six. A lost race reads again; after
     /// [`UNLOCKED_ATTEMPTS`], or for a change that moves the job to another table or needs a
     /// side write that cannot go in that statement, the change runs under the row lock, so
     /// `change` may be called more than once and must not depend on being called only once.
-    pub async fn change_job_row<F, R>(&self, panda_id: i64, mut change: F) -> Result<(JobSpec, R)>
+    pub async fn change_job_row<F, R>(
+        &self,
+        panda_id: i64,
+        reads: &[JobAttr],
+        mut change: F,
+    ) -> Result<(JobSpec, R)>
     where
         F: FnMut(&mut JobSpec, &mut Vec<SideWrite>) -> Result<Decision<R>> + Send,
         R: Send,
     {
         if self.dialect() == Dialect::Postgres {
             for _ in 0..UNLOCKED_ATTEMPTS {
-                match self.change_row_unlocked(panda_id, &mut change).await? {
+                match self
+                    .change_row_unlocked(panda_id, reads, &mut change)
+                    .await?
+                {
                     Unlocked::Done(job, outcome) => return Ok((job, outcome)),
                     Unlocked::Raced => continue,
                     Unlocked::NeedsLock => break,
@@ -553,14 +607,19 @@ impl Store {
         self.change_job_in(panda_id, false, change).await
     }
 
-    async fn change_row_unlocked<F, R>(&self, panda_id: i64, change: &mut F) -> Result<Unlocked<R>>
+    async fn change_row_unlocked<F, R>(
+        &self,
+        panda_id: i64,
+        reads: &[JobAttr],
+        change: &mut F,
+    ) -> Result<Unlocked<R>>
     where
         F: FnMut(&mut JobSpec, &mut Vec<SideWrite>) -> Result<Decision<R>> + Send,
         R: Send,
     {
         let mut tx = self.begin(TxMode::Autocommit).await?;
         let (job, table) = self
-            .find_job_row_in(tx.as_mut(), panda_id, false, false)
+            .find_job_columns_in(tx.as_mut(), panda_id, reads)
             .await?
             .ok_or(StoreError::JobNotFound(panda_id))?;
         let change = match decide(panda_id, job, table, change)? {

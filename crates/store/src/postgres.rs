@@ -148,9 +148,9 @@ fn decode_column(row: &PgRow, i: usize, ty: ColumnType) -> Result<Value> {
     let db_type = row
         .columns()
         .get(i)
-        .map(|c| c.type_info().name().to_string())
+        .map(|c| c.type_info().name())
         .unwrap_or_default();
-    let value = match db_type.as_str() {
+    let value = match db_type {
         "INT2" => Value::Int(row.try_get::<Option<i16>, _>(i)?.map(i64::from)),
         "INT4" => Value::Int(row.try_get::<Option<i32>, _>(i)?.map(i64::from)),
         "INT8" => Value::Int(row.try_get::<Option<i64>, _>(i)?),

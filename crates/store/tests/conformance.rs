@@ -150,7 +150,7 @@ async fn a_job_moves_defined_to_active_to_archived_in_whole() {
 
         // A change within the table (the heartbeat path, which logs in the same statement).
         store
-            .change_job_row(id, |job, _| {
+            .change_job_row(id, &[], |job, _| {
                 job.set_status(JobStatus::Running, panda_core::time::now());
                 Ok(panda_store::Decision::Write(()))
             })
@@ -279,7 +279,7 @@ async fn concurrent_changes_to_a_job_row_lose_no_update() {
             tasks.push(tokio::spawn(async move {
                 for _ in 0..3 {
                     store
-                        .change_job_row(id, |job, _| {
+                        .change_job_row(id, &[JobAttr::nEvents], |job, _| {
                             let n = job.get_i64(JobAttr::nEvents).unwrap_or(0);
                             job.set(JobAttr::nEvents, Value::Int(Some(n + 1)));
                             Ok(panda_store::Decision::Write(()))

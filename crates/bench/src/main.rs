@@ -248,11 +248,46 @@ async fn submit_batch(
     Ok(n)
 }
 
-fn gzip_json(value: &Json) -> Vec<u8> {
-    use std::io::Write;
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    let _ = e.write_all(value.to_string().as_bytes());
-    e.finish().unwrap_or_default()
+/// Gzip bodies as pilot 3.11 sends them, from one deflate state per simulated pilot: a fresh
+/// encoder per request allocates and clears its state every time, and the load generator
+/// shares the server's cores.
+struct Gzipper {
+    deflate: flate2::Compress,
+}
+
+impl Gzipper {
+    fn new() -> Gzipper {
+        Gzipper {
+            deflate: flate2::Compress::new(flate2::Compression::fast(), false),
+        }
+    }
+
+    fn json(&mut self, value: &Json) -> Vec<u8> {
+        let data = value.to_string().into_bytes();
+        // Header: magic, deflate, no flags, no time, no extra flags, unknown OS.
+        let mut out = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+        out.reserve(data.len() + 64);
+        self.deflate.reset();
+        let mut input = data.as_slice();
+        loop {
+            let before_in = self.deflate.total_in();
+            let status = self
+                .deflate
+                .compress_vec(input, &mut out, flate2::FlushCompress::Finish);
+            let used = (self.deflate.total_in() - before_in) as usize;
+            input = &input[used..];
+            match status {
+                Ok(flate2::Status::StreamEnd) => break,
+                Ok(_) => out.reserve(out.capacity().max(64)),
+                Err(_) => return Vec::new(),
+            }
+        }
+        let mut crc = flate2::Crc::new();
+        crc.update(&data);
+        out.extend_from_slice(&crc.sum().to_le_bytes());
+        out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        out
+    }
 }
 
 /// Submits `jobs` jobs in batches of 500 before a run.
@@ -335,11 +370,12 @@ async fn pilot(setup: PilotSetup, node: usize) -> Vec<i64> {
         wait_for_jobs,
     } = setup;
     let mut claimed = Vec::new();
+    let mut gzip = Gzipper::new();
     while !stop.load(Ordering::Relaxed) {
         let started = Instant::now();
         let job_id = match api {
             Api::Legacy => {
-                let body = gzip_json(
+                let body = gzip.json(
                     &json!({"siteName": site, "prodSourceLabel": "managed", "node": format!("wn{node}"), "mem": 4000, "diskSpace": 10000}),
                 );
                 let reply = client
@@ -408,7 +444,7 @@ async fn pilot(setup: PilotSetup, node: usize) -> Vec<i64> {
                         .post(format!("{url}/server/panda/updateJob"))
                         .header("Content-Type", "application/json")
                         .header("Accept", "application/json")
-                        .body(gzip_json(&fields))
+                        .body(gzip.json(&fields))
                         .send()
                         .await
                 }

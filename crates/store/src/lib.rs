@@ -21,6 +21,7 @@ mod harvester;
 mod jobs;
 mod lookups;
 mod maintenance;
+mod pg_pool;
 mod postgres;
 mod preload;
 mod queues;

@@ -2,21 +2,22 @@
 //! schema (`schemaPANDA`), so statements name tables without a schema prefix, exactly as
 //! on SQLite.
 
-use std::time::Duration;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use panda_core::{ColumnType, Value};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Column, ConnectOptions, Connection, Postgres, Row, Transaction, TypeInfo};
+use sqlx::postgres::{PgConnectOptions, PgRow};
+use sqlx::{Column, ConnectOptions, Executor, Row, TypeInfo};
 
 use crate::bind::bind_all;
 use crate::config::DbConfig;
 use crate::driver::{Dialect, Driver, Tx, TxMode};
 use crate::error::{Result, StoreError};
+use crate::pg_pool::{PgConnectionPool, PooledConnection};
 
 pub struct PostgresDriver {
-    pool: PgPool,
+    pool: Arc<PgConnectionPool>,
 }
 
 impl PostgresDriver {
@@ -31,26 +32,21 @@ impl PostgresDriver {
         if let Some(password) = &config.password {
             options = options.password(password);
         }
-        // One direct attempt first: a pool that cannot connect reports only a timeout, while
-        // an operator needs the reason (refused, unknown host, authentication failed).
+        let target = format!(
+            "PostgreSQL database {} at {}:{} as {}",
+            config.name, config.host, config.port, config.user
+        );
+        // One connection at start, so that a server that cannot reach its database says why
+        // (refused, unknown host, authentication failed) before it serves anything.
         let describe = |e: &dyn std::fmt::Display| {
-            StoreError::Unavailable(format!(
-                "cannot connect to PostgreSQL database {} at {}:{} as {}: {e}",
-                config.name, config.host, config.port, config.user
-            ))
+            StoreError::Unavailable(format!("cannot connect to {target}: {e}"))
         };
-        let probe = tokio::time::timeout(config.connect_timeout, options.connect())
+        let first = tokio::time::timeout(config.connect_timeout, options.connect())
             .await
             .map_err(|_| describe(&"timed out"))?
             .map_err(|e| describe(&e))?;
-        probe.close().await.map_err(|e| describe(&e))?;
-        let pool = PgPoolOptions::new()
-            .max_connections(config.pool_size.max(1))
-            .acquire_timeout(config.connect_timeout)
-            .idle_timeout(Some(Duration::from_secs(600)))
-            .connect_with(options)
-            .await
-            .map_err(|e| describe(&e))?;
+        let pool = PgConnectionPool::new(options, config.pool_size, config.connect_timeout, target);
+        pool.adopt(first);
         Ok(PostgresDriver { pool })
     }
 }
@@ -62,14 +58,16 @@ impl Driver for PostgresDriver {
     }
 
     async fn begin(&self, mode: TxMode) -> Result<Box<dyn Tx>> {
-        let conn = match mode {
-            TxMode::Write => PgConn::Transaction(self.pool.begin().await?),
-            // At READ COMMITTED every statement takes its own snapshot, in a transaction or
-            // not, so reads run in autocommit: a BEGIN/COMMIT pair would only add two round
-            // trips.
-            TxMode::Read | TxMode::Autocommit => PgConn::Autocommit(self.pool.acquire().await?),
+        let mut tx = PgTx {
+            conn: self.pool.acquire().await?,
         };
-        Ok(Box::new(PgTx { conn }))
+        // At READ COMMITTED every statement takes its own snapshot, in a transaction or not,
+        // so reads run in autocommit: a BEGIN/COMMIT pair would only add two round trips.
+        if mode == TxMode::Write {
+            tx.simple("BEGIN").await?;
+            tx.conn.in_transaction = true;
+        }
+        Ok(Box::new(tx))
     }
 
     async fn close(&self) {
@@ -77,40 +75,36 @@ impl Driver for PostgresDriver {
     }
 
     fn pool_stats(&self) -> (u32, u32, u32) {
-        let idle = u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX);
-        (
-            self.pool.size(),
-            idle,
-            self.pool.options().get_max_connections(),
-        )
+        self.pool.stats()
     }
 }
 
 struct PgTx {
-    conn: PgConn,
+    conn: PooledConnection,
 }
 
-enum PgConn {
-    Transaction(Transaction<'static, Postgres>),
-    Autocommit(sqlx::pool::PoolConnection<Postgres>),
-}
-
-impl PgConn {
-    fn connection(&mut self) -> &mut sqlx::PgConnection {
-        match self {
-            PgConn::Transaction(tx) => tx,
-            PgConn::Autocommit(conn) => conn,
-        }
+impl PgTx {
+    /// Runs a statement without parameters, unprepared.
+    async fn simple(&mut self, sql: &str) -> Result<()> {
+        self.conn.busy = true;
+        let result = self.conn.connection()?.execute(sql).await;
+        self.conn.busy = false;
+        result?;
+        Ok(())
     }
 }
 
 #[async_trait]
 impl Tx for PgTx {
     async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64> {
-        let done = bind_all(sqlx::query(sql), params)
-            .execute(self.conn.connection())
-            .await?;
-        Ok(done.rows_affected())
+        self.conn.busy = true;
+        let result = bind_all(sqlx::query(sql), params)
+            .execute(self.conn.connection()?)
+            .await;
+        // Not reached when the caller gave up half-way: the connection then stays busy and
+        // is closed rather than reused.
+        self.conn.busy = false;
+        Ok(result?.rows_affected())
     }
 
     async fn fetch(
@@ -119,17 +113,20 @@ impl Tx for PgTx {
         params: &[Value],
         columns: &[ColumnType],
     ) -> Result<Vec<Vec<Value>>> {
-        let rows = bind_all(sqlx::query(sql), params)
-            .fetch_all(self.conn.connection())
-            .await?;
-        rows.iter().map(|row| decode_row(row, columns)).collect()
+        self.conn.busy = true;
+        let result = bind_all(sqlx::query(sql), params)
+            .fetch_all(self.conn.connection()?)
+            .await;
+        self.conn.busy = false;
+        result?.iter().map(|row| decode_row(row, columns)).collect()
     }
 
-    async fn commit(self: Box<Self>) -> Result<()> {
-        match self.conn {
-            PgConn::Transaction(tx) => Ok(tx.commit().await?),
-            PgConn::Autocommit(_) => Ok(()),
+    async fn commit(mut self: Box<Self>) -> Result<()> {
+        if self.conn.in_transaction {
+            self.simple("COMMIT").await?;
+            self.conn.in_transaction = false;
         }
+        Ok(())
     }
 }
 

@@ -36,8 +36,11 @@ impl SqliteDriver {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(30));
+        // No ping before handing out a connection: an embedded database does not drop
+        // connections, and the ping is a round trip to the connection's thread per request.
         let pool = SqlitePoolOptions::new()
             .max_connections(pool_size.max(1))
+            .test_before_acquire(false)
             .connect_with(options)
             .await
             .map_err(|e| {

@@ -485,3 +485,67 @@ async fn the_store_runs_on_a_database_made_by_upstreams_scripts() {
     }
     tx.commit().await.expect("commit");
 }
+
+#[tokio::test]
+async fn a_connection_given_back_mid_transaction_or_mid_statement_is_not_reused_as_it_was() {
+    for backend in backends() {
+        let db = TestDb::new(backend);
+        // One connection, so that every transaction below gets the one given back before.
+        let mut config = db.config.clone();
+        config.pool_size = 1;
+        let store = Store::open(&config, StoreOptions::default())
+            .await
+            .expect("open");
+        store.migrate().await.expect("migrate");
+        let count = || async {
+            let mut tx = store.begin(TxMode::Read).await.expect("read");
+            let rows = tx
+                .fetch(
+                    "SELECT pandaid FROM jobparamstable WHERE pandaid = 77",
+                    &[],
+                    &[ColumnType::BigInt],
+                )
+                .await
+                .expect("count");
+            tx.commit().await.expect("end");
+            rows.len()
+        };
+        {
+            let mut tx = store.begin(TxMode::Write).await.expect("write");
+            tx.execute(
+                "INSERT INTO jobparamstable (pandaid, jobparameters) VALUES (77, 'x')",
+                &[],
+            )
+            .await
+            .expect("insert");
+            // Dropped without a commit.
+        }
+        assert_eq!(
+            count().await,
+            0,
+            "{backend:?}: an uncommitted insert was kept"
+        );
+        if backend == Backend::Postgres {
+            // A request that gives up during a statement: the connection is replaced.
+            let mut tx = store.begin(TxMode::Read).await.expect("read");
+            let slow = tx.fetch("SELECT pg_sleep(5)", &[], &[]);
+            assert!(
+                tokio::time::timeout(std::time::Duration::from_millis(200), slow)
+                    .await
+                    .is_err()
+            );
+            drop(tx);
+            let started = std::time::Instant::now();
+            assert_eq!(count().await, 0);
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(3),
+                "waited for the abandoned statement"
+            );
+        }
+        let mut jobs = vec![simple_job("SITE_A")];
+        store
+            .insert_jobs(&mut jobs)
+            .await
+            .expect("the store still works");
+    }
+}

@@ -8,8 +8,11 @@
 //!   sat idle longer than [`PING_WHEN_IDLE_FOR`] is pinged before reuse (a server restart or a
 //!   firewall may have dropped it), and one idle longer than [`CLOSE_WHEN_IDLE_FOR`] is closed;
 //! - a connection given back with a transaction open is rolled back in the background and
-//!   then reused; one given back in the middle of a statement (a cancelled request) or after a
-//!   failed rollback is closed, since its state is unknown.
+//!   then reused; one given back in the middle of a statement (a cancelled request), after its
+//!   statement failed for a reason other than the statement itself (a broken socket, a FATAL
+//!   error such as a terminated backend), or after a failed rollback is closed, since its
+//!   state is unknown. So a database restart fails at most one request per open connection
+//!   (idle ones older than the ping threshold are checked first), and the pool heals itself.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};

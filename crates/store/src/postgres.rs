@@ -88,7 +88,7 @@ impl PgTx {
     async fn simple(&mut self, sql: &str) -> Result<()> {
         self.conn.busy = true;
         let result = self.conn.connection()?.execute(sql).await;
-        self.conn.busy = false;
+        self.conn.busy = still_in_doubt(&result);
         result?;
         Ok(())
     }
@@ -103,7 +103,7 @@ impl Tx for PgTx {
             .await;
         // Not reached when the caller gave up half-way: the connection then stays busy and
         // is closed rather than reused.
-        self.conn.busy = false;
+        self.conn.busy = still_in_doubt(&result);
         Ok(result?.rows_affected())
     }
 
@@ -117,7 +117,7 @@ impl Tx for PgTx {
         let result = bind_all(sqlx::query(sql), params)
             .fetch_all(self.conn.connection()?)
             .await;
-        self.conn.busy = false;
+        self.conn.busy = still_in_doubt(&result);
         result?.iter().map(|row| decode_row(row, columns)).collect()
     }
 
@@ -127,6 +127,25 @@ impl Tx for PgTx {
             self.conn.in_transaction = false;
         }
         Ok(())
+    }
+}
+
+/// Whether a statement's outcome leaves the connection in doubt: anything but success or an
+/// error the database reported for the statement alone: a broken socket, a protocol error, or
+/// a FATAL error, with which the server ends the session (a terminated backend, a shutdown).
+/// Such a connection is closed when given back rather than handed to the next request.
+fn still_in_doubt<T>(result: &std::result::Result<T, sqlx::Error>) -> bool {
+    match result {
+        Ok(_) => false,
+        Err(sqlx::Error::Database(e)) => e
+            .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+            .is_none_or(|e| {
+                matches!(
+                    e.severity(),
+                    sqlx::postgres::PgSeverity::Fatal | sqlx::postgres::PgSeverity::Panic
+                )
+            }),
+        Err(_) => true,
     }
 }
 

@@ -549,3 +549,56 @@ async fn a_connection_given_back_mid_transaction_or_mid_statement_is_not_reused_
             .expect("the store still works");
     }
 }
+
+#[tokio::test]
+async fn a_connection_the_database_dropped_is_replaced() {
+    if !backends().contains(&Backend::Postgres) {
+        return;
+    }
+    let db = TestDb::new(Backend::Postgres);
+    let mut config = db.config.clone();
+    config.pool_size = 1;
+    let store = Store::open(&config, StoreOptions::default())
+        .await
+        .expect("open");
+    let other = Store::open(&db.config, StoreOptions::default())
+        .await
+        .expect("open a second pool");
+    let backend_pid = || async {
+        let mut tx = store.begin(TxMode::Read).await.expect("read");
+        let rows = tx
+            .fetch("SELECT pg_backend_pid()", &[], &[ColumnType::Int])
+            .await;
+        rows.map(|r| r[0][0].as_i64().expect("a pid"))
+    };
+    let first = backend_pid().await.expect("first connection");
+    let mut tx = other.begin(TxMode::Read).await.expect("read");
+    let terminated = tx
+        .fetch(
+            "SELECT CASE WHEN pg_terminate_backend(CAST($1 AS INTEGER), 5000) THEN 1 ELSE 0 END",
+            &[Value::Int(Some(first))],
+            &[ColumnType::Int],
+        )
+        .await
+        .expect("terminate");
+    assert_eq!(
+        terminated[0][0].as_i64(),
+        Some(1),
+        "the backend was not terminated"
+    );
+    drop(tx);
+    // The request that meets the dropped connection fails; the next gets a new one.
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        answers.push(backend_pid().await.ok());
+    }
+    let recovered = answers.iter().flatten().next().copied();
+    assert!(
+        recovered.is_some_and(|pid| pid != first),
+        "no new connection after the database dropped one: {answers:?}"
+    );
+    assert!(
+        answers[1].is_some(),
+        "more than one request failed: {answers:?}"
+    );
+}

@@ -6,7 +6,8 @@
 //! - at most `max` connections are in use; a caller waits for one at most `acquire_timeout`;
 //! - a connection given back cleanly is reused as it is, most recently used first; one that
 //!   sat idle longer than [`PING_WHEN_IDLE_FOR`] is pinged before reuse (a server restart or a
-//!   firewall may have dropped it), and one idle longer than [`CLOSE_WHEN_IDLE_FOR`] is closed;
+//!   firewall may have dropped it), and one idle longer than [`CLOSE_WHEN_IDLE_FOR`] is closed
+//!   at the next acquire or give-back;
 //! - a connection given back with a transaction open is rolled back in the background and
 //!   then reused; one given back in the middle of a statement (a cancelled request), after its
 //!   statement failed for a reason other than the statement itself (a broken socket, a FATAL
@@ -123,10 +124,23 @@ impl PgConnectionPool {
         }
     }
 
+    /// Puts a connection on the idle stack, and closes those at its bottom that have been idle
+    /// too long (the stack is in the order connections were given back, so they are a prefix:
+    /// on a quiet server the most recently used few serve everything and the rest age out).
     fn give_back(&self, conn: PgConnection) {
-        match self.idle.lock() {
-            Ok(mut idle) => idle.push((conn, Instant::now())),
-            Err(_) => self.forget(conn),
+        let stale: Vec<(PgConnection, Instant)> = match self.idle.lock() {
+            Ok(mut idle) => {
+                idle.push((conn, Instant::now()));
+                let fresh_from = idle
+                    .iter()
+                    .position(|(_, since)| since.elapsed() <= CLOSE_WHEN_IDLE_FOR)
+                    .unwrap_or(idle.len());
+                idle.drain(..fresh_from).collect()
+            }
+            Err(_) => vec![(conn, Instant::now())],
+        };
+        for (conn, _) in stale {
+            self.forget(conn);
         }
     }
 

@@ -286,6 +286,7 @@ async fn update_job_follows_upstreams_state_rules() {
         last["xml"] = json!(r#"{"a.log.tgz": {"guid": "g1", "fsize": 10, "adler32": "0a0b0c0d"}}"#);
         last["transExitCode"] = json!("0");
         last["metaData"] = json!("{\"report\": 1}");
+        last["pilotLog"] = json!("stage-out done");
         assert_eq!(
             update(&client, &server, last.clone()).await["command"],
             "NULL"
@@ -317,6 +318,21 @@ async fn update_job_follows_upstreams_state_rules() {
         assert!(reports[0][1].render().contains("0a0b0c0d"));
         let stored = store.get_job(ids[0]).await.expect("read").expect("job");
         assert_eq!(stored.get_str(JobAttr::metadata), Some("{\"report\": 1}"));
+        let mut tx = store.begin(panda_store::TxMode::Read).await.expect("tx");
+        let logged = tx
+            .fetch(
+                "SELECT message FROM pandalog WHERE pid = $1 AND type = 'pilotLog'",
+                &[Value::Int(Some(ids[0]))],
+                &[panda_core::ColumnType::Text],
+            )
+            .await
+            .expect("pandalog");
+        drop(tx);
+        assert_eq!(
+            logged.first().map(|r| r[0].render()).as_deref(),
+            Some("stage-out done"),
+            "{backend:?}: the pilot's log excerpt is kept"
+        );
 
         // Stale attempt, unknown job, unknown state: nothing changes.
         let other = ids[1].to_string();

@@ -15,7 +15,7 @@ use panda_core::{
 use crate::ddl::job_column_type;
 use crate::driver::{Dialect, Tx, TxMode};
 use crate::error::{Result, StoreError};
-use crate::side::SideWrite;
+use crate::side::{JobSource, SideWrite};
 use crate::Store;
 
 /// Where a job is looked for: most lookups are for running jobs (heartbeats, the Adder).
@@ -135,29 +135,15 @@ pub(crate) fn files_from_json(text: Option<&str>) -> Result<Vec<FileSpec>> {
             let values = row
                 .into_iter()
                 .zip(FILE_ATTRIBUTES.iter())
-                .map(|(value, attr)| match (attr.column_type, value) {
-                    (ColumnType::SmallInt | ColumnType::Int | ColumnType::BigInt, v) => match v {
-                        serde_json::Value::Null => Ok(Value::Int(None)),
-                        v => v.as_i64().map(|i| Value::Int(Some(i))).ok_or_else(|| {
-                            corrupt(&format!("{} is not an integer", attr.column()))
-                        }),
-                    },
-                    (ColumnType::Decimal(..), serde_json::Value::Null) => Ok(Value::Float(None)),
-                    (ColumnType::Decimal(..), v) => v
-                        .as_f64()
-                        .map(|f| Value::Float(Some(f)))
-                        .ok_or_else(|| corrupt(&format!("{} is not a number", attr.column()))),
-                    (ColumnType::Timestamp, serde_json::Value::Null) => Ok(Value::Time(None)),
-                    (ColumnType::Timestamp, v) => v
-                        .as_str()
-                        .and_then(|t| {
-                            chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S%.f").ok()
-                        })
-                        .map(|t| Value::Time(Some(t)))
-                        .ok_or_else(|| corrupt(&format!("{} is not a time", attr.column()))),
-                    (_, serde_json::Value::Null) => Ok(Value::Text(None)),
-                    (_, serde_json::Value::String(s)) => Ok(Value::Text(Some(s))),
-                    (_, v) => Ok(Value::Text(Some(v.to_string()))),
+                .map(|(value, attr)| {
+                    let parsed = match (value, attr.column_type.null()) {
+                        (serde_json::Value::Null, null) => Ok(null),
+                        // Text as stored: `Value::parse` would read the text "NULL" as NULL.
+                        (serde_json::Value::String(s), Value::Text(_)) => Ok(Value::Text(Some(s))),
+                        (serde_json::Value::String(s), _) => Value::parse(attr.column_type, &s),
+                        (other, _) => Value::parse(attr.column_type, &other.to_string()),
+                    };
+                    parsed.map_err(|e| corrupt(&format!("{}: {e}", attr.column())))
                 })
                 .collect::<Result<Vec<Value>>>()?;
             FileSpec::from_values(values).ok_or_else(|| corrupt("a row has the wrong width"))
@@ -650,7 +636,7 @@ impl Store {
             ));
         }
         for (i, write) in change.side_writes.iter().enumerate() {
-            match write.insert_from_updated(&change.job, &mut values) {
+            match write.insert_sql(&change.job, JobSource::Updated, &mut values) {
                 Some(insert) => statement.push_str(&format!(", side{i} AS ({insert})")),
                 None => return Ok(Unlocked::NeedsLock),
             }

@@ -3,7 +3,7 @@
 //! (`jobsdebug`).
 
 use panda_core::file::FILE_ATTRIBUTES;
-use panda_core::{time, ColumnType, FileAttr, FileSpec, JobAttr, JobSpec, Value};
+use panda_core::{time, FileAttr, FileSpec, JobAttr, JobSpec, Value};
 
 use crate::driver::Tx;
 use crate::error::Result;
@@ -29,35 +29,62 @@ pub enum SideWrite {
     DeleteOutputReport { attempt_nr: i64 },
 }
 
+/// Where a side write's INSERT takes the job's `pandaid` and `prodsourcelabel` from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum JobSource {
+    /// A CTE named `updated`, the job's row RETURNed by its UPDATE: the insert happens only if
+    /// the update did.
+    Updated,
+    /// The job's values, bound.
+    Bound,
+}
+
 impl SideWrite {
-    /// This write as an INSERT that takes its row from a CTE named `updated` (the job's
-    /// changed row), binding its values after `values`; so it happens only if the update did.
-    /// `None` for writes that need more than one statement.
-    pub(crate) fn insert_from_updated(
+    /// This write as one INSERT, binding its values after `values`; `None` for writes that are
+    /// not an insert of one row.
+    pub(crate) fn insert_sql(
         &self,
         job: &JobSpec,
+        source: JobSource,
         values: &mut Vec<Value>,
     ) -> Option<String> {
         let mut bind = |value: Value| {
             values.push(value);
             format!("${}", values.len())
         };
+        if matches!(
+            self,
+            SideWrite::Stdout(_) | SideWrite::UpdateFile(_) | SideWrite::DeleteOutputReport { .. }
+        ) {
+            return None;
+        }
+        let from = match source {
+            JobSource::Updated => "updated".to_string(),
+            JobSource::Bound => format!(
+                "(SELECT CAST({} AS BIGINT) AS pandaid, CAST({} AS VARCHAR(20)) AS \
+                 prodsourcelabel) AS updated",
+                bind(Value::Int(Some(job.panda_id()))),
+                bind(job.get(JobAttr::prodSourceLabel).clone()),
+            ),
+        };
         match self {
+            // The key (pandaid, attemptnr) keeps the first report. (`WHERE true`: SQLite needs
+            // a WHERE before ON CONFLICT in an INSERT ... SELECT.)
             SideWrite::OutputReport {
                 job_status,
                 attempt_nr,
                 data,
             } => Some(format!(
                 "INSERT INTO job_output_report (pandaid, prodsourcelabel, jobstatus, attemptnr, \
-                 data, timestamp) SELECT pandaid, prodsourcelabel, {}, {}, {}, {} FROM updated \
-                 ON CONFLICT DO NOTHING",
+                 data, timestamp) SELECT pandaid, prodsourcelabel, {}, {}, {}, {} FROM {from} \
+                 WHERE true ON CONFLICT DO NOTHING",
                 bind(Value::Text(Some(job_status.clone()))),
                 bind(Value::Int(Some(*attempt_nr))),
                 bind(Value::Text(Some(data.clone()))),
                 bind(Value::Time(Some(time::now()))),
             )),
             SideWrite::Metadata(text) => Some(format!(
-                "INSERT INTO metatable (pandaid, metadata) SELECT pandaid, {} FROM updated \
+                "INSERT INTO metatable (pandaid, metadata) SELECT pandaid, {} FROM {from} \
                  WHERE NOT EXISTS (SELECT 1 FROM metatable WHERE metatable.pandaid = {})",
                 bind(Value::Text(Some(text.clone()))),
                 bind(Value::Int(Some(job.panda_id()))),
@@ -68,14 +95,15 @@ impl SideWrite {
                     "INSERT INTO pandalog (bintime, name, module, type, pid, loglevel, \
                      levelname, time, filename, message) SELECT {}, 'panda.mon.prod', \
                      'JobDispatcher', 'pilotLog', pandaid, 20, 'INFO', {}, 'JobDispatcher.py', \
-                     {} FROM updated",
+                     {} FROM {from}",
                     bind(Value::Time(Some(now))),
                     bind(Value::Text(Some(
                         now.format("%Y-%m-%d %H:%M:%S").to_string()
                     ))),
-                    bind(Value::Text(Some(pilot_log_excerpt(text)))),
+                    bind(Value::Text(Some(text.chars().take(4000).collect()))),
                 ))
             }
+            // Returned `None` above, before binding anything.
             SideWrite::Stdout(_)
             | SideWrite::UpdateFile(_)
             | SideWrite::DeleteOutputReport { .. } => None,
@@ -83,47 +111,13 @@ impl SideWrite {
     }
 
     pub(crate) async fn apply(&self, tx: &mut dyn Tx, job: &JobSpec) -> Result<()> {
+        let mut values = Vec::new();
+        if let Some(insert) = self.insert_sql(job, JobSource::Bound, &mut values) {
+            tx.execute(&insert, &values).await?;
+            return Ok(());
+        }
         let id = Value::Int(Some(job.panda_id()));
-        let exists = |table: &str, extra: &str| {
-            format!("SELECT pandaid FROM {table} WHERE pandaid = $1{extra}")
-        };
-        let big = [ColumnType::BigInt];
         match self {
-            SideWrite::OutputReport {
-                job_status,
-                attempt_nr,
-                data,
-            } => {
-                // The key (pandaid, attemptnr) keeps the first report; one statement, and no
-                // lookup whose cached plan may predate the table's growth.
-                tx.execute(
-                    "INSERT INTO job_output_report (pandaid, prodsourcelabel, jobstatus, \
-                     attemptnr, data, timestamp) VALUES ($1, $2, $3, $4, $5, $6) \
-                     ON CONFLICT DO NOTHING",
-                    &[
-                        id,
-                        job.get(JobAttr::prodSourceLabel).clone(),
-                        Value::Text(Some(job_status.clone())),
-                        Value::Int(Some(*attempt_nr)),
-                        Value::Text(Some(data.clone())),
-                        Value::Time(Some(time::now())),
-                    ],
-                )
-                .await?;
-            }
-            SideWrite::Metadata(text) => {
-                if tx
-                    .fetch(&exists("metatable", ""), std::slice::from_ref(&id), &big)
-                    .await?
-                    .is_empty()
-                {
-                    tx.execute(
-                        "INSERT INTO metatable (pandaid, metadata) VALUES ($1, $2)",
-                        &[id, Value::Text(Some(text.clone()))],
-                    )
-                    .await?;
-                }
-            }
             SideWrite::Stdout(text) => {
                 let text: String = text.chars().take(2048).collect();
                 let params = [id, Value::Text(Some(text))];
@@ -166,27 +160,9 @@ impl SideWrite {
                 )
                 .await?;
             }
-            SideWrite::PilotLog(text) => {
-                let now = time::now();
-                tx.execute(
-                    "INSERT INTO pandalog (bintime, name, module, type, pid, loglevel, levelname, \
-                     time, filename, message) VALUES ($1, 'panda.mon.prod', 'JobDispatcher', \
-                     'pilotLog', $2, 20, 'INFO', $3, 'JobDispatcher.py', $4)",
-                    &[
-                        Value::Time(Some(now)),
-                        id,
-                        Value::Text(Some(now.format("%Y-%m-%d %H:%M:%S").to_string())),
-                        Value::Text(Some(pilot_log_excerpt(text))),
-                    ],
-                )
-                .await?;
-            }
+            // Written above, as inserts.
+            SideWrite::OutputReport { .. } | SideWrite::Metadata(_) | SideWrite::PilotLog(_) => {}
         }
         Ok(())
     }
-}
-
-/// What `pandalog.message` keeps of a pilot's log.
-fn pilot_log_excerpt(text: &str) -> String {
-    text.chars().take(4000).collect()
 }

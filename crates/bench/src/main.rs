@@ -309,6 +309,7 @@ async fn submit_all(
 }
 
 /// A client submitting batches, numbering jobs from a shared counter.
+#[derive(Clone)]
 struct Submitter {
     client: reqwest::Client,
     url: String,
@@ -356,6 +357,24 @@ struct PilotSetup {
     rec: Arc<Recorder>,
     /// Keep asking when there is no job (submitters run alongside), instead of stopping.
     wait_for_jobs: bool,
+}
+
+impl PilotSetup {
+    /// Starts `count` pilots (nodes `wn0`, `wn1`, ...).
+    fn spawn(&self, count: usize) -> Vec<tokio::task::JoinHandle<Vec<i64>>> {
+        (0..count)
+            .map(|i| tokio::spawn(pilot(self.clone(), i)))
+            .collect()
+    }
+}
+
+/// The PandaIDs the pilots completed, once they all stopped.
+async fn join_pilots(handles: Vec<tokio::task::JoinHandle<Vec<i64>>>) -> Vec<i64> {
+    let mut claimed = Vec::new();
+    for h in handles {
+        claimed.extend(h.await.unwrap_or_default());
+    }
+    claimed
 }
 
 /// One pilot: returns the PandaIDs of its completed cycles.
@@ -541,22 +560,16 @@ async fn main() -> anyhow::Result<()> {
             println!("preloaded {jobs} jobs in {:.2}s", t.elapsed().as_secs_f64());
             let stop = Arc::new(AtomicBool::new(false));
             started = Instant::now();
-            let handles: Vec<_> = (0..pilots)
-                .map(|i| {
-                    tokio::spawn(pilot(
-                        PilotSetup {
-                            client: client.clone(),
-                            url: cli.url.clone(),
-                            site: site.clone(),
-                            api,
-                            stop: stop.clone(),
-                            rec: rec.clone(),
-                            wait_for_jobs: false,
-                        },
-                        i,
-                    ))
-                })
-                .collect();
+            let handles = PilotSetup {
+                client: client.clone(),
+                url: cli.url.clone(),
+                site: site.clone(),
+                api,
+                stop: stop.clone(),
+                rec: rec.clone(),
+                wait_for_jobs: false,
+            }
+            .spawn(pilots);
             let timer = {
                 let stop = stop.clone();
                 tokio::spawn(async move {
@@ -564,10 +577,7 @@ async fn main() -> anyhow::Result<()> {
                     stop.store(true, Ordering::Relaxed);
                 })
             };
-            let mut claimed: Vec<i64> = Vec::new();
-            for h in handles {
-                claimed.extend(h.await.unwrap_or_default());
-            }
+            let claimed = join_pilots(handles).await;
             timer.abort();
             let elapsed = started.elapsed();
             let cycles = claimed.len();
@@ -588,16 +598,16 @@ async fn main() -> anyhow::Result<()> {
         } => {
             started = Instant::now();
             let next = Arc::new(AtomicU64::new(0));
+            let submitter = Submitter {
+                client: client.clone(),
+                url: cli.url.clone(),
+                site: site.clone(),
+                rec: rec.clone(),
+                batch,
+            };
             let handles: Vec<_> = (0..clients)
                 .map(|c| {
-                    let submitter = Submitter {
-                        client: client.clone(),
-                        url: cli.url.clone(),
-                        site: site.clone(),
-                        rec: rec.clone(),
-                        batch,
-                    };
-                    let next = next.clone();
+                    let (submitter, next) = (submitter.clone(), next.clone());
                     tokio::spawn(async move {
                         submitter.run(format!("s{c}"), next, Some(jobs), None).await
                     })
@@ -621,33 +631,27 @@ async fn main() -> anyhow::Result<()> {
             submit_all(&client, &cli.url, &site, jobs, "mix").await?;
             let stop = Arc::new(AtomicBool::new(false));
             started = Instant::now();
-            let pilot_handles: Vec<_> = (0..pilots)
-                .map(|i| {
-                    tokio::spawn(pilot(
-                        PilotSetup {
-                            client: client.clone(),
-                            url: cli.url.clone(),
-                            site: site.clone(),
-                            api: Api::Legacy,
-                            stop: stop.clone(),
-                            rec: rec.clone(),
-                            wait_for_jobs: true,
-                        },
-                        i,
-                    ))
-                })
-                .collect();
+            let pilot_handles = PilotSetup {
+                client: client.clone(),
+                url: cli.url.clone(),
+                site: site.clone(),
+                api: Api::Legacy,
+                stop: stop.clone(),
+                rec: rec.clone(),
+                wait_for_jobs: true,
+            }
+            .spawn(pilots);
             let next = Arc::new(AtomicU64::new(jobs as u64));
+            let submitter = Submitter {
+                client: client.clone(),
+                url: cli.url.clone(),
+                site: site.clone(),
+                rec: rec.clone(),
+                batch,
+            };
             let mut others: Vec<_> = (0..submitters)
                 .map(|c| {
-                    let submitter = Submitter {
-                        client: client.clone(),
-                        url: cli.url.clone(),
-                        site: site.clone(),
-                        rec: rec.clone(),
-                        batch,
-                    };
-                    let (next, stop) = (next.clone(), stop.clone());
+                    let (submitter, next, stop) = (submitter.clone(), next.clone(), stop.clone());
                     tokio::spawn(async move {
                         submitter.run(format!("m{c}"), next, None, Some(stop)).await
                     })
@@ -678,10 +682,7 @@ async fn main() -> anyhow::Result<()> {
             });
             tokio::time::sleep(Duration::from_secs(duration)).await;
             stop.store(true, Ordering::Relaxed);
-            let mut claimed: Vec<i64> = Vec::new();
-            for h in pilot_handles {
-                claimed.extend(h.await.unwrap_or_default());
-            }
+            let claimed = join_pilots(pilot_handles).await;
             for h in others {
                 let _ = h.await;
             }

@@ -27,3 +27,11 @@ where
     }
     query
 }
+
+/// `$from, $from+1, ...`: `count` placeholders, comma-separated.
+pub(crate) fn placeholders(from: usize, count: usize) -> String {
+    (from..from + count)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -5,6 +5,7 @@
 use chrono::NaiveDateTime;
 use panda_core::{time, ColumnType, JobTable, Value};
 
+use crate::bind::placeholders;
 use crate::driver::TxMode;
 use crate::error::Result;
 use crate::Store;
@@ -230,8 +231,7 @@ impl Store {
             tx.commit().await?;
             return Ok(0);
         }
-        let list: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
-        let list = list.join(", ");
+        let list = placeholders(1, ids.len());
         let pairs = [
             ("jobsarchived4", "jobsarchived"),
             ("filestable4", "filestable_arch"),

@@ -4,6 +4,7 @@
 use chrono::{Duration, NaiveDateTime};
 use panda_core::{time, ColumnType, JobTable, Value};
 
+use crate::bind::placeholders;
 use crate::driver::{Dialect, Tx, TxMode};
 use crate::error::{Result, StoreError};
 use crate::jobs::next_ids;
@@ -77,13 +78,12 @@ fn text(v: &Value) -> String {
 
 async fn insert_row(tx: &mut dyn Tx, table: &str, columns: &[ColumnValue]) -> Result<u64> {
     let names: Vec<&str> = columns.iter().map(|(c, _)| *c).collect();
-    let marks: Vec<String> = (1..=columns.len()).map(|i| format!("${i}")).collect();
     let values: Vec<Value> = columns.iter().map(|(_, v)| v.clone()).collect();
     tx.execute(
         &format!(
             "INSERT INTO {table} ({}) VALUES ({})",
             names.join(", "),
-            marks.join(", ")
+            placeholders(1, columns.len())
         ),
         &values,
     )

@@ -12,6 +12,7 @@ use panda_core::{
     Value,
 };
 
+use crate::bind::placeholders;
 use crate::ddl::job_column_type;
 use crate::driver::{Dialect, Tx, TxMode};
 use crate::error::{Result, StoreError};
@@ -47,13 +48,6 @@ fn table_index(table: JobTable) -> usize {
         JobTable::Active => 1,
         JobTable::Archived => 2,
     }
-}
-
-fn placeholders(from: usize, count: usize) -> String {
-    (from..from + count)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 impl JobSql {

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use chrono::NaiveDateTime;
 use panda_core::{time, ColumnType, JobTable, Value};
 
+use crate::bind::placeholders;
 use crate::driver::TxMode;
 use crate::error::Result;
 use crate::Store;
@@ -53,7 +54,7 @@ impl Store {
         if ids.is_empty() {
             return Ok(found);
         }
-        let placeholders: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+        let marks = placeholders(1, ids.len());
         let params: Vec<Value> = ids.iter().map(|i| Value::Int(Some(*i))).collect();
         let types = [
             ColumnType::BigInt,
@@ -68,7 +69,7 @@ impl Store {
                 "SELECT pandaid, jobstatus, attemptnr, commandtopilot, modificationtime FROM {} \
                  WHERE pandaid IN ({})",
                 table.name(),
-                placeholders.join(", ")
+                marks
             );
             for row in tx.fetch(&sql, &params, &types).await? {
                 let Some(id) = row[0].as_i64() else { continue };

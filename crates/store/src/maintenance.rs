@@ -17,6 +17,7 @@
 
 use panda_core::{ColumnType, Value};
 
+use crate::bind::placeholders;
 use crate::driver::{Dialect, TxMode};
 use crate::error::Result;
 use crate::Store;
@@ -72,10 +73,7 @@ impl Store {
             .iter()
             .map(|t| Value::Text(Some((*t).into())))
             .collect();
-        let list = (1..=names.len())
-            .map(|i| format!("${i}"))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let list = placeholders(1, names.len());
         // VACUUM cannot run inside a transaction: everything here runs in autocommit.
         let mut tx = self.begin(TxMode::Autocommit).await?;
         let rows = tx

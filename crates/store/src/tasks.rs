@@ -5,6 +5,7 @@ use chrono::NaiveDateTime;
 use panda_core::task::TASK_ATTRIBUTES;
 use panda_core::{time, AttrSet, ColumnType, JobTable, TaskAttr, TaskSpec, Value};
 
+use crate::bind::placeholders;
 use crate::driver::{Dialect, Tx, TxMode};
 use crate::error::{Result, StoreError};
 use crate::jobs::{next_ids, Decision};
@@ -70,12 +71,11 @@ impl Store {
             task.set(attr, now.clone());
         }
         let columns: Vec<String> = TASK_ATTRIBUTES.iter().map(|a| a.column()).collect();
-        let marks: Vec<String> = (1..=columns.len()).map(|i| format!("${i}")).collect();
         tx.execute(
             &format!(
                 "INSERT INTO jedi_tasks ({}, realmodificationtime) VALUES ({}, ${})",
                 columns.join(", "),
-                marks.join(", "),
+                placeholders(1, columns.len()),
                 columns.len() + 1
             ),
             &[row_params(&task), vec![now]].concat(),

@@ -3,21 +3,20 @@
 
 mod common;
 
-use common::{db_env, submit, Server, Site, TestJob};
+use common::{submit, Server, Site, Stack, TestJob};
 use panda_core::{JobAttr, JobStatus};
 use panda_store::testing::{backends, TestDb};
-use panda_store::{Backend, Store, StoreOptions};
+use panda_store::{Backend, Store};
 use serde_json::{json, Value as Json};
 
 async fn start(backend: Backend) -> (TestDb, Site, Server, Store) {
-    let db = TestDb::new(backend);
-    let site = Site::new();
-    let mut env = db_env(&db);
-    env.extend(site.env());
-    let server = Server::start(&[], &env);
-    let store = Store::open(&db.config, StoreOptions::default())
-        .await
-        .expect("open");
+    let Stack {
+        db,
+        site,
+        server,
+        store,
+        ..
+    } = Stack::start(backend, &[], &[]).await;
     (db, site, server, store)
 }
 

@@ -5,9 +5,9 @@
 
 mod common;
 
-use common::{api_client, db_env, submit, Server, Site, TestJob};
+use common::{api_client, submit, Server, Site, Stack, TestJob};
 use panda_store::testing::{backends, TestDb};
-use panda_store::{Backend, Store, StoreOptions};
+use panda_store::{Backend, Store};
 use serde_json::{json, Value as Json};
 
 struct Fixture {
@@ -19,14 +19,13 @@ struct Fixture {
 }
 
 async fn start(backend: Backend) -> Fixture {
-    let db = TestDb::new(backend);
-    let site = Site::new();
-    let mut env = db_env(&db);
-    env.extend(site.env());
-    let server = Server::start(&[], &env);
-    let store = Store::open(&db.config, StoreOptions::default())
-        .await
-        .expect("open");
+    let Stack {
+        db,
+        site,
+        server,
+        store,
+        ..
+    } = Stack::start(backend, &[], &[]).await;
     Fixture {
         _db: db,
         _site: site,

@@ -6,10 +6,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{db_env, run, submit, Server, Site, TestJob};
+use common::{run, submit, Server, Site, Stack, TestJob};
 use panda_core::{FileAttr, JobAttr, JobStatus, JobTable};
 use panda_store::testing::{backends, TestDb};
-use panda_store::{Backend, Store, StoreOptions};
+use panda_store::{Backend, Store};
 use serde_json::json;
 
 struct Setup {
@@ -21,15 +21,13 @@ struct Setup {
 }
 
 async fn setup(backend: Backend) -> Setup {
-    let db = TestDb::new(backend);
-    let site = Site::new();
-    let mut env = db_env(&db);
-    env.extend(site.env());
-    assert!(run(&["schema", "migrate"], &env).status.success());
-    let server = Server::start(&["httpd"], &env);
-    let store = Store::open(&db.config, StoreOptions::default())
-        .await
-        .expect("open");
+    let Stack {
+        db,
+        site,
+        server,
+        store,
+        env,
+    } = Stack::start(backend, &["httpd"], &[]).await;
     Setup {
         _db: db,
         _site: site,

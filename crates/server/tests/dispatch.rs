@@ -7,25 +7,23 @@ mod common;
 
 use std::io::{Read, Write};
 
-use common::{db_env, form, gzip, http, submit, Server, Site, TestJob};
+use common::{form, gzip, http, submit, Server, Site, Stack, TestJob};
 use panda_core::{JobAttr, JobStatus, Value};
 use panda_store::testing::{backends, TestDb};
-use panda_store::{Store, StoreOptions};
+use panda_store::Store;
 use serde_json::{json, Value as Json};
 
 async fn start(
     backend: panda_store::Backend,
     extra: &[(&str, &str)],
 ) -> (TestDb, Site, Server, Store) {
-    let db = TestDb::new(backend);
-    let site = Site::new();
-    let mut env = db_env(&db);
-    env.extend(site.env());
-    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let server = Server::start(&[], &env);
-    let store = Store::open(&db.config, StoreOptions::default())
-        .await
-        .expect("open");
+    let Stack {
+        db,
+        site,
+        server,
+        store,
+        ..
+    } = Stack::start(backend, &[], extra).await;
     (db, site, server, store)
 }
 

@@ -15,6 +15,43 @@ use panda_store::Backend;
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_panda-server");
 
+/// A server on a fresh test database with a queue directory, and a store on that database.
+/// Fields drop in order: the server stops before its database goes.
+pub struct Stack {
+    pub server: Server,
+    pub store: panda_store::Store,
+    pub env: Vec<(String, String)>,
+    pub site: Site,
+    pub db: TestDb,
+}
+
+impl Stack {
+    /// Starts `panda-server ARGS` (`&[]`: the all-in-one server, which migrates; any other
+    /// mode gets `schema migrate` first) with `extra` on top of the database's and the site's
+    /// environment.
+    pub async fn start(backend: Backend, args: &[&str], extra: &[(&str, &str)]) -> Stack {
+        let db = TestDb::new(backend);
+        let site = Site::new();
+        let mut env = db_env(&db);
+        env.extend(site.env());
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        if !args.is_empty() {
+            assert!(run(&["schema", "migrate"], &env).status.success());
+        }
+        let server = Server::start(args, &env);
+        let store = panda_store::Store::open(&db.config, panda_store::StoreOptions::default())
+            .await
+            .expect("open the test database");
+        Stack {
+            server,
+            store,
+            env,
+            site,
+            db,
+        }
+    }
+}
+
 /// Environment that points the binary at a test database, with no config file.
 pub fn db_env(db: &TestDb) -> Vec<(String, String)> {
     let c = &db.config;

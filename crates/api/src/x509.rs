@@ -151,6 +151,23 @@ fn generalized_time(element: &der::Element<'_>) -> Result<NaiveDateTime, String>
         .map_err(|_| format!("bad AC time {text}"))
 }
 
+/// A VO or host name from an AC, accepted only as one plain file-name component: letters,
+/// digits, `.`, `-` and `_`, not starting with a dot, at most 255 bytes. Anything else (a
+/// `/`, `..`, NUL, spaces) is refused: the name came from the client.
+pub fn path_component<'a>(name: &'a str, what: &str) -> Result<&'a str, String> {
+    let plain = !name.is_empty()
+        && name.len() <= 255
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+    if plain {
+        Ok(name)
+    } else {
+        Err(format!("the AC's {what} name {name:?} is not a plain name"))
+    }
+}
+
 fn strip_leading_zeros(bytes: &[u8]) -> &[u8] {
     let first = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
     &bytes[first..]
@@ -177,28 +194,37 @@ impl X509Verifier {
     }
 
     /// Verifies `leaf` with the untrusted `intermediates` against the CAs; CRLs are
-    /// honoured when the issuing CA publishes one.
-    fn verify_chain(&self, leaf: &X509Ref, intermediates: &[X509]) -> Result<(), String> {
+    /// honoured when the issuing CA publishes one. Returns the path OpenSSL built and
+    /// verified, leaf first and trust anchor last: the only certificates an identity may be
+    /// read from. Presented certificates that are not on it play no part.
+    fn verify_chain(&self, leaf: &X509Ref, intermediates: &[X509]) -> Result<Vec<X509>, String> {
         let mut stack = Stack::new().map_err(|e| e.to_string())?;
         for cert in intermediates {
             stack.push(cert.clone()).map_err(|e| e.to_string())?;
         }
-        let check = |store: &X509Store| -> Result<(X509VerifyResult, u32), String> {
+        type Outcome = (X509VerifyResult, u32, Vec<X509>);
+        let check = |store: &X509Store| -> Result<Outcome, String> {
             let mut context = X509StoreContext::new().map_err(|e| e.to_string())?;
             context
                 .init(store, leaf, &stack, |c| {
-                    c.verify_cert()?;
-                    Ok((c.error(), c.error_depth()))
+                    let ok = c.verify_cert()?;
+                    let path = match (ok, c.chain()) {
+                        (true, Some(chain)) => chain.iter().map(|x| x.to_owned()).collect(),
+                        _ => Vec::new(),
+                    };
+                    Ok((c.error(), c.error_depth(), path))
                 })
                 .map_err(|e| e.to_string())
         };
-        let (mut result, mut depth) = check(&self.with_crls)?;
+        let (mut result, mut depth, mut path) = check(&self.with_crls)?;
         if result.as_raw() == 3 {
             // X509_V_ERR_UNABLE_TO_GET_CRL: the CA publishes no CRL.
-            (result, depth) = check(&self.without_crls)?;
+            (result, depth, path) = check(&self.without_crls)?;
         }
-        if result == X509VerifyResult::OK {
-            Ok(())
+        if result == X509VerifyResult::OK && !path.is_empty() {
+            Ok(path)
+        } else if result == X509VerifyResult::OK {
+            Err("certificate chain does not verify: no verified path".into())
         } else {
             Err(format!(
                 "certificate chain does not verify: {} (at depth {depth})",
@@ -208,15 +234,22 @@ impl X509Verifier {
     }
 
     /// The identity a presented chain (leaf first) proves, or why it is refused.
+    ///
+    /// Everything is read from the verified path: the proxies from the leaf up to the first
+    /// certificate that is not a proxy, which is the end-entity certificate and gives the
+    /// DN. A limited proxy anywhere on that stretch makes the whole chain limited, and VOMS
+    /// ACs count only from proxies on it, issued for that end-entity certificate. Extra
+    /// certificates the client sent that OpenSSL did not put on the path are ignored: they
+    /// prove nothing, and never name the caller.
     pub fn verify(&self, chain: &[X509]) -> Result<Identity, String> {
         let (leaf, rest) = chain
             .split_first()
             .ok_or_else(|| "no client certificate".to_string())?;
-        self.verify_chain(leaf, rest)?;
+        let path = self.verify_chain(leaf, rest)?;
         let mut limited = false;
         let mut end_entity = None;
         let mut proxies = Vec::new();
-        for cert in chain {
+        for cert in &path {
             let k = kind(cert)?;
             if k.proxy {
                 limited |= k.limited;
@@ -302,6 +335,34 @@ impl X509Verifier {
         if now < generalized_time(not_before)? || now > generalized_time(not_after)? {
             return Err("the AC is not valid now".into());
         }
+        // The signature first: nothing the AC says is read before its signer, a certificate
+        // carried in the AC and trusted by the CAs, is shown to have signed it.
+        let signer = self.ac_signer(&fields)?;
+        self.verify_chain(&signer, &[])
+            .map_err(|e| format!("the VOMS server certificate: {e}"))?;
+        let digest = match der::children(algorithm.content)?
+            .first()
+            .map(|o| der::oid_string(o.content))
+            .as_deref()
+        {
+            Some("1.2.840.113549.1.1.5") => MessageDigest::sha1(),
+            Some("1.2.840.113549.1.1.11") => MessageDigest::sha256(),
+            Some("1.2.840.113549.1.1.12") => MessageDigest::sha384(),
+            Some("1.2.840.113549.1.1.13") => MessageDigest::sha512(),
+            other => return Err(format!("AC signature algorithm {other:?} is not supported")),
+        };
+        let bits = signature
+            .content
+            .split_first()
+            .map(|(_, b)| b)
+            .unwrap_or(&[]);
+        let key = signer.public_key().map_err(|e| e.to_string())?;
+        let valid = Verifier::new(digest, &key)
+            .and_then(|mut v| v.verify_oneshot(bits, info.raw))
+            .unwrap_or(false);
+        if !valid {
+            return Err("the AC signature does not verify".into());
+        }
         // Attributes: the VO (from the policy authority) and the FQANs.
         let mut vo_host = None;
         let mut fqans = Vec::new();
@@ -349,11 +410,9 @@ impl X509Verifier {
             .ok_or_else(|| {
                 format!("the AC's policy authority {authority:?} is not vo://host:port")
             })?;
-        // The signer: a certificate carried in the AC, trusted by the CAs and the VO's .lsc.
-        let signer = self.ac_signer(&fields)?;
-        self.verify_chain(&signer, &[])
-            .map_err(|e| format!("the VOMS server certificate: {e}"))?;
-        let lsc = self.voms_dir.join(&vo).join(format!("{host}.lsc"));
+        // Both become path components under vomsdir: plain names only.
+        let (vo, host) = (path_component(&vo, "VO")?, path_component(&host, "host")?);
+        let lsc = self.voms_dir.join(vo).join(format!("{host}.lsc"));
         let trusted = std::fs::read_to_string(&lsc).map_err(|_| {
             format!(
                 "no trusted VOMS server {host} for VO {vo} ({} is missing)",
@@ -375,29 +434,6 @@ impl X509Verifier {
                 expected.0,
                 lsc.display()
             ));
-        }
-        let digest = match der::children(algorithm.content)?
-            .first()
-            .map(|o| der::oid_string(o.content))
-            .as_deref()
-        {
-            Some("1.2.840.113549.1.1.5") => MessageDigest::sha1(),
-            Some("1.2.840.113549.1.1.11") => MessageDigest::sha256(),
-            Some("1.2.840.113549.1.1.12") => MessageDigest::sha384(),
-            Some("1.2.840.113549.1.1.13") => MessageDigest::sha512(),
-            other => return Err(format!("AC signature algorithm {other:?} is not supported")),
-        };
-        let bits = signature
-            .content
-            .split_first()
-            .map(|(_, b)| b)
-            .unwrap_or(&[]);
-        let key = signer.public_key().map_err(|e| e.to_string())?;
-        let valid = Verifier::new(digest, &key)
-            .and_then(|mut v| v.verify_oneshot(bits, info.raw))
-            .unwrap_or(false);
-        if !valid {
-            return Err("the AC signature does not verify".into());
         }
         Ok(fqans)
     }
@@ -425,5 +461,21 @@ impl X509Verifier {
             }
         }
         Err("the AC carries no VOMS server certificate".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::path_component;
+
+    #[test]
+    fn voms_names_are_plain_file_names_only() {
+        for good in ["atlas", "voms.cern.ch", "lcg-voms2.cern.ch", "vo_1"] {
+            assert_eq!(path_component(good, "VO"), Ok(good));
+        }
+        for bad in ["", "..", "../x", "a/b", ".hidden", "a\0b", "a b", "/etc"] {
+            assert!(path_component(bad, "VO").is_err(), "{bad:?}");
+        }
+        assert!(path_component(&"a".repeat(256), "host").is_err());
     }
 }

@@ -372,6 +372,18 @@ impl GridPki {
         fqans: &[&str],
         voms: Option<&Credential>,
     ) -> Option<Credential> {
+        self.voms_proxy_of_vo(user, "atlas", fqans, voms)
+    }
+
+    /// A VOMS proxy as [`GridPki::voms_proxy`], with the AC naming the VO `vo` (which may
+    /// be anything a forger writes there).
+    pub fn voms_proxy_of_vo(
+        &self,
+        user: &Credential,
+        vo: &str,
+        fqans: &[&str],
+        voms: Option<&Credential>,
+    ) -> Option<Credential> {
         let trusted;
         let voms = match voms {
             Some(v) => v,
@@ -397,14 +409,7 @@ impl GridPki {
                 "-hostkey",
                 &s(&w("voms.key")),
             ])
-            .args([
-                "-voms",
-                "atlas",
-                "-uri",
-                "voms.test.org:15001",
-                "-rfc",
-                "-q",
-            ])
+            .args(["-voms", vo, "-uri", "voms.test.org:15001", "-rfc", "-q"])
             .args([
                 "-certdir",
                 &s(&self.path("certificates")),

@@ -3,32 +3,60 @@
 //! Parameters come from the query string and the body. A body that starts with gzip's magic
 //! bytes is decompressed whatever the headers say (pilot3 gzips legacy requests without
 //! `Content-Encoding`). A JSON object body, a form-urlencoded body and a multipart form are all
-//! accepted. Limits hold before and after decompression; a body over the limit is 413, a
-//! truncated or undecodable one is 400 with a message naming the problem.
+//! accepted.
+//!
+//! Bounds, all before anything is parsed (see [`crate::Limits`]): the body limit of the caller
+//! (smaller for a caller without verified credentials) holds for the bytes received and again
+//! for the bytes decompressed; a JSON body may hold at most `max_json_values` values nested
+//! at most `max_json_depth` deep, checked by a scan that allocates nothing; the body must
+//! arrive within `body_read_timeout`, extended by a second per `body_min_rate` bytes. Over a
+//! size limit is 413, too slow is 408, truncated or undecodable is 400, each with a message
+//! naming the problem. The body is read by the handler after it has checked the caller and
+//! the method, and before it takes a request worker: a slow client never holds one.
 
 use std::io::Read;
+use std::time::{Duration, Instant};
 
 use axum::extract::{FromRequest, Multipart, Request};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt;
 use serde_json::Value as Json;
+
+use crate::Limits;
 
 /// How a request body could not be read.
 #[derive(Debug)]
 pub enum BodyError {
     TooLarge(usize),
     Unreadable(String),
+    /// The body did not arrive in time: bytes received, seconds waited.
+    TooSlow(usize, u64),
+}
+
+impl BodyError {
+    /// What went wrong, in words.
+    pub fn message(&self) -> String {
+        match self {
+            BodyError::TooLarge(limit) => {
+                format!("request body exceeds the limit of {limit} bytes")
+            }
+            BodyError::Unreadable(why) => why.clone(),
+            BodyError::TooSlow(received, seconds) => {
+                format!("request body not received in time ({received} bytes in {seconds} s)")
+            }
+        }
+    }
 }
 
 impl IntoResponse for BodyError {
     fn into_response(self) -> Response {
-        let (status, message) = match self {
-            BodyError::TooLarge(limit) => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("ERROR : request body exceeds the limit of {limit} bytes"),
-            ),
-            BodyError::Unreadable(why) => (StatusCode::BAD_REQUEST, format!("ERROR : {why}")),
+        let status = match self {
+            BodyError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            BodyError::Unreadable(_) => StatusCode::BAD_REQUEST,
+            BodyError::TooSlow(..) => StatusCode::REQUEST_TIMEOUT,
         };
+        let message = format!("ERROR : {}", self.message());
         (
             status,
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
@@ -48,30 +76,138 @@ pub struct RawBody {
 
 pub(crate) const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
-/// Reads the body, gunzipping it when it is gzip, within `limit` bytes both ways.
-pub async fn read_body(request: Request, limit: usize) -> Result<RawBody, BodyError> {
+/// Reads the body, gunzipping it when it is gzip, within `limit` bytes both ways and within
+/// the time `limits` allow.
+pub async fn read_body(
+    request: Request,
+    limit: usize,
+    limits: &Limits,
+) -> Result<RawBody, BodyError> {
     let content_type = request
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_ascii_lowercase();
+    let (parts, body) = request.into_parts();
+    let bytes = collect(&parts.headers, body, limit, limits).await?;
     if content_type.starts_with("multipart/form-data") {
+        let request = Request::from_parts(parts, axum::body::Body::from(bytes));
         return read_multipart(request, limit, content_type).await;
     }
-    let bytes = axum::body::to_bytes(request.into_body(), limit)
-        .await
-        .map_err(|e| body_error(&e, limit))?;
     let bytes = if bytes.starts_with(&GZIP_MAGIC) {
         gunzip(&bytes, limit)?
     } else {
-        bytes.to_vec()
+        bytes
     };
     Ok(RawBody {
         bytes,
         content_type,
         multipart: None,
     })
+}
+
+/// The body's bytes, at most `limit` of them, arriving in the time allowed.
+async fn collect(
+    headers: &axum::http::HeaderMap,
+    mut body: axum::body::Body,
+    limit: usize,
+    limits: &Limits,
+) -> Result<Vec<u8>, BodyError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(BodyError::TooLarge(limit));
+    }
+    let started = Instant::now();
+    let mut bytes = Vec::with_capacity(declared.map_or(0, |n| n as usize));
+    loop {
+        let earned = bytes.len() as f64 / limits.body_min_rate.max(1) as f64;
+        let allowed = limits.body_read_timeout + Duration::from_secs_f64(earned);
+        let left = allowed.saturating_sub(started.elapsed());
+        let frame = match tokio::time::timeout(left, body.frame()).await {
+            Err(_) => return Err(BodyError::TooSlow(bytes.len(), started.elapsed().as_secs())),
+            Ok(None) => break,
+            Ok(Some(Err(e))) => return Err(body_error(&e, limit)),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        if let Ok(data) = frame.into_data() {
+            if bytes.len() + data.len() > limit {
+                return Err(BodyError::TooLarge(limit));
+            }
+            bytes.extend_from_slice(&data);
+        }
+    }
+    Ok(bytes)
+}
+
+/// Reads and drops a body that will not be used, at most `limit` bytes within the body
+/// timeout, keeping none of it. An answer sent while the client is still sending would
+/// otherwise reach it as a reset connection; past the limit or the time this gives up and the
+/// connection is closed.
+pub async fn discard(mut body: axum::body::Body, limit: usize, limits: &Limits) {
+    let started = Instant::now();
+    let mut received = 0usize;
+    while received <= limit {
+        let earned = received as f64 / limits.body_min_rate.max(1) as f64;
+        let allowed = limits.body_read_timeout + Duration::from_secs_f64(earned);
+        let left = allowed.saturating_sub(started.elapsed());
+        match tokio::time::timeout(left, body.frame()).await {
+            Ok(Some(Ok(frame))) => {
+                received += frame.data_ref().map_or(0, |d| d.len());
+            }
+            _ => return,
+        }
+    }
+}
+
+/// Checks that a JSON text holds at most `max_values` values nested at most `max_depth`
+/// deep, without parsing it: a scan over the bytes that skips strings. Whether it is valid
+/// JSON is the parser's business afterwards.
+pub fn check_json_shape(text: &[u8], max_values: usize, max_depth: usize) -> Result<(), BodyError> {
+    let (mut depth, mut values) = (0usize, 1usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for &byte in text {
+        if in_string {
+            match (escaped, byte) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                values += 1;
+                if depth > max_depth {
+                    return Err(BodyError::Unreadable(format!(
+                        "JSON nested deeper than {max_depth} levels"
+                    )));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            b',' | b':' => values += 1,
+            _ => {}
+        }
+        if values > max_values {
+            return Err(BodyError::Unreadable(format!(
+                "JSON holds more than {max_values} values"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Parses a JSON body after [`check_json_shape`].
+pub fn parse_json(text: &[u8], limits: &Limits) -> Result<Json, BodyError> {
+    check_json_shape(text, limits.max_json_values, limits.max_json_depth)?;
+    serde_json::from_slice(text)
+        .map_err(|e| BodyError::Unreadable(format!("received invalid JSON: {e}")))
 }
 
 fn body_error(error: &axum::Error, limit: usize) -> BodyError {
@@ -87,7 +223,7 @@ fn body_error(error: &axum::Error, limit: usize) -> BodyError {
     }
 }
 
-/// Multipart forms are bounded by the router's `DefaultBodyLimit`, set to the same limit.
+/// A multipart form, from a body already read within its limit.
 async fn read_multipart(
     request: Request,
     limit: usize,
@@ -152,6 +288,10 @@ impl LegacyParams {
         self.pairs.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.pairs.is_empty()
+    }
+
     pub fn get(&self, name: &str) -> Option<&str> {
         self.pairs
             .iter()
@@ -178,7 +318,11 @@ impl LegacyParams {
 /// Decodes query and body into legacy parameters. JSON scalars become the strings upstream's
 /// legacy parser makes of them: `true`/`false` → `True`/`False`, `null` → `None`, numbers as
 /// written; nested values stay JSON text.
-pub fn legacy_params(query: Option<&str>, body: RawBody) -> Result<LegacyParams, BodyError> {
+pub fn legacy_params(
+    query: Option<&str>,
+    body: RawBody,
+    limits: &Limits,
+) -> Result<LegacyParams, BodyError> {
     let mut pairs: Vec<(String, String)> = Vec::new();
     if let Some(q) = query.filter(|q| !q.is_empty()) {
         let parsed: Vec<(String, String)> = serde_urlencoded::from_str(q)
@@ -199,8 +343,7 @@ pub fn legacy_params(query: Option<&str>, body: RawBody) -> Result<LegacyParams,
     if trimmed.is_none() {
         // Empty body.
     } else if looks_json {
-        let json: Json = serde_json::from_slice(text)
-            .map_err(|e| BodyError::Unreadable(format!("received invalid JSON: {e}")))?;
+        let json = parse_json(text, limits)?;
         let Json::Object(map) = json else {
             return Err(BodyError::Unreadable(
                 "a JSON body must be an object of parameters".into(),
@@ -234,6 +377,20 @@ fn legacy_string(value: &Json) -> String {
 mod tests {
     use super::*;
 
+    #[test]
+    fn json_shape_is_bounded_before_parsing() {
+        assert!(check_json_shape(br#"{"a":[0,0,0]}"#, 10, 4).is_ok());
+        let many = format!("{{\"a\":[{}0]}}", "0,".repeat(100));
+        assert!(matches!(check_json_shape(many.as_bytes(), 50, 4),
+            Err(BodyError::Unreadable(m)) if m.contains("more than 50 values")));
+        let deep = format!("{}{}", "[".repeat(70), "]".repeat(70));
+        assert!(matches!(check_json_shape(deep.as_bytes(), 1000, 64),
+            Err(BodyError::Unreadable(m)) if m.contains("deeper than 64")));
+        // Structure inside strings does not count, escaped quotes included.
+        let text = format!("{{\"a\":\"{}\\\"[[[\"}}", ",".repeat(100));
+        assert!(check_json_shape(text.as_bytes(), 5, 2).is_ok());
+    }
+
     fn raw(bytes: &[u8], content_type: &str) -> RawBody {
         RawBody {
             bytes: bytes.to_vec(),
@@ -248,7 +405,7 @@ mod tests {
             br#"{"siteName":"Q","allowOtherCountry":false,"mem":24105.6,"nJobs":2,"x":null}"#,
             "application/json",
         );
-        let p = legacy_params(None, body).expect("valid");
+        let p = legacy_params(None, body, &Limits::default()).expect("valid");
         assert_eq!(p.get("siteName"), Some("Q"));
         assert_eq!(p.get("allowOtherCountry"), Some("False"));
         assert_eq!(p.get("mem"), Some("24105.6"));
@@ -261,6 +418,7 @@ mod tests {
         let p = legacy_params(
             Some("a=1"),
             raw(b"siteName=Q&node=n+1", "application/x-www-form-urlencoded"),
+            &Limits::default(),
         )
         .expect("valid");
         assert_eq!(p.get("a"), Some("1"));
@@ -283,7 +441,12 @@ mod tests {
 
     #[test]
     fn broken_json_names_the_problem() {
-        let err = legacy_params(None, raw(b"{\"a\": ", "application/json")).expect_err("invalid");
+        let err = legacy_params(
+            None,
+            raw(b"{\"a\": ", "application/json"),
+            &Limits::default(),
+        )
+        .expect_err("invalid");
         assert!(matches!(err, BodyError::Unreadable(m) if m.contains("invalid JSON")));
     }
 }

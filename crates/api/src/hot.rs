@@ -7,11 +7,12 @@ use crate::body::{gunzip, legacy_params, RawBody, GZIP_MAGIC};
 use crate::legacy::job_dict::job_entries;
 use crate::legacy::Protocol;
 
-/// Decodes a legacy request body (gzip sniffed, then JSON or form); returns the number of
-/// parameters.
+/// Decodes a legacy request body (gzip sniffed, then JSON or form) under the default
+/// limits; returns the number of parameters. Also the fuzz target of that decoder.
 pub fn decode_legacy(body: &[u8], content_type: &str) -> Result<usize, String> {
+    let limits = crate::Limits::default();
     let bytes = if body.starts_with(&GZIP_MAGIC) {
-        gunzip(body, 1 << 30).map_err(|e| format!("{e:?}"))?
+        gunzip(body, limits.max_body_bytes).map_err(|e| format!("{e:?}"))?
     } else {
         body.to_vec()
     };
@@ -22,6 +23,7 @@ pub fn decode_legacy(body: &[u8], content_type: &str) -> Result<usize, String> {
             content_type: content_type.to_string(),
             multipart: None,
         },
+        &limits,
     )
     .map_err(|e| format!("{e:?}"))?;
     Ok(params.len())

@@ -5,13 +5,15 @@
 //! Anything not routed is 404; a legacy or API method we do not serve is 403
 //! `ERROR : method X is forbidden`, as upstream answers for methods outside its allow-list.
 
-mod body;
+#[doc(hidden)]
+pub mod body;
 mod der;
 #[doc(hidden)]
 pub mod hot;
 pub mod identity;
 mod legacy;
 pub mod oidc;
+pub mod proxy_protocol;
 mod request_log;
 mod static_files;
 mod v1;
@@ -46,17 +48,48 @@ pub struct AppState {
     pub bans: Arc<identity::BanList>,
 }
 
-/// Bounds on what a request may carry.
+/// Bounds on what a request may carry and how long it may take to send it. Memory per
+/// request is bounded by the body limit twice (the bytes as received and decompressed, never
+/// larger than the limit) plus the parsed values, at most `max_json_values` of them.
 #[derive(Clone, Debug)]
 pub struct Limits {
     /// Largest request body accepted, before and after decompression; larger is 413.
     pub max_body_bytes: usize,
+    /// The same for a caller with no verified credential (local mode's operator counts as
+    /// verified).
+    pub anonymous_max_body_bytes: usize,
+    /// Time for a body to arrive, extended by one second per `body_min_rate` bytes received.
+    pub body_read_timeout: std::time::Duration,
+    pub body_min_rate: u64,
+    /// Values (scalars, arrays, objects) one JSON body may hold, and how deeply it may nest.
+    pub max_json_values: usize,
+    pub max_json_depth: usize,
 }
+
+/// IDs one call may name: upstream's 5,500 of `get_description`, for every call that takes a
+/// list of IDs (legacy and `/api/v1`). More is refused with the limit named.
+pub const MAX_IDS: usize = 5500;
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_body_bytes: 128 * 1024 * 1024,
+            anonymous_max_body_bytes: 1024 * 1024,
+            body_read_timeout: std::time::Duration::from_secs(20),
+            body_min_rate: 500,
+            max_json_values: 2_000_000,
+            max_json_depth: 64,
+        }
+    }
+}
+
+impl Limits {
+    /// The body limit for this caller.
+    pub fn body_limit_for(&self, identity: &Identity) -> usize {
+        if identity.is_authenticated() {
+            self.max_body_bytes
+        } else {
+            self.anonymous_max_body_bytes.min(self.max_body_bytes)
         }
     }
 }
@@ -81,6 +114,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
         .layer(axum::middleware::from_fn(static_files::cache_headers))
+        .layer(axum::middleware::from_fn_with_state(
+            state.files.clone(),
+            static_files::confine,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             identity::resolve,

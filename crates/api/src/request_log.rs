@@ -1,8 +1,10 @@
-//! Around every request: a worker slot, one access-log line, one structured log line, and the
+//! Around every request: one access-log line, one structured log line, and the
 //! counters behind the systemd status line and `/metrics`.
 //!
 //! "Workers", as in Apache's status line, are request slots: at most `max_workers` requests are
-//! handled at once, the rest wait for a slot. Busy = requests being handled, Idle = free slots.
+//! handled at once, the rest wait for a slot. A handler takes its slot ([`RequestStats::worker`])
+//! once the request's body has been read, so a slow sender holds a connection, not a worker.
+//! Busy = slots taken, Idle = free slots.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -11,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::body::HttpBody;
-use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use panda_core::identity::Identity;
@@ -69,6 +71,17 @@ impl RequestStats {
         }
     }
 
+    /// A request worker, held while a request is handled; taken only once its body is read.
+    pub async fn worker(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.workers.acquire().await.ok()
+    }
+
+    /// Workers handling a request now.
+    pub fn busy_workers(&self) -> u64 {
+        self.max_workers
+            .saturating_sub(self.workers.available_permits()) as u64
+    }
+
     /// A copy of the per-route statistics.
     pub fn routes(&self) -> HashMap<String, RouteStats> {
         self.routes.lock().map(|r| r.clone()).unwrap_or_default()
@@ -107,18 +120,55 @@ pub fn identity_tag(identity: Option<&Identity>) -> String {
     format!("{:012x}", hash & 0xffff_ffff_ffff)
 }
 
-/// The metrics label for a request: the route template, with the method or function filled in
-/// for served API calls (bounded: unknown methods are 403 and keep the template).
-fn route_label(template: Option<&str>, path: &str, status: u16) -> String {
-    match template {
-        Some(t) if t.starts_with("/cache") => "/cache".into(),
-        Some(t) if t.starts_with("/trf") => "/trf".into(),
-        Some(t) if t.contains('{') && status != 403 && status != 404 && !t.contains('*') => {
-            path.to_string()
+/// The metrics label for a request, from a closed set so that no client can grow `/metrics`:
+/// a served legacy method or API function by its own name, spelled exactly as declared;
+/// `/cache` and `/trf` for static files; `other` for everything else (unknown names, other
+/// spellings, unmatched paths).
+fn route_label(path: &str) -> String {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match segments.as_slice() {
+        ["server", "panda", method] if crate::legacy::is_served(method) => {
+            format!("/server/panda/{method}")
         }
-        Some(t) => t.to_string(),
-        None => "unmatched".into(),
+        ["api", "v1" | "latest", module, function]
+            if crate::v1::endpoint(module, function).is_some() =>
+        {
+            format!("/api/v1/{module}/{function}")
+        }
+        ["cache", ..] => "/cache".into(),
+        ["trf", ..] => "/trf".into(),
+        _ => "other".into(),
     }
+}
+
+/// The HTTP method as a label: the standard ones, or `other`.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::HEAD => "HEAD",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "other",
+    }
+}
+
+/// The longest request target written to the access log, in bytes.
+const MAX_LOGGED_TARGET: usize = 2048;
+
+fn clip(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push_str("...");
+    }
+    text
 }
 
 pub async fn log_request(
@@ -126,7 +176,6 @@ pub async fn log_request(
     request: Request,
     next: Next,
 ) -> Response {
-    let _slot = stats.workers.acquire().await;
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
@@ -136,10 +185,8 @@ pub async fn log_request(
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| path.clone());
     let version = format!("{:?}", request.version());
-    let template = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_owned());
+    // A query of thousands of IDs is kept to its start in the access log.
+    let target = clip(target, MAX_LOGGED_TARGET);
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -154,8 +201,8 @@ pub async fn log_request(
     let bytes = response.body().size_hint().exact().unwrap_or(0);
     stats.bytes.fetch_add(bytes, Ordering::Relaxed);
     stats.record(
-        route_label(template.as_deref(), &path, status),
-        method.as_str(),
+        route_label(&path),
+        method_label(&method),
         status,
         elapsed.as_secs_f64(),
     );
@@ -204,16 +251,20 @@ mod tests {
     }
 
     #[test]
-    fn route_labels_stay_bounded() {
-        let legacy = Some("/server/panda/{method}");
+    fn route_labels_come_from_a_closed_set() {
+        assert_eq!(route_label("/server/panda/getJob"), "/server/panda/getJob");
+        assert_eq!(route_label("/server/panda/get%53tatus"), "other");
+        assert_eq!(route_label("/server/panda/x1"), "other");
         assert_eq!(
-            route_label(legacy, "/server/panda/getJob", 200),
-            "/server/panda/getJob"
+            route_label("/api/latest/pilot/acquire_jobs"),
+            "/api/v1/pilot/acquire_jobs"
         );
+        assert_eq!(route_label("/api/v1/pilot/nothing"), "other");
+        assert_eq!(route_label("/cache/a/b.tgz"), "/cache");
+        assert_eq!(route_label("/random"), "other");
         assert_eq!(
-            route_label(legacy, "/server/panda/x1", 403),
-            "/server/panda/{method}"
+            method_label(&axum::http::Method::from_bytes(b"FOO").expect("m")),
+            "other"
         );
-        assert_eq!(route_label(None, "/random", 404), "unmatched");
     }
 }

@@ -2,7 +2,9 @@
 //! transformation directory, and each queue's pilot data under `/cache/schedconfig/`.
 //!
 //! Files are served by tower-http's `ServeDir`, which sets content types and lengths and
-//! refuses paths that climb out of the directory. Queue data comes from the database, so every
+//! refuses paths that climb out of the directory. A symbolic link inside the directory is
+//! served only if it resolves to a file inside the same directory ([`confine`]): a link to
+//! `/etc/passwd` planted in the cache is 404. Queue data comes from the database, so every
 //! node serves the same.
 
 use std::path::Path;
@@ -42,6 +44,60 @@ pub async fn queue_data(State(state): State<AppState>, UrlPath(file): UrlPath<St
         }
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
+}
+
+/// Middleware: a `/cache/` or `/trf/` path whose file, symbolic links resolved, lies outside
+/// its directory is 404 before `ServeDir` opens it.
+pub async fn confine(
+    State(dirs): State<std::sync::Arc<crate::StaticDirs>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = request.uri().path();
+    let (root, rest) = if let Some(rest) = path.strip_prefix("/cache/") {
+        (&dirs.cache, rest)
+    } else if let Some(rest) = path.strip_prefix("/trf/") {
+        (&dirs.trf, rest)
+    } else {
+        return next.run(request).await;
+    };
+    let inside = match (percent_decode(rest), std::fs::canonicalize(root)) {
+        (Some(relative), Ok(root)) => {
+            match std::fs::canonicalize(root.join(relative.trim_start_matches('/'))) {
+                Ok(file) => file.starts_with(&root),
+                // Missing: ServeDir (or the queue-data handler) answers 404 itself.
+                Err(_) => true,
+            }
+        }
+        _ => false,
+    };
+    if inside {
+        next.run(request).await
+    } else {
+        tracing::warn!(target: "panda::limits", path, "static path leads out of its directory");
+        (StatusCode::NOT_FOUND, "not found").into_response()
+    }
+}
+
+/// `%xx` decoding of a URL path; `None` when it is not UTF-8 or holds a NUL.
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    if out.contains(&0) {
+        return None;
+    }
+    String::from_utf8(out).ok()
 }
 
 /// How long caches (the squid on port 25085) may keep `/cache/` answers.

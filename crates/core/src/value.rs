@@ -34,6 +34,37 @@ impl ColumnType {
         }
     }
 
+    /// Whether `value` fits this column as both databases store it: integers within the
+    /// column's width, decimals finite and within their precision, text without NUL bytes
+    /// (PostgreSQL cannot store them). `Err` says what is wrong, for a message that names
+    /// the field. Text longer than a `varchar` is not an error: it is cut, as upstream does.
+    pub fn check(self, value: &Value) -> Result<(), &'static str> {
+        match (self, value) {
+            (ColumnType::SmallInt, Value::Int(Some(v))) if i16::try_from(*v).is_err() => {
+                Err("out of range for a smallint column")
+            }
+            (ColumnType::Int, Value::Int(Some(v))) if i32::try_from(*v).is_err() => {
+                Err("out of range for an integer column")
+            }
+            (ColumnType::Decimal(precision, scale), Value::Float(Some(v))) => {
+                let digits = i32::from(precision.saturating_sub(scale));
+                if !v.is_finite() {
+                    Err("not a finite number")
+                } else if v.abs() >= 10f64.powi(digits) {
+                    Err("out of range for its numeric column")
+                } else {
+                    Ok(())
+                }
+            }
+            (_, Value::Int(Some(v))) if matches!(self, ColumnType::Decimal(..)) => {
+                self.check(&Value::Float(Some(*v as f64)))
+            }
+            (_, Value::Float(Some(v))) if !v.is_finite() => Err("not a finite number"),
+            (_, Value::Text(Some(t))) if t.contains('\0') => Err("contains a NUL byte"),
+            _ => Ok(()),
+        }
+    }
+
     /// Maximum length in characters for string columns.
     pub fn max_len(self) -> Option<usize> {
         match self {
@@ -127,20 +158,37 @@ impl Value {
                 if trimmed.is_empty() || trimmed == "None" {
                     return Ok(Value::Int(None));
                 }
-                trimmed
+                let value = trimmed
                     .parse::<i64>()
-                    .or_else(|_| trimmed.parse::<f64>().map(|f| f as i64))
+                    .ok()
+                    .or_else(|| {
+                        // Python renders some integers as floats (`12.0`); only those that
+                        // are whole and fit, never a saturated cast.
+                        trimmed
+                            .parse::<f64>()
+                            .ok()
+                            .filter(|f| f.fract() == 0.0 && f.abs() < 9.2e18)
+                            .map(|f| f as i64)
+                    })
                     .map(|v| Value::Int(Some(v)))
-                    .map_err(|_| fail("integer"))
+                    .ok_or_else(|| fail("integer"))?;
+                column_type
+                    .check(&value)
+                    .map(|_| value)
+                    .map_err(|_| fail(integer_name(column_type)))
             }
             ColumnType::Decimal(..) => {
                 if trimmed.is_empty() || trimmed == "None" {
                     return Ok(Value::Float(None));
                 }
-                trimmed
+                let value = trimmed
                     .parse::<f64>()
                     .map(|v| Value::Float(Some(v)))
-                    .map_err(|_| fail("number"))
+                    .map_err(|_| fail("number"))?;
+                column_type
+                    .check(&value)
+                    .map(|_| value)
+                    .map_err(|_| fail("number within the column's precision"))
             }
             ColumnType::Timestamp => {
                 if trimmed.is_empty() || trimmed == "None" {
@@ -153,6 +201,9 @@ impl Value {
                     .ok_or_else(|| fail("timestamp (YYYY-MM-DD HH:MM:SS)"))
             }
             ColumnType::VarChar(_) | ColumnType::Char(_) | ColumnType::Text => {
+                if raw.contains('\0') {
+                    return Err(fail("text without NUL bytes"));
+                }
                 Ok(Value::Text(Some(raw.to_string())))
             }
         }
@@ -167,6 +218,14 @@ impl Value {
             Value::Time(Some(t)) => t.format("%Y-%m-%d %H:%M:%S").to_string(),
             _ => "NULL".to_string(),
         }
+    }
+}
+
+fn integer_name(column_type: ColumnType) -> &'static str {
+    match column_type {
+        ColumnType::SmallInt => "integer between -32768 and 32767",
+        ColumnType::Int => "integer between -2147483648 and 2147483647",
+        _ => "integer",
     }
 }
 
@@ -206,6 +265,22 @@ mod tests {
             Ok(Value::Int(Some(12)))
         );
         assert!(Value::parse(ColumnType::Int, "twelve").is_err());
+    }
+
+    #[test]
+    fn values_must_fit_their_columns() {
+        assert!(Value::parse(ColumnType::Int, "2147483648").is_err());
+        assert!(Value::parse(ColumnType::Int, "2147483647").is_ok());
+        assert!(Value::parse(ColumnType::SmallInt, "40000").is_err());
+        assert!(Value::parse(ColumnType::BigInt, "1e30").is_err());
+        assert!(Value::parse(ColumnType::Decimal(5, 2), "1000").is_err());
+        assert!(Value::parse(ColumnType::Decimal(5, 2), "999.5").is_ok());
+        assert!(Value::parse(ColumnType::Decimal(5, 2), "NaN").is_err());
+        assert!(Value::parse(ColumnType::VarChar(10), "a\0b").is_err());
+        assert_eq!(
+            ColumnType::Text.check(&Value::Text(Some("nul\0".into()))),
+            Err("contains a NUL byte")
+        );
     }
 
     #[test]

@@ -47,6 +47,14 @@ const SERVER_KEYS: &[&str] = &[
     "queue_config_file",
     "max_body_size",
     "max_workers",
+    "anonymous_max_body_size",
+    "header_read_timeout",
+    "body_read_timeout",
+    "body_min_rate",
+    "keepalive_timeout",
+    "max_connections",
+    "max_connections_per_peer",
+    "trusted_proxies",
     "metrics_address",
     "shutdown_timeout",
     "token_authType",
@@ -183,6 +191,21 @@ pub struct Config {
     pub max_body_size: usize,
     /// Requests handled at once ("workers" of the status line).
     pub max_workers: usize,
+    /// Largest request body from a caller without verified credentials.
+    pub anonymous_max_body_size: usize,
+    /// Time for a request head to arrive (and for a new connection's first byte).
+    pub header_read_timeout: Duration,
+    /// Time for a request body to arrive, extended by a second for every `body_min_rate`
+    /// bytes received (Apache's `RequestReadTimeout body=20,MinRate=500`).
+    pub body_read_timeout: Duration,
+    pub body_min_rate: u64,
+    /// How long a connection may idle between requests.
+    pub keepalive_timeout: Duration,
+    /// Connections held at once, in total and by one client address.
+    pub max_connections: usize,
+    pub max_connections_per_peer: usize,
+    /// Load balancers that must open each connection with a PROXY protocol header.
+    pub trusted_proxies: Vec<crate::connections::IpRange>,
     /// Where `/metrics` listens; `None` when disabled (`metrics_address = off`).
     pub metrics_address: Option<std::net::SocketAddr>,
     /// Seconds to let in-flight requests finish after SIGTERM.
@@ -214,6 +237,28 @@ impl Config {
         StoreOptions {
             record_status_change: self.record_status_change,
             host_name: self.host_name.clone(),
+        }
+    }
+
+    /// How connections are bounded (`connections`).
+    pub fn connection_policy(&self) -> crate::connections::ConnectionPolicy {
+        crate::connections::ConnectionPolicy {
+            header_read_timeout: self.header_read_timeout,
+            keepalive_timeout: self.keepalive_timeout,
+            max_connections_per_peer: self.max_connections_per_peer,
+            max_connections: self.max_connections,
+            trusted_proxies: self.trusted_proxies.clone(),
+        }
+    }
+
+    /// What one request may carry and how long it may take to send it.
+    pub fn request_limits(&self) -> panda_api::Limits {
+        panda_api::Limits {
+            max_body_bytes: self.max_body_size,
+            anonymous_max_body_bytes: self.anonymous_max_body_size.min(self.max_body_size),
+            body_read_timeout: self.body_read_timeout,
+            body_min_rate: self.body_min_rate,
+            ..panda_api::Limits::default()
         }
     }
 }
@@ -394,6 +439,17 @@ impl Values<'_> {
     }
 }
 
+/// A `[server]` key in whole seconds (fractions allowed), or its default.
+fn seconds(v: &Values, key: &str, default: u64) -> Result<Duration, ConfigError> {
+    Ok(v.server(key, "a number of seconds", |t| {
+        t.parse::<f64>()
+            .ok()
+            .filter(|s| s.is_finite() && *s > 0.0 && *s < 1e9)
+            .map(Duration::from_secs_f64)
+    })?
+    .unwrap_or(Duration::from_secs(default)))
+}
+
 /// Python-style booleans as upstream's files write them, plus the usual spellings.
 fn parse_bool(text: &str) -> Option<bool> {
     match text.to_ascii_lowercase().as_str() {
@@ -517,6 +573,41 @@ fn build(
                 t.parse::<usize>().ok().filter(|n| *n > 0)
             })?
             .unwrap_or(512),
+        anonymous_max_body_size: v
+            .server("anonymous_max_body_size", "a size in bytes", |t| {
+                t.parse::<usize>().ok().filter(|n| *n > 0)
+            })?
+            .unwrap_or(1024 * 1024),
+        header_read_timeout: seconds(&v, "header_read_timeout", 20)?,
+        body_read_timeout: seconds(&v, "body_read_timeout", 20)?,
+        body_min_rate: v
+            .server("body_min_rate", "a number of bytes per second", |t| {
+                t.parse::<u64>().ok()
+            })?
+            .unwrap_or(500),
+        keepalive_timeout: seconds(&v, "keepalive_timeout", 5)?,
+        max_connections: v
+            .server("max_connections", "a positive number", |t| {
+                t.parse::<usize>().ok().filter(|n| *n > 0)
+            })?
+            .unwrap_or(10_000),
+        max_connections_per_peer: v
+            .server("max_connections_per_peer", "a positive number", |t| {
+                t.parse::<usize>().ok().filter(|n| *n > 0)
+            })?
+            .unwrap_or(256),
+        trusted_proxies: v
+            .server(
+                "trusted_proxies",
+                "a list of addresses or ranges such as 10.0.0.0/8",
+                |t| {
+                    split_list(t)
+                        .iter()
+                        .map(|r| crate::connections::IpRange::parse(r))
+                        .collect::<Option<Vec<_>>>()
+                },
+            )?
+            .unwrap_or_default(),
         metrics_address: v
             .server(
                 "metrics_address",

@@ -2,6 +2,7 @@
 //! integration tests can load configurations the way the binary does.
 
 pub mod config;
+pub mod connections;
 pub mod ini;
 pub mod logging;
 pub mod metrics;

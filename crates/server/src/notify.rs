@@ -68,7 +68,7 @@ pub async fn status_loop(stats: Arc<RequestStats>, store: Store, stop: impl Futu
         }
         let total = stats.total.load(Ordering::Relaxed);
         let bytes = stats.bytes.load(Ordering::Relaxed);
-        let busy = stats.in_flight.load(Ordering::Relaxed);
+        let busy = stats.busy_workers();
         let idle = (stats.max_workers as u64).saturating_sub(busy);
         let seconds = last_time.elapsed().as_secs_f64().max(0.001);
         let line = status_line(

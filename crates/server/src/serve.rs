@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use panda_api::{
-    AccessLog, AppState, BanList, IdentityPolicy, Limits, OidcVerifier, RequestStats, StaticDirs,
+    AccessLog, AppState, BanList, IdentityPolicy, OidcVerifier, RequestStats, StaticDirs,
     X509Verifier,
 };
 use panda_daemon::TaskStats;
@@ -251,9 +251,7 @@ async fn run_httpd(
         service,
         identity_policy: policy.clone(),
         stats: stats.clone(),
-        limits: Arc::new(Limits {
-            max_body_bytes: config.max_body_size,
-        }),
+        limits: Arc::new(config.request_limits()),
         bans: Arc::new(BanList::default()),
         files: Arc::new(StaticDirs {
             cache: config.cache_dir.clone(),
@@ -263,32 +261,46 @@ async fn run_httpd(
     let app = panda_api::router(state);
     store.ping().await.context("database check before READY")?;
     tracing::info!("listening on http://{local}");
-    if let Some((listener, acceptor)) = https {
+    if let Some((listener, _)) = &https {
         tracing::info!("HTTPS on https://{}", listener.local_addr()?);
-        tokio::spawn(crate::tls::serve(
-            listener,
-            acceptor,
-            app.clone(),
-            policy.x509.clone(),
-            stop.clone(),
-        ));
     }
     notify::ready();
     let status = tokio::spawn(notify::status_loop(stats, store, stopped(stop.clone())));
-    let graceful = axum::serve(
+    let connection_policy = Arc::new(config.connection_policy());
+    let https_server = https.map(|(listener, acceptor)| {
+        tokio::spawn(crate::connections::serve(
+            listener,
+            Some((acceptor, policy.x509.clone())),
+            app.clone(),
+            connection_policy.clone(),
+            stop.clone(),
+            config.shutdown_timeout,
+        ))
+    });
+    let http_server = tokio::spawn(crate::connections::serve(
         listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(stopped(stop.clone()));
-    let server = tokio::spawn(async move { graceful.await });
+        None,
+        app,
+        connection_policy,
+        stop.clone(),
+        config.shutdown_timeout,
+    ));
     stopped(stop).await;
     notify::stopping();
-    match tokio::time::timeout(config.shutdown_timeout, server).await {
-        Ok(result) => result.context("HTTP server task")?.context("HTTP server")?,
-        Err(_) => tracing::warn!(
+    let drained = async {
+        let _ = http_server.await;
+        if let Some(https_server) = https_server {
+            let _ = https_server.await;
+        }
+    };
+    if tokio::time::timeout(config.shutdown_timeout + Duration::from_secs(1), drained)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
             "requests still running after {}s; stopping anyway",
             config.shutdown_timeout.as_secs()
-        ),
+        );
     }
     status.abort();
     Ok(())

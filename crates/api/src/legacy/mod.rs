@@ -47,6 +47,11 @@ pub(crate) const LEGACY_METHODS: &[(&str, LegacyAccess)] = &[
     ("updateWorkerPilotStatus", LegacyAccess::Dispatcher),
 ];
 
+/// Whether `name` is a legacy method served here, spelled exactly.
+pub(crate) fn is_served(name: &str) -> bool {
+    LEGACY_METHODS.iter().any(|(served, _)| *served == name)
+}
+
 /// What a legacy handler gets.
 pub(crate) struct LegacyCall {
     pub params: LegacyParams,
@@ -59,7 +64,7 @@ pub async fn dispatch(
     Path(method): Path<String>,
     request: Request,
 ) -> Response {
-    let Some(&(handler, _)) = LEGACY_METHODS.iter().find(|(name, _)| *name == method) else {
+    let Some(&(handler, access)) = LEGACY_METHODS.iter().find(|(name, _)| *name == method) else {
         return forbidden_method(&method);
     };
     if handler == "isAlive" {
@@ -72,14 +77,22 @@ pub async fn dispatch(
         .unwrap_or_else(|| Arc::new(Identity::anonymous()));
     let json = accepts_json(request.headers());
     let query = request.uri().query().map(str::to_string);
-    let body = match read_body(request, state.limits.max_body_bytes).await {
+    // The caller is known before the body is read: one the method will refuse may send no
+    // more than an anonymous caller.
+    let limit = match (access, identity.may_dispatch()) {
+        (LegacyAccess::Dispatcher, false) => state.limits.anonymous_max_body_bytes,
+        _ => state.limits.body_limit_for(&identity),
+    };
+    let body = match read_body(request, limit, &state.limits).await {
         Ok(body) => body,
         Err(e) => return e.into_response(),
     };
-    let params = match legacy_params(query.as_deref(), body) {
+    let params = match legacy_params(query.as_deref(), body, &state.limits) {
         Ok(params) => params,
         Err(e) => return e.into_response(),
     };
+    // A worker only now that the request is whole: a slow sender holds none.
+    let _worker = state.stats.worker().await;
     let call = LegacyCall {
         params,
         identity,

@@ -239,6 +239,22 @@ pub(crate) fn job_update(p: &LegacyParams) -> Result<JobUpdate, LegacyError> {
             }
         }
     }
+    // Every value must fit its column before any SQL runs: a database error would lose the
+    // whole heartbeat, a 400 names the field.
+    for (attr, value) in &attributes {
+        let meta =
+            &<JobAttr as panda_core::AttrSet>::attributes()[panda_core::AttrSet::index(*attr)];
+        meta.column_type
+            .check(value)
+            .map_err(|why| LegacyError::BadRequest(format!("{}: {why}", meta.name)))?;
+    }
+    for name in ["state", "xml", "metaData", "stdout", "pilotLog"] {
+        if p.get(name).is_some_and(|v| v.contains('\0')) {
+            return Err(LegacyError::BadRequest(format!(
+                "{name}: contains a NUL byte"
+            )));
+        }
+    }
     Ok(JobUpdate {
         panda_id,
         state: p.get("state").unwrap_or("").to_string(),
@@ -312,6 +328,13 @@ pub(crate) async fn update_jobs_in_bulk(state: &AppState, call: &LegacyCall) -> 
     let Some(list) = call.params.get("jobList") else {
         return Ok(fail("KeyError 'jobList'".into()));
     };
+    if let Err(e) = crate::body::check_json_shape(
+        list.as_bytes(),
+        state.limits.max_json_values,
+        state.limits.max_json_depth,
+    ) {
+        return Err(LegacyError::BadRequest(format!("jobList: {}", e.message())));
+    }
     let jobs: Vec<serde_json::Map<String, Json>> = match serde_json::from_str(list) {
         Ok(jobs) => jobs,
         Err(e) => return Ok(fail(format!("ValueError {e}"))),
@@ -338,21 +361,27 @@ pub(crate) async fn update_jobs_in_bulk(state: &AppState, call: &LegacyCall) -> 
     Ok(text_response(json!([true, answers]).to_string()))
 }
 
-fn ids(text: &str, separator: Option<char>) -> Vec<Option<i64>> {
+fn ids(text: &str, separator: Option<char>) -> Result<Vec<Option<i64>>, LegacyError> {
     let parts: Vec<&str> = match separator {
-        Some(c) => text.split(c).collect(),
-        None => text.split_whitespace().collect(),
+        Some(c) => text.split(c).take(crate::MAX_IDS + 1).collect(),
+        None => text.split_whitespace().take(crate::MAX_IDS + 1).collect(),
     };
-    parts
+    if parts.len() > crate::MAX_IDS {
+        return Err(LegacyError::BadRequest(format!(
+            "ids: more than the limit of {} IDs",
+            crate::MAX_IDS
+        )));
+    }
+    Ok(parts
         .into_iter()
         .filter(|p| separator.is_none() || !p.trim().is_empty() || text.trim().is_empty())
         .map(|p| p.trim().parse::<i64>().ok())
-        .collect()
+        .collect())
 }
 
 /// Always urlencoded: `StatusCode=0&status=running%2Bnotfound&attemptNr=1%2B0`.
 pub(crate) async fn get_status(state: &AppState, call: &LegacyCall) -> LegacyResult {
-    let requested = ids(call.params.get("ids").unwrap_or(""), None);
+    let requested = ids(call.params.get("ids").unwrap_or(""), None)?;
     let known: Vec<i64> = requested.iter().flatten().copied().collect();
     let briefs = state
         .service
@@ -381,7 +410,7 @@ pub(crate) async fn get_status(state: &AppState, call: &LegacyCall) -> LegacyRes
 /// Always JSON: `{"StatusCode": 0, "data": [{"command": ..., "status": ...}, ...]}`; archived
 /// jobs count for an hour after they end.
 pub(crate) async fn check_job_status(state: &AppState, call: &LegacyCall) -> LegacyResult {
-    let requested = ids(call.params.get("ids").unwrap_or(""), Some(','));
+    let requested = ids(call.params.get("ids").unwrap_or(""), Some(','))?;
     let known: Vec<i64> = requested.iter().flatten().copied().collect();
     let briefs = state
         .service

@@ -77,6 +77,10 @@ pub(crate) const fn opt(name: &'static str, ty: Ty) -> Param {
 
 /// Checks `raw` against `params` and returns the arguments with their declared types.
 /// `from_query` says the values are query-string text, to be cast rather than checked.
+/// Items one ID or name list may hold: upstream's own bound on PandaID lists (5,500 for
+/// `get_description`), for every list of IDs or names.
+pub(crate) const MAX_LIST_ITEMS: usize = crate::MAX_IDS;
+
 pub(crate) fn validate(
     params: &[Param],
     raw: &Map<String, Json>,
@@ -117,6 +121,15 @@ pub(crate) fn validate(
                 param.ty.name()
             )
         })?;
+        if let (Ty::IntList | Ty::StrList, Some(items)) = (param.ty, typed.as_array()) {
+            if items.len() > MAX_LIST_ITEMS {
+                return Err(format!(
+                    "Argument error: '{}' holds {} items, more than the limit of {MAX_LIST_ITEMS}",
+                    param.name,
+                    items.len()
+                ));
+            }
+        }
         out.insert(param.name.to_string(), typed);
     }
     Ok(out)

@@ -47,6 +47,14 @@ fn parse_time(text: &str) -> Option<NaiveDateTime> {
 
 /// Converts a JSON value for a column, cutting text to the column's length.
 fn column_value(key: &str, value: &Json, column_type: ColumnType) -> Result<Value, String> {
+    let converted = json_to_column(key, value, column_type)?;
+    column_type
+        .check(&converted)
+        .map_err(|why| format!("{key}: {why}"))?;
+    Ok(converted)
+}
+
+fn json_to_column(key: &str, value: &Json, column_type: ColumnType) -> Result<Value, String> {
     let bad = || format!("{key}: {value} is not a valid {column_type:?} value");
     match (value, column_type) {
         (Json::Null, t) => Ok(t.null()),
@@ -59,7 +67,11 @@ fn column_value(key: &str, value: &Json, column_type: ColumnType) -> Result<Valu
         (Json::Number(n), ColumnType::VarChar(_)) => Ok(Value::Text(Some(n.to_string()))),
         (Json::Number(n), ColumnType::Int | ColumnType::BigInt | ColumnType::SmallInt) => n
             .as_i64()
-            .or_else(|| n.as_f64().map(|f| f as i64))
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && f.abs() < 9.2e18)
+                    .map(|f| f as i64)
+            })
             .map(|i| Value::Int(Some(i)))
             .ok_or_else(bad),
         (Json::String(s), ColumnType::Int | ColumnType::BigInt | ColumnType::SmallInt) => {

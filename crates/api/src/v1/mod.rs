@@ -594,6 +594,63 @@ fn wants_json(headers: &axum::http::HeaderMap) -> bool {
     lists_json(header::ACCEPT) || lists_json(header::CONTENT_TYPE)
 }
 
+/// Why the caller may not call this function this way, before anything else is read: the
+/// credential first, then the role, then the HTTP method, as upstream checks them.
+fn refusal(endpoint: &Endpoint, identity: &Identity, method: &Method) -> Option<Envelope> {
+    if endpoint.access != Open && !identity.is_authenticated() {
+        return Some(Envelope::fail("SSL secure connection is required"));
+    }
+    if endpoint.access != Open && identity.limited_proxy {
+        return Some(Envelope::fail(
+            "SSL secure connection is required (a limited proxy is not accepted here)",
+        ));
+    }
+    if endpoint.access == Production && !identity.production {
+        return Some(Envelope::fail("production or pilot role required"));
+    }
+    let allowed = match endpoint.verb {
+        Verb::Any => true,
+        Verb::Get => method == Method::GET || method == Method::HEAD,
+        Verb::Post => method == Method::POST,
+    };
+    if !allowed {
+        let expected = if endpoint.verb == Get { "GET" } else { "POST" };
+        return Some(Envelope::fail(format!(
+            "expecting {expected}, received {method}"
+        )));
+    }
+    None
+}
+
+/// Drops a body that will not be used, within an anonymous caller's limit and time.
+async fn discard_body(request: Request, state: &AppState) {
+    if declares_body(request.headers()) {
+        crate::body::discard(
+            request.into_body(),
+            state.limits.anonymous_max_body_bytes,
+            &state.limits,
+        )
+        .await;
+    }
+}
+
+/// Whether a request says it carries a body (a non-zero length, or chunks).
+fn declares_body(headers: &axum::http::HeaderMap) -> bool {
+    headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() != "0")
+}
+
+/// `application/json`, with or without parameters (`; charset=utf-8`).
+fn is_json_type(content_type: &str) -> bool {
+    content_type
+        .split(';')
+        .next()
+        .is_some_and(|t| t.trim() == "application/json")
+}
+
 /// Checks the caller, the method and the arguments, in upstream's order, then runs the
 /// handler.
 async fn call(
@@ -607,27 +664,9 @@ async fn call(
         .get::<Arc<Identity>>()
         .cloned()
         .unwrap_or_else(|| Arc::new(Identity::anonymous()));
-    if endpoint.access != Open && !identity.is_authenticated() {
-        return Ok(Envelope::fail("SSL secure connection is required"));
-    }
-    if endpoint.access != Open && identity.limited_proxy {
-        return Ok(Envelope::fail(
-            "SSL secure connection is required (a limited proxy is not accepted here)",
-        ));
-    }
-    if endpoint.access == Production && !identity.production {
-        return Ok(Envelope::fail("production or pilot role required"));
-    }
-    let allowed = match endpoint.verb {
-        Verb::Any => true,
-        Verb::Get => method == Method::GET || method == Method::HEAD,
-        Verb::Post => method == Method::POST,
-    };
-    if !allowed {
-        let expected = if endpoint.verb == Get { "GET" } else { "POST" };
-        return Ok(Envelope::fail(format!(
-            "expecting {expected}, received {method}"
-        )));
+    if let Some(refused) = refusal(endpoint, &identity, &method) {
+        discard_body(request, &state).await;
+        return Ok(refused);
     }
     let peer = request.extensions().get::<ClientAddr>().and_then(|c| c.0);
     let mut raw = match query_args(request.uri().query()) {
@@ -635,13 +674,32 @@ async fn call(
         Err(e) => return Ok(Envelope::fail(e)),
     };
     let mut from_query = true;
-    if method == Method::POST || method == Method::PUT {
-        let body = match read_body(request, state.limits.max_body_bytes).await {
-            Ok(body) => body,
-            Err(e) => return Err(e),
-        };
-        if !body.bytes.iter().all(u8::is_ascii_whitespace) {
-            match serde_json::from_slice::<Json>(&body.bytes) {
+    let posted = method == Method::POST || method == Method::PUT;
+    // Nothing is read that the function does not take.
+    if endpoint.params.is_empty() {
+        discard_body(request, &state).await;
+    } else if posted {
+        let content_type = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        // JSON only from a JSON content type: a browser's cross-site form (text/plain,
+        // form-urlencoded, multipart) carries no arguments here, and is not even read.
+        if !is_json_type(&content_type) && (declares_body(request.headers()) || !raw.is_empty()) {
+            discard_body(request, &state).await;
+            return Ok(Envelope::fail(format!(
+                "Argument error: POST arguments must be a JSON object sent with Content-Type: \
+                 application/json, not {:?}",
+                content_type.split(';').next().unwrap_or("")
+            )));
+        }
+        let limit = state.limits.body_limit_for(&identity);
+        let body = read_body(request, limit, &state.limits).await?;
+        let has_body = !body.bytes.iter().all(u8::is_ascii_whitespace);
+        if has_body {
+            match crate::body::parse_json(&body.bytes, &state.limits) {
                 Ok(Json::Object(map)) => {
                     raw = map;
                     from_query = false;
@@ -651,10 +709,12 @@ async fn call(
                         "Argument error: the body must be a JSON object",
                     ))
                 }
-                Err(e) => return Ok(Envelope::fail(format!("received invalid JSON: {e}"))),
+                Err(e) => return Ok(Envelope::fail(e.message())),
             }
         }
     }
+    // A worker only now that the request is whole: a slow sender holds none.
+    let _worker = state.stats.worker().await;
     let args = match validate(endpoint.params, &raw, from_query) {
         Ok(args) => args,
         Err(e) => return Ok(Envelope::fail(e)),

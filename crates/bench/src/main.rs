@@ -5,6 +5,11 @@
 //!   updateJob finished (with a file report), over the legacy API or `/api/v1`.
 //! - `submit`: N clients post `job/submit` batches.
 //! - `alive`: N clients hit the health endpoint.
+//! - `abuse`: pilots cycle for a while alone, then again while a thousand hostile
+//!   connections (slow bodies, idle connections, slow heads, bombs, floods; `abuse.rs`) are
+//!   open; reports both, and isAlive's latency in each.
+
+mod abuse;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -90,6 +95,25 @@ enum Mode {
         #[arg(long, default_value_t = 15)]
         duration: u64,
     },
+    /// Pilots alone, then pilots beside hostile connections; both reported.
+    Abuse {
+        #[arg(long, default_value_t = 64)]
+        pilots: usize,
+        /// Jobs submitted before each phase.
+        #[arg(long, default_value_t = 20000)]
+        jobs: usize,
+        #[arg(long, default_value = "TEST_QUEUE")]
+        site: String,
+        /// Seconds each phase runs.
+        #[arg(long, default_value_t = 20)]
+        duration: u64,
+        /// Hostile connections held open during the second phase.
+        #[arg(long, default_value_t = 1000)]
+        hostile: usize,
+        /// Hostile connections per source address (127.0.0.2, 127.0.0.3, ...).
+        #[arg(long, default_value_t = 200)]
+        per_address: usize,
+    },
     /// Clients calling the health endpoint.
     Alive {
         #[arg(long, default_value_t = 8)]
@@ -146,6 +170,32 @@ impl Recorder {
                 pct(0.99)
             );
         }
+    }
+}
+
+/// isAlive every 10 ms until `stop`, recorded as `isAlive`.
+async fn alive_probe(
+    client: reqwest::Client,
+    url: String,
+    rec: Arc<Recorder>,
+    stop: Arc<AtomicBool>,
+) {
+    while !stop.load(Ordering::Relaxed) {
+        let t = Instant::now();
+        match client
+            .get(format!("{url}/server/panda/isAlive"))
+            .send()
+            .await
+        {
+            Ok(r) if r.status().is_success() => {
+                let _ = r.bytes().await;
+            }
+            _ => {
+                rec.errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        rec.record("isAlive", t);
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -657,29 +707,12 @@ async fn main() -> anyhow::Result<()> {
                     })
                 })
                 .collect();
-            others.push({
-                let (client, url, rec, stop) =
-                    (client.clone(), cli.url.clone(), rec.clone(), stop.clone());
-                tokio::spawn(async move {
-                    while !stop.load(Ordering::Relaxed) {
-                        let t = Instant::now();
-                        match client
-                            .get(format!("{url}/server/panda/isAlive"))
-                            .send()
-                            .await
-                        {
-                            Ok(r) if r.status().is_success() => {
-                                let _ = r.bytes().await;
-                            }
-                            _ => {
-                                rec.errors.fetch_add(1, Ordering::Relaxed);
-                            }
-                        }
-                        rec.record("isAlive", t);
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
-                })
-            });
+            others.push(tokio::spawn(alive_probe(
+                client.clone(),
+                cli.url.clone(),
+                rec.clone(),
+                stop.clone(),
+            )));
             tokio::time::sleep(Duration::from_secs(duration)).await;
             stop.store(true, Ordering::Relaxed);
             let claimed = join_pilots(pilot_handles).await;
@@ -695,6 +728,96 @@ async fn main() -> anyhow::Result<()> {
             );
             rec.report(elapsed);
             failed |= !check_jobs(&client, &cli.url, &claimed).await?;
+        }
+        Mode::Abuse {
+            pilots,
+            jobs,
+            site,
+            duration,
+            hostile,
+            per_address,
+        } => {
+            let server: std::net::SocketAddr = cli
+                .url
+                .trim_start_matches("http://")
+                .trim_end_matches('/')
+                .parse()
+                .context("--url must be http://IP:PORT for the abuse scenario")?;
+            started = Instant::now();
+            let phase = |tag: &'static str, rec: Arc<Recorder>| {
+                let (client, url, site) = (client.clone(), cli.url.clone(), site.clone());
+                async move {
+                    submit_all(&client, &url, &site, jobs, tag).await?;
+                    let stop = Arc::new(AtomicBool::new(false));
+                    let t = Instant::now();
+                    let handles = PilotSetup {
+                        client: client.clone(),
+                        url: url.clone(),
+                        site,
+                        api: Api::Legacy,
+                        stop: stop.clone(),
+                        rec: rec.clone(),
+                        wait_for_jobs: false,
+                    }
+                    .spawn(pilots);
+                    let probe = tokio::spawn(alive_probe(
+                        client.clone(),
+                        url.clone(),
+                        rec.clone(),
+                        stop.clone(),
+                    ));
+                    tokio::time::sleep(Duration::from_secs(duration)).await;
+                    stop.store(true, Ordering::Relaxed);
+                    let claimed = join_pilots(handles).await;
+                    let _ = probe.await;
+                    anyhow::Ok((claimed, t.elapsed()))
+                }
+            };
+            let quiet_rec = Arc::new(Recorder::default());
+            let (quiet, quiet_time) = phase("calm", quiet_rec.clone()).await?;
+            let stop_abuse = Arc::new(AtomicBool::new(false));
+            let counts = Arc::new(abuse::AbuseCounts::default());
+            let hostile_handles = abuse::start(
+                server,
+                hostile,
+                per_address,
+                stop_abuse.clone(),
+                counts.clone(),
+            );
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let open_before = counts.connections_opened.load(Ordering::Relaxed);
+            let (abused, abused_time) = phase("rude", rec.clone()).await?;
+            stop_abuse.store(true, Ordering::Relaxed);
+            for h in hostile_handles {
+                h.abort();
+            }
+            let rate = |n: usize, t: Duration| n as f64 / t.as_secs_f64();
+            println!(
+                "without abuse: {} pilot cycles in {:.2}s = {:.1} cycles/s ({pilots} pilots)",
+                quiet.len(),
+                quiet_time.as_secs_f64(),
+                rate(quiet.len(), quiet_time)
+            );
+            quiet_rec.report(quiet_time);
+            println!(
+                "with abuse: {} pilot cycles in {:.2}s = {:.1} cycles/s = {:.0}% of the calm rate;                  {hostile} hostile connections ({open_before} opened before the phase, {} in all,                  {} closed by the server), {} bombs, {} flood requests",
+                abused.len(),
+                abused_time.as_secs_f64(),
+                rate(abused.len(), abused_time),
+                100.0 * rate(abused.len(), abused_time) / rate(quiet.len(), quiet_time).max(0.001),
+                counts.connections_opened.load(Ordering::Relaxed),
+                counts.closed_by_server.load(Ordering::Relaxed),
+                counts.bombs.load(Ordering::Relaxed),
+                counts.floods.load(Ordering::Relaxed),
+            );
+            rec.report(abused_time);
+            println!(
+                "abuse scenario: {:.1}s in all",
+                started.elapsed().as_secs_f64()
+            );
+            failed |= quiet_rec.errors.load(Ordering::Relaxed) > 0;
+            failed |= !check_jobs(&client, &cli.url, &quiet).await?;
+            failed |= !check_jobs(&client, &cli.url, &abused).await?;
         }
         Mode::Alive { clients, duration } => {
             started = Instant::now();

@@ -49,3 +49,10 @@ pub fn decode_submission(jobs_text: &str) -> Result<usize, String> {
 pub fn encode_job_description(job: &JobSpec) -> String {
     crate::v1::job_description(job).to_string()
 }
+
+/// Decodes `/api/v1` arguments as a POST (a JSON body) or a GET (a query string) and checks
+/// them against every function's declaration; returns how many declarations accepted them.
+/// The fuzz target of the argument decoder.
+pub fn decode_v1_args(body: &[u8], query: &str) -> usize {
+    crate::v1::fuzz_decode(body, query)
+}

@@ -287,6 +287,29 @@ impl X509Verifier {
         })
     }
 
+    /// Parses one DER certificate as the verifier parses a presented one (its kind, its
+    /// extensions, its VOMS ACs with itself as holder), without chain verification. For the
+    /// fuzz target of the DER, X.509 and AC parsers; an identity never comes from this.
+    #[doc(hidden)]
+    pub fn inspect_untrusted(&self, der_bytes: &[u8]) -> Result<usize, String> {
+        let cert = X509::from_der(der_bytes).map_err(|e| e.to_string())?;
+        let k = kind(&cert)?;
+        let mut found = usize::from(k.proxy) + usize::from(k.limited);
+        for (oid, value) in extensions(&cert)? {
+            if oid == VOMS_ACS {
+                found += self.voms_fqans(&value, &cert).map_or(0, |f| f.len());
+            }
+        }
+        Ok(found)
+    }
+
+    /// Parses a VOMS AC extension's value for `holder` as [`X509Verifier::verify`] does. For
+    /// the fuzz target of the AC parser.
+    #[doc(hidden)]
+    pub fn inspect_voms_untrusted(&self, value: &[u8], holder: &X509Ref) -> Result<usize, String> {
+        self.voms_fqans(value, holder).map(|f| f.len())
+    }
+
     /// The FQANs of the VOMS ACs in a proxy extension, each AC verified.
     fn voms_fqans(&self, value: &[u8], holder: &X509Ref) -> Result<Vec<String>, String> {
         let (outer, _) = der::expect(value, der::SEQUENCE, "VOMS ACs")?;

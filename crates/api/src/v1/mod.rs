@@ -634,6 +634,28 @@ async fn discard_body(request: Request, state: &AppState) {
     }
 }
 
+/// The decoding half of [`call`] for the fuzz target (`hot::decode_v1_args`).
+pub(crate) fn fuzz_decode(body: &[u8], query: &str) -> usize {
+    let limits = crate::Limits::default();
+    let from_body = match crate::body::parse_json(body, &limits) {
+        Ok(Json::Object(map)) => Some(map),
+        _ => None,
+    };
+    let from_query = query_args(Some(query)).ok();
+    ENDPOINTS
+        .iter()
+        .map(|e| {
+            let a = from_body
+                .as_ref()
+                .is_some_and(|raw| validate(e.params, raw, false).is_ok());
+            let b = from_query
+                .as_ref()
+                .is_some_and(|raw| validate(e.params, raw, true).is_ok());
+            usize::from(a) + usize::from(b)
+        })
+        .sum()
+}
+
 /// Whether a request says it carries a body (a non-zero length, or chunks).
 fn declares_body(headers: &axum::http::HeaderMap) -> bool {
     headers.contains_key(header::TRANSFER_ENCODING)

@@ -734,6 +734,9 @@ async fn call(
                 Err(e) => return Ok(Envelope::fail(e.message())),
             }
         }
+    } else {
+        // A GET's arguments are its query; a body it carries is not read.
+        discard_body(request, &state).await;
     }
     // A worker only now that the request is whole: a slow sender holds none.
     let _worker = state.stats.worker().await;

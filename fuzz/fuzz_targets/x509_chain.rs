@@ -27,6 +27,12 @@ fn fixture() -> &'static Fixture {
         name.append_entry_by_text("CN", "fuzz holder").expect("cn");
         let name = name.build();
         let mut builder = X509::builder().expect("builder");
+        // The serial of the seed user certificate in scripts/fuzz.sh, so seeded ACs pass the
+        // holder check and reach the signer.
+        let serial = openssl::bn::BigNum::from_u32(77).expect("bn");
+        builder
+            .set_serial_number(&serial.to_asn1_integer().expect("serial"))
+            .expect("serial");
         builder.set_subject_name(&name).expect("subject");
         builder.set_issuer_name(&name).expect("issuer");
         builder.set_pubkey(&key).expect("pubkey");

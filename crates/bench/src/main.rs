@@ -110,9 +110,16 @@ enum Mode {
         /// Hostile connections held open during the second phase.
         #[arg(long, default_value_t = 1000)]
         hostile: usize,
-        /// Hostile connections per source address (127.0.0.2, 127.0.0.3, ...).
+        /// Hostile connections per named client (the server must trust 127.0.0.128/25 as
+        /// load balancers: `PANDA_TRUSTED_PROXIES=127.0.0.128/25`).
         #[arg(long, default_value_t = 200)]
         per_address: usize,
+        /// Compressed bombs posted per second.
+        #[arg(long, default_value_t = 5.0)]
+        bomb_rate: f64,
+        /// Odd requests (percent-spelled names, unknown methods) per second.
+        #[arg(long, default_value_t = 200.0)]
+        flood_rate: f64,
     },
     /// Clients calling the health endpoint.
     Alive {
@@ -137,6 +144,13 @@ struct Recorder {
 }
 
 impl Recorder {
+    /// Counts an error; the first few are printed with what went wrong.
+    fn fail(&self, what: impl std::fmt::Display) {
+        if self.errors.fetch_add(1, Ordering::Relaxed) < 5 {
+            eprintln!("error: {what}");
+        }
+    }
+
     fn record(&self, name: &'static str, started: Instant) {
         if let Ok(mut calls) = self.calls.lock() {
             calls
@@ -458,13 +472,13 @@ async fn pilot(setup: PilotSetup, node: usize) -> Vec<i64> {
                     Ok(r) => match r.json::<Json>().await {
                         Ok(j) if j["StatusCode"] == 0 => j["PandaID"].as_i64(),
                         Ok(_) => None,
-                        Err(_) => {
-                            rec.errors.fetch_add(1, Ordering::Relaxed);
+                        Err(e) => {
+                            rec.fail(format_args!("getJob answer: {e}"));
                             None
                         }
                     },
-                    Err(_) => {
-                        rec.errors.fetch_add(1, Ordering::Relaxed);
+                    Err(e) => {
+                        rec.fail(format_args!("getJob: {e:?}"));
                         None
                     }
                 }
@@ -559,8 +573,11 @@ async fn main() -> anyhow::Result<()> {
         "command: {}",
         std::env::args().collect::<Vec<_>>().join(" ")
     );
+    // Idle pooled connections are dropped before the server's keepalive_timeout (5 s) closes
+    // them, so that no request is sent on a connection the server is closing.
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
+        .pool_idle_timeout(Duration::from_secs(4))
         .timeout(Duration::from_secs(60))
         .build()?;
     let usage_before = cli.server_pid.and_then(process_usage);
@@ -736,6 +753,8 @@ async fn main() -> anyhow::Result<()> {
             duration,
             hostile,
             per_address,
+            bomb_rate,
+            flood_rate,
         } => {
             let server: std::net::SocketAddr = cli
                 .url
@@ -781,10 +800,12 @@ async fn main() -> anyhow::Result<()> {
                 server,
                 hostile,
                 per_address,
+                bomb_rate,
+                flood_rate,
                 stop_abuse.clone(),
                 counts.clone(),
             );
-            tokio::time::sleep(Duration::from_secs(5)).await;
+            tokio::time::sleep(Duration::from_secs(3)).await;
             let open_before = counts.connections_opened.load(Ordering::Relaxed);
             let (abused, abused_time) = phase("rude", rec.clone()).await?;
             stop_abuse.store(true, Ordering::Relaxed);

@@ -83,12 +83,7 @@ pub async fn read_body(
     limit: usize,
     limits: &Limits,
 ) -> Result<RawBody, BodyError> {
-    let content_type = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
+    let content_type = content_type(request.headers());
     let (parts, body) = request.into_parts();
     let bytes = collect(&parts.headers, body, limit, limits).await?;
     if content_type.starts_with("multipart/form-data") {
@@ -105,6 +100,15 @@ pub async fn read_body(
         content_type,
         multipart: None,
     })
+}
+
+/// The request's `Content-Type`, lower-cased; empty when there is none.
+pub fn content_type(headers: &axum::http::HeaderMap) -> String {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase()
 }
 
 /// The body's bytes, at most `limit` of them, arriving in the time allowed.

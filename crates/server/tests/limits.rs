@@ -19,14 +19,28 @@ use serde_json::{json, Value as Json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-/// A server with local mode off (a configuration file), so loopback callers are anonymous.
-fn anonymous_server(db: &TestDb, site: &Site, extra: &[(&str, &str)]) -> Server {
-    let mut env = db_env(db);
+/// A server with local mode off (a configuration file), so loopback callers are anonymous;
+/// on SQLite, with `extra` settings. Fields drop in order: the server stops first.
+struct AnonymousServer {
+    server: Server,
+    _site: Site,
+    _db: TestDb,
+}
+
+fn anonymous_server(extra: &[(&str, &str)]) -> AnonymousServer {
+    let db = TestDb::new(Backend::Sqlite);
+    let site = Site::new();
+    let mut env = db_env(&db);
     env.extend(site.env());
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let cfg = site.dir.path().join("panda_server.cfg");
     std::fs::write(&cfg, "[server]\nbind_address = 127.0.0.1\n").expect("cfg");
-    Server::start(&["--config", &cfg.display().to_string()], &env)
+    let server = Server::start(&["--config", &cfg.display().to_string()], &env);
+    AnonymousServer {
+        server,
+        _site: site,
+        _db: db,
+    }
 }
 
 /// The server process's peak resident memory, in kB.
@@ -102,9 +116,8 @@ async fn alive_in(client: &reqwest::Client, server: &Server) -> Duration {
 
 #[tokio::test]
 async fn compressed_bombs_cost_the_server_little() {
-    let db = TestDb::new(Backend::Sqlite);
-    let site = Site::new();
-    let server = anonymous_server(&db, &site, &[]);
+    let anonymous = anonymous_server(&[]);
+    let server = &anonymous.server;
     let client = http();
     let bomb = bomb(120);
     assert!(bomb.len() < 1024 * 1024, "the bomb is {} bytes", bomb.len());
@@ -160,7 +173,7 @@ async fn compressed_bombs_cost_the_server_little() {
             "{status} {text}"
         );
     }
-    let peak = peak_rss_kb(&server);
+    let peak = peak_rss_kb(server);
     assert!(peak < 200_000, "peak RSS {peak} kB after anonymous bombs");
 }
 
@@ -205,18 +218,13 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_senders_hold_connections_not_workers() {
-    let db = TestDb::new(Backend::Sqlite);
-    let site = Site::new();
-    let server = anonymous_server(
-        &db,
-        &site,
-        &[
-            ("PANDA_MAX_WORKERS", "4"),
-            ("PANDA_BODY_READ_TIMEOUT", "4"),
-            ("PANDA_HEADER_READ_TIMEOUT", "30"),
-        ],
-    );
-    let address = socket_addr(&server);
+    let anonymous = anonymous_server(&[
+        ("PANDA_MAX_WORKERS", "4"),
+        ("PANDA_BODY_READ_TIMEOUT", "4"),
+        ("PANDA_HEADER_READ_TIMEOUT", "30"),
+    ]);
+    let server = &anonymous.server;
+    let address = socket_addr(server);
     // 300 uploads that promise 100 bytes and send one.
     let mut slow = Vec::new();
     for n in 0..300 {
@@ -233,7 +241,7 @@ async fn slow_senders_hold_connections_not_workers() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let client = http();
     for _ in 0..5 {
-        let took = alive_in(&client, &server).await;
+        let took = alive_in(&client, server).await;
         assert!(took < Duration::from_secs(1), "isAlive took {took:?}");
     }
     // A call that needs a worker answers too.
@@ -254,18 +262,13 @@ async fn slow_senders_hold_connections_not_workers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_and_slow_heads_are_closed_and_peers_capped() {
-    let db = TestDb::new(Backend::Sqlite);
-    let site = Site::new();
-    let server = anonymous_server(
-        &db,
-        &site,
-        &[
-            ("PANDA_KEEPALIVE_TIMEOUT", "1"),
-            ("PANDA_HEADER_READ_TIMEOUT", "2"),
-            ("PANDA_MAX_CONNECTIONS_PER_PEER", "50"),
-        ],
-    );
-    let address = socket_addr(&server);
+    let anonymous = anonymous_server(&[
+        ("PANDA_KEEPALIVE_TIMEOUT", "1"),
+        ("PANDA_HEADER_READ_TIMEOUT", "2"),
+        ("PANDA_MAX_CONNECTIONS_PER_PEER", "50"),
+    ]);
+    let server = &anonymous.server;
+    let address = socket_addr(server);
     // 200 idle connections, 50 from each of four addresses: all held, none answered.
     let mut idle = Vec::new();
     for n in 0..200 {
@@ -282,7 +285,7 @@ async fn idle_connections_and_slow_heads_are_closed_and_peers_capped() {
     );
     // 127.0.0.1 is not affected.
     let client = http();
-    let took = alive_in(&client, &server).await;
+    let took = alive_in(&client, server).await;
     assert!(took < Duration::from_secs(1), "isAlive took {took:?}");
     // A head that trickles in is cut off at the header timeout.
     let fresh = |last: u8| IpAddr::from([127, 0, 0, last]);
@@ -401,10 +404,7 @@ async fn api_v1_reads_arguments_only_from_a_json_content_type() {
 async fn metric_labels_come_from_a_closed_set() {
     let db = TestDb::new(Backend::Sqlite);
     let server = Server::start(&[], &db_env(&db));
-    let metrics_url = server
-        .find_log("metrics on ")
-        .and_then(|l| l.split("metrics on ").nth(1).map(|u| u.trim().to_string()))
-        .expect("metrics address in the log");
+    let metrics_url = server.metrics_url();
     let client = http();
     let size = |url: String| {
         let client = client.clone();

@@ -186,16 +186,7 @@ fn samples(text: &str) -> Vec<(String, f64)> {
 async fn metrics_are_prometheus_text_and_move_with_requests() {
     let db = TestDb::new(Backend::Sqlite);
     let server = Server::start(&[], &db_env(&db));
-    let metrics_url = server
-        .find_log("metrics on ")
-        .map(|l| {
-            l.split("metrics on ")
-                .nth(1)
-                .unwrap_or("")
-                .trim()
-                .to_string()
-        })
-        .expect("metrics address in the log");
+    let metrics_url = server.metrics_url();
     let client = http();
     let read = |url: String| {
         let client = client.clone();

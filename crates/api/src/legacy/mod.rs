@@ -68,6 +68,13 @@ pub async fn dispatch(
         return forbidden_method(&method);
     };
     if handler == "isAlive" {
+        // No arguments: a body is dropped unread (within an anonymous caller's bounds).
+        crate::body::discard(
+            request.into_body(),
+            state.limits.anonymous_max_body_bytes,
+            &state.limits,
+        )
+        .await;
         return is_alive();
     }
     let identity = request

@@ -701,12 +701,7 @@ async fn call(
     if endpoint.params.is_empty() {
         discard_body(request, &state).await;
     } else if posted {
-        let content_type = request
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_ascii_lowercase();
+        let content_type = crate::body::content_type(request.headers());
         // JSON only from a JSON content type: a browser's cross-site form (text/plain,
         // form-urlencoded, multipart) carries no arguments here, and is not even read.
         if !is_json_type(&content_type) && (declares_body(request.headers()) || !raw.is_empty()) {

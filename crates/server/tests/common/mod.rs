@@ -250,6 +250,13 @@ impl Server {
         }
     }
 
+    /// The `/metrics` URL the server logged at start.
+    pub fn metrics_url(&self) -> String {
+        self.find_log("metrics on ")
+            .and_then(|l| l.split("metrics on ").nth(1).map(|u| u.trim().to_string()))
+            .expect("metrics address in the log")
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map(Child::id).unwrap_or(0)
     }

@@ -12,7 +12,9 @@ use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use common::{api_client, db_env, gzip, http, submit, Server, Site, Stack, TestJob};
+use common::{
+    api_client, assert_refused, db_env, envelope, gzip, http, submit, Server, Site, Stack, TestJob,
+};
 use panda_store::testing::{backends, TestDb};
 use panda_store::Backend;
 use serde_json::{json, Value as Json};
@@ -122,30 +124,24 @@ async fn compressed_bombs_cost_the_server_little() {
     let bomb = bomb(120);
     assert!(bomb.len() < 1024 * 1024, "the bomb is {} bytes", bomb.len());
     // A function without arguments reads no body at all.
-    let alive: Json = client
-        .post(server.url("/api/v1/system/is_alive"))
-        .header("Content-Type", "application/json")
-        .header("Accept", "application/json")
-        .body(bomb.clone())
-        .send()
-        .await
-        .expect("is_alive")
-        .json()
-        .await
-        .expect("envelope");
+    let alive = envelope(
+        client
+            .post(server.url("/api/v1/system/is_alive"))
+            .header("Content-Type", "application/json")
+            .header("Accept", "application/json")
+            .body(bomb.clone()),
+    )
+    .await;
     assert_eq!(alive["success"], true, "{alive}");
     // A secure function refuses an anonymous caller before reading the body.
-    let refused: Json = client
-        .post(server.url("/api/v1/job/kill"))
-        .header("Content-Type", "application/json")
-        .header("Accept", "application/json")
-        .body(bomb.clone())
-        .send()
-        .await
-        .expect("kill")
-        .json()
-        .await
-        .expect("envelope");
+    let refused = envelope(
+        client
+            .post(server.url("/api/v1/job/kill"))
+            .header("Content-Type", "application/json")
+            .header("Accept", "application/json")
+            .body(bomb.clone()),
+    )
+    .await;
     assert_eq!(
         refused["message"], "SSL secure connection is required",
         "{refused}"
@@ -181,23 +177,14 @@ async fn compressed_bombs_cost_the_server_little() {
 async fn a_verified_caller_cannot_expand_a_body_into_gigabytes() {
     // Local mode: the loopback caller is the operator, with the full 128 MiB body limit.
     let stack = Stack::start(Backend::Sqlite, &[], &[]).await;
-    let reply: Json = api_client()
-        .post(stack.server.url("/api/v1/job/kill"))
-        .header("Content-Type", "application/json")
-        .body(bomb(120))
-        .send()
-        .await
-        .expect("get_status")
-        .json()
-        .await
-        .expect("envelope");
-    assert_eq!(reply["success"], false, "{reply}");
-    assert!(
-        reply["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("more than 2000000 values")),
-        "{reply}"
-    );
+    let reply = envelope(
+        api_client()
+            .post(stack.server.url("/api/v1/job/kill"))
+            .header("Content-Type", "application/json")
+            .body(bomb(120)),
+    )
+    .await;
+    assert_refused(&reply, "more than 2000000 values");
     let peak = peak_rss_kb(&stack.server);
     assert!(peak < 600_000, "peak RSS {peak} kB after a 120 MiB body");
 }
@@ -343,36 +330,24 @@ async fn api_v1_reads_arguments_only_from_a_json_content_type() {
         "application/x-www-form-urlencoded",
         "multipart/form-data; boundary=x",
     ] {
-        let reply: Json = client
-            .post(stack.server.url("/api/v1/job/kill"))
-            .header("Content-Type", content_type)
-            .header("Accept", "application/json")
-            .body(body.clone())
-            .send()
-            .await
-            .expect("kill")
-            .json()
-            .await
-            .expect("envelope");
-        assert_eq!(reply["success"], false, "{content_type}: {reply}");
-        assert!(
-            reply["message"]
-                .as_str()
-                .is_some_and(|m| m.contains("Content-Type: application/json")),
-            "{content_type}: {reply}"
-        );
+        let reply = envelope(
+            client
+                .post(stack.server.url("/api/v1/job/kill"))
+                .header("Content-Type", content_type)
+                .header("Accept", "application/json")
+                .body(body.clone()),
+        )
+        .await;
+        assert_refused(&reply, "Content-Type: application/json");
     }
     // Query arguments on a non-JSON POST count for nothing either.
-    let reply: Json = client
-        .post(stack.server.url(&format!("/api/v1/job/kill?job_ids={id}")))
-        .header("Content-Type", "text/plain")
-        .header("Accept", "application/json")
-        .send()
-        .await
-        .expect("kill")
-        .json()
-        .await
-        .expect("envelope");
+    let reply = envelope(
+        client
+            .post(stack.server.url(&format!("/api/v1/job/kill?job_ids={id}")))
+            .header("Content-Type", "text/plain")
+            .header("Accept", "application/json"),
+    )
+    .await;
     assert_eq!(reply["success"], false, "{reply}");
     let status = stack
         .store
@@ -387,16 +362,13 @@ async fn api_v1_reads_arguments_only_from_a_json_content_type() {
         Some("activated")
     );
     // The same call as the clients send it works.
-    let reply: Json = client
-        .post(stack.server.url("/api/v1/job/kill"))
-        .header("Accept", "application/json")
-        .json(&json!({"job_ids": [id]}))
-        .send()
-        .await
-        .expect("kill")
-        .json()
-        .await
-        .expect("envelope");
+    let reply = envelope(
+        client
+            .post(stack.server.url("/api/v1/job/kill"))
+            .header("Accept", "application/json")
+            .json(&json!({"job_ids": [id]})),
+    )
+    .await;
     assert_eq!(reply["success"], true, "{reply}");
 }
 
@@ -475,22 +447,13 @@ async fn id_lists_and_column_values_are_checked_before_any_sql() {
             .expect("getStatus");
         assert_eq!(reply.status(), 400, "{backend:?}");
         assert!(reply.text().await.expect("text").contains("limit of 5500"));
-        let reply: Json = api_client()
-            .post(stack.server.url("/api/v1/job/kill"))
-            .json(&json!({"job_ids": (1..=6000).collect::<Vec<i64>>()}))
-            .send()
-            .await
-            .expect("get_status")
-            .json()
-            .await
-            .expect("envelope");
-        assert_eq!(reply["success"], false, "{reply}");
-        assert!(
-            reply["message"]
-                .as_str()
-                .is_some_and(|m| m.contains("limit of 5500")),
-            "{reply}"
-        );
+        let reply = envelope(
+            api_client()
+                .post(stack.server.url("/api/v1/job/kill"))
+                .json(&json!({"job_ids": (1..=6000).collect::<Vec<i64>>()})),
+        )
+        .await;
+        assert_refused(&reply, "limit of 5500");
 
         // A job handed to a pilot, then heartbeats with values no column can hold.
         let id = submit(&client, &stack.server, &[TestJob::new("bounds")]).await[0];

@@ -12,15 +12,7 @@ use panda_store::Backend;
 use serde_json::{json, Value as Json};
 
 fn client(pki: &GridPki, credential: Option<&Credential>) -> reqwest::Client {
-    let mut builder = reqwest::Client::builder()
-        .add_root_certificate(
-            reqwest::Certificate::from_pem(&pki.ca.cert.to_pem().expect("pem")).expect("root"),
-        )
-        .timeout(std::time::Duration::from_secs(20));
-    if let Some(c) = credential {
-        builder = builder.identity(c.identity());
-    }
-    builder.build().expect("client")
+    pki.client(credential)
 }
 
 /// `system/get_attributes` over HTTPS: the status and the answer's text.

@@ -10,7 +10,7 @@
 mod common;
 
 use common::pki::{self, Credential, GridPki, Issued};
-use common::{db_env, required, Server, Site, TestJob};
+use common::{db_env, envelope, required, Server, Site, TestJob};
 use panda_store::testing::TestDb;
 use panda_store::Backend;
 use serde_json::{json, Value as Json};
@@ -19,14 +19,7 @@ const ALICE_DN: &str = "/DC=org/DC=test/OU=Users/CN=Alice Tester";
 const PRODUCTION_DN: &str = "/DC=org/DC=bar/OU=Users/CN=Bar prod";
 
 fn client(pki: &GridPki, credential: &Credential) -> reqwest::Client {
-    reqwest::Client::builder()
-        .add_root_certificate(
-            reqwest::Certificate::from_pem(&pki.ca.cert.to_pem().expect("pem")).expect("root"),
-        )
-        .identity(credential.identity())
-        .timeout(std::time::Duration::from_secs(20))
-        .build()
-        .expect("client")
+    pki.client(Some(credential))
 }
 
 /// `system/get_attributes` over HTTPS: the status and the parsed envelope (or the text).
@@ -85,16 +78,13 @@ async fn extra_certificates_never_name_the_caller_and_limited_stays_limited() {
     let mut job = TestJob::new("bobs-job");
     job.label = "user".into();
     let body = json!({"jobs": Json::Array(vec![job.state()]).to_string()});
-    let reply: Json = client(&pki, &bob)
-        .post(format!("{}/api/v1/job/submit", server.https_url()))
-        .header("Accept", "application/json")
-        .json(&body)
-        .send()
-        .await
-        .expect("submit")
-        .json()
-        .await
-        .expect("envelope");
+    let reply = envelope(
+        client(&pki, &bob)
+            .post(format!("{}/api/v1/job/submit", server.https_url()))
+            .header("Accept", "application/json")
+            .json(&body),
+    )
+    .await;
     assert_eq!(reply["success"], true, "{reply}");
     let bobs_job = reply["data"][0][0]
         .as_i64()
@@ -120,28 +110,22 @@ async fn extra_certificates_never_name_the_caller_and_limited_stays_limited() {
 
     // With Bob's certificate in that slot, Alice still cannot kill Bob's job.
     let forged = presented(&proxy, &[&bob, &alice]);
-    let kill: Json = client(&pki, &forged)
-        .post(format!("{}/api/v1/job/kill", server.https_url()))
-        .header("Accept", "application/json")
-        .json(&json!({"job_ids": [bobs_job]}))
-        .send()
-        .await
-        .expect("kill")
-        .json()
-        .await
-        .expect("envelope");
-    let status: Json = client(&pki, &bob)
-        .get(format!(
-            "{}/api/v1/job/get_status?job_ids={bobs_job}",
-            server.https_url()
-        ))
-        .header("Accept", "application/json")
-        .send()
-        .await
-        .expect("status")
-        .json()
-        .await
-        .expect("envelope");
+    let kill = envelope(
+        client(&pki, &forged)
+            .post(format!("{}/api/v1/job/kill", server.https_url()))
+            .header("Accept", "application/json")
+            .json(&json!({"job_ids": [bobs_job]})),
+    )
+    .await;
+    let status = envelope(
+        client(&pki, &bob)
+            .get(format!(
+                "{}/api/v1/job/get_status?job_ids={bobs_job}",
+                server.https_url()
+            ))
+            .header("Accept", "application/json"),
+    )
+    .await;
     assert_ne!(kill["data"][0], true, "alice killed bob's job: {kill}");
     let text = status.to_string();
     assert!(

@@ -100,6 +100,28 @@ pub fn api_client() -> reqwest::Client {
         .expect("client")
 }
 
+/// Sends a request and reads the `/api/v1` envelope it answers.
+pub async fn envelope(request: reqwest::RequestBuilder) -> serde_json::Value {
+    request
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("an /api/v1 envelope")
+}
+
+/// Asserts that an `/api/v1` envelope failed with a message containing `needle`.
+pub fn assert_refused(reply: &serde_json::Value, needle: &str) {
+    assert_eq!(reply["success"], false, "{reply}");
+    assert!(
+        reply["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(needle)),
+        "expected {needle:?}: {reply}"
+    );
+}
+
 /// Runs the binary to completion with `args` and `env`, bounded in time.
 pub fn run(args: &[&str], env: &[(String, String)]) -> Output {
     let mut command = Command::new(BINARY);

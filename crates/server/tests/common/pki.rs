@@ -287,6 +287,19 @@ impl GridPki {
         GridPki { dir, ca, host }
     }
 
+    /// An HTTPS client that trusts this PKI's CA and presents `credential`, if any.
+    pub fn client(&self, credential: Option<&Credential>) -> reqwest::Client {
+        let root =
+            reqwest::Certificate::from_pem(&self.ca.cert.to_pem().expect("pem")).expect("root");
+        let mut builder = reqwest::Client::builder()
+            .add_root_certificate(root)
+            .timeout(std::time::Duration::from_secs(20));
+        if let Some(c) = credential {
+            builder = builder.identity(c.identity());
+        }
+        builder.build().expect("client")
+    }
+
     pub fn path(&self, sub: &str) -> PathBuf {
         self.dir.path().join(sub)
     }

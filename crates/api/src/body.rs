@@ -363,6 +363,16 @@ pub fn legacy_params(
             .map_err(|e| BodyError::Unreadable(format!("malformed form body: {e}")))?;
         pairs.extend(parsed);
     }
+    // No database stores a NUL in text: refused here, named, before any SQL sees it.
+    if let Some((name, _)) = pairs
+        .iter()
+        .find(|(k, v)| k.contains('\0') || v.contains('\0'))
+    {
+        return Err(BodyError::Unreadable(format!(
+            "parameter {:?} contains a NUL byte",
+            name.replace('\0', "\\0")
+        )));
+    }
     Ok(LegacyParams { pairs })
 }
 
@@ -441,6 +451,17 @@ mod tests {
             gunzip(&data[..data.len() / 2], 2000),
             Err(BodyError::Unreadable(_))
         ));
+    }
+
+    #[test]
+    fn nul_bytes_are_refused_with_the_parameter_named() {
+        let err = legacy_params(
+            None,
+            raw(b"siteName=Q%00x", "application/x-www-form-urlencoded"),
+            &Limits::default(),
+        )
+        .expect_err("NUL");
+        assert!(matches!(err, BodyError::Unreadable(m) if m.contains("siteName")));
     }
 
     #[test]

@@ -455,6 +455,23 @@ async fn id_lists_and_column_values_are_checked_before_any_sql() {
         .await;
         assert_refused(&reply, "limit of 5500");
 
+        // NUL bytes, which PostgreSQL cannot store, are named before any SQL runs.
+        let reply = client
+            .post(stack.server.url("/server/panda/getJob"))
+            .form(&[("siteName", "TEST\u{0}QUEUE"), ("node", "wn1")])
+            .send()
+            .await
+            .expect("getJob");
+        assert_eq!(reply.status(), 400, "{backend:?}");
+        assert!(reply.text().await.expect("text").contains("siteName"));
+        let reply = envelope(
+            api_client()
+                .post(stack.server.url("/api/v1/job/set_command"))
+                .json(&json!({"job_id": 1, "command": "debug\u{0}"})),
+        )
+        .await;
+        assert_refused(&reply, "'command' contains a NUL byte");
+
         // A job handed to a pilot, then heartbeats with values no column can hold.
         let id = submit(&client, &stack.server, &[TestJob::new("bounds")]).await[0];
         let got = client

@@ -339,6 +339,13 @@ pub(crate) async fn update_jobs_in_bulk(state: &AppState, call: &LegacyCall) -> 
         Ok(jobs) => jobs,
         Err(e) => return Ok(fail(format!("ValueError {e}"))),
     };
+    if jobs.len() > crate::MAX_IDS {
+        return Err(LegacyError::BadRequest(format!(
+            "jobList: {} jobs, more than the limit of {}",
+            jobs.len(),
+            crate::MAX_IDS
+        )));
+    }
     let mut answers = Vec::with_capacity(jobs.len());
     for job in jobs {
         let params = LegacyParams::from_json_object(job);

@@ -77,6 +77,16 @@ pub(crate) const fn opt(name: &'static str, ty: Ty) -> Param {
 
 /// Checks `raw` against `params` and returns the arguments with their declared types.
 /// `from_query` says the values are query-string text, to be cast rather than checked.
+/// Whether a string anywhere in `value` holds a NUL, which no database column can store.
+fn holds_nul(value: &Json) -> bool {
+    match value {
+        Json::String(s) => s.contains('\0'),
+        Json::Array(items) => items.iter().any(holds_nul),
+        Json::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
+        _ => false,
+    }
+}
+
 /// Items one ID or name list may hold: upstream's own bound on PandaID lists (5,500 for
 /// `get_description`), for every list of IDs or names.
 pub(crate) const MAX_LIST_ITEMS: usize = crate::MAX_IDS;
@@ -121,6 +131,12 @@ pub(crate) fn validate(
                 param.ty.name()
             )
         })?;
+        if holds_nul(&typed) {
+            return Err(format!(
+                "Type error: argument '{}' contains a NUL byte",
+                param.name
+            ));
+        }
         if let (Ty::IntList | Ty::StrList, Some(items)) = (param.ty, typed.as_array()) {
             if items.len() > MAX_LIST_ITEMS {
                 return Err(format!(
@@ -352,5 +368,19 @@ mod tests {
         );
         let err = validate(PARAMS, &map(json!({"code": 1})), false).expect_err("missing");
         assert_eq!(err, "Argument error: missing required argument 'job_ids'");
+    }
+
+    #[test]
+    fn nul_bytes_and_long_lists_are_refused_by_name() {
+        let err = validate(
+            PARAMS,
+            &map(json!({"job_ids": [1], "name": "a\u{0}b"})),
+            false,
+        )
+        .expect_err("NUL");
+        assert!(err.contains("'name'") && err.contains("NUL"), "{err}");
+        let many: Vec<i64> = (0..=MAX_LIST_ITEMS as i64).collect();
+        let err = validate(PARAMS, &map(json!({ "job_ids": many })), false).expect_err("long");
+        assert!(err.contains("limit of 5500"), "{err}");
     }
 }

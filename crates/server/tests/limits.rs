@@ -229,7 +229,7 @@ async fn slow_senders_hold_connections_not_workers() {
     let client = http();
     for _ in 0..5 {
         let took = alive_in(&client, server).await;
-        assert!(took < Duration::from_secs(1), "isAlive took {took:?}");
+        assert!(took < Duration::from_secs(2), "isAlive took {took:?}");
     }
     // A call that needs a worker answers too.
     let started = Instant::now();
@@ -239,7 +239,7 @@ async fn slow_senders_hold_connections_not_workers() {
         .await
         .expect("checkJobStatus");
     assert_eq!(reply.status(), 200);
-    assert!(started.elapsed() < Duration::from_secs(1));
+    assert!(started.elapsed() < Duration::from_secs(2));
     // The slow ones are answered 408 once their time is up.
     let answer = closed_within(&mut slow[0], Duration::from_secs(10))
         .await
@@ -273,7 +273,7 @@ async fn idle_connections_and_slow_heads_are_closed_and_peers_capped() {
     // 127.0.0.1 is not affected.
     let client = http();
     let took = alive_in(&client, server).await;
-    assert!(took < Duration::from_secs(1), "isAlive took {took:?}");
+    assert!(took < Duration::from_secs(2), "isAlive took {took:?}");
     // A head that trickles in is cut off at the header timeout.
     let fresh = |last: u8| IpAddr::from([127, 0, 0, last]);
     let mut trickle = connect_from(fresh(20), address).await;

@@ -135,6 +135,17 @@ fn carries_credentials(headers: &HeaderMap) -> bool {
         || headers.contains_key("x-ssl-client-cert")
 }
 
+/// Reads and drops the body of a refused request within an anonymous caller's bounds, so the
+/// refusal reaches a client that is still sending.
+async fn drop_body(request: Request, state: &AppState) {
+    crate::body::discard(
+        request.into_body(),
+        state.limits.anonymous_max_body_bytes,
+        &state.limits,
+    )
+    .await;
+}
+
 /// Middleware: attaches the caller's [`Identity`] to the request.
 pub async fn resolve(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let peer = request
@@ -151,6 +162,7 @@ pub async fn resolve(State(state): State<AppState>, mut request: Request, next: 
             Err(reason) => {
                 tracing::warn!(target: "panda::auth", peer = ?peer, path = request.uri().path(),
                 reason = %reason, "credentials refused");
+                drop_body(request, &state).await;
                 return (
                     axum::http::StatusCode::FORBIDDEN,
                     [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
@@ -163,6 +175,7 @@ pub async fn resolve(State(state): State<AppState>, mut request: Request, next: 
         let user = panda_core::identity::clean_user_id(dn);
         if state.bans.is_banned(state.service.store(), &user).await {
             tracing::warn!(target: "panda::auth", user = %user, "banned user refused");
+            drop_body(request, &state).await;
             return (
                 axum::http::StatusCode::FORBIDDEN,
                 [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],

@@ -638,3 +638,32 @@ async fn behind_a_balancer_the_client_is_who_the_proxy_protocol_names() {
     .await;
     assert!(other.contains("alive=yes"), "{other}");
 }
+
+#[tokio::test]
+async fn refusals_reach_a_client_that_is_still_sending() {
+    let anonymous = anonymous_server(&[]);
+    let server = &anonymous.server;
+    let client = http();
+    let body = vec![b'x'; 512 * 1024];
+    for _ in 0..5 {
+        for (path, token, status) in [
+            ("/server/panda/noSuchMethod", None, 403),
+            ("/api/v1/job/kill", Some("Bearer not.a.token"), 403),
+            ("/server/panda/isAlive", None, 200),
+            ("/api/v1/job/kill", None, 200),
+        ] {
+            let mut request = client
+                .post(server.url(path))
+                .header("Content-Type", "application/json")
+                .body(body.clone());
+            if let Some(token) = token {
+                request = request.header("Authorization", token);
+            }
+            let reply = request
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{path}: the answer was lost: {e:?}"));
+            assert_eq!(reply.status().as_u16(), status, "{path}");
+        }
+    }
+}

@@ -64,19 +64,21 @@ pub async fn dispatch(
     Path(method): Path<String>,
     request: Request,
 ) -> Response {
-    let Some(&(handler, access)) = LEGACY_METHODS.iter().find(|(name, _)| *name == method) else {
-        return forbidden_method(&method);
-    };
-    if handler == "isAlive" {
-        // No arguments: a body is dropped unread (within an anonymous caller's bounds).
+    let served = LEGACY_METHODS.iter().find(|(name, _)| *name == method);
+    let Some(&(handler, access)) = served.filter(|(name, _)| *name != "isAlive") else {
+        // isAlive takes no arguments, and a method not served takes none either: a body is
+        // dropped unread, within an anonymous caller's bounds.
         crate::body::discard(
             request.into_body(),
             state.limits.anonymous_max_body_bytes,
             &state.limits,
         )
         .await;
-        return is_alive();
-    }
+        return match served {
+            Some(_) => is_alive(),
+            None => forbidden_method(&method),
+        };
+    };
     let identity = request
         .extensions()
         .get::<Arc<Identity>>()

@@ -65,7 +65,7 @@ const SERVER_KEYS: &[&str] = &[
     "vomsdir",
     "pilot_owners",
 ];
-const DAEMON_KEYS: &[&str] = &["config", "enable"];
+const DAEMON_KEYS: &[&str] = &["config", "enable", "metrics_address"];
 
 /// Upstream keys that mean nothing to this server (yet); accepted without a warning.
 const UPSTREAM_ONLY_KEYS: &[&str] = &[
@@ -206,8 +206,13 @@ pub struct Config {
     pub max_connections_per_peer: usize,
     /// Load balancers that must open each connection with a PROXY protocol header.
     pub trusted_proxies: Vec<crate::connections::IpRange>,
-    /// Where `/metrics` listens; `None` when disabled (`metrics_address = off`).
+    /// Where `/metrics` listens; `None` when disabled (`metrics_address = off`). The web
+    /// tier's (and the all-in-one server's).
     pub metrics_address: Option<std::net::SocketAddr>,
+    /// Where `panda-server daemon` serves its `/metrics` (`[daemon] metrics_address`): an
+    /// address of its own, so that the web tier and the daemon on one node do not both bind
+    /// the web tier's.
+    pub daemon_metrics_address: Option<std::net::SocketAddr>,
     /// Seconds to let in-flight requests finish after SIGTERM.
     pub shutdown_timeout: Duration,
     pub production_dns: Vec<String>,
@@ -439,6 +444,27 @@ impl Values<'_> {
     }
 }
 
+/// A section's `metrics_address`: an address, `off`, or 127.0.0.1:`default_port`.
+fn metrics_address(
+    v: &Values,
+    section: &str,
+    default_port: u16,
+) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+    Ok(v.parse(
+        section,
+        "metrics_address",
+        "an address such as 127.0.0.1:25090, or off",
+        |t| match t {
+            "off" | "none" | "" => Some(None),
+            addr => addr.parse::<std::net::SocketAddr>().ok().map(Some),
+        },
+    )?
+    .unwrap_or(Some(std::net::SocketAddr::from((
+        [127, 0, 0, 1],
+        default_port,
+    )))))
+}
+
 /// A `[server]` key in whole seconds (fractions allowed), or its default.
 fn seconds(v: &Values, key: &str, default: u64) -> Result<Duration, ConfigError> {
     Ok(v.server(key, "a number of seconds", |t| {
@@ -608,16 +634,8 @@ fn build(
                 },
             )?
             .unwrap_or_default(),
-        metrics_address: v
-            .server(
-                "metrics_address",
-                "an address such as 127.0.0.1:25090, or off",
-                |t| match t {
-                    "off" | "none" | "" => Some(None),
-                    addr => addr.parse::<std::net::SocketAddr>().ok().map(Some),
-                },
-            )?
-            .unwrap_or(Some(std::net::SocketAddr::from(([127, 0, 0, 1], 25090)))),
+        metrics_address: metrics_address(&v, "server", 25090)?,
+        daemon_metrics_address: metrics_address(&v, "daemon", 25091)?,
         shutdown_timeout: Duration::from_secs(
             v.server("shutdown_timeout", "a number of seconds", |t| {
                 t.parse::<u64>().ok()

@@ -86,6 +86,11 @@ pub struct LogFiles {
 }
 
 impl LogFiles {
+    /// Whether this process logs to files under `logdir` (rather than to standard output).
+    pub fn to_files(&self) -> bool {
+        !self.all.is_empty()
+    }
+
     /// Reopens every file; errors are reported on stderr and the old file kept.
     pub fn reopen(&self) {
         for file in &self.all {

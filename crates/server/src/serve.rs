@@ -80,6 +80,15 @@ async fn warn_about_statistics(config: &Config, store: &Store) {
 
 pub async fn run(config: Config, mode: Mode) -> anyhow::Result<()> {
     let logs = logging::init(&config, mode.component())?;
+    let result = run_logged(config, mode, logs.clone()).await;
+    if let (Err(e), true) = (&result, logs.to_files()) {
+        // Standard error goes to the journal; the operator reads panda_server_error_log.
+        tracing::error!("cannot run: {e:#}");
+    }
+    result
+}
+
+async fn run_logged(config: Config, mode: Mode, logs: LogFiles) -> anyhow::Result<()> {
     warn_about_config(&config);
     let store = Store::open(&config.db, config.store_options()).await?;
     if mode == Mode::All {
@@ -127,7 +136,13 @@ pub async fn run(config: Config, mode: Mode) -> anyhow::Result<()> {
         }
         (false, _) => None,
     };
-    let metrics_listener = match config.metrics_address {
+    // One listener per process: the daemon has an address of its own, so that it and the web
+    // tier can run side by side on one node with one configuration.
+    let metrics_address = match mode {
+        Mode::Daemon => config.daemon_metrics_address,
+        Mode::All | Mode::Httpd => config.metrics_address,
+    };
+    let metrics_listener = match metrics_address {
         Some(address) => Some(bind(address, "metrics").await?),
         None => None,
     };

@@ -89,6 +89,47 @@ async fn httpd_and_daemon_run_separately_and_stop_on_sigterm() {
     }
 }
 
+/// A port free now, for settings that need a fixed one.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+#[tokio::test]
+async fn the_web_tier_and_the_daemon_share_one_node_and_one_configuration() {
+    // The operations page's layout: both children read the same metrics_address.
+    let db = TestDb::new(panda_store::Backend::Sqlite);
+    let mut env = db_env(&db);
+    assert!(run(&["schema", "migrate"], &env).status.success());
+    let (web_port, daemon_port) = (free_port(), free_port());
+    env.push((
+        "PANDA_METRICS_ADDRESS".into(),
+        format!("127.0.0.1:{web_port}"),
+    ));
+    env.push((
+        "PANDA_DAEMON_METRICS_ADDRESS".into(),
+        format!("127.0.0.1:{daemon_port}"),
+    ));
+    let mut web = Server::start(&["httpd"], &env);
+    let mut daemon = Server::start_until(&["daemon"], &env, "daemon started");
+    let client = api_client();
+    for (port, what) in [(web_port, "web tier"), (daemon_port, "daemon")] {
+        let text = client
+            .get(format!("http://127.0.0.1:{port}/metrics"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{what} metrics: {e}"))
+            .text()
+            .await
+            .expect("text");
+        assert!(text.contains("# TYPE"), "{what}: {text}");
+    }
+    assert!(daemon.terminate().success(), "the daemon kept running");
+    assert!(web.terminate().success(), "the web tier kept running");
+}
+
 #[tokio::test]
 async fn a_loopback_caller_without_credentials_is_the_local_operator_in_local_mode() {
     let db = TestDb::new(panda_store::Backend::Sqlite);
@@ -237,6 +278,32 @@ fn an_unreachable_database_is_one_clear_line_and_a_failure_exit() {
             "{stderr}"
         );
     }
+}
+
+#[test]
+fn a_fatal_start_up_error_lands_in_the_error_log_too() {
+    let logdir = tempfile::tempdir().expect("logdir");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let closed_port = listener.local_addr().expect("addr").port();
+    drop(listener);
+    let env: Vec<(String, String)> = [
+        ("PANDA_CONFIG", "none"),
+        ("PANDA_BACKEND", "postgres"),
+        ("PANDA_DBHOST", "127.0.0.1"),
+        ("PANDA_DBPORT", &closed_port.to_string()),
+        ("PANDA_LOGDIR", &logdir.path().display().to_string()),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let out = run(&["httpd"], &env);
+    assert_eq!(out.status.code(), Some(1));
+    let errors = std::fs::read_to_string(logdir.path().join("panda_server_error_log"))
+        .expect("the error log");
+    assert!(
+        errors.contains("cannot run") && errors.contains(&format!("127.0.0.1:{closed_port}")),
+        "{errors}"
+    );
 }
 
 #[test]

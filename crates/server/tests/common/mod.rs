@@ -189,7 +189,8 @@ impl Server {
             .env("RUST_LOG", "info")
             .env("PANDA_PSERVERPORTHTTP", "0")
             .env("PANDA_PSERVERPORT", "0")
-            .env("PANDA_METRICS_ADDRESS", "127.0.0.1:0");
+            .env("PANDA_METRICS_ADDRESS", "127.0.0.1:0")
+            .env("PANDA_DAEMON_METRICS_ADDRESS", "127.0.0.1:0");
         for (k, v) in env {
             command.env(k, v);
         }

@@ -198,7 +198,16 @@ pub async fn log_request(
     stats.in_flight.fetch_sub(1, Ordering::Relaxed);
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
-    let bytes = response.body().size_hint().exact().unwrap_or(0);
+    // A streamed body (a file under /cache/) has no exact size hint; its Content-Length
+    // says what is being served.
+    let bytes = response.body().size_hint().exact().unwrap_or_else(|| {
+        response
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    });
     stats.bytes.fetch_add(bytes, Ordering::Relaxed);
     stats.record(
         route_label(&path),

@@ -378,3 +378,107 @@ fn start_up_errors_name_the_path_or_port() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains(&port.to_string()), "{stderr}");
 }
+
+#[test]
+fn the_shipped_logrotate_file_rotates_every_log_once() {
+    let have = Command::new("logrotate")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have {
+        assert!(
+            !common::required(),
+            "logrotate is needed (apt-get install logrotate)"
+        );
+        eprintln!("note: skipped: logrotate is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    let logs = dir.path().join("log");
+    std::fs::create_dir_all(&logs).expect("logs");
+    for name in [
+        "panda_server_access_log",
+        "panda_server_error_log",
+        "panda-httpd.log",
+    ] {
+        std::fs::write(logs.join(name), "a line\n").expect("log");
+    }
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/logrotate/panda_server");
+    let text = std::fs::read_to_string(shipped).expect("logrotate file");
+    let conf = dir.path().join("panda_server");
+    std::fs::write(
+        &conf,
+        text.replace("/var/log/panda", &logs.display().to_string()),
+    )
+    .expect("conf");
+    let out = Command::new("logrotate")
+        .arg("-f")
+        .arg("-s")
+        .arg(dir.path().join("state"))
+        .arg(&conf)
+        .output()
+        .expect("logrotate");
+    assert!(
+        out.status.success(),
+        "logrotate: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for name in [
+        "panda_server_access_log",
+        "panda_server_error_log",
+        "panda-httpd.log",
+    ] {
+        assert!(
+            logs.join(format!("{name}.1")).exists(),
+            "{name} was not rotated"
+        );
+    }
+}
+
+#[tokio::test]
+async fn files_under_cache_count_their_bytes() {
+    let db = TestDb::new(Backend::Sqlite);
+    let home = tempfile::tempdir().expect("home");
+    let mut env = db_env(&db);
+    env.push(("PANDA_HOME".into(), home.path().display().to_string()));
+    let server = Server::start(&[], &env);
+    let cache = home.path().join("cache");
+    std::fs::create_dir_all(&cache).expect("cache");
+    std::fs::write(cache.join("sandbox.tgz"), vec![7u8; 100_000]).expect("file");
+    let client = http();
+    let served = |text: String| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("panda_http_response_bytes_total "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .expect("the bytes counter")
+    };
+    let read = |url: String| {
+        let client = client.clone();
+        async move {
+            client
+                .get(url)
+                .send()
+                .await
+                .expect("get")
+                .text()
+                .await
+                .expect("text")
+        }
+    };
+    let before = served(read(server.metrics_url()).await);
+    let file = client
+        .get(server.url("/cache/sandbox.tgz"))
+        .send()
+        .await
+        .expect("get")
+        .bytes()
+        .await
+        .expect("bytes");
+    assert_eq!(file.len(), 100_000);
+    let after = served(read(server.metrics_url()).await);
+    assert!(
+        after - before >= 100_000,
+        "counted {} bytes",
+        after - before
+    );
+}

@@ -245,6 +245,14 @@ impl Config {
         }
     }
 
+    /// The SQLite file, when that is the backend and the file does not exist: commands other
+    /// than `schema migrate` and the all-in-one server refuse to create it (an empty file
+    /// would only fail the schema check, and hide a mistyped path).
+    pub fn missing_sqlite_file(&self) -> Option<PathBuf> {
+        let path = PathBuf::from(&self.db.name);
+        (self.db.backend == panda_store::Backend::Sqlite && !path.exists()).then_some(path)
+    }
+
     /// How connections are bounded (`connections`).
     pub fn connection_policy(&self) -> crate::connections::ConnectionPolicy {
         crate::connections::ConnectionPolicy {

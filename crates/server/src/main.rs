@@ -212,6 +212,14 @@ async fn users(action: UsersAction, config: &Config) -> anyhow::Result<ExitCode>
 }
 
 async fn schema(action: SchemaAction, config: &Config) -> anyhow::Result<ExitCode> {
+    if let (SchemaAction::Check, Some(path)) = (&action, config.missing_sqlite_file()) {
+        println!(
+            "DB schema check: FAILED: the SQLite database {} does not exist \
+             (`panda-server schema migrate` creates it)",
+            path.display()
+        );
+        return Ok(ExitCode::FAILURE);
+    }
     let store = Store::open(&config.db, config.store_options()).await?;
     let code = match action {
         SchemaAction::Check => match store.check_schema().await {

@@ -307,6 +307,33 @@ fn a_fatal_start_up_error_lands_in_the_error_log_too() {
 }
 
 #[test]
+fn a_missing_sqlite_file_is_named_and_never_created_by_a_check() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("mistyped.db");
+    let env: Vec<(String, String)> = [
+        ("PANDA_CONFIG", "none"),
+        ("PANDA_DBNAME", &path.display().to_string()),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let check = run(&["schema", "check"], &env);
+    assert_eq!(check.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        stdout.contains("DB schema check: FAILED") && stdout.contains("does not exist"),
+        "{stdout}"
+    );
+    let httpd = run(&["httpd"], &env);
+    assert_eq!(httpd.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&httpd.stderr).contains("does not exist"));
+    assert!(!path.exists(), "a check created {}", path.display());
+    // `schema migrate` creates it, and the check then passes.
+    assert!(run(&["schema", "migrate"], &env).status.success());
+    assert!(run(&["schema", "check"], &env).status.success());
+}
+
+#[test]
 fn a_malformed_config_file_names_file_line_and_key() {
     let dir = tempfile::tempdir().expect("dir");
     let cfg = dir.path().join("panda_server.cfg");

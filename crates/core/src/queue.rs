@@ -26,6 +26,29 @@ pub enum QueueType {
     Other(String),
 }
 
+impl std::fmt::Display for QueueStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            QueueStatus::Online => "online",
+            QueueStatus::Offline => "offline",
+            QueueStatus::Test => "test",
+            QueueStatus::Brokeroff => "brokeroff",
+            QueueStatus::Other(other) => other,
+        })
+    }
+}
+
+impl std::fmt::Display for QueueType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            QueueType::Production => "production",
+            QueueType::Analysis => "analysis",
+            QueueType::Unified => "unified",
+            QueueType::Other(other) => other,
+        })
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct QueueSpec {
     pub name: String,

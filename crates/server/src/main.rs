@@ -181,7 +181,7 @@ async fn queues(action: QueuesAction, config: &Config) -> anyhow::Result<ExitCod
             for (name, json) in store.all_queues().await? {
                 let data = serde_json::from_str(&json).unwrap_or(serde_json::Value::Null);
                 let queue = panda_core::QueueSpec::from_json(&name, data);
-                println!("{name}\t{:?}\t{:?}", queue.status, queue.queue_type);
+                println!("{name}\t{}\t{}", queue.status, queue.queue_type);
             }
         }
     }

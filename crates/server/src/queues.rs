@@ -33,6 +33,14 @@ pub fn read_queue_file(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
                 path.display()
             );
         }
+        let spec = panda_core::QueueSpec::from_json(&name, data.clone());
+        if let panda_core::QueueStatus::Other(status) = &spec.status {
+            bail!(
+                "queue file {}: queue {name} has status {status:?}; a queue is online, \
+                 offline, test or brokeroff",
+                path.display()
+            );
+        }
         out.push((name, data.to_string()));
     }
     Ok(out)
@@ -43,4 +51,30 @@ pub async fn load(store: &Store, path: &Path) -> anyhow::Result<Vec<String>> {
     let queues = read_queue_file(path)?;
     store.upsert_queues(&queues).await?;
     Ok(queues.into_iter().map(|(name, _)| name).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_queue_with_an_unknown_status_is_refused_by_name() {
+        let dir = std::env::temp_dir().join(format!("panda-queues-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("q.json");
+        std::fs::write(
+            &path,
+            r#"{"GOOD": {"status": "online"}, "BAD": {"status": "bogus"}}"#,
+        )
+        .expect("write");
+        let err = read_queue_file(&path).expect_err("bogus").to_string();
+        assert!(err.contains("BAD") && err.contains("\"bogus\""), "{err}");
+        std::fs::write(
+            &path,
+            r#"{"GOOD": {"status": "Brokeroff", "type": "unified"}}"#,
+        )
+        .expect("write");
+        assert_eq!(read_queue_file(&path).map(|q| q.len()).ok(), Some(1));
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

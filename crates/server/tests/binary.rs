@@ -334,6 +334,37 @@ fn a_missing_sqlite_file_is_named_and_never_created_by_a_check() {
 }
 
 #[test]
+fn queues_load_refuses_an_unknown_status_and_list_prints_plain_words() {
+    let db = TestDb::new(panda_store::Backend::Sqlite);
+    let env = db_env(&db);
+    assert!(run(&["schema", "migrate"], &env).status.success());
+    let dir = tempfile::tempdir().expect("dir");
+    let bogus = dir.path().join("bogus.json");
+    std::fs::write(&bogus, r#"{"Q1": {"status": "bogus"}}"#).expect("write");
+    let out = run(&["queues", "load", &bogus.display().to_string()], &env);
+    assert_ne!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("Q1") && stderr.contains("bogus"),
+        "{stderr}"
+    );
+    let good = dir.path().join("good.json");
+    std::fs::write(
+        &good,
+        r#"{"Q2": {"status": "brokeroff", "type": "analysis"}}"#,
+    )
+    .expect("write");
+    assert!(run(&["queues", "load", &good.display().to_string()], &env)
+        .status
+        .success());
+    let listed = run(&["queues", "list"], &env);
+    assert_eq!(
+        String::from_utf8_lossy(&listed.stdout).trim(),
+        "Q2\tbrokeroff\tanalysis"
+    );
+}
+
+#[test]
 fn a_malformed_config_file_names_file_line_and_key() {
     let dir = tempfile::tempdir().expect("dir");
     let cfg = dir.path().join("panda_server.cfg");

@@ -198,6 +198,11 @@ async fn users(action: UsersAction, config: &Config) -> anyhow::Result<ExitCode>
             println!("banned: {name} (effective within a minute)");
         }
         UsersAction::Unban { name } => {
+            if !store.banned_users().await?.contains(&name) {
+                eprintln!("panda-server: {name} is not banned (`users banned` lists who is)");
+                store.close().await;
+                return Ok(ExitCode::FAILURE);
+            }
             store.set_user_status(&name, None).await?;
             println!("allowed: {name} (effective within a minute)");
         }

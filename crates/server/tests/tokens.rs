@@ -142,6 +142,10 @@ async fn a_banned_user_is_refused_whatever_the_credential() {
     );
     let listed = common::run(&["users", "banned"], &env);
     assert_eq!(String::from_utf8_lossy(&listed.stdout).trim(), "Banned One");
+    // Lifting a ban nobody has is an error that says so.
+    let unknown = common::run(&["users", "unban", "Nobody Banned"], &env);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("is not banned"));
     let server = Server::start(&[], &env);
     let token = issuer.sign(&issuer.claims("Banned One", &["atlas"]));
     let (status, body) = attributes(&server, &token, Some("atlas")).await;

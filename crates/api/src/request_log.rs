@@ -227,7 +227,7 @@ pub async fn log_request(
         path,
         status,
         bytes,
-        duration_ms = elapsed.as_secs_f64() * 1000.0,
+        duration_ms = panda_core::time::millis(elapsed),
         identity = who,
     );
     if let Some(access) = &stats.access {

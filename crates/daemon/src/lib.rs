@@ -91,7 +91,7 @@ pub struct TaskStats {
 impl TaskStats {
     pub fn record(&self, task: &str, run: TaskRun) {
         tracing::info!(target: "panda::daemon", task, outcome = run.outcome,
-            duration_ms = run.duration.as_secs_f64() * 1000.0, "task run");
+            duration_ms = panda_core::time::millis(run.duration), "task run");
         if let Ok(mut runs) = self.runs.lock() {
             runs.insert(task.to_string(), run);
         }

@@ -246,12 +246,10 @@ async fn schema_check_and_migrate_from_the_command_line() {
     }
 }
 
-#[test]
-fn an_unreachable_database_is_one_clear_line_and_a_failure_exit() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let closed_port = listener.local_addr().expect("addr").port();
-    drop(listener);
-    let env: Vec<(String, String)> = [
+/// Settings for PostgreSQL on a port where nothing listens, and that port.
+fn unreachable_database_env() -> (Vec<(String, String)>, u16) {
+    let closed_port = free_port();
+    let env = [
         ("PANDA_CONFIG", "none"),
         ("PANDA_BACKEND", "postgres"),
         ("PANDA_DBHOST", "127.0.0.1"),
@@ -260,6 +258,12 @@ fn an_unreachable_database_is_one_clear_line_and_a_failure_exit() {
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
+    (env, closed_port)
+}
+
+#[test]
+fn an_unreachable_database_is_one_clear_line_and_a_failure_exit() {
+    let (env, closed_port) = unreachable_database_env();
     for args in [&["schema", "check"][..], &["httpd"][..]] {
         let out = run(args, &env);
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -283,19 +287,8 @@ fn an_unreachable_database_is_one_clear_line_and_a_failure_exit() {
 #[test]
 fn a_fatal_start_up_error_lands_in_the_error_log_too() {
     let logdir = tempfile::tempdir().expect("logdir");
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let closed_port = listener.local_addr().expect("addr").port();
-    drop(listener);
-    let env: Vec<(String, String)> = [
-        ("PANDA_CONFIG", "none"),
-        ("PANDA_BACKEND", "postgres"),
-        ("PANDA_DBHOST", "127.0.0.1"),
-        ("PANDA_DBPORT", &closed_port.to_string()),
-        ("PANDA_LOGDIR", &logdir.path().display().to_string()),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
+    let (mut env, closed_port) = unreachable_database_env();
+    env.push(("PANDA_LOGDIR".into(), logdir.path().display().to_string()));
     let out = run(&["httpd"], &env);
     assert_eq!(out.status.code(), Some(1));
     let errors = std::fs::read_to_string(logdir.path().join("panda_server_error_log"))

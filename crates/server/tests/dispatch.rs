@@ -7,7 +7,7 @@ mod common;
 
 use std::io::{Read, Write};
 
-use common::{form, gzip, http, submit, Server, Site, Stack, TestJob};
+use common::{form, get_text, gzip, http, submit, Server, Site, Stack, TestJob};
 use panda_core::{JobAttr, JobStatus, Value};
 use panda_store::testing::{backends, TestDb};
 use panda_store::Store;
@@ -380,16 +380,7 @@ async fn auxiliary_calls_answer_in_upstreams_formats() {
         let ids = submit(&client, &server, &[TestJob::new("aux")]).await;
         let get = |path: String| {
             let client = client.clone();
-            async move {
-                client
-                    .get(path)
-                    .send()
-                    .await
-                    .expect("get")
-                    .text()
-                    .await
-                    .expect("text")
-            }
+            async move { get_text(&client, path).await }
         };
         let status =
             get(server.url(&format!("/server/panda/getStatus?ids={}+999999", ids[0]))).await;

@@ -13,7 +13,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use common::{
-    api_client, assert_refused, db_env, envelope, gzip, http, submit, Server, Site, Stack, TestJob,
+    api_client, assert_refused, db_env, envelope, get_text, gzip, http, submit, Server, Site,
+    Stack, TestJob,
 };
 use panda_store::testing::{backends, TestDb};
 use panda_store::Backend;
@@ -380,17 +381,7 @@ async fn metric_labels_come_from_a_closed_set() {
     let client = http();
     let size = |url: String| {
         let client = client.clone();
-        async move {
-            client
-                .get(url)
-                .send()
-                .await
-                .expect("metrics")
-                .text()
-                .await
-                .expect("text")
-                .len()
-        }
+        async move { get_text(&client, url).await.len() }
     };
     // Warm up every label a getStatus call can make.
     client

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{api_client, db_env, http, run, Server, BINARY};
+use common::{api_client, db_env, get_text, http, run, Server, BINARY};
 use panda_store::testing::TestDb;
 use panda_store::Backend;
 
@@ -190,17 +190,7 @@ async fn metrics_are_prometheus_text_and_move_with_requests() {
     let client = http();
     let read = |url: String| {
         let client = client.clone();
-        async move {
-            let text = client
-                .get(url)
-                .send()
-                .await
-                .expect("metrics")
-                .text()
-                .await
-                .expect("text");
-            samples(&text)
-        }
+        async move { samples(&get_text(&client, url).await) }
     };
     let alive =
         "panda_http_requests_total{route=\"/server/panda/isAlive\",method=\"GET\",status=\"200\"}";
@@ -452,20 +442,7 @@ async fn files_under_cache_count_their_bytes() {
             .and_then(|v| v.trim().parse::<u64>().ok())
             .expect("the bytes counter")
     };
-    let read = |url: String| {
-        let client = client.clone();
-        async move {
-            client
-                .get(url)
-                .send()
-                .await
-                .expect("get")
-                .text()
-                .await
-                .expect("text")
-        }
-    };
-    let before = served(read(server.metrics_url()).await);
+    let before = served(get_text(&client, server.metrics_url()).await);
     let file = client
         .get(server.url("/cache/sandbox.tgz"))
         .send()
@@ -475,7 +452,7 @@ async fn files_under_cache_count_their_bytes() {
         .await
         .expect("bytes");
     assert_eq!(file.len(), 100_000);
-    let after = served(read(server.metrics_url()).await);
+    let after = served(get_text(&client, server.metrics_url()).await);
     assert!(
         after - before >= 100_000,
         "counted {} bytes",

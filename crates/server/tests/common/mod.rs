@@ -100,6 +100,18 @@ pub fn api_client() -> reqwest::Client {
         .expect("client")
 }
 
+/// GETs `url` and returns the answer's text.
+pub async fn get_text(client: &reqwest::Client, url: String) -> String {
+    client
+        .get(url)
+        .send()
+        .await
+        .expect("get")
+        .text()
+        .await
+        .expect("text")
+}
+
 /// Sends a request and reads the `/api/v1` envelope it answers.
 pub async fn envelope(request: reqwest::RequestBuilder) -> serde_json::Value {
     request

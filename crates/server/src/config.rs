@@ -473,6 +473,14 @@ fn metrics_address(
     )))))
 }
 
+/// A `[server]` key that is a positive whole number (a count or a size), or its default.
+fn positive(v: &Values, key: &str, what: &str, default: usize) -> Result<usize, ConfigError> {
+    Ok(
+        v.server(key, what, |t| t.parse::<usize>().ok().filter(|n| *n > 0))?
+            .unwrap_or(default),
+    )
+}
+
 /// A `[server]` key in whole seconds (fractions allowed), or its default.
 fn seconds(v: &Values, key: &str, default: u64) -> Result<Duration, ConfigError> {
     Ok(v.server(key, "a number of seconds", |t| {
@@ -597,21 +605,14 @@ fn build(
             .text("queue_config_file")
             .filter(|f| !f.is_empty())
             .map(PathBuf::from),
-        max_body_size: v
-            .server("max_body_size", "a size in bytes", |t| {
-                t.parse::<usize>().ok().filter(|n| *n > 0)
-            })?
-            .unwrap_or(128 * 1024 * 1024),
-        max_workers: v
-            .server("max_workers", "a positive number", |t| {
-                t.parse::<usize>().ok().filter(|n| *n > 0)
-            })?
-            .unwrap_or(512),
-        anonymous_max_body_size: v
-            .server("anonymous_max_body_size", "a size in bytes", |t| {
-                t.parse::<usize>().ok().filter(|n| *n > 0)
-            })?
-            .unwrap_or(1024 * 1024),
+        max_body_size: positive(&v, "max_body_size", "a size in bytes", 128 * 1024 * 1024)?,
+        max_workers: positive(&v, "max_workers", "a positive number", 512)?,
+        anonymous_max_body_size: positive(
+            &v,
+            "anonymous_max_body_size",
+            "a size in bytes",
+            1024 * 1024,
+        )?,
         header_read_timeout: seconds(&v, "header_read_timeout", 20)?,
         body_read_timeout: seconds(&v, "body_read_timeout", 20)?,
         body_min_rate: v
@@ -620,16 +621,13 @@ fn build(
             })?
             .unwrap_or(500),
         keepalive_timeout: seconds(&v, "keepalive_timeout", 5)?,
-        max_connections: v
-            .server("max_connections", "a positive number", |t| {
-                t.parse::<usize>().ok().filter(|n| *n > 0)
-            })?
-            .unwrap_or(10_000),
-        max_connections_per_peer: v
-            .server("max_connections_per_peer", "a positive number", |t| {
-                t.parse::<usize>().ok().filter(|n| *n > 0)
-            })?
-            .unwrap_or(256),
+        max_connections: positive(&v, "max_connections", "a positive number", 10_000)?,
+        max_connections_per_peer: positive(
+            &v,
+            "max_connections_per_peer",
+            "a positive number",
+            256,
+        )?,
         trusted_proxies: v
             .server(
                 "trusted_proxies",

@@ -518,7 +518,10 @@ fn build(
             .map(|p| p.unwrap_or(default))
     };
     let password = match v.text("dbpasswd_file") {
-        Some(file) => Some(read_secret(&file, v.raw("server", "dbpasswd_file"))?),
+        // An empty file means no password (PostgreSQL's trust or peer authentication): the
+        // installed file is empty until the operator writes one.
+        Some(file) => Some(read_secret(&file, v.raw("server", "dbpasswd_file"))?)
+            .filter(|secret| !secret.is_empty()),
         None => v.text("dbpasswd"),
     };
     let dbname = match backend {
@@ -726,12 +729,15 @@ fn split_list(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// The kernel's host name, from uname(2): under the units' sandbox (`ProcSubset=pid`)
+/// /proc/sys is hidden, so reading /proc/sys/kernel/hostname would give "localhost".
 fn local_host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "localhost".into())
+    let uname = rustix::system::uname();
+    let name = uname.nodename().to_string_lossy();
+    match name.trim() {
+        "" | "(none)" => "localhost".into(),
+        name => name.to_string(),
+    }
 }
 
 #[cfg(test)]

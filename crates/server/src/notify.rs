@@ -1,13 +1,15 @@
-//! The systemd notify protocol (`Type=notify`): `READY=1` once the web tier listens and the
-//! database answers, a `STATUS=` line every few seconds in Apache's form, `WATCHDOG=1` when
+//! The systemd notify protocol (`Type=notify`): `READY=1` once the web tier listens (or the
+//! daemon's tasks are scheduled) and the database answers, a `STATUS=` line every few seconds
+//! (Apache's form for the web tier; tasks, runs and failures for the daemon), `WATCHDOG=1` when
 //! `WatchdogSec` is set, `STOPPING=1` on shutdown. Without `NOTIFY_SOCKET` all of it is a no-op.
 
 use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use panda_api::RequestStats;
+use panda_daemon::TaskStats;
 use panda_store::Store;
 use sd_notify::NotifyState;
 
@@ -21,6 +23,11 @@ fn send(states: &[NotifyState]) {
 
 pub fn ready() {
     send(&[NotifyState::Ready]);
+}
+
+/// Ready, with a status that does not change (nothing to report periodically).
+pub fn ready_with_status(status: &str) {
+    send(&[NotifyState::Ready, NotifyState::Status(status)]);
 }
 
 pub fn stopping() {
@@ -48,24 +55,10 @@ pub fn status_line(
     )
 }
 
-/// Sends the status line every [`STATUS_INTERVAL`] and feeds the watchdog while the database
-/// answers, until `stop` resolves.
-pub async fn status_loop(stats: Arc<RequestStats>, store: Store, stop: impl Future<Output = ()>) {
-    let mut usec = 0u64;
-    let watchdog =
-        sd_notify::watchdog_enabled(false, &mut usec).then(|| Duration::from_micros(usec));
-    let interval = match watchdog {
-        Some(w) => STATUS_INTERVAL.min(w / 2).max(Duration::from_millis(100)),
-        None => STATUS_INTERVAL,
-    };
-    tokio::pin!(stop);
-    let mut ticker = tokio::time::interval(interval);
+/// The web tier's status line from its request counters, rates since the previous call.
+pub fn web_status(stats: Arc<RequestStats>) -> impl FnMut() -> String + Send {
     let (mut last_total, mut last_bytes, mut last_time) = (0u64, 0u64, Instant::now());
-    loop {
-        tokio::select! {
-            _ = &mut stop => return,
-            _ = ticker.tick() => {}
-        }
+    move || {
         let total = stats.total.load(Ordering::Relaxed);
         let bytes = stats.bytes.load(Ordering::Relaxed);
         let busy = stats.busy_workers();
@@ -79,6 +72,37 @@ pub async fn status_loop(stats: Arc<RequestStats>, store: Store, stop: impl Futu
             bytes.saturating_sub(last_bytes) as f64 / seconds,
         );
         (last_total, last_bytes, last_time) = (total, bytes, Instant::now());
+        line
+    }
+}
+
+/// The daemon's status line: enabled tasks, runs and failures, the latest run.
+pub fn daemon_status(tasks: Arc<TaskStats>, enabled: usize) -> impl FnMut() -> String + Send {
+    move || tasks.status_line(enabled, SystemTime::now())
+}
+
+/// Sends `line()` as the status every [`STATUS_INTERVAL`] and feeds the watchdog while the
+/// database answers, until `stop` resolves.
+pub async fn status_loop(
+    mut line: impl FnMut() -> String + Send,
+    store: Store,
+    stop: impl Future<Output = ()>,
+) {
+    let mut usec = 0u64;
+    let watchdog =
+        sd_notify::watchdog_enabled(false, &mut usec).then(|| Duration::from_micros(usec));
+    let interval = match watchdog {
+        Some(w) => STATUS_INTERVAL.min(w / 2).max(Duration::from_millis(100)),
+        None => STATUS_INTERVAL,
+    };
+    tokio::pin!(stop);
+    let mut ticker = tokio::time::interval(interval);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = ticker.tick() => {}
+        }
+        let line = line();
         let mut states = vec![NotifyState::Status(&line)];
         if watchdog.is_some() && store.ping().await.is_ok() {
             states.push(NotifyState::Watchdog);

@@ -183,16 +183,36 @@ async fn run_logged(config: Config, mode: Mode, logs: LogFiles) -> anyhow::Resul
         ))
     });
     let daemon = match (mode, config.daemon_enable) {
-        (Mode::All | Mode::Daemon, true) => Some(tokio::spawn(panda_daemon::run(
-            store.clone(),
-            node_name(&config),
-            config.cache_dir.clone(),
-            config.daemon_tasks.clone(),
-            task_stats,
-            stopped(stop_rx.clone()),
-        ))),
+        (Mode::All | Mode::Daemon, true) => {
+            if mode == Mode::Daemon {
+                // The daemon alone under systemd: its own READY, status line and watchdog.
+                store.ping().await.context("database check before READY")?;
+                let enabled = config
+                    .daemon_tasks
+                    .iter()
+                    .filter(|(name, task)| task.enable && panda_daemon::known_task(name))
+                    .count();
+                notify::ready();
+                tokio::spawn(notify::status_loop(
+                    notify::daemon_status(task_stats.clone(), enabled),
+                    store.clone(),
+                    stopped(stop_rx.clone()),
+                ));
+            }
+            Some(tokio::spawn(panda_daemon::run(
+                store.clone(),
+                node_name(&config),
+                config.cache_dir.clone(),
+                config.daemon_tasks.clone(),
+                task_stats,
+                stopped(stop_rx.clone()),
+            )))
+        }
         (Mode::All | Mode::Daemon, false) => {
             tracing::info!("daemon disabled by [daemon] enable = False");
+            if mode == Mode::Daemon {
+                notify::ready_with_status("disabled by [daemon] enable = False");
+            }
             None
         }
         (Mode::Httpd, _) => None,
@@ -286,7 +306,11 @@ async fn run_httpd(
         tracing::info!("HTTPS on https://{}", listener.local_addr()?);
     }
     notify::ready();
-    let status = tokio::spawn(notify::status_loop(stats, store, stopped(stop.clone())));
+    let status = tokio::spawn(notify::status_loop(
+        notify::web_status(stats),
+        store,
+        stopped(stop.clone()),
+    ));
     let connection_policy = Arc::new(config.connection_policy());
     let https_server = https.map(|(listener, acceptor)| {
         tokio::spawn(crate::connections::serve(

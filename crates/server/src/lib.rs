@@ -7,6 +7,7 @@ pub mod ini;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
+pub mod operator;
 pub mod queues;
 pub mod serve;
 pub mod tls;

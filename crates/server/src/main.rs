@@ -9,6 +9,14 @@ use panda_store::{Store, StoreError};
 use panda_server::config::{self, Config, ConfigSource};
 use panda_server::serve::{self, Mode};
 
+/// `0.9.0 (commit 1a2b3c4d5e6f)`: the release and the commit it was built from (build.rs).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("PANDA_BUILD_COMMIT"),
+    ")"
+);
+
 /// The PanDA server (web tier and daemon) for the PanDA workload-management system.
 ///
 /// With no command it runs the web tier and the daemon in one process. With no configuration
@@ -16,7 +24,7 @@ use panda_server::serve::{self, Mode};
 /// ./panda-data), HTTP on 127.0.0.1:25080, and credential-less requests from this machine
 /// accepted as the local operator.
 #[derive(Parser, Debug)]
-#[command(name = "panda-server", version, about, long_about)]
+#[command(name = "panda-server", version = VERSION, about, long_about)]
 struct Cli {
     /// Configuration file in upstream's panda_server.cfg format; "none" for no file.
     /// Default: /etc/panda/panda_server.cfg if it exists.
@@ -52,6 +60,39 @@ enum Command {
     Users {
         #[command(subcommand)]
         action: UsersAction,
+    },
+    /// Look at jobs: list them by status, site or task; show one with its status log.
+    Jobs {
+        #[command(subcommand)]
+        action: JobsAction,
+    },
+    /// This node's view: database, schema, queues, jobs, the daemon's leases, the local web
+    /// tier. Exits 1 unless the database answers at the right schema version.
+    Status,
+}
+
+#[derive(Subcommand, Debug)]
+enum JobsAction {
+    /// Jobs of all three tables, newest first, one per line.
+    List {
+        /// Only jobs in this status (activated, running, finished, ...).
+        #[arg(long)]
+        status: Option<String>,
+        /// Only jobs at this PanDA queue (computingSite).
+        #[arg(long)]
+        site: Option<String>,
+        /// Only jobs of this JEDI task.
+        #[arg(long)]
+        task: Option<i64>,
+        /// At most this many jobs.
+        #[arg(long, default_value_t = panda_server::operator::DEFAULT_LIST_LIMIT,
+              value_parser = clap::value_parser!(u64).range(1..=panda_server::operator::MAX_LIST_LIMIT))]
+        limit: u64,
+    },
+    /// One job: its attributes, files and status log.
+    Show {
+        /// The PandaID.
+        panda_id: i64,
     },
 }
 
@@ -120,6 +161,16 @@ async fn run(command: Option<Command>, config: Config) -> anyhow::Result<ExitCod
         Some(Command::Schema { action }) => schema(action, &config).await,
         Some(Command::Queues { action }) => queues(action, &config).await,
         Some(Command::Users { action }) => users(action, &config).await,
+        Some(Command::Jobs { action }) => jobs(action, &config).await,
+        Some(Command::Status) => {
+            let (report, healthy) = panda_server::operator::node_status(&config).await;
+            print!("{report}");
+            Ok(if healthy {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
         Some(Command::Daemon {
             run_once: Some(task),
         }) => run_once(&task, &config).await,
@@ -187,6 +238,45 @@ async fn queues(action: QueuesAction, config: &Config) -> anyhow::Result<ExitCod
     }
     store.close().await;
     Ok(ExitCode::SUCCESS)
+}
+
+async fn jobs(action: JobsAction, config: &Config) -> anyhow::Result<ExitCode> {
+    let store = Store::open(&config.db, config.store_options()).await?;
+    store.check_schema().await?;
+    let code = match action {
+        JobsAction::List {
+            status,
+            site,
+            task,
+            limit,
+        } => {
+            let filter = panda_store::JobFilter {
+                status,
+                site,
+                task_id: task,
+                limit: usize::try_from(limit).unwrap_or(usize::MAX),
+            };
+            print!(
+                "{}",
+                panda_server::operator::jobs_list(&store, &filter).await?
+            );
+            ExitCode::SUCCESS
+        }
+        JobsAction::Show { panda_id } => {
+            match panda_server::operator::jobs_show(&store, panda_id).await? {
+                Some(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                None => {
+                    eprintln!("panda-server: no job {panda_id} in any job table");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    };
+    store.close().await;
+    Ok(code)
 }
 
 async fn users(action: UsersAction, config: &Config) -> anyhow::Result<ExitCode> {

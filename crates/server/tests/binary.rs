@@ -390,10 +390,23 @@ fn a_malformed_config_file_names_file_line_and_key() {
 fn version_and_help_are_there_for_a_new_user() {
     let version = run(&["--version"], &[]);
     assert!(version.status.success());
-    assert!(String::from_utf8_lossy(&version.stdout).starts_with("panda-server "));
+    let version = String::from_utf8_lossy(&version.stdout).into_owned();
+    assert!(version.starts_with("panda-server "), "{version}");
+    // The commit the binary was built from, as git names it here.
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string());
+    match head {
+        Some(head) => assert!(version.contains(&format!("(commit {head}")), "{version}"),
+        None => assert!(version.contains("(commit unknown)"), "{version}"),
+    }
     let help = run(&["--help"], &[]);
     let text = String::from_utf8_lossy(&help.stdout);
-    for word in ["httpd", "daemon", "schema", "--config"] {
+    for word in ["httpd", "daemon", "schema", "jobs", "status", "--config"] {
         assert!(text.contains(word), "help lacks {word}: {text}");
     }
 }

@@ -94,6 +94,133 @@ async fn systemd_hears_ready_status_lines_that_count_requests_and_stopping() {
     });
 }
 
+#[test]
+fn the_daemon_tells_systemd_ready_and_a_status_line_of_its_tasks() {
+    let db = TestDb::new(Backend::Sqlite);
+    let dir = tempfile::tempdir().expect("dir");
+    let socket_path = dir.path().join("notify");
+    let socket = UnixDatagram::bind(&socket_path).expect("bind notify socket");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let mut env = db_env(&db);
+    assert!(run(&["schema", "migrate"], &env).status.success());
+    env.push(("NOTIFY_SOCKET".into(), socket_path.display().to_string()));
+    env.push(("WATCHDOG_USEC".into(), "1000000".into()));
+    env.push((
+        "PANDA_DAEMON_CONFIG".into(),
+        r#"{"dummy_test": {"period": 1}, "add_main": {"period": 1}}"#.into(),
+    ));
+    let mut shell = Command::new("sh");
+    shell.args(["-c", "WATCHDOG_PID=$$ exec \"$0\" daemon", BINARY]);
+    let mut daemon = Server::start_command(shell, &[], &env, "daemon started");
+    wait_for_message(&socket, Duration::from_secs(10), |m| m.contains("READY=1"));
+    let seen = wait_for_message(&socket, Duration::from_secs(15), |m| {
+        m.contains("STATUS=Tasks: 2 enabled; Runs: ") && !m.contains("Runs: 0,")
+    });
+    let status = seen.last().expect("a status line");
+    assert!(status.contains("failed: 0; Last run: "), "{status}");
+    assert!(status.contains("WATCHDOG=1"), "{status}");
+    assert!(daemon.terminate().success());
+}
+
+#[tokio::test]
+async fn jobs_and_status_show_an_operator_the_database_and_the_node() {
+    for backend in panda_store::testing::backends() {
+        let db = TestDb::new(backend);
+        let site = common::Site::new();
+        let mut env = db_env(&db);
+        env.extend(site.env());
+        let server = Server::start(&[], &env);
+        let client = http();
+        let mut in_task = common::TestJob::new("in-task");
+        in_task.task_id = Some(4242);
+        let mut elsewhere = common::TestJob::new("elsewhere");
+        elsewhere.site = Some("ANALY_QUEUE".into());
+        elsewhere.label = "user".into();
+        let ids = common::submit(&client, &server, &[in_task, elsewhere]).await;
+
+        let all = run(&["jobs", "list"], &env);
+        assert!(all.status.success(), "{backend:?}: {all:?}");
+        let text = String::from_utf8_lossy(&all.stdout).into_owned();
+        assert!(text.starts_with("PandaID\tstatus\tsite\ttask"), "{text}");
+        assert_eq!(text.lines().count(), 3, "a header and two jobs: {text}");
+
+        let by_task = run(&["jobs", "list", "--task", "4242"], &env);
+        let text = String::from_utf8_lossy(&by_task.stdout).into_owned();
+        let lines: Vec<&str> = text.lines().skip(1).collect();
+        assert_eq!(lines.len(), 1, "{text}");
+        assert!(
+            lines[0].starts_with(&format!("{}\tactivated\tTEST_QUEUE\t4242\t", ids[0])),
+            "{text}"
+        );
+        let by_site = run(
+            &[
+                "jobs",
+                "list",
+                "--site",
+                "ANALY_QUEUE",
+                "--status",
+                "activated",
+            ],
+            &env,
+        );
+        let text = String::from_utf8_lossy(&by_site.stdout).into_owned();
+        assert!(
+            text.contains(&format!("{}\t", ids[1])) && !text.contains(&format!("{}\t", ids[0])),
+            "{text}"
+        );
+        let limited = run(&["jobs", "list", "--limit", "1"], &env);
+        assert!(String::from_utf8_lossy(&limited.stdout).contains("(first 1 shown"));
+        let too_many = run(&["jobs", "list", "--limit", "1000000"], &env);
+        assert_eq!(
+            too_many.status.code(),
+            Some(2),
+            "a limit past 10000 is a usage error"
+        );
+
+        let show = run(&["jobs", "show", &ids[0].to_string()], &env);
+        assert!(show.status.success(), "{show:?}");
+        let text = String::from_utf8_lossy(&show.stdout).into_owned();
+        for line in [
+            format!("PandaID: {}", ids[0]),
+            "jobStatus: activated".to_string(),
+            "computingSite: TEST_QUEUE".to_string(),
+            "jediTaskID: 4242".to_string(),
+            "  log  in-task.log.tgz".to_string(),
+            "status log:".to_string(),
+        ] {
+            assert!(
+                text.contains(&line),
+                "{backend:?}: {line} missing from:\n{text}"
+            );
+        }
+        assert!(
+            text.contains("  activated  TEST_QUEUE"),
+            "the status log: {text}"
+        );
+        let unknown = run(&["jobs", "show", "999999999"], &env);
+        assert_eq!(unknown.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&unknown.stderr).contains("no job 999999999"));
+
+        let status = run(&["status"], &env);
+        assert!(status.status.success(), "{backend:?}: {status:?}");
+        let text = String::from_utf8_lossy(&status.stdout).into_owned();
+        for needle in [
+            "DB schema check: OK",
+            "queues: 4 (offline 1, online 2, test 1)",
+            "jobs: 2 (activated 2)",
+        ] {
+            assert!(
+                text.contains(needle),
+                "{backend:?}: {needle} missing from:\n{text}"
+            );
+        }
+        assert!(text.contains("web tier on this node: "), "{text}");
+        drop(server);
+    }
+}
+
 #[tokio::test]
 async fn log_files_rotate_on_sighup_without_losing_a_line() {
     let db = TestDb::new(Backend::Sqlite);
@@ -238,6 +365,8 @@ fn install_lays_out_every_file_and_the_units_verify() {
     for path in [
         "opt/panda/bin/panda-server",
         "etc/panda/panda_server.cfg",
+        "etc/panda/queues.json",
+        "etc/panda/dbpasswd",
         "etc/sysconfig/panda_server_env",
         "etc/systemd/system/panda.service",
         "etc/systemd/system/panda_httpd.service",

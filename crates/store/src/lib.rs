@@ -21,6 +21,7 @@ mod harvester;
 mod jobs;
 mod lookups;
 mod maintenance;
+mod operator;
 mod pg_pool;
 mod postgres;
 mod preload;
@@ -50,6 +51,7 @@ pub use harvester::{
 pub use jobs::{Decision, JobSql};
 pub use lookups::{JobBrief, ResourceType};
 pub use maintenance::{TableMaintenance, MAINTAINED_TABLES};
+pub use operator::{JobFilter, JobLine, Lease, StatusLogEntry};
 pub use retry_rules::RetryRule;
 pub use schema::{MigrationReport, SchemaVersion, SCHEMA_VERSION};
 pub use side::SideWrite;

@@ -125,6 +125,13 @@ expect_ok "queues load"
 
 # --- enable and start ----------------------------------------------------------------------
 step systemctl daemon-reload
+# The short form: the parent alone, enabled and started at once, brings up both children.
+step systemctl enable --now panda.service
+expect_ok "enable --now panda.service"
+wait_for "systemctl is-active -q panda_httpd.service && systemctl is-active -q panda_daemon.service" 30
+inside systemctl disable --now panda.service >/dev/null 2>&1
+wait_for "! systemctl is-active -q panda_httpd.service && ! systemctl is-active -q panda_daemon.service" 30
+# The page's form: all three enabled once.
 step systemctl enable panda.service panda_httpd.service panda_daemon.service
 expect_ok "enable"
 step systemctl start panda.service
@@ -156,6 +163,12 @@ expect_in_output "web tier on this node: alive"
 # The daemon signs its leases with the node's name, though the sandbox hides /proc/sys.
 expect_in_output "copyArchive  panda-test:"
 step /opt/panda/bin/panda-server --version
+# A start-up error is in the error log, not only in the journal: a second web tier finds the
+# port taken.
+step runuser -u panda -- /opt/panda/bin/panda-server httpd
+[ "$RC" != 0 ] || fail "a second web tier started on a port in use"
+step_sh "tail -n 1 /var/log/panda/panda_server_error_log"
+expect_in_output "cannot listen on 0.0.0.0:25080 (HTTP): Address already in use"
 step_sh "ls -l /var/log/panda"
 
 # --- logs: rotation and reopen -------------------------------------------------------------

@@ -239,7 +239,7 @@ pub fn node_name(config: &Config) -> String {
 async fn bind(address: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(address)
         .await
-        .with_context(|| format!("cannot listen on {address} ({what}) "))
+        .with_context(|| format!("cannot listen on {address} ({what})"))
 }
 
 /// The HTTPS listener and its TLS settings.

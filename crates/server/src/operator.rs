@@ -3,6 +3,11 @@
 //! Both only read: the database through the store, and this node's own web tier through one
 //! `isAlive` request on loopback with a two-second limit. Each function returns the text it
 //! prints, so the format is tested without a terminal.
+//!
+//! Who may call them: whoever can read the configuration and its password file, which the
+//! installation gives to root and the `panda` group only; nothing here is reachable over the
+//! network. The largest answer: `jobs list` stops at [`MAX_LIST_LIMIT`] jobs, `jobs show` is one
+//! job, `status` a page of counts.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

@@ -76,9 +76,8 @@ impl Store {
         stale_lock: NaiveDateTime,
         limit: i64,
     ) -> Result<Vec<OutputReport>> {
-        let mut tx = self.begin(TxMode::Read).await?;
-        let rows = tx
-            .fetch(
+        let rows = self
+            .query(
                 "SELECT r.pandaid, r.attemptnr, r.jobstatus, r.data FROM job_output_report r \
                  JOIN jobsactive4 j ON j.pandaid = r.pandaid WHERE j.jobstatus = 'holding' \
                  AND (r.lockedby IS NULL OR r.lockedtime < $1) ORDER BY r.timestamp LIMIT $2",
@@ -91,7 +90,6 @@ impl Store {
                 ],
             )
             .await?;
-        tx.commit().await?;
         Ok(rows
             .into_iter()
             .map(|r| OutputReport {
@@ -199,9 +197,7 @@ impl Store {
             table.name(),
             list.join(", ")
         );
-        let mut tx = self.begin(TxMode::Read).await?;
-        let rows = tx.fetch(&sql, &params, &[ColumnType::BigInt]).await?;
-        tx.commit().await?;
+        let rows = self.query(&sql, &params, &[ColumnType::BigInt]).await?;
         Ok(rows.into_iter().filter_map(|r| r[0].as_i64()).collect())
     }
 }

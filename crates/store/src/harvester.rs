@@ -258,9 +258,8 @@ impl Store {
         harvester_id: &str,
         worker_id: i64,
     ) -> Result<Option<(String, Option<String>, Option<String>)>> {
-        let mut tx = self.begin(TxMode::Read).await?;
-        let rows = tx
-            .fetch(
+        let rows = self
+            .query(
                 "SELECT status, computingsite, pilotstatus FROM harvester_workers \
                  WHERE harvesterid = $1 AND workerid = $2",
                 &[
@@ -270,7 +269,6 @@ impl Store {
                 &[ColumnType::Text, ColumnType::Text, ColumnType::Text],
             )
             .await?;
-        tx.commit().await?;
         Ok(rows.into_iter().next().map(|r| {
             let get = |i: usize| r.get(i).and_then(Value::as_str).map(str::to_string);
             (get(0).unwrap_or_default(), get(1), get(2))
@@ -279,15 +277,13 @@ impl Store {
 
     /// The highest worker ID Harvester has reported.
     pub async fn max_worker_id(&self, harvester_id: &str) -> Result<Option<i64>> {
-        let mut tx = self.begin(TxMode::Read).await?;
-        let rows = tx
-            .fetch(
+        let rows = self
+            .query(
                 "SELECT MAX(workerid) FROM harvester_workers WHERE harvesterid = $1",
                 &[Value::Text(Some(harvester_id.into()))],
                 &[ColumnType::BigInt],
             )
             .await?;
-        tx.commit().await?;
         Ok(rows.first().and_then(|r| r.first()).and_then(Value::as_i64))
     }
 
@@ -435,9 +431,8 @@ impl Store {
     /// Worker statistics reported in the last four hours.
     pub async fn worker_stats(&self) -> Result<Vec<WorkerStat>> {
         let since = Value::Time(Some(time::now() - Duration::hours(4)));
-        let mut tx = self.begin(TxMode::Read).await?;
-        let rows = tx
-            .fetch(
+        let rows = self
+            .query(
                 "SELECT harvester_id, computingsite, resourcetype, status, jobtype, n_workers \
                  FROM harvester_worker_stats WHERE lastupdate >= $1",
                 &[since],
@@ -451,7 +446,6 @@ impl Store {
                 ],
             )
             .await?;
-        tx.commit().await?;
         Ok(rows
             .into_iter()
             .map(|r| WorkerStat {

@@ -138,9 +138,21 @@ impl Store {
 
     /// A round trip to the database, for readiness checks.
     pub async fn ping(&self) -> Result<()> {
+        self.query("SELECT 1", &[], &[ColumnType::BigInt]).await?;
+        Ok(())
+    }
+
+    /// One read statement in a read transaction of its own: its rows, each read as `columns`.
+    pub(crate) async fn query(
+        &self,
+        sql: &str,
+        params: &[panda_core::Value],
+        columns: &[ColumnType],
+    ) -> Result<Vec<Vec<panda_core::Value>>> {
         let mut tx = self.begin(TxMode::Read).await?;
-        tx.fetch("SELECT 1", &[], &[ColumnType::BigInt]).await?;
-        tx.commit().await
+        let rows = tx.fetch(sql, params, columns).await?;
+        tx.commit().await?;
+        Ok(rows)
     }
 
     /// The database's schema version, `None` when it has none.

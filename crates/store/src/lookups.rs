@@ -34,9 +34,7 @@ pub struct ResourceType {
 impl Store {
     /// The first column of a query's rows, as text (NULLs left out).
     pub(crate) async fn texts(&self, sql: &str, params: &[Value]) -> Result<Vec<String>> {
-        let mut tx = self.begin(TxMode::Read).await?;
-        let rows = tx.fetch(sql, params, &[ColumnType::Text]).await?;
-        tx.commit().await?;
+        let rows = self.query(sql, params, &[ColumnType::Text]).await?;
         Ok(rows
             .into_iter()
             .filter_map(|r| r.first().and_then(Value::as_str).map(str::to_string))
@@ -107,9 +105,8 @@ impl Store {
     }
 
     pub async fn resource_types(&self) -> Result<Vec<ResourceType>> {
-        let mut tx = self.begin(TxMode::Read).await?;
-        let rows = tx
-            .fetch(
+        let rows = self
+            .query(
                 "SELECT resource_name, mincore, maxcore, minrampercore, maxrampercore \
                  FROM resource_types",
                 &[],
@@ -122,7 +119,6 @@ impl Store {
                 ],
             )
             .await?;
-        tx.commit().await?;
         Ok(rows
             .into_iter()
             .map(|r| ResourceType {

@@ -113,9 +113,8 @@ impl Store {
 
     /// A job's status changes, oldest first (empty when `record_statuschange` is off).
     pub async fn job_status_log(&self, panda_id: i64) -> Result<Vec<StatusLogEntry>> {
-        let mut tx = self.begin(TxMode::Read).await?;
-        let rows = tx
-            .fetch(
+        let rows = self
+            .query(
                 "SELECT modificationtime, jobstatus, computingsite, modificationhost \
                  FROM jobs_statuslog WHERE pandaid = $1 ORDER BY modificationtime, jobstatus",
                 &[Value::Int(Some(panda_id))],
@@ -127,7 +126,6 @@ impl Store {
                 ],
             )
             .await?;
-        tx.commit().await?;
         Ok(rows
             .into_iter()
             .map(|row| StatusLogEntry {
@@ -141,16 +139,14 @@ impl Store {
 
     /// The daemon tasks' leases: which node ran each cluster-wide task last, and when.
     pub async fn daemon_leases(&self) -> Result<Vec<Lease>> {
-        let mut tx = self.begin(TxMode::Read).await?;
-        let rows = tx
-            .fetch(
+        let rows = self
+            .query(
                 "SELECT component, lockedby, lockedtime FROM jedi_process_lock \
                  WHERE vo = 'panda' AND prodsourcelabel = 'daemon' ORDER BY component",
                 &[],
                 &[ColumnType::Text, ColumnType::Text, ColumnType::Timestamp],
             )
             .await?;
-        tx.commit().await?;
         Ok(rows
             .into_iter()
             .map(|row| Lease {

@@ -54,11 +54,9 @@ impl Store {
             "SELECT panda_queue, {} FROM schedconfig_json ORDER BY panda_queue",
             self.dialect().read_json("data")
         );
-        let mut tx = self.begin(TxMode::Read).await?;
-        let rows = tx
-            .fetch(&sql, &[], &[ColumnType::Text, ColumnType::Text])
+        let rows = self
+            .query(&sql, &[], &[ColumnType::Text, ColumnType::Text])
             .await?;
-        tx.commit().await?;
         Ok(rows
             .into_iter()
             .filter_map(|r| match (r[0].as_str(), r[1].as_str()) {
@@ -70,16 +68,14 @@ impl Store {
 
     /// Number of `activated` jobs per queue, for brokerage.
     pub async fn activated_counts(&self) -> Result<Vec<(String, i64)>> {
-        let mut tx = self.begin(TxMode::Read).await?;
-        let rows = tx
-            .fetch(
+        let rows = self
+            .query(
                 "SELECT computingsite, COUNT(*) FROM jobsactive4 WHERE jobstatus = 'activated' \
                  GROUP BY computingsite",
                 &[],
                 &[ColumnType::Text, ColumnType::BigInt],
             )
             .await?;
-        tx.commit().await?;
         Ok(rows
             .into_iter()
             .filter_map(|r| Some((r[0].as_str()?.to_string(), r[1].as_i64()?)))

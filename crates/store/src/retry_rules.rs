@@ -19,9 +19,8 @@ pub struct RetryRule {
 
 impl Store {
     pub async fn retry_rules(&self) -> Result<Vec<RetryRule>> {
-        let mut tx = self.begin(TxMode::Read).await?;
-        let rows = tx
-            .fetch(
+        let rows = self
+            .query(
                 "SELECT e.errorsource, e.errorcode, e.errordiag, a.retry_action, e.parameters \
                  FROM retryerrors e JOIN retryactions a ON a.retryaction_id = e.retryaction \
                  WHERE e.active = 'Y' AND a.active = 'Y' ORDER BY e.retryerror_id",
@@ -35,7 +34,6 @@ impl Store {
                 ],
             )
             .await?;
-        tx.commit().await?;
         Ok(rows
             .into_iter()
             .map(|r| RetryRule {

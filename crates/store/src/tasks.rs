@@ -234,9 +234,7 @@ impl Store {
             clauses.join(" AND "),
             params.len()
         );
-        let mut tx = self.begin(TxMode::Read).await?;
-        let rows = tx.fetch(&sql, &params, &[ColumnType::BigInt]).await?;
-        tx.commit().await?;
+        let rows = self.query(&sql, &params, &[ColumnType::BigInt]).await?;
         let mut ids: Vec<i64> = rows
             .into_iter()
             .filter_map(|r| r.first().and_then(Value::as_i64))
@@ -263,9 +261,8 @@ impl Store {
             Dialect::Postgres => sql,
             Dialect::Sqlite => sql.replace("IS NOT DISTINCT FROM", "IS"),
         };
-        let mut tx = self.begin(TxMode::Read).await?;
-        let mut rows = tx
-            .fetch(
+        let mut rows = self
+            .query(
                 &sql,
                 &[
                     Value::Text(Some(name.into())),
@@ -276,7 +273,6 @@ impl Store {
                 &task_types(),
             )
             .await?;
-        tx.commit().await?;
         Ok(rows.pop().and_then(TaskSpec::from_values))
     }
 

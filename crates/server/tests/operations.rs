@@ -45,18 +45,25 @@ fn wait_for_message(
     panic!("no matching notify message within {limit:?}; got {seen:?}");
 }
 
-#[tokio::test]
-async fn systemd_hears_ready_status_lines_that_count_requests_and_stopping() {
-    let db = TestDb::new(Backend::Sqlite);
+/// A notify socket as systemd's, named in `env` with a 1 s watchdog; the directory holding it
+/// lives as long as the returned guard.
+fn listen_as_systemd(env: &mut Vec<(String, String)>) -> (tempfile::TempDir, UnixDatagram) {
     let dir = tempfile::tempdir().expect("dir");
     let socket_path = dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).expect("bind notify socket");
     socket
         .set_read_timeout(Some(Duration::from_millis(200)))
         .expect("timeout");
-    let mut env = db_env(&db);
     env.push(("NOTIFY_SOCKET".into(), socket_path.display().to_string()));
     env.push(("WATCHDOG_USEC".into(), "1000000".into()));
+    (dir, socket)
+}
+
+#[tokio::test]
+async fn systemd_hears_ready_status_lines_that_count_requests_and_stopping() {
+    let db = TestDb::new(Backend::Sqlite);
+    let mut env = db_env(&db);
+    let (_dir, socket) = listen_as_systemd(&mut env);
     // systemd names the watched PID; a shell that execs the server knows it in advance.
     let mut shell = Command::new("sh");
     shell.args(["-c", "WATCHDOG_PID=$$ exec \"$0\"", BINARY]);
@@ -97,16 +104,9 @@ async fn systemd_hears_ready_status_lines_that_count_requests_and_stopping() {
 #[test]
 fn the_daemon_tells_systemd_ready_and_a_status_line_of_its_tasks() {
     let db = TestDb::new(Backend::Sqlite);
-    let dir = tempfile::tempdir().expect("dir");
-    let socket_path = dir.path().join("notify");
-    let socket = UnixDatagram::bind(&socket_path).expect("bind notify socket");
-    socket
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .expect("timeout");
     let mut env = db_env(&db);
     assert!(run(&["schema", "migrate"], &env).status.success());
-    env.push(("NOTIFY_SOCKET".into(), socket_path.display().to_string()));
-    env.push(("WATCHDOG_USEC".into(), "1000000".into()));
+    let (_dir, socket) = listen_as_systemd(&mut env);
     env.push((
         "PANDA_DAEMON_CONFIG".into(),
         r#"{"dummy_test": {"period": 1}, "add_main": {"period": 1}}"#.into(),

@@ -27,49 +27,6 @@ pub use panda_core::identity::LOCAL_OPERATOR_DN;
 #[derive(Clone, Copy, Debug)]
 pub struct ClientAddr(pub Option<SocketAddr>);
 
-/// Banned users (`users.status = 'disabled'`), read from the database at most once per
-/// [`BAN_LIST_TTL`], as upstream caches its ban list.
-#[derive(Debug, Default)]
-pub struct BanList {
-    cached: tokio::sync::RwLock<Option<(std::time::Instant, std::collections::HashSet<String>)>>,
-}
-
-/// How long the ban list is trusted before it is read again.
-pub const BAN_LIST_TTL: std::time::Duration = std::time::Duration::from_secs(60);
-
-impl BanList {
-    /// Whether `user` (a cleaned user name) is banned. Requests share a read lock; one
-    /// refreshes the list when it is stale. A database that cannot be read bans nobody: it is
-    /// logged, and the request goes on to fail or succeed on its own.
-    pub async fn is_banned(&self, store: &panda_store::Store, user: &str) -> bool {
-        {
-            let cached = self.cached.read().await;
-            if let Some((read, names)) = cached.as_ref() {
-                if read.elapsed() < BAN_LIST_TTL {
-                    return names.contains(user);
-                }
-            }
-        }
-        let mut cached = self.cached.write().await;
-        let stale = cached
-            .as_ref()
-            .is_none_or(|(read, _)| read.elapsed() >= BAN_LIST_TTL);
-        if stale {
-            match store.banned_users().await {
-                Ok(names) => {
-                    *cached = Some((std::time::Instant::now(), names.into_iter().collect()))
-                }
-                Err(e) => {
-                    tracing::warn!(target: "panda::auth", error = %e, "cannot read the ban list")
-                }
-            }
-        }
-        cached
-            .as_ref()
-            .is_some_and(|(_, names)| names.contains(user))
-    }
-}
-
 /// The client certificate of an HTTPS connection, verified once at the handshake: the
 /// identity it proves, or why it is refused.
 #[derive(Clone, Debug)]
@@ -173,7 +130,7 @@ pub async fn resolve(State(state): State<AppState>, mut request: Request, next: 
         };
     if let Some(dn) = identity.dn.as_deref() {
         let user = panda_core::identity::clean_user_id(dn);
-        if state.bans.is_banned(state.service.store(), &user).await {
+        if state.service.is_banned(&user).await {
             tracing::warn!(target: "panda::auth", user = %user, "banned user refused");
             drop_body(request, &state).await;
             return (

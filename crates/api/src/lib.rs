@@ -29,8 +29,8 @@ use axum::routing::{any, get};
 use axum::Router;
 use panda_service::JobService;
 
+pub use identity::ClientCertificate;
 pub use identity::IdentityPolicy;
-pub use identity::{BanList, ClientCertificate};
 pub use oidc::OidcVerifier;
 pub use panda_core::identity::Identity;
 pub use request_log::{AccessLog, RequestStats, RouteStats, LATENCY_BUCKETS};
@@ -44,8 +44,6 @@ pub struct AppState {
     pub stats: Arc<RequestStats>,
     pub limits: Arc<Limits>,
     pub files: Arc<StaticDirs>,
-    /// Banned users, cached.
-    pub bans: Arc<identity::BanList>,
 }
 
 /// Bounds on what a request may carry and how long it may take to send it. Memory per

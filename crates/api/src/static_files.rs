@@ -36,13 +36,18 @@ pub async fn queue_data(State(state): State<AppState>, UrlPath(file): UrlPath<St
             },
         };
     };
-    match state.service.store().queue_json(queue).await {
+    match state.service.queue_json(queue).await {
         Ok(Some(json)) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
         Ok(None) => (StatusCode::NOT_FOUND, format!("unknown queue {queue}")).into_response(),
-        Err(e) if e.is_unavailable() => {
-            (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response()
+        // The detail (host, user, driver text) is for the log, not for the client.
+        Err(e) => {
+            tracing::error!(target: "panda::api", error = %e, queue, "queue data unavailable");
+            let status = match e.is_unavailable() {
+                true => StatusCode::SERVICE_UNAVAILABLE,
+                false => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            (status, "queue data unavailable").into_response()
         }
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
 

@@ -12,8 +12,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use panda_api::{
-    AccessLog, AppState, BanList, IdentityPolicy, OidcVerifier, RequestStats, StaticDirs,
-    X509Verifier,
+    AccessLog, AppState, IdentityPolicy, OidcVerifier, RequestStats, StaticDirs, X509Verifier,
 };
 use panda_daemon::TaskStats;
 use panda_service::{JobService, ServiceSettings};
@@ -293,7 +292,6 @@ async fn run_httpd(
         identity_policy: policy.clone(),
         stats: stats.clone(),
         limits: Arc::new(config.request_limits()),
-        bans: Arc::new(BanList::default()),
         files: Arc::new(StaticDirs {
             cache: config.cache_dir.clone(),
             trf: config.trf_dir.clone(),

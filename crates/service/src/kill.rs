@@ -41,7 +41,7 @@ impl JobService {
         let mut results = Vec::with_capacity(ids.len());
         for id in ids {
             let outcome =
-                self.store()
+                self.store
                     .change_job(*id, |job, side| {
                         let Some(status) = job.status().filter(|s| !s.is_final()) else {
                             return Ok(Decision::Keep(false));
@@ -141,7 +141,7 @@ impl JobService {
             ));
         }
         let outcome = self
-            .store()
+            .store
             .change_job(id, |job, _| {
                 if job.status().map(|s| s.table()) == Some(JobTable::Archived) {
                     return Ok(Decision::Keep(false));

@@ -1,19 +1,26 @@
 //! The job logic, written once for both wire formats (the legacy dispatcher and `/api/v1`):
-//! submission with brokerage and activation, dispatch to pilots, and pilot heartbeats.
+//! submission with brokerage and activation, dispatch to pilots, pilot heartbeats, tasks,
+//! Harvester, worker nodes, statistics and the reads the wire layers answer from.
 //!
 //! Handlers decode a request into the types here, call [`JobService`], and encode the result;
-//! every rule about jobs lives in this crate, every statement in `panda-store`.
+//! every rule lives in this crate, every statement in `panda-store`. The web tier reaches the
+//! database only through [`JobService`]: the store is private to it (the api crate does not
+//! depend on `panda-store`).
 
 mod brokerage;
 mod dispatch;
 mod error;
+pub mod harvester;
 mod kill;
+pub mod lookups;
 mod reassign;
 mod retry;
 mod setup;
+pub mod statistics;
 mod submit;
 mod tasks;
 mod update;
+pub mod worker_nodes;
 
 use std::sync::Arc;
 
@@ -28,6 +35,9 @@ pub use setup::{DataManagement, FinalizeDecision, NoDataMovement, SetupDecision}
 pub use submit::SubmittedJob;
 pub use tasks::{code as task_code, user_name, TaskCommand, TaskOutcome};
 pub use update::{JobUpdate, UpdateResult, ALLOWED_PILOT_STATES};
+
+/// Store types that are part of the service's vocabulary.
+pub use panda_store::{HarvesterCommand, ResourceType, StoreError, TaskCriterion};
 
 /// Settings of the job logic, from the server's configuration.
 #[derive(Clone, Debug)]
@@ -55,6 +65,7 @@ pub struct JobService {
     data_management: Arc<dyn DataManagement>,
     /// Queue records by name, with when they were read (see `JobService::queue`).
     queues: Arc<std::sync::Mutex<QueueCache>>,
+    bans: Arc<lookups::BanList>,
 }
 
 type QueueCache =
@@ -67,6 +78,7 @@ impl JobService {
             settings: Arc::new(settings),
             data_management: Arc::new(NoDataMovement),
             queues: Arc::default(),
+            bans: Arc::default(),
         }
     }
 
@@ -74,9 +86,5 @@ impl JobService {
     pub fn with_data_management(mut self, plugin: Arc<dyn DataManagement>) -> JobService {
         self.data_management = plugin;
         self
-    }
-
-    pub fn store(&self) -> &Store {
-        &self.store
     }
 }

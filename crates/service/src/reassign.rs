@@ -30,7 +30,7 @@ impl JobService {
         let mut moved = 0;
         for id in ids {
             let outcome = self
-                .store()
+                .store
                 .change_job(*id, |job, _side| {
                     if !job.status().is_some_and(waiting)
                         || !may_change(caller, job.get_str(JobAttr::prodUserName))

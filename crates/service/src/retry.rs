@@ -107,7 +107,7 @@ impl JobService {
         }
         let mut max_attempt = job.get_i64(JobAttr::maxAttempt).unwrap_or(0);
         if let Some(rule) = self
-            .store()
+            .store
             .retry_rules()
             .await?
             .iter()
@@ -147,10 +147,10 @@ impl JobService {
             }
         }
         let mut jobs = vec![next];
-        self.store().insert_jobs(&mut jobs).await?;
+        self.store.insert_jobs(&mut jobs).await?;
         let new_panda_id = jobs[0].panda_id();
         self.run_setup_for(&jobs[0]).await?;
-        self.store()
+        self.store
             .modify_job(job.panda_id(), |old, _| {
                 old.set(JobAttr::taskBufferErrorCode, Value::Int(Some(EC_RETRIED)));
                 old.set_str(

@@ -52,7 +52,7 @@ impl JobService {
                 "submitting managed jobs needs the production role".into(),
             ));
         }
-        let store = self.store();
+        let store = &self.store;
         let ids = store.allocate_panda_ids(jobs.len()).await?;
         let needs_brokerage = jobs.iter().any(|j| j.get(JobAttr::computingSite).is_null());
         let (queues, load) = if needs_brokerage {
@@ -95,7 +95,7 @@ impl JobService {
     pub(crate) async fn brokerage_inputs(
         &self,
     ) -> Result<(Vec<QueueSpec>, HashMap<String, i64>), ServiceError> {
-        let store = self.store();
+        let store = &self.store;
         let queues: Vec<QueueSpec> = store
             .all_queues()
             .await?
@@ -162,7 +162,7 @@ impl JobService {
     async fn run_setup(&self, job: &JobSpec) -> Result<JobStatus, ServiceError> {
         let decision = self.data_management.setup(job);
         let (stored, ()) = self
-            .store()
+            .store
             .change_job(job.panda_id(), |job, _| {
                 if job.status() != Some(JobStatus::Defined) {
                     return Ok(Decision::Keep(()));

@@ -179,7 +179,7 @@ impl JobService {
             .is_some_and(|v| v.as_bool() == Some(true));
         if unique && task.get_str(TaskAttr::taskType) == Some("anal") {
             if let Some(existing) = self
-                .store()
+                .store
                 .task_by_name(
                     task.get(TaskAttr::vo),
                     task.get(TaskAttr::prodSourceLabel),
@@ -204,10 +204,10 @@ impl JobService {
         }
         let text = serde_json::to_string(&parameters)
             .map_err(|e| ServiceError::BadRequest(format!("task parameters: {e}")))?;
-        let task = self.store().insert_task(task, &text).await?;
+        let task = self.store.insert_task(task, &text).await?;
         let id = task.get_i64(TaskAttr::jediTaskID).unwrap_or_default();
         if parent_tid.is_none() {
-            self.store()
+            self.store
                 .change_task(id, |t| {
                     t.set(TaskAttr::parent_tid, Value::Int(Some(id)));
                     Decision::Write(())
@@ -229,7 +229,7 @@ impl JobService {
         task_id: i64,
     ) -> Result<Option<bool>, ServiceError> {
         Ok(self
-            .store()
+            .store
             .get_task(task_id)
             .await?
             .map(|task| may_change(caller, task.get_str(TaskAttr::userName))))
@@ -245,7 +245,7 @@ impl JobService {
         let name = command.name();
         let who = user_name(caller);
         let outcome = self
-            .store()
+            .store
             .change_task(task_id, |task| {
                 let status = task.get_str(TaskAttr::status).unwrap_or("").to_string();
                 if !command.allowed_in(&status) {
@@ -316,9 +316,9 @@ impl JobService {
             TaskCommand::Retry => return Ok(()),
         };
         let briefs = self
-            .store()
+            .store
             .job_briefs(
-                &self.store().task_job_ids(task_id).await?,
+                &self.store.task_job_ids(task_id).await?,
                 &[JobTable::Defined, JobTable::Active],
             )
             .await?;
@@ -326,7 +326,7 @@ impl JobService {
         let remaining = if kill_jobs && !unfinished.is_empty() {
             self.kill_jobs(caller, &unfinished, None).await?;
             // Running jobs stay until their pilots act on `tobekilled`.
-            self.store()
+            self.store
                 .job_briefs(&unfinished, &[JobTable::Defined, JobTable::Active])
                 .await?
                 .len()
@@ -334,7 +334,7 @@ impl JobService {
             unfinished.len()
         };
         if remaining == 0 {
-            self.store()
+            self.store
                 .change_task(task_id, |task| {
                     set_status(task, done);
                     Decision::Write(())

@@ -119,7 +119,7 @@ impl JobService {
             return Ok(UpdateResult::Ignored);
         }
         let result = self
-            .store()
+            .store
             .change_job_row(update.panda_id, &HEARTBEAT_READS, |job, side| {
                 apply(job, side, &update)
             })

@@ -155,9 +155,9 @@ impl LegacyError {
     }
 }
 
-impl From<panda_store::StoreError> for LegacyError {
-    fn from(error: panda_store::StoreError) -> Self {
-        LegacyError::from_service(error.into(), false)
+impl From<ServiceError> for LegacyError {
+    fn from(error: ServiceError) -> Self {
+        LegacyError::from_service(error, false)
     }
 }
 

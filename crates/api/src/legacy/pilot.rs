@@ -2,7 +2,9 @@
 
 use axum::response::Response;
 use chrono::NaiveDateTime;
-use panda_core::{JobAttr, JobTable, Value};
+use panda_core::{JobAttr, Value};
+use panda_service::lookups::JobScope;
+use panda_service::worker_nodes::PilotStatus;
 use panda_service::{GetJobRequest, GetJobResult, JobUpdate, UpdateResult};
 use serde_json::{json, Value as Json};
 
@@ -390,17 +392,16 @@ fn ids(text: &str, separator: Option<char>) -> Result<Vec<Option<i64>>, LegacyEr
 pub(crate) async fn get_status(state: &AppState, call: &LegacyCall) -> LegacyResult {
     let requested = ids(call.params.get("ids").unwrap_or(""), None)?;
     let known: Vec<i64> = requested.iter().flatten().copied().collect();
-    let briefs = state
+    let states = state
         .service
-        .store()
-        .job_briefs(&known, &[JobTable::Active, JobTable::Archived])
+        .job_states(&known, JobScope::Dispatched)
         .await?;
     let (mut statuses, mut attempts) = (Vec::new(), Vec::new());
     for id in &requested {
-        match id.and_then(|i| briefs.get(&i)) {
-            Some(b) => {
-                statuses.push(b.status.clone());
-                attempts.push(b.attempt_nr.to_string());
+        match id.and_then(|i| states.get(&i)) {
+            Some(s) => {
+                statuses.push(s.status.clone());
+                attempts.push(s.attempt_nr.to_string());
             }
             None => {
                 statuses.push("notfound".to_string());
@@ -419,24 +420,17 @@ pub(crate) async fn get_status(state: &AppState, call: &LegacyCall) -> LegacyRes
 pub(crate) async fn check_job_status(state: &AppState, call: &LegacyCall) -> LegacyResult {
     let requested = ids(call.params.get("ids").unwrap_or(""), Some(','))?;
     let known: Vec<i64> = requested.iter().flatten().copied().collect();
-    let briefs = state
+    let checks = state
         .service
-        .store()
-        .job_briefs(&known, &[JobTable::Active, JobTable::Archived])
+        .job_checks(&known, JobScope::Dispatched)
         .await?;
-    let hour_ago = panda_core::time::now() - chrono::Duration::hours(1);
     let data: Vec<Json> = requested
         .iter()
         .map(|id| match id {
             None => json!({"command": null, "status": null}),
-            Some(i) => match briefs.get(i) {
-                Some(b)
-                    if b.table == JobTable::Active
-                        || b.modification_time.is_some_and(|t| t > hour_ago) =>
-                {
-                    json!({"command": b.command, "status": b.status})
-                }
-                _ => json!({"command": "tobekilled", "status": "unknown"}),
+            Some(i) => match checks.get(i) {
+                Some(c) => json!({"command": c.command, "status": c.status}),
+                None => json!({"command": "tobekilled", "status": "unknown"}),
             },
         })
         .collect();
@@ -448,7 +442,6 @@ pub(crate) async fn check_job_status(state: &AppState, call: &LegacyCall) -> Leg
 pub(crate) async fn get_resource_types(state: &AppState, call: &LegacyCall) -> LegacyResult {
     let types: Vec<Json> = state
         .service
-        .store()
         .resource_types()
         .await?
         .into_iter()
@@ -480,18 +473,16 @@ pub(crate) async fn update_worker_pilot_status(
     if let Some(key) = missing {
         return Err(LegacyError::BadRequest(format!("missing parameter {key}")));
     }
-    let status = p.get("status").unwrap_or("");
-    if status != "started" && status != "finished" {
+    let Some(status) = PilotStatus::parse(p.get("status").unwrap_or("")) else {
         return Ok(text_response(
             "Invalid worker state. The worker state has to be in ('started', 'finished')".into(),
         ));
-    }
+    };
     let worker_id = number(p, "workerID")?
         .ok_or_else(|| LegacyError::BadRequest("workerID is empty".into()))?;
     let harvester_id = p.get("harvesterID").unwrap_or("");
     state
         .service
-        .store()
         .set_worker_pilot_status(harvester_id, worker_id, status, p.value("node_id"))
         .await?;
     Ok(Protocol::new(SC_SUCCESS).into_response(call.json))

@@ -13,6 +13,8 @@ use panda_core::{
 
 use serde_json::{json, Value as Json};
 
+use panda_service::lookups::JobScope;
+
 use super::args::ArgsExt;
 use super::{record_json, Call, Envelope};
 use crate::AppState;
@@ -163,7 +165,7 @@ pub(crate) async fn get_description(
     }
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
-        match state.service.store().get_job(id).await {
+        match state.service.job(id).await {
             Ok(Some(job))
                 if include_archive
                     || job
@@ -173,7 +175,7 @@ pub(crate) async fn get_description(
                 out.push(job_dict(&job))
             }
             Ok(_) => out.push(Json::Null),
-            Err(e) => return Envelope::from_service(e.into()),
+            Err(e) => return Envelope::from_service(e),
         }
     }
     Envelope::ok(Json::Array(out))
@@ -221,21 +223,15 @@ pub(crate) async fn set_debug_mode(state: &AppState, call: &Call) -> Envelope {
 /// a job that is unknown, or archived more than an hour ago, is `unknown` and `tobekilled`.
 pub(crate) async fn get_status(state: &AppState, call: &Call) -> Envelope {
     let ids = call.args.ints("job_ids");
-    let briefs = match super::job_briefs(state, &ids).await {
-        Ok(briefs) => briefs,
-        Err(e) => return e,
+    let checks = match state.service.job_checks(&ids, JobScope::Everywhere).await {
+        Ok(checks) => checks,
+        Err(e) => return Envelope::from_service(e),
     };
-    let hour_ago = panda_core::time::now() - chrono::Duration::hours(1);
     let data: Vec<Json> = ids
         .iter()
-        .map(|id| match briefs.get(id) {
-            Some(b)
-                if b.table != JobTable::Archived
-                    || b.modification_time.is_some_and(|t| t > hour_ago) =>
-            {
-                json!({"status": b.status, "command": b.command})
-            }
-            _ => json!({"status": "unknown", "command": "tobekilled"}),
+        .map(|id| match checks.get(id) {
+            Some(c) => json!({"status": c.status, "command": c.command}),
+            None => json!({"status": "unknown", "command": "tobekilled"}),
         })
         .collect();
     Envelope::ok(Json::Array(data))

@@ -129,26 +129,6 @@ pub(crate) fn value_json(value: &Value) -> Json {
     }
 }
 
-/// What the job tables say of some PandaIDs (live and archived).
-pub(crate) async fn job_briefs(
-    state: &AppState,
-    ids: &[i64],
-) -> Result<std::collections::HashMap<i64, panda_store::JobBrief>, Envelope> {
-    state
-        .service
-        .store()
-        .job_briefs(
-            ids,
-            &[
-                panda_core::JobTable::Defined,
-                panda_core::JobTable::Active,
-                panda_core::JobTable::Archived,
-            ],
-        )
-        .await
-        .map_err(|e| Envelope::from_service(e.into()))
-}
-
 /// A record as a dict of attribute names to [`value_json`] values.
 pub(crate) fn record_json<A: AttrSet>(record: &Record<A>) -> Json {
     Json::Object(
@@ -792,7 +772,7 @@ async fn route(state: &AppState, endpoint: &Endpoint, call: &Call) -> Envelope {
 
 /// `metaconfig/get_resource_types`: the `resource_types` rows.
 async fn resource_types(state: &AppState) -> Envelope {
-    match state.service.store().resource_types().await {
+    match state.service.resource_types().await {
         Ok(types) => Envelope::ok(Json::Array(
             types
                 .into_iter()
@@ -802,81 +782,16 @@ async fn resource_types(state: &AppState) -> Envelope {
                 })
                 .collect(),
         )),
-        Err(e) => Envelope::from_service(e.into()),
+        Err(e) => Envelope::from_service(e),
     }
 }
-
-/// SiteSpec attribute names and the CRIC keys they are read from.
-const SITE_SPEC_KEYS: &[(&str, &str)] = &[
-    ("cloud", "cloud"),
-    ("type", "type"),
-    ("status", "status"),
-    ("memory", "memory"),
-    ("maxrss", "maxrss"),
-    ("minrss", "minrss"),
-    ("maxtime", "maxtime"),
-    ("mintime", "mintime"),
-    ("maxinputsize", "maxinputsize"),
-    ("maxwdir", "maxwdir"),
-    ("coreCount", "corecount"),
-    ("corepower", "corepower"),
-    ("pandasite", "panda_site"),
-    ("pandasite_state", "site_state"),
-    ("catchall", "catchall"),
-    ("capability", "capability"),
-    ("comment", "comment"),
-    ("tier", "tier"),
-    ("wnconnectivity", "wnconnectivity"),
-    ("direct_access_lan", "direct_access_lan"),
-    ("direct_access_wan", "direct_access_wan"),
-    ("transferringlimit", "transferringlimit"),
-    ("fairsharePolicy", "fairsharepolicy"),
-    ("pledgedCPU", "pledgedcpu"),
-    ("jobseed", "jobseed"),
-    ("workflow", "workflow"),
-    ("maxDiskio", "maxdiskio"),
-    ("role", "role"),
-];
 
 /// `metaconfig/get_site_specs`: the queues of one type (`analysis` by default; `production`,
 /// `unified` or `all`) as upstream's SiteSpec dicts, read from their CRIC records.
 async fn site_specs(state: &AppState, call: &Call) -> Envelope {
-    let wanted = call
-        .args
-        .text("type")
-        .unwrap_or("analysis")
-        .to_ascii_lowercase();
-    let queues = match state.service.store().all_queues().await {
-        Ok(queues) => queues,
-        Err(e) => return Envelope::from_service(e.into()),
-    };
-    let mut out = serde_json::Map::new();
-    for (name, text) in queues {
-        let Ok(data) = serde_json::from_str::<Json>(&text) else {
-            continue;
-        };
-        let queue = panda_core::QueueSpec::from_json(&name, data);
-        let type_name = match &queue.queue_type {
-            panda_core::QueueType::Production => "production",
-            panda_core::QueueType::Analysis => "analysis",
-            panda_core::QueueType::Unified => "unified",
-            panda_core::QueueType::Other(other) => other.as_str(),
-        };
-        if wanted != "all" && wanted != type_name {
-            continue;
-        }
-        let mut spec = serde_json::Map::new();
-        spec.insert("sitename".into(), Json::String(name.clone()));
-        spec.insert("nickname".into(), Json::String(name.clone()));
-        for (key, cric) in SITE_SPEC_KEYS {
-            spec.insert(
-                key.to_string(),
-                queue.data.get(*cric).cloned().unwrap_or(Json::Null),
-            );
-        }
-        spec.insert("type".into(), Json::String(type_name.to_string()));
-        spec.insert("is_unified".into(), Json::Bool(type_name == "unified"));
-        out.insert(name, Json::Object(spec));
+    let wanted = call.args.text("type").unwrap_or("analysis");
+    match state.service.site_specs(wanted).await {
+        Ok(specs) => Envelope::ok(Json::Object(specs)),
+        Err(e) => Envelope::from_service(e),
     }
-    Envelope::ok(Json::Object(out))
 }

@@ -1,6 +1,8 @@
 //! `pilot`: the same job logic as the legacy dispatcher, with `/api/v1` names and envelopes:
 //! `acquire_jobs`, `update_job`, `update_jobs_bulk`.
 
+use panda_service::lookups::JobScope;
+use panda_service::worker_nodes::{CpuNodeReport, GpuNodeReport, NodeRecord, PilotStatus};
 use panda_service::{GetJobRequest, GetJobResult, UpdateResult};
 use serde_json::{json, Map, Value as Json};
 
@@ -225,14 +227,14 @@ pub(crate) async fn update_jobs_bulk(state: &AppState, call: &Call) -> Envelope 
 /// for a job in no table.
 pub(crate) async fn get_job_status(state: &AppState, call: &Call) -> Envelope {
     let ids = call.args.ints("job_ids");
-    let briefs = match super::job_briefs(state, &ids).await {
-        Ok(briefs) => briefs,
-        Err(e) => return e,
+    let states = match state.service.job_states(&ids, JobScope::Everywhere).await {
+        Ok(states) => states,
+        Err(e) => return Envelope::from_service(e),
     };
     let data: Vec<Json> = ids
         .iter()
-        .map(|id| match briefs.get(id) {
-            Some(b) => json!({"job_id": id, "status": b.status, "attempt_number": b.attempt_nr}),
+        .map(|id| match states.get(id) {
+            Some(s) => json!({"job_id": id, "status": s.status, "attempt_number": s.attempt_nr}),
             None => json!({"job_id": id, "status": "not found", "attempt_number": 0}),
         })
         .collect();
@@ -243,153 +245,70 @@ pub(crate) async fn get_job_status(state: &AppState, call: &Call) -> Envelope {
 /// `finished`, as the legacy `updateWorkerPilotStatus`.
 pub(crate) async fn update_worker_status(state: &AppState, call: &Call) -> Envelope {
     let args = &call.args;
-    let status = args.text("status").unwrap_or_default();
-    if status != "started" && status != "finished" {
+    let text = args.text("status").unwrap_or_default();
+    let Some(status) = PilotStatus::parse(text) else {
         return Envelope::fail(format!(
-            "invalid worker status {status:?}: it must be started or finished"
+            "invalid worker status {text:?}: it must be started or finished"
         ));
-    }
+    };
     let worker_id = args.int("worker_id").unwrap_or_default();
     let harvester_id = args.text("harvester_id").unwrap_or_default();
     match state
         .service
-        .store()
         .set_worker_pilot_status(harvester_id, worker_id, status, args.text("node_id"))
         .await
     {
-        Ok(_) => Envelope::ok(Json::Null),
-        Err(e) => Envelope::from_service(e.into()),
+        Ok(()) => Envelope::ok(Json::Null),
+        Err(e) => Envelope::from_service(e),
     }
-}
-
-/// Upstream's normalized CPU model: upper case, without clock, cache, core-count and
-/// marketing words, single spaces.
-fn normalize_cpu_model(model: &str) -> String {
-    static PATTERNS: std::sync::LazyLock<Vec<regex::Regex>> = std::sync::LazyLock::new(|| {
-        [
-            r"@\s*[\d.]+\s*GHZ",
-            r"\d+\s*KB",
-            r"CORE PROCESSOR\s*\([^)]*\)",
-            r"\d+-CORE",
-            r"\b(CPU|CORE|PROCESSOR|SCALABLE)\b",
-            r"\((R|TM)\)",
-        ]
-        .iter()
-        .filter_map(|p| regex::Regex::new(p).ok())
-        .collect()
-    });
-    let mut text = model.to_uppercase();
-    for pattern in PATTERNS.iter() {
-        text = pattern.replace_all(&text, " ").into_owned();
-    }
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-/// Upstream's host-name cleaning: the part after `@`, and ATLAS's `atlprdN-xxx-` pilot
-/// prefixes dropped from CERN names.
-fn clean_host_name(host: &str) -> String {
-    let host = host.rsplit('@').next().unwrap_or(host);
-    if host.starts_with("atlprd") && host.ends_with(".cern.ch") {
-        let parts: Vec<&str> = host.splitn(3, '-').collect();
-        if let [_, _, rest] = parts.as_slice() {
-            return rest.to_string();
-        }
-    }
-    host.to_string()
-}
-
-fn cut(text: &str, max: usize) -> String {
-    text.chars().take(max).collect()
 }
 
 /// `pilot/update_worker_node` (`gpu` false) and `update_worker_node_gpu` (`gpu` true): the
-/// node's hardware, in `worker_node` (with `worker_node_queue`) or `worker_node_gpus`.
+/// node's hardware (`panda_service::worker_nodes` has the rules).
 pub(crate) async fn update_worker_node(state: &AppState, call: &Call, gpu: bool) -> Envelope {
-    use panda_core::Value;
     let args = &call.args;
-    let site = cut(args.text("site").unwrap_or_default(), 128);
-    let host = cut(
-        &clean_host_name(args.text("host_name").unwrap_or_default()),
-        128,
-    );
-    let int = |name: &'static str| (name, Value::Int(args.int(name)));
-    let text =
-        |name: &'static str, max: usize| (name, Value::Text(args.text(name).map(|t| cut(t, max))));
-    let store = state.service.store();
-    if gpu {
-        let vendor = cut(args.text("vendor").unwrap_or_default(), 128);
-        let model = cut(args.text("model").unwrap_or_default(), 128);
-        let columns = vec![
-            int("count"),
-            int("vram"),
-            text("architecture", 128),
-            text("framework", 128),
-            text("framework_version", 20),
-            text("driver_version", 20),
-        ];
-        return match store
-            .upsert_worker_node_gpu([&site, &host, &vendor, &model], &columns)
-            .await
-        {
-            Ok(true) => Envelope::ok_with("Inserted new worker node GPU."),
-            Ok(false) => Envelope::ok_with("Updated existing worker node GPU."),
-            Err(e) => Envelope::from_service(e.into()),
+    let text = |name: &str| args.text(name).unwrap_or_default().to_string();
+    let some_text = |name: &str| args.text(name).map(str::to_string);
+    let recorded = if gpu {
+        let report = GpuNodeReport {
+            site: text("site"),
+            host_name: text("host_name"),
+            vendor: text("vendor"),
+            model: text("model"),
+            count: args.int("count"),
+            vram: args.int("vram"),
+            architecture: some_text("architecture"),
+            framework: some_text("framework"),
+            framework_version: some_text("framework_version"),
+            driver_version: some_text("driver_version"),
         };
-    }
-    let cpu_model = args.text("cpu_model").unwrap_or_default();
-    let node = panda_store::WorkerNode {
-        site,
-        host_name: host,
-        cpu_model: cut(cpu_model, 128),
-        panda_queue: args.text("panda_queue").map(|q| cut(q, 128)),
-        columns: vec![
-            int("n_logical_cpus"),
-            int("n_sockets"),
-            int("cores_per_socket"),
-            int("threads_per_core"),
-            text("cpu_architecture", 20),
-            text("cpu_architecture_level", 20),
-            ("clock_speed", Value::Float(args.float("clock_speed"))),
-            int("total_memory"),
-            int("total_local_disk"),
-            (
-                "cpu_model_normalized",
-                Value::Text(Some(cut(&normalize_cpu_model(cpu_model), 128))),
-            ),
-        ],
+        state.service.update_worker_node_gpu(&report).await
+    } else {
+        let report = CpuNodeReport {
+            site: text("site"),
+            host_name: text("host_name"),
+            cpu_model: text("cpu_model"),
+            panda_queue: some_text("panda_queue"),
+            n_logical_cpus: args.int("n_logical_cpus"),
+            n_sockets: args.int("n_sockets"),
+            cores_per_socket: args.int("cores_per_socket"),
+            threads_per_core: args.int("threads_per_core"),
+            cpu_architecture: some_text("cpu_architecture"),
+            cpu_architecture_level: some_text("cpu_architecture_level"),
+            clock_speed: args.float("clock_speed"),
+            total_memory: args.int("total_memory"),
+            total_local_disk: args.int("total_local_disk"),
+        };
+        state.service.update_worker_node(&report).await
     };
-    match store.upsert_worker_node(&node).await {
-        Ok(true) => Envelope::ok_with("Inserted new worker node."),
-        Ok(false) => Envelope::ok_with("Updated existing worker node."),
-        Err(e) => Envelope::from_service(e.into()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cpu_models_normalize_as_upstream() {
-        assert_eq!(
-            normalize_cpu_model("Intel(R) Xeon(R) Gold 6248 CPU @ 2.50GHz"),
-            "INTEL XEON GOLD 6248"
-        );
-        assert_eq!(
-            normalize_cpu_model("AMD EPYC 7452 32-Core Processor"),
-            "AMD EPYC 7452"
-        );
-    }
-
-    #[test]
-    fn host_names_are_cleaned() {
-        assert_eq!(
-            clean_host_name("slot1@wn01.example.org"),
-            "wn01.example.org"
-        );
-        assert_eq!(
-            clean_host_name("atlprd55-xyz-b7g42n1234.cern.ch"),
-            "b7g42n1234.cern.ch"
-        );
+    let what = if gpu {
+        "worker node GPU"
+    } else {
+        "worker node"
+    };
+    match recorded {
+        Ok(NodeRecord::Inserted) => Envelope::ok_with(format!("Inserted new {what}.")),
+        Ok(NodeRecord::Updated) => Envelope::ok_with(format!("Updated existing {what}.")),
+        Err(e) => Envelope::from_service(e),
     }
 }

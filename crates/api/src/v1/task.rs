@@ -8,8 +8,7 @@
 
 use chrono::{Duration, NaiveDateTime};
 use panda_core::{time, TaskAttr, TaskSpec, Value};
-use panda_service::{task_code, user_name, TaskCommand, TaskOutcome};
-use panda_store::TaskCriterion;
+use panda_service::{task_code, user_name, TaskCommand, TaskCriterion, TaskOutcome};
 use serde_json::{json, Map, Value as Json};
 
 use super::args::ArgsExt;
@@ -61,10 +60,10 @@ pub(crate) async fn submit(state: &AppState, call: &Call) -> Envelope {
 }
 
 async fn load(state: &AppState, id: i64) -> Result<TaskSpec, Envelope> {
-    match state.service.store().get_task(id).await {
+    match state.service.task(id).await {
         Ok(Some(task)) => Ok(task),
         Ok(None) => Err(Envelope::fail("Task not found")),
-        Err(e) => Err(Envelope::from_service(e.into())),
+        Err(e) => Err(Envelope::from_service(e)),
     }
 }
 
@@ -77,15 +76,10 @@ pub(crate) async fn get_status(state: &AppState, call: &Call) -> Envelope {
 }
 
 async fn parameters(state: &AppState, id: i64) -> Result<Map<String, Json>, Envelope> {
-    match state.service.store().task_parameters(id).await {
-        Ok(Some(text)) => match serde_json::from_str(&text) {
-            Ok(Json::Object(map)) => Ok(map),
-            Ok(_) | Err(_) => Err(Envelope::fail(
-                "Error decoding the task parameters: not a JSON object",
-            )),
-        },
+    match state.service.task_parameters(id).await {
+        Ok(Some(map)) => Ok(map),
         Ok(None) => Err(Envelope::fail("Task not found")),
-        Err(e) => Err(Envelope::from_service(e.into())),
+        Err(e) => Err(Envelope::from_service(e)),
     }
 }
 
@@ -99,9 +93,9 @@ pub(crate) async fn get_task_parameters(state: &AppState, call: &Call) -> Envelo
 
 /// `task/get_job_ids`: the PandaIDs of the task's jobs.
 pub(crate) async fn get_job_ids(state: &AppState, call: &Call) -> Envelope {
-    match state.service.store().task_job_ids(task_id(call)).await {
+    match state.service.task_job_ids(task_id(call)).await {
         Ok(ids) => Envelope::ok(json!(ids)),
-        Err(e) => Envelope::from_service(e.into()),
+        Err(e) => Envelope::from_service(e),
     }
 }
 
@@ -136,13 +130,13 @@ pub(crate) async fn get_details(state: &AppState, call: &Call) -> Envelope {
         Err(_) => return Envelope::fail("Task not found or error retrieving the details"),
     };
     let params = parameters(state, id).await.unwrap_or_default();
-    let store = state.service.store();
+    let service = &state.service;
     let (ids, counts) = match (
-        store.task_job_ids(id).await,
-        store.task_job_counts(id).await,
+        service.task_job_ids(id).await,
+        service.task_job_counts(id).await,
     ) {
         (Ok(ids), Ok(counts)) => (ids, counts),
-        (Err(e), _) | (_, Err(e)) => return Envelope::from_service(e.into()),
+        (Err(e), _) | (_, Err(e)) => return Envelope::from_service(e),
     };
     let statistics = counts
         .iter()
@@ -310,17 +304,16 @@ pub(crate) async fn get_tasks_detailed_info_since(state: &AppState, call: &Call)
         criteria.push(criterion);
     }
     let limit = call.args.int("n_tasks").unwrap_or(500).clamp(1, 10_000);
-    let store = state.service.store();
-    let ids = match store.task_ids(&criteria, since, limit).await {
+    let ids = match state.service.task_ids(&criteria, since, limit).await {
         Ok(ids) => ids,
-        Err(e) => return Envelope::from_service(e.into()),
+        Err(e) => return Envelope::from_service(e),
     };
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
-        let task = match store.get_task(id).await {
+        let task = match state.service.task(id).await {
             Ok(Some(task)) => task,
             Ok(None) => continue,
-            Err(e) => return Envelope::from_service(e.into()),
+            Err(e) => return Envelope::from_service(e),
         };
         let info = detailed_info(&task, parameters(state, id).await.unwrap_or_default());
         let matches = patterns.iter().all(|(key, re)| match info.get(key) {
@@ -355,10 +348,9 @@ pub(crate) async fn get_tasks_modified_since(state: &AppState, call: &Call) -> E
         TaskAttr::prodSourceLabel,
         Value::Text(Some(label.into())),
     ));
-    let store = state.service.store();
-    let ids = match store.task_ids(&criteria, since, 10_000).await {
+    let ids = match state.service.task_ids(&criteria, since, 10_000).await {
         Ok(ids) => ids,
-        Err(e) => return Envelope::from_service(e.into()),
+        Err(e) => return Envelope::from_service(e),
     };
     let min_id = call.args.int("min_task_id").unwrap_or(0);
     let full = call.args.flag("full");
@@ -378,10 +370,10 @@ pub(crate) async fn get_tasks_modified_since(state: &AppState, call: &Call) -> E
     ];
     let mut out = Map::new();
     for id in ids.into_iter().filter(|id| *id >= min_id) {
-        let task = match store.get_task(id).await {
+        let task = match state.service.task(id).await {
             Ok(Some(task)) => task,
             Ok(None) => continue,
-            Err(e) => return Envelope::from_service(e.into()),
+            Err(e) => return Envelope::from_service(e),
         };
         let mut dict = record_json(&task);
         if let (false, Json::Object(map)) = (full, &mut dict) {

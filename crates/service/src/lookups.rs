@@ -1,0 +1,267 @@
+//! Reads the wire layers answer from: jobs and their states, tasks, queues and resource types,
+//! and the ban list. The rules that decide what a caller sees live here: which tables a
+//! pilot's status calls look in, for how long an archived job still counts, how a queue's CRIC
+//! record becomes upstream's SiteSpec, how often the ban list is read.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use chrono::NaiveDateTime;
+use panda_core::{JobSpec, JobTable, QueueSpec, QueueType, TaskSpec};
+use panda_store::{ResourceType, TaskCriterion};
+use serde_json::{Map, Value as Json};
+
+use crate::{JobService, ServiceError};
+
+/// Which job tables a status lookup reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobScope {
+    /// `jobsactive4` and `jobsarchived4`: what the legacy pilot calls see (a job still in
+    /// `jobsdefined4` is unknown to them, as upstream).
+    Dispatched,
+    /// All three tables.
+    Everywhere,
+}
+
+impl JobScope {
+    fn tables(self) -> &'static [JobTable] {
+        match self {
+            JobScope::Dispatched => &[JobTable::Active, JobTable::Archived],
+            JobScope::Everywhere => &JobTable::ALL,
+        }
+    }
+}
+
+/// A job's status and attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobState {
+    pub status: String,
+    pub attempt_nr: i64,
+}
+
+/// What a pilot's check of a job reads: its status and the command waiting for the pilot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobCheck {
+    pub status: String,
+    pub command: Option<String>,
+}
+
+/// How long an archived job still answers a pilot's check; after that it is unknown, and the
+/// pilot is told to kill it.
+pub const ARCHIVED_JOB_VISIBILITY: chrono::Duration = chrono::Duration::hours(1);
+
+/// How long the ban list is trusted before it is read again (upstream caches it too).
+pub const BAN_LIST_TTL: Duration = Duration::from_secs(60);
+
+/// Banned users (`users.status = 'disabled'`), read from the database at most once per
+/// [`BAN_LIST_TTL`].
+#[derive(Debug, Default)]
+pub struct BanList {
+    cached: tokio::sync::RwLock<Option<(Instant, HashSet<String>)>>,
+}
+
+/// CRIC keys of upstream's SiteSpec attributes.
+const SITE_SPEC_KEYS: &[(&str, &str)] = &[
+    ("cloud", "cloud"),
+    ("type", "type"),
+    ("status", "status"),
+    ("memory", "memory"),
+    ("maxrss", "maxrss"),
+    ("minrss", "minrss"),
+    ("maxtime", "maxtime"),
+    ("mintime", "mintime"),
+    ("maxinputsize", "maxinputsize"),
+    ("maxwdir", "maxwdir"),
+    ("coreCount", "corecount"),
+    ("corepower", "corepower"),
+    ("pandasite", "panda_site"),
+    ("pandasite_state", "site_state"),
+    ("catchall", "catchall"),
+    ("capability", "capability"),
+    ("comment", "comment"),
+    ("tier", "tier"),
+    ("wnconnectivity", "wnconnectivity"),
+    ("direct_access_lan", "direct_access_lan"),
+    ("direct_access_wan", "direct_access_wan"),
+    ("transferringlimit", "transferringlimit"),
+    ("fairsharePolicy", "fairsharepolicy"),
+    ("pledgedCPU", "pledgedcpu"),
+    ("jobseed", "jobseed"),
+    ("workflow", "workflow"),
+    ("maxDiskio", "maxdiskio"),
+    ("role", "role"),
+];
+
+/// A queue as upstream's SiteSpec dict.
+fn site_spec(name: &str, queue: &QueueSpec, type_name: &str) -> Json {
+    let mut spec = Map::new();
+    spec.insert("sitename".into(), Json::String(name.to_string()));
+    spec.insert("nickname".into(), Json::String(name.to_string()));
+    for (key, cric) in SITE_SPEC_KEYS {
+        spec.insert(
+            key.to_string(),
+            queue.data.get(*cric).cloned().unwrap_or(Json::Null),
+        );
+    }
+    spec.insert("type".into(), Json::String(type_name.to_string()));
+    spec.insert("is_unified".into(), Json::Bool(type_name == "unified"));
+    Json::Object(spec)
+}
+
+fn type_name(queue_type: &QueueType) -> &str {
+    match queue_type {
+        QueueType::Production => "production",
+        QueueType::Analysis => "analysis",
+        QueueType::Unified => "unified",
+        QueueType::Other(other) => other.as_str(),
+    }
+}
+
+impl JobService {
+    /// One job with its files, from whichever table holds it.
+    pub async fn job(&self, panda_id: i64) -> Result<Option<JobSpec>, ServiceError> {
+        Ok(self.store.get_job(panda_id).await?)
+    }
+
+    /// Status and attempt of the jobs found in `scope`.
+    pub async fn job_states(
+        &self,
+        ids: &[i64],
+        scope: JobScope,
+    ) -> Result<HashMap<i64, JobState>, ServiceError> {
+        let briefs = self.store.job_briefs(ids, scope.tables()).await?;
+        Ok(briefs
+            .into_iter()
+            .map(|(id, b)| {
+                let state = JobState {
+                    status: b.status,
+                    attempt_nr: b.attempt_nr,
+                };
+                (id, state)
+            })
+            .collect())
+    }
+
+    /// What a pilot's check sees of each job in `scope`: jobs not archived, and jobs archived
+    /// less than [`ARCHIVED_JOB_VISIBILITY`] ago. The others are absent.
+    pub async fn job_checks(
+        &self,
+        ids: &[i64],
+        scope: JobScope,
+    ) -> Result<HashMap<i64, JobCheck>, ServiceError> {
+        let visible_since = panda_core::time::now() - ARCHIVED_JOB_VISIBILITY;
+        let briefs = self.store.job_briefs(ids, scope.tables()).await?;
+        Ok(briefs
+            .into_iter()
+            .filter(|(_, b)| {
+                b.table != JobTable::Archived
+                    || b.modification_time.is_some_and(|t| t > visible_since)
+            })
+            .map(|(id, b)| {
+                let check = JobCheck {
+                    status: b.status,
+                    command: b.command,
+                };
+                (id, check)
+            })
+            .collect())
+    }
+
+    pub async fn resource_types(&self) -> Result<Vec<ResourceType>, ServiceError> {
+        Ok(self.store.resource_types().await?)
+    }
+
+    /// A queue's CRIC record as stored, JSON text.
+    pub async fn queue_json(&self, name: &str) -> Result<Option<String>, ServiceError> {
+        Ok(self.store.queue_json(name).await?)
+    }
+
+    /// The queues of one type (`analysis`, `production`, `unified`; `all` for every queue) as
+    /// upstream's SiteSpec dicts by name. Records that are not JSON are left out.
+    pub async fn site_specs(&self, wanted: &str) -> Result<Map<String, Json>, ServiceError> {
+        let wanted = wanted.to_ascii_lowercase();
+        let mut out = Map::new();
+        for (name, text) in self.store.all_queues().await? {
+            let Ok(data) = serde_json::from_str::<Json>(&text) else {
+                continue;
+            };
+            let queue = QueueSpec::from_json(&name, data);
+            let type_name = type_name(&queue.queue_type);
+            if wanted == "all" || wanted == type_name {
+                let spec = site_spec(&name, &queue, type_name);
+                out.insert(name, spec);
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn task(&self, task_id: i64) -> Result<Option<TaskSpec>, ServiceError> {
+        Ok(self.store.get_task(task_id).await?)
+    }
+
+    /// The task's parameters as submitted (with the server's additions); a stored text that
+    /// is not a JSON object is an error.
+    pub async fn task_parameters(
+        &self,
+        task_id: i64,
+    ) -> Result<Option<Map<String, Json>>, ServiceError> {
+        match self.store.task_parameters(task_id).await? {
+            None => Ok(None),
+            Some(text) => match serde_json::from_str(&text) {
+                Ok(Json::Object(map)) => Ok(Some(map)),
+                Ok(_) | Err(_) => Err(ServiceError::BadRequest(
+                    "Error decoding the task parameters: not a JSON object".into(),
+                )),
+            },
+        }
+    }
+
+    /// The PandaIDs of a task's jobs, lowest first.
+    pub async fn task_job_ids(&self, task_id: i64) -> Result<Vec<i64>, ServiceError> {
+        Ok(self.store.task_job_ids(task_id).await?)
+    }
+
+    /// A task's jobs by status.
+    pub async fn task_job_counts(&self, task_id: i64) -> Result<Vec<(String, i64)>, ServiceError> {
+        Ok(self.store.task_job_counts(task_id).await?)
+    }
+
+    /// IDs of tasks matching `criteria` modified since `since`, at most `limit`.
+    pub async fn task_ids(
+        &self,
+        criteria: &[TaskCriterion],
+        since: NaiveDateTime,
+        limit: i64,
+    ) -> Result<Vec<i64>, ServiceError> {
+        Ok(self.store.task_ids(criteria, since, limit).await?)
+    }
+
+    /// Whether `user` (a cleaned user name) is banned. Requests share a read lock; one
+    /// refreshes the list when it is stale. A database that cannot be read bans nobody: it is
+    /// logged, and the request goes on to fail or succeed on its own.
+    pub async fn is_banned(&self, user: &str) -> bool {
+        {
+            let cached = self.bans.cached.read().await;
+            if let Some((read, names)) = cached.as_ref() {
+                if read.elapsed() < BAN_LIST_TTL {
+                    return names.contains(user);
+                }
+            }
+        }
+        let mut cached = self.bans.cached.write().await;
+        let stale = cached
+            .as_ref()
+            .is_none_or(|(read, _)| read.elapsed() >= BAN_LIST_TTL);
+        if stale {
+            match self.store.banned_users().await {
+                Ok(names) => *cached = Some((Instant::now(), names.into_iter().collect())),
+                Err(e) => {
+                    tracing::warn!(target: "panda::auth", error = %e, "cannot read the ban list")
+                }
+            }
+        }
+        cached
+            .as_ref()
+            .is_some_and(|(_, names)| names.contains(user))
+    }
+}

@@ -309,6 +309,7 @@ impl LegacyParams {
     }
 
     /// Parameters from one JSON object (an element of updateJobsInBulk's `jobList`).
+    /// (`legacy_string` turns each value into what upstream's parser makes of it.)
     pub fn from_json_object(map: serde_json::Map<String, Json>) -> LegacyParams {
         LegacyParams {
             pairs: map
@@ -376,7 +377,16 @@ pub fn legacy_params(
     Ok(LegacyParams { pairs })
 }
 
-fn legacy_string(value: &Json) -> String {
+/// A pilot's report read from legacy parameters, by their own names.
+impl panda_service::ReportFields for LegacyParams {
+    fn get(&self, name: &str) -> Option<&str> {
+        LegacyParams::get(self, name)
+    }
+}
+
+/// A JSON value as upstream's legacy parser makes it a string: `true`/`false` → `True`/`False`,
+/// `null` → `None`, numbers as written; nested values as JSON text.
+pub fn legacy_string(value: &Json) -> String {
     match value {
         Json::String(s) => s.clone(),
         Json::Bool(true) => "True".into(),

@@ -4,7 +4,7 @@
 use panda_core::JobSpec;
 
 use crate::body::{gunzip, legacy_params, RawBody, GZIP_MAGIC};
-use crate::legacy::job_dict::job_entries;
+use crate::job_dict::job_entries;
 use crate::legacy::Protocol;
 
 /// Decodes a legacy request body (gzip sniffed, then JSON or form) under the default

@@ -11,9 +11,11 @@ mod der;
 #[doc(hidden)]
 pub mod hot;
 pub mod identity;
+mod job_dict;
 mod legacy;
 pub mod oidc;
 pub mod proxy_protocol;
+mod python;
 mod request_log;
 mod static_files;
 mod v1;

@@ -13,6 +13,7 @@ mod error;
 pub mod harvester;
 mod kill;
 pub mod lookups;
+pub mod pilot_report;
 mod reassign;
 mod retry;
 mod setup;
@@ -30,11 +31,12 @@ pub use brokerage::choose_queue;
 pub use dispatch::{GetJobRequest, GetJobResult, QUEUE_CACHE_TTL};
 pub use error::ServiceError;
 pub use kill::{may_change, EC_KILL};
+pub use pilot_report::{PilotReport, PilotState, ReportFields};
 pub use retry::{RetryOutcome, EC_RETRIED};
 pub use setup::{DataManagement, FinalizeDecision, NoDataMovement, SetupDecision};
 pub use submit::SubmittedJob;
 pub use tasks::{code as task_code, user_name, TaskCommand, TaskOutcome};
-pub use update::{JobUpdate, UpdateResult, ALLOWED_PILOT_STATES};
+pub use update::UpdateResult;
 
 /// Store types that are part of the service's vocabulary.
 pub use panda_store::{HarvesterCommand, ResourceType, StoreError, TaskCriterion};

@@ -13,17 +13,8 @@ use panda_core::{time, JobAttr, JobSpec, JobStatus, JobTable, Value};
 use panda_store::{Decision, SideWrite, StoreError};
 
 use crate::error::ServiceError;
+use crate::pilot_report::{PilotReport, PilotState};
 use crate::JobService;
-
-/// States a pilot may report.
-pub const ALLOWED_PILOT_STATES: [&str; 6] = [
-    "running",
-    "failed",
-    "finished",
-    "holding",
-    "starting",
-    "transferring",
-];
 
 /// The job's columns a heartbeat decides on: everything [`apply`] and [`command_for`] read.
 /// The store reads only these (a heartbeat touches a handful of the 127).
@@ -37,21 +28,6 @@ const HEARTBEAT_READS: [JobAttr; 8] = [
     JobAttr::prodSourceLabel,
     JobAttr::computingSite,
 ];
-
-/// A heartbeat, decoded from either API.
-#[derive(Clone, Debug, Default)]
-pub struct JobUpdate {
-    pub panda_id: i64,
-    pub state: String,
-    pub attempt_nr: Option<i64>,
-    /// Job attributes reported by the pilot, already converted to the column's units.
-    pub attributes: Vec<(JobAttr, Value)>,
-    /// The final file report (`xml`): JSON `{lfn: {guid, fsize, adler32, surl, endpoint}}`.
-    pub file_report: Option<String>,
-    pub metadata: Option<String>,
-    pub stdout: Option<String>,
-    pub pilot_log: Option<String>,
-}
 
 /// The answer to a heartbeat.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -72,14 +48,14 @@ enum Verdict {
     Ignore,
 }
 
-fn verdict(current: JobStatus, reported: &str) -> Verdict {
+fn verdict(current: JobStatus, reported: &PilotState) -> Verdict {
     use JobStatus::*;
     let target = match reported {
-        "finished" | "failed" | "holding" => Holding,
-        "transferring" => Transferring,
-        "running" => Running,
-        "starting" => Starting,
-        _ => return Verdict::Ignore,
+        PilotState::Finished | PilotState::Failed | PilotState::Holding => Holding,
+        PilotState::Transferring => Transferring,
+        PilotState::Running => Running,
+        PilotState::Starting => Starting,
+        PilotState::Other(_) => return Verdict::Ignore,
     };
     match (current, target) {
         (Merging, _) => Verdict::Ignore,
@@ -108,14 +84,14 @@ impl JobService {
     pub async fn update_job(
         &self,
         caller: &Identity,
-        update: JobUpdate,
+        update: PilotReport,
     ) -> Result<UpdateResult, ServiceError> {
         if !caller.may_dispatch() {
             return Ok(UpdateResult::NoRole(
                 "production or pilot role required".into(),
             ));
         }
-        if !ALLOWED_PILOT_STATES.contains(&update.state.as_str()) {
+        if let PilotState::Other(_) = update.state {
             return Ok(UpdateResult::Ignored);
         }
         let result = self
@@ -137,7 +113,7 @@ impl JobService {
 fn apply(
     job: &mut JobSpec,
     side: &mut Vec<SideWrite>,
-    update: &JobUpdate,
+    update: &PilotReport,
 ) -> Result<Decision<String>, StoreError> {
     let Some(current) = job.status().filter(|s| s.table() == JobTable::Active) else {
         return Ok(Decision::Keep("tobekilled".into()));
@@ -146,7 +122,7 @@ fn apply(
     if update.attempt_nr.is_some_and(|a| a != attempt) {
         return Ok(Decision::Keep("tobekilled".into()));
     }
-    let final_report = matches!(update.state.as_str(), "finished" | "failed");
+    let final_report = update.state.is_final();
     let diag_empty = job.get(JobAttr::jobDispatcherErrorDiag).is_null();
     let target = match verdict(current, &update.state) {
         // A first final report after the pilot itself reported holding goes through.
@@ -196,16 +172,16 @@ fn apply(
     {
         job.set(JobAttr::startTime, Value::Time(Some(now)));
     }
-    match update.state.as_str() {
-        "finished" | "failed" => {
+    match &update.state {
+        PilotState::Finished | PilotState::Failed => {
             job.set(JobAttr::jobDispatcherErrorDiag, Value::Text(None));
             side.push(SideWrite::OutputReport {
-                job_status: update.state.clone(),
+                job_status: update.state.as_str().to_string(),
                 attempt_nr: attempt,
                 data: update.file_report.clone().unwrap_or_default(),
             });
         }
-        "holding" | "transferring" => {
+        PilotState::Holding | PilotState::Transferring => {
             let diag = format!(
                 "set to {} by the pilot at {}",
                 update.state,
@@ -217,7 +193,7 @@ fn apply(
     }
     // Upstream keeps no metadata from a failed job's report.
     if let Some(metadata) = update.metadata.as_ref().filter(|m| !m.is_empty()) {
-        if update.state != "failed" {
+        if update.state != PilotState::Failed {
             side.push(SideWrite::Metadata(metadata.clone()));
         }
     }
@@ -234,7 +210,7 @@ fn apply(
 pub const INVALID_BATCH_ID: i64 = 1;
 
 /// The value the pilot reported for an attribute, as text.
-fn reported(update: &JobUpdate, attr: JobAttr) -> Option<String> {
+fn reported(update: &PilotReport, attr: JobAttr) -> Option<String> {
     update
         .attributes
         .iter()
@@ -255,6 +231,10 @@ fn numeric_batch_id(id: &str) -> bool {
 mod tests {
     use super::*;
     use JobStatus::*;
+
+    fn verdict(current: JobStatus, reported: &str) -> Verdict {
+        super::verdict(current, &PilotState::parse(reported))
+    }
 
     #[test]
     fn final_states_are_stored_as_holding_once() {

@@ -6,7 +6,6 @@
 //! Every method accepts GET or POST with query, form, multipart or (gzipped) JSON
 //! parameters. Answers are upstream's `StatusCode=...` responses, JSON when asked for.
 
-pub(crate) mod job_dict;
 pub(crate) mod pilot;
 mod protocol;
 
@@ -20,8 +19,7 @@ use panda_service::ServiceError;
 
 use crate::body::{legacy_params, read_body, LegacyParams};
 use crate::{forbidden_method, AppState};
-pub(crate) use job_dict::attr_json;
-pub use protocol::{accepts_json, python_repr, Protocol};
+pub use protocol::{accepts_json, Protocol};
 
 /// Who may call a legacy method. Upstream's dispatcher answers a caller without the role in
 /// each method's own way (`StatusCode=60` from getJob and updateJob, a plain string from

@@ -1,17 +1,15 @@
 //! The pilot's calls on the legacy dispatcher.
 
 use axum::response::Response;
-use chrono::NaiveDateTime;
-use panda_core::{JobAttr, Value};
 use panda_service::lookups::JobScope;
 use panda_service::worker_nodes::PilotStatus;
-use panda_service::{GetJobRequest, GetJobResult, JobUpdate, UpdateResult};
+use panda_service::{pilot_report, GetJobRequest, GetJobResult, PilotReport, UpdateResult};
 use serde_json::{json, Value as Json};
 
-use super::job_dict::job_entries;
 use super::protocol::{json_response, text_response, Protocol, SC_NO_JOBS, SC_ROLE, SC_SUCCESS};
 use super::{LegacyCall, LegacyError};
 use crate::body::LegacyParams;
+use crate::job_dict::job_entries;
 use crate::AppState;
 
 type LegacyResult = Result<Response, LegacyError>;
@@ -21,22 +19,7 @@ const NO_ROLE: &str = "no production/pilot role in VOMS FQANs or non pilot owner
 
 /// `int(float(value))`, as upstream converts numeric parameters.
 fn number(params: &LegacyParams, name: &str) -> Result<Option<i64>, LegacyError> {
-    match params.value(name) {
-        None | Some("None") | Some("NULL") => Ok(None),
-        Some(text) => text
-            .trim()
-            .parse::<i64>()
-            .ok()
-            .or_else(|| {
-                text.trim()
-                    .parse::<f64>()
-                    .ok()
-                    .filter(|f| f.is_finite())
-                    .map(|f| f as i64)
-            })
-            .map(Some)
-            .ok_or_else(|| LegacyError::BadRequest(format!("{name}={text:?} is not a number"))),
-    }
+    Ok(pilot_report::number(name, params.get(name))?)
 }
 
 fn text(params: &LegacyParams, name: &str) -> Option<String> {
@@ -104,171 +87,6 @@ pub(crate) async fn get_job(state: &AppState, call: &LegacyCall) -> LegacyResult
     Ok(response.into_response(call.json))
 }
 
-/// Parses `%Y-%m-%d %H:%M:%S`; anything else (the pilot sends epoch floats) is dropped, as
-/// upstream does.
-fn timestamp(text: &str) -> Option<NaiveDateTime> {
-    NaiveDateTime::parse_from_str(text.trim(), "%Y-%m-%d %H:%M:%S").ok()
-}
-
-/// Upstream's mapping of updateJob parameters to job columns.
-pub(crate) fn job_update(p: &LegacyParams) -> Result<JobUpdate, LegacyError> {
-    let job_id = p.get("jobId").unwrap_or("");
-    let panda_id = job_id
-        .trim()
-        .parse::<i64>()
-        .map_err(|_| LegacyError::BadRequest(format!("jobId={job_id:?} is not a PandaID")))?;
-    let mut attributes: Vec<(JobAttr, Value)> = Vec::new();
-    // Text parameters: (parameter, column, length kept). Diagnostics are kept even when empty.
-    const TEXTS: [(&str, JobAttr, usize); 15] = [
-        ("cpuConsumptionUnit", JobAttr::cpuConsumptionUnit, 128),
-        ("schedulerID", JobAttr::schedulerID, 128),
-        ("pilotTiming", JobAttr::pilotTiming, 100),
-        ("jobSubStatus", JobAttr::jobSubStatus, 80),
-        ("grid", JobAttr::grid, 50),
-        (
-            "cpu_architecture_level",
-            JobAttr::cpu_architecture_level,
-            20,
-        ),
-        ("node", JobAttr::modificationHost, 128),
-        ("pilotErrorDiag", JobAttr::pilotErrorDiag, 500),
-        ("exeErrorDiag", JobAttr::exeErrorDiag, 500),
-        ("jobMetrics", JobAttr::jobMetrics, 500),
-        ("pilotID", JobAttr::pilotID, 200),
-        ("batchID", JobAttr::batchID, 80),
-        ("computingElement", JobAttr::computingElement, 128),
-        ("source_site", JobAttr::sourceSite, 36),
-        ("destination_site", JobAttr::destinationSite, 36),
-    ];
-    for (name, attr, max) in TEXTS {
-        let value = match name {
-            "pilotErrorDiag" | "exeErrorDiag" => p.get(name),
-            _ => p.value(name),
-        };
-        if let Some(v) = value {
-            attributes.push((attr, Value::Text(Some(v.chars().take(max).collect()))));
-        }
-    }
-    // Codes that upstream keeps only when they are integers.
-    if let Some(code) = p
-        .value("transExitCode")
-        .filter(|c| c.trim().parse::<i64>().is_ok())
-    {
-        attributes.push((
-            JobAttr::transExitCode,
-            Value::Text(Some(code.trim().to_string())),
-        ));
-    }
-    if let Some(code) = p
-        .value("pilotErrorCode")
-        .and_then(|c| c.trim().trim_start_matches('-').parse::<i64>().ok())
-    {
-        attributes.push((JobAttr::pilotErrorCode, Value::Int(Some(code))));
-    }
-    let numbers: [(&str, JobAttr); 13] = [
-        ("exeErrorCode", JobAttr::exeErrorCode),
-        ("cpuConsumptionTime", JobAttr::cpuConsumptionTime),
-        ("nEvents", JobAttr::nEvents),
-        ("nInputFiles", JobAttr::nInputFiles),
-        ("coreCount", JobAttr::actualCoreCount),
-        ("maxRSS", JobAttr::maxRSS),
-        ("maxVMEM", JobAttr::maxVMEM),
-        ("maxSWAP", JobAttr::maxSWAP),
-        ("maxPSS", JobAttr::maxPSS),
-        ("avgRSS", JobAttr::avgRSS),
-        ("avgVMEM", JobAttr::avgVMEM),
-        ("avgSWAP", JobAttr::avgSWAP),
-        ("avgPSS", JobAttr::avgPSS),
-    ];
-    for (name, attr) in numbers {
-        if let Some(n) = number(p, name)? {
-            attributes.push((attr, Value::Int(Some(n))));
-        }
-    }
-    if let Some(text) = p.value("cpuConversionFactor") {
-        let factor = text.trim().parse::<f64>().map_err(|_| {
-            LegacyError::BadRequest(format!("cpuConversionFactor={text:?} is not a number"))
-        })?;
-        attributes.push((JobAttr::cpuConversion, Value::Float(Some(factor))));
-    }
-    const CAP: i64 = 9_999_999_999;
-    for (name, attr) in [
-        ("totRCHAR", JobAttr::totRCHAR),
-        ("totWCHAR", JobAttr::totWCHAR),
-        ("totRBYTES", JobAttr::totRBYTES),
-        ("totWBYTES", JobAttr::totWBYTES),
-    ] {
-        // Bytes in, kB stored.
-        if let Some(n) = number(p, name)? {
-            attributes.push((
-                attr,
-                Value::Int(Some(((n as f64 / 1024.0).round() as i64).min(CAP))),
-            ));
-        }
-    }
-    for (name, attr) in [
-        ("rateRCHAR", JobAttr::rateRCHAR),
-        ("rateWCHAR", JobAttr::rateWCHAR),
-        ("rateRBYTES", JobAttr::rateRBYTES),
-        ("rateWBYTES", JobAttr::rateWBYTES),
-    ] {
-        if let Some(n) = number(p, name)? {
-            attributes.push((attr, Value::Int(Some(n.min(CAP)))));
-        }
-    }
-    for (name, attr) in [
-        ("startTime", JobAttr::startTime),
-        ("endTime", JobAttr::endTime),
-    ] {
-        if let Some(t) = p.value(name).and_then(timestamp) {
-            attributes.push((attr, Value::Time(Some(t))));
-        }
-    }
-    if let Some(metrics) = p.value("jobMetrics") {
-        for item in metrics.split_whitespace() {
-            match item.split_once('=') {
-                Some(("leak", v)) => {
-                    if let Ok(f) = v.parse::<f64>() {
-                        attributes.push((JobAttr::memory_leak, Value::Int(Some(f as i64))));
-                    }
-                }
-                Some(("chi2", v)) => {
-                    if let Ok(f) = v.parse::<f64>() {
-                        attributes.push((JobAttr::memory_leak_x2, Value::Float(Some(f))));
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-    // Every value must fit its column before any SQL runs: a database error would lose the
-    // whole heartbeat, a 400 names the field.
-    for (attr, value) in &attributes {
-        let meta =
-            &<JobAttr as panda_core::AttrSet>::attributes()[panda_core::AttrSet::index(*attr)];
-        meta.column_type
-            .check(value)
-            .map_err(|why| LegacyError::BadRequest(format!("{}: {why}", meta.name)))?;
-    }
-    for name in ["state", "xml", "metaData", "stdout", "pilotLog"] {
-        if p.get(name).is_some_and(|v| v.contains('\0')) {
-            return Err(LegacyError::BadRequest(format!(
-                "{name}: contains a NUL byte"
-            )));
-        }
-    }
-    Ok(JobUpdate {
-        panda_id,
-        state: p.get("state").unwrap_or("").to_string(),
-        attempt_nr: number(p, "attemptNr")?,
-        attributes,
-        file_report: p.get("xml").map(str::to_string),
-        metadata: p.value("metaData").map(str::to_string),
-        stdout: p.value("stdout").map(|s| s.chars().take(2048).collect()),
-        pilot_log: p.value("pilotLog").map(str::to_string),
-    })
-}
-
 /// One updateJob, as a protocol answer (shared with updateJobsInBulk).
 async fn update_one(
     state: &AppState,
@@ -284,7 +102,7 @@ async fn update_one(
     if params.get("state").is_none() {
         return Err(LegacyError::BadRequest("missing parameter state".into()));
     }
-    let update = job_update(params)?;
+    let update = PilotReport::decode(params)?;
     let state_name = update.state.clone();
     let panda_id = update.panda_id;
     let result = state

@@ -6,6 +6,8 @@ use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value as Json};
 
+use crate::python::python_repr;
+
 /// `StatusCode` values (upstream's Protocol.py).
 pub const SC_SUCCESS: i64 = 0;
 pub const SC_NO_JOBS: i64 = 20;
@@ -93,32 +95,6 @@ pub fn python_str(value: &Json) -> String {
     }
 }
 
-/// Python's `repr()` of a JSON-shaped value.
-pub fn python_repr(value: &Json) -> String {
-    match value {
-        Json::Null => "None".into(),
-        Json::Bool(true) => "True".into(),
-        Json::Bool(false) => "False".into(),
-        Json::Number(n) => n.to_string(),
-        Json::String(s) => format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'")),
-        Json::Array(items) => format!(
-            "[{}]",
-            items.iter().map(python_repr).collect::<Vec<_>>().join(", ")
-        ),
-        Json::Object(map) => format!(
-            "{{{}}}",
-            map.iter()
-                .map(|(k, v)| format!(
-                    "{}: {}",
-                    python_repr(&Json::String(k.clone())),
-                    python_repr(v)
-                ))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    }
-}
-
 /// Python's `urllib.parse.quote_plus`.
 pub fn quote_plus(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -148,15 +124,6 @@ mod tests {
         assert_eq!(
             r.to_urlencoded(),
             "StatusCode=0&command=NULL&flag=False&none=None&text=a+b%2Bc%2Fd"
-        );
-    }
-
-    #[test]
-    fn containers_render_as_python_repr() {
-        let v = json!([{"resource_name": "Undefined", "mincore": 1, "maxcore": null}]);
-        assert_eq!(
-            python_repr(&v),
-            "[{'resource_name': 'Undefined', 'mincore': 1, 'maxcore': None}]"
         );
     }
 }

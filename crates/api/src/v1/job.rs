@@ -128,8 +128,8 @@ pub(crate) async fn submit(state: &AppState, call: &Call) -> Envelope {
                 .map(|r| {
                     json!([
                         r.panda_id,
-                        crate::legacy::attr_json(&r.job_name),
-                        {"jobsetID": crate::legacy::attr_json(&r.jobset_id)}
+                        crate::job_dict::attr_json(&r.job_name),
+                        {"jobsetID": crate::job_dict::attr_json(&r.jobset_id)}
                     ])
                 })
                 .collect(),

@@ -34,7 +34,7 @@ use serde_json::Value as Json;
 use crate::body::{read_body, BodyError};
 use crate::forbidden_method;
 use crate::identity::ClientAddr;
-use crate::legacy::python_repr;
+use crate::python::python_repr;
 use crate::AppState;
 use args::{opt, req, validate, ArgsExt, Param, Ty, ANY_KEYWORD};
 pub(crate) use job::{decode_jobs, job_dict as job_description};
@@ -125,7 +125,7 @@ pub(crate) fn value_json(value: &Value) -> Json {
             serde_json::json!({ "__datetime__": iso })
         }
         other if other.is_null() => Json::Null,
-        other => crate::legacy::attr_json(other),
+        other => crate::job_dict::attr_json(other),
     }
 }
 

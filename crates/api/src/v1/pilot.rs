@@ -2,85 +2,98 @@
 //! `acquire_jobs`, `update_job`, `update_jobs_bulk`.
 
 use panda_service::lookups::JobScope;
+use panda_service::pilot_report::V1_FIELD_NAMES;
 use panda_service::worker_nodes::{CpuNodeReport, GpuNodeReport, NodeRecord, PilotStatus};
-use panda_service::{GetJobRequest, GetJobResult, UpdateResult};
+use panda_service::{
+    GetJobRequest, GetJobResult, PilotReport, ReportFields, ServiceError, UpdateResult,
+};
 use serde_json::{json, Map, Value as Json};
 
 use super::args::{opt, req, validate, ArgsExt, Param, Ty::*};
 use super::{Call, Envelope};
-use crate::body::LegacyParams;
-use crate::legacy::job_dict::job_entries;
-use crate::legacy::pilot::job_update;
-use crate::legacy::LegacyError;
+use crate::body::legacy_string;
+use crate::job_dict::job_entries;
 use crate::AppState;
 
-/// The arguments of `update_job`, with the legacy `updateJob` name each one maps to.
-const UPDATE_FIELDS: [(Param, &str); 51] = [
-    (req("job_id", Int), "jobId"),
-    (req("job_status", Str), "state"),
-    (opt("job_output_report", Str), "xml"),
-    (opt("meta_data", Str), "metaData"),
-    (opt("pilot_log", Str), "pilotLog"),
-    (opt("stdout", Str), "stdout"),
-    (opt("node", Str), "node"),
-    (opt("site_name", Str), "siteName"),
-    (opt("scheduler_id", Str), "schedulerID"),
-    (opt("pilot_id", Str), "pilotID"),
-    (opt("batch_id", Str), "batchID"),
-    (opt("trans_exit_code", Int), "transExitCode"),
-    (opt("pilot_error_code", Int), "pilotErrorCode"),
-    (opt("exe_error_code", Int), "exeErrorCode"),
-    (opt("pilot_error_diag", Str), "pilotErrorDiag"),
-    (opt("exe_error_diag", Str), "exeErrorDiag"),
-    (opt("cpu_consumption_time", Float), "cpuConsumptionTime"),
-    (opt("cpu_consumption_unit", Str), "cpuConsumptionUnit"),
-    (opt("cpu_conversion_factor", Float), "cpuConversionFactor"),
-    (opt("cpu_architecture_level", Str), "cpu_architecture_level"),
-    (opt("pilot_timing", Str), "pilotTiming"),
-    (opt("start_time", Str), "startTime"),
-    (opt("end_time", Str), "endTime"),
-    (opt("n_events", Int), "nEvents"),
-    (opt("n_input_files", Int), "nInputFiles"),
-    (opt("attempt_nr", Int), "attemptNr"),
-    (opt("job_metrics", Str), "jobMetrics"),
-    (opt("job_sub_status", Str), "jobSubStatus"),
-    (opt("core_count", Int), "coreCount"),
-    (opt("mean_core_count", Float), "meanCoreCount"),
-    (opt("max_rss", Float), "maxRSS"),
-    (opt("max_vmem", Float), "maxVMEM"),
-    (opt("max_swap", Float), "maxSWAP"),
-    (opt("max_pss", Float), "maxPSS"),
-    (opt("avg_rss", Float), "avgRSS"),
-    (opt("avg_vmem", Float), "avgVMEM"),
-    (opt("avg_swap", Float), "avgSWAP"),
-    (opt("avg_pss", Float), "avgPSS"),
-    (opt("tot_rchar", Float), "totRCHAR"),
-    (opt("tot_wchar", Float), "totWCHAR"),
-    (opt("tot_rbytes", Float), "totRBYTES"),
-    (opt("tot_wbytes", Float), "totWBYTES"),
-    (opt("rate_rchar", Float), "rateRCHAR"),
-    (opt("rate_wchar", Float), "rateWCHAR"),
-    (opt("rate_rbytes", Float), "rateRBYTES"),
-    (opt("rate_wbytes", Float), "rateWBYTES"),
-    (opt("corrupted_files", Str), "corruptedFiles"),
-    (opt("grid", Str), "grid"),
-    (opt("source_site", Str), "source_site"),
-    (opt("destination_site", Str), "destination_site"),
-    (opt("timeout", Int), "timeout"),
+/// The declared arguments of `update_job` (the service's `V1_FIELD_NAMES` says which report
+/// field each one is).
+pub(crate) const UPDATE_PARAMS: &[Param] = &[
+    req("job_id", Int),
+    req("job_status", Str),
+    opt("job_output_report", Str),
+    opt("meta_data", Str),
+    opt("pilot_log", Str),
+    opt("stdout", Str),
+    opt("node", Str),
+    opt("site_name", Str),
+    opt("scheduler_id", Str),
+    opt("pilot_id", Str),
+    opt("batch_id", Str),
+    opt("trans_exit_code", Int),
+    opt("pilot_error_code", Int),
+    opt("exe_error_code", Int),
+    opt("pilot_error_diag", Str),
+    opt("exe_error_diag", Str),
+    opt("cpu_consumption_time", Float),
+    opt("cpu_consumption_unit", Str),
+    opt("cpu_conversion_factor", Float),
+    opt("cpu_architecture_level", Str),
+    opt("pilot_timing", Str),
+    opt("start_time", Str),
+    opt("end_time", Str),
+    opt("n_events", Int),
+    opt("n_input_files", Int),
+    opt("attempt_nr", Int),
+    opt("job_metrics", Str),
+    opt("job_sub_status", Str),
+    opt("core_count", Int),
+    opt("mean_core_count", Float),
+    opt("max_rss", Float),
+    opt("max_vmem", Float),
+    opt("max_swap", Float),
+    opt("max_pss", Float),
+    opt("avg_rss", Float),
+    opt("avg_vmem", Float),
+    opt("avg_swap", Float),
+    opt("avg_pss", Float),
+    opt("tot_rchar", Float),
+    opt("tot_wchar", Float),
+    opt("tot_rbytes", Float),
+    opt("tot_wbytes", Float),
+    opt("rate_rchar", Float),
+    opt("rate_wchar", Float),
+    opt("rate_rbytes", Float),
+    opt("rate_wbytes", Float),
+    opt("corrupted_files", Str),
+    opt("grid", Str),
+    opt("source_site", Str),
+    opt("destination_site", Str),
+    opt("timeout", Int),
 ];
 
-const fn params_of<const N: usize>(fields: [(Param, &str); N]) -> [Param; N] {
-    let mut params = [fields[0].0; N];
-    let mut i = 0;
-    while i < N {
-        params[i] = fields[i].0;
-        i += 1;
+/// Validated `update_job` arguments as a pilot report's fields, by their legacy names; JSON
+/// values read as upstream's parser reads them.
+struct ReportArgs(Vec<(&'static str, String)>);
+
+impl ReportArgs {
+    fn new(args: &Map<String, Json>) -> ReportArgs {
+        ReportArgs(
+            V1_FIELD_NAMES
+                .iter()
+                .filter_map(|(v1, legacy)| args.get(*v1).map(|v| (*legacy, legacy_string(v))))
+                .collect(),
+        )
     }
-    params
 }
 
-/// The declared arguments of `update_job`.
-pub(crate) const UPDATE_PARAMS: &[Param] = &params_of(UPDATE_FIELDS);
+impl ReportFields for ReportArgs {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(field, _)| *field == name)
+            .map(|(_, value)| value.as_str())
+    }
+}
 
 /// The declared arguments of `acquire_jobs`. `resourceType` is what Harvester's job fetcher
 /// sends (upstream rejects it); it is read as `resource_type`.
@@ -112,17 +125,6 @@ fn text(args: &Map<String, Json>, name: &str) -> Option<String> {
     args.text(name)
         .filter(|s| !s.is_empty())
         .map(str::to_string)
-}
-
-fn legacy_failure(error: LegacyError) -> Envelope {
-    match error {
-        LegacyError::BadRequest(m) => Envelope::fail(format!("Argument error: {m}")),
-        LegacyError::Unavailable(_) | LegacyError::Failed { .. } => Envelope {
-            success: false,
-            message: "database error in the PanDA server".into(),
-            data: json!({"StatusCode": 30}),
-        },
-    }
 }
 
 pub(crate) async fn acquire_jobs(state: &AppState, call: &Call) -> Envelope {
@@ -166,18 +168,10 @@ pub(crate) async fn acquire_jobs(state: &AppState, call: &Call) -> Envelope {
 
 /// One update_job, from validated `/api/v1` arguments.
 async fn update_one(state: &AppState, call: &Call, args: &Map<String, Json>) -> Envelope {
-    let renamed: Map<String, Json> = args
-        .iter()
-        .filter_map(|(k, v)| {
-            UPDATE_FIELDS
-                .iter()
-                .find(|(param, _)| param.name == k)
-                .map(|(_, legacy)| (legacy.to_string(), v.clone()))
-        })
-        .collect();
-    let update = match job_update(&LegacyParams::from_json_object(renamed)) {
+    let update = match PilotReport::decode(&ReportArgs::new(args)) {
         Ok(update) => update,
-        Err(e) => return legacy_failure(e),
+        Err(ServiceError::BadRequest(m)) => return Envelope::fail(format!("Argument error: {m}")),
+        Err(e) => return Envelope::from_service(e),
     };
     match state.service.update_job(&call.identity, update).await {
         Ok(UpdateResult::Done { command }) => {
@@ -310,5 +304,17 @@ pub(crate) async fn update_worker_node(state: &AppState, call: &Call, gpu: bool)
         Ok(NodeRecord::Inserted) => Envelope::ok_with(format!("Inserted new {what}.")),
         Ok(NodeRecord::Updated) => Envelope::ok_with(format!("Updated existing {what}.")),
         Err(e) => Envelope::from_service(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_update_job_argument_is_a_report_field() {
+        let declared: Vec<&str> = UPDATE_PARAMS.iter().map(|p| p.name).collect();
+        let mapped: Vec<&str> = V1_FIELD_NAMES.iter().map(|(v1, _)| *v1).collect();
+        assert_eq!(declared, mapped);
     }
 }

@@ -16,7 +16,7 @@ use serde::Deserialize;
 pub mod runner;
 pub mod tasks;
 
-pub use tasks::{Task, TaskContext, TASK_NAMES};
+pub use tasks::{task_names, Task, TaskContext, TASKS};
 
 /// One task's settings, as upstream spells them.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -178,7 +178,7 @@ pub async fn run_task_once(
     let task = tasks::task_by_name(name).ok_or_else(|| {
         format!(
             "unknown task {name}; known: {}",
-            tasks::TASK_NAMES.join(", ")
+            tasks::task_names().collect::<Vec<_>>().join(", ")
         )
     })?;
     let ctx = TaskContext {

@@ -21,39 +21,111 @@ use crate::body::{legacy_params, read_body, LegacyParams};
 use crate::{forbidden_method, AppState};
 pub use protocol::{accepts_json, Protocol};
 
-/// Who may call a legacy method. Upstream's dispatcher answers a caller without the role in
-/// each method's own way (`StatusCode=60` from getJob and updateJob, a plain string from
-/// updateWorkerPilotStatus), so the handlers apply [`LegacyAccess::Dispatcher`] themselves
-/// through `Identity::may_dispatch`; this table is the declaration.
+/// Who may call a legacy method, as the dispatcher decides it before the body is read (a
+/// caller the method refuses may send no more than an anonymous caller) and hands it to the
+/// handler in [`LegacyCall::authorized`]. Upstream answers a caller without the role in each
+/// method's own way (`StatusCode=60` from updateJob, a plain string from
+/// updateWorkerPilotStatus), so the handler writes the refusal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum LegacyAccess {
     /// Anyone (upstream only logs a missing role for these).
     Open,
     /// The production role, a pilot FQAN or a `pilot_owners` DN (upstream's `_checkRole`).
     Dispatcher,
+    /// The service decides from the request: getJob hands `user` jobs to any caller and
+    /// everything else to dispatchers only.
+    ByRequest,
 }
 
-/// The legacy methods served, with who may call them; every other name is 403.
-pub(crate) const LEGACY_METHODS: &[(&str, LegacyAccess)] = &[
-    ("isAlive", LegacyAccess::Open),
-    ("getJob", LegacyAccess::Dispatcher),
-    ("updateJob", LegacyAccess::Dispatcher),
-    ("updateJobsInBulk", LegacyAccess::Dispatcher),
-    ("getStatus", LegacyAccess::Open),
-    ("checkJobStatus", LegacyAccess::Open),
-    ("getResourceTypes", LegacyAccess::Open),
-    ("updateWorkerPilotStatus", LegacyAccess::Dispatcher),
+impl LegacyAccess {
+    fn allows(self, identity: &Identity) -> bool {
+        match self {
+            LegacyAccess::Open | LegacyAccess::ByRequest => true,
+            LegacyAccess::Dispatcher => identity.may_dispatch(),
+        }
+    }
+}
+
+/// What a legacy handler returns.
+pub(crate) type LegacyResult = Result<Response, LegacyError>;
+type Handled<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = LegacyResult> + Send + 'a>>;
+/// A legacy method's handler.
+type LegacyHandler = for<'a> fn(&'a AppState, &'a LegacyCall) -> Handled<'a>;
+
+/// A handler from an `async fn(&AppState, &LegacyCall) -> LegacyResult`.
+macro_rules! handler {
+    ($f:path) => {{
+        fn handle<'a>(state: &'a AppState, call: &'a LegacyCall) -> Handled<'a> {
+            Box::pin($f(state, call))
+        }
+        handle as LegacyHandler
+    }};
+}
+
+/// One method of the legacy dispatcher.
+pub(crate) struct LegacyMethod {
+    pub name: &'static str,
+    pub access: LegacyAccess,
+    /// `None` for isAlive, which reads no arguments and answers at once.
+    handler: Option<LegacyHandler>,
+}
+
+/// The legacy methods served, with who may call them and what handles them; every other name
+/// is 403.
+pub(crate) const LEGACY_METHODS: &[LegacyMethod] = &[
+    LegacyMethod {
+        name: "isAlive",
+        access: LegacyAccess::Open,
+        handler: None,
+    },
+    LegacyMethod {
+        name: "getJob",
+        access: LegacyAccess::ByRequest,
+        handler: Some(handler!(pilot::get_job)),
+    },
+    LegacyMethod {
+        name: "updateJob",
+        access: LegacyAccess::Dispatcher,
+        handler: Some(handler!(pilot::update_job)),
+    },
+    LegacyMethod {
+        name: "updateJobsInBulk",
+        access: LegacyAccess::Dispatcher,
+        handler: Some(handler!(pilot::update_jobs_in_bulk)),
+    },
+    LegacyMethod {
+        name: "getStatus",
+        access: LegacyAccess::Open,
+        handler: Some(handler!(pilot::get_status)),
+    },
+    LegacyMethod {
+        name: "checkJobStatus",
+        access: LegacyAccess::Open,
+        handler: Some(handler!(pilot::check_job_status)),
+    },
+    LegacyMethod {
+        name: "getResourceTypes",
+        access: LegacyAccess::Open,
+        handler: Some(handler!(pilot::get_resource_types)),
+    },
+    LegacyMethod {
+        name: "updateWorkerPilotStatus",
+        access: LegacyAccess::Dispatcher,
+        handler: Some(handler!(pilot::update_worker_pilot_status)),
+    },
 ];
 
 /// Whether `name` is a legacy method served here, spelled exactly.
 pub(crate) fn is_served(name: &str) -> bool {
-    LEGACY_METHODS.iter().any(|(served, _)| *served == name)
+    LEGACY_METHODS.iter().any(|m| m.name == name)
 }
 
 /// What a legacy handler gets.
 pub(crate) struct LegacyCall {
     pub params: LegacyParams,
     pub identity: Arc<Identity>,
+    /// Whether the method's declared access admits this caller.
+    pub authorized: bool,
     pub json: bool,
 }
 
@@ -62,8 +134,8 @@ pub async fn dispatch(
     Path(method): Path<String>,
     request: Request,
 ) -> Response {
-    let served = LEGACY_METHODS.iter().find(|(name, _)| *name == method);
-    let Some(&(handler, access)) = served.filter(|(name, _)| *name != "isAlive") else {
+    let served = LEGACY_METHODS.iter().find(|m| m.name == method);
+    let Some((handler, access)) = served.and_then(|m| Some((m.handler?, m.access))) else {
         // isAlive takes no arguments, and a method not served takes none either: a body is
         // dropped unread, within an anonymous caller's bounds.
         crate::body::discard(
@@ -86,9 +158,10 @@ pub async fn dispatch(
     let query = request.uri().query().map(str::to_string);
     // The caller is known before the body is read: one the method will refuse may send no
     // more than an anonymous caller.
-    let limit = match (access, identity.may_dispatch()) {
-        (LegacyAccess::Dispatcher, false) => state.limits.anonymous_max_body_bytes,
-        _ => state.limits.body_limit_for(&identity),
+    let authorized = access.allows(&identity);
+    let limit = match authorized {
+        false => state.limits.anonymous_max_body_bytes,
+        true => state.limits.body_limit_for(&identity),
     };
     let body = match read_body(request, limit, &state.limits).await {
         Ok(body) => body,
@@ -103,18 +176,12 @@ pub async fn dispatch(
     let call = LegacyCall {
         params,
         identity,
+        authorized,
         json,
     };
-    let result = match handler {
-        "getJob" => pilot::get_job(&state, &call).await,
-        "updateJob" => pilot::update_job(&state, &call).await,
-        "updateJobsInBulk" => pilot::update_jobs_in_bulk(&state, &call).await,
-        "getStatus" => pilot::get_status(&state, &call).await,
-        "checkJobStatus" => pilot::check_job_status(&state, &call).await,
-        "getResourceTypes" => pilot::get_resource_types(&state, &call).await,
-        _ => pilot::update_worker_pilot_status(&state, &call).await,
-    };
-    result.unwrap_or_else(|e| e.into_response())
+    handler(&state, &call)
+        .await
+        .unwrap_or_else(|e| e.into_response())
 }
 
 /// Upstream's health answer: the urlencoded pair `alive=yes`.

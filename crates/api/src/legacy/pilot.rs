@@ -1,18 +1,15 @@
 //! The pilot's calls on the legacy dispatcher.
 
-use axum::response::Response;
 use panda_service::lookups::JobScope;
 use panda_service::worker_nodes::PilotStatus;
 use panda_service::{pilot_report, GetJobRequest, GetJobResult, PilotReport, UpdateResult};
 use serde_json::{json, Value as Json};
 
 use super::protocol::{json_response, text_response, Protocol, SC_NO_JOBS, SC_ROLE, SC_SUCCESS};
-use super::{LegacyCall, LegacyError};
+use super::{LegacyCall, LegacyError, LegacyResult};
 use crate::body::LegacyParams;
 use crate::job_dict::job_entries;
 use crate::AppState;
-
-type LegacyResult = Result<Response, LegacyError>;
 
 /// Upstream's errorDialog for a caller without the production or pilot role.
 const NO_ROLE: &str = "no production/pilot role in VOMS FQANs or non pilot owner";
@@ -93,7 +90,7 @@ async fn update_one(
     call: &LegacyCall,
     params: &LegacyParams,
 ) -> Result<Protocol, LegacyError> {
-    if !call.identity.may_dispatch() {
+    if !call.authorized {
         return Ok(Protocol::with_dialog(SC_ROLE, NO_ROLE, call.json));
     }
     if params.get("jobId") == Some("NULL") {
@@ -282,7 +279,7 @@ pub(crate) async fn update_worker_pilot_status(
     if call.identity.dn.is_none() {
         return Ok(text_response("failed to retrieve DN".into()));
     }
-    if !call.identity.may_dispatch() {
+    if !call.authorized {
         return Ok(text_response("production or pilot role is required".into()));
     }
     let missing = ["site", "workerID", "harvesterID", "status"]

@@ -9,21 +9,6 @@ use super::args::ArgsExt;
 use super::{Call, Envelope};
 use crate::AppState;
 
-pub(crate) async fn route(state: &AppState, call: &Call, function: &str) -> Envelope {
-    match function {
-        "heartbeat" => heartbeat(state, call).await,
-        "update_workers" => update_workers(state, call).await,
-        "acquire_commands" => acquire_commands(state, call).await,
-        "acknowledge_commands" => acknowledge_commands(state, call).await,
-        "get_current_worker_id" => current_worker_id(state, call).await,
-        "report_worker_statistics" => report_worker_statistics(state, call).await,
-        "get_worker_statistics" => worker_statistics(state).await,
-        "update_service_metrics" => update_service_metrics(state, call).await,
-        "add_dialogs" => add_dialogs(state, call).await,
-        other => Envelope::fail(format!("harvester/{other} is not implemented")),
-    }
-}
-
 fn harvester_id(call: &Call) -> &str {
     call.args.text("harvester_id").unwrap_or_default()
 }
@@ -37,7 +22,7 @@ fn list<'a>(call: &'a Call, name: &str) -> &'a [Json] {
         .unwrap_or_default()
 }
 
-async fn heartbeat(state: &AppState, call: &Call) -> Envelope {
+pub(crate) async fn heartbeat(state: &AppState, call: &Call) -> Envelope {
     let data = call
         .args
         .get("data")
@@ -61,7 +46,7 @@ async fn heartbeat(state: &AppState, call: &Call) -> Envelope {
     }
 }
 
-async fn update_workers(state: &AppState, call: &Call) -> Envelope {
+pub(crate) async fn update_workers(state: &AppState, call: &Call) -> Envelope {
     match state
         .service
         .update_harvester_workers(harvester_id(call), list(call, "workers"))
@@ -72,7 +57,7 @@ async fn update_workers(state: &AppState, call: &Call) -> Envelope {
     }
 }
 
-async fn acquire_commands(state: &AppState, call: &Call) -> Envelope {
+pub(crate) async fn acquire_commands(state: &AppState, call: &Call) -> Envelope {
     let n = call.args.int("n_commands").unwrap_or(0);
     match state
         .service
@@ -98,7 +83,7 @@ async fn acquire_commands(state: &AppState, call: &Call) -> Envelope {
     }
 }
 
-async fn acknowledge_commands(state: &AppState, call: &Call) -> Envelope {
+pub(crate) async fn acknowledge_commands(state: &AppState, call: &Call) -> Envelope {
     let ids = call.args.ints("command_ids");
     match state.service.acknowledge_harvester_commands(&ids).await {
         Ok(()) => Envelope::ok(Json::Null),
@@ -106,14 +91,14 @@ async fn acknowledge_commands(state: &AppState, call: &Call) -> Envelope {
     }
 }
 
-async fn current_worker_id(state: &AppState, call: &Call) -> Envelope {
+pub(crate) async fn current_worker_id(state: &AppState, call: &Call) -> Envelope {
     match state.service.current_worker_id(harvester_id(call)).await {
         Ok(id) => Envelope::ok(json!(id)),
         Err(e) => Envelope::from_service(e),
     }
 }
 
-async fn report_worker_statistics(state: &AppState, call: &Call) -> Envelope {
+pub(crate) async fn report_worker_statistics(state: &AppState, call: &Call) -> Envelope {
     let site = call.args.text("panda_queue").unwrap_or_default();
     let statistics = call.args.text("statistics").unwrap_or_default();
     match state
@@ -130,14 +115,14 @@ async fn report_worker_statistics(state: &AppState, call: &Call) -> Envelope {
     }
 }
 
-async fn worker_statistics(state: &AppState) -> Envelope {
+pub(crate) async fn worker_statistics(state: &AppState, _call: &Call) -> Envelope {
     match state.service.worker_statistics().await {
         Ok(stats) => Envelope::ok(json!(stats)),
         Err(e) => Envelope::from_service(e),
     }
 }
 
-async fn update_service_metrics(state: &AppState, call: &Call) -> Envelope {
+pub(crate) async fn update_service_metrics(state: &AppState, call: &Call) -> Envelope {
     match state
         .service
         .add_harvester_metrics(harvester_id(call), list(call, "metrics"))
@@ -148,7 +133,7 @@ async fn update_service_metrics(state: &AppState, call: &Call) -> Envelope {
     }
 }
 
-async fn add_dialogs(state: &AppState, call: &Call) -> Envelope {
+pub(crate) async fn add_dialogs(state: &AppState, call: &Call) -> Envelope {
     match state
         .service
         .add_harvester_dialogs(harvester_id(call), list(call, "dialogs"))

@@ -165,6 +165,21 @@ pub(crate) struct Endpoint {
     pub verb: Verb,
     pub access: Access,
     pub params: &'static [Param],
+    handler: Handler,
+}
+
+type Handled<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Envelope> + Send + 'a>>;
+/// A function's handler: its validated call in, its envelope out.
+type Handler = for<'a> fn(&'a AppState, &'a Call) -> Handled<'a>;
+
+/// A [`Handler`] from an `async fn(&AppState, &Call) -> Envelope` (or a closure calling one).
+macro_rules! handler {
+    ($f:expr) => {{
+        fn handle<'a>(state: &'a AppState, call: &'a Call) -> Handled<'a> {
+            Box::pin(($f)(state, call))
+        }
+        handle as Handler
+    }};
 }
 
 const fn ep(
@@ -173,6 +188,7 @@ const fn ep(
     verb: Verb,
     access: Access,
     params: &'static [Param],
+    handler: Handler,
 ) -> Endpoint {
     Endpoint {
         module,
@@ -180,6 +196,7 @@ const fn ep(
         verb,
         access,
         params,
+        handler,
     }
 }
 
@@ -191,22 +208,38 @@ const TIMEOUT: Param = opt("timeout", Int);
 
 /// Every function served. Anything else under `/api/v1` is 403, as upstream.
 pub(crate) const ENDPOINTS: &[Endpoint] = &[
-    ep("system", "is_alive", Verb::Any, Open, &[]),
+    ep(
+        "system",
+        "is_alive",
+        Verb::Any,
+        Open,
+        &[],
+        handler!(|_, _| async { system::is_alive() }),
+    ),
     ep(
         "system",
         "get_attributes",
         Verb::Any,
         Secure,
         &[opt(ANY_KEYWORD, Ty::Any)],
+        handler!(|_, call| async move { system::get_attributes(call) }),
     ),
     // job
-    ep("job", "submit", Post, Secure, &[req("jobs", Str)]),
+    ep(
+        "job",
+        "submit",
+        Post,
+        Secure,
+        &[req("jobs", Str)],
+        handler!(job::submit),
+    ),
     ep(
         "job",
         "get_status",
         Get,
         Secure,
         &[req("job_ids", IntList), TIMEOUT],
+        handler!(job::get_status),
     ),
     ep(
         "job",
@@ -214,6 +247,7 @@ pub(crate) const ENDPOINTS: &[Endpoint] = &[
         Verb::Any,
         Secure,
         &[req("job_ids", IntList)],
+        handler!(|state, call| job::get_description(state, call, false)),
     ),
     ep(
         "job",
@@ -221,6 +255,7 @@ pub(crate) const ENDPOINTS: &[Endpoint] = &[
         Verb::Any,
         Secure,
         &[req("job_ids", IntList)],
+        handler!(|state, call| job::get_description(state, call, true)),
     ),
     ep(
         "job",
@@ -233,14 +268,23 @@ pub(crate) const ENDPOINTS: &[Endpoint] = &[
             opt("use_email_as_id", Bool),
             opt("kill_options", StrList),
         ],
+        handler!(job::kill),
     ),
-    ep("job", "reassign", Post, Secure, &[req("job_ids", IntList)]),
+    ep(
+        "job",
+        "reassign",
+        Post,
+        Secure,
+        &[req("job_ids", IntList)],
+        handler!(job::reassign),
+    ),
     ep(
         "job",
         "set_command",
         Post,
         Production,
         &[req("job_id", Int), req("command", Str)],
+        handler!(job::set_command),
     ),
     ep(
         "job",
@@ -248,15 +292,24 @@ pub(crate) const ENDPOINTS: &[Endpoint] = &[
         Post,
         Production,
         &[req("job_id", Int), req("mode", Bool)],
+        handler!(job::set_debug_mode),
     ),
     // pilot
-    ep("pilot", "acquire_jobs", Post, Secure, pilot::ACQUIRE_PARAMS),
+    ep(
+        "pilot",
+        "acquire_jobs",
+        Post,
+        Secure,
+        pilot::ACQUIRE_PARAMS,
+        handler!(pilot::acquire_jobs),
+    ),
     ep(
         "pilot",
         "get_job_status",
         Get,
         Secure,
         &[req("job_ids", IntList), TIMEOUT],
+        handler!(pilot::get_job_status),
     ),
     ep(
         "pilot",
@@ -264,6 +317,7 @@ pub(crate) const ENDPOINTS: &[Endpoint] = &[
         Post,
         Production,
         pilot::UPDATE_PARAMS,
+        handler!(pilot::update_job),
     ),
     ep(
         "pilot",
@@ -271,6 +325,7 @@ pub(crate) const ENDPOINTS: &[Endpoint] = &[
         Post,
         Production,
         &[req("job_list", List), opt("harvester_id", Str)],
+        handler!(pilot::update_jobs_bulk),
     ),
     ep(
         "pilot",
@@ -284,6 +339,7 @@ pub(crate) const ENDPOINTS: &[Endpoint] = &[
             TIMEOUT,
             opt("node_id", Str),
         ],
+        handler!(pilot::update_worker_status),
     ),
     ep(
         "pilot",
@@ -306,6 +362,7 @@ pub(crate) const ENDPOINTS: &[Endpoint] = &[
             opt("total_local_disk", Int),
             TIMEOUT,
         ],
+        handler!(|state, call| pilot::update_worker_node(state, call, false)),
     ),
     ep(
         "pilot",
@@ -325,6 +382,7 @@ pub(crate) const ENDPOINTS: &[Endpoint] = &[
             opt("driver_version", Str),
             TIMEOUT,
         ],
+        handler!(|state, call| pilot::update_worker_node(state, call, true)),
     ),
     // task
     ep(
@@ -333,8 +391,16 @@ pub(crate) const ENDPOINTS: &[Endpoint] = &[
         Post,
         Secure,
         &[req("task_parameters", Dict), opt("parent_tid", Int)],
+        handler!(task::submit),
     ),
-    ep("task", "get_status", Get, Secure, &[req("task_id", Int)]),
+    ep(
+        "task",
+        "get_status",
+        Get,
+        Secure,
+        &[req("task_id", Int)],
+        handler!(task::get_status),
+    ),
     ep(
         "task",
         "get_details",
@@ -345,6 +411,7 @@ pub(crate) const ENDPOINTS: &[Endpoint] = &[
             opt("include_parameters", Bool),
             opt("include_status", Bool),
         ],
+        handler!(task::get_details),
     ),
     ep(
         "task",
@@ -352,14 +419,23 @@ pub(crate) const ENDPOINTS: &[Endpoint] = &[
         Get,
         Secure,
         &[req("task_id", Int)],
+        handler!(task::get_task_parameters),
     ),
-    ep("task", "get_job_ids", Get, Secure, &[req("task_id", Int)]),
+    ep(
+        "task",
+        "get_job_ids",
+        Get,
+        Secure,
+        &[req("task_id", Int)],
+        handler!(task::get_job_ids),
+    ),
     ep(
         "task",
         "kill",
         Post,
         TaskOwner,
         &[req("task_id", Int), opt("broadcast", Bool)],
+        handler!(task::kill),
     ),
     ep(
         "task",
@@ -371,6 +447,7 @@ pub(crate) const ENDPOINTS: &[Endpoint] = &[
             opt("soft", Bool),
             opt("broadcast", Bool),
         ],
+        handler!(task::finish),
     ),
     ep(
         "task",
@@ -386,6 +463,7 @@ pub(crate) const ENDPOINTS: &[Endpoint] = &[
             opt("keep_gshare_priority", Bool),
             opt("ignore_hard_exhausted", Bool),
         ],
+        handler!(task::retry),
     ),
     ep(
         "task",
@@ -399,6 +477,7 @@ pub(crate) const ENDPOINTS: &[Endpoint] = &[
             opt("min_task_id", Int),
             opt("prod_source_label", Str),
         ],
+        handler!(task::get_tasks_modified_since),
     ),
     ep(
         "task",
@@ -406,6 +485,7 @@ pub(crate) const ENDPOINTS: &[Endpoint] = &[
         Get,
         Secure,
         &[opt("since", Str), opt("filters", Str), opt("n_tasks", Int)],
+        handler!(task::get_tasks_detailed_info_since),
     ),
     // harvester
     ep(
@@ -414,6 +494,7 @@ pub(crate) const ENDPOINTS: &[Endpoint] = &[
         Post,
         Secure,
         &[req("harvester_id", Str), opt("data", Dict)],
+        handler!(harvester::heartbeat),
     ),
     ep(
         "harvester",
@@ -421,6 +502,7 @@ pub(crate) const ENDPOINTS: &[Endpoint] = &[
         Post,
         Secure,
         &[req("harvester_id", Str), req("workers", List)],
+        handler!(harvester::update_workers),
     ),
     ep(
         "harvester",
@@ -428,6 +510,7 @@ pub(crate) const ENDPOINTS: &[Endpoint] = &[
         Post,
         Secure,
         &[req("harvester_id", Str), req("metrics", List)],
+        handler!(harvester::update_service_metrics),
     ),
     ep(
         "harvester",
@@ -435,6 +518,7 @@ pub(crate) const ENDPOINTS: &[Endpoint] = &[
         Post,
         Secure,
         &[req("harvester_id", Str), req("dialogs", List)],
+        handler!(harvester::add_dialogs),
     ),
     ep(
         "harvester",
@@ -446,6 +530,7 @@ pub(crate) const ENDPOINTS: &[Endpoint] = &[
             req("panda_queue", Str),
             req("statistics", Str),
         ],
+        handler!(harvester::report_worker_statistics),
     ),
     ep(
         "harvester",
@@ -453,6 +538,7 @@ pub(crate) const ENDPOINTS: &[Endpoint] = &[
         Post,
         Production,
         &[req("harvester_id", Str), req("n_commands", Int), TIMEOUT],
+        handler!(harvester::acquire_commands),
     ),
     ep(
         "harvester",
@@ -460,6 +546,7 @@ pub(crate) const ENDPOINTS: &[Endpoint] = &[
         Post,
         Production,
         &[req("command_ids", IntList), TIMEOUT],
+        handler!(harvester::acknowledge_commands),
     ),
     ep(
         "harvester",
@@ -467,16 +554,32 @@ pub(crate) const ENDPOINTS: &[Endpoint] = &[
         Get,
         Secure,
         &[req("harvester_id", Str)],
+        handler!(harvester::current_worker_id),
     ),
-    ep("harvester", "get_worker_statistics", Get, Secure, &[]),
+    ep(
+        "harvester",
+        "get_worker_statistics",
+        Get,
+        Secure,
+        &[],
+        handler!(harvester::worker_statistics),
+    ),
     // metaconfig
-    ep("metaconfig", "get_resource_types", Get, Secure, &[]),
+    ep(
+        "metaconfig",
+        "get_resource_types",
+        Get,
+        Secure,
+        &[],
+        handler!(|state, _| resource_types(state)),
+    ),
     ep(
         "metaconfig",
         "get_site_specs",
         Get,
         Open,
         &[opt("type", Str)],
+        handler!(site_specs),
     ),
     // statistics
     ep(
@@ -485,6 +588,7 @@ pub(crate) const ENDPOINTS: &[Endpoint] = &[
         Get,
         Open,
         &[opt("type", Str)],
+        handler!(|state, call| statistics::counts(state, call, statistics::View::ByCloud)),
     ),
     ep(
         "statistics",
@@ -492,14 +596,31 @@ pub(crate) const ENDPOINTS: &[Endpoint] = &[
         Get,
         Open,
         &[],
+        handler!(|state, call| statistics::counts(
+            state,
+            call,
+            statistics::View::ProductionByCloudAndProcessingType
+        )),
     ),
-    ep("statistics", "active_job_stats_by_site", Get, Open, &[]),
+    ep(
+        "statistics",
+        "active_job_stats_by_site",
+        Get,
+        Open,
+        &[],
+        handler!(|state, call| statistics::counts(state, call, statistics::View::ActiveBySite)),
+    ),
     ep(
         "statistics",
         "active_job_detailed_stats_by_site",
         Get,
         Open,
         &[],
+        handler!(|state, call| statistics::counts(
+            state,
+            call,
+            statistics::View::ActiveDetailedBySite
+        )),
     ),
     ep(
         "statistics",
@@ -507,6 +628,11 @@ pub(crate) const ENDPOINTS: &[Endpoint] = &[
         Get,
         Open,
         &[opt("time_window", Int)],
+        handler!(|state, call| statistics::counts(
+            state,
+            call,
+            statistics::View::BySiteAndResourceType
+        )),
     ),
     ep(
         "statistics",
@@ -514,6 +640,11 @@ pub(crate) const ENDPOINTS: &[Endpoint] = &[
         Get,
         Open,
         &[opt("time_window", Int)],
+        handler!(|state, call| statistics::counts(
+            state,
+            call,
+            statistics::View::BySiteShareAndResourceType
+        )),
     ),
 ];
 
@@ -725,49 +856,7 @@ async fn call(
         peer,
         args,
     };
-    Ok(route(&state, endpoint, &call).await)
-}
-
-async fn route(state: &AppState, endpoint: &Endpoint, call: &Call) -> Envelope {
-    match (endpoint.module, endpoint.function) {
-        ("system", "is_alive") => system::is_alive(),
-        ("system", "get_attributes") => system::get_attributes(call),
-        ("job", "submit") => job::submit(state, call).await,
-        ("job", "get_status") => job::get_status(state, call).await,
-        ("job", "get_description") => job::get_description(state, call, false).await,
-        ("job", "get_description_incl_archive") => job::get_description(state, call, true).await,
-        ("job", "kill") => job::kill(state, call).await,
-        ("job", "reassign") => job::reassign(state, call).await,
-        ("job", "set_command") => job::set_command(state, call).await,
-        ("job", "set_debug_mode") => job::set_debug_mode(state, call).await,
-        ("pilot", "acquire_jobs") => pilot::acquire_jobs(state, call).await,
-        ("pilot", "get_job_status") => pilot::get_job_status(state, call).await,
-        ("pilot", "update_job") => pilot::update_job(state, call).await,
-        ("pilot", "update_jobs_bulk") => pilot::update_jobs_bulk(state, call).await,
-        ("pilot", "update_worker_status") => pilot::update_worker_status(state, call).await,
-        ("pilot", "update_worker_node") => pilot::update_worker_node(state, call, false).await,
-        ("pilot", "update_worker_node_gpu") => pilot::update_worker_node(state, call, true).await,
-        ("task", "submit") => task::submit(state, call).await,
-        ("task", "get_status") => task::get_status(state, call).await,
-        ("task", "get_details") => task::get_details(state, call).await,
-        ("task", "get_task_parameters") => task::get_task_parameters(state, call).await,
-        ("task", "get_job_ids") => task::get_job_ids(state, call).await,
-        ("task", "kill") => task::kill(state, call).await,
-        ("task", "finish") => task::finish(state, call).await,
-        ("task", "retry") => task::retry(state, call).await,
-        ("task", "get_tasks_modified_since") => task::get_tasks_modified_since(state, call).await,
-        ("task", "get_tasks_detailed_info_since") => {
-            task::get_tasks_detailed_info_since(state, call).await
-        }
-        ("harvester", function) => harvester::route(state, call, function).await,
-        ("statistics", function) => statistics::route(state, call, function).await,
-        ("metaconfig", "get_resource_types") => resource_types(state).await,
-        ("metaconfig", "get_site_specs") => site_specs(state, call).await,
-        (module, function) => {
-            tracing::error!(target: "panda::api", module, function, "declared but not routed");
-            Envelope::fail(format!("{module}/{function} is not implemented"))
-        }
-    }
+    Ok((endpoint.handler)(&state, &call).await)
 }
 
 /// `metaconfig/get_resource_types`: the `resource_types` rows.

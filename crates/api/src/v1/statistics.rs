@@ -7,9 +7,21 @@ use super::args::ArgsExt;
 use super::{Call, Envelope};
 use crate::AppState;
 
-pub(crate) async fn route(state: &AppState, call: &Call, function: &str) -> Envelope {
-    let view = match function {
-        "job_stats_by_cloud" => match call.args.text("type").unwrap_or("production") {
+/// The `/api/v1/statistics` functions, one per view; `job_stats_by_cloud` picks production
+/// or analysis by its `type` argument.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum View {
+    ByCloud,
+    ProductionByCloudAndProcessingType,
+    ActiveBySite,
+    ActiveDetailedBySite,
+    BySiteAndResourceType,
+    BySiteShareAndResourceType,
+}
+
+pub(crate) async fn counts(state: &AppState, call: &Call, view: View) -> Envelope {
+    let view = match view {
+        View::ByCloud => match call.args.text("type").unwrap_or("production") {
             "production" => JobStatistics::ByCloud { analysis: false },
             "analysis" => JobStatistics::ByCloud { analysis: true },
             _ => {
@@ -18,14 +30,13 @@ pub(crate) async fn route(state: &AppState, call: &Call, function: &str) -> Enve
                 )
             }
         },
-        "production_job_stats_by_cloud_and_processing_type" => {
+        View::ProductionByCloudAndProcessingType => {
             JobStatistics::ProductionByCloudAndProcessingType
         }
-        "active_job_stats_by_site" => JobStatistics::ActiveBySite,
-        "active_job_detailed_stats_by_site" => JobStatistics::ActiveDetailedBySite,
-        "job_stats_by_site_and_resource_type" => JobStatistics::BySiteAndResourceType,
-        "job_stats_by_site_share_and_resource_type" => JobStatistics::BySiteShareAndResourceType,
-        other => return Envelope::fail(format!("statistics/{other} is not implemented")),
+        View::ActiveBySite => JobStatistics::ActiveBySite,
+        View::ActiveDetailedBySite => JobStatistics::ActiveDetailedBySite,
+        View::BySiteAndResourceType => JobStatistics::BySiteAndResourceType,
+        View::BySiteShareAndResourceType => JobStatistics::BySiteShareAndResourceType,
     };
     let window =
         match view {

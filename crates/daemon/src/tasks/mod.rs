@@ -57,24 +57,27 @@ pub trait Task: Send + Sync + 'static {
     async fn run(&self, ctx: &TaskContext) -> anyhow::Result<String>;
 }
 
-/// The tasks this build implements.
-pub const TASK_NAMES: [&str; 6] = [
-    "add_main",
-    "copyArchive",
-    "tmpwatch",
-    "archive_retention",
-    "db_maintenance",
-    "dummy_test",
+/// What makes a task.
+pub type MakeTask = fn() -> Arc<dyn Task>;
+
+/// The tasks this build implements, each with what makes it: the one table of task names.
+pub const TASKS: [(&str, MakeTask); 6] = [
+    ("add_main", || Arc::new(adder::Adder)),
+    ("copyArchive", || Arc::new(watcher::Watcher)),
+    ("tmpwatch", || Arc::new(cleanup::TmpWatch)),
+    ("archive_retention", || Arc::new(cleanup::ArchiveRetention)),
+    ("db_maintenance", || Arc::new(cleanup::DbMaintenance)),
+    ("dummy_test", || Arc::new(dummy::Dummy)),
 ];
 
+/// The names of [`TASKS`], in order.
+pub fn task_names() -> impl Iterator<Item = &'static str> {
+    TASKS.iter().map(|(name, _)| *name)
+}
+
 pub fn task_by_name(name: &str) -> Option<Arc<dyn Task>> {
-    match name {
-        "add_main" => Some(Arc::new(adder::Adder)),
-        "copyArchive" => Some(Arc::new(watcher::Watcher)),
-        "tmpwatch" => Some(Arc::new(cleanup::TmpWatch)),
-        "archive_retention" => Some(Arc::new(cleanup::ArchiveRetention)),
-        "db_maintenance" => Some(Arc::new(cleanup::DbMaintenance)),
-        "dummy_test" => Some(Arc::new(dummy::Dummy)),
-        _ => None,
-    }
+    TASKS
+        .iter()
+        .find(|(known, _)| *known == name)
+        .map(|(_, make)| make())
 }

@@ -18,6 +18,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use panda_core::identity::Identity;
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 
 /// Where access-log lines go (a file reopened on SIGHUP, in the server).
 pub trait AccessLog: Send + Sync {
@@ -192,9 +193,14 @@ pub async fn log_request(
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(a)| a.ip().to_string())
         .unwrap_or_else(|| "-".into());
-    stats.total.fetch_add(1, Ordering::Relaxed);
+    // The request's number in this process: every line logged while it is handled carries it
+    // (the `request` span), and so does its request-log line.
+    let id = stats.total.fetch_add(1, Ordering::Relaxed) + 1;
     stats.in_flight.fetch_add(1, Ordering::Relaxed);
-    let response = next.run(request).await;
+    let response = next
+        .run(request)
+        .instrument(tracing::info_span!("request", id))
+        .await;
     stats.in_flight.fetch_sub(1, Ordering::Relaxed);
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
@@ -223,6 +229,7 @@ pub async fn log_request(
     );
     tracing::info!(
         target: "panda::request",
+        id,
         %method,
         path,
         status,

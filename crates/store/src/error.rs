@@ -1,8 +1,9 @@
 //! Store errors, split by what the caller should do about them.
 //!
 //! `Unavailable` means the database could not be reached or answered with a connection-level
-//! failure: the web tier answers 503 and the daemon retries later. Everything else is a bug,
-//! a schema problem or a conflict with a concurrent writer, and is reported as such.
+//! failure: the legacy dispatcher answers 503, `/api/v1` a failed envelope (decision 0004),
+//! and the daemon retries later. Everything else is a bug, a schema problem or a conflict with
+//! a concurrent writer, and is reported as such.
 
 use crate::schema::SchemaVersion;
 

@@ -6,19 +6,20 @@
 //! Every method accepts GET or POST with query, form, multipart or (gzipped) JSON
 //! parameters. Answers are upstream's `StatusCode=...` responses, JSON when asked for.
 
+mod errors;
 pub(crate) mod pilot;
 mod protocol;
 
 use std::sync::Arc;
 
 use axum::extract::{Path, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use panda_core::identity::Identity;
-use panda_service::ServiceError;
 
 use crate::body::{legacy_params, read_body, LegacyParams};
 use crate::{forbidden_method, AppState};
+pub(crate) use errors::LegacyError;
 pub use protocol::{accepts_json, Protocol};
 
 /// Who may call a legacy method, as the dispatcher decides it before the body is read (a
@@ -179,9 +180,14 @@ pub async fn dispatch(
         authorized,
         json,
     };
-    handler(&state, &call)
-        .await
-        .unwrap_or_else(|e| e.into_response())
+    match handler(&state, &call).await {
+        Ok(response) => response,
+        // The one place a failed call is logged and answered, in the client's format.
+        Err(error) => {
+            error.log();
+            error.into_response_as(call.json)
+        }
+    }
 }
 
 /// Upstream's health answer: the urlencoded pair `alive=yes`.
@@ -191,59 +197,4 @@ fn is_alive() -> Response {
         "alive=yes",
     )
         .into_response()
-}
-
-/// A failure of a legacy call that is not a `StatusCode` answer.
-#[derive(Debug)]
-pub(crate) enum LegacyError {
-    /// The request is malformed: HTTP 400 naming the problem.
-    BadRequest(String),
-    /// The database is unreachable: HTTP 503.
-    Unavailable(String),
-    /// Anything else: StatusCode 30 (upstream's SC_Failed).
-    Failed { message: String, json: bool },
-}
-
-impl LegacyError {
-    pub fn from_service(error: ServiceError, json: bool) -> LegacyError {
-        match error {
-            ServiceError::BadRequest(m) => LegacyError::BadRequest(m),
-            e if e.is_unavailable() => LegacyError::Unavailable(e.to_string()),
-            e => {
-                tracing::error!(target: "panda::legacy", error = %e, "dispatcher call failed");
-                LegacyError::Failed {
-                    message: e.to_string(),
-                    json,
-                }
-            }
-        }
-    }
-}
-
-impl From<ServiceError> for LegacyError {
-    fn from(error: ServiceError) -> Self {
-        LegacyError::from_service(error, false)
-    }
-}
-
-impl IntoResponse for LegacyError {
-    fn into_response(self) -> Response {
-        let text = |status: StatusCode, message: String| {
-            (
-                status,
-                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-                message,
-            )
-                .into_response()
-        };
-        match self {
-            LegacyError::BadRequest(m) => text(StatusCode::BAD_REQUEST, format!("ERROR : {m}")),
-            LegacyError::Unavailable(m) => {
-                text(StatusCode::SERVICE_UNAVAILABLE, format!("ERROR : {m}"))
-            }
-            LegacyError::Failed { message, json } => {
-                Protocol::with_dialog(protocol::SC_FAILED, &message, json).into_response(json)
-            }
-        }
-    }
 }

@@ -47,7 +47,7 @@ pub(crate) async fn get_job(state: &AppState, call: &LegacyCall) -> LegacyResult
         .service
         .get_jobs(&call.identity, &request)
         .await
-        .map_err(|e| LegacyError::from_service(e, call.json))?;
+        .map_err(LegacyError::from)?;
     tracing::info!(target: "panda::pilot_requests", method = "getJob", site = %site,
         node = request.node.as_deref().unwrap_or(""),
         label = request.prod_source_label.as_deref().unwrap_or(""),
@@ -106,7 +106,7 @@ async fn update_one(
         .service
         .update_job(&call.identity, update)
         .await
-        .map_err(|e| LegacyError::from_service(e, call.json))?;
+        .map_err(LegacyError::from)?;
     tracing::info!(target: "panda::pilot_requests", method = "updateJob", panda_id,
         state = %state_name, result = ?result);
     Ok(match result {

@@ -12,6 +12,7 @@
 //! what upstream sends to such clients.
 
 mod args;
+mod errors;
 mod harvester;
 mod job;
 mod pilot;
@@ -27,7 +28,6 @@ use axum::http::{header, Method};
 use axum::response::{IntoResponse, Response};
 use panda_core::identity::Identity;
 use panda_core::{AttrSet, Record, Value};
-use panda_service::ServiceError;
 use serde::Serialize;
 use serde_json::Value as Json;
 
@@ -79,16 +79,6 @@ impl Envelope {
             success: true,
             message: message.into(),
             data: Json::Null,
-        }
-    }
-
-    pub fn from_service(error: ServiceError) -> Envelope {
-        match error {
-            ServiceError::BadRequest(m) | ServiceError::Forbidden(m) => Envelope::fail(m),
-            e => {
-                tracing::error!(target: "panda::api", error = %e, "call failed");
-                Envelope::fail("database error in the PanDA server")
-            }
         }
     }
 

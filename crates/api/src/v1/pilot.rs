@@ -4,9 +4,7 @@
 use panda_service::lookups::JobScope;
 use panda_service::pilot_report::V1_FIELD_NAMES;
 use panda_service::worker_nodes::{CpuNodeReport, GpuNodeReport, NodeRecord, PilotStatus};
-use panda_service::{
-    GetJobRequest, GetJobResult, PilotReport, ReportFields, ServiceError, UpdateResult,
-};
+use panda_service::{GetJobRequest, GetJobResult, PilotReport, ReportFields, UpdateResult};
 use serde_json::{json, Map, Value as Json};
 
 use super::args::{opt, req, validate, ArgsExt, Param, Ty::*};
@@ -170,8 +168,7 @@ pub(crate) async fn acquire_jobs(state: &AppState, call: &Call) -> Envelope {
 async fn update_one(state: &AppState, call: &Call, args: &Map<String, Json>) -> Envelope {
     let update = match PilotReport::decode(&ReportArgs::new(args)) {
         Ok(update) => update,
-        Err(ServiceError::BadRequest(m)) => return Envelope::fail(format!("Argument error: {m}")),
-        Err(e) => return Envelope::from_service(e),
+        Err(e) => return Envelope::from_pilot_call(e),
     };
     match state.service.update_job(&call.identity, update).await {
         Ok(UpdateResult::Done { command }) => {

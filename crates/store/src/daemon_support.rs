@@ -8,6 +8,7 @@ use panda_core::{time, ColumnType, JobTable, Value};
 use crate::bind::placeholders;
 use crate::driver::TxMode;
 use crate::error::Result;
+use crate::row::Columns;
 use crate::Store;
 
 /// A pilot's final report waiting for the Adder.
@@ -76,29 +77,31 @@ impl Store {
         stale_lock: NaiveDateTime,
         limit: i64,
     ) -> Result<Vec<OutputReport>> {
-        let rows = self
-            .query(
-                "SELECT r.pandaid, r.attemptnr, r.jobstatus, r.data FROM job_output_report r \
-                 JOIN jobsactive4 j ON j.pandaid = r.pandaid WHERE j.jobstatus = 'holding' \
-                 AND (r.lockedby IS NULL OR r.lockedtime < $1) ORDER BY r.timestamp LIMIT $2",
-                &[Value::Time(Some(stale_lock)), Value::Int(Some(limit))],
-                &[
-                    ColumnType::BigInt,
-                    ColumnType::BigInt,
-                    ColumnType::Text,
-                    ColumnType::Text,
-                ],
-            )
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| OutputReport {
-                panda_id: r[0].as_i64().unwrap_or(0),
-                attempt_nr: r[1].as_i64().unwrap_or(0),
-                job_status: r[2].render(),
-                data: r[3].as_str().map(str::to_string),
+        static REPORT: Columns = Columns(&[
+            ("pandaid", ColumnType::BigInt),
+            ("attemptnr", ColumnType::BigInt),
+            ("jobstatus", ColumnType::Text),
+            ("data", ColumnType::Text),
+        ]);
+        let sql = format!(
+            "SELECT {} FROM job_output_report r JOIN jobsactive4 j ON j.pandaid = r.pandaid \
+             WHERE j.jobstatus = 'holding' AND (r.lockedby IS NULL OR r.lockedtime < $1) \
+             ORDER BY r.timestamp LIMIT $2",
+            REPORT.select_list("r.")
+        );
+        let params = [Value::Time(Some(stale_lock)), Value::Int(Some(limit))];
+        let rows = self.query(&sql, &params, &REPORT.types()).await?;
+        rows.iter()
+            .map(|row| {
+                let r = REPORT.read(row);
+                Ok(OutputReport {
+                    panda_id: r.int("pandaid")?,
+                    attempt_nr: r.int("attemptnr")?,
+                    job_status: r.text("jobstatus")?,
+                    data: r.opt_text("data")?,
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// Locks a report for `holder`; false when another Adder holds a fresh lock.

@@ -154,13 +154,12 @@ impl Store {
             Dialect::Postgres => {
                 // One statement claims, logs the status change and returns the rows with
                 // their parameters, metadata and files.
-                let log = if self.options().record_status_change {
-                    ", logged AS (INSERT INTO jobs_statuslog (pandaid, modificationtime, \
-                     jobstatus, prodsourcelabel, cloud, computingsite, modificationhost, \
-                     modiftime_extended) SELECT pandaid, $1, jobstatus, prodsourcelabel, cloud, \
-                     computingsite, $2, $1 FROM claimed)"
-                } else {
-                    ""
+                let log = match self.options().record_status_change {
+                    true => format!(
+                        ", logged AS ({})",
+                        crate::jobs::status_log_from("claimed", 1, 2)
+                    ),
+                    false => String::new(),
                 };
                 let sql = format!(
                     "WITH {candidates}, claimed AS ({update} RETURNING jobsactive4.*){log} \

@@ -8,6 +8,7 @@ use crate::bind::placeholders;
 use crate::driver::{Dialect, Tx, TxMode};
 use crate::error::{Result, StoreError};
 use crate::jobs::next_ids;
+use crate::row::Columns;
 use crate::Store;
 
 /// A column and the value to write into it.
@@ -330,34 +331,34 @@ impl Store {
             Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
             Dialect::Sqlite => "",
         };
+        static COMMAND: Columns = Columns(&[
+            ("command_id", ColumnType::BigInt),
+            ("command", ColumnType::Text),
+            ("params", ColumnType::Text),
+            ("ack_requested", ColumnType::BigInt),
+            ("creation_date", ColumnType::Timestamp),
+        ]);
         let mut tx = self.begin(TxMode::Write).await?;
-        let rows = tx
-            .fetch(
-                &format!(
-                    "SELECT command_id, command, params, ack_requested, creation_date \
-                     FROM harvester_commands WHERE harvester_id = $1 AND status = 'new' \
-                     ORDER BY creation_date, command_id LIMIT $2{lock}"
-                ),
-                &[Value::Text(Some(harvester_id.into())), Value::Int(Some(n))],
-                &[
-                    ColumnType::BigInt,
-                    ColumnType::Text,
-                    ColumnType::Text,
-                    ColumnType::BigInt,
-                    ColumnType::Timestamp,
-                ],
-            )
-            .await?;
-        let commands: Vec<HarvesterCommand> = rows
-            .into_iter()
-            .map(|r| HarvesterCommand {
-                command_id: r.first().and_then(Value::as_i64).unwrap_or_default(),
-                command: r.get(1).and_then(Value::as_str).map(str::to_string),
-                params: r.get(2).and_then(Value::as_str).map(str::to_string),
-                ack_requested: r.get(3).and_then(Value::as_i64).unwrap_or_default(),
-                creation_date: r.get(4).and_then(Value::as_time),
+        let sql = format!(
+            "SELECT {} FROM harvester_commands WHERE harvester_id = $1 AND status = 'new' \
+             ORDER BY creation_date, command_id LIMIT $2{lock}",
+            COMMAND.select_list("")
+        );
+        let params = [Value::Text(Some(harvester_id.into())), Value::Int(Some(n))];
+        let rows = tx.fetch(&sql, &params, &COMMAND.types()).await?;
+        let commands = rows
+            .iter()
+            .map(|row| {
+                let r = COMMAND.read(row);
+                Ok(HarvesterCommand {
+                    command_id: r.int("command_id")?,
+                    command: r.opt_text("command")?,
+                    params: r.opt_text("params")?,
+                    ack_requested: r.opt_int("ack_requested")?.unwrap_or(0),
+                    creation_date: r.opt_time("creation_date")?,
+                })
             })
-            .collect();
+            .collect::<Result<Vec<_>>>()?;
         let now = Value::Time(Some(time::now()));
         for command in &commands {
             tx.execute(
@@ -431,32 +432,32 @@ impl Store {
     /// Worker statistics reported in the last four hours.
     pub async fn worker_stats(&self) -> Result<Vec<WorkerStat>> {
         let since = Value::Time(Some(time::now() - Duration::hours(4)));
-        let rows = self
-            .query(
-                "SELECT harvester_id, computingsite, resourcetype, status, jobtype, n_workers \
-                 FROM harvester_worker_stats WHERE lastupdate >= $1",
-                &[since],
-                &[
-                    ColumnType::Text,
-                    ColumnType::Text,
-                    ColumnType::Text,
-                    ColumnType::Text,
-                    ColumnType::Text,
-                    ColumnType::BigInt,
-                ],
-            )
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| WorkerStat {
-                harvester_id: r.first().map(text).unwrap_or_default(),
-                computing_site: r.get(1).map(text).unwrap_or_default(),
-                resource_type: r.get(2).map(text).unwrap_or_default(),
-                status: r.get(3).map(text).unwrap_or_default(),
-                job_type: r.get(4).map(text).unwrap_or_default(),
-                n_workers: r.get(5).and_then(Value::as_i64).unwrap_or_default(),
+        static STAT: Columns = Columns(&[
+            ("harvester_id", ColumnType::Text),
+            ("computingsite", ColumnType::Text),
+            ("resourcetype", ColumnType::Text),
+            ("status", ColumnType::Text),
+            ("jobtype", ColumnType::Text),
+            ("n_workers", ColumnType::BigInt),
+        ]);
+        let sql = format!(
+            "SELECT {} FROM harvester_worker_stats WHERE lastupdate >= $1",
+            STAT.select_list("")
+        );
+        let rows = self.query(&sql, &[since], &STAT.types()).await?;
+        rows.iter()
+            .map(|row| {
+                let r = STAT.read(row);
+                Ok(WorkerStat {
+                    harvester_id: r.text("harvester_id")?,
+                    computing_site: r.text("computingsite")?,
+                    resource_type: r.text_or_empty("resourcetype")?,
+                    status: r.text("status")?,
+                    job_type: r.text_or_empty("jobtype")?,
+                    n_workers: r.opt_int("n_workers")?.unwrap_or(0),
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// Stores service metrics: `(creation_time, host, metrics JSON)` per entry.
@@ -616,18 +617,24 @@ impl Store {
     /// Job counts by site, cloud, label, resource type, processing type, share and status:
     /// the live tables, and `jobsarchived4` rows modified since `archived_since`.
     pub async fn job_stat_rows(&self, archived_since: NaiveDateTime) -> Result<Vec<JobStatRow>> {
+        static COUNT: Columns = Columns(&[
+            ("computingsite", ColumnType::Text),
+            ("cloud", ColumnType::Text),
+            ("prodsourcelabel", ColumnType::Text),
+            ("resource_type", ColumnType::Text),
+            ("processingtype", ColumnType::Text),
+            ("gshare", ColumnType::Text),
+            ("jobstatus", ColumnType::Text),
+            ("n", ColumnType::BigInt),
+        ]);
+        let grouped = COUNT.0[..7]
+            .iter()
+            .map(|(name, _)| *name)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let types = COUNT.types();
         let mut tx = self.begin(TxMode::Read).await?;
         let mut out = Vec::new();
-        let types = [
-            ColumnType::Text,
-            ColumnType::Text,
-            ColumnType::Text,
-            ColumnType::Text,
-            ColumnType::Text,
-            ColumnType::Text,
-            ColumnType::Text,
-            ColumnType::BigInt,
-        ];
         for table in JobTable::ALL {
             let (filter, params) = match table {
                 JobTable::Archived => (
@@ -637,23 +644,22 @@ impl Store {
                 _ => ("", Vec::new()),
             };
             let sql = format!(
-                "SELECT computingsite, cloud, prodsourcelabel, resource_type, processingtype, \
-                 gshare, jobstatus, COUNT(*) FROM {}{filter} GROUP BY computingsite, cloud, \
-                 prodsourcelabel, resource_type, processingtype, gshare, jobstatus",
+                "SELECT {grouped}, COUNT(*) AS n FROM {}{filter} GROUP BY {grouped}",
                 table.name()
             );
             for row in tx.fetch(&sql, &params, &types).await? {
-                let get = |i: usize| row.get(i).map(text).unwrap_or_default();
+                // The grouping columns may be NULL (a job without a cloud or share).
+                let r = COUNT.read(&row);
                 out.push(JobStatRow {
                     table,
-                    site: get(0),
-                    cloud: get(1),
-                    label: get(2),
-                    resource_type: get(3),
-                    processing_type: get(4),
-                    gshare: get(5),
-                    status: get(6),
-                    count: row.get(7).and_then(Value::as_i64).unwrap_or_default(),
+                    site: r.text_or_empty("computingsite")?,
+                    cloud: r.text_or_empty("cloud")?,
+                    label: r.text_or_empty("prodsourcelabel")?,
+                    resource_type: r.text_or_empty("resource_type")?,
+                    processing_type: r.text_or_empty("processingtype")?,
+                    gshare: r.text_or_empty("gshare")?,
+                    status: r.text("jobstatus")?,
+                    count: r.int("n")?,
                 });
             }
         }

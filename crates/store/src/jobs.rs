@@ -198,6 +198,19 @@ fn status_table(job: &JobSpec) -> Result<JobTable> {
 /// Tries of an unlocked row change before [`Store::change_job_row`] takes the row lock.
 const UNLOCKED_ATTEMPTS: usize = 3;
 
+/// The columns of a `jobs_statuslog` row, in the order every insert writes them.
+pub(crate) const STATUS_LOG_COLUMNS: &str = "pandaid, modificationtime, jobstatus, \
+     prodsourcelabel, cloud, computingsite, modificationhost, modiftime_extended";
+
+/// An INSERT of one `jobs_statuslog` row per row of `source` (a CTE of job rows), stamped with
+/// the time `$at` and the host `$host`.
+pub(crate) fn status_log_from(source: &str, at: usize, host: usize) -> String {
+    format!(
+        "INSERT INTO jobs_statuslog ({STATUS_LOG_COLUMNS}) SELECT pandaid, ${at}, jobstatus, \
+         prodsourcelabel, cloud, computingsite, ${host}, ${at} FROM {source}"
+    )
+}
+
 /// The columns an UPDATE returns for its `jobs_statuslog` row.
 const STATUS_LOG_SOURCE: &str = "pandaid, jobstatus, prodsourcelabel, cloud, computingsite";
 
@@ -731,11 +744,7 @@ impl Store {
         values.push(Value::Time(Some(now)));
         values.push(Value::Text(Some(self.options().host_name.clone())));
         let (at, host) = (values.len() - 1, values.len());
-        format!(
-            "INSERT INTO jobs_statuslog (pandaid, modificationtime, jobstatus, prodsourcelabel, \
-             cloud, computingsite, modificationhost, modiftime_extended) SELECT pandaid, ${at}, \
-             jobstatus, prodsourcelabel, cloud, computingsite, ${host}, ${at} FROM updated"
-        )
+        status_log_from("updated", at, host)
     }
 
     /// Appends to `jobs_statuslog` when `record_statuschange` is on.
@@ -755,9 +764,7 @@ impl Store {
         }
         let now = Value::Time(Some(at));
         tx.execute(
-            "INSERT INTO jobs_statuslog (pandaid, modificationtime, jobstatus, prodsourcelabel, \
-             cloud, computingsite, modificationhost, modiftime_extended) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            &format!("INSERT INTO jobs_statuslog ({STATUS_LOG_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"),
             &[
                 job.get(JobAttr::PandaID).clone(),
                 now.clone(),

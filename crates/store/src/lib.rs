@@ -27,6 +27,7 @@ mod postgres;
 mod preload;
 mod queues;
 mod retry_rules;
+mod row;
 pub mod schema;
 mod side;
 mod sqlite;

@@ -9,6 +9,7 @@ use panda_core::{time, ColumnType, JobTable, Value};
 use crate::bind::placeholders;
 use crate::driver::TxMode;
 use crate::error::Result;
+use crate::row::Columns;
 use crate::Store;
 
 /// A job's status at a glance.
@@ -52,32 +53,37 @@ impl Store {
         if ids.is_empty() {
             return Ok(found);
         }
+        static BRIEF: Columns = Columns(&[
+            ("pandaid", ColumnType::BigInt),
+            ("jobstatus", ColumnType::Text),
+            ("attemptnr", ColumnType::BigInt),
+            ("commandtopilot", ColumnType::Text),
+            ("modificationtime", ColumnType::Timestamp),
+        ]);
         let marks = placeholders(1, ids.len());
         let params: Vec<Value> = ids.iter().map(|i| Value::Int(Some(*i))).collect();
-        let types = [
-            ColumnType::BigInt,
-            ColumnType::Text,
-            ColumnType::BigInt,
-            ColumnType::Text,
-            ColumnType::Timestamp,
-        ];
+        let types = BRIEF.types();
         let mut tx = self.begin(TxMode::Read).await?;
         for table in tables {
             let sql = format!(
-                "SELECT pandaid, jobstatus, attemptnr, commandtopilot, modificationtime FROM {} \
-                 WHERE pandaid IN ({})",
+                "SELECT {} FROM {} WHERE pandaid IN ({marks})",
+                BRIEF.select_list(""),
                 table.name(),
-                marks
             );
             for row in tx.fetch(&sql, &params, &types).await? {
-                let Some(id) = row[0].as_i64() else { continue };
-                found.entry(id).or_insert_with(|| JobBrief {
-                    status: row[1].render(),
-                    attempt_nr: row[2].as_i64().unwrap_or(0),
-                    command: row[3].as_str().map(str::to_string),
+                let r = BRIEF.read(&row);
+                let id = r.int("pandaid")?;
+                if found.contains_key(&id) {
+                    continue;
+                }
+                let brief = JobBrief {
+                    status: r.text("jobstatus")?,
+                    attempt_nr: r.opt_int("attemptnr")?.unwrap_or(0),
+                    command: r.opt_text("commandtopilot")?,
                     table: *table,
-                    modification_time: row[4].as_time(),
-                });
+                    modification_time: r.opt_time("modificationtime")?,
+                };
+                found.insert(id, brief);
             }
         }
         tx.commit().await?;
@@ -86,18 +92,18 @@ impl Store {
 
     /// Number of jobs per (table, status), for monitoring.
     pub async fn job_counts(&self) -> Result<Vec<(JobTable, String, i64)>> {
+        static COUNT: Columns =
+            Columns(&[("jobstatus", ColumnType::Text), ("n", ColumnType::BigInt)]);
         let mut counts = Vec::new();
         let mut tx = self.begin(TxMode::Read).await?;
         for table in JobTable::ALL {
             let sql = format!(
-                "SELECT jobstatus, COUNT(*) FROM {} GROUP BY jobstatus",
+                "SELECT jobstatus, COUNT(*) AS n FROM {} GROUP BY jobstatus",
                 table.name()
             );
-            for row in tx
-                .fetch(&sql, &[], &[ColumnType::Text, ColumnType::BigInt])
-                .await?
-            {
-                counts.push((table, row[0].render(), row[1].as_i64().unwrap_or(0)));
+            for row in tx.fetch(&sql, &[], &COUNT.types()).await? {
+                let r = COUNT.read(&row);
+                counts.push((table, r.text("jobstatus")?, r.int("n")?));
             }
         }
         tx.commit().await?;
@@ -105,30 +111,27 @@ impl Store {
     }
 
     pub async fn resource_types(&self) -> Result<Vec<ResourceType>> {
-        let rows = self
-            .query(
-                "SELECT resource_name, mincore, maxcore, minrampercore, maxrampercore \
-                 FROM resource_types",
-                &[],
-                &[
-                    ColumnType::Text,
-                    ColumnType::BigInt,
-                    ColumnType::BigInt,
-                    ColumnType::BigInt,
-                    ColumnType::BigInt,
-                ],
-            )
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| ResourceType {
-                name: r[0].render(),
-                min_core: r[1].as_i64(),
-                max_core: r[2].as_i64(),
-                min_ram_per_core: r[3].as_i64(),
-                max_ram_per_core: r[4].as_i64(),
+        static TYPE: Columns = Columns(&[
+            ("resource_name", ColumnType::Text),
+            ("mincore", ColumnType::BigInt),
+            ("maxcore", ColumnType::BigInt),
+            ("minrampercore", ColumnType::BigInt),
+            ("maxrampercore", ColumnType::BigInt),
+        ]);
+        let sql = format!("SELECT {} FROM resource_types", TYPE.select_list(""));
+        let rows = self.query(&sql, &[], &TYPE.types()).await?;
+        rows.iter()
+            .map(|row| {
+                let r = TYPE.read(row);
+                Ok(ResourceType {
+                    name: r.text("resource_name")?,
+                    min_core: r.opt_int("mincore")?,
+                    max_core: r.opt_int("maxcore")?,
+                    min_ram_per_core: r.opt_int("minrampercore")?,
+                    max_ram_per_core: r.opt_int("maxrampercore")?,
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// Records a pilot's start or end on its Harvester worker; returns the rows changed (0

@@ -7,6 +7,7 @@ use panda_core::{ColumnType, JobTable, Value};
 
 use crate::driver::TxMode;
 use crate::error::Result;
+use crate::row::Columns;
 use crate::Store;
 
 /// Which jobs `jobs list` shows; `None` matches any.
@@ -70,35 +71,33 @@ impl Store {
             true => String::new(),
             false => format!(" WHERE {}", conditions.join(" AND ")),
         };
-        let types = [
-            ColumnType::BigInt,
-            ColumnType::Text,
-            ColumnType::Text,
-            ColumnType::BigInt,
-            ColumnType::Text,
-            ColumnType::Timestamp,
-        ];
+        static LINE: Columns = Columns(&[
+            ("pandaid", ColumnType::BigInt),
+            ("jobstatus", ColumnType::Text),
+            ("computingsite", ColumnType::Text),
+            ("jeditaskid", ColumnType::BigInt),
+            ("prodsourcelabel", ColumnType::Text),
+            ("modificationtime", ColumnType::Timestamp),
+        ]);
+        let types = LINE.types();
         let mut jobs = Vec::new();
         let mut tx = self.begin(TxMode::Read).await?;
         for table in JobTable::ALL {
             let sql = format!(
-                "SELECT pandaid, jobstatus, computingsite, jeditaskid, prodsourcelabel, \
-                 modificationtime FROM {}{clause} ORDER BY modificationtime DESC, pandaid DESC \
-                 LIMIT {}",
+                "SELECT {} FROM {}{clause} ORDER BY modificationtime DESC, pandaid DESC LIMIT {}",
+                LINE.select_list(""),
                 table.name(),
                 filter.limit
             );
             for row in tx.fetch(&sql, &params, &types).await? {
-                let Some(panda_id) = row[0].as_i64() else {
-                    continue;
-                };
+                let r = LINE.read(&row);
                 jobs.push(JobLine {
-                    panda_id,
-                    status: row[1].render(),
-                    site: row[2].render(),
-                    task_id: row[3].as_i64(),
-                    label: row[4].render(),
-                    modification_time: row[5].as_time(),
+                    panda_id: r.int("pandaid")?,
+                    status: r.text("jobstatus")?,
+                    site: r.text_or_empty("computingsite")?,
+                    task_id: r.opt_int("jeditaskid")?,
+                    label: r.text_or_empty("prodsourcelabel")?,
+                    modification_time: r.opt_time("modificationtime")?,
                     table,
                 });
             }
@@ -113,47 +112,54 @@ impl Store {
 
     /// A job's status changes, oldest first (empty when `record_statuschange` is off).
     pub async fn job_status_log(&self, panda_id: i64) -> Result<Vec<StatusLogEntry>> {
+        static ENTRY: Columns = Columns(&[
+            ("modificationtime", ColumnType::Timestamp),
+            ("jobstatus", ColumnType::Text),
+            ("computingsite", ColumnType::Text),
+            ("modificationhost", ColumnType::Text),
+        ]);
+        let sql = format!(
+            "SELECT {} FROM jobs_statuslog WHERE pandaid = $1 ORDER BY modificationtime, jobstatus",
+            ENTRY.select_list("")
+        );
         let rows = self
-            .query(
-                "SELECT modificationtime, jobstatus, computingsite, modificationhost \
-                 FROM jobs_statuslog WHERE pandaid = $1 ORDER BY modificationtime, jobstatus",
-                &[Value::Int(Some(panda_id))],
-                &[
-                    ColumnType::Timestamp,
-                    ColumnType::Text,
-                    ColumnType::Text,
-                    ColumnType::Text,
-                ],
-            )
+            .query(&sql, &[Value::Int(Some(panda_id))], &ENTRY.types())
             .await?;
-        Ok(rows
-            .into_iter()
-            .map(|row| StatusLogEntry {
-                time: row[0].as_time(),
-                status: row[1].render(),
-                site: row[2].render(),
-                host: row[3].render(),
+        rows.iter()
+            .map(|row| {
+                let r = ENTRY.read(row);
+                Ok(StatusLogEntry {
+                    time: r.opt_time("modificationtime")?,
+                    status: r.text("jobstatus")?,
+                    site: r.text_or_empty("computingsite")?,
+                    host: r.text_or_empty("modificationhost")?,
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// The daemon tasks' leases: which node ran each cluster-wide task last, and when.
     pub async fn daemon_leases(&self) -> Result<Vec<Lease>> {
-        let rows = self
-            .query(
-                "SELECT component, lockedby, lockedtime FROM jedi_process_lock \
-                 WHERE vo = 'panda' AND prodsourcelabel = 'daemon' ORDER BY component",
-                &[],
-                &[ColumnType::Text, ColumnType::Text, ColumnType::Timestamp],
-            )
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(|row| Lease {
-                task: row[0].render(),
-                holder: row[1].render(),
-                taken: row[2].as_time(),
+        static LEASE: Columns = Columns(&[
+            ("component", ColumnType::Text),
+            ("lockedby", ColumnType::Text),
+            ("lockedtime", ColumnType::Timestamp),
+        ]);
+        let sql = format!(
+            "SELECT {} FROM jedi_process_lock WHERE vo = 'panda' AND prodsourcelabel = 'daemon' \
+             ORDER BY component",
+            LEASE.select_list("")
+        );
+        let rows = self.query(&sql, &[], &LEASE.types()).await?;
+        rows.iter()
+            .map(|row| {
+                let r = LEASE.read(row);
+                Ok(Lease {
+                    task: r.text("component")?,
+                    holder: r.text_or_empty("lockedby")?,
+                    taken: r.opt_time("lockedtime")?,
+                })
             })
-            .collect())
+            .collect()
     }
 }

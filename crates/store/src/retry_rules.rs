@@ -4,6 +4,7 @@ use panda_core::{ColumnType, Value};
 
 use crate::driver::TxMode;
 use crate::error::Result;
+use crate::row::Columns;
 use crate::Store;
 
 /// One active rule: when `source` (an error-code attribute such as `pilotErrorCode`) equals
@@ -19,31 +20,34 @@ pub struct RetryRule {
 
 impl Store {
     pub async fn retry_rules(&self) -> Result<Vec<RetryRule>> {
+        static RULE: Columns = Columns(&[
+            ("errorsource", ColumnType::Text),
+            ("errorcode", ColumnType::BigInt),
+            ("errordiag", ColumnType::Text),
+            ("retry_action", ColumnType::Text),
+            ("parameters", ColumnType::Text),
+        ]);
         let rows = self
             .query(
                 "SELECT e.errorsource, e.errorcode, e.errordiag, a.retry_action, e.parameters \
                  FROM retryerrors e JOIN retryactions a ON a.retryaction_id = e.retryaction \
                  WHERE e.active = 'Y' AND a.active = 'Y' ORDER BY e.retryerror_id",
                 &[],
-                &[
-                    ColumnType::Text,
-                    ColumnType::BigInt,
-                    ColumnType::Text,
-                    ColumnType::Text,
-                    ColumnType::Text,
-                ],
+                &RULE.types(),
             )
             .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| RetryRule {
-                source: r[0].render(),
-                code: r[1].as_i64().unwrap_or(0),
-                diag: r[2].as_str().map(str::to_string),
-                action: r[3].render(),
-                parameters: r[4].as_str().map(str::to_string),
+        rows.iter()
+            .map(|row| {
+                let r = RULE.read(row);
+                Ok(RetryRule {
+                    source: r.text("errorsource")?,
+                    code: r.int("errorcode")?,
+                    diag: r.opt_text("errordiag")?,
+                    action: r.text("retry_action")?,
+                    parameters: r.opt_text("parameters")?,
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// Adds a rule (operators and tests); returns its id.

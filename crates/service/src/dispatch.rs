@@ -70,7 +70,7 @@ impl JobService {
                 }
             }
         }
-        let queue = self.store.queue_json(site).await?.map(|json| {
+        let queue = self.stores.sites.queue_json(site).await?.map(|json| {
             let data = serde_json::from_str(&json).unwrap_or(serde_json::Value::Null);
             Arc::new(QueueSpec::from_json(site, data))
         });
@@ -140,7 +140,7 @@ impl JobService {
             computing_element: request.computing_element.clone(),
             scheduler_id: request.scheduler_id.clone(),
         };
-        let jobs = self.store.claim_jobs(&claim).await?;
+        let jobs = self.stores.jobs.claim_jobs(&claim).await?;
         if jobs.is_empty() {
             return Ok(GetJobResult::NoJobs("no jobs in PanDA".into()));
         }

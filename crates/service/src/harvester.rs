@@ -198,7 +198,8 @@ impl JobService {
                 .map_err(|e| bad(format!("Type error: data.{e}")))?;
             fields.push((column, value));
         }
-        self.store
+        self.stores
+            .harvester
             .harvester_heartbeat(harvester_id, owner, host, &fields, &commands)
             .await?;
         Ok(())
@@ -216,7 +217,10 @@ impl JobService {
             .map(|(i, w)| worker_update(i, w))
             .collect::<Result<Vec<_>, _>>()
             .map_err(bad)?;
-        self.store.update_workers(harvester_id, &workers).await?;
+        self.stores
+            .harvester
+            .update_workers(harvester_id, &workers)
+            .await?;
         Ok(workers.len())
     }
 
@@ -228,18 +232,24 @@ impl JobService {
     ) -> Result<Vec<HarvesterCommand>, ServiceError> {
         let n = n.clamp(0, MAX_COMMANDS_PER_CALL);
         Ok(self
-            .store
+            .stores
+            .harvester
             .acquire_harvester_commands(harvester_id, n)
             .await?)
     }
 
     pub async fn acknowledge_harvester_commands(&self, ids: &[i64]) -> Result<(), ServiceError> {
-        Ok(self.store.acknowledge_harvester_commands(ids).await?)
+        Ok(self
+            .stores
+            .harvester
+            .acknowledge_harvester_commands(ids)
+            .await?)
     }
 
     /// The highest worker ID the instance has reported.
     pub async fn current_worker_id(&self, harvester_id: &str) -> Result<i64, ServiceError> {
-        self.store
+        self.stores
+            .harvester
             .max_worker_id(harvester_id)
             .await?
             .ok_or_else(|| bad(format!("no workers known for harvester_id={harvester_id}")))
@@ -285,7 +295,8 @@ impl JobService {
             }
         }
         Ok(self
-            .store
+            .stores
+            .harvester
             .replace_worker_stats(harvester_id, site, &stats)
             .await?)
     }
@@ -294,7 +305,7 @@ impl JobService {
     /// resource type and status.
     pub async fn worker_statistics(&self) -> Result<WorkerStatistics, ServiceError> {
         let mut out = WorkerStatistics::new();
-        for s in self.store.worker_stats().await? {
+        for s in self.stores.harvester.worker_stats().await? {
             *out.entry(s.computing_site)
                 .or_default()
                 .entry(s.harvester_id)
@@ -335,7 +346,8 @@ impl JobService {
             rows.push((time, host.to_string(), text));
         }
         Ok(self
-            .store
+            .stores
+            .harvester
             .add_harvester_metrics(harvester_id, &rows)
             .await?)
     }
@@ -366,7 +378,8 @@ impl JobService {
             rows.push(row);
         }
         Ok(self
-            .store
+            .stores
+            .harvester
             .add_harvester_dialogs(harvester_id, &rows)
             .await?)
     }
@@ -412,5 +425,43 @@ mod tests {
         let err =
             worker_update(1, &json!({"workerID": 1, "pandaid_list": ["x"]})).expect_err("bad ids");
         assert!(err.contains("pandaid_list must hold PandaIDs"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn workers_and_statistics_go_through_the_store_and_come_back_summed() {
+        use panda_store::testing::TestDb;
+        use panda_store::{Backend, Store, StoreOptions};
+        let db = TestDb::new(Backend::Sqlite);
+        let store = Store::open(&db.config, StoreOptions::default())
+            .await
+            .expect("open");
+        store.migrate().await.expect("migrate");
+        let service = JobService::new(store, crate::ServiceSettings::default());
+        let err = service
+            .update_harvester_workers("h1", &[json!({"status": "running"})])
+            .await
+            .expect_err("no workerID");
+        assert!(err.to_string().contains("workerID"), "{err}");
+        let n = service
+            .update_harvester_workers(
+                "h1",
+                &[json!({"workerID": 3, "status": "running", "computingSite": "Q1"})],
+            )
+            .await
+            .expect("workers");
+        assert_eq!(n, 1);
+        assert_eq!(service.current_worker_id("h1").await.expect("id"), 3);
+        assert!(service.current_worker_id("h2").await.is_err());
+        service
+            .report_worker_statistics(
+                "h1",
+                "Q1",
+                r#"{"managed": {"SCORE": {"running": 2}, "Undefined": {"running": 9}}}"#,
+            )
+            .await
+            .expect("stats");
+        let stats = service.worker_statistics().await.expect("read");
+        assert_eq!(stats["Q1"]["h1"]["managed"]["SCORE"]["running"], 2);
+        assert!(!stats["Q1"]["h1"]["managed"].contains_key("Undefined"));
     }
 }

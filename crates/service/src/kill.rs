@@ -6,6 +6,7 @@
 
 use panda_core::identity::{clean_user_id, Identity};
 use panda_core::{time, FileAttr, JobAttr, JobStatus, JobTable, Value};
+use panda_store::ports;
 use panda_store::{Decision, SideWrite, StoreError};
 
 use crate::error::ServiceError;
@@ -40,47 +41,47 @@ impl JobService {
             .unwrap_or_else(|| "anonymous".into());
         let mut results = Vec::with_capacity(ids.len());
         for id in ids {
-            let outcome =
-                self.store
-                    .change_job(*id, |job, side| {
-                        let Some(status) = job.status().filter(|s| !s.is_final()) else {
-                            return Ok(Decision::Keep(false));
-                        };
-                        if !may_change(caller, job.get_str(JobAttr::prodUserName)) {
-                            return Ok(Decision::Keep(false));
-                        }
-                        job.set_str(JobAttr::commandToPilot, "tobekilled").ok();
-                        job.set_str(JobAttr::taskBufferErrorDiag, &format!("killed by {who}"))
-                            .ok();
-                        if status == JobStatus::Running {
-                            return Ok(Decision::Write(true));
-                        }
-                        let expire = matches!(code, Some(2) | Some(4));
-                        job.set(
-                            JobAttr::taskBufferErrorCode,
-                            Value::Int(Some(if expire { EC_EXPIRE } else { EC_KILL })),
-                        );
-                        if expire {
-                            job.set_str(JobAttr::jobSubStatus, "toreassign").ok();
-                        }
-                        job.set_status(
-                            if expire {
-                                JobStatus::Closed
-                            } else {
-                                JobStatus::Cancelled
-                            },
-                            time::now(),
-                        );
-                        for file in job.files.iter().filter(|f| {
-                            matches!(f.get_str(FileAttr::r#type), Some("output" | "log"))
-                        }) {
-                            let mut failed = file.clone();
-                            failed.set_str(FileAttr::status, "failed").ok();
-                            side.push(SideWrite::UpdateFile(failed));
-                        }
-                        Ok(Decision::Write(true))
-                    })
-                    .await;
+            let outcome = ports::change_job(self.stores.changes.as_ref(), *id, |job, side| {
+                let Some(status) = job.status().filter(|s| !s.is_final()) else {
+                    return Ok(Decision::Keep(false));
+                };
+                if !may_change(caller, job.get_str(JobAttr::prodUserName)) {
+                    return Ok(Decision::Keep(false));
+                }
+                job.set_str(JobAttr::commandToPilot, "tobekilled").ok();
+                job.set_str(JobAttr::taskBufferErrorDiag, &format!("killed by {who}"))
+                    .ok();
+                if status == JobStatus::Running {
+                    return Ok(Decision::Write(true));
+                }
+                let expire = matches!(code, Some(2) | Some(4));
+                job.set(
+                    JobAttr::taskBufferErrorCode,
+                    Value::Int(Some(if expire { EC_EXPIRE } else { EC_KILL })),
+                );
+                if expire {
+                    job.set_str(JobAttr::jobSubStatus, "toreassign").ok();
+                }
+                job.set_status(
+                    if expire {
+                        JobStatus::Closed
+                    } else {
+                        JobStatus::Cancelled
+                    },
+                    time::now(),
+                );
+                for file in job
+                    .files
+                    .iter()
+                    .filter(|f| matches!(f.get_str(FileAttr::r#type), Some("output" | "log")))
+                {
+                    let mut failed = file.clone();
+                    failed.set_str(FileAttr::status, "failed").ok();
+                    side.push(SideWrite::UpdateFile(failed));
+                }
+                Ok(Decision::Write(true))
+            })
+            .await;
             results.push(match outcome {
                 Ok((_, accepted)) => accepted,
                 Err(StoreError::JobNotFound(_)) => false,
@@ -140,16 +141,14 @@ impl JobService {
                 "production or pilot role required".into(),
             ));
         }
-        let outcome = self
-            .store
-            .change_job(id, |job, _| {
-                if job.status().map(|s| s.table()) == Some(JobTable::Archived) {
-                    return Ok(Decision::Keep(false));
-                }
-                change(job);
-                Ok(Decision::Write(true))
-            })
-            .await;
+        let outcome = ports::change_job(self.stores.changes.as_ref(), id, |job, _| {
+            if job.status().map(|s| s.table()) == Some(JobTable::Archived) {
+                return Ok(Decision::Keep(false));
+            }
+            change(job);
+            Ok(Decision::Write(true))
+        })
+        .await;
         match outcome {
             Ok((_, done)) => Ok(done),
             Err(StoreError::JobNotFound(_)) => Ok(false),

@@ -25,6 +25,7 @@ pub mod worker_nodes;
 
 use std::sync::Arc;
 
+use panda_store::ports::{Changes, HarvesterStore, JobStore, SiteStore, TaskStore, UserStore};
 use panda_store::Store;
 
 pub use brokerage::choose_queue;
@@ -59,10 +60,38 @@ impl Default for ServiceSettings {
     }
 }
 
+/// The store's roles the service works through (`panda_store::ports`). [`JobService::new`]
+/// fills every role with one `Store`; tests may bring other implementations.
+#[derive(Clone)]
+pub struct Stores {
+    pub jobs: Arc<dyn JobStore>,
+    pub sites: Arc<dyn SiteStore>,
+    pub tasks: Arc<dyn TaskStore>,
+    pub harvester: Arc<dyn HarvesterStore>,
+    pub users: Arc<dyn UserStore>,
+    /// Changes of jobs and tasks under the store's locking rules.
+    pub changes: Arc<dyn Changes>,
+}
+
+impl Stores {
+    /// Every role played by one store.
+    pub fn of(store: Store) -> Stores {
+        let shared = Arc::new(store);
+        Stores {
+            jobs: shared.clone(),
+            sites: shared.clone(),
+            tasks: shared.clone(),
+            harvester: shared.clone(),
+            users: shared.clone(),
+            changes: shared,
+        }
+    }
+}
+
 /// The job logic on one store.
 #[derive(Clone)]
 pub struct JobService {
-    store: Store,
+    stores: Stores,
     settings: Arc<ServiceSettings>,
     data_management: Arc<dyn DataManagement>,
     /// Queue records by name, with when they were read (see `JobService::queue`).
@@ -75,8 +104,13 @@ type QueueCache =
 
 impl JobService {
     pub fn new(store: Store, settings: ServiceSettings) -> JobService {
+        JobService::with_stores(Stores::of(store), settings)
+    }
+
+    /// The job logic on the given roles.
+    pub fn with_stores(stores: Stores, settings: ServiceSettings) -> JobService {
         JobService {
-            store,
+            stores,
             settings: Arc::new(settings),
             data_management: Arc::new(NoDataMovement),
             queues: Arc::default(),

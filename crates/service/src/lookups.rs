@@ -120,7 +120,7 @@ fn type_name(queue_type: &QueueType) -> &str {
 impl JobService {
     /// One job with its files, from whichever table holds it.
     pub async fn job(&self, panda_id: i64) -> Result<Option<JobSpec>, ServiceError> {
-        Ok(self.store.get_job(panda_id).await?)
+        Ok(self.stores.jobs.get_job(panda_id).await?)
     }
 
     /// Status and attempt of the jobs found in `scope`.
@@ -129,7 +129,7 @@ impl JobService {
         ids: &[i64],
         scope: JobScope,
     ) -> Result<HashMap<i64, JobState>, ServiceError> {
-        let briefs = self.store.job_briefs(ids, scope.tables()).await?;
+        let briefs = self.stores.jobs.job_briefs(ids, scope.tables()).await?;
         Ok(briefs
             .into_iter()
             .map(|(id, b)| {
@@ -150,7 +150,7 @@ impl JobService {
         scope: JobScope,
     ) -> Result<HashMap<i64, JobCheck>, ServiceError> {
         let visible_since = panda_core::time::now() - ARCHIVED_JOB_VISIBILITY;
-        let briefs = self.store.job_briefs(ids, scope.tables()).await?;
+        let briefs = self.stores.jobs.job_briefs(ids, scope.tables()).await?;
         Ok(briefs
             .into_iter()
             .filter(|(_, b)| {
@@ -168,12 +168,12 @@ impl JobService {
     }
 
     pub async fn resource_types(&self) -> Result<Vec<ResourceType>, ServiceError> {
-        Ok(self.store.resource_types().await?)
+        Ok(self.stores.sites.resource_types().await?)
     }
 
     /// A queue's CRIC record as stored, JSON text.
     pub async fn queue_json(&self, name: &str) -> Result<Option<String>, ServiceError> {
-        Ok(self.store.queue_json(name).await?)
+        Ok(self.stores.sites.queue_json(name).await?)
     }
 
     /// The queues of one type (`analysis`, `production`, `unified`; `all` for every queue) as
@@ -181,7 +181,7 @@ impl JobService {
     pub async fn site_specs(&self, wanted: &str) -> Result<Map<String, Json>, ServiceError> {
         let wanted = wanted.to_ascii_lowercase();
         let mut out = Map::new();
-        for (name, text) in self.store.all_queues().await? {
+        for (name, text) in self.stores.sites.all_queues().await? {
             let Ok(data) = serde_json::from_str::<Json>(&text) else {
                 continue;
             };
@@ -196,7 +196,7 @@ impl JobService {
     }
 
     pub async fn task(&self, task_id: i64) -> Result<Option<TaskSpec>, ServiceError> {
-        Ok(self.store.get_task(task_id).await?)
+        Ok(self.stores.tasks.get_task(task_id).await?)
     }
 
     /// The task's parameters as submitted (with the server's additions); a stored text that
@@ -205,7 +205,7 @@ impl JobService {
         &self,
         task_id: i64,
     ) -> Result<Option<Map<String, Json>>, ServiceError> {
-        match self.store.task_parameters(task_id).await? {
+        match self.stores.tasks.task_parameters(task_id).await? {
             None => Ok(None),
             Some(text) => match serde_json::from_str(&text) {
                 Ok(Json::Object(map)) => Ok(Some(map)),
@@ -218,12 +218,12 @@ impl JobService {
 
     /// The PandaIDs of a task's jobs, lowest first.
     pub async fn task_job_ids(&self, task_id: i64) -> Result<Vec<i64>, ServiceError> {
-        Ok(self.store.task_job_ids(task_id).await?)
+        Ok(self.stores.tasks.task_job_ids(task_id).await?)
     }
 
     /// A task's jobs by status.
     pub async fn task_job_counts(&self, task_id: i64) -> Result<Vec<(String, i64)>, ServiceError> {
-        Ok(self.store.task_job_counts(task_id).await?)
+        Ok(self.stores.tasks.task_job_counts(task_id).await?)
     }
 
     /// IDs of tasks matching `criteria` modified since `since`, at most `limit`.
@@ -233,7 +233,7 @@ impl JobService {
         since: NaiveDateTime,
         limit: i64,
     ) -> Result<Vec<i64>, ServiceError> {
-        Ok(self.store.task_ids(criteria, since, limit).await?)
+        Ok(self.stores.tasks.task_ids(criteria, since, limit).await?)
     }
 
     /// Whether `user` (a cleaned user name) is banned. Requests share a read lock; one
@@ -253,7 +253,7 @@ impl JobService {
             .as_ref()
             .is_none_or(|(read, _)| read.elapsed() >= BAN_LIST_TTL);
         if stale {
-            match self.store.banned_users().await {
+            match self.stores.users.banned_users().await {
                 Ok(names) => *cached = Some((Instant::now(), names.into_iter().collect())),
                 Err(e) => {
                     tracing::warn!(target: "panda::auth", error = %e, "cannot read the ban list")
@@ -263,5 +263,89 @@ impl JobService {
         cached
             .as_ref()
             .is_some_and(|(_, names)| names.contains(user))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ServiceSettings;
+    use panda_core::JobStatus;
+    use panda_store::testing::TestDb;
+    use panda_store::{Backend, Store, StoreOptions};
+
+    async fn service(db: &TestDb) -> JobService {
+        let store = Store::open(&db.config, StoreOptions::default())
+            .await
+            .expect("open");
+        store.migrate().await.expect("migrate");
+        JobService::new(store, ServiceSettings::default())
+    }
+
+    fn job(status: JobStatus) -> JobSpec {
+        let mut job = JobSpec::new();
+        job.set_status(status, panda_core::time::now());
+        job.set_str(panda_core::JobAttr::prodSourceLabel, "managed")
+            .expect("label");
+        job.set_str(panda_core::JobAttr::computingSite, "TEST_QUEUE")
+            .expect("site");
+        job
+    }
+
+    #[tokio::test]
+    async fn pilot_lookups_see_dispatched_jobs_and_recently_archived_ones() {
+        let db = TestDb::new(Backend::Sqlite);
+        let service = service(&db).await;
+        let mut jobs = vec![
+            job(JobStatus::Defined),
+            job(JobStatus::Running),
+            job(JobStatus::Finished),
+        ];
+        service
+            .stores
+            .jobs
+            .insert_jobs(&mut jobs)
+            .await
+            .expect("insert");
+        let ids: Vec<i64> = jobs.iter().map(JobSpec::panda_id).collect();
+        let dispatched = service
+            .job_states(&ids, JobScope::Dispatched)
+            .await
+            .expect("states");
+        assert!(
+            !dispatched.contains_key(&ids[0]),
+            "a defined job is not the pilot's"
+        );
+        assert_eq!(dispatched[&ids[1]].status, "running");
+        assert_eq!(dispatched[&ids[2]].status, "finished");
+        let everywhere = service
+            .job_states(&ids, JobScope::Everywhere)
+            .await
+            .expect("states");
+        assert_eq!(everywhere[&ids[0]].status, "defined");
+        // Archived a moment ago: still answered.
+        let checks = service
+            .job_checks(&ids, JobScope::Dispatched)
+            .await
+            .expect("checks");
+        assert_eq!(checks[&ids[2]].status, "finished");
+    }
+
+    #[tokio::test]
+    async fn the_ban_list_is_read_once_per_ttl() {
+        let db = TestDb::new(Backend::Sqlite);
+        let service = service(&db).await;
+        assert!(!service.is_banned("Alice Tester").await);
+        let store = Store::open(&db.config, StoreOptions::default())
+            .await
+            .expect("open");
+        store
+            .set_user_status("Alice Tester", Some("disabled"))
+            .await
+            .expect("ban");
+        // Within the TTL the cached list still holds: the ban takes effect within a minute.
+        assert!(!service.is_banned("Alice Tester").await);
+        let fresh = JobService::new(store, ServiceSettings::default());
+        assert!(fresh.is_banned("Alice Tester").await);
     }
 }

@@ -5,6 +5,7 @@
 
 use panda_core::identity::Identity;
 use panda_core::{JobAttr, JobStatus, QueueSpec};
+use panda_store::ports;
 use panda_store::{Decision, StoreError};
 
 use crate::brokerage::choose_queue;
@@ -29,27 +30,25 @@ impl JobService {
         let (queues, load) = self.brokerage_inputs().await?;
         let mut moved = 0;
         for id in ids {
-            let outcome = self
-                .store
-                .change_job(*id, |job, _side| {
-                    if !job.status().is_some_and(waiting)
-                        || !may_change(caller, job.get_str(JobAttr::prodUserName))
-                    {
-                        return Ok(Decision::Keep(false));
-                    }
-                    let current = job.get_str(JobAttr::computingSite).map(str::to_string);
-                    let others: Vec<QueueSpec> = queues
-                        .iter()
-                        .filter(|q| Some(q.name.as_str()) != current.as_deref())
-                        .cloned()
-                        .collect();
-                    let Some(queue) = choose_queue(&others, &load, job) else {
-                        return Ok(Decision::Keep(false));
-                    };
-                    job.set_str(JobAttr::computingSite, &queue.name).ok();
-                    Ok(Decision::Write(true))
-                })
-                .await;
+            let outcome = ports::change_job(self.stores.changes.as_ref(), *id, |job, _side| {
+                if !job.status().is_some_and(waiting)
+                    || !may_change(caller, job.get_str(JobAttr::prodUserName))
+                {
+                    return Ok(Decision::Keep(false));
+                }
+                let current = job.get_str(JobAttr::computingSite).map(str::to_string);
+                let others: Vec<QueueSpec> = queues
+                    .iter()
+                    .filter(|q| Some(q.name.as_str()) != current.as_deref())
+                    .cloned()
+                    .collect();
+                let Some(queue) = choose_queue(&others, &load, job) else {
+                    return Ok(Decision::Keep(false));
+                };
+                job.set_str(JobAttr::computingSite, &queue.name).ok();
+                Ok(Decision::Write(true))
+            })
+            .await;
             match outcome {
                 Ok((_, true)) => moved += 1,
                 Ok(_) | Err(StoreError::JobNotFound(_)) => {}

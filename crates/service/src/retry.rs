@@ -10,7 +10,8 @@
 //! its `maxAttempt=N` parameter. Other actions are not implemented and are logged.
 
 use panda_core::{AttrSet, FileAttr, JobAttr, JobSpec, JobStatus, Value};
-use panda_store::RetryRule;
+use panda_store::ports;
+use panda_store::{Decision, RetryRule};
 
 use crate::error::ServiceError;
 use crate::JobService;
@@ -107,7 +108,8 @@ impl JobService {
         }
         let mut max_attempt = job.get_i64(JobAttr::maxAttempt).unwrap_or(0);
         if let Some(rule) = self
-            .store
+            .stores
+            .jobs
             .retry_rules()
             .await?
             .iter()
@@ -147,20 +149,19 @@ impl JobService {
             }
         }
         let mut jobs = vec![next];
-        self.store.insert_jobs(&mut jobs).await?;
+        self.stores.jobs.insert_jobs(&mut jobs).await?;
         let new_panda_id = jobs[0].panda_id();
         self.run_setup_for(&jobs[0]).await?;
-        self.store
-            .modify_job(job.panda_id(), |old, _| {
-                old.set(JobAttr::taskBufferErrorCode, Value::Int(Some(EC_RETRIED)));
-                old.set_str(
-                    JobAttr::taskBufferErrorDiag,
-                    &format!("retried by the server as {new_panda_id}"),
-                )
-                .ok();
-                Ok(())
-            })
-            .await?;
+        ports::change_job(self.stores.changes.as_ref(), job.panda_id(), |old, _| {
+            old.set(JobAttr::taskBufferErrorCode, Value::Int(Some(EC_RETRIED)));
+            old.set_str(
+                JobAttr::taskBufferErrorDiag,
+                &format!("retried by the server as {new_panda_id}"),
+            )
+            .ok();
+            Ok(Decision::Write(()))
+        })
+        .await?;
         Ok(RetryOutcome::Retried { new_panda_id })
     }
 }

@@ -49,12 +49,14 @@ impl JobService {
     ) -> Result<Json, ServiceError> {
         let window = window_minutes.clamp(0, MAX_WINDOW_MINUTES);
         let rows = self
-            .store
+            .stores
+            .jobs
             .job_stat_rows(time::now() - Duration::minutes(window))
             .await?;
         // A queue list that cannot be read leaves the jobs' own clouds.
         let clouds: HashMap<String, String> = self
-            .store
+            .stores
+            .sites
             .all_queues()
             .await
             .unwrap_or_default()

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 
 use panda_core::identity::{clean_user_id, Identity};
 use panda_core::{time, FileAttr, JobAttr, JobSpec, JobStatus, QueueSpec, Value};
+use panda_store::ports;
 use panda_store::Decision;
 
 use crate::brokerage::{choose_queue, rejection};
@@ -52,8 +53,7 @@ impl JobService {
                 "submitting managed jobs needs the production role".into(),
             ));
         }
-        let store = &self.store;
-        let ids = store.allocate_panda_ids(jobs.len()).await?;
+        let ids = self.stores.jobs.allocate_panda_ids(jobs.len()).await?;
         let needs_brokerage = jobs.iter().any(|j| j.get(JobAttr::computingSite).is_null());
         let (queues, load) = if needs_brokerage {
             self.brokerage_inputs().await?
@@ -75,7 +75,8 @@ impl JobService {
                 apply_setup(job, &self.data_management.setup(job), now);
             }
         }
-        store
+        self.stores
+            .jobs
             .insert_jobs_via(&mut jobs, Some(JobStatus::Defined))
             .await?;
         let mut results = Vec::with_capacity(jobs.len());
@@ -95,8 +96,8 @@ impl JobService {
     pub(crate) async fn brokerage_inputs(
         &self,
     ) -> Result<(Vec<QueueSpec>, HashMap<String, i64>), ServiceError> {
-        let store = &self.store;
-        let queues: Vec<QueueSpec> = store
+        let sites = &self.stores.sites;
+        let queues: Vec<QueueSpec> = sites
             .all_queues()
             .await?
             .into_iter()
@@ -106,7 +107,7 @@ impl JobService {
                     .map(|d| QueueSpec::from_json(&name, d))
             })
             .collect();
-        let load: HashMap<String, i64> = store.activated_counts().await?.into_iter().collect();
+        let load: HashMap<String, i64> = sites.activated_counts().await?.into_iter().collect();
         Ok((queues, load))
     }
 
@@ -161,9 +162,8 @@ impl JobService {
 
     async fn run_setup(&self, job: &JobSpec) -> Result<JobStatus, ServiceError> {
         let decision = self.data_management.setup(job);
-        let (stored, ()) = self
-            .store
-            .change_job(job.panda_id(), |job, _| {
+        let (stored, ()) =
+            ports::change_job(self.stores.changes.as_ref(), job.panda_id(), |job, _| {
                 if job.status() != Some(JobStatus::Defined) {
                     return Ok(Decision::Keep(()));
                 }

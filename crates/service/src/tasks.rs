@@ -10,6 +10,7 @@
 
 use panda_core::identity::{clean_user_id, Identity};
 use panda_core::{task_status_is_final, JobTable, TaskAttr, TaskSpec, Value};
+use panda_store::ports;
 use panda_store::Decision;
 use serde_json::{Map, Value as Json};
 
@@ -179,7 +180,8 @@ impl JobService {
             .is_some_and(|v| v.as_bool() == Some(true));
         if unique && task.get_str(TaskAttr::taskType) == Some("anal") {
             if let Some(existing) = self
-                .store
+                .stores
+                .tasks
                 .task_by_name(
                     task.get(TaskAttr::vo),
                     task.get(TaskAttr::prodSourceLabel),
@@ -204,15 +206,14 @@ impl JobService {
         }
         let text = serde_json::to_string(&parameters)
             .map_err(|e| ServiceError::BadRequest(format!("task parameters: {e}")))?;
-        let task = self.store.insert_task(task, &text).await?;
+        let task = self.stores.tasks.insert_task(task, &text).await?;
         let id = task.get_i64(TaskAttr::jediTaskID).unwrap_or_default();
         if parent_tid.is_none() {
-            self.store
-                .change_task(id, |t| {
-                    t.set(TaskAttr::parent_tid, Value::Int(Some(id)));
-                    Decision::Write(())
-                })
-                .await?;
+            ports::change_task(self.stores.changes.as_ref(), id, |t| {
+                t.set(TaskAttr::parent_tid, Value::Int(Some(id)));
+                Decision::Write(())
+            })
+            .await?;
         }
         Ok(TaskOutcome {
             code: code::OK,
@@ -229,7 +230,8 @@ impl JobService {
         task_id: i64,
     ) -> Result<Option<bool>, ServiceError> {
         Ok(self
-            .store
+            .stores
+            .tasks
             .get_task(task_id)
             .await?
             .map(|task| may_change(caller, task.get_str(TaskAttr::userName))))
@@ -244,42 +246,40 @@ impl JobService {
     ) -> Result<TaskOutcome, ServiceError> {
         let name = command.name();
         let who = user_name(caller);
-        let outcome = self
-            .store
-            .change_task(task_id, |task| {
-                let status = task.get_str(TaskAttr::status).unwrap_or("").to_string();
-                if !command.allowed_in(&status) {
-                    let extra = "";
-                    return Decision::Keep(Err(format!(
-                        "Command rejected: the {name} command is not accepted if the task is in \
+        let outcome = ports::change_task(self.stores.changes.as_ref(), task_id, |task| {
+            let status = task.get_str(TaskAttr::status).unwrap_or("").to_string();
+            if !command.allowed_in(&status) {
+                let extra = "";
+                return Decision::Keep(Err(format!(
+                    "Command rejected: the {name} command is not accepted if the task is in \
                          {status} status {extra}"
-                    )));
-                }
-                if command == TaskCommand::Retry && status == "exhausted" && !caller.production {
-                    return Decision::Keep(Err(format!(
-                        "Command rejected: the {name} command is not accepted if the task is in \
+                )));
+            }
+            if command == TaskCommand::Retry && status == "exhausted" && !caller.production {
+                return Decision::Keep(Err(format!(
+                    "Command rejected: the {name} command is not accepted if the task is in \
                          {status} status and production role is missing"
-                    )));
-                }
-                let next = match command {
-                    TaskCommand::Kill => "aborting",
-                    TaskCommand::Finish { .. } => "finishing",
-                    TaskCommand::Retry => "ready",
-                };
-                task.set_str(TaskAttr::oldStatus, &status).ok();
-                set_status(task, next);
-                let qualifier = match command {
-                    TaskCommand::Finish { soft: true } => "soft ",
-                    _ => "",
-                };
-                task.set_str(
-                    TaskAttr::errorDialog,
-                    &format!("{qualifier}{name} by {who}"),
-                )
-                .ok();
-                Decision::Write(Ok(()))
-            })
-            .await?;
+                )));
+            }
+            let next = match command {
+                TaskCommand::Kill => "aborting",
+                TaskCommand::Finish { .. } => "finishing",
+                TaskCommand::Retry => "ready",
+            };
+            task.set_str(TaskAttr::oldStatus, &status).ok();
+            set_status(task, next);
+            let qualifier = match command {
+                TaskCommand::Finish { soft: true } => "soft ",
+                _ => "",
+            };
+            task.set_str(
+                TaskAttr::errorDialog,
+                &format!("{qualifier}{name} by {who}"),
+            )
+            .ok();
+            Decision::Write(Ok(()))
+        })
+        .await?;
         match outcome {
             None => Ok(TaskOutcome {
                 code: code::NOT_FOUND,
@@ -316,9 +316,10 @@ impl JobService {
             TaskCommand::Retry => return Ok(()),
         };
         let briefs = self
-            .store
+            .stores
+            .jobs
             .job_briefs(
-                &self.store.task_job_ids(task_id).await?,
+                &self.stores.tasks.task_job_ids(task_id).await?,
                 &[JobTable::Defined, JobTable::Active],
             )
             .await?;
@@ -326,7 +327,8 @@ impl JobService {
         let remaining = if kill_jobs && !unfinished.is_empty() {
             self.kill_jobs(caller, &unfinished, None).await?;
             // Running jobs stay until their pilots act on `tobekilled`.
-            self.store
+            self.stores
+                .jobs
                 .job_briefs(&unfinished, &[JobTable::Defined, JobTable::Active])
                 .await?
                 .len()
@@ -334,12 +336,11 @@ impl JobService {
             unfinished.len()
         };
         if remaining == 0 {
-            self.store
-                .change_task(task_id, |task| {
-                    set_status(task, done);
-                    Decision::Write(())
-                })
-                .await?;
+            ports::change_task(self.stores.changes.as_ref(), task_id, |task| {
+                set_status(task, done);
+                Decision::Write(())
+            })
+            .await?;
         }
         Ok(())
     }

@@ -10,6 +10,7 @@
 
 use panda_core::identity::Identity;
 use panda_core::{time, JobAttr, JobSpec, JobStatus, JobTable, Value};
+use panda_store::ports;
 use panda_store::{Decision, SideWrite, StoreError};
 
 use crate::error::ServiceError;
@@ -94,12 +95,13 @@ impl JobService {
         if let PilotState::Other(_) = update.state {
             return Ok(UpdateResult::Ignored);
         }
-        let result = self
-            .store
-            .change_job_row(update.panda_id, &HEARTBEAT_READS, |job, side| {
-                apply(job, side, &update)
-            })
-            .await;
+        let result = ports::change_job_row(
+            self.stores.changes.as_ref(),
+            update.panda_id,
+            &HEARTBEAT_READS,
+            |job, side| apply(job, side, &update),
+        )
+        .await;
         match result {
             Ok((_, command)) => Ok(UpdateResult::Done { command }),
             Err(StoreError::JobNotFound(_)) => Ok(UpdateResult::Done {

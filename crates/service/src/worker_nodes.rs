@@ -136,7 +136,8 @@ impl JobService {
         status: PilotStatus,
         node_id: Option<&str>,
     ) -> Result<(), ServiceError> {
-        self.store
+        self.stores
+            .harvester
             .set_worker_pilot_status(harvester_id, worker_id, status.as_str(), node_id)
             .await?;
         Ok(())
@@ -171,7 +172,12 @@ impl JobService {
                 ),
             ],
         };
-        Ok(self.store.upsert_worker_node(&node).await?.into())
+        Ok(self
+            .stores
+            .harvester
+            .upsert_worker_node(&node)
+            .await?
+            .into())
     }
 
     pub async fn update_worker_node_gpu(
@@ -191,7 +197,8 @@ impl JobService {
             ("driver_version", cut_opt(&report.driver_version, 20)),
         ];
         Ok(self
-            .store
+            .stores
+            .harvester
             .upsert_worker_node_gpu([&site, &host, &vendor, &model], &columns)
             .await?
             .into())

@@ -23,6 +23,7 @@ mod lookups;
 mod maintenance;
 mod operator;
 mod pg_pool;
+pub mod ports;
 mod postgres;
 mod preload;
 mod queues;

@@ -1,0 +1,239 @@
+//! The store as the service sees it: a few role-sized traits (jobs, sites, tasks, Harvester,
+//! users), each implemented by the SQL code where it is, so that the service holds
+//! `Arc<dyn …>` and its rules can be tested against any implementation.
+//!
+//! The traits forward to `Store`'s own methods, which stay the one place each statement is
+//! written. Changes under a row lock take a closure; a trait object cannot take a generic
+//! one, so the traits take `&mut dyn FnMut` and [`change_job`], [`change_job_row`] and
+//! [`change_task`] give the service back the generic form with an outcome of any type.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use chrono::NaiveDateTime;
+use panda_core::{JobAttr, JobSpec, JobStatus, JobTable, TaskSpec, Value};
+
+use crate::dispatch::ClaimRequest;
+use crate::error::{Result, StoreError};
+use crate::harvester::{
+    ColumnValue, HarvesterCommand, JobStatRow, WorkerNode, WorkerStat, WorkerUpdate,
+};
+use crate::jobs::Decision;
+use crate::lookups::{JobBrief, ResourceType};
+use crate::retry_rules::RetryRule;
+use crate::side::SideWrite;
+use crate::tasks::TaskCriterion;
+use crate::Store;
+
+/// Declares a role trait and its implementation by [`Store`], one forwarding line per method.
+macro_rules! port {
+    ($(#[$doc:meta])* $role:ident {
+        $( $(#[$mdoc:meta])* fn $name:ident(&self $(, $arg:ident : $ty:ty)*) -> $ret:ty; )*
+    }) => {
+        $(#[$doc])*
+        #[async_trait]
+        pub trait $role: Send + Sync {
+            $( $(#[$mdoc])* async fn $name(&self $(, $arg: $ty)*) -> $ret; )*
+        }
+
+        #[async_trait]
+        impl $role for Store {
+            $( async fn $name(&self $(, $arg: $ty)*) -> $ret {
+                Store::$name(self $(, $arg)*).await
+            } )*
+        }
+    };
+}
+
+port! {
+    /// Jobs: insert, read, claim, the retry rules.
+    JobStore {
+        fn allocate_panda_ids(&self, count: usize) -> Result<Vec<i64>>;
+        fn insert_jobs(&self, jobs: &mut [JobSpec]) -> Result<()>;
+        fn insert_jobs_via(&self, jobs: &mut [JobSpec], via: Option<JobStatus>) -> Result<()>;
+        fn get_job(&self, panda_id: i64) -> Result<Option<JobSpec>>;
+        fn job_briefs(&self, ids: &[i64], tables: &[JobTable]) -> Result<HashMap<i64, JobBrief>>;
+        fn claim_jobs(&self, request: &ClaimRequest) -> Result<Vec<JobSpec>>;
+        fn retry_rules(&self) -> Result<Vec<RetryRule>>;
+        fn job_stat_rows(&self, archived_since: NaiveDateTime) -> Result<Vec<JobStatRow>>;
+    }
+}
+
+port! {
+    /// Sites: PanDA queues (CRIC records) and resource types.
+    SiteStore {
+        fn queue_json(&self, name: &str) -> Result<Option<String>>;
+        fn all_queues(&self) -> Result<Vec<(String, String)>>;
+        fn activated_counts(&self) -> Result<Vec<(String, i64)>>;
+        fn resource_types(&self) -> Result<Vec<ResourceType>>;
+    }
+}
+
+port! {
+    /// JEDI's tasks and their jobs.
+    TaskStore {
+        fn insert_task(&self, task: TaskSpec, parameters: &str) -> Result<TaskSpec>;
+        fn get_task(&self, task_id: i64) -> Result<Option<TaskSpec>>;
+        fn task_parameters(&self, task_id: i64) -> Result<Option<String>>;
+        fn task_ids(&self, criteria: &[TaskCriterion], since: NaiveDateTime, limit: i64) -> Result<Vec<i64>>;
+        fn task_by_name(&self, vo: &Value, label: &Value, user: &str, name: &str) -> Result<Option<TaskSpec>>;
+        fn task_job_ids(&self, task_id: i64) -> Result<Vec<i64>>;
+        fn task_job_counts(&self, task_id: i64) -> Result<Vec<(String, i64)>>;
+    }
+}
+
+port! {
+    /// Harvester's tables and the worker nodes pilots describe.
+    HarvesterStore {
+        fn harvester_heartbeat(&self, harvester_id: &str, owner: &str, host: &str, fields: &[ColumnValue], commands: &[(String, String, String)]) -> Result<bool>;
+        fn update_workers(&self, harvester_id: &str, workers: &[WorkerUpdate]) -> Result<()>;
+        fn max_worker_id(&self, harvester_id: &str) -> Result<Option<i64>>;
+        fn acquire_harvester_commands(&self, harvester_id: &str, n: i64) -> Result<Vec<HarvesterCommand>>;
+        fn acknowledge_harvester_commands(&self, ids: &[i64]) -> Result<()>;
+        fn replace_worker_stats(&self, harvester_id: &str, site: &str, stats: &[WorkerStat]) -> Result<()>;
+        fn worker_stats(&self) -> Result<Vec<WorkerStat>>;
+        fn add_harvester_metrics(&self, harvester_id: &str, metrics: &[(NaiveDateTime, String, String)]) -> Result<()>;
+        fn add_harvester_dialogs(&self, harvester_id: &str, dialogs: &[Vec<ColumnValue>]) -> Result<()>;
+        fn set_worker_pilot_status(&self, harvester_id: &str, worker_id: i64, status: &str, node_id: Option<&str>) -> Result<u64>;
+        fn upsert_worker_node(&self, node: &WorkerNode) -> Result<bool>;
+        fn upsert_worker_node_gpu(&self, key: [&str; 4], columns: &[ColumnValue]) -> Result<bool>;
+    }
+}
+
+port! {
+    /// Users: who is banned.
+    UserStore {
+        fn banned_users(&self) -> Result<Vec<String>>;
+    }
+}
+
+/// A change of a job: the job as stored in, side writes out, write or keep.
+pub type JobChange<'a> =
+    dyn FnMut(&mut JobSpec, &mut Vec<SideWrite>) -> Result<Decision<()>> + Send + 'a;
+/// A change of a task.
+pub type TaskChange<'a> = dyn FnMut(&mut TaskSpec) -> Decision<()> + Send + 'a;
+
+/// Changes under the store's locking rules (`Store::change_job`, `change_job_row`,
+/// `change_task`), in a form a trait object can take.
+#[async_trait]
+pub trait Changes: Send + Sync {
+    async fn change_job_with(&self, panda_id: i64, change: &mut JobChange<'_>) -> Result<JobSpec>;
+    async fn change_job_row_with(
+        &self,
+        panda_id: i64,
+        reads: &[JobAttr],
+        change: &mut JobChange<'_>,
+    ) -> Result<JobSpec>;
+    async fn change_task_with(
+        &self,
+        task_id: i64,
+        change: &mut TaskChange<'_>,
+    ) -> Result<Option<TaskSpec>>;
+}
+
+#[async_trait]
+impl Changes for Store {
+    async fn change_job_with(&self, panda_id: i64, change: &mut JobChange<'_>) -> Result<JobSpec> {
+        let (job, ()) = Store::change_job(self, panda_id, |job, side| change(job, side)).await?;
+        Ok(job)
+    }
+
+    async fn change_job_row_with(
+        &self,
+        panda_id: i64,
+        reads: &[JobAttr],
+        change: &mut JobChange<'_>,
+    ) -> Result<JobSpec> {
+        let (job, ()) =
+            Store::change_job_row(self, panda_id, reads, |job, side| change(job, side)).await?;
+        Ok(job)
+    }
+
+    async fn change_task_with(
+        &self,
+        task_id: i64,
+        change: &mut TaskChange<'_>,
+    ) -> Result<Option<TaskSpec>> {
+        let changed = Store::change_task(self, task_id, |task| change(task)).await?;
+        Ok(changed.map(|(task, ())| task))
+    }
+}
+
+/// Splits a decision into its kind and its outcome.
+fn split<R>(decision: Decision<R>) -> (Decision<()>, R) {
+    match decision {
+        Decision::Write(r) => (Decision::Write(()), r),
+        Decision::Keep(r) => (Decision::Keep(()), r),
+    }
+}
+
+fn no_outcome() -> StoreError {
+    StoreError::Corrupt("a job change finished without an outcome".into())
+}
+
+/// `Store::change_job` through [`Changes`]: `change` runs once, under the job's row lock.
+pub async fn change_job<R, F>(store: &dyn Changes, panda_id: i64, change: F) -> Result<(JobSpec, R)>
+where
+    F: FnOnce(&mut JobSpec, &mut Vec<SideWrite>) -> Result<Decision<R>> + Send,
+    R: Send,
+{
+    let mut change = Some(change);
+    let mut outcome = None;
+    let job = store
+        .change_job_with(panda_id, &mut |job, side| {
+            let change = change.take().ok_or_else(no_outcome)?;
+            let (decision, r) = split(change(job, side)?);
+            outcome = Some(r);
+            Ok(decision)
+        })
+        .await?;
+    Ok((job, outcome.ok_or_else(no_outcome)?))
+}
+
+/// `Store::change_job_row` through [`Changes`]: `change` may run again when a concurrent
+/// writer got there first; the outcome is that of its last run.
+pub async fn change_job_row<R, F>(
+    store: &dyn Changes,
+    panda_id: i64,
+    reads: &[JobAttr],
+    mut change: F,
+) -> Result<(JobSpec, R)>
+where
+    F: FnMut(&mut JobSpec, &mut Vec<SideWrite>) -> Result<Decision<R>> + Send,
+    R: Send,
+{
+    let mut outcome = None;
+    let job = store
+        .change_job_row_with(panda_id, reads, &mut |job, side| {
+            let (decision, r) = split(change(job, side)?);
+            outcome = Some(r);
+            Ok(decision)
+        })
+        .await?;
+    Ok((job, outcome.ok_or_else(no_outcome)?))
+}
+
+/// `Store::change_task` through [`Changes`]: `None` when there is no such task.
+pub async fn change_task<R, F>(
+    store: &dyn Changes,
+    task_id: i64,
+    change: F,
+) -> Result<Option<(TaskSpec, R)>>
+where
+    F: FnOnce(&mut TaskSpec) -> Decision<R> + Send,
+    R: Send,
+{
+    let mut change = Some(change);
+    let mut outcome = None;
+    let task = store
+        .change_task_with(task_id, &mut |task| match change.take() {
+            Some(change) => {
+                let (decision, r) = split(change(task));
+                outcome = Some(r);
+                decision
+            }
+            None => Decision::Keep(()),
+        })
+        .await?;
+    Ok(task.and_then(|task| outcome.map(|r| (task, r))))
+}

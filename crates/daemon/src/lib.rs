@@ -157,13 +157,7 @@ pub async fn run(
     stats: std::sync::Arc<TaskStats>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let ctx = TaskContext {
-        store,
-        node,
-        arguments: Vec::new(),
-        cache_dir,
-        data_management: std::sync::Arc::new(panda_service::NoDataMovement),
-    };
+    let ctx = TaskContext::new(store, node, Vec::new(), cache_dir);
     runner::run_all(ctx, tasks, stats, shutdown).await;
 }
 
@@ -181,13 +175,8 @@ pub async fn run_task_once(
             tasks::task_names().collect::<Vec<_>>().join(", ")
         )
     })?;
-    let ctx = TaskContext {
-        store,
-        node,
-        arguments: config.map(|c| c.arguments.clone()).unwrap_or_default(),
-        cache_dir,
-        data_management: std::sync::Arc::new(panda_service::NoDataMovement),
-    };
+    let arguments = config.map(|c| c.arguments.clone()).unwrap_or_default();
+    let ctx = TaskContext::new(store, node, arguments, cache_dir);
     let timeout = std::time::Duration::from_secs(config.and_then(|c| c.timeout).unwrap_or(3600));
     Ok(runner::run_once(task, name, ctx, timeout, &TaskStats::default()).await)
 }

@@ -122,7 +122,7 @@ async fn task_loop(
         }
         if config.sync {
             let lease = chrono::Duration::from_std(period).unwrap_or(chrono::Duration::seconds(60));
-            match ctx.store.take_lease(&name, &ctx.node, lease).await {
+            match ctx.daemon.take_lease(&name, &ctx.node, lease).await {
                 Ok(true) => {}
                 Ok(false) => continue,
                 Err(e) => {

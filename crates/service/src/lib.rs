@@ -19,6 +19,7 @@ mod retry;
 mod setup;
 pub mod statistics;
 mod submit;
+pub mod task_listing;
 mod tasks;
 mod update;
 pub mod worker_nodes;

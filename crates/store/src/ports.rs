@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use chrono::NaiveDateTime;
 use panda_core::{JobAttr, JobSpec, JobStatus, JobTable, TaskSpec, Value};
 
+use crate::daemon_support::OutputReport;
 use crate::dispatch::ClaimRequest;
 use crate::error::{Result, StoreError};
 use crate::harvester::{
@@ -20,6 +21,7 @@ use crate::harvester::{
 };
 use crate::jobs::Decision;
 use crate::lookups::{JobBrief, ResourceType};
+use crate::maintenance::TableMaintenance;
 use crate::retry_rules::RetryRule;
 use crate::side::SideWrite;
 use crate::tasks::TaskCriterion;
@@ -104,6 +106,22 @@ port! {
     /// Users: who is banned.
     UserStore {
         fn banned_users(&self) -> Result<Vec<String>>;
+    }
+}
+
+port! {
+    /// The daemon's own bookkeeping: cluster-wide leases, the Adder's report queue, the
+    /// watcher's settings and candidates, retention and table maintenance.
+    DaemonStore {
+        fn take_lease(&self, component: &str, holder: &str, period: chrono::Duration) -> Result<bool>;
+        fn pending_output_reports(&self, stale_lock: NaiveDateTime, limit: i64) -> Result<Vec<OutputReport>>;
+        fn lock_output_report(&self, report: &OutputReport, holder: &str, stale_lock: NaiveDateTime) -> Result<bool>;
+        fn delete_output_report(&self, panda_id: i64, attempt_nr: i64) -> Result<()>;
+        fn config_value(&self, component: &str, key: &str) -> Result<Option<String>>;
+        fn jobs_older_than(&self, table: JobTable, statuses: &[&str], column: &str, before: NaiveDateTime, limit: i64) -> Result<Vec<i64>>;
+        fn retire_archived_jobs(&self, before: NaiveDateTime, archive: bool, limit: i64) -> Result<u64>;
+        fn maintain_tables(&self) -> Result<Vec<TableMaintenance>>;
+        fn autovacuum_on(&self) -> Result<bool>;
     }
 }
 

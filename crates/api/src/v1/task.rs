@@ -6,17 +6,15 @@
 //! answers `success: true` with the code in `data`, which is what pbook looks at. Task dicts
 //! use upstream's camelCase attribute names; datetimes are `{"__datetime__": iso}`.
 
-use chrono::{Duration, NaiveDateTime};
-use panda_core::{time, TaskAttr, TaskSpec, Value};
+use chrono::NaiveDateTime;
+use panda_core::{TaskAttr, TaskSpec, Value};
+use panda_service::task_listing::{listing_since, TaskFilter, LISTING_WINDOW_DAYS};
 use panda_service::{task_code, user_name, TaskCommand, TaskCriterion, TaskOutcome};
 use serde_json::{json, Map, Value as Json};
 
 use super::args::ArgsExt;
 use super::{record_json, Call, Envelope};
 use crate::AppState;
-
-/// How far back task listings reach, as upstream.
-const LISTING_WINDOW_DAYS: i64 = 90;
 
 fn task_id(call: &Call) -> i64 {
     call.args.int("task_id").unwrap_or_default()
@@ -207,24 +205,9 @@ pub(crate) async fn retry(state: &AppState, call: &Call) -> Envelope {
     command(state, call, TaskCommand::Retry).await
 }
 
-/// `since` as upstream reads it (`YYYY-mm-dd HH:MM:SS`), no further back than the window.
+/// `since` of a listing, within the service's window.
 fn since(call: &Call, window_days: i64) -> Result<NaiveDateTime, Envelope> {
-    let floor = time::now() - Duration::days(window_days);
-    match call.args.text("since") {
-        None => Ok(floor),
-        Some(text) => NaiveDateTime::parse_from_str(text.trim(), "%Y-%m-%d %H:%M:%S")
-            .map(|t| t.max(floor))
-            .map_err(|_| {
-                Envelope::fail(format!(
-                    "since={text:?} is not a time of the form YYYY-mm-dd HH:MM:SS"
-                ))
-            }),
-    }
-}
-
-/// Whether a filter value is a regular expression (upstream's test; the dot does not count).
-fn looks_like_regex(value: &str) -> bool {
-    value.contains(['^', '$', '*', '+', '?', '\\', '|', '(', ')'])
+    listing_since(call.args.text("since"), window_days).map_err(Envelope::from_service)
 }
 
 /// A task as `get_tasks_detailed_info_since` lists it: every attribute, the parameters, and
@@ -268,43 +251,12 @@ pub(crate) async fn get_tasks_detailed_info_since(state: &AppState, call: &Call)
             Err(_) => return Envelope::fail("filters is not valid JSON"),
         },
     };
-    let mut criteria = vec![TaskCriterion::Equals(
-        TaskAttr::userName,
-        Value::Text(Some(user_name(&call.identity))),
-    )];
-    let mut patterns = Vec::new();
-    for (key, value) in &filters {
-        let Some(attr) = <TaskAttr as panda_core::AttrSet>::by_name(key) else {
-            return Envelope::fail(format!("filters: {key} is not a task attribute"));
-        };
-        let Some(text) = value.as_str() else {
-            return Envelope::fail(format!("filters: the value of {key} must be a string"));
-        };
-        if looks_like_regex(text) {
-            match regex::Regex::new(text) {
-                Ok(re) => patterns.push((key.clone(), re)),
-                Err(e) => return Envelope::fail(format!("filters: {key}: bad pattern: {e}")),
-            }
-            continue;
-        }
-        let criterion = match text {
-            "NULL" => TaskCriterion::IsNull(attr),
-            "NOT NULL" => TaskCriterion::IsNotNull(attr),
-            _ => {
-                let column_type = panda_core::task::TASK_ATTRIBUTES[attr as usize].column_type;
-                match Value::parse(column_type, text) {
-                    Ok(v) => TaskCriterion::Equals(attr, v),
-                    Err(e) => return Envelope::fail(format!("filters: {key}: {e}")),
-                }
-            }
-        };
-        if attr == TaskAttr::userName {
-            criteria.remove(0);
-        }
-        criteria.push(criterion);
-    }
+    let filter = match TaskFilter::parse(&user_name(&call.identity), &filters) {
+        Ok(filter) => filter,
+        Err(e) => return Envelope::from_service(e),
+    };
     let limit = call.args.int("n_tasks").unwrap_or(500).clamp(1, 10_000);
-    let ids = match state.service.task_ids(&criteria, since, limit).await {
+    let ids = match state.service.task_ids(&filter.criteria, since, limit).await {
         Ok(ids) => ids,
         Err(e) => return Envelope::from_service(e),
     };
@@ -316,12 +268,10 @@ pub(crate) async fn get_tasks_detailed_info_since(state: &AppState, call: &Call)
             Err(e) => return Envelope::from_service(e),
         };
         let info = detailed_info(&task, parameters(state, id).await.unwrap_or_default());
-        let matches = patterns.iter().all(|(key, re)| match info.get(key) {
-            Some(Json::String(s)) => re.is_match(s),
-            Some(Json::Null) | None => false,
-            Some(other) => re.is_match(&other.to_string()),
-        });
-        if matches {
+        if info
+            .as_object()
+            .is_some_and(|listed| filter.matches(listed))
+        {
             out.push(info);
         }
     }

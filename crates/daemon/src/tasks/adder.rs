@@ -16,7 +16,7 @@
 use async_trait::async_trait;
 use panda_core::{time, FileAttr, JobAttr, JobSpec, JobStatus, Value};
 use panda_service::FinalizeDecision;
-use panda_store::{Decision, OutputReport, SideWrite};
+use panda_store::{ports, Decision, OutputReport, SideWrite};
 use serde_json::Value as Json;
 
 use super::{Task, TaskContext};
@@ -42,11 +42,11 @@ enum Outcome {
 impl Task for Adder {
     async fn run(&self, ctx: &TaskContext) -> anyhow::Result<String> {
         let stale = time::now() - chrono::Duration::minutes(STALE_LOCK_MINUTES);
-        let reports = ctx.store.pending_output_reports(stale, BATCH).await?;
+        let reports = ctx.daemon.pending_output_reports(stale, BATCH).await?;
         let mut counts = std::collections::BTreeMap::<String, usize>::new();
         for report in reports {
             if !ctx
-                .store
+                .daemon
                 .lock_output_report(&report, &ctx.node, stale)
                 .await?
             {
@@ -63,14 +63,13 @@ impl Task for Adder {
 
 async fn process(ctx: &TaskContext, report: &OutputReport) -> anyhow::Result<Outcome> {
     let plugin = ctx.data_management.clone();
-    let (_, outcome) = ctx
-        .store
-        .change_job(report.panda_id, |job, side| {
+    let (_, outcome) =
+        ports::change_job(ctx.stores.changes.as_ref(), report.panda_id, |job, side| {
             Ok(decide(job, side, report, plugin.as_ref()))
         })
         .await?;
     if outcome == Outcome::Stale {
-        ctx.store
+        ctx.daemon
             .delete_output_report(report.panda_id, report.attempt_nr)
             .await?;
     }

@@ -73,7 +73,10 @@ impl Task for ArchiveRetention {
         let before = time::now() - chrono::Duration::milliseconds((days * 86_400_000.0) as i64);
         let mut total = 0;
         loop {
-            let moved = ctx.store.retire_archived_jobs(before, archive, 500).await?;
+            let moved = ctx
+                .daemon
+                .retire_archived_jobs(before, archive, 500)
+                .await?;
             total += moved;
             if moved < 500 {
                 break;
@@ -91,9 +94,9 @@ pub struct DbMaintenance;
 #[async_trait]
 impl Task for DbMaintenance {
     async fn run(&self, ctx: &TaskContext) -> anyhow::Result<String> {
-        let done = ctx.store.maintain_tables().await?;
+        let done = ctx.daemon.maintain_tables().await?;
         if done.is_empty() {
-            return Ok(match ctx.store.autovacuum_on().await? {
+            return Ok(match ctx.daemon.autovacuum_on().await? {
                 true => "autovacuum is on: nothing to do".into(),
                 false => "no table changed enough".into(),
             });

@@ -13,12 +13,17 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use panda_service::DataManagement;
+use panda_service::Stores;
+use panda_store::ports::DaemonStore;
 use panda_store::Store;
 
 /// What a task run gets.
 #[derive(Clone)]
 pub struct TaskContext {
-    pub store: Store,
+    /// The daemon's own bookkeeping (leases, report queue, retention).
+    pub daemon: Arc<dyn DaemonStore>,
+    /// The roles the job rules work through (jobs, queues, changes).
+    pub stores: Stores,
     /// This daemon, as it signs leases and report locks (`host:pid`).
     pub node: String,
     /// The task's `arguments` from the configuration.
@@ -29,10 +34,27 @@ pub struct TaskContext {
 }
 
 impl TaskContext {
+    /// A context for the tasks on one store.
+    pub fn new(
+        store: Store,
+        node: String,
+        arguments: Vec<String>,
+        cache_dir: std::path::PathBuf,
+    ) -> TaskContext {
+        TaskContext {
+            daemon: Arc::new(store.clone()),
+            stores: Stores::of(store),
+            node,
+            arguments,
+            cache_dir,
+            data_management: Arc::new(panda_service::NoDataMovement),
+        }
+    }
+
     /// The job logic on this context's store, for retries and activation.
     pub fn service(&self) -> panda_service::JobService {
-        panda_service::JobService::new(
-            self.store.clone(),
+        panda_service::JobService::with_stores(
+            self.stores.clone(),
             panda_service::ServiceSettings {
                 max_jobs_per_get_job: 1,
                 host_name: self.node.clone(),
@@ -43,7 +65,7 @@ impl TaskContext {
 
     /// Retries a job that just failed, when the retry rules allow it.
     pub async fn retry(&self, panda_id: i64) -> anyhow::Result<()> {
-        if let Some(job) = self.store.get_job(panda_id).await? {
+        if let Some(job) = self.stores.jobs.get_job(panda_id).await? {
             let outcome = self.service().retry_failed(&job).await?;
             tracing::info!(target: "panda::retry", panda_id, outcome = ?outcome);
         }

@@ -14,7 +14,7 @@
 use async_trait::async_trait;
 use chrono::{Duration, NaiveDateTime};
 use panda_core::{time, JobAttr, JobSpec, JobStatus, JobTable, QueueSpec, Value};
-use panda_store::{Decision, Store};
+use panda_store::{ports, Decision};
 
 use super::{Task, TaskContext};
 
@@ -30,8 +30,9 @@ const BATCH: i64 = 1000;
 const ACTIVE: &[&str] = &["running", "starting", "stagein", "stageout"];
 
 /// A timeout from the `config` table in hours, or its default.
-async fn hours(store: &Store, component: &str, key: &str, default: f64) -> Duration {
-    let value = store
+async fn hours(ctx: &TaskContext, component: &str, key: &str, default: f64) -> Duration {
+    let value = ctx
+        .daemon
         .config_value(component, key)
         .await
         .ok()
@@ -49,13 +50,13 @@ fn older(job: &JobSpec, attr: JobAttr, limit: NaiveDateTime) -> bool {
 #[async_trait]
 impl Task for Watcher {
     async fn run(&self, ctx: &TaskContext) -> anyhow::Result<String> {
-        let store = &ctx.store;
         let now = time::now();
         let mut done = 0;
 
         // Upstream fixes this at 30 min; `watcher/SENT_TIMEOUT` (minutes) is ours, for tests.
-        let sent_limit = now - hours(store, "watcher", "SENT_TIMEOUT", 30.0).await / 60;
-        for id in store
+        let sent_limit = now - hours(ctx, "watcher", "SENT_TIMEOUT", 30.0).await / 60;
+        for id in ctx
+            .daemon
             .jobs_older_than(
                 JobTable::Active,
                 &["sent"],
@@ -67,7 +68,7 @@ impl Task for Watcher {
         {
             done += fail(
                 ctx,
-                store,
+                ctx,
                 id,
                 &["sent"],
                 JobAttr::modificationTime,
@@ -88,10 +89,11 @@ impl Task for Watcher {
             .await?;
         }
 
-        let production = hours(store, "watcher", "HEARTBEAT_TIMEOUT_production", 2.0).await;
-        let analysis = hours(store, "watcher", "HEARTBEAT_TIMEOUT_analysis", 2.0).await;
+        let production = hours(ctx, "watcher", "HEARTBEAT_TIMEOUT_production", 2.0).await;
+        let analysis = hours(ctx, "watcher", "HEARTBEAT_TIMEOUT_analysis", 2.0).await;
         let shortest = production.min(analysis);
-        for id in store
+        for id in ctx
+            .daemon
             .jobs_older_than(
                 JobTable::Active,
                 ACTIVE,
@@ -101,19 +103,19 @@ impl Task for Watcher {
             )
             .await?
         {
-            let Some(job) = store.get_job(id).await? else {
+            let Some(job) = ctx.stores.jobs.get_job(id).await? else {
                 continue;
             };
             let label = job.get_str(JobAttr::prodSourceLabel).unwrap_or("");
             let limit = if matches!(label, "user" | "panda") {
                 now - analysis
             } else {
-                now - heartbeat_for_queue(store, job.get_str(JobAttr::computingSite), production)
+                now - heartbeat_for_queue(ctx, job.get_str(JobAttr::computingSite), production)
                     .await
             };
             done += fail(
                 ctx,
-                store,
+                ctx,
                 id,
                 ACTIVE,
                 JobAttr::modificationTime,
@@ -135,9 +137,10 @@ impl Task for Watcher {
             .await?;
         }
 
-        let holding_all = now - hours(store, "job_timeout", "TIMEOUT_holding", 48.0).await;
+        let holding_all = now - hours(ctx, "job_timeout", "TIMEOUT_holding", 48.0).await;
         let holding_high = now - Duration::hours(3);
-        for id in store
+        for id in ctx
+            .daemon
             .jobs_older_than(
                 JobTable::Active,
                 &["holding"],
@@ -147,14 +150,14 @@ impl Task for Watcher {
             )
             .await?
         {
-            let Some(job) = store.get_job(id).await? else {
+            let Some(job) = ctx.stores.jobs.get_job(id).await? else {
                 continue;
             };
             let high = job.get_i64(JobAttr::currentPriority).unwrap_or(0) > 800;
             let limit = if high { holding_high } else { holding_all };
             done += fail(
                 ctx,
-                store,
+                ctx,
                 id,
                 &["holding"],
                 JobAttr::modificationTime,
@@ -190,13 +193,14 @@ impl Task for Watcher {
             ),
         ] {
             let limit = now - age;
-            for id in store
+            for id in ctx
+                .daemon
                 .jobs_older_than(table, statuses, "creationtime", limit, BATCH)
                 .await?
             {
                 done += fail(
                     ctx,
-                    store,
+                    ctx,
                     id,
                     statuses,
                     JobAttr::creationTime,
@@ -221,9 +225,13 @@ impl Task for Watcher {
 }
 
 /// The heartbeat timeout of a queue's workflow (`watcher/HEARTBEAT_TIMEOUT_<workflow>`).
-async fn heartbeat_for_queue(store: &Store, site: Option<&str>, production: Duration) -> Duration {
+async fn heartbeat_for_queue(
+    ctx: &TaskContext,
+    site: Option<&str>,
+    production: Duration,
+) -> Duration {
     let Some(site) = site else { return production };
-    let Ok(Some(json)) = store.queue_json(site).await else {
+    let Ok(Some(json)) = ctx.stores.sites.queue_json(site).await else {
         return production;
     };
     let data = serde_json::from_str(&json).unwrap_or(serde_json::Value::Null);
@@ -232,7 +240,7 @@ async fn heartbeat_for_queue(store: &Store, site: Option<&str>, production: Dura
         Some(workflow) if workflow != "production" => {
             let default = production.num_milliseconds() as f64 / 3_600_000.0;
             hours(
-                store,
+                ctx,
                 "watcher",
                 &format!("HEARTBEAT_TIMEOUT_{workflow}"),
                 default,
@@ -247,24 +255,23 @@ async fn heartbeat_for_queue(store: &Store, site: Option<&str>, production: Dura
 /// when it did.
 async fn fail(
     retry_ctx: &TaskContext,
-    store: &Store,
+    ctx: &TaskContext,
     id: i64,
     statuses: &[&str],
     attr: JobAttr,
     limit: NaiveDateTime,
     end: impl FnOnce(&mut JobSpec) -> JobStatus + Send,
 ) -> anyhow::Result<usize> {
-    let (_, ended) = store
-        .change_job(id, |job, _| {
-            let status = job.get(JobAttr::jobStatus).render();
-            if !statuses.contains(&status.as_str()) || !older(job, attr, limit) {
-                return Ok(Decision::Keep(None));
-            }
-            let new_status = end(job);
-            job.set_status(new_status, time::now());
-            Ok(Decision::Write(Some(new_status)))
-        })
-        .await?;
+    let (_, ended) = ports::change_job(ctx.stores.changes.as_ref(), id, |job, _| {
+        let status = job.get(JobAttr::jobStatus).render();
+        if !statuses.contains(&status.as_str()) || !older(job, attr, limit) {
+            return Ok(Decision::Keep(None));
+        }
+        let new_status = end(job);
+        job.set_status(new_status, time::now());
+        Ok(Decision::Write(Some(new_status)))
+    })
+    .await?;
     if let Some(status) = ended {
         tracing::info!(target: "panda::watcher", panda_id = id, status = %status, "timed out");
         if status == JobStatus::Failed {

@@ -201,9 +201,15 @@ pub async fn serve(
             stop.clone(),
         );
         let live = LiveGuard::new(live.clone());
+        // A direct client is admitted here, in the order its connections arrived, so that
+        // the one over a cap is the newest; a balancer's client is known only after its
+        // PROXY header, in the connection's own task.
+        let proxied = policy.trusted_proxies.iter().any(|r| r.contains(peer.ip()));
+        let admitted = (!proxied).then(|| admission.admit(peer.ip()));
         tokio::spawn(async move {
             let _live = live;
-            if let Err(e) = connection(tcp, peer, tls, app, &policy, &admission, stop).await {
+            let result = connection(tcp, peer, admitted, tls, app, &policy, &admission, stop);
+            if let Err(e) = result.await {
                 tracing::debug!(%peer, "connection: {e:#}");
             }
         });
@@ -258,27 +264,33 @@ async fn read_proxy_header(tcp: &mut TcpStream, peer: SocketAddr) -> anyhow::Res
     Ok(named.unwrap_or(peer))
 }
 
+/// One connection: `admitted` is the admission of a direct client, decided at accept; `None`
+/// for a trusted balancer's connection, whose client is admitted once its PROXY header names it.
+#[allow(clippy::too_many_arguments)]
 async fn connection(
     mut tcp: TcpStream,
     peer: SocketAddr,
+    admitted: Option<Result<Admitted, String>>,
     tls: Option<(Arc<SslAcceptor>, Option<Arc<X509Verifier>>)>,
     app: Router,
     policy: &ConnectionPolicy,
     admission: &Arc<Admission>,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let client = if policy.trusted_proxies.iter().any(|r| r.contains(peer.ip())) {
-        tokio::time::timeout(
-            policy.header_read_timeout,
-            read_proxy_header(&mut tcp, peer),
-        )
-        .await
-        .context("PROXY header timed out")?
-        .with_context(|| format!("PROXY header from trusted proxy {peer}"))?
-    } else {
-        peer
+    let (client, admitted) = match admitted {
+        Some(admitted) => (peer, admitted),
+        None => {
+            let client = tokio::time::timeout(
+                policy.header_read_timeout,
+                read_proxy_header(&mut tcp, peer),
+            )
+            .await
+            .context("PROXY header timed out")?
+            .with_context(|| format!("PROXY header from trusted proxy {peer}"))?;
+            (client, admission.admit(client.ip()))
+        }
     };
-    let _admitted = match admission.admit(client.ip()) {
+    let _admitted = match admitted {
         Ok(admitted) => admitted,
         Err(why) => {
             tracing::warn!(target: "panda::limits", %client, "connection refused: {why}");

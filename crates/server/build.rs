@@ -1,6 +1,7 @@
 //! Records which commit the binary was built from, for `panda-server --version`: the
-//! `PANDA_BUILD_COMMIT` variable when set (a package built from a tarball), else git's
-//! short hash with `-dirty` for uncommitted changes, else `unknown`.
+//! `PANDA_BUILD_COMMIT` variable when set (a package built from a tarball, and CI, whose
+//! target directory is shared by several checkouts), else git's short hash with `-dirty` for
+//! uncommitted changes, else `unknown`.
 
 use std::process::Command;
 

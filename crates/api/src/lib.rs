@@ -1,7 +1,9 @@
 //! The web tier's routes: upstream's legacy dispatcher under `/server/panda/<method>` and the
 //! JSON API under `/api/v1/<module>/<function>`, on one router.
 //!
-//! Handlers are thin: they decode, check the caller's identity, call the store and encode.
+//! Handlers are thin: they decode, check the caller's identity, call the service
+//! (`panda_service::JobService`, where every rule lives) and encode. This crate does not depend
+//! on `panda-store`: no handler runs a statement.
 //! Anything not routed is 404; a legacy or API method we do not serve is 403
 //! `ERROR : method X is forbidden`, as upstream answers for methods outside its allow-list.
 

@@ -1,5 +1,6 @@
 //! Which tasks a listing shows (`task/get_tasks_modified_since`,
-//! `task/get_tasks_detailed_info_since`): the time window, and the caller's filters.
+//! `task/get_tasks_detailed_info_since`): the time window, and the caller's filters; and
+//! which datasets a task's parameters name (`task/get_details`).
 //!
 //! A listing reaches back at most [`LISTING_WINDOW_DAYS`], whatever `since` asks. A filter is a
 //! JSON object of task attribute names to strings: `NULL` and `NOT NULL` test for a value, a
@@ -102,6 +103,43 @@ impl TaskFilter {
     }
 }
 
+/// Which datasets of a task [`task_datasets`] names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DatasetRole {
+    /// The `input` datasets of its job parameters.
+    Input,
+    /// The `output` datasets, and the log's.
+    Output,
+}
+
+/// The datasets a task's parameters name in `role`, in order, without repeats in a row (as
+/// upstream lists them in `get_details`).
+pub fn task_datasets(parameters: &Map<String, Json>, role: DatasetRole) -> Vec<String> {
+    let param_type = match role {
+        DatasetRole::Input => "input",
+        DatasetRole::Output => "output",
+    };
+    let mut names: Vec<String> = parameters
+        .get("jobParameters")
+        .and_then(Json::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|p| p.get("param_type").and_then(Json::as_str) == Some(param_type))
+        .filter_map(|p| p.get("dataset").and_then(Json::as_str).map(str::to_string))
+        .collect();
+    if role == DatasetRole::Output {
+        if let Some(log) = parameters
+            .get("log")
+            .and_then(|l| l.get("dataset"))
+            .and_then(Json::as_str)
+        {
+            names.push(log.to_string());
+        }
+    }
+    names.dedup();
+    names
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,6 +170,25 @@ mod tests {
             &other.criteria[..],
             [TaskCriterion::Equals(TaskAttr::userName, Value::Text(Some(name)))] if name == "Bob"
         ));
+    }
+
+    #[test]
+    fn datasets_come_from_the_job_parameters_and_the_log() {
+        let params = map(json!({
+            "jobParameters": [
+                {"param_type": "input", "dataset": "data.in"},
+                {"param_type": "output", "dataset": "user.out"},
+                {"param_type": "output", "dataset": "user.out"},
+                {"param_type": "constant", "value": "-x"}
+            ],
+            "log": {"dataset": "user.log"}
+        }));
+        assert_eq!(task_datasets(&params, DatasetRole::Input), ["data.in"]);
+        assert_eq!(
+            task_datasets(&params, DatasetRole::Output),
+            ["user.out", "user.log"]
+        );
+        assert!(task_datasets(&Map::new(), DatasetRole::Input).is_empty());
     }
 
     #[test]

@@ -8,7 +8,9 @@
 
 use chrono::NaiveDateTime;
 use panda_core::{TaskAttr, TaskSpec, Value};
-use panda_service::task_listing::{listing_since, TaskFilter, LISTING_WINDOW_DAYS};
+use panda_service::task_listing::{
+    listing_since, task_datasets, DatasetRole, TaskFilter, LISTING_WINDOW_DAYS,
+};
 use panda_service::{task_code, user_name, TaskCommand, TaskCriterion, TaskOutcome};
 use serde_json::{json, Map, Value as Json};
 
@@ -97,29 +99,6 @@ pub(crate) async fn get_job_ids(state: &AppState, call: &Call) -> Envelope {
     }
 }
 
-/// Dataset names the parameters name for `param_type` (`input`, `output`, `log`).
-fn datasets(parameters: &Map<String, Json>, param_type: &str) -> Vec<String> {
-    let mut names: Vec<String> = parameters
-        .get("jobParameters")
-        .and_then(Json::as_array)
-        .into_iter()
-        .flatten()
-        .filter(|p| p.get("param_type").and_then(Json::as_str) == Some(param_type))
-        .filter_map(|p| p.get("dataset").and_then(Json::as_str).map(str::to_string))
-        .collect();
-    if param_type == "output" {
-        if let Some(log) = parameters
-            .get("log")
-            .and_then(|l| l.get("dataset"))
-            .and_then(Json::as_str)
-        {
-            names.push(log.to_string());
-        }
-    }
-    names.dedup();
-    names
-}
-
 /// `task/get_details`: input and output datasets, job statistics and PandaIDs.
 pub(crate) async fn get_details(state: &AppState, call: &Call) -> Envelope {
     let id = task_id(call);
@@ -142,8 +121,8 @@ pub(crate) async fn get_details(state: &AppState, call: &Call) -> Envelope {
         .collect::<Vec<_>>()
         .join(",");
     let mut data = json!({
-        "inDS": datasets(&params, "input").join(","),
-        "outDS": datasets(&params, "output").join(","),
+        "inDS": task_datasets(&params, DatasetRole::Input).join(","),
+        "outDS": task_datasets(&params, DatasetRole::Output).join(","),
         "statistics": statistics,
         "PandaID": ids,
         "mergeStatus": null,

@@ -103,6 +103,9 @@ pub struct StaticDirs {
     pub cache: PathBuf,
     /// `/trf/` (transformation scripts).
     pub trf: PathBuf,
+    /// `/auth/`: the VOs' `<vo>_auth_config.json` (`auth_config`), which panda-client reads to
+    /// start its OIDC device flow; `None` when tokens are off.
+    pub auth: Option<PathBuf>,
 }
 
 /// The complete router of the web tier.
@@ -111,6 +114,7 @@ pub fn router(state: AppState) -> Router {
         .route("/server/panda/{method}", any(legacy::dispatch))
         .route("/api/{version}/{module}/{function}", any(v1::dispatch))
         .route("/cache/schedconfig/{file}", get(static_files::queue_data))
+        .route("/auth/{file}", get(static_files::auth_config))
         .nest_service("/cache", static_files::directory(&state.files.cache))
         .nest_service("/trf", static_files::directory(&state.files.trf))
         .fallback(not_found)

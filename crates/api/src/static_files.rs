@@ -51,6 +51,50 @@ pub async fn queue_data(State(state): State<AppState>, UrlPath(file): UrlPath<St
     }
 }
 
+/// The largest `<vo>_auth_config.json` served: a few keys, never more than this.
+const MAX_AUTH_CONFIG_BYTES: u64 = 64 * 1024;
+
+/// Whether `file` is a VO's client configuration: `<vo>_auth_config.json`, the VO (and
+/// optional group) a plain name, never a path.
+fn is_auth_config_name(file: &str) -> bool {
+    file.strip_suffix("_auth_config.json").is_some_and(|vo| {
+        !vo.is_empty()
+            && !vo.starts_with('.')
+            && vo
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'))
+    })
+}
+
+/// `GET /auth/<vo>_auth_config.json`: the VO's OIDC client configuration from `auth_config`,
+/// as upstream's httpd alias serves it, for anyone (panda-client fetches it before it has a
+/// token). Only files of that name, at most [`MAX_AUTH_CONFIG_BYTES`]; anything else is 404.
+pub async fn auth_config(
+    State(state): State<AppState>,
+    UrlPath(file): UrlPath<String>,
+) -> Response {
+    let not_found = || (StatusCode::NOT_FOUND, "not found").into_response();
+    let Some(dir) = state
+        .files
+        .auth
+        .as_ref()
+        .filter(|_| is_auth_config_name(&file))
+    else {
+        return not_found();
+    };
+    let path = dir.join(&file);
+    let small = tokio::fs::metadata(&path)
+        .await
+        .is_ok_and(|m| m.is_file() && m.len() <= MAX_AUTH_CONFIG_BYTES);
+    if !small {
+        return not_found();
+    }
+    match tokio::fs::read(&path).await {
+        Ok(bytes) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
+        Err(_) => not_found(),
+    }
+}
+
 /// Middleware: a `/cache/` or `/trf/` path whose file, symbolic links resolved, lies outside
 /// its directory is 404 before `ServeDir` opens it.
 pub async fn confine(
@@ -123,4 +167,24 @@ pub async fn cache_headers(
         }
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_vo_names_are_auth_config_files() {
+        assert!(is_auth_config_name("atlas_auth_config.json"));
+        assert!(is_auth_config_name("atlas.production_auth_config.json"));
+        for bad in [
+            "_auth_config.json",
+            "../atlas_auth_config.json",
+            ".hidden_auth_config.json",
+            "atlas/x_auth_config.json",
+            "atlas_jwks.json",
+        ] {
+            assert!(!is_auth_config_name(bad), "{bad}");
+        }
+    }
 }

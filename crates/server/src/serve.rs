@@ -295,6 +295,7 @@ async fn run_httpd(
         files: Arc::new(StaticDirs {
             cache: config.cache_dir.clone(),
             trf: config.trf_dir.clone(),
+            auth: config.auth_config.clone(),
         }),
     };
     let app = panda_api::router(state);

@@ -40,6 +40,7 @@ async fn tier(local_mode: bool) -> Tier {
         files: Arc::new(StaticDirs {
             cache: files.path().join("cache"),
             trf: files.path().join("trf"),
+            auth: None,
         }),
     };
     Tier {

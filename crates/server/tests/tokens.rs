@@ -225,3 +225,38 @@ async fn keys_are_fetched_from_the_discovery_url() {
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("Remote User"), "{body}");
 }
+
+#[tokio::test]
+async fn the_vos_client_configuration_is_published_under_auth_and_nothing_else_is() {
+    let db = TestDb::new(Backend::Sqlite);
+    let issuer = TokenIssuer::new("atlas");
+    let mut env = db_env(&db);
+    env.extend(issuer.env());
+    let server = Server::start(&[], &env);
+    let client = api_client();
+    let get = |path: &str| {
+        let request = client.get(server.url(path));
+        async move {
+            let reply = request.send().await.expect("get");
+            let status = reply.status().as_u16();
+            (status, reply.text().await.expect("text"))
+        }
+    };
+    // What panda-client's OIDC mode fetches: the file as written, for an anonymous caller.
+    let (status, body) = get("/auth/atlas_auth_config.json").await;
+    assert_eq!(status, 200, "{body}");
+    let config: Json = serde_json::from_str(&body).expect("json");
+    assert_eq!(config["client_id"], "panda-test-client");
+    // Other files of the directory, other VOs and paths out of it are not there.
+    std::fs::write(issuer.dir.path().join("secret.txt"), "x").expect("write");
+    for path in [
+        "/auth/cms_auth_config.json",
+        "/auth/jwks.json",
+        "/auth/secret.txt",
+        "/auth/..%2Fsecret.txt",
+        "/auth/%2E%2E_auth_config.json",
+    ] {
+        let (status, _) = get(path).await;
+        assert_eq!(status, 404, "{path}");
+    }
+}

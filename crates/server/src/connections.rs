@@ -177,6 +177,12 @@ pub async fn serve(
         by_peer: Mutex::new(HashMap::new()),
         per_peer: policy.max_connections_per_peer.max(1),
     });
+    let listening = Arc::new(Listening {
+        tls,
+        app,
+        policy,
+        admission,
+    });
     let live = Arc::new(AtomicUsize::new(0));
     loop {
         let accepted = tokio::select! {
@@ -193,23 +199,20 @@ pub async fn serve(
             }
         };
         let _ = tcp.set_nodelay(true);
-        let (tls, app, policy, admission, stop) = (
-            tls.clone(),
-            app.clone(),
-            policy.clone(),
-            admission.clone(),
-            stop.clone(),
-        );
+        let (this, stop) = (listening.clone(), stop.clone());
         let live = LiveGuard::new(live.clone());
         // A direct client is admitted here, in the order its connections arrived, so that
         // the one over a cap is the newest; a balancer's client is known only after its
         // PROXY header, in the connection's own task.
-        let proxied = policy.trusted_proxies.iter().any(|r| r.contains(peer.ip()));
-        let admitted = (!proxied).then(|| admission.admit(peer.ip()));
+        let proxied = listening
+            .policy
+            .trusted_proxies
+            .iter()
+            .any(|r| r.contains(peer.ip()));
+        let admitted = (!proxied).then(|| listening.admission.admit(peer.ip()));
         tokio::spawn(async move {
             let _live = live;
-            let result = connection(tcp, peer, admitted, tls, app, &policy, &admission, stop);
-            if let Err(e) = result.await {
+            if let Err(e) = connection(tcp, peer, admitted, &this, stop).await {
                 tracing::debug!(%peer, "connection: {e:#}");
             }
         });
@@ -264,19 +267,24 @@ async fn read_proxy_header(tcp: &mut TcpStream, peer: SocketAddr) -> anyhow::Res
     Ok(named.unwrap_or(peer))
 }
 
+/// What every connection of one listener shares.
+struct Listening {
+    tls: Option<(Arc<SslAcceptor>, Option<Arc<X509Verifier>>)>,
+    app: Router,
+    policy: Arc<ConnectionPolicy>,
+    admission: Arc<Admission>,
+}
+
 /// One connection: `admitted` is the admission of a direct client, decided at accept; `None`
 /// for a trusted balancer's connection, whose client is admitted once its PROXY header names it.
-#[allow(clippy::too_many_arguments)]
 async fn connection(
     mut tcp: TcpStream,
     peer: SocketAddr,
     admitted: Option<Result<Admitted, String>>,
-    tls: Option<(Arc<SslAcceptor>, Option<Arc<X509Verifier>>)>,
-    app: Router,
-    policy: &ConnectionPolicy,
-    admission: &Arc<Admission>,
+    listening: &Listening,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    let (policy, admission) = (listening.policy.as_ref(), &listening.admission);
     let (client, admitted) = match admitted {
         Some(admitted) => (peer, admitted),
         None => {
@@ -294,7 +302,7 @@ async fn connection(
         Ok(admitted) => admitted,
         Err(why) => {
             tracing::warn!(target: "panda::limits", %client, "connection refused: {why}");
-            if tls.is_none() {
+            if listening.tls.is_none() {
                 let body = format!("ERROR : connection refused: {why}\n");
                 let reply = format!(
                     "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n\
@@ -313,7 +321,8 @@ async fn connection(
         inner: tcp,
         activity: activity.clone(),
     };
-    match tls {
+    let app = listening.app.clone();
+    match &listening.tls {
         None => serve_http(io, client, None, app, policy, activity, stop).await,
         Some((acceptor, verifier)) => {
             let ssl = Ssl::new(acceptor.context())?;

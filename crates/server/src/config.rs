@@ -245,12 +245,17 @@ impl Config {
         }
     }
 
-    /// The SQLite file, when that is the backend and the file does not exist: commands other
-    /// than `schema migrate` and the all-in-one server refuse to create it (an empty file
-    /// would only fail the schema check, and hide a mistyped path).
-    pub fn missing_sqlite_file(&self) -> Option<PathBuf> {
+    /// Why the SQLite database cannot be used, when that is the backend and its file does
+    /// not exist: commands other than `schema migrate` and the all-in-one server refuse to
+    /// create it (an empty file would only fail the schema check, and hide a mistyped path).
+    pub fn missing_sqlite_database(&self) -> Option<String> {
         let path = PathBuf::from(&self.db.name);
-        (self.db.backend == panda_store::Backend::Sqlite && !path.exists()).then_some(path)
+        (self.db.backend == panda_store::Backend::Sqlite && !path.exists()).then(|| {
+            format!(
+                "the SQLite database {} does not exist (`panda-server schema migrate` creates it)",
+                path.display()
+            )
+        })
     }
 
     /// How connections are bounded (`connections`).

@@ -307,12 +307,8 @@ async fn users(action: UsersAction, config: &Config) -> anyhow::Result<ExitCode>
 }
 
 async fn schema(action: SchemaAction, config: &Config) -> anyhow::Result<ExitCode> {
-    if let (SchemaAction::Check, Some(path)) = (&action, config.missing_sqlite_file()) {
-        println!(
-            "DB schema check: FAILED: the SQLite database {} does not exist \
-             (`panda-server schema migrate` creates it)",
-            path.display()
-        );
+    if let (SchemaAction::Check, Some(why)) = (&action, config.missing_sqlite_database()) {
+        println!("DB schema check: FAILED: {why}");
         return Ok(ExitCode::FAILURE);
     }
     let store = Store::open(&config.db, config.store_options()).await?;

@@ -101,12 +101,8 @@ pub async fn node_status(config: &Config) -> (String, bool) {
     let mut out = String::new();
     let _ = writeln!(out, "node: {}", config.host_name);
     let _ = writeln!(out, "database: {}", database_name(config));
-    if let Some(path) = config.missing_sqlite_file() {
-        let _ = writeln!(
-            out,
-            "DB schema check: FAILED: the SQLite database {} does not exist",
-            path.display()
-        );
+    if let Some(why) = config.missing_sqlite_database() {
+        let _ = writeln!(out, "DB schema check: FAILED: {why}");
         return (out, false);
     }
     let store = match Store::open(&config.db, config.store_options()).await {

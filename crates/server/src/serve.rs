@@ -89,11 +89,8 @@ pub async fn run(config: Config, mode: Mode) -> anyhow::Result<()> {
 
 async fn run_logged(config: Config, mode: Mode, logs: LogFiles) -> anyhow::Result<()> {
     warn_about_config(&config);
-    if let (false, Some(path)) = (mode == Mode::All, config.missing_sqlite_file()) {
-        anyhow::bail!(
-            "the SQLite database {} does not exist (`panda-server schema migrate` creates it)",
-            path.display()
-        );
+    if let (false, Some(why)) = (mode == Mode::All, config.missing_sqlite_database()) {
+        anyhow::bail!("{why}");
     }
     let store = Store::open(&config.db, config.store_options()).await?;
     if mode == Mode::All {

@@ -21,24 +21,7 @@ async fn attributes(
     pki: &GridPki,
     credential: Option<&Credential>,
 ) -> (u16, String) {
-    let response = client(pki, credential)
-        .get(format!(
-            "{}/api/v1/system/get_attributes",
-            server.https_url()
-        ))
-        .header("Accept", "application/json")
-        .send()
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "https request: {e}\n{}",
-                server
-                    .lines_after(std::time::Duration::from_millis(300))
-                    .join("\n")
-            )
-        });
-    let status = response.status().as_u16();
-    (status, response.text().await.expect("body"))
+    pki.get_attributes(server, credential).await
 }
 
 fn environment(body: &str) -> Json {

@@ -24,17 +24,7 @@ fn client(pki: &GridPki, credential: &Credential) -> reqwest::Client {
 
 /// `system/get_attributes` over HTTPS: the status and the parsed envelope (or the text).
 async fn attributes(server: &Server, pki: &GridPki, credential: &Credential) -> (u16, Json) {
-    let response = client(pki, credential)
-        .get(format!(
-            "{}/api/v1/system/get_attributes",
-            server.https_url()
-        ))
-        .header("Accept", "application/json")
-        .send()
-        .await
-        .expect("https request");
-    let status = response.status().as_u16();
-    let text = response.text().await.expect("body");
+    let (status, text) = pki.get_attributes(server, Some(credential)).await;
     (
         status,
         serde_json::from_str(&text).unwrap_or(Json::String(text)),

@@ -28,6 +28,7 @@ use axum::http::{header, Method};
 use axum::response::{IntoResponse, Response};
 use panda_core::identity::Identity;
 use panda_core::{AttrSet, Record, Value};
+use panda_service::statistics::JobStatistics;
 use serde::Serialize;
 use serde_json::Value as Json;
 
@@ -578,7 +579,11 @@ pub(crate) const ENDPOINTS: &[Endpoint] = &[
         Get,
         Open,
         &[opt("type", Str)],
-        handler!(|state, call| statistics::counts(state, call, statistics::View::ByCloud)),
+        handler!(|state, call| statistics::counts(
+            state,
+            call,
+            JobStatistics::ByCloud { analysis: false }
+        )),
     ),
     ep(
         "statistics",
@@ -589,7 +594,7 @@ pub(crate) const ENDPOINTS: &[Endpoint] = &[
         handler!(|state, call| statistics::counts(
             state,
             call,
-            statistics::View::ProductionByCloudAndProcessingType
+            JobStatistics::ProductionByCloudAndProcessingType
         )),
     ),
     ep(
@@ -598,7 +603,7 @@ pub(crate) const ENDPOINTS: &[Endpoint] = &[
         Get,
         Open,
         &[],
-        handler!(|state, call| statistics::counts(state, call, statistics::View::ActiveBySite)),
+        handler!(|state, call| statistics::counts(state, call, JobStatistics::ActiveBySite)),
     ),
     ep(
         "statistics",
@@ -609,7 +614,7 @@ pub(crate) const ENDPOINTS: &[Endpoint] = &[
         handler!(|state, call| statistics::counts(
             state,
             call,
-            statistics::View::ActiveDetailedBySite
+            JobStatistics::ActiveDetailedBySite
         )),
     ),
     ep(
@@ -621,7 +626,7 @@ pub(crate) const ENDPOINTS: &[Endpoint] = &[
         handler!(|state, call| statistics::counts(
             state,
             call,
-            statistics::View::BySiteAndResourceType
+            JobStatistics::BySiteAndResourceType
         )),
     ),
     ep(
@@ -633,7 +638,7 @@ pub(crate) const ENDPOINTS: &[Endpoint] = &[
         handler!(|state, call| statistics::counts(
             state,
             call,
-            statistics::View::BySiteShareAndResourceType
+            JobStatistics::BySiteShareAndResourceType
         )),
     ),
 ];

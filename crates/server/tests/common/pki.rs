@@ -300,6 +300,33 @@ impl GridPki {
         builder.build().expect("client")
     }
 
+    /// `system/get_attributes` over HTTPS with `credential`: the status and the answer's text.
+    pub async fn get_attributes(
+        &self,
+        server: &super::Server,
+        credential: Option<&Credential>,
+    ) -> (u16, String) {
+        let response = self
+            .client(credential)
+            .get(format!(
+                "{}/api/v1/system/get_attributes",
+                server.https_url()
+            ))
+            .header("Accept", "application/json")
+            .send()
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "https request: {e}\n{}",
+                    server
+                        .lines_after(std::time::Duration::from_millis(300))
+                        .join("\n")
+                )
+            });
+        let status = response.status().as_u16();
+        (status, response.text().await.expect("body"))
+    }
+
     pub fn path(&self, sub: &str) -> PathBuf {
         self.dir.path().join(sub)
     }

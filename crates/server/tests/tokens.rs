@@ -247,14 +247,21 @@ async fn the_vos_client_configuration_is_published_under_auth_and_nothing_else_i
     assert_eq!(status, 200, "{body}");
     let config: Json = serde_json::from_str(&body).expect("json");
     assert_eq!(config["client_id"], "panda-test-client");
-    // Other files of the directory, other VOs and paths out of it are not there.
+    // Other files of the directory, other VOs, paths out of it, and a file of the right name
+    // but over the 64 kB a client configuration may have, are not there.
     std::fs::write(issuer.dir.path().join("secret.txt"), "x").expect("write");
+    std::fs::write(
+        issuer.dir.path().join("huge_auth_config.json"),
+        vec![b' '; 64 * 1024 + 1],
+    )
+    .expect("write");
     for path in [
         "/auth/cms_auth_config.json",
         "/auth/jwks.json",
         "/auth/secret.txt",
         "/auth/..%2Fsecret.txt",
         "/auth/%2E%2E_auth_config.json",
+        "/auth/huge_auth_config.json",
     ] {
         let (status, _) = get(path).await;
         assert_eq!(status, 404, "{path}");

@@ -27,6 +27,10 @@ pub use panda_core::identity::LOCAL_OPERATOR_DN;
 #[derive(Clone, Copy, Debug)]
 pub struct ClientAddr(pub Option<SocketAddr>);
 
+/// Marks a request that arrived over HTTPS (TLS terminated by this server).
+#[derive(Clone, Copy, Debug)]
+pub struct OverHttps;
+
 /// The client certificate of an HTTPS connection, verified once at the handshake: the
 /// identity it proves, or why it is refused.
 #[derive(Clone, Debug)]

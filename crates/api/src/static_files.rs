@@ -4,8 +4,9 @@
 //! Files are served by tower-http's `ServeDir`, which sets content types and lengths and
 //! refuses paths that climb out of the directory. A symbolic link inside the directory is
 //! served only if it resolves to a file inside the same directory ([`confine`]): a link to
-//! `/etc/passwd` planted in the cache is 404. Queue data comes from the database, so every
-//! node serves the same.
+//! `/etc/passwd` planted in the cache is 404. A name starting with a dot is never served
+//! (uploads in progress are such names). Queue data comes from the database, so every node
+//! serves the same.
 
 use std::path::Path;
 
@@ -111,6 +112,7 @@ pub async fn confine(
         return next.run(request).await;
     };
     let inside = match (percent_decode(rest), std::fs::canonicalize(root)) {
+        (Some(relative), _) if relative.split('/').any(|part| part.starts_with('.')) => false,
         (Some(relative), Ok(root)) => {
             match std::fs::canonicalize(root.join(relative.trim_start_matches('/'))) {
                 Ok(file) => file.starts_with(&root),

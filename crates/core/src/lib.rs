@@ -8,6 +8,7 @@
 mod attrs;
 pub mod file;
 pub mod identity;
+pub mod jedi;
 pub mod job;
 pub mod queue;
 pub mod record;
@@ -17,6 +18,7 @@ pub mod time;
 pub mod value;
 
 pub use file::{FileAttr, FileSpec};
+pub use jedi::{DatasetAttr, DatasetSpec, TaskFileAttr, TaskFileSpec};
 pub use job::{JobAttr, JobSpec};
 pub use queue::{QueueSpec, QueueStatus, QueueType};
 pub use record::{AttrSet, Record};

@@ -323,7 +323,7 @@ async fn connection(
     };
     let app = listening.app.clone();
     match &listening.tls {
-        None => serve_http(io, client, None, app, policy, activity, stop).await,
+        None => serve_http(io, client, false, None, app, policy, activity, stop).await,
         Some((acceptor, verifier)) => {
             let ssl = Ssl::new(acceptor.context())?;
             let mut stream = tokio_openssl::SslStream::new(ssl, io)?;
@@ -332,7 +332,17 @@ async fn connection(
                 .context("handshake timed out")?
                 .context("handshake")?;
             let certificate = client_certificate(stream.ssl(), verifier.as_deref(), client);
-            serve_http(stream, client, certificate, app, policy, activity, stop).await
+            serve_http(
+                stream,
+                client,
+                true,
+                certificate,
+                app,
+                policy,
+                activity,
+                stop,
+            )
+            .await
         }
     }
 }
@@ -365,6 +375,7 @@ fn client_certificate(
 async fn serve_http<I>(
     io: I,
     client: SocketAddr,
+    https: bool,
     certificate: Option<ClientCertificate>,
     app: Router,
     policy: &ConnectionPolicy,
@@ -380,6 +391,11 @@ where
         .map_request(move |mut request: axum::extract::Request<_>| {
             requests.request_started();
             request.extensions_mut().insert(ConnectInfo(client));
+            if https {
+                request
+                    .extensions_mut()
+                    .insert(panda_api::identity::OverHttps);
+            }
             if let Some(certificate) = &certificate {
                 request.extensions_mut().insert(certificate.clone());
             }

@@ -263,6 +263,7 @@ async fn run_httpd(
         ServiceSettings {
             max_jobs_per_get_job: config.n_jobs_in_get_job as usize,
             host_name: config.host_name.clone(),
+            cache_dir: config.cache_dir.clone(),
         },
     );
     let policy = Arc::new(identity_policy(&config, https.is_some()));

@@ -5,7 +5,7 @@ mod common;
 
 use common::{api_client, db_env, run, Server};
 use panda_store::testing::{backends, TestDb};
-use panda_store::{SchemaVersion, Store, StoreOptions};
+use panda_store::{SchemaVersion, Store, StoreOptions, SCHEMA_VERSION};
 
 #[tokio::test]
 async fn starts_without_config_answers_health_checks_and_stops_on_sigterm() {
@@ -206,9 +206,11 @@ async fn schema_check_and_migrate_from_the_command_line() {
 
         let migrated = run(&["schema", "migrate"], &env);
         assert!(migrated.status.success(), "{migrated:?}");
-        assert!(String::from_utf8_lossy(&migrated.stdout).contains("empty -> 0.1.6"));
+        assert!(String::from_utf8_lossy(&migrated.stdout)
+            .contains(&format!("empty -> {SCHEMA_VERSION}")));
         let again = run(&["schema", "migrate"], &env);
-        assert!(String::from_utf8_lossy(&again.stdout).contains("already at 0.1.6"));
+        assert!(String::from_utf8_lossy(&again.stdout)
+            .contains(&format!("already at {SCHEMA_VERSION}")));
 
         let ok = run(&["schema", "check"], &env);
         assert!(ok.status.success(), "{ok:?}");
@@ -230,7 +232,8 @@ async fn schema_check_and_migrate_from_the_command_line() {
             let text = String::from_utf8_lossy(&out.stdout);
             assert_eq!(out.status.code(), Some(1), "{backend:?}: {text}");
             assert!(
-                text.contains(&format!("{a}.{b}.{c}")) && text.contains("0.1.6"),
+                text.contains(&format!("{a}.{b}.{c}"))
+                    && text.contains(&SCHEMA_VERSION.to_string()),
                 "{text}"
             );
             assert!(text.contains(words), "{text}");

@@ -16,6 +16,7 @@ pub mod lookups;
 pub mod pilot_report;
 mod reassign;
 mod retry;
+pub mod sandbox;
 mod setup;
 pub mod statistics;
 mod submit;
@@ -48,8 +49,11 @@ pub use panda_store::{HarvesterCommand, ResourceType, StoreError, TaskCriterion}
 pub struct ServiceSettings {
     /// Most jobs one getJob call hands out (`nJobsInGetJob`).
     pub max_jobs_per_get_job: usize,
-    /// This node's name, recorded as `modificationHost` of new jobs.
+    /// This node's name, recorded as `modificationHost` of new jobs and as the host of the
+    /// sandboxes it stores.
     pub host_name: String,
+    /// `cache_dir`: where sandboxes are stored and served from.
+    pub cache_dir: std::path::PathBuf,
 }
 
 impl Default for ServiceSettings {
@@ -57,6 +61,7 @@ impl Default for ServiceSettings {
         ServiceSettings {
             max_jobs_per_get_job: 10,
             host_name: "localhost".into(),
+            cache_dir: std::env::temp_dir().join("panda-cache"),
         }
     }
 }
@@ -98,6 +103,7 @@ pub struct JobService {
     /// Queue records by name, with when they were read (see `JobService::queue`).
     queues: Arc<std::sync::Mutex<QueueCache>>,
     bans: Arc<lookups::BanList>,
+    sandbox: Arc<sandbox::SandboxCache>,
 }
 
 type QueueCache =
@@ -110,8 +116,13 @@ impl JobService {
 
     /// The job logic on the given roles.
     pub fn with_stores(stores: Stores, settings: ServiceSettings) -> JobService {
+        let sandbox = Arc::new(sandbox::SandboxCache::new(
+            settings.cache_dir.clone(),
+            settings.host_name.clone(),
+        ));
         JobService {
             stores,
+            sandbox,
             settings: Arc::new(settings),
             data_management: Arc::new(NoDataMovement),
             queues: Arc::default(),

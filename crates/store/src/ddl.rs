@@ -634,3 +634,112 @@ pub fn lookup_indexes(_dialect: Dialect) -> Vec<String> {
     .map(|s| s.to_string())
     .collect()
 }
+
+/// `CREATE TABLE` columns of an attribute table, the columns in `not_null` NOT NULL.
+fn attribute_columns(
+    attributes: &[panda_core::Attribute],
+    not_null: &[&str],
+    dialect: Dialect,
+) -> String {
+    attributes
+        .iter()
+        .map(|attr| {
+            let constraint = match not_null.contains(&attr.name) {
+                true => " NOT NULL",
+                false => "",
+            };
+            format!(
+                "{} {}{constraint}",
+                attr.column(),
+                dialect.column_type(attr.column_type)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(",\n  ")
+}
+
+/// Schema 0.1.7: what the sandbox cache and task processing use, as upstream lays it out
+/// (its 0.1.6 scripts already have these tables; its 0.1.7 step adds none of them):
+/// `usercacheusage` (a `<vo>_pandameta` table upstream), JEDI's `jedi_datasets`,
+/// `jedi_dataset_contents`, `jedi_jobparams_template` and `jedi_output_template`, with the
+/// sequences of their IDs.
+pub fn task_processing_tables(dialect: Dialect) -> Vec<String> {
+    use panda_core::jedi::{DATASET_ATTRIBUTES, TASK_FILE_ATTRIBUTES};
+    let ty = |t| dialect.column_type(t);
+    let (big, int, ts) = (
+        ty(ColumnType::BigInt),
+        ty(ColumnType::Int),
+        ty(ColumnType::Timestamp),
+    );
+    let vc = |n| ty(ColumnType::VarChar(n));
+    let mut statements = vec![
+        format!(
+            "CREATE TABLE IF NOT EXISTS usercacheusage (
+  username {} NOT NULL, filename {} NOT NULL, hostname {} NOT NULL,
+  creationtime {ts} NOT NULL, modificationtime {ts}, filesize {big}, checksum {},
+  aliasname {},
+  PRIMARY KEY (filename, hostname, creationtime)
+)",
+            vc(128),
+            vc(256),
+            vc(64),
+            vc(36),
+            vc(256)
+        ),
+        "CREATE INDEX IF NOT EXISTS usercacheusage_usr_crdate_indx ON usercacheusage (username, creationtime)"
+            .into(),
+        format!(
+            "CREATE TABLE IF NOT EXISTS jedi_datasets (\n  {},\n  PRIMARY KEY (jeditaskid, datasetid)\n)",
+            attribute_columns(
+                DATASET_ATTRIBUTES,
+                &["jediTaskID", "datasetID", "datasetName", "type", "creationTime", "modificationTime"],
+                dialect
+            )
+        ),
+        "CREATE INDEX IF NOT EXISTS jedi_datasets_status_idx ON jedi_datasets (jeditaskid, status)"
+            .into(),
+        format!(
+            "CREATE TABLE IF NOT EXISTS jedi_dataset_contents (\n  {},\n  constituent_id {big},\n  PRIMARY KEY (jeditaskid, datasetid, fileid)\n)",
+            attribute_columns(
+                TASK_FILE_ATTRIBUTES,
+                &["jediTaskID", "datasetID", "fileID", "creationDate", "lfn", "type", "status"],
+                dialect
+            )
+        ),
+        "CREATE INDEX IF NOT EXISTS jedi_contents_status_idx \
+         ON jedi_dataset_contents (jeditaskid, status)"
+            .into(),
+        "CREATE INDEX IF NOT EXISTS jedi_dataset_contents_pid_idx ON jedi_dataset_contents (pandaid)"
+            .into(),
+        "CREATE TABLE IF NOT EXISTS jedi_jobparams_template (
+  jeditaskid BIGINT NOT NULL PRIMARY KEY, jobparamstemplate TEXT
+)"
+        .into(),
+        format!(
+            "CREATE TABLE IF NOT EXISTS jedi_output_template (
+  jeditaskid {big} NOT NULL, datasetid {big} NOT NULL, outtempid {big} NOT NULL,
+  filenametemplate {} NOT NULL, maxserialnr {int}, serialnr {int}, sourcename {},
+  streamname {}, outtype {},
+  PRIMARY KEY (jeditaskid, datasetid, outtempid)
+)",
+            vc(256),
+            vc(256),
+            vc(20),
+            vc(20)
+        ),
+    ];
+    statements.extend(match dialect {
+        Dialect::Postgres => vec![
+            "CREATE SEQUENCE IF NOT EXISTS jedi_datasets_id_seq".to_string(),
+            "CREATE SEQUENCE IF NOT EXISTS jedi_dataset_cont_fileid_seq".to_string(),
+            "CREATE SEQUENCE IF NOT EXISTS jedi_output_template_id_seq".to_string(),
+        ],
+        Dialect::Sqlite => vec![
+            "INSERT OR IGNORE INTO panda_sequences (name, last_value) VALUES
+  ('jedi_datasets_id_seq', 0), ('jedi_dataset_cont_fileid_seq', 0),
+  ('jedi_output_template_id_seq', 0)"
+                .to_string(),
+        ],
+    });
+    statements
+}

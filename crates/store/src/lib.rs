@@ -11,6 +11,7 @@
 //! - The database is the only shared state: nothing here caches data another node could change.
 
 mod bind;
+mod cache_files;
 pub mod config;
 mod daemon_support;
 pub mod ddl;

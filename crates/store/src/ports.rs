@@ -103,9 +103,11 @@ port! {
 }
 
 port! {
-    /// Users: who is banned.
+    /// Users: who is banned, and the sandboxes they uploaded (`usercacheusage`).
     UserStore {
         fn banned_users(&self) -> Result<Vec<String>>;
+        fn register_cache_file(&self, user: &str, host: &str, file_name: &str, size: i64, checksum: Option<&str>) -> Result<()>;
+        fn find_cache_file(&self, user: &str, size: i64, checksum: &str, since: NaiveDateTime) -> Result<Option<(String, String)>>;
     }
 }
 

@@ -43,7 +43,7 @@ impl fmt::Display for SchemaVersion {
 }
 
 /// The layout this binary reads and writes.
-pub const SCHEMA_VERSION: SchemaVersion = SchemaVersion::new(0, 1, 6);
+pub const SCHEMA_VERSION: SchemaVersion = SchemaVersion::new(0, 1, 7);
 
 /// The component name of the version row, as upstream.
 pub const SCHEMA_COMPONENT: &str = "PanDA";
@@ -68,6 +68,12 @@ pub const MIGRATIONS: &[Migration] = &[
         version: SchemaVersion::new(0, 1, 6),
         description: "indexes for job lookups and dispatch",
         statements: ddl::lookup_indexes,
+    },
+    Migration {
+        version: SchemaVersion::new(0, 1, 7),
+        description: "the sandbox cache (usercacheusage) and JEDI's dataset, file and template \
+                      tables",
+        statements: ddl::task_processing_tables,
     },
 ];
 
@@ -212,7 +218,10 @@ mod tests {
     fn the_check_names_both_versions() {
         let old = check_version(Some(SchemaVersion::new(0, 1, 5)));
         let msg = old.err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(msg.contains("0.1.5") && msg.contains("0.1.6"), "{msg}");
+        assert!(
+            msg.contains("0.1.5") && msg.contains(&SCHEMA_VERSION.to_string()),
+            "{msg}"
+        );
         let new = check_version(Some(SchemaVersion::new(0, 2, 0)));
         assert!(matches!(new, Err(StoreError::SchemaTooNew { .. })));
         assert!(check_version(Some(SCHEMA_VERSION)).is_ok());

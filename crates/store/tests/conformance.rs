@@ -10,7 +10,9 @@ use panda_core::{
     AttrSet, ColumnType, FileAttr, FileSpec, JobAttr, JobSpec, JobStatus, JobTable, Value,
 };
 use panda_store::testing::{backends, TestDb};
-use panda_store::{Backend, SchemaVersion, Store, StoreError, StoreOptions, TxMode};
+use panda_store::{
+    Backend, SchemaVersion, Store, StoreError, StoreOptions, TxMode, SCHEMA_VERSION,
+};
 
 async fn migrated_store(backend: Backend) -> (TestDb, Store) {
     let db = TestDb::new(backend);
@@ -353,15 +355,18 @@ async fn schema_check_on_fresh_migrated_older_and_newer_databases() {
             .expect("migrate to the older layout");
         let err = store.check_schema().await.expect_err("older is refused");
         let text = err.to_string();
-        assert!(text.contains("0.1.5") && text.contains("0.1.6"), "{text}");
+        assert!(
+            text.contains("0.1.5") && text.contains(&SCHEMA_VERSION.to_string()),
+            "{text}"
+        );
 
         let report = store.migrate().await.expect("migrate");
         assert_eq!(report.from, Some(older));
-        assert_eq!(report.applied, vec![SchemaVersion::new(0, 1, 6)]);
         assert_eq!(
-            store.check_schema().await.expect("current"),
-            SchemaVersion::new(0, 1, 6)
+            report.applied,
+            vec![SchemaVersion::new(0, 1, 6), SchemaVersion::new(0, 1, 7)]
         );
+        assert_eq!(store.check_schema().await.expect("current"), SCHEMA_VERSION);
         assert!(
             store.migrate().await.expect("again").applied.is_empty(),
             "idempotent"
@@ -373,7 +378,10 @@ async fn schema_check_on_fresh_migrated_older_and_newer_databases() {
             .expect("fake newer");
         let err = store.check_schema().await.expect_err("newer is refused");
         assert!(matches!(err, StoreError::SchemaTooNew { .. }));
-        assert!(err.to_string().contains("0.2.0") && err.to_string().contains("0.1.6"));
+        assert!(
+            err.to_string().contains("0.2.0")
+                && err.to_string().contains(&SCHEMA_VERSION.to_string())
+        );
         assert!(matches!(
             store.migrate().await,
             Err(StoreError::SchemaTooNew { .. })
@@ -435,10 +443,13 @@ async fn the_store_runs_on_a_database_made_by_upstreams_scripts() {
     let store = Store::open(&config, StoreOptions::default())
         .await
         .expect("open");
-    assert_eq!(
-        store.check_schema().await.expect("check"),
-        SchemaVersion::new(0, 1, 6)
-    );
+    // Upstream's scripts make 0.1.6; our 0.1.7 step adds the (existing) task-processing
+    // tables IF NOT EXISTS and records the version.
+    store
+        .migrate()
+        .await
+        .expect("migrate an upstream-made database");
+    assert_eq!(store.check_schema().await.expect("check"), SCHEMA_VERSION);
     let mut jobs = vec![full_job(JobStatus::Defined)];
     store
         .insert_jobs(&mut jobs)

@@ -13,6 +13,7 @@
 
 mod args;
 mod errors;
+mod file_server;
 mod harvester;
 mod job;
 mod pilot;
@@ -156,12 +157,25 @@ pub(crate) struct Endpoint {
     pub verb: Verb,
     pub access: Access,
     pub params: &'static [Param],
-    handler: Handler,
+    handler: Handle,
 }
 
-type Handled<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Envelope> + Send + 'a>>;
+type Handled<'a, T = Envelope> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 /// A function's handler: its validated call in, its envelope out.
 type Handler = for<'a> fn(&'a AppState, &'a Call) -> Handled<'a>;
+/// A handler that answers in its own form (a file's text, not an envelope).
+type ResponseHandler = for<'a> fn(&'a AppState, &'a Call) -> Handled<'a, Response>;
+/// A handler that reads the request body itself (an upload, streamed to disk).
+type BodyHandler = for<'a> fn(&'a AppState, &'a Call, Request) -> Handled<'a, Response>;
+
+/// How a function is answered.
+#[derive(Clone, Copy)]
+pub(crate) enum Handle {
+    Envelope(Handler),
+    Response(ResponseHandler),
+    Body(BodyHandler),
+}
 
 /// A [`Handler`] from an `async fn(&AppState, &Call) -> Envelope` (or a closure calling one).
 macro_rules! handler {
@@ -169,7 +183,23 @@ macro_rules! handler {
         fn handle<'a>(state: &'a AppState, call: &'a Call) -> Handled<'a> {
             Box::pin(($f)(state, call))
         }
-        handle as Handler
+        Handle::Envelope(handle as Handler)
+    }};
+    (response $f:expr) => {{
+        fn handle<'a>(state: &'a AppState, call: &'a Call) -> Handled<'a, Response> {
+            Box::pin(($f)(state, call))
+        }
+        Handle::Response(handle as ResponseHandler)
+    }};
+    (body $f:expr) => {{
+        fn handle<'a>(
+            state: &'a AppState,
+            call: &'a Call,
+            request: Request,
+        ) -> Handled<'a, Response> {
+            Box::pin(($f)(state, call, request))
+        }
+        Handle::Body(handle as BodyHandler)
     }};
 }
 
@@ -179,7 +209,7 @@ const fn ep(
     verb: Verb,
     access: Access,
     params: &'static [Param],
-    handler: Handler,
+    handler: Handle,
 ) -> Endpoint {
     Endpoint {
         module,
@@ -478,6 +508,60 @@ pub(crate) const ENDPOINTS: &[Endpoint] = &[
         &[opt("since", Str), opt("filters", Str), opt("n_tasks", Int)],
         handler!(task::get_tasks_detailed_info_since),
     ),
+    // file_server
+    ep(
+        "file_server",
+        "validate_cache_file",
+        Post,
+        Secure,
+        &[req("file_size", Int), req("checksum", Ty::Any)],
+        handler!(file_server::validate_cache_file),
+    ),
+    ep(
+        "file_server",
+        "upload_cache_file",
+        Post,
+        Secure,
+        &[],
+        handler!(body file_server::upload_cache_file),
+    ),
+    ep(
+        "file_server",
+        "touch_cache_file",
+        Post,
+        Secure,
+        &[req("file_name", Str)],
+        handler!(file_server::touch_cache_file),
+    ),
+    ep(
+        "file_server",
+        "delete_cache_file",
+        Post,
+        Secure,
+        &[req("file_name", Str)],
+        handler!(file_server::delete_cache_file),
+    ),
+    ep(
+        "file_server",
+        "register_cache_file",
+        Post,
+        Production,
+        &[
+            req("user_name", Str),
+            req("file_name", Str),
+            req("file_size", Int),
+            req("checksum", Str),
+        ],
+        handler!(file_server::register_cache_file),
+    ),
+    ep(
+        "file_server",
+        "download_jedi_log",
+        Get,
+        Open,
+        &[req("log_name", Str), opt("offset", Int)],
+        handler!(response file_server::download_jedi_log),
+    ),
     // harvester
     ep(
         "harvester",
@@ -683,8 +767,21 @@ pub async fn dispatch(
     };
     let json_out = wants_json(request.headers());
     match call(state, endpoint, request).await {
-        Ok(envelope) => envelope.into_response_as(json_out),
+        Ok(Answer::Envelope(envelope)) => envelope.into_response_as(json_out),
+        Ok(Answer::Response(response)) => response,
         Err(e) => e.into_response(),
+    }
+}
+
+/// What a call answers: the envelope, or a response its handler made.
+enum Answer {
+    Envelope(Envelope),
+    Response(Response),
+}
+
+impl From<Envelope> for Answer {
+    fn from(envelope: Envelope) -> Answer {
+        Answer::Envelope(envelope)
     }
 }
 
@@ -785,7 +882,7 @@ async fn call(
     state: AppState,
     endpoint: &'static Endpoint,
     request: Request,
-) -> Result<Envelope, BodyError> {
+) -> Result<Answer, BodyError> {
     let method = request.method().clone();
     let identity = request
         .extensions()
@@ -794,13 +891,27 @@ async fn call(
         .unwrap_or_else(|| Arc::new(Identity::anonymous()));
     if let Some(refused) = refusal(endpoint, &identity, &method) {
         discard_body(request, &state).await;
-        return Ok(refused);
+        return Ok(refused.into());
     }
     let peer = request.extensions().get::<ClientAddr>().and_then(|c| c.0);
     let mut raw = match query_args(request.uri().query()) {
         Ok(args) => args,
-        Err(e) => return Ok(Envelope::fail(e)),
+        Err(e) => return Ok(Envelope::fail(e).into()),
     };
+    if let Handle::Body(handler) = endpoint.handler {
+        // The handler reads the body itself, within its own bounds.
+        let args = match validate(endpoint.params, &raw, true) {
+            Ok(args) => args,
+            Err(e) => return Ok(Envelope::fail(e).into()),
+        };
+        let call = Call {
+            method,
+            identity,
+            peer,
+            args,
+        };
+        return Ok(Answer::Response(handler(&state, &call, request).await));
+    }
     let mut from_query = true;
     let posted = method == Method::POST || method == Method::PUT;
     // Nothing is read that the function does not take.
@@ -816,7 +927,8 @@ async fn call(
                 "Argument error: POST arguments must be a JSON object sent with Content-Type: \
                  application/json, not {:?}",
                 content_type.split(';').next().unwrap_or("")
-            )));
+            ))
+            .into());
         }
         let limit = state.limits.body_limit_for(&identity);
         let body = read_body(request, limit, &state.limits).await?;
@@ -828,11 +940,11 @@ async fn call(
                     from_query = false;
                 }
                 Ok(_) => {
-                    return Ok(Envelope::fail(
-                        "Argument error: the body must be a JSON object",
-                    ))
+                    return Ok(
+                        Envelope::fail("Argument error: the body must be a JSON object").into(),
+                    )
                 }
-                Err(e) => return Ok(Envelope::fail(e.message())),
+                Err(e) => return Ok(Envelope::fail(e.message()).into()),
             }
         }
     } else {
@@ -843,7 +955,7 @@ async fn call(
     let _worker = state.stats.worker().await;
     let args = match validate(endpoint.params, &raw, from_query) {
         Ok(args) => args,
-        Err(e) => return Ok(Envelope::fail(e)),
+        Err(e) => return Ok(Envelope::fail(e).into()),
     };
     let call = Call {
         method,
@@ -851,7 +963,11 @@ async fn call(
         peer,
         args,
     };
-    Ok((endpoint.handler)(&state, &call).await)
+    Ok(match endpoint.handler {
+        Handle::Envelope(handler) => handler(&state, &call).await.into(),
+        Handle::Response(handler) => Answer::Response(handler(&state, &call).await),
+        Handle::Body(handler) => Answer::Response(handler(&state, &call, Request::default()).await),
+    })
 }
 
 /// `metaconfig/get_resource_types`: the `resource_types` rows.

@@ -58,6 +58,7 @@ impl TaskContext {
             panda_service::ServiceSettings {
                 max_jobs_per_get_job: 1,
                 host_name: self.node.clone(),
+                cache_dir: self.cache_dir.clone(),
             },
         )
         .with_data_management(self.data_management.clone())

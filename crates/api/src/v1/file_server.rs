@@ -1,0 +1,295 @@
+//! `file_server`: the sandbox cache as prun uses it (`validate_cache_file`, then
+//! `upload_cache_file`), and the small cache functions around it.
+//!
+//! Who may call: every function needs a verified credential (upstream's `secure`), and
+//! `register_cache_file` the production role. An upload is accepted over HTTPS, as upstream
+//! (`ERROR : no HTTPS` otherwise), or over plain HTTP from a loopback peer of a server in local
+//! mode (`trust_loopback`).
+//!
+//! How much: an upload is one multipart form whose field `file` carries the file; it is
+//! streamed to disk as it arrives (never held in memory) and bounded by its own limit, chosen
+//! by the file's name (`panda_service::sandbox::upload_limit`), not by `max_body_size`. A
+//! request declaring more than the largest limit is refused before a byte is read. Over the
+//! limit is HTTP 413 with the limit named: the rest of the body is not read, so the answer
+//! cannot wait for it.
+//!
+//! What a slow client costs: the body must keep arriving at the server's minimum rate
+//! (`body_read_timeout` plus a second per `body_min_rate` bytes), or the upload is dropped with
+//! 408; an upload holds one of the node's few upload turns and a file handle, never a request
+//! worker.
+
+use std::time::{Duration, Instant};
+
+use axum::extract::Request;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use panda_service::sandbox::{self, CacheFileInfo, UploadError, UploadOutcome, MAX_UPLOAD};
+use serde_json::Value as Json;
+
+use super::args::ArgsExt;
+use super::{Call, Envelope};
+use crate::identity::OverHttps;
+use crate::AppState;
+
+/// Room for the multipart framing and the other fields around the file.
+const FORM_OVERHEAD: u64 = 64 * 1024;
+
+/// `file_server/validate_cache_file`: `FOUND:<host>:<file>` when the caller registered a
+/// sandbox of this size and checksum in the last days, else `NOTFOUND`.
+pub(crate) async fn validate_cache_file(state: &AppState, call: &Call) -> Envelope {
+    let size = call.args.int("file_size").unwrap_or_default();
+    let checksum = match call.args.get("checksum") {
+        Some(Json::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+        None => String::new(),
+    };
+    match state
+        .service
+        .find_cache_file(&call.identity, size, &checksum)
+        .await
+    {
+        Ok(Some((host, name))) => Envelope {
+            success: true,
+            message: format!("FOUND:{host}:{name}"),
+            data: Json::Null,
+        },
+        Ok(None) => Envelope::fail("NOTFOUND"),
+        Err(e) => Envelope::from_service(e),
+    }
+}
+
+/// `file_server/touch_cache_file`.
+pub(crate) async fn touch_cache_file(state: &AppState, call: &Call) -> Envelope {
+    let name = call.args.text("file_name").unwrap_or_default();
+    match state.service.touch_cache_file(name) {
+        Ok(true) => Envelope::ok(Json::Null),
+        Ok(false) => Envelope::fail(format!("Failed to touch file: no file {name} in the cache")),
+        Err(e) => Envelope::from_service(e),
+    }
+}
+
+/// `file_server/delete_cache_file`: accepted and ignored, as upstream (a sandbox may still be
+/// needed by a job that is rebrokered); the cleanup removes files nobody touched.
+pub(crate) async fn delete_cache_file(_: &AppState, call: &Call) -> Envelope {
+    match sandbox::check_file_name(call.args.text("file_name").unwrap_or_default()) {
+        Ok(()) => Envelope::ok(Json::Null),
+        Err(e) => Envelope::from_service(e),
+    }
+}
+
+/// `file_server/register_cache_file` (production): records a file another node stored.
+pub(crate) async fn register_cache_file(state: &AppState, call: &Call) -> Envelope {
+    let host = call
+        .peer
+        .map(|p| p.ip().to_string())
+        .unwrap_or_else(|| "localhost".into());
+    let info = CacheFileInfo {
+        user: call.args.text("user_name").unwrap_or_default().to_string(),
+        host,
+        file_name: call.args.text("file_name").unwrap_or_default().to_string(),
+        size: call.args.int("file_size").unwrap_or_default(),
+        checksum: call.args.text("checksum").map(str::to_string),
+    };
+    match state.service.register_cache_file(&info).await {
+        Ok(()) => Envelope::ok(Json::Null),
+        Err(e) => Envelope::from_service(e),
+    }
+}
+
+/// `file_server/download_jedi_log`: a log in the cache from `offset` on, as text; upstream
+/// answers a single space when there is nothing to read, and so do we.
+pub(crate) async fn download_jedi_log(state: &AppState, call: &Call) -> Response {
+    let name = call.args.text("log_name").unwrap_or_default();
+    let offset = call.args.int("offset").unwrap_or(0).max(0) as u64;
+    let mut text = String::from(" ");
+    if sandbox::check_file_name(name).is_ok() {
+        if let Ok(bytes) = read_from(&state.service.cache_dir().join(name), offset).await {
+            text.push_str(&String::from_utf8_lossy(&bytes));
+        }
+    }
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
+}
+
+/// The most of a log one call returns.
+const MAX_LOG_READ: u64 = 16 * 1024 * 1024;
+
+async fn read_from(path: &std::path::Path, offset: u64) -> std::io::Result<Vec<u8>> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let mut file = tokio::fs::File::open(path).await?;
+    file.seek(std::io::SeekFrom::Start(offset)).await?;
+    let mut bytes = Vec::new();
+    file.take(MAX_LOG_READ).read_to_end(&mut bytes).await?;
+    Ok(bytes)
+}
+
+/// Whether this request may upload: HTTPS, or local mode's loopback.
+fn upload_transport_ok(state: &AppState, call: &Call, request: &Request) -> bool {
+    request.extensions().get::<OverHttps>().is_some()
+        || (state.identity_policy.trust_loopback && call.peer.is_some_and(|p| p.ip().is_loopback()))
+}
+
+/// An answer to an upload: the envelope as JSON with `status`.
+fn answer(status: StatusCode, envelope: Envelope) -> Response {
+    let mut response = envelope.into_response_as(true);
+    *response.status_mut() = status;
+    response
+}
+
+/// `file_server/upload_cache_file`: the multipart field `file`, streamed into the cache.
+pub(crate) async fn upload_cache_file(state: &AppState, call: &Call, request: Request) -> Response {
+    if !upload_transport_ok(state, call, &request) {
+        super::discard_body(request, state).await;
+        return answer(StatusCode::OK, Envelope::fail("ERROR : no HTTPS"));
+    }
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_UPLOAD + FORM_OVERHEAD) {
+        return answer(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Envelope::fail(format!(
+                "ERROR: upload failure. Exceeded size limit: the request declares {} bytes; \
+                 no file may exceed {MAX_UPLOAD} bytes",
+                declared.unwrap_or_default()
+            )),
+        );
+    }
+    let boundary = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| multer::parse_boundary(v).ok());
+    let Some(boundary) = boundary else {
+        super::discard_body(request, state).await;
+        return answer(
+            StatusCode::OK,
+            Envelope::fail("Argument error: upload_cache_file takes a multipart/form-data body with the field file"),
+        );
+    };
+    let constraints = multer::Constraints::new().size_limit(
+        multer::SizeLimit::new()
+            .whole_stream(MAX_UPLOAD + FORM_OVERHEAD)
+            .per_field(FORM_OVERHEAD)
+            .for_field("file", MAX_UPLOAD),
+    );
+    let stream = request.into_body().into_data_stream();
+    let mut form = multer::Multipart::with_constraints(stream, boundary, constraints);
+    let pace = Pace::new(state);
+    loop {
+        let field = match pace.within(form.next_field()).await {
+            Err(timeout) => return timeout,
+            Ok(Ok(Some(field))) => field,
+            Ok(Ok(None)) => {
+                return answer(
+                    StatusCode::OK,
+                    Envelope::fail("Argument error: the form has no field file"),
+                )
+            }
+            Ok(Err(e)) => return answer(StatusCode::BAD_REQUEST, form_error(&e)),
+        };
+        if field.name() != Some("file") {
+            continue;
+        }
+        let name = field.file_name().unwrap_or_default().to_string();
+        return receive(state, call, field, &name, &pace).await;
+    }
+}
+
+/// Streams one file field into the cache.
+async fn receive(
+    state: &AppState,
+    call: &Call,
+    mut field: multer::Field<'_>,
+    name: &str,
+    pace: &Pace,
+) -> Response {
+    let mut upload = match state.service.begin_cache_upload(&call.identity, name).await {
+        Ok(upload) => upload,
+        Err(e) => return answer(StatusCode::OK, Envelope::from_service(e)),
+    };
+    loop {
+        let chunk = match pace.within(field.chunk()).await {
+            Err(timeout) => return timeout,
+            Ok(Ok(Some(chunk))) => chunk,
+            Ok(Ok(None)) => break,
+            Ok(Err(multer::Error::FieldSizeExceeded { .. })) => {
+                let too_large = UploadError::TooLarge {
+                    limit: upload.limit(),
+                    name: upload.name().to_string(),
+                };
+                return answer(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    Envelope::fail(too_large.message()),
+                );
+            }
+            Ok(Err(e)) => return answer(StatusCode::BAD_REQUEST, form_error(&e)),
+        };
+        pace.received(chunk.len());
+        if let Err(e) = upload.write(&chunk).await {
+            let status = match e {
+                UploadError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                UploadError::Write => StatusCode::OK,
+            };
+            return answer(status, Envelope::fail(e.message()));
+        }
+    }
+    let _worker = state.stats.worker().await;
+    match state.service.finish_cache_upload(upload).await {
+        Ok(UploadOutcome::Stored(_)) => answer(StatusCode::OK, Envelope::ok(Json::Null)),
+        Ok(UploadOutcome::Exists) => answer(
+            StatusCode::OK,
+            Envelope::fail("ERROR: cannot overwrite file"),
+        ),
+        Err(e) => answer(StatusCode::OK, Envelope::from_service(e)),
+    }
+}
+
+fn form_error(e: &multer::Error) -> Envelope {
+    Envelope::fail(format!(
+        "Argument error: the multipart form cannot be read: {e}"
+    ))
+}
+
+/// The time an upload's body may take: `body_read_timeout`, plus a second for every
+/// `body_min_rate` bytes received.
+struct Pace {
+    started: Instant,
+    base: Duration,
+    rate: u64,
+    received: std::sync::atomic::AtomicU64,
+}
+
+impl Pace {
+    fn new(state: &AppState) -> Pace {
+        Pace {
+            started: Instant::now(),
+            base: state.limits.body_read_timeout,
+            rate: state.limits.body_min_rate.max(1),
+            received: Default::default(),
+        }
+    }
+
+    fn received(&self, bytes: usize) {
+        self.received
+            .fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Runs `step` within the time left, or answers 408.
+    async fn within<T>(&self, step: impl std::future::Future<Output = T>) -> Result<T, Response> {
+        let received = self.received.load(std::sync::atomic::Ordering::Relaxed);
+        let allowed = self.base + Duration::from_secs_f64(received as f64 / self.rate as f64);
+        let left = allowed.saturating_sub(self.started.elapsed());
+        tokio::time::timeout(left, step).await.map_err(|_| {
+            tracing::warn!(target: "panda::limits", received, "upload too slow; dropped");
+            answer(
+                StatusCode::REQUEST_TIMEOUT,
+                Envelope::fail(format!(
+                    "ERROR: upload not received in time ({received} bytes in {} s)",
+                    self.started.elapsed().as_secs()
+                )),
+            )
+        })
+    }
+}

@@ -152,12 +152,12 @@ pub fn known_task(name: &str) -> bool {
 pub async fn run(
     store: Store,
     node: String,
-    cache_dir: std::path::PathBuf,
+    settings: panda_service::ServiceSettings,
     tasks: BTreeMap<String, TaskConfig>,
     stats: std::sync::Arc<TaskStats>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let ctx = TaskContext::new(store, node, Vec::new(), cache_dir);
+    let ctx = TaskContext::new(store, node, Vec::new(), settings);
     runner::run_all(ctx, tasks, stats, shutdown).await;
 }
 
@@ -165,7 +165,7 @@ pub async fn run(
 pub async fn run_task_once(
     store: Store,
     node: String,
-    cache_dir: std::path::PathBuf,
+    settings: panda_service::ServiceSettings,
     name: &str,
     config: Option<&TaskConfig>,
 ) -> Result<TaskRun, String> {
@@ -176,7 +176,7 @@ pub async fn run_task_once(
         )
     })?;
     let arguments = config.map(|c| c.arguments.clone()).unwrap_or_default();
-    let ctx = TaskContext::new(store, node, arguments, cache_dir);
+    let ctx = TaskContext::new(store, node, arguments, settings);
     let timeout = std::time::Duration::from_secs(config.and_then(|c| c.timeout).unwrap_or(3600));
     Ok(runner::run_once(task, name, ctx, timeout, &TaskStats::default()).await)
 }

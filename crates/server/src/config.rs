@@ -44,6 +44,7 @@ const SERVER_KEYS: &[&str] = &[
     "trust_loopback",
     "record_statuschange",
     "trf_dir",
+    "wn_script_base_url",
     "queue_config_file",
     "max_body_size",
     "max_workers",
@@ -185,6 +186,9 @@ pub struct Config {
     pub cache_dir: PathBuf,
     /// Served under `/trf/`: transformation scripts the pilot downloads.
     pub trf_dir: PathBuf,
+    /// The base URL workers fetch `/trf/user/...` from (upstream's `wn_script_base_url`);
+    /// by default this node's HTTP address.
+    pub wn_script_base_url: Option<String>,
     /// A CRIC-style queue file loaded into `schedconfig_json` at start.
     pub queue_config_file: Option<PathBuf>,
     /// Largest request body in bytes.
@@ -238,6 +242,19 @@ pub struct Config {
 }
 
 impl Config {
+    /// What the job logic needs of the configuration (web tier and daemon alike).
+    pub fn service_settings(&self) -> panda_service::ServiceSettings {
+        panda_service::ServiceSettings {
+            max_jobs_per_get_job: self.n_jobs_in_get_job as usize,
+            host_name: self.host_name.clone(),
+            cache_dir: self.cache_dir.clone(),
+            trf_base_url: self
+                .wn_script_base_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{}:{}", self.host_name, self.http_port)),
+        }
+    }
+
     pub fn store_options(&self) -> StoreOptions {
         StoreOptions {
             record_status_change: self.record_status_change,
@@ -609,6 +626,10 @@ fn build(
             .text("trf_dir")
             .map(PathBuf::from)
             .unwrap_or_else(|| home.join("trf")),
+        wn_script_base_url: v
+            .text("wn_script_base_url")
+            .map(|u| u.trim_end_matches('/').to_string())
+            .filter(|u| !u.is_empty()),
         queue_config_file: v
             .text("queue_config_file")
             .filter(|f| !f.is_empty())

@@ -323,7 +323,7 @@ async fn connection(
     };
     let app = listening.app.clone();
     match &listening.tls {
-        None => serve_http(io, client, false, None, app, policy, activity, stop).await,
+        None => serve_http(io, client, Transport::Plain, app, policy, activity, stop).await,
         Some((acceptor, verifier)) => {
             let ssl = Ssl::new(acceptor.context())?;
             let mut stream = tokio_openssl::SslStream::new(ssl, io)?;
@@ -335,8 +335,7 @@ async fn connection(
             serve_http(
                 stream,
                 client,
-                true,
-                certificate,
+                Transport::Tls(certificate),
                 app,
                 policy,
                 activity,
@@ -371,12 +370,18 @@ fn client_certificate(
     Some(ClientCertificate(Arc::new(verified)))
 }
 
+/// How a connection reached us: plain, or TLS with the client certificate it presented.
+#[derive(Clone)]
+enum Transport {
+    Plain,
+    Tls(Option<ClientCertificate>),
+}
+
 /// Runs HTTP/1.1 or HTTP/2 on one connection, closing it when it idles past its time.
 async fn serve_http<I>(
     io: I,
     client: SocketAddr,
-    https: bool,
-    certificate: Option<ClientCertificate>,
+    transport: Transport,
     app: Router,
     policy: &ConnectionPolicy,
     activity: Arc<Activity>,
@@ -391,13 +396,13 @@ where
         .map_request(move |mut request: axum::extract::Request<_>| {
             requests.request_started();
             request.extensions_mut().insert(ConnectInfo(client));
-            if https {
+            if let Transport::Tls(certificate) = &transport {
                 request
                     .extensions_mut()
                     .insert(panda_api::identity::OverHttps);
-            }
-            if let Some(certificate) = &certificate {
-                request.extensions_mut().insert(certificate.clone());
+                if let Some(certificate) = certificate {
+                    request.extensions_mut().insert(certificate.clone());
+                }
             }
             request
         })

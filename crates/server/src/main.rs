@@ -194,7 +194,7 @@ async fn run_once(task: &str, config: &Config) -> anyhow::Result<ExitCode> {
     let result = panda_daemon::run_task_once(
         store.clone(),
         node,
-        config.cache_dir.clone(),
+        config.service_settings(),
         task,
         config.daemon_tasks.get(task),
     )

@@ -15,7 +15,7 @@ use panda_api::{
     AccessLog, AppState, IdentityPolicy, OidcVerifier, RequestStats, StaticDirs, X509Verifier,
 };
 use panda_daemon::TaskStats;
-use panda_service::{JobService, ServiceSettings};
+use panda_service::JobService;
 use panda_store::Store;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -198,7 +198,7 @@ async fn run_logged(config: Config, mode: Mode, logs: LogFiles) -> anyhow::Resul
             Some(tokio::spawn(panda_daemon::run(
                 store.clone(),
                 node_name(&config),
-                config.cache_dir.clone(),
+                config.service_settings(),
                 config.daemon_tasks.clone(),
                 task_stats,
                 stopped(stop_rx.clone()),
@@ -258,14 +258,7 @@ async fn run_httpd(
         }
     }
     let local = listener.local_addr()?;
-    let service = JobService::new(
-        store.clone(),
-        ServiceSettings {
-            max_jobs_per_get_job: config.n_jobs_in_get_job as usize,
-            host_name: config.host_name.clone(),
-            cache_dir: config.cache_dir.clone(),
-        },
-    );
+    let service = JobService::new(store.clone(), config.service_settings());
     let policy = Arc::new(identity_policy(&config, https.is_some()));
     if let Some(oidc) = policy.oidc.clone().filter(|o| o.has_remote_issuers()) {
         for warning in oidc.refresh().await {

@@ -21,13 +21,16 @@ mod setup;
 pub mod statistics;
 mod submit;
 pub mod task_listing;
+pub mod task_processing;
 mod tasks;
 mod update;
 pub mod worker_nodes;
 
 use std::sync::Arc;
 
-use panda_store::ports::{Changes, HarvesterStore, JobStore, SiteStore, TaskStore, UserStore};
+use panda_store::ports::{
+    Changes, HarvesterStore, JediStore, JobStore, SiteStore, TaskStore, UserStore,
+};
 use panda_store::Store;
 
 pub use brokerage::choose_queue;
@@ -42,7 +45,7 @@ pub use tasks::{code as task_code, user_name, TaskCommand, TaskOutcome};
 pub use update::UpdateResult;
 
 /// Store types that are part of the service's vocabulary.
-pub use panda_store::{HarvesterCommand, ResourceType, StoreError, TaskCriterion};
+pub use panda_store::{FileCounts, HarvesterCommand, ResourceType, StoreError, TaskCriterion};
 
 /// Settings of the job logic, from the server's configuration.
 #[derive(Clone, Debug)]
@@ -54,6 +57,9 @@ pub struct ServiceSettings {
     pub host_name: String,
     /// `cache_dir`: where sandboxes are stored and served from.
     pub cache_dir: std::path::PathBuf,
+    /// Where workers fetch the user transformations from (`wn_script_base_url`): a task's
+    /// `transPath` is `<this>/trf/user/runGen-00-00-02`.
+    pub trf_base_url: String,
 }
 
 impl Default for ServiceSettings {
@@ -62,6 +68,7 @@ impl Default for ServiceSettings {
             max_jobs_per_get_job: 10,
             host_name: "localhost".into(),
             cache_dir: std::env::temp_dir().join("panda-cache"),
+            trf_base_url: "http://localhost:25080".into(),
         }
     }
 }
@@ -73,6 +80,8 @@ pub struct Stores {
     pub jobs: Arc<dyn JobStore>,
     pub sites: Arc<dyn SiteStore>,
     pub tasks: Arc<dyn TaskStore>,
+    /// JEDI's datasets, files and templates of tasks.
+    pub jedi: Arc<dyn JediStore>,
     pub harvester: Arc<dyn HarvesterStore>,
     pub users: Arc<dyn UserStore>,
     /// Changes of jobs and tasks under the store's locking rules.
@@ -87,6 +96,7 @@ impl Stores {
             jobs: shared.clone(),
             sites: shared.clone(),
             tasks: shared.clone(),
+            jedi: shared.clone(),
             harvester: shared.clone(),
             users: shared.clone(),
             changes: shared,

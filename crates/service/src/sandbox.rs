@@ -394,9 +394,14 @@ mod tests {
     #[tokio::test]
     async fn an_upload_over_its_limit_fails_and_leaves_nothing() {
         let dir = std::env::temp_dir().join(format!("panda-sandbox-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(&dir).expect("test setup");
         let cache = Arc::new(SandboxCache::new(dir.clone(), "node".into()));
-        let turn = cache.uploads.clone().acquire_owned().await.unwrap();
+        let turn = cache
+            .uploads
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("test setup");
         let temporary = dir.join(".upload.test");
         let mut upload = CacheUpload {
             cache,
@@ -408,9 +413,13 @@ mod tests {
             received: 0,
             tail: Vec::new(),
             temporary: temporary.clone(),
-            file: Some(tokio::fs::File::create(&temporary).await.unwrap()),
+            file: Some(
+                tokio::fs::File::create(&temporary)
+                    .await
+                    .expect("test setup"),
+            ),
         };
-        upload.write(b"12345678").await.unwrap();
+        upload.write(b"12345678").await.expect("test setup");
         assert_eq!(upload.footer_crc(), Some(u32::from_le_bytes(*b"1234")));
         assert!(matches!(
             upload.write(b"abc").await,

@@ -54,6 +54,20 @@ impl JobService {
             ));
         }
         let ids = self.stores.jobs.allocate_panda_ids(jobs.len()).await?;
+        for (job, id) in jobs.iter_mut().zip(ids) {
+            job.set(JobAttr::PandaID, Value::Int(Some(id)));
+        }
+        self.submit_prepared(caller, jobs).await
+    }
+
+    /// Stores new jobs that already carry their PandaIDs (task processing allocates them
+    /// first, to record them with the task's files): defaults, brokerage, data management.
+    /// A caller without a DN leaves `prodUserName` as the job has it.
+    pub(crate) async fn submit_prepared(
+        &self,
+        caller: &Identity,
+        mut jobs: Vec<JobSpec>,
+    ) -> Result<Vec<SubmittedJob>, ServiceError> {
         let needs_brokerage = jobs.iter().any(|j| j.get(JobAttr::computingSite).is_null());
         let (queues, load) = if needs_brokerage {
             self.brokerage_inputs().await?
@@ -61,7 +75,8 @@ impl JobService {
             (Vec::new(), HashMap::new())
         };
         let now = time::now();
-        for (job, id) in jobs.iter_mut().zip(ids) {
+        for job in jobs.iter_mut() {
+            let id = job.panda_id();
             self.prepare(job, id, caller);
             if job.get(JobAttr::computingSite).is_null() {
                 broker(job, &queues, &load, now);

@@ -153,7 +153,8 @@ impl JobService {
         let name = name.to_string();
         let mut task = TaskSpec::new();
         for (key, attr) in COPIED_PARAMETERS {
-            let Some(raw) = parameters.get(*key) else {
+            // prun sends null for what it leaves unset (`architecture`, `site`, ...).
+            let Some(raw) = parameters.get(*key).filter(|v| !v.is_null()) else {
                 continue;
             };
             let text = parameter_text(raw).ok_or_else(|| {
@@ -313,7 +314,18 @@ impl JobService {
         let (kill_jobs, done) = match command {
             TaskCommand::Kill => (true, "aborted"),
             TaskCommand::Finish { soft } => (!soft, "finished"),
-            TaskCommand::Retry => return Ok(()),
+            TaskCommand::Retry => {
+                // JEDI's part of a retry: the failed files get the task's attempts again.
+                let params = self.stores.tasks.task_parameters(task_id).await?;
+                let attempts = crate::task_processing::retry_attempts(params.as_deref());
+                let reset = self
+                    .stores
+                    .jedi
+                    .reset_failed_files(task_id, attempts)
+                    .await?;
+                tracing::info!(target: "panda::jedi", task_id, files = reset, "task retried");
+                return Ok(());
+            }
         };
         let briefs = self
             .stores

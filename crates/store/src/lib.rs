@@ -19,6 +19,7 @@ mod dispatch;
 pub mod driver;
 pub mod error;
 mod harvester;
+mod jedi;
 mod jobs;
 mod lookups;
 mod maintenance;
@@ -50,6 +51,10 @@ pub use driver::{Dialect, Driver, Tx, TxMode};
 pub use error::{Result, StoreError};
 pub use harvester::{
     ColumnValue, HarvesterCommand, JobStatRow, WorkerNode, WorkerStat, WorkerUpdate,
+};
+pub use jedi::{
+    FileClaim, FileCounts, FileOutcome, FileResult, NewDataset, OutputTemplate, RefinedTask,
+    TaskLayout, INPUT_TYPES,
 };
 pub use jobs::{Decision, JobSql};
 pub use lookups::{JobBrief, ResourceType};

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use chrono::NaiveDateTime;
-use panda_core::{JobAttr, JobSpec, JobStatus, JobTable, TaskSpec, Value};
+use panda_core::{JobAttr, JobSpec, JobStatus, JobTable, TaskFileSpec, TaskSpec, Value};
 
 use crate::daemon_support::OutputReport;
 use crate::dispatch::ClaimRequest;
@@ -19,6 +19,7 @@ use crate::error::{Result, StoreError};
 use crate::harvester::{
     ColumnValue, HarvesterCommand, JobStatRow, WorkerNode, WorkerStat, WorkerUpdate,
 };
+use crate::jedi::{FileClaim, FileCounts, FileResult, RefinedTask, TaskLayout};
 use crate::jobs::Decision;
 use crate::lookups::{JobBrief, ResourceType};
 use crate::maintenance::TableMaintenance;
@@ -81,6 +82,23 @@ port! {
         fn task_by_name(&self, vo: &Value, label: &Value, user: &str, name: &str) -> Result<Option<TaskSpec>>;
         fn task_job_ids(&self, task_id: i64) -> Result<Vec<i64>>;
         fn task_job_counts(&self, task_id: i64) -> Result<Vec<(String, i64)>>;
+    }
+}
+
+port! {
+    /// JEDI's part of tasks: datasets, their files and templates, the steps that move a
+    /// task from `registered` to its end.
+    JediStore {
+        fn tasks_in_status(&self, statuses: &[&str], limit: i64) -> Result<Vec<TaskSpec>>;
+        fn register_refined_task(&self, refined: &RefinedTask) -> Result<bool>;
+        fn task_layout(&self, task_id: i64) -> Result<TaskLayout>;
+        fn add_task_files(&self, task_id: i64, dataset_id: i64, files: &[TaskFileSpec]) -> Result<bool>;
+        fn ready_task_files(&self, task_id: i64, limit: i64) -> Result<Vec<TaskFileSpec>>;
+        fn claim_task_files(&self, task_id: i64, claims: &[FileClaim], serials: &[(i64, i64)]) -> Result<Option<Vec<(i64, i64)>>>;
+        fn running_task_files(&self, task_id: i64) -> Result<Vec<TaskFileSpec>>;
+        fn record_file_results(&self, task_id: i64, results: &[FileResult], outputs: &[TaskFileSpec]) -> Result<()>;
+        fn master_file_counts(&self, task_id: i64) -> Result<FileCounts>;
+        fn reset_failed_files(&self, task_id: i64, extra: i64) -> Result<u64>;
     }
 }
 

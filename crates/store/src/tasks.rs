@@ -21,7 +21,7 @@ pub enum TaskCriterion {
     IsNotNull(TaskAttr),
 }
 
-fn select_list(dialect: Dialect) -> String {
+pub(crate) fn select_list(dialect: Dialect) -> String {
     TASK_ATTRIBUTES
         .iter()
         .map(|a| dialect.read_column(&a.column(), a.column_type))
@@ -33,7 +33,7 @@ fn col(attr: TaskAttr) -> String {
     TASK_ATTRIBUTES[attr.index()].column()
 }
 
-fn task_types() -> Vec<ColumnType> {
+pub(crate) fn task_types() -> Vec<ColumnType> {
     TASK_ATTRIBUTES.iter().map(|a| a.column_type).collect()
 }
 
@@ -111,7 +111,7 @@ impl Store {
         Ok(())
     }
 
-    async fn find_task_in(
+    pub(crate) async fn find_task_in(
         &self,
         tx: &mut dyn Tx,
         task_id: i64,
@@ -176,9 +176,23 @@ impl Store {
             }
             Decision::Write(outcome) => outcome,
         };
+        self.write_task_in(tx.as_mut(), &mut task, &old_status)
+            .await?;
+        tx.commit().await?;
+        Ok(Some((task, outcome)))
+    }
+
+    /// Writes a changed task (read in this transaction with `old_status`): stamps
+    /// `modificationTime` (and `stateChangeTime` with a new status) and logs a status change.
+    pub(crate) async fn write_task_in(
+        &self,
+        tx: &mut dyn Tx,
+        task: &mut TaskSpec,
+        old_status: &Value,
+    ) -> Result<()> {
         let now = Value::Time(Some(time::now()));
         task.set(TaskAttr::modificationTime, now.clone());
-        let status_changed = *task.get(TaskAttr::status) != old_status;
+        let status_changed = task.get(TaskAttr::status) != old_status;
         if status_changed {
             task.set(TaskAttr::stateChangeTime, now.clone());
         }
@@ -188,7 +202,7 @@ impl Store {
             .skip(1)
             .map(|(i, a)| format!("{} = ${}", a.column(), i + 1))
             .collect();
-        let mut params = row_params(&task);
+        let mut params = row_params(task);
         params.push(now);
         tx.execute(
             &format!(
@@ -200,10 +214,9 @@ impl Store {
         )
         .await?;
         if status_changed {
-            self.record_task_status_in(tx.as_mut(), &task).await?;
+            self.record_task_status_in(tx, task).await?;
         }
-        tx.commit().await?;
-        Ok(Some((task, outcome)))
+        Ok(())
     }
 
     /// IDs of tasks meeting every criterion, modified at or after `since`, lowest first, at

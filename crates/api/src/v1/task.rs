@@ -190,8 +190,12 @@ fn since(call: &Call, window_days: i64) -> Result<NaiveDateTime, Envelope> {
 }
 
 /// A task as `get_tasks_detailed_info_since` lists it: every attribute, the parameters, and
-/// file counts (zero until tasks have datasets).
-fn detailed_info(task: &TaskSpec, params: Map<String, Json>) -> Json {
+/// the file counts of its master input (what pbook shows as progress).
+fn detailed_info(
+    task: &TaskSpec,
+    params: Map<String, Json>,
+    files: panda_service::FileCounts,
+) -> Json {
     let mut info = record_json(task);
     if let Json::Object(map) = &mut info {
         map.insert("job_execution_params".into(), Json::Null);
@@ -200,15 +204,19 @@ fn detailed_info(task: &TaskSpec, params: Map<String, Json>) -> Json {
             params.get("cliParams").cloned().unwrap_or(Json::Null),
         );
         map.insert("raw_task_params".into(), Json::Object(params));
-        for key in [
-            "nFiles",
-            "nFilesFinished",
-            "nFilesFailed",
-            "nFilesMissing",
-            "pctFinished",
-            "pctFailed",
+        let percent = |n: i64| match files.total {
+            0 => 0,
+            total => n * 100 / total,
+        };
+        for (key, value) in [
+            ("nFiles", files.total),
+            ("nFilesFinished", files.finished),
+            ("nFilesFailed", files.failed),
+            ("nFilesMissing", 0),
+            ("pctFinished", percent(files.finished)),
+            ("pctFailed", percent(files.failed)),
         ] {
-            map.insert(key.into(), json!(0));
+            map.insert(key.into(), json!(value));
         }
     }
     info
@@ -246,7 +254,15 @@ pub(crate) async fn get_tasks_detailed_info_since(state: &AppState, call: &Call)
             Ok(None) => continue,
             Err(e) => return Envelope::from_service(e),
         };
-        let info = detailed_info(&task, parameters(state, id).await.unwrap_or_default());
+        let files = match state.service.task_file_counts(id).await {
+            Ok(files) => files,
+            Err(e) => return Envelope::from_service(e),
+        };
+        let info = detailed_info(
+            &task,
+            parameters(state, id).await.unwrap_or_default(),
+            files,
+        );
         if info
             .as_object()
             .is_some_and(|listed| filter.matches(listed))

@@ -49,7 +49,7 @@ impl Task for TmpWatch {
     async fn run(&self, ctx: &TaskContext) -> anyhow::Result<String> {
         let hours = number(ctx, 0, 168.0);
         let cutoff = SystemTime::now() - Duration::from_secs_f64(hours * 3600.0);
-        let dir = ctx.cache_dir.clone();
+        let dir = ctx.settings.cache_dir.clone();
         let removed = tokio::task::spawn_blocking(move || {
             let mut removed = 0;
             match dir.exists() {
@@ -60,7 +60,7 @@ impl Task for TmpWatch {
         .await??;
         Ok(format!(
             "removed {removed} files older than {hours} h from {}",
-            ctx.cache_dir.display()
+            ctx.settings.cache_dir.display()
         ))
     }
 }

@@ -2,11 +2,13 @@
 //! `copyArchive` (timeouts), `tmpwatch` (cache cleanup), `archive_retention` (ours: old
 //! archived jobs leave the live tables), `db_maintenance` (ours: statistics and dead rows of
 //! the job tables where PostgreSQL's autovacuum is off) and `dummy_test` (a diagnostic task
-//! that can also fail, panic or hang on purpose).
+//! that can also fail, panic or hang on purpose), and JEDI's agents for user tasks
+//! (`task_refiner`, `contents_feeder`, `job_generator`, `post_processor`).
 
 mod adder;
 mod cleanup;
 mod dummy;
+mod jedi;
 mod watcher;
 
 use std::sync::Arc;
@@ -28,8 +30,8 @@ pub struct TaskContext {
     pub node: String,
     /// The task's `arguments` from the configuration.
     pub arguments: Vec<String>,
-    /// `cache_dir`, swept by `tmpwatch`.
-    pub cache_dir: std::path::PathBuf,
+    /// The job logic's settings (`cache_dir`, swept by `tmpwatch`; the transformation URL).
+    pub settings: panda_service::ServiceSettings,
     pub data_management: Arc<dyn DataManagement>,
 }
 
@@ -39,14 +41,14 @@ impl TaskContext {
         store: Store,
         node: String,
         arguments: Vec<String>,
-        cache_dir: std::path::PathBuf,
+        settings: panda_service::ServiceSettings,
     ) -> TaskContext {
         TaskContext {
             daemon: Arc::new(store.clone()),
             stores: Stores::of(store),
             node,
             arguments,
-            cache_dir,
+            settings,
             data_management: Arc::new(panda_service::NoDataMovement),
         }
     }
@@ -57,8 +59,7 @@ impl TaskContext {
             self.stores.clone(),
             panda_service::ServiceSettings {
                 max_jobs_per_get_job: 1,
-                host_name: self.node.clone(),
-                cache_dir: self.cache_dir.clone(),
+                ..self.settings.clone()
             },
         )
         .with_data_management(self.data_management.clone())
@@ -84,13 +85,17 @@ pub trait Task: Send + Sync + 'static {
 pub type MakeTask = fn() -> Arc<dyn Task>;
 
 /// The tasks this build implements, each with what makes it: the one table of task names.
-pub const TASKS: [(&str, MakeTask); 6] = [
+pub const TASKS: [(&str, MakeTask); 10] = [
     ("add_main", || Arc::new(adder::Adder)),
     ("copyArchive", || Arc::new(watcher::Watcher)),
     ("tmpwatch", || Arc::new(cleanup::TmpWatch)),
     ("archive_retention", || Arc::new(cleanup::ArchiveRetention)),
     ("db_maintenance", || Arc::new(cleanup::DbMaintenance)),
     ("dummy_test", || Arc::new(dummy::Dummy)),
+    ("task_refiner", || Arc::new(jedi::TaskRefiner)),
+    ("contents_feeder", || Arc::new(jedi::ContentsFeeder)),
+    ("job_generator", || Arc::new(jedi::JobGenerator)),
+    ("post_processor", || Arc::new(jedi::PostProcessor)),
 ];
 
 /// The names of [`TASKS`], in order.

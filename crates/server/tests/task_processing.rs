@@ -1,0 +1,341 @@
+//! Task processing on both backends, step by step as operators can run it (`panda-server
+//! daemon --run-once <step>`): a prun-shaped `noInput` task is refined, gets its pseudo
+//! files, becomes three jobs named and parametrised as JEDI names them, and — once pilots
+//! report — ends `done` with its outputs registered, or retries failed files up to
+//! `maxAttempt` and ends `failed`; pbook's listing shows the progress. Malformed parameters
+//! make the task `broken` with the reason.
+
+mod common;
+
+use common::{api_client, run, Stack};
+use panda_core::{ColumnType, JobAttr, Value};
+use panda_store::testing::backends;
+use panda_store::{Backend, Store, TxMode};
+use serde_json::{json, Value as Json};
+
+fn task_parameters(name: &str, jobs: i64, max_attempt: i64) -> Json {
+    json!({
+        "taskName": format!("user.tester.{name}/"), "uniqueTaskName": true, "vo": "atlas",
+        "architecture": null, "transUses": "", "transHome": null,
+        "processingType": "panda-client-2.2.0-jedi-run", "prodSourceLabel": "user",
+        "site": null, "excludedSite": [], "includedSite": null,
+        "nEvents": jobs, "nEventsPerJob": 1, "maxAttempt": max_attempt,
+        "cliParams": "prun --exec \"echo hello > out.txt\"", "nMaxFilesPerJob": 200,
+        "respectSplitRule": true, "sourceURL": "http://127.0.0.1:39999",
+        "log": {"dataset": format!("user.tester.{name}.log/"),
+                "container": format!("user.tester.{name}.log/"), "type": "template",
+                "param_type": "log",
+                "value": format!("user.tester.{name}.log.$JEDITASKID.${{SN}}.log.tgz")},
+        "jobParameters": [
+            {"type": "constant", "value": "-j \"\" --sourceURL ${SURL}"},
+            {"type": "constant", "value": "-r ."},
+            {"type": "constant", "value": "__delimiter__", "hidden": true},
+            {"type": "constant", "value": "-a jobO.f76aedaf.tar.gz"},
+            {"type": "template", "value": "user.tester.$JEDITASKID._${SN/P}.out.txt",
+             "param_type": "output", "dataset": format!("user.tester.{name}_out.txt/"),
+             "container": format!("user.tester.{name}_out.txt/"), "hidden": true},
+            {"type": "constant",
+             "value": "-o \"{'out.txt': 'user.tester.$JEDITASKID._${SN/P}.out.txt'}\""},
+            {"type": "constant", "value": "-p \"", "padding": false},
+            {"type": "constant", "value": "echo%20hello%20%3E%20out.txt", "padding": false},
+            {"type": "constant", "value": "\""}],
+        "noInput": true
+    })
+}
+
+async fn post(stack: &Stack, path: &str, body: Json) -> Json {
+    api_client()
+        .post(stack.server.url(path))
+        .json(&body)
+        .send()
+        .await
+        .expect("post")
+        .json()
+        .await
+        .expect("envelope")
+}
+
+async fn submit_task(stack: &Stack, parameters: Json) -> i64 {
+    let reply = post(
+        stack,
+        "/api/v1/task/submit",
+        json!({"task_parameters": parameters}),
+    )
+    .await;
+    assert_eq!(reply["success"], true, "{reply}");
+    reply["data"].as_i64().expect("task id")
+}
+
+fn step(stack: &Stack, name: &str) -> String {
+    let out = run(&["daemon", "--run-once", name], &stack.env);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{name}: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+async fn task_status(store: &Store, id: i64) -> String {
+    store
+        .get_task(id)
+        .await
+        .expect("read")
+        .and_then(|t| t.get_str(panda_core::TaskAttr::status).map(str::to_string))
+        .unwrap_or_default()
+}
+
+async fn rows(store: &Store, sql: &str, id: i64, columns: &[ColumnType]) -> Vec<Vec<String>> {
+    let mut tx = store.begin(TxMode::Read).await.expect("tx");
+    let rows = tx
+        .fetch(sql, &[Value::Int(Some(id))], columns)
+        .await
+        .expect("query");
+    rows.into_iter()
+        .map(|r| r.iter().map(Value::render).collect())
+        .collect()
+}
+
+/// A pilot at ANALY_QUEUE takes one user job and reports it running.
+async fn take_job(stack: &Stack) -> Option<Json> {
+    let reply = post(
+        stack,
+        "/api/v1/pilot/acquire_jobs",
+        json!({"site_name": "ANALY_QUEUE", "prod_source_label": "user", "n_jobs": 1}),
+    )
+    .await;
+    let job = reply["data"]["jobs"].get(0).cloned()?;
+    let id = job["PandaID"].as_i64().expect("PandaID");
+    common::update_job(
+        &stack.server,
+        json!({"jobId": id.to_string(), "state": "running", "attemptNr": job["attemptNr"]}),
+    )
+    .await;
+    Some(job)
+}
+
+/// The pilot's final report: finished with a file report for every output, or failed.
+async fn report(stack: &Stack, job: &Json, finished: bool) {
+    let id = job["PandaID"].as_i64().expect("PandaID");
+    let mut fields = json!({"jobId": id.to_string(), "attemptNr": job["attemptNr"]});
+    if finished {
+        let mut xml = serde_json::Map::new();
+        let outs = job["outFiles"].as_str().unwrap_or_default();
+        for (i, lfn) in outs.split(',').filter(|l| !l.is_empty()).enumerate() {
+            xml.insert(
+                lfn.to_string(),
+                json!({"guid": format!("00000000-0000-4000-8000-00000000000{i}"),
+                       "fsize": 1000 + i, "adler32": format!("0a1b2c3{i}"),
+                       "surl": format!("file://localhost/se/{lfn}")}),
+            );
+        }
+        fields["state"] = json!("finished");
+        fields["xml"] = json!(Json::Object(xml).to_string());
+    } else {
+        fields["state"] = json!("failed");
+        fields["transExitCode"] = json!("1");
+        fields["pilotErrorCode"] = json!("1305");
+    }
+    common::update_job(&stack.server, fields).await;
+}
+
+async fn listed(stack: &Stack, id: i64) -> Json {
+    let reply: Json = api_client()
+        .get(
+            stack
+                .server
+                .url("/api/v1/task/get_tasks_detailed_info_since"),
+        )
+        .query(&[("since", "2020-01-01 00:00:00")])
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("envelope");
+    reply["data"]
+        .as_array()
+        .and_then(|tasks| tasks.iter().find(|t| t["jediTaskID"] == id).cloned())
+        .unwrap_or(Json::Null)
+}
+
+#[tokio::test]
+async fn a_no_input_task_becomes_jobs_and_ends_done() {
+    for backend in backends() {
+        let stack = Stack::start(
+            backend,
+            &["httpd"],
+            &[("PANDA_WN_SCRIPT_BASE_URL", "http://trf.example:25080")],
+        )
+        .await;
+        let id = submit_task(&stack, task_parameters("t1", 3, 3)).await;
+        assert_eq!(task_status(&stack.store, id).await, "registered");
+
+        assert!(step(&stack, "task_refiner").contains("tasks=1"));
+        assert_eq!(task_status(&stack.store, id).await, "defined");
+        let task = stack.store.get_task(id).await.expect("read").expect("task");
+        assert_eq!(
+            task.get_str(panda_core::TaskAttr::transPath),
+            Some("http://trf.example:25080/trf/user/runGen-00-00-02")
+        );
+        let jobset = task.get_i64(panda_core::TaskAttr::reqID).expect("reqID");
+        assert!(step(&stack, "contents_feeder").contains("files=3"));
+        assert_eq!(task_status(&stack.store, id).await, "ready");
+        assert!(step(&stack, "job_generator").contains("jobs=3"));
+        assert_eq!(task_status(&stack.store, id).await, "running");
+        assert!(
+            step(&stack, "job_generator").contains("jobs=0"),
+            "a file went to two jobs"
+        );
+
+        let mut jobs = Vec::new();
+        while let Some(job) = take_job(&stack).await {
+            jobs.push(job);
+        }
+        assert_eq!(jobs.len(), 3, "{backend:?}");
+        for (i, job) in jobs.iter().enumerate() {
+            let panda_id = job["PandaID"].as_i64().expect("PandaID");
+            assert_eq!(job["jobName"], format!("user.tester.t1/.{panda_id}"));
+            assert_eq!(job["jobsetID"].as_i64(), Some(jobset));
+            assert_eq!(
+                job["transformation"],
+                "http://trf.example:25080/trf/user/runGen-00-00-02"
+            );
+            let serial = format!("{:06}", i + 1);
+            assert_eq!(
+                job["jobPars"],
+                format!(
+                    "-j \"\" --sourceURL http://127.0.0.1:39999 -r . -a jobO.f76aedaf.tar.gz \
+                     -o \"{{'out.txt': 'user.tester.{id}._{serial}.out.txt'}}\" \
+                     -p \"echo%20hello%20%3E%20out.txt\""
+                )
+            );
+            let log = format!("user.tester.t1.log.{id}.{serial}.log.tgz");
+            assert_eq!(job["logFile"], log.as_str());
+            assert!(job["outFiles"]
+                .as_str()
+                .is_some_and(|o| o.contains(&log) && o.contains(".out.txt")));
+            assert_eq!(job["scopeLog"], "user.tester");
+            report(&stack, job, true).await;
+        }
+        step(&stack, "add_main");
+        assert!(step(&stack, "post_processor").contains("closed=1"));
+        assert_eq!(task_status(&stack.store, id).await, "done", "{backend:?}");
+        let shown = listed(&stack, id).await;
+        assert_eq!(shown["nFiles"], 3, "{shown}");
+        assert_eq!(shown["pctFinished"], 100, "{shown}");
+
+        let outputs = rows(
+            &stack.store,
+            "SELECT c.lfn, c.fsize, c.checksum FROM jedi_dataset_contents c \
+             JOIN jedi_datasets d ON d.jeditaskid = c.jeditaskid AND d.datasetid = c.datasetid \
+             WHERE c.jeditaskid = $1 AND d.type = 'output' ORDER BY c.lfn",
+            id,
+            &[ColumnType::Text, ColumnType::BigInt, ColumnType::Text],
+        )
+        .await;
+        assert_eq!(outputs.len(), 3, "{outputs:?}");
+        assert!(outputs[0][0].ends_with("._000001.out.txt"), "{outputs:?}");
+        assert_eq!(outputs[0][1], "1001", "{outputs:?}");
+        assert_eq!(outputs[0][2], "ad:0a1b2c31", "{outputs:?}");
+        let history = rows(
+            &stack.store,
+            "SELECT status FROM tasks_statuslog WHERE jeditaskid = $1 ORDER BY modificationtime",
+            id,
+            &[ColumnType::Text],
+        )
+        .await;
+        let history: Vec<&str> = history.iter().map(|r| r[0].as_str()).collect();
+        assert_eq!(
+            history,
+            [
+                "registered",
+                "defined",
+                "ready",
+                "running",
+                "prepared",
+                "done"
+            ]
+        );
+    }
+}
+
+#[tokio::test]
+async fn failed_files_are_retried_up_to_max_attempt_then_the_task_fails_and_retry_reopens_it() {
+    let stack = Stack::start(Backend::Sqlite, &["httpd"], &[]).await;
+    let id = submit_task(&stack, task_parameters("t2", 1, 2)).await;
+    for name in ["task_refiner", "contents_feeder", "job_generator"] {
+        step(&stack, name);
+    }
+    let mut attempts = Vec::new();
+    for _ in 0..2 {
+        let job = take_job(&stack).await.expect("a job");
+        attempts.push(job["attemptNr"].as_i64().unwrap_or(-1));
+        report(&stack, &job, false).await;
+        step(&stack, "add_main");
+        step(&stack, "post_processor");
+        step(&stack, "job_generator");
+    }
+    assert_eq!(attempts, [0, 1]);
+    assert!(take_job(&stack).await.is_none(), "a third attempt");
+    assert_eq!(task_status(&stack.store, id).await, "failed");
+    let failed = stack
+        .store
+        .get_job(
+            stack
+                .store
+                .task_job_ids(id)
+                .await
+                .expect("ids")
+                .last()
+                .copied()
+                .unwrap_or_default(),
+        )
+        .await
+        .expect("read")
+        .expect("job");
+    assert_eq!(failed.get_str(JobAttr::lockedby), Some("jedi"));
+
+    // pbook retry: the failed file gets new attempts, which a pilot runs.
+    let retried = post(&stack, "/api/v1/task/retry", json!({"task_id": id})).await;
+    assert_eq!(retried["data"], 0, "{retried}");
+    step(&stack, "job_generator");
+    let job = take_job(&stack).await.expect("a job after the retry");
+    assert_eq!(job["attemptNr"], 2);
+    report(&stack, &job, true).await;
+    step(&stack, "add_main");
+    step(&stack, "post_processor");
+    assert_eq!(task_status(&stack.store, id).await, "done");
+}
+
+#[tokio::test]
+async fn malformed_parameters_break_the_task_with_the_reason() {
+    let stack = Stack::start(Backend::Sqlite, &["httpd"], &[]).await;
+    let mut bad = task_parameters("t3", 1, 1);
+    bad["jobParameters"] = json!([{"type": "constant"}]);
+    let id = submit_task(&stack, bad).await;
+    let mut input = task_parameters("t4", 1, 1);
+    input.as_object_mut().expect("object").remove("noInput");
+    let needs_input = submit_task(&stack, input).await;
+    assert!(step(&stack, "task_refiner").contains("broken=2"));
+    for (task, words) in [
+        (id, "jobParameters[0] needs value"),
+        (needs_input, "input datasets"),
+    ] {
+        let spec = stack
+            .store
+            .get_task(task)
+            .await
+            .expect("read")
+            .expect("task");
+        assert_eq!(spec.get_str(panda_core::TaskAttr::status), Some("broken"));
+        assert!(
+            spec.get_str(panda_core::TaskAttr::errorDialog)
+                .is_some_and(|d| d.contains(words)),
+            "{:?}",
+            spec.get_str(panda_core::TaskAttr::errorDialog)
+        );
+    }
+    assert!(step(&stack, "job_generator").contains("jobs=0"));
+}

@@ -1,0 +1,972 @@
+//! Task processing, JEDI's part: what turns a registered user task into jobs and a finished
+//! task. Four steps, each a daemon task, each safe to run on many nodes (every step locks
+//! the task row and checks its status, files are claimed with a compare-and-set):
+//!
+//! 1. **Refine** (`registered → defined`): upstream's analysis defaults (the transformation
+//!    `<wn_script_base_url>/trf/user/runGen-00-00-02`, 2000 MB per core, 10 attempts), the
+//!    job-parameter template (the non-hidden `jobParameters` values, a space after each unless
+//!    `"padding": false`, `${SURL}` replaced by the task's `sourceURL`, each output's LFN
+//!    template by its stream `${OUTPUT<n>}`), the datasets (a `pseudo_dataset` master input
+//!    for `noInput`, the log and each output with their file-name templates), and `reqID`,
+//!    the owner's next jobset ID. Parameters that cannot be refined make the task `broken`
+//!    with the reason in `errorDialog`.
+//! 2. **Contents** (`defined → ready`): a `noInput` task gets `ceil(nEvents / nEventsPerJob)`
+//!    pseudo files, each a range of events, at most [`MAX_TASK_FILES`].
+//! 3. **Generate** (`ready → running`): one job per ready file, named and parametrised as
+//!    JEDI does (`<taskName>.<PandaID>`, `jobsetID = reqID`, the log
+//!    `<name>.log.<jediTaskID>.<SN:06d>.log.tgz` in its dataset, scope from the dataset name),
+//!    submitted through the ordinary path (brokerage among the online queues, activation).
+//!    Jobs are `lockedby = jedi`, so the server's own retry leaves them to this module.
+//! 4. **Post-process**: each ended attempt is accounted for in the file and its dataset's
+//!    counters; a failed file goes back to `ready` while `attemptNr < maxAttempt` and the task
+//!    is not being killed or finished; a finished job's outputs are registered in their
+//!    datasets with the size and checksum the pilot reported. When no file is left to run,
+//!    the task goes `prepared` and then `done` (every file finished), `finished` (some) or
+//!    `failed` (none); a task being killed ends `aborted`.
+//!
+//! Not done here (yet): input datasets (`--inDS`), the build step, scouting, per-site output
+//! datasets (one dataset per output stream, named `<name>.<datasetID>`).
+
+use std::collections::HashMap;
+
+use panda_core::identity::Identity;
+use panda_core::{
+    time, DatasetAttr, DatasetSpec, FileAttr, FileSpec, JobAttr, JobSpec, JobTable, TaskAttr,
+    TaskFileAttr, TaskFileSpec, TaskSpec, Value,
+};
+use panda_store::{
+    ports, Decision, FileClaim, FileOutcome, FileResult, NewDataset, OutputTemplate, RefinedTask,
+    TaskLayout,
+};
+use serde_json::{Map, Value as Json};
+
+use crate::error::ServiceError;
+use crate::JobService;
+
+/// Most files (and so jobs) one task may have.
+pub const MAX_TASK_FILES: i64 = 1_000_000;
+/// A file whose job cannot be found this long after it was given out counts as a failed
+/// attempt (the generator stopped between claiming files and storing the jobs).
+const LOST_JOB_MINUTES: i64 = 10;
+/// Attempts of a user task's files unless the task says otherwise (upstream's default).
+const DEFAULT_MAX_ATTEMPT: i64 = 10;
+const DEFAULT_MAX_FAILURE: i64 = 3;
+/// Statuses a task is generated for.
+const GENERATING: [&str; 3] = ["ready", "running", "scouting"];
+/// Statuses whose files are accounted for by post-processing.
+const PROCESSING: [&str; 7] = [
+    "ready",
+    "running",
+    "scouting",
+    "finishing",
+    "aborting",
+    "toabort",
+    "toretry",
+];
+
+/// What a step did, for the daemon's log line.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StepCounts {
+    pub tasks: usize,
+    pub broken: usize,
+    pub jobs: usize,
+    pub files: usize,
+    pub closed: usize,
+}
+
+impl std::fmt::Display for StepCounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "tasks={} broken={} jobs={} files={} closed={}",
+            self.tasks, self.broken, self.jobs, self.files, self.closed
+        )
+    }
+}
+
+/// Why task parameters cannot be refined.
+type RefineError = String;
+
+fn text(value: &str) -> Value {
+    Value::Text(Some(value.to_string()))
+}
+
+fn int(value: i64) -> Value {
+    Value::Int(Some(value))
+}
+
+fn param_str<'a>(params: &'a Map<String, Json>, key: &str) -> Option<&'a str> {
+    params
+        .get(key)
+        .and_then(Json::as_str)
+        .filter(|s| !s.is_empty())
+}
+
+fn param_int(params: &Map<String, Json>, key: &str) -> Option<i64> {
+    match params.get(key)? {
+        Json::Number(n) => n.as_i64(),
+        Json::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// One item of `jobParameters`.
+struct JobParameter<'a> {
+    kind: &'a str,
+    value: &'a str,
+    hidden: bool,
+    padding: bool,
+    item: &'a Map<String, Json>,
+}
+
+fn job_parameters(params: &Map<String, Json>) -> Result<Vec<JobParameter<'_>>, RefineError> {
+    let Some(Json::Array(items)) = params.get("jobParameters") else {
+        return Err("the task parameters need jobParameters, a list".into());
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let item = item
+                .as_object()
+                .ok_or_else(|| format!("jobParameters[{i}] is not an object"))?;
+            let field = |key: &str| {
+                item.get(key)
+                    .and_then(Json::as_str)
+                    .ok_or_else(|| format!("jobParameters[{i}] needs {key}, a string"))
+            };
+            Ok(JobParameter {
+                kind: field("type")?,
+                value: field("value")?,
+                hidden: item.get("hidden").and_then(Json::as_bool) == Some(true),
+                padding: item.get("padding").and_then(Json::as_bool) != Some(false),
+                item,
+            })
+        })
+        .collect()
+}
+
+/// The scope of a user or group dataset: its first two fields, lower-cased (upstream's
+/// `extractScope`); otherwise its first field.
+pub fn dataset_scope(name: &str) -> String {
+    let fields: Vec<&str> = name.split('.').collect();
+    match fields.first() {
+        Some(first) if (*first == "user" || *first == "group") && fields.len() > 1 => {
+            format!("{}.{}", fields[0], fields[1]).to_lowercase()
+        }
+        Some(first) => first.to_string(),
+        None => String::new(),
+    }
+}
+
+/// A dataset of a refined task.
+fn dataset(kind: &str, name: &str, container: Option<&str>, vo: &Value) -> DatasetSpec {
+    let mut spec = DatasetSpec::new();
+    spec.set(DatasetAttr::datasetName, text(name));
+    if let Some(container) = container {
+        spec.set(DatasetAttr::containerName, text(container));
+    }
+    spec.set(DatasetAttr::r#type, text(kind));
+    spec.set(DatasetAttr::status, text("defined"));
+    spec.set(DatasetAttr::vo, vo.clone());
+    for counter in [
+        DatasetAttr::nFiles,
+        DatasetAttr::nFilesToBeUsed,
+        DatasetAttr::nFilesUsed,
+        DatasetAttr::nFilesFinished,
+        DatasetAttr::nFilesFailed,
+        DatasetAttr::nFilesOnHold,
+        DatasetAttr::nEvents,
+        DatasetAttr::nEventsToBeUsed,
+        DatasetAttr::nEventsUsed,
+    ] {
+        spec.set(counter, int(0));
+    }
+    spec
+}
+
+/// The dataset a stream's files go to: the template name without its trailing `/`, with the
+/// dataset's ID appended once it has one (`${DATASETID}`, filled in by the store).
+fn file_dataset_name(template: &str) -> String {
+    format!("{}.${{DATASETID}}", template.trim_end_matches('/'))
+}
+
+/// The transformation of a user task: `runGen` from this server's `/trf/user/`.
+fn transformation(base: &str, build: bool) -> String {
+    let name = match build {
+        true => "buildGen-00-00-01",
+        false => "runGen-00-00-02",
+    };
+    format!("{}/trf/user/{name}", base.trim_end_matches('/'))
+}
+
+/// Refinement of a registered task: its new attributes, datasets and templates.
+pub fn refine(
+    task: &TaskSpec,
+    params: &Map<String, Json>,
+    trf_base_url: &str,
+) -> Result<RefinedTask, RefineError> {
+    let items = job_parameters(params)?;
+    let source_url = param_str(params, "sourceURL").unwrap_or("");
+    let vo = task.get(TaskAttr::vo).clone();
+    let mut datasets = Vec::new();
+    if params.get("noInput").and_then(Json::as_bool) != Some(true) {
+        return Err(
+            "the task reads input datasets, which this server cannot resolve yet; submit it \
+             without --inDS (noInput)"
+                .into(),
+        );
+    }
+    if params.contains_key("buildSpec") {
+        return Err(
+            "the task has a build step, which this server does not run yet; submit it with \
+             --noBuild"
+                .into(),
+        );
+    }
+    let mut pseudo = dataset("pseudo_input", "pseudo_dataset", None, &vo);
+    pseudo.set(DatasetAttr::streamName, text("IN"));
+    datasets.push(NewDataset {
+        spec: pseudo,
+        template: None,
+    });
+    let log = params
+        .get("log")
+        .and_then(Json::as_object)
+        .ok_or("the task parameters need log, an object with dataset and value")?;
+    let log_dataset = log
+        .get("dataset")
+        .and_then(Json::as_str)
+        .ok_or("log needs dataset, a string")?;
+    let log_value = log
+        .get("value")
+        .and_then(Json::as_str)
+        .ok_or("log needs value, the log file's name template")?;
+    let container = log.get("container").and_then(Json::as_str);
+    let mut log_spec = dataset("log", &file_dataset_name(log_dataset), container, &vo);
+    log_spec.set(DatasetAttr::streamName, text("LOG0"));
+    datasets.push(NewDataset {
+        spec: log_spec,
+        template: Some(OutputTemplate {
+            dataset_id: 0,
+            file_name_template: log_value.to_string(),
+            stream: "LOG0".into(),
+            out_type: "log".into(),
+            serial_nr: 1,
+        }),
+    });
+    let mut template = String::new();
+    let mut outputs: Vec<(String, String)> = Vec::new();
+    for item in &items {
+        if item.kind == "template"
+            && item.item.get("param_type").and_then(Json::as_str) == Some("output")
+        {
+            let stream = format!("OUTPUT{}", outputs.len());
+            let dataset_name = item
+                .item
+                .get("dataset")
+                .and_then(Json::as_str)
+                .ok_or("an output template needs dataset, a string")?;
+            let container = item.item.get("container").and_then(Json::as_str);
+            let mut spec = dataset("output", &file_dataset_name(dataset_name), container, &vo);
+            spec.set(DatasetAttr::streamName, text(&stream));
+            datasets.push(NewDataset {
+                spec,
+                template: Some(OutputTemplate {
+                    dataset_id: 0,
+                    file_name_template: item.value.to_string(),
+                    stream: stream.clone(),
+                    out_type: "output".into(),
+                    serial_nr: 1,
+                }),
+            });
+            outputs.push((item.value.to_string(), stream));
+        }
+        if item.hidden {
+            continue;
+        }
+        if item.kind != "constant" && item.kind != "template" {
+            return Err(format!(
+                "job parameter type {:?} is not supported (constant or template)",
+                item.kind
+            ));
+        }
+        template.push_str(&item.value.replace("${SURL}", source_url));
+        if item.padding {
+            template.push(' ');
+        }
+    }
+    let mut template = template.trim_end().to_string();
+    for (lfn_template, stream) in &outputs {
+        template = template.replace(lfn_template.as_str(), &format!("${{{stream}}}"));
+    }
+    let mut refined = task.clone();
+    let build = false;
+    let trf = param_str(params, "transPath")
+        .map(str::to_string)
+        .unwrap_or_else(|| transformation(trf_base_url, build));
+    refined.set(TaskAttr::transPath, text(&trf));
+    let defaults: [(TaskAttr, Value); 7] = [
+        (TaskAttr::ramCount, int(2000)),
+        (TaskAttr::ramUnit, text("MBPerCore")),
+        (TaskAttr::baseWalltime, int(60)),
+        (TaskAttr::outDiskCount, int(500)),
+        (TaskAttr::outDiskUnit, text("kB")),
+        (TaskAttr::coreCount, int(1)),
+        (TaskAttr::walltimeUnit, text("kSI2kseconds")),
+    ];
+    for (attr, value) in defaults {
+        if refined.get(attr).is_null() {
+            refined.set(attr, value);
+        }
+    }
+    refined.set(TaskAttr::status, text("defined"));
+    refined.set(TaskAttr::superStatus, text("defined"));
+    Ok(RefinedTask {
+        task: refined,
+        job_params_template: template,
+        datasets,
+    })
+}
+
+/// The attempts each file of the task gets.
+fn max_attempt(params: &Map<String, Json>) -> i64 {
+    param_int(params, "maxAttempt")
+        .filter(|n| *n > 0)
+        .unwrap_or(DEFAULT_MAX_ATTEMPT)
+        .min(100)
+}
+
+/// The attempts a retry gives each failed file: the task's `maxAttempt`.
+pub fn retry_attempts(params: Option<&str>) -> i64 {
+    let params = params
+        .and_then(|t| serde_json::from_str::<Map<String, Json>>(t).ok())
+        .unwrap_or_default();
+    max_attempt(&params)
+}
+
+/// The pseudo files of a `noInput` task: `nEvents` split into ranges of `nEventsPerJob`.
+pub fn pseudo_files(params: &Map<String, Json>) -> Result<Vec<TaskFileSpec>, RefineError> {
+    let events = param_int(params, "nEvents").unwrap_or(1);
+    let per_job = param_int(params, "nEventsPerJob").unwrap_or(1);
+    if events < 1 || per_job < 1 {
+        return Err(format!(
+            "nEvents ({events}) and nEventsPerJob ({per_job}) must be positive"
+        ));
+    }
+    let count = (events + per_job - 1) / per_job;
+    if count > MAX_TASK_FILES {
+        return Err(format!(
+            "the task would have {count} jobs; at most {MAX_TASK_FILES} are accepted"
+        ));
+    }
+    let attempts = max_attempt(params);
+    let failures = param_int(params, "maxFailure").unwrap_or(DEFAULT_MAX_FAILURE);
+    Ok((0..count)
+        .map(|i| {
+            let first = i * per_job;
+            let last = ((i + 1) * per_job).min(events) - 1;
+            let mut file = TaskFileSpec::new();
+            file.set(TaskFileAttr::lfn, text("pseudo_lfn"));
+            file.set(TaskFileAttr::r#type, text("pseudo_input"));
+            file.set(TaskFileAttr::status, text("ready"));
+            file.set(TaskFileAttr::attemptNr, int(0));
+            file.set(TaskFileAttr::maxAttempt, int(attempts));
+            file.set(TaskFileAttr::maxFailure, int(failures));
+            file.set(TaskFileAttr::keepTrack, int(1));
+            file.set(TaskFileAttr::startEvent, int(first));
+            file.set(TaskFileAttr::endEvent, int(last));
+            file.set(TaskFileAttr::firstEvent, int(first + 1));
+            file.set(TaskFileAttr::nEvents, int(last - first + 1));
+            file
+        })
+        .collect())
+}
+
+/// An LFN from its template: `$JEDITASKID`, and the serial number `${SN}` / `${SN/P}` as six
+/// digits.
+pub fn file_name(template: &str, task_id: i64, serial: i64) -> String {
+    let serial = format!("{serial:06}");
+    template
+        .replace("$JEDITASKID", &task_id.to_string())
+        .replace("${SN/P}", &serial)
+        .replace("${SN}", &serial)
+}
+
+/// A random GUID, as upstream gives new files.
+pub fn new_guid() -> String {
+    let mut b = [0u8; 16];
+    if getrandom::fill(&mut b).is_err() {
+        // No entropy source: fall back on the clock, still unique enough per node.
+        let nanos = time::now().and_utc().timestamp_nanos_opt().unwrap_or(0) as u128;
+        b = (nanos ^ (u128::from(std::process::id()) << 64)).to_le_bytes();
+    }
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+/// One job of a task for one file, as JEDI's job generator makes it.
+fn task_job(
+    task: &TaskSpec,
+    layout: &TaskLayout,
+    file: &TaskFileSpec,
+    panda_id: i64,
+    serials: &HashMap<i64, i64>,
+) -> JobSpec {
+    let task_id = task.get_i64(TaskAttr::jediTaskID).unwrap_or_default();
+    let mut job = JobSpec::new();
+    let copy = |job: &mut JobSpec, to: JobAttr, from: TaskAttr| {
+        job.set(to, task.get(from).clone());
+    };
+    job.set(JobAttr::PandaID, int(panda_id));
+    let name = task.get_str(TaskAttr::taskName).unwrap_or("task");
+    job.set(JobAttr::jobName, text(&format!("{name}.{panda_id}")));
+    job.set(JobAttr::jobDefinitionID, int(0));
+    copy(&mut job, JobAttr::transformation, TaskAttr::transPath);
+    copy(
+        &mut job,
+        JobAttr::prodSourceLabel,
+        TaskAttr::prodSourceLabel,
+    );
+    copy(&mut job, JobAttr::processingType, TaskAttr::processingType);
+    copy(&mut job, JobAttr::jediTaskID, TaskAttr::jediTaskID);
+    copy(&mut job, JobAttr::taskID, TaskAttr::jediTaskID);
+    copy(&mut job, JobAttr::jobsetID, TaskAttr::reqID);
+    copy(&mut job, JobAttr::prodUserName, TaskAttr::userName);
+    copy(&mut job, JobAttr::workingGroup, TaskAttr::workingGroup);
+    copy(&mut job, JobAttr::countryGroup, TaskAttr::countryGroup);
+    copy(&mut job, JobAttr::VO, TaskAttr::vo);
+    copy(&mut job, JobAttr::cloud, TaskAttr::cloud);
+    copy(&mut job, JobAttr::AtlasRelease, TaskAttr::transUses);
+    copy(&mut job, JobAttr::homepackage, TaskAttr::transHome);
+    copy(&mut job, JobAttr::cmtConfig, TaskAttr::architecture);
+    copy(&mut job, JobAttr::coreCount, TaskAttr::coreCount);
+    copy(
+        &mut job,
+        JobAttr::assignedPriority,
+        TaskAttr::currentPriority,
+    );
+    copy(
+        &mut job,
+        JobAttr::currentPriority,
+        TaskAttr::currentPriority,
+    );
+    if let Some(site) = task.get_str(TaskAttr::site) {
+        job.set(JobAttr::computingSite, text(site));
+    }
+    let cores = task.get_i64(TaskAttr::coreCount).unwrap_or(1).max(1);
+    let ram = task.get_i64(TaskAttr::ramCount).unwrap_or(2000);
+    job.set(JobAttr::minRamCount, int(ram * cores));
+    job.set(JobAttr::prodSeriesLabel, text("pandatest"));
+    job.set(JobAttr::lockedby, text("jedi"));
+    let attempt = file.get_i64(TaskFileAttr::attemptNr).unwrap_or(0);
+    job.set(JobAttr::attemptNr, int(attempt));
+    job.set(JobAttr::maxAttempt, int(attempt));
+    job.set(JobAttr::nEvents, file.get(TaskFileAttr::nEvents).clone());
+    let mut parameters = layout
+        .job_params_template
+        .replace("$JEDITASKID", &task_id.to_string());
+    let mut input = FileSpec::new();
+    input.set(FileAttr::lfn, file.get(TaskFileAttr::lfn).clone());
+    input.set(FileAttr::r#type, file.get(TaskFileAttr::r#type).clone());
+    input.set(FileAttr::dataset, text("pseudo_dataset"));
+    input.set(FileAttr::prodDBlock, text("pseudo_dataset"));
+    input.set(FileAttr::status, text("ready"));
+    input.set(FileAttr::jediTaskID, int(task_id));
+    input.set(
+        FileAttr::datasetID,
+        file.get(TaskFileAttr::datasetID).clone(),
+    );
+    input.set(FileAttr::fileID, file.get(TaskFileAttr::fileID).clone());
+    input.set(FileAttr::attemptNr, int(attempt));
+    job.files.push(input);
+    for template in &layout.templates {
+        let Some(dataset) = layout
+            .datasets
+            .iter()
+            .find(|d| d.get_i64(DatasetAttr::datasetID) == Some(template.dataset_id))
+        else {
+            continue;
+        };
+        let serial = serials.get(&template.dataset_id).copied().unwrap_or(1);
+        let lfn = file_name(&template.file_name_template, task_id, serial);
+        parameters = parameters.replace(&format!("${{{}}}", template.stream), &lfn);
+        let dataset_name = dataset.get_str(DatasetAttr::datasetName).unwrap_or("");
+        let mut out = FileSpec::new();
+        out.set(FileAttr::lfn, text(&lfn));
+        out.set(FileAttr::r#type, text(&template.out_type));
+        out.set(FileAttr::dataset, text(dataset_name));
+        out.set(FileAttr::destinationDBlock, text(dataset_name));
+        out.set(FileAttr::scope, text(&dataset_scope(dataset_name)));
+        out.set(FileAttr::GUID, text(&new_guid()));
+        out.set(FileAttr::jediTaskID, int(task_id));
+        out.set(FileAttr::datasetID, int(template.dataset_id));
+        if let Some(site) = task.get_str(TaskAttr::site) {
+            out.set(FileAttr::destinationSE, text(site));
+        }
+        job.files.push(out);
+    }
+    job.set(JobAttr::jobParameters, text(&parameters));
+    job
+}
+
+/// How one attempt of a file ended, from its job's status.
+fn attempt_outcome(job_status: &str, file: &TaskFileSpec, stopping: bool) -> Option<FileOutcome> {
+    match job_status {
+        "finished" => Some(FileOutcome::Finished),
+        "failed" | "cancelled" | "closed" => {
+            let next_attempt = file.get_i64(TaskFileAttr::attemptNr).unwrap_or(0) + 1;
+            let max = file.get_i64(TaskFileAttr::maxAttempt).unwrap_or(1);
+            Some(match !stopping && next_attempt < max {
+                true => FileOutcome::Retry,
+                false => FileOutcome::Failed,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// The status a task ends in, from its master input's files.
+pub fn final_status(finished: i64, total: i64) -> &'static str {
+    if total > 0 && finished == total {
+        "done"
+    } else if finished == 0 {
+        "failed"
+    } else {
+        "finished"
+    }
+}
+
+/// The output and log files of a finished job, as rows of their datasets.
+fn job_outputs(job: &JobSpec, file: &TaskFileSpec) -> Vec<TaskFileSpec> {
+    job.files
+        .iter()
+        .filter(|f| matches!(f.get_str(FileAttr::r#type), Some("output" | "log")))
+        .filter(|f| !f.get(FileAttr::datasetID).is_null())
+        .map(|f| {
+            let mut row = TaskFileSpec::new();
+            row.set(TaskFileAttr::datasetID, f.get(FileAttr::datasetID).clone());
+            row.set(TaskFileAttr::lfn, f.get(FileAttr::lfn).clone());
+            row.set(TaskFileAttr::GUID, f.get(FileAttr::GUID).clone());
+            row.set(TaskFileAttr::r#type, f.get(FileAttr::r#type).clone());
+            row.set(TaskFileAttr::status, text("finished"));
+            row.set(TaskFileAttr::fsize, f.get(FileAttr::fsize).clone());
+            row.set(TaskFileAttr::checksum, f.get(FileAttr::checksum).clone());
+            row.set(TaskFileAttr::scope, f.get(FileAttr::scope).clone());
+            row.set(TaskFileAttr::PandaID, int(job.panda_id()));
+            row.set(
+                TaskFileAttr::attemptNr,
+                file.get(TaskFileAttr::attemptNr).clone(),
+            );
+            row.set(TaskFileAttr::keepTrack, int(1));
+            row
+        })
+        .collect()
+}
+
+impl JobService {
+    async fn task_params(&self, task_id: i64) -> Result<Map<String, Json>, ServiceError> {
+        let text = self.stores.tasks.task_parameters(task_id).await?;
+        Ok(text
+            .and_then(|t| serde_json::from_str::<Map<String, Json>>(&t).ok())
+            .unwrap_or_default())
+    }
+
+    /// Marks a task `broken` with the reason, if it is still in `from`.
+    async fn break_task(&self, task_id: i64, from: &str, why: &str) -> Result<(), ServiceError> {
+        tracing::warn!(target: "panda::jedi", task_id, reason = why, "task broken");
+        ports::change_task(self.stores.changes.as_ref(), task_id, |task| {
+            if task.get_str(TaskAttr::status) != Some(from) {
+                return Decision::Keep(());
+            }
+            task.set(TaskAttr::oldStatus, text(from));
+            task.set(TaskAttr::status, text("broken"));
+            task.set(TaskAttr::superStatus, text("broken"));
+            task.set_str(TaskAttr::errorDialog, why).ok();
+            Decision::Write(())
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Step 1: refines up to `limit` registered tasks.
+    pub async fn refine_tasks(&self, limit: i64) -> Result<StepCounts, ServiceError> {
+        let mut counts = StepCounts::default();
+        for task in self
+            .stores
+            .jedi
+            .tasks_in_status(&["registered"], limit)
+            .await?
+        {
+            let id = task.get_i64(TaskAttr::jediTaskID).unwrap_or_default();
+            let params = self.task_params(id).await?;
+            match refine(&task, &params, &self.settings.trf_base_url) {
+                Ok(refined) => {
+                    if self.stores.jedi.register_refined_task(&refined).await? {
+                        counts.tasks += 1;
+                    }
+                }
+                Err(why) => {
+                    self.break_task(id, "registered", &why).await?;
+                    counts.broken += 1;
+                }
+            }
+        }
+        Ok(counts)
+    }
+
+    /// Step 2: gives up to `limit` defined tasks their files.
+    pub async fn feed_task_contents(&self, limit: i64) -> Result<StepCounts, ServiceError> {
+        let mut counts = StepCounts::default();
+        for task in self
+            .stores
+            .jedi
+            .tasks_in_status(&["defined"], limit)
+            .await?
+        {
+            let id = task.get_i64(TaskAttr::jediTaskID).unwrap_or_default();
+            let params = self.task_params(id).await?;
+            let layout = self.stores.jedi.task_layout(id).await?;
+            let Some(master) = layout
+                .datasets
+                .iter()
+                .find(|d| d.get_str(DatasetAttr::r#type) == Some("pseudo_input"))
+                .and_then(|d| d.get_i64(DatasetAttr::datasetID))
+            else {
+                self.break_task(id, "defined", "the task has no master input dataset")
+                    .await?;
+                counts.broken += 1;
+                continue;
+            };
+            match pseudo_files(&params) {
+                Ok(files) => {
+                    if self.stores.jedi.add_task_files(id, master, &files).await? {
+                        counts.tasks += 1;
+                        counts.files += files.len();
+                    }
+                }
+                Err(why) => {
+                    self.break_task(id, "defined", &why).await?;
+                    counts.broken += 1;
+                }
+            }
+        }
+        Ok(counts)
+    }
+
+    /// Step 3: makes and submits up to `max_jobs` jobs of ready tasks.
+    pub async fn generate_jobs(&self, max_jobs: usize) -> Result<StepCounts, ServiceError> {
+        let mut counts = StepCounts::default();
+        for task in self.stores.jedi.tasks_in_status(&GENERATING, 100).await? {
+            if counts.jobs >= max_jobs {
+                break;
+            }
+            let id = task.get_i64(TaskAttr::jediTaskID).unwrap_or_default();
+            let budget = (max_jobs - counts.jobs).min(crate::submit::MAX_JOBS_PER_SUBMISSION);
+            let files = self.stores.jedi.ready_task_files(id, budget as i64).await?;
+            if files.is_empty() {
+                continue;
+            }
+            let made = self.generate_for(&task, &files).await?;
+            counts.jobs += made;
+            counts.tasks += usize::from(made > 0);
+        }
+        Ok(counts)
+    }
+
+    async fn generate_for(
+        &self,
+        task: &TaskSpec,
+        files: &[TaskFileSpec],
+    ) -> Result<usize, ServiceError> {
+        let id = task.get_i64(TaskAttr::jediTaskID).unwrap_or_default();
+        let layout = self.stores.jedi.task_layout(id).await?;
+        let ids = self.stores.jobs.allocate_panda_ids(files.len()).await?;
+        let claims: Vec<FileClaim> = files
+            .iter()
+            .zip(&ids)
+            .map(|(f, panda_id)| FileClaim {
+                dataset_id: f.get_i64(TaskFileAttr::datasetID).unwrap_or_default(),
+                file_id: f.get_i64(TaskFileAttr::fileID).unwrap_or_default(),
+                panda_id: *panda_id,
+            })
+            .collect();
+        let serial_requests: Vec<(i64, i64)> = layout
+            .templates
+            .iter()
+            .map(|t| (t.dataset_id, files.len() as i64))
+            .collect();
+        let Some(first_serials) = self
+            .stores
+            .jedi
+            .claim_task_files(id, &claims, &serial_requests)
+            .await?
+        else {
+            // Another generator took some of these files; the next run takes the rest.
+            return Ok(0);
+        };
+        let jobs: Vec<JobSpec> = files
+            .iter()
+            .zip(&ids)
+            .enumerate()
+            .map(|(i, (file, panda_id))| {
+                let serials: HashMap<i64, i64> = first_serials
+                    .iter()
+                    .map(|(dataset, first)| (*dataset, first + i as i64))
+                    .collect();
+                task_job(task, &layout, file, *panda_id, &serials)
+            })
+            .collect();
+        let submitted = self.submit_prepared(&Identity::anonymous(), jobs).await?;
+        if task.get_str(TaskAttr::status) == Some("ready") {
+            ports::change_task(self.stores.changes.as_ref(), id, |task| {
+                if task.get_str(TaskAttr::status) != Some("ready") {
+                    return Decision::Keep(());
+                }
+                task.set(TaskAttr::status, text("running"));
+                task.set(TaskAttr::superStatus, text("running"));
+                if task.get(TaskAttr::startTime).is_null() {
+                    task.set(TaskAttr::startTime, Value::Time(Some(time::now())));
+                }
+                Decision::Write(())
+            })
+            .await?;
+        }
+        tracing::info!(target: "panda::jedi", task_id = id, jobs = submitted.len(), "jobs generated");
+        Ok(submitted.len())
+    }
+
+    /// Step 4: accounts for ended attempts of up to `limit` tasks and closes the tasks that
+    /// have nothing left to run.
+    pub async fn post_process_tasks(&self, limit: i64) -> Result<StepCounts, ServiceError> {
+        let mut counts = StepCounts::default();
+        for task in self.stores.jedi.tasks_in_status(&PROCESSING, limit).await? {
+            let id = task.get_i64(TaskAttr::jediTaskID).unwrap_or_default();
+            let status = task.get_str(TaskAttr::status).unwrap_or("").to_string();
+            let stopping = matches!(status.as_str(), "finishing" | "aborting" | "toabort");
+            counts.files += self.account_attempts(id, stopping).await?;
+            let files = self.stores.jedi.master_file_counts(id).await?;
+            let idle = files.running == 0 && (files.ready == 0 || stopping);
+            if files.total == 0 || !idle {
+                continue;
+            }
+            let end = match status.as_str() {
+                "aborting" | "toabort" => "aborted",
+                _ => final_status(files.finished, files.total),
+            };
+            if self.close_task(id, &status, end).await? {
+                counts.closed += 1;
+                tracing::info!(target: "panda::jedi", task_id = id, status = end, "task closed");
+            }
+        }
+        Ok(counts)
+    }
+
+    /// Accounts for the task's files whose jobs ended; returns how many.
+    async fn account_attempts(&self, task_id: i64, stopping: bool) -> Result<usize, ServiceError> {
+        let running = self.stores.jedi.running_task_files(task_id).await?;
+        if running.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<i64> = running
+            .iter()
+            .filter_map(|f| f.get_i64(TaskFileAttr::PandaID))
+            .collect();
+        let briefs = self.stores.jobs.job_briefs(&ids, &JobTable::ALL).await?;
+        let lost_before = time::now() - chrono::Duration::minutes(LOST_JOB_MINUTES);
+        let mut results = Vec::new();
+        let mut outputs = Vec::new();
+        for file in &running {
+            let panda_id = file.get_i64(TaskFileAttr::PandaID).unwrap_or_default();
+            let status = match briefs.get(&panda_id) {
+                Some(brief) => brief.status.clone(),
+                None => match file.get(TaskFileAttr::lastAttemptTime) {
+                    Value::Time(Some(t)) if *t < lost_before => "failed".to_string(),
+                    _ => continue,
+                },
+            };
+            let Some(outcome) = attempt_outcome(&status, file, stopping) else {
+                continue;
+            };
+            if outcome == FileOutcome::Finished {
+                if let Some(job) = self.stores.jobs.get_job(panda_id).await? {
+                    outputs.extend(job_outputs(&job, file));
+                }
+            }
+            results.push(FileResult {
+                dataset_id: file.get_i64(TaskFileAttr::datasetID).unwrap_or_default(),
+                file_id: file.get_i64(TaskFileAttr::fileID).unwrap_or_default(),
+                outcome,
+                counts_as_failure: status == "failed",
+            });
+        }
+        if !results.is_empty() {
+            self.stores
+                .jedi
+                .record_file_results(task_id, &results, &outputs)
+                .await?;
+        }
+        Ok(results.len())
+    }
+
+    /// `prepared`, then the final status, if the task is still in `from`.
+    async fn close_task(&self, task_id: i64, from: &str, end: &str) -> Result<bool, ServiceError> {
+        let step = |next: &'static str, expect: String| {
+            let changes = self.stores.changes.clone();
+            async move {
+                ports::change_task(changes.as_ref(), task_id, |task| {
+                    if task.get_str(TaskAttr::status) != Some(expect.as_str()) {
+                        return Decision::Keep(false);
+                    }
+                    task.set(TaskAttr::status, text(next));
+                    task.set(TaskAttr::superStatus, text(next));
+                    if next != "prepared" {
+                        task.set(TaskAttr::endTime, Value::Time(Some(time::now())));
+                    }
+                    Decision::Write(true)
+                })
+                .await
+                .map(|changed| changed.is_some_and(|(_, written)| written))
+            }
+        };
+        if end == "aborted" {
+            return Ok(step("aborted", from.to_string()).await?);
+        }
+        if !step("prepared", from.to_string()).await? {
+            return Ok(false);
+        }
+        let end: &'static str = match end {
+            "done" => "done",
+            "finished" => "finished",
+            _ => "failed",
+        };
+        Ok(step(end, "prepared".to_string()).await?)
+    }
+
+    /// The task's master-input files: total, finished, failed (what pbook shows).
+    pub async fn task_file_counts(&self, task_id: i64) -> Result<crate::FileCounts, ServiceError> {
+        Ok(self.stores.jedi.master_file_counts(task_id).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn nobuild_params() -> Map<String, Json> {
+        let params = json!({
+            "taskName": "user.tester.test/", "vo": "atlas", "prodSourceLabel": "user",
+            "nEvents": 3, "nEventsPerJob": 1, "noInput": true, "sourceURL": "https://cache:25443",
+            "log": {"dataset": "user.tester.test.log/", "container": "user.tester.test.log/",
+                    "type": "template", "param_type": "log",
+                    "value": "user.tester.test.log.$JEDITASKID.${SN}.log.tgz"},
+            "jobParameters": [
+                {"type": "constant", "value": "-j \"\" --sourceURL ${SURL}"},
+                {"type": "constant", "value": "-r ."},
+                {"type": "constant", "value": "__delimiter__", "hidden": true},
+                {"type": "constant", "value": "-a jobO.f76a.tar.gz"},
+                {"type": "template", "value": "user.tester.$JEDITASKID._${SN/P}.out.txt",
+                 "param_type": "output", "dataset": "user.tester.test_out.txt/",
+                 "container": "user.tester.test_out.txt/", "hidden": true},
+                {"type": "constant", "value": "-o \"{'out.txt': 'user.tester.$JEDITASKID._${SN/P}.out.txt'}\""},
+                {"type": "constant", "value": "-p \"", "padding": false},
+                {"type": "constant", "value": "echo%20hello", "padding": false},
+                {"type": "constant", "value": "\""}]
+        });
+        params.as_object().cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn refinement_builds_jedis_template_and_datasets() {
+        let mut task = TaskSpec::new();
+        task.set(TaskAttr::vo, text("atlas"));
+        let refined = refine(&task, &nobuild_params(), "http://srv:25080").expect("refined");
+        assert_eq!(
+            refined.job_params_template,
+            "-j \"\" --sourceURL https://cache:25443 -r . -a jobO.f76a.tar.gz \
+             -o \"{'out.txt': '${OUTPUT0}'}\" -p \"echo%20hello\""
+        );
+        assert_eq!(
+            refined.task.get_str(TaskAttr::transPath),
+            Some("http://srv:25080/trf/user/runGen-00-00-02")
+        );
+        let kinds: Vec<&str> = refined
+            .datasets
+            .iter()
+            .map(|d| d.spec.get_str(DatasetAttr::r#type).unwrap_or(""))
+            .collect();
+        assert_eq!(kinds, ["pseudo_input", "log", "output"]);
+        assert_eq!(
+            refined.datasets[1].spec.get_str(DatasetAttr::datasetName),
+            Some("user.tester.test.log.${DATASETID}")
+        );
+    }
+
+    #[test]
+    fn bad_parameters_are_named() {
+        let task = TaskSpec::new();
+        let mut params = nobuild_params();
+        params.insert("jobParameters".into(), json!("not a list"));
+        assert!(refine(&task, &params, "")
+            .expect_err("refused")
+            .contains("jobParameters"));
+        let mut params = nobuild_params();
+        params.remove("noInput");
+        assert!(refine(&task, &params, "")
+            .expect_err("refused")
+            .contains("input datasets"));
+        let mut params = nobuild_params();
+        params.insert("nEvents".into(), json!(5_000_001));
+        assert!(pseudo_files(&params)
+            .expect_err("refused")
+            .contains("at most"));
+    }
+
+    #[test]
+    fn pseudo_files_cover_the_events() {
+        let mut params = nobuild_params();
+        params.insert("nEvents".into(), json!(5));
+        params.insert("nEventsPerJob".into(), json!(2));
+        let files = pseudo_files(&params).expect("files");
+        let ranges: Vec<(i64, i64)> = files
+            .iter()
+            .map(|f| {
+                (
+                    f.get_i64(TaskFileAttr::startEvent).unwrap_or(-1),
+                    f.get_i64(TaskFileAttr::endEvent).unwrap_or(-1),
+                )
+            })
+            .collect();
+        assert_eq!(ranges, [(0, 1), (2, 3), (4, 4)]);
+    }
+
+    #[test]
+    fn names_scopes_and_final_statuses_are_jedis() {
+        assert_eq!(
+            file_name(
+                "user.tester.test.log.$JEDITASKID.${SN}.log.tgz",
+                10000042,
+                1
+            ),
+            "user.tester.test.log.10000042.000001.log.tgz"
+        );
+        assert_eq!(dataset_scope("user.Tester.test.log.17"), "user.tester");
+        assert_eq!(dataset_scope("mc23_13p6TeV.x"), "mc23_13p6TeV");
+        assert_eq!(final_status(3, 3), "done");
+        assert_eq!(final_status(1, 3), "finished");
+        assert_eq!(final_status(0, 3), "failed");
+        let guid = new_guid();
+        assert_eq!(guid.len(), 36);
+        assert_ne!(guid, new_guid());
+    }
+}

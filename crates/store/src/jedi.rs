@@ -1,0 +1,613 @@
+//! JEDI's side of a task: its datasets (`jedi_datasets`), their files
+//! (`jedi_dataset_contents`), the job-parameter template (`jedi_jobparams_template`) and the
+//! output templates (`jedi_output_template`), with the jobset ID from `users.jobid`.
+//!
+//! Every step that moves a task on is one transaction that first locks the task row and
+//! checks its status, so two nodes running the same step cannot both apply it; files are
+//! claimed for jobs with a compare-and-set on their status, so no file goes to two jobs.
+
+use panda_core::jedi::{DATASET_ATTRIBUTES, TASK_FILE_ATTRIBUTES};
+use panda_core::{
+    time, AttrSet, Attribute, ColumnType, DatasetAttr, DatasetSpec, Record, TaskAttr, TaskFileAttr,
+    TaskFileSpec, TaskSpec, Value,
+};
+
+use crate::bind::placeholders;
+use crate::driver::{Tx, TxMode};
+use crate::error::{Result, StoreError};
+use crate::jobs::next_ids;
+use crate::Store;
+
+const DATASET_ID_SEQUENCE: &str = "jedi_datasets_id_seq";
+const FILE_ID_SEQUENCE: &str = "jedi_dataset_cont_fileid_seq";
+const TEMPLATE_ID_SEQUENCE: &str = "jedi_output_template_id_seq";
+
+/// The dataset types whose files are units of work (the master input).
+pub const INPUT_TYPES: [&str; 2] = ["input", "pseudo_input"];
+
+/// How a dataset's files are named (a row of `jedi_output_template`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutputTemplate {
+    pub dataset_id: i64,
+    pub file_name_template: String,
+    /// `LOG0`, `OUTPUT0`, ...
+    pub stream: String,
+    /// `log` or `output`.
+    pub out_type: String,
+    /// The next serial number (`${SN}`) to use.
+    pub serial_nr: i64,
+}
+
+/// A dataset a refined task gets, with its output template when it receives files.
+#[derive(Clone, Debug)]
+pub struct NewDataset {
+    pub spec: DatasetSpec,
+    pub template: Option<OutputTemplate>,
+}
+
+/// What refinement made of a registered task.
+#[derive(Clone, Debug)]
+pub struct RefinedTask {
+    /// The task with its refined attributes and its new status.
+    pub task: TaskSpec,
+    pub job_params_template: String,
+    pub datasets: Vec<NewDataset>,
+}
+
+/// A task's datasets, templates and job-parameter template, as generation reads them.
+#[derive(Clone, Debug, Default)]
+pub struct TaskLayout {
+    pub datasets: Vec<DatasetSpec>,
+    pub templates: Vec<OutputTemplate>,
+    pub job_params_template: String,
+}
+
+/// A file given to a job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileClaim {
+    pub dataset_id: i64,
+    pub file_id: i64,
+    pub panda_id: i64,
+}
+
+/// How a file's attempt ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileOutcome {
+    Finished,
+    /// Failed, with attempts left: back to `ready`.
+    Retry,
+    /// Failed for good.
+    Failed,
+}
+
+/// The end of one attempt of one file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileResult {
+    pub dataset_id: i64,
+    pub file_id: i64,
+    pub outcome: FileOutcome,
+    /// Whether the attempt counts against `maxFailure` (not for killed jobs).
+    pub counts_as_failure: bool,
+}
+
+/// Files of a task's master input by status.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FileCounts {
+    pub total: i64,
+    pub ready: i64,
+    pub running: i64,
+    pub finished: i64,
+    pub failed: i64,
+}
+
+fn select_list(attributes: &[Attribute], prefix: &str) -> String {
+    attributes
+        .iter()
+        .map(|a| format!("{prefix}{}", a.column()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn types(attributes: &[Attribute]) -> Vec<ColumnType> {
+    attributes.iter().map(|a| a.column_type).collect()
+}
+
+fn records<A: AttrSet>(rows: Vec<Vec<Value>>) -> Result<Vec<Record<A>>> {
+    rows.into_iter()
+        .map(|row| {
+            Record::from_values(row)
+                .ok_or_else(|| StoreError::Corrupt("a JEDI row has the wrong width".into()))
+        })
+        .collect()
+}
+
+/// The record's values, strings cut to their column's length.
+fn cut<A: AttrSet>(record: &Record<A>) -> Vec<Value> {
+    record
+        .values()
+        .iter()
+        .zip(A::attributes())
+        .map(|(value, attr)| match (value, attr.column_type.max_len()) {
+            (Value::Text(Some(s)), Some(max)) if s.chars().count() > max => {
+                Value::Text(Some(s.chars().take(max).collect()))
+            }
+            _ => value.clone(),
+        })
+        .collect()
+}
+
+async fn insert_record<A: AttrSet>(tx: &mut dyn Tx, table: &str, record: &Record<A>) -> Result<()> {
+    let attributes = A::attributes();
+    tx.execute(
+        &format!(
+            "INSERT INTO {table} ({}) VALUES ({})",
+            select_list(attributes, ""),
+            placeholders(1, attributes.len())
+        ),
+        &cut(record),
+    )
+    .await?;
+    Ok(())
+}
+
+fn int(v: i64) -> Value {
+    Value::Int(Some(v))
+}
+
+fn text(v: &str) -> Value {
+    Value::Text(Some(v.to_string()))
+}
+
+impl Store {
+    /// Tasks in one of `statuses`, oldest first, at most `limit`.
+    pub async fn tasks_in_status(&self, statuses: &[&str], limit: i64) -> Result<Vec<TaskSpec>> {
+        let mut params: Vec<Value> = statuses.iter().map(|s| text(s)).collect();
+        params.push(int(limit));
+        let sql = format!(
+            "SELECT {} FROM jedi_tasks WHERE status IN ({}) ORDER BY jeditaskid LIMIT ${}",
+            crate::tasks::select_list(self.dialect()),
+            placeholders(1, statuses.len()),
+            params.len()
+        );
+        let rows = self
+            .query(&sql, &params, &crate::tasks::task_types())
+            .await?;
+        records(rows)
+    }
+
+    /// Stores a refinement if the task is still `registered`: its datasets, templates and
+    /// job-parameter template, the task's new attributes, and `reqID` from the owner's next
+    /// jobset ID (`users.jobid`). `false` when the task moved on meanwhile.
+    pub async fn register_refined_task(&self, refined: &RefinedTask) -> Result<bool> {
+        let dialect = self.dialect();
+        let task_id = refined
+            .task
+            .get_i64(TaskAttr::jediTaskID)
+            .unwrap_or_default();
+        let mut tx = self.begin(TxMode::Write).await?;
+        let Some(current) = self.find_task_in(tx.as_mut(), task_id, true).await? else {
+            tx.commit().await?;
+            return Ok(false);
+        };
+        if current.get_str(TaskAttr::status) != Some("registered") {
+            tx.commit().await?;
+            return Ok(false);
+        }
+        let owner = current
+            .get_str(TaskAttr::userName)
+            .unwrap_or_default()
+            .to_string();
+        let jobset = self.next_jobset_id_in(tx.as_mut(), &owner).await?;
+        let now = Value::Time(Some(time::now()));
+        let ids = next_ids(
+            tx.as_mut(),
+            dialect,
+            DATASET_ID_SEQUENCE,
+            refined.datasets.len(),
+        )
+        .await?;
+        for (dataset, id) in refined.datasets.iter().zip(ids) {
+            let mut spec = dataset.spec.clone();
+            spec.set(DatasetAttr::jediTaskID, int(task_id));
+            spec.set(DatasetAttr::datasetID, int(id));
+            spec.set(DatasetAttr::creationTime, now.clone());
+            spec.set(DatasetAttr::modificationTime, now.clone());
+            // A per-site dataset's name ends in its ID (`<name without />.<datasetID>`).
+            if let Some(name) = spec.get_str(DatasetAttr::datasetName) {
+                let name = name.replace("${DATASETID}", &id.to_string());
+                spec.set(DatasetAttr::datasetName, text(&name));
+            }
+            insert_record(tx.as_mut(), "jedi_datasets", &spec).await?;
+            if let Some(template) = &dataset.template {
+                let template_id = next_ids(tx.as_mut(), dialect, TEMPLATE_ID_SEQUENCE, 1)
+                    .await?
+                    .pop()
+                    .unwrap_or_default();
+                tx.execute(
+                    "INSERT INTO jedi_output_template (jeditaskid, datasetid, outtempid, \
+                     filenametemplate, serialnr, streamname, outtype) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    &[
+                        int(task_id),
+                        int(id),
+                        int(template_id),
+                        text(&template.file_name_template),
+                        int(template.serial_nr),
+                        text(&template.stream),
+                        text(&template.out_type),
+                    ],
+                )
+                .await?;
+            }
+        }
+        tx.execute(
+            "INSERT INTO jedi_jobparams_template (jeditaskid, jobparamstemplate) VALUES ($1, $2)",
+            &[int(task_id), text(&refined.job_params_template)],
+        )
+        .await?;
+        let mut task = refined.task.clone();
+        task.set(TaskAttr::reqID, int(jobset));
+        self.write_task_in(tx.as_mut(), &mut task, current.get(TaskAttr::status))
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// The user's next jobset ID: `users.jobid` plus one, the user's row made if needed.
+    async fn next_jobset_id_in(&self, tx: &mut dyn Tx, user: &str) -> Result<i64> {
+        let rows = tx
+            .fetch(
+                "UPDATE users SET jobid = jobid + 1 WHERE name = $1 RETURNING jobid",
+                &[text(user)],
+                &[ColumnType::BigInt],
+            )
+            .await?;
+        if let Some(id) = rows.first().and_then(|r| r.first()).and_then(Value::as_i64) {
+            return Ok(id);
+        }
+        let id = next_ids(tx, self.dialect(), "users_id_seq", 1)
+            .await?
+            .pop()
+            .ok_or_else(|| StoreError::Corrupt("users_id_seq gave nothing".into()))?;
+        let now = Value::Time(Some(time::now()));
+        // Upstream's first jobset ID of a new user is 2 (the row starts at 1, then one is taken).
+        tx.execute(
+            "INSERT INTO users (id, name, jobid, lastmod, firstjob, latestjob, cachetime) \
+             VALUES ($1, $2, 2, $3, $3, $3, $3)",
+            &[int(id), text(user), now],
+        )
+        .await?;
+        Ok(2)
+    }
+
+    /// A task's datasets, output templates and job-parameter template.
+    pub async fn task_layout(&self, task_id: i64) -> Result<TaskLayout> {
+        let mut tx = self.begin(TxMode::Read).await?;
+        let datasets = tx
+            .fetch(
+                &format!(
+                    "SELECT {} FROM jedi_datasets WHERE jeditaskid = $1 ORDER BY datasetid",
+                    select_list(DATASET_ATTRIBUTES, "")
+                ),
+                &[int(task_id)],
+                &types(DATASET_ATTRIBUTES),
+            )
+            .await?;
+        let templates = tx
+            .fetch(
+                "SELECT datasetid, filenametemplate, streamname, outtype, serialnr \
+                 FROM jedi_output_template WHERE jeditaskid = $1 ORDER BY outtempid",
+                &[int(task_id)],
+                &[
+                    ColumnType::BigInt,
+                    ColumnType::Text,
+                    ColumnType::Text,
+                    ColumnType::Text,
+                    ColumnType::BigInt,
+                ],
+            )
+            .await?;
+        let template = tx
+            .fetch(
+                "SELECT jobparamstemplate FROM jedi_jobparams_template WHERE jeditaskid = $1",
+                &[int(task_id)],
+                &[ColumnType::Text],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(TaskLayout {
+            datasets: records(datasets)?,
+            templates: templates
+                .into_iter()
+                .map(|r| OutputTemplate {
+                    dataset_id: r[0].as_i64().unwrap_or_default(),
+                    file_name_template: r[1].render(),
+                    stream: r[2].render(),
+                    out_type: r[3].render(),
+                    serial_nr: r[4].as_i64().unwrap_or(1),
+                })
+                .collect(),
+            job_params_template: template
+                .first()
+                .and_then(|r| r.first())
+                .map(Value::render)
+                .unwrap_or_default(),
+        })
+    }
+
+    /// Adds the files of a `defined` task's master input and makes the task `ready`:
+    /// the dataset's file and event counts are set and the dataset is `ready`. `false` when
+    /// the task is no longer `defined`.
+    pub async fn add_task_files(
+        &self,
+        task_id: i64,
+        dataset_id: i64,
+        files: &[TaskFileSpec],
+    ) -> Result<bool> {
+        let mut tx = self.begin(TxMode::Write).await?;
+        let Some(mut task) = self.find_task_in(tx.as_mut(), task_id, true).await? else {
+            tx.commit().await?;
+            return Ok(false);
+        };
+        if task.get_str(TaskAttr::status) != Some("defined") {
+            tx.commit().await?;
+            return Ok(false);
+        }
+        let ids = next_ids(tx.as_mut(), self.dialect(), FILE_ID_SEQUENCE, files.len()).await?;
+        let now = Value::Time(Some(time::now()));
+        let mut events = 0;
+        for (file, id) in files.iter().zip(ids) {
+            let mut file = file.clone();
+            file.set(TaskFileAttr::jediTaskID, int(task_id));
+            file.set(TaskFileAttr::datasetID, int(dataset_id));
+            file.set(TaskFileAttr::fileID, int(id));
+            file.set(TaskFileAttr::creationDate, now.clone());
+            events += file.get_i64(TaskFileAttr::nEvents).unwrap_or(0);
+            insert_record(tx.as_mut(), "jedi_dataset_contents", &file).await?;
+        }
+        tx.execute(
+            "UPDATE jedi_datasets SET status = 'ready', nfiles = $3, nfilestobeused = $3, \
+             nfilesused = 0, nfilesfinished = 0, nfilesfailed = 0, nfilesonhold = 0, \
+             nevents = $4, neventstobeused = $4, neventsused = 0, modificationtime = $5 \
+             WHERE jeditaskid = $1 AND datasetid = $2",
+            &[
+                int(task_id),
+                int(dataset_id),
+                int(files.len() as i64),
+                int(events),
+                now,
+            ],
+        )
+        .await?;
+        let old = task.get(TaskAttr::status).clone();
+        task.set(TaskAttr::status, text("ready"));
+        task.set(TaskAttr::superStatus, text("ready"));
+        self.write_task_in(tx.as_mut(), &mut task, &old).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Files of the task's master input waiting for a job, lowest first.
+    pub async fn ready_task_files(&self, task_id: i64, limit: i64) -> Result<Vec<TaskFileSpec>> {
+        let rows = self
+            .query(
+                &format!(
+                    "SELECT {} FROM jedi_dataset_contents WHERE jeditaskid = $1 \
+                     AND status = 'ready' AND type IN ('input', 'pseudo_input') \
+                     ORDER BY datasetid, fileid LIMIT $2",
+                    select_list(TASK_FILE_ATTRIBUTES, "")
+                ),
+                &[int(task_id), int(limit)],
+                &types(TASK_FILE_ATTRIBUTES),
+            )
+            .await?;
+        records(rows)
+    }
+
+    /// Gives files to jobs and takes the serial numbers the jobs' outputs will carry: each
+    /// file moves `ready → running` with its job's PandaID, and each template's `serialnr`
+    /// moves on by `count`. Returns the first serial number per template's dataset, or
+    /// `None` (and changes nothing) when a file was no longer `ready`.
+    pub async fn claim_task_files(
+        &self,
+        task_id: i64,
+        claims: &[FileClaim],
+        serials: &[(i64, i64)],
+    ) -> Result<Option<Vec<(i64, i64)>>> {
+        let mut tx = self.begin(TxMode::Write).await?;
+        let now = Value::Time(Some(time::now()));
+        for claim in claims {
+            let changed = tx
+                .execute(
+                    "UPDATE jedi_dataset_contents SET status = 'running', pandaid = $4, \
+                     lastattempttime = $5, proc_status = 'running' \
+                     WHERE jeditaskid = $1 AND datasetid = $2 AND fileid = $3 \
+                     AND status = 'ready'",
+                    &[
+                        int(task_id),
+                        int(claim.dataset_id),
+                        int(claim.file_id),
+                        int(claim.panda_id),
+                        now.clone(),
+                    ],
+                )
+                .await?;
+            if changed != 1 {
+                // Dropped uncommitted: nothing of this claim is kept.
+                drop(tx);
+                return Ok(None);
+            }
+        }
+        let mut used: std::collections::BTreeMap<i64, i64> = Default::default();
+        for claim in claims {
+            *used.entry(claim.dataset_id).or_default() += 1;
+        }
+        for (dataset, n) in used {
+            tx.execute(
+                "UPDATE jedi_datasets SET nfilesused = COALESCE(nfilesused, 0) + $3, \
+                 status = 'running', modificationtime = $4 \
+                 WHERE jeditaskid = $1 AND datasetid = $2",
+                &[int(task_id), int(dataset), int(n), now.clone()],
+            )
+            .await?;
+        }
+        let mut first = Vec::with_capacity(serials.len());
+        for (dataset, count) in serials {
+            let rows = tx
+                .fetch(
+                    "UPDATE jedi_output_template SET serialnr = COALESCE(serialnr, 1) + $3 \
+                     WHERE jeditaskid = $1 AND datasetid = $2 RETURNING serialnr",
+                    &[int(task_id), int(*dataset), int(*count)],
+                    &[ColumnType::BigInt],
+                )
+                .await?;
+            let next = rows
+                .first()
+                .and_then(|r| r.first())
+                .and_then(Value::as_i64)
+                .ok_or_else(|| {
+                    StoreError::Corrupt(format!("no output template for dataset {dataset}"))
+                })?;
+            first.push((*dataset, next - count));
+        }
+        tx.commit().await?;
+        Ok(Some(first))
+    }
+
+    /// The task's files given to jobs and not yet accounted for.
+    pub async fn running_task_files(&self, task_id: i64) -> Result<Vec<TaskFileSpec>> {
+        let rows = self
+            .query(
+                &format!(
+                    "SELECT {} FROM jedi_dataset_contents WHERE jeditaskid = $1 \
+                     AND status = 'running' ORDER BY fileid",
+                    select_list(TASK_FILE_ATTRIBUTES, "")
+                ),
+                &[int(task_id)],
+                &types(TASK_FILE_ATTRIBUTES),
+            )
+            .await?;
+        records(rows)
+    }
+
+    /// Accounts for ended attempts: each file's status and attempt, its dataset's counters,
+    /// and the output files the finished jobs made (new rows of their datasets).
+    pub async fn record_file_results(
+        &self,
+        task_id: i64,
+        results: &[FileResult],
+        outputs: &[TaskFileSpec],
+    ) -> Result<()> {
+        let mut tx = self.begin(TxMode::Write).await?;
+        let now = Value::Time(Some(time::now()));
+        for result in results {
+            let (status, finished, failed, used) = match result.outcome {
+                FileOutcome::Finished => ("finished", 1, 0, 0),
+                FileOutcome::Retry => ("ready", 0, 0, -1),
+                FileOutcome::Failed => ("failed", 0, 1, 0),
+            };
+            let changed = tx
+                .execute(
+                    "UPDATE jedi_dataset_contents SET status = $4, proc_status = $4, \
+                     attemptnr = COALESCE(attemptnr, 0) + 1, \
+                     failedattempt = COALESCE(failedattempt, 0) + $5 \
+                     WHERE jeditaskid = $1 AND datasetid = $2 AND fileid = $3 \
+                     AND status = 'running'",
+                    &[
+                        int(task_id),
+                        int(result.dataset_id),
+                        int(result.file_id),
+                        text(status),
+                        int(i64::from(result.counts_as_failure && finished == 0)),
+                    ],
+                )
+                .await?;
+            if changed != 1 {
+                continue;
+            }
+            tx.execute(
+                "UPDATE jedi_datasets SET nfilesfinished = COALESCE(nfilesfinished, 0) + $3, \
+                 nfilesfailed = COALESCE(nfilesfailed, 0) + $4, \
+                 nfilesused = COALESCE(nfilesused, 0) + $5, modificationtime = $6 \
+                 WHERE jeditaskid = $1 AND datasetid = $2",
+                &[
+                    int(task_id),
+                    int(result.dataset_id),
+                    int(finished),
+                    int(failed),
+                    int(used),
+                    now.clone(),
+                ],
+            )
+            .await?;
+        }
+        let ids = next_ids(tx.as_mut(), self.dialect(), FILE_ID_SEQUENCE, outputs.len()).await?;
+        for (file, id) in outputs.iter().zip(ids) {
+            let mut file = file.clone();
+            file.set(TaskFileAttr::jediTaskID, int(task_id));
+            file.set(TaskFileAttr::fileID, int(id));
+            file.set(TaskFileAttr::creationDate, now.clone());
+            insert_record(tx.as_mut(), "jedi_dataset_contents", &file).await?;
+            tx.execute(
+                "UPDATE jedi_datasets SET nfiles = COALESCE(nfiles, 0) + 1, \
+                 nfilesfinished = COALESCE(nfilesfinished, 0) + 1, modificationtime = $3 \
+                 WHERE jeditaskid = $1 AND datasetid = $2",
+                &[
+                    int(task_id),
+                    file.get(TaskFileAttr::datasetID).clone(),
+                    now.clone(),
+                ],
+            )
+            .await?;
+        }
+        tx.commit().await
+    }
+
+    /// The task's master-input files by status.
+    pub async fn master_file_counts(&self, task_id: i64) -> Result<FileCounts> {
+        let rows = self
+            .query(
+                "SELECT status, COUNT(*) FROM jedi_dataset_contents WHERE jeditaskid = $1 \
+                 AND type IN ('input', 'pseudo_input') GROUP BY status",
+                &[int(task_id)],
+                &[ColumnType::Text, ColumnType::BigInt],
+            )
+            .await?;
+        let mut counts = FileCounts::default();
+        for row in rows {
+            let n = row[1].as_i64().unwrap_or(0);
+            counts.total += n;
+            match row[0].as_str().unwrap_or("") {
+                "ready" => counts.ready += n,
+                "running" => counts.running += n,
+                "finished" => counts.finished += n,
+                "failed" => counts.failed += n,
+                _ => {}
+            }
+        }
+        Ok(counts)
+    }
+
+    /// Gives failed files of the task `extra` more attempts and makes them `ready` again (a
+    /// retry of the task); returns how many.
+    pub async fn reset_failed_files(&self, task_id: i64, extra: i64) -> Result<u64> {
+        let mut tx = self.begin(TxMode::Write).await?;
+        let reset = tx
+            .execute(
+                "UPDATE jedi_dataset_contents SET status = 'ready', proc_status = 'ready', \
+                 maxattempt = COALESCE(attemptnr, 0) + $2 \
+                 WHERE jeditaskid = $1 AND status = 'failed' \
+                 AND type IN ('input', 'pseudo_input')",
+                &[int(task_id), int(extra)],
+            )
+            .await?;
+        tx.execute(
+            "UPDATE jedi_datasets SET nfilesused = COALESCE(nfilesused, 0) - COALESCE(nfilesfailed, 0), \
+             nfilesfailed = 0 WHERE jeditaskid = $1 AND type IN ('input', 'pseudo_input')",
+            &[int(task_id)],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(reset)
+    }
+}

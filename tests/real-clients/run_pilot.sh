@@ -20,6 +20,11 @@
 #                         of the throwaway certificate; PILOT_TOKEN_ORIGIN is its Origin
 #                         (e.g. atlas.pilot)
 #   X509_CERT_DIR         CA directory the pilot's curl verifies an https server against
+#   PILOT_TRF_PROXY       an HTTP proxy URL for the pilot's transformation download: the
+#                         pilot then fetches the job's real transformation (pilot 3.7 only
+#                         accepts http://pandaserver-doma.cern.ch:25080/trf/user/...; point
+#                         this at the server under test, which answers that absolute URL)
+#                         instead of running jobPars as a command (see below)
 #
 # What the server has to provide:
 #   GET  <PILOT_QUEUEDATA_URL>                  the queue dict (see pilot_queue.json)
@@ -133,11 +138,18 @@ export STORAGEDATA_SERVER_URL=${PILOT_STORAGEDATA_URL:-$SERVER_ROOT/cache/ddmend
 # download when a file named like the trf's basename is already there. So the executable
 # wrapper below (named like a tarball) becomes "./jobO.runpayload.tar.gz <jobPars>".
 # The directory holds nothing else (a pandaJobData file there could be picked up as a job).
-HV=$W/harvester
-rm -rf "$HV" && mkdir -p "$HV" || die "cannot create $HV"
-printf '#!/bin/bash\n# test payload wrapper: run the job parameters as a command\nexec "$@"\n' > "$HV/jobO.runpayload.tar.gz"
-chmod 755 "$HV/jobO.runpayload.tar.gz"
-export HARVESTER_WORKDIR=$HV
+if [ -n "${PILOT_TRF_PROXY:-}" ]; then
+    # The pilot's curl fetches the transformation through the proxy; everything else it
+    # sends goes to loopback directly (no_proxy above).
+    unset HARVESTER_WORKDIR
+    export http_proxy=$PILOT_TRF_PROXY
+else
+    HV=$W/harvester
+    rm -rf "$HV" && mkdir -p "$HV" || die "cannot create $HV"
+    printf '#!/bin/bash\n# test payload wrapper: run the job parameters as a command\nexec "$@"\n' > "$HV/jobO.runpayload.tar.gz"
+    chmod 755 "$HV/jobO.runpayload.tar.gz"
+    export HARVESTER_WORKDIR=$HV
+fi
 
 # --- pilot environment
 # PILOT_NOKILL is mandatory: without it the pilot's kill_orphans() SIGTERM/SIGKILLs the process

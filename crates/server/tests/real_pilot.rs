@@ -8,36 +8,15 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use common::{
-    db_env, install_pandaclient, required, scripts, submit, value_of, Server, Site, TestJob,
+    db_env, install_pandaclient, install_pilot, scripts, submit, value_of, Server, Site, TestJob,
 };
 use panda_core::{ColumnType, JobAttr, JobStatus, Value};
 use panda_store::testing::TestDb;
 use panda_store::{Backend, Store, StoreOptions, TxMode};
-
-/// The unpacked pilot, or `None` (with a note) when it cannot be installed here.
-fn install_pilot() -> Option<PathBuf> {
-    let out = Command::new("bash")
-        .arg(scripts().join("install_pilot.sh"))
-        .output()
-        .expect("run install_pilot.sh");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let last = stdout.lines().last().unwrap_or("").trim().to_string();
-    if out.status.success() && Path::new(&last).join("pilot.py").exists() {
-        return Some(PathBuf::from(last));
-    }
-    let why = format!(
-        "cannot install the pilot: {}{}",
-        stdout,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(!required(), "{why}");
-    eprintln!("note: real-pilot test skipped: {why}");
-    None
-}
 
 fn run_pilot(pilot: &Path, server_url: &str, workdir: &Path) -> i32 {
     let status = Command::new("bash")

@@ -4,8 +4,8 @@
 //! - The report is for another attempt: it is stale and dropped; the job waits for its own.
 //! - The pilot reported `failed`: the job fails with the pilot's error codes.
 //! - The pilot reported `finished`: the file report must be JSON naming every output and log
-//!   file of the job, each with a GUID, a size and a checksum (adler32 or md5), and nothing
-//!   else; then the files take those values and the job finishes. Otherwise the job fails
+//!   file of the job, each with a GUID (or the GUID the job's file already has), a size and
+//!   a checksum (adler32 or md5), and nothing else; then the files take those values and the job finishes. Otherwise the job fails
 //!   with ddmErrorCode 200 (upstream's EC_Adder) and a diagnostic naming the problem.
 //! - A job that was being killed (`commandToPilot = tobekilled`) ends `cancelled` instead of
 //!   `failed`.
@@ -166,8 +166,15 @@ fn check_report(job: &JobSpec, data: &str) -> Result<Vec<panda_core::FileSpec>, 
                 _ => None,
             })
         };
-        let guid =
-            text("guid").ok_or_else(|| Some(format!("no guid for {lfn} in the file report")))?;
+        // The pilot reports an empty GUID for outputs whose GUID the server gave at
+        // generation (task jobs); the stored one stands. A file with neither is refused.
+        let stored = file
+            .get_str(FileAttr::GUID)
+            .filter(|g| !g.is_empty() && *g != "NULL")
+            .map(str::to_string);
+        let guid = text("guid")
+            .or(stored)
+            .ok_or_else(|| Some(format!("no guid for {lfn} in the file report")))?;
         let size = text("fsize")
             .and_then(|s| s.parse::<i64>().ok())
             .ok_or_else(|| Some(format!("no valid fsize for {lfn} in the file report")))?;

@@ -1,0 +1,402 @@
+//! User analysis end to end with the real clients from PyPI: `prun` (panda-client 2.2.0)
+//! uploads its sandbox and submits a task, the daemon's task processing turns it into three
+//! jobs, three real pilots (3.7.0.36) fetch this server's runGen, which fetches the sandbox
+//! from `/cache/`, run them and stage the logs and outputs to a local storage element, and
+//! `pbook show` reports the task `done`, 100 %.
+//!
+//! The pilot only downloads transformations from a hard-coded base URL
+//! (`http://pandaserver-doma.cern.ch:25080/trf/user`), so the task's transformation is
+//! configured there (`wn_script_base_url`) and the pilot's curl is sent through the server
+//! under test as its HTTP proxy (`PILOT_TRF_PROXY`); the server answers the absolute URL from
+//! its own `/trf/`.
+//!
+//! Skipped with a note when the clients cannot be installed, unless `CI` is set or
+//! `PANDA_REQUIRE_REAL_CLIENTS=1`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::{db_env, install_pandaclient, install_pilot, scripts, Server, Site, TokenIssuer};
+use panda_core::{ColumnType, TaskAttr, Value};
+use panda_store::testing::TestDb;
+use panda_store::{Backend, Store, StoreOptions, TxMode};
+
+/// The pilot's hard-coded transformation base, which the test maps to the server.
+const PILOT_TRF_BASE: &str = "http://pandaserver-doma.cern.ch:25080";
+
+/// An analysis queue whose pilot moves outputs to their final place on the local SE.
+fn analysis_queue() -> String {
+    serde_json::json!({"ANALY_TEST": {
+        "nickname": "ANALY_TEST", "panda_resource": "ANALY_TEST", "atlas_site": "TEST_SITE",
+        "type": "analysis", "status": "online", "state": "ACTIVE",
+        "copytools": {"mv": {"setup": ""}},
+        "acopytools": {"pr": ["mv"], "pw": ["mv"], "pl": ["mv"]},
+        "astorages": {"pr": ["TEST_DISK"], "pw": ["TEST_DISK"], "pl": ["TEST_DISK"]},
+        "maxwdir": 10000, "maxrss": 4000, "maxtime": 3600, "corecount": 1, "timefloor": 0,
+        "is_cvmfs": false, "container_type": "", "container_options": "",
+        "catchall": "mv_final_destination", "params": {}
+    }})
+    .to_string()
+}
+
+struct Analysis {
+    db: TestDb,
+    site: Site,
+    server: Server,
+    issuer: TokenIssuer,
+    se: PathBuf,
+}
+
+fn start() -> Analysis {
+    let db = TestDb::new(Backend::Sqlite);
+    let site = Site::new();
+    let se = site.dir.path().join("se");
+    let made = Command::new("python3")
+        .arg(scripts().join("make_ddmendpoints.py"))
+        .arg(site.dir.path().join("cache/ddmendpoints.json"))
+        .arg(&se)
+        .arg("TEST_DISK")
+        .arg("TEST_SITE")
+        .status()
+        .expect("make_ddmendpoints.py");
+    assert!(made.success());
+    let queues = site.dir.path().join("analysis_queue.json");
+    std::fs::write(&queues, analysis_queue()).expect("queues");
+    let trf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/trf/user/runGen-00-00-02");
+    std::fs::copy(&trf, site.dir.path().join("trf/user/runGen-00-00-02")).expect("runGen");
+    let issuer = TokenIssuer::new("atlas");
+    let mut env = db_env(&db);
+    env.extend(site.env());
+    env.extend(issuer.env());
+    env.push((
+        "PANDA_QUEUE_CONFIG_FILE".into(),
+        queues.display().to_string(),
+    ));
+    env.push(("PANDA_WN_SCRIPT_BASE_URL".into(), PILOT_TRF_BASE.into()));
+    let every = |s: u32| format!(r#"{{"period": {s}}}"#);
+    env.push((
+        "PANDA_DAEMON_CONFIG".into(),
+        format!(
+            r#"{{"task_refiner": {}, "contents_feeder": {}, "job_generator": {}, "add_main": {}, "post_processor": {}}}"#,
+            every(1),
+            every(1),
+            every(1),
+            every(1),
+            every(2)
+        ),
+    ));
+    let server = Server::start(&[], &env);
+    Analysis {
+        db,
+        site,
+        server,
+        issuer,
+        se,
+    }
+}
+
+impl Analysis {
+    /// Runs panda-client's python as the user "Test user" (nickname `testuser`), in `dir`.
+    fn client(&self, python: &str, dir: &Path, args: &[&str]) -> Output {
+        let api = format!("{}/server/panda", self.server.base_url);
+        let token = self
+            .issuer
+            .sign(&self.issuer.claims("Test user", &["atlas"]));
+        Command::new(python)
+            .args(args)
+            .current_dir(dir)
+            .env("PANDA_URL_SSL", &api)
+            .env("PANDA_URL", &api)
+            .env("PANDACACHE_URL", &api)
+            .env("PANDA_BEHIND_REAL_LB", "1")
+            .env("PANDA_VERIFY_HOST", "off")
+            .env(
+                "PANDA_CONFIG_ROOT",
+                self.site.dir.path().join("pandaconfig"),
+            )
+            .env("PANDA_AUTH", "oidc")
+            .env("PANDA_AUTH_VO", "atlas")
+            .env("PANDA_AUTH_ID_TOKEN", token)
+            .env_remove("X509_USER_PROXY")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("python")
+    }
+}
+
+/// One real pilot at ANALY_TEST for user jobs, its transformation fetched through the server.
+fn run_pilot(pilot: &Path, server_url: &str, work: &Path) -> (i32, String) {
+    let status = Command::new("bash")
+        .arg(scripts().join("run_pilot.sh"))
+        .env("PANDA_SERVER_URL", server_url)
+        .env("PILOT_QUEUE", "ANALY_TEST")
+        .env("PILOT_LABEL", "user")
+        .env("PILOT_WORKDIR", work)
+        .env("PILOT_DIR", pilot)
+        .env("PILOT_TIMEOUT", "240")
+        .env("PILOT_NOKILL", "1")
+        .env("PILOT_TRF_PROXY", server_url)
+        .status()
+        .expect("run_pilot.sh");
+    let output = std::fs::read_to_string(work.join("pilot.out")).unwrap_or_default();
+    (status.code().unwrap_or(-1), output)
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+async fn task_status(store: &Store, id: i64) -> String {
+    store
+        .get_task(id)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|t| t.get_str(TaskAttr::status).map(str::to_string))
+        .unwrap_or_default()
+}
+
+async fn wait_for_status(store: &Store, id: i64, wanted: &str, seconds: u64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    loop {
+        let status = task_status(store, id).await;
+        if status == wanted || Instant::now() > deadline {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+async fn texts(store: &Store, sql: &str, id: i64, columns: &[ColumnType]) -> Vec<Vec<String>> {
+    let mut tx = store.begin(TxMode::Read).await.expect("tx");
+    let rows = tx
+        .fetch(sql, &[Value::Int(Some(id))], columns)
+        .await
+        .expect("query");
+    rows.into_iter()
+        .map(|r| r.iter().map(Value::render).collect())
+        .collect()
+}
+
+/// Where the pilot's `mv` copytool puts a file with `mv_final_destination`: the scope's
+/// fields as directories, then two levels from the MD5 of `scope:lfn`.
+fn se_path(se: &Path, scope: &str, lfn: &str) -> PathBuf {
+    let digest = openssl::hash::hash(
+        openssl::hash::MessageDigest::md5(),
+        format!("{scope}:{lfn}").as_bytes(),
+    )
+    .expect("md5");
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    let mut path = se.to_path_buf();
+    path.extend(scope.split('.'));
+    path.join(&hex[0..2]).join(&hex[2..4]).join(lfn)
+}
+
+#[tokio::test]
+async fn prun_the_pilot_and_pbook_take_a_task_to_done() {
+    let Some(python) = install_pandaclient() else {
+        return;
+    };
+    let Some(pilot) = install_pilot() else { return };
+    let a = start();
+    let store = Store::open(&a.db.config, StoreOptions::default())
+        .await
+        .expect("open");
+
+    // The user's work area: what prun packs into the sandbox.
+    let area = a.site.dir.path().join("workarea");
+    std::fs::create_dir_all(&area).expect("area");
+    let marker = format!("sandbox marker {}\n", std::process::id());
+    std::fs::write(area.join("marker.txt"), &marker).expect("marker");
+    let prun = "from pandaclient.PrunScript import main; main()";
+    let submitted = a.client(
+        &python,
+        &area,
+        &[
+            "-u",
+            "-W",
+            "ignore",
+            "-c",
+            prun,
+            "--exec",
+            "cat marker.txt > out.txt",
+            "--outDS",
+            "user.testuser.t1",
+            "--nJobs",
+            "3",
+            "--noBuild",
+            "--outputs",
+            "out.txt",
+        ],
+    );
+    let said = text(&submitted);
+    let id: i64 = said
+        .split("succeeded. new jediTaskID=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("prun did not submit: {said}"));
+
+    // The sandbox under /cache/ is what prun packed: it holds the marker, byte for byte.
+    let sandboxes: Vec<PathBuf> = std::fs::read_dir(a.site.dir.path().join("cache"))
+        .expect("cache")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("jobO."))
+        })
+        .collect();
+    assert_eq!(sandboxes.len(), 1, "{sandboxes:?}");
+    let name = sandboxes[0].file_name().expect("name").to_string_lossy();
+    let served = reqwest::get(a.server.url(&format!("/cache/{name}")))
+        .await
+        .expect("get")
+        .bytes()
+        .await
+        .expect("bytes");
+    let copy = a.site.dir.path().join("served.tar.gz");
+    std::fs::write(&copy, &served).expect("copy");
+    let listing = Command::new("tar")
+        .arg("-tzf")
+        .arg(&copy)
+        .output()
+        .expect("tar");
+    let member = String::from_utf8_lossy(&listing.stdout)
+        .lines()
+        .find(|l| l.ends_with("marker.txt"))
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("no marker in the sandbox: {}", text(&listing)));
+    let unpacked = Command::new("tar")
+        .arg("-xzOf")
+        .arg(&copy)
+        .arg(&member)
+        .output()
+        .expect("tar");
+    let packed = Some(String::from_utf8_lossy(&unpacked.stdout).into_owned());
+    assert_eq!(packed.as_deref(), Some(marker.as_str()));
+
+    assert_eq!(
+        wait_for_status(&store, id, "running", 60).await,
+        "running",
+        "task processing did not generate the jobs"
+    );
+    let runs: Vec<(i32, String)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = ["pilot-1", "pilot-2", "pilot-3"]
+            .iter()
+            .map(|name| {
+                let work = a.site.dir.path().join(name);
+                let (url, pilot) = (&a.server.base_url, &pilot);
+                scope.spawn(move || run_pilot(pilot, url, &work))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("pilot thread"))
+            .collect()
+    });
+    for (rc, output) in &runs {
+        assert_eq!(*rc, 0, "pilot output:\n{output}");
+    }
+    let status = wait_for_status(&store, id, "done", 90).await;
+    let mut talk: Vec<String> = runs
+        .iter()
+        .flat_map(|(_, out)| {
+            out.lines()
+                .filter(|l| {
+                    ["ERROR", "WARNING", "curl", "payload", "exit"]
+                        .iter()
+                        .any(|k| l.contains(k))
+                })
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let mut jobs_said = Vec::new();
+    for table in ["jobsactive4", "jobsarchived4"] {
+        jobs_said.extend(
+            texts(
+                &store,
+                &format!(
+                    "SELECT pandaid, jobstatus, ddmerrordiag, piloterrordiag, superrordiag \
+                     FROM {table} WHERE jeditaskid = $1"
+                ),
+                id,
+                &[
+                    ColumnType::BigInt,
+                    ColumnType::Text,
+                    ColumnType::Text,
+                    ColumnType::Text,
+                    ColumnType::Text,
+                ],
+            )
+            .await,
+        );
+    }
+    talk.push(format!("status {status}; jobs {jobs_said:?}"));
+    let server_said: Vec<String> = a.server.lines_after(Duration::from_millis(100));
+    assert_eq!(
+        status,
+        "done",
+        "pilots:\n{}\nserver:\n{}",
+        talk.join("\n"),
+        server_said
+            .iter()
+            .filter(|l| l.contains("jedi")
+                || l.contains("adder")
+                || l.contains("ERROR")
+                || l.contains("WARN"))
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+
+    let pbook = "import sys, pandaclient.PBookScript as p; sys.argv[0] = 'pbook'; p.main()";
+    let shown = a.client(&python, &area, &["-c", pbook, "show", &id.to_string()]);
+    let shown = text(&shown);
+    assert!(shown.contains("done") && shown.contains("100%"), "{shown}");
+
+    // Logs and outputs: on the SE where the pilot put them, with JEDI's names, and the
+    // outputs registered in their dataset with the size and checksum the pilot reported.
+    let files = texts(
+        &store,
+        "SELECT c.lfn, c.scope, c.fsize, c.checksum, d.type FROM jedi_dataset_contents c \
+         JOIN jedi_datasets d ON d.jeditaskid = c.jeditaskid AND d.datasetid = c.datasetid \
+         WHERE c.jeditaskid = $1 AND d.type IN ('log', 'output') ORDER BY c.lfn",
+        id,
+        &[
+            ColumnType::Text,
+            ColumnType::Text,
+            ColumnType::BigInt,
+            ColumnType::Text,
+            ColumnType::Text,
+        ],
+    )
+    .await;
+    assert_eq!(files.len(), 6, "{files:?}");
+    for serial in 1..=3 {
+        let log = format!("user.testuser.t1.log.{id}.{serial:06}.log.tgz");
+        let out = format!("user.testuser.{id}._{serial:06}.out.txt");
+        for lfn in [&log, &out] {
+            let row = files
+                .iter()
+                .find(|r| &r[0] == lfn)
+                .unwrap_or_else(|| panic!("{lfn} not registered: {files:?}"));
+            assert_eq!(row[1], "user.testuser");
+            let path = se_path(&a.se, &row[1], lfn);
+            let size = std::fs::metadata(&path)
+                .unwrap_or_else(|e| panic!("{} on the SE: {e}", path.display()))
+                .len();
+            assert_eq!(row[2], size.to_string(), "{lfn}");
+            assert!(row[3].starts_with("ad:"), "{row:?}");
+        }
+        let out = std::fs::read_to_string(se_path(&a.se, "user.testuser", &out)).expect("out");
+        assert_eq!(out, marker, "the payload ran in the unpacked sandbox");
+    }
+}

@@ -47,7 +47,16 @@ struct Analysis {
     site: Site,
     server: Server,
     issuer: TokenIssuer,
+    pki: common::pki::GridPki,
     se: PathBuf,
+}
+
+/// How the user authenticates.
+enum Auth {
+    /// An OIDC token (`PANDA_AUTH=oidc`), over HTTP in local mode.
+    Token,
+    /// An X.509 VOMS proxy with the nickname attribute (this file), over HTTPS.
+    Proxy(PathBuf),
 }
 
 fn start() -> Analysis {
@@ -68,9 +77,11 @@ fn start() -> Analysis {
     let trf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/trf/user/runGen-00-00-02");
     std::fs::copy(&trf, site.dir.path().join("trf/user/runGen-00-00-02")).expect("runGen");
     let issuer = TokenIssuer::new("atlas");
+    let pki = common::pki::GridPki::new();
     let mut env = db_env(&db);
     env.extend(site.env());
     env.extend(issuer.env());
+    env.extend(pki.env());
     env.push((
         "PANDA_QUEUE_CONFIG_FILE".into(),
         queues.display().to_string(),
@@ -94,41 +105,78 @@ fn start() -> Analysis {
         site,
         server,
         issuer,
+        pki,
         se,
     }
 }
 
 impl Analysis {
-    /// Runs panda-client's python as the user "Test user" (nickname `testuser`), in `dir`.
-    fn client(&self, python: &str, dir: &Path, args: &[&str]) -> Output {
-        let api = format!("{}/server/panda", self.server.base_url);
-        let token = self
-            .issuer
-            .sign(&self.issuer.claims("Test user", &["atlas"]));
-        Command::new(python)
+    /// Runs panda-client's python as the user (nickname `testuser`), in `dir`.
+    fn client(&self, python: &str, auth: &Auth, dir: &Path, args: &[&str]) -> Output {
+        let base = match auth {
+            Auth::Token => self.server.base_url.clone(),
+            Auth::Proxy(_) => self.server.https_url(),
+        };
+        let api = format!("{base}/server/panda");
+        let mut command = Command::new(python);
+        command
             .args(args)
             .current_dir(dir)
             .env("PANDA_URL_SSL", &api)
             .env("PANDA_URL", &api)
             .env("PANDACACHE_URL", &api)
             .env("PANDA_BEHIND_REAL_LB", "1")
-            .env("PANDA_VERIFY_HOST", "off")
             .env(
                 "PANDA_CONFIG_ROOT",
                 self.site.dir.path().join("pandaconfig"),
             )
-            .env("PANDA_AUTH", "oidc")
-            .env("PANDA_AUTH_VO", "atlas")
-            .env("PANDA_AUTH_ID_TOKEN", token)
-            .env_remove("X509_USER_PROXY")
-            .stdin(std::process::Stdio::null())
-            .output()
-            .expect("python")
+            .stdin(std::process::Stdio::null());
+        match auth {
+            Auth::Token => {
+                let token = self
+                    .issuer
+                    .sign(&self.issuer.claims("Test user", &["atlas"]));
+                command
+                    .env("PANDA_VERIFY_HOST", "off")
+                    .env("PANDA_AUTH", "oidc")
+                    .env("PANDA_AUTH_VO", "atlas")
+                    .env("PANDA_AUTH_ID_TOKEN", token)
+                    .env_remove("X509_USER_PROXY");
+            }
+            Auth::Proxy(proxy) => {
+                command
+                    .env("X509_USER_PROXY", proxy)
+                    .env("X509_CERT_DIR", self.pki.path("certificates"))
+                    .env("X509_VOMS_DIR", self.pki.path("vomsdir"))
+                    .env_remove("PANDA_VERIFY_HOST")
+                    .env_remove("PANDA_AUTH");
+            }
+        }
+        command.output().expect("python")
+    }
+
+    /// A VOMS proxy of "Proxy User" with the nickname `testuser`, or `None` without
+    /// voms-proxy-fake.
+    fn voms_proxy(&self) -> Option<PathBuf> {
+        let user = self.pki.user("Proxy User");
+        let proxy =
+            self.pki
+                .voms_proxy_with(&user, "atlas", &["/atlas"], &["nickname=testuser"], None)?;
+        let mut pem = proxy.cert.to_pem().expect("pem");
+        pem.extend(proxy.key.private_key_to_pem_pkcs8().expect("key"));
+        for cert in &proxy.chain {
+            pem.extend(cert.to_pem().expect("pem"));
+        }
+        let path = self.site.dir.path().join("user.proxy");
+        std::fs::write(&path, pem).expect("proxy file");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        Some(path)
     }
 }
 
 /// One real pilot at ANALY_TEST for user jobs, its transformation fetched through the server.
-fn run_pilot(pilot: &Path, server_url: &str, work: &Path) -> (i32, String) {
+fn run_pilot(pilot: &Path, server_url: &str, cadir: &Path, work: &Path) -> (i32, String) {
     let status = Command::new("bash")
         .arg(scripts().join("run_pilot.sh"))
         .env("PANDA_SERVER_URL", server_url)
@@ -139,6 +187,7 @@ fn run_pilot(pilot: &Path, server_url: &str, work: &Path) -> (i32, String) {
         .env("PILOT_TIMEOUT", "240")
         .env("PILOT_NOKILL", "1")
         .env("PILOT_TRF_PROXY", server_url)
+        .env("X509_CERT_DIR", cadir)
         .status()
         .expect("run_pilot.sh");
     let output = std::fs::read_to_string(work.join("pilot.out")).unwrap_or_default();
@@ -199,13 +248,9 @@ fn se_path(se: &Path, scope: &str, lfn: &str) -> PathBuf {
     path.join(&hex[0..2]).join(&hex[2..4]).join(lfn)
 }
 
-#[tokio::test]
-async fn prun_the_pilot_and_pbook_take_a_task_to_done() {
-    let Some(python) = install_pandaclient() else {
-        return;
-    };
-    let Some(pilot) = install_pilot() else { return };
-    let a = start();
+/// prun submits a task of `jobs` jobs with one output, `jobs` pilots run them, pbook shows
+/// it done; the sandbox, the logs and the outputs are where they belong.
+async fn analysis_to_done(python: &str, pilot: &Path, a: &Analysis, auth: &Auth, jobs: usize) {
     let store = Store::open(&a.db.config, StoreOptions::default())
         .await
         .expect("open");
@@ -216,8 +261,10 @@ async fn prun_the_pilot_and_pbook_take_a_task_to_done() {
     let marker = format!("sandbox marker {}\n", std::process::id());
     std::fs::write(area.join("marker.txt"), &marker).expect("marker");
     let prun = "from pandaclient.PrunScript import main; main()";
+    let n_jobs = jobs.to_string();
     let submitted = a.client(
-        &python,
+        python,
+        auth,
         &area,
         &[
             "-u",
@@ -230,7 +277,7 @@ async fn prun_the_pilot_and_pbook_take_a_task_to_done() {
             "--outDS",
             "user.testuser.t1",
             "--nJobs",
-            "3",
+            &n_jobs,
             "--noBuild",
             "--outputs",
             "out.txt",
@@ -288,12 +335,11 @@ async fn prun_the_pilot_and_pbook_take_a_task_to_done() {
         "task processing did not generate the jobs"
     );
     let runs: Vec<(i32, String)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = ["pilot-1", "pilot-2", "pilot-3"]
-            .iter()
-            .map(|name| {
-                let work = a.site.dir.path().join(name);
-                let (url, pilot) = (&a.server.base_url, &pilot);
-                scope.spawn(move || run_pilot(pilot, url, &work))
+        let handles: Vec<_> = (1..=jobs)
+            .map(|n| {
+                let work = a.site.dir.path().join(format!("pilot-{n}"));
+                let (url, cadir) = (&a.server.base_url, a.pki.path("certificates"));
+                scope.spawn(move || run_pilot(pilot, url, &cadir, &work))
             })
             .collect();
         handles
@@ -358,7 +404,7 @@ async fn prun_the_pilot_and_pbook_take_a_task_to_done() {
     );
 
     let pbook = "import sys, pandaclient.PBookScript as p; sys.argv[0] = 'pbook'; p.main()";
-    let shown = a.client(&python, &area, &["-c", pbook, "show", &id.to_string()]);
+    let shown = a.client(python, auth, &area, &["-c", pbook, "show", &id.to_string()]);
     let shown = text(&shown);
     assert!(shown.contains("done") && shown.contains("100%"), "{shown}");
 
@@ -379,8 +425,8 @@ async fn prun_the_pilot_and_pbook_take_a_task_to_done() {
         ],
     )
     .await;
-    assert_eq!(files.len(), 6, "{files:?}");
-    for serial in 1..=3 {
+    assert_eq!(files.len(), 2 * jobs, "{files:?}");
+    for serial in 1..=jobs {
         let log = format!("user.testuser.t1.log.{id}.{serial:06}.log.tgz");
         let out = format!("user.testuser.{id}._{serial:06}.out.txt");
         for lfn in [&log, &out] {
@@ -399,4 +445,32 @@ async fn prun_the_pilot_and_pbook_take_a_task_to_done() {
         let out = std::fs::read_to_string(se_path(&a.se, "user.testuser", &out)).expect("out");
         assert_eq!(out, marker, "the payload ran in the unpacked sandbox");
     }
+}
+
+#[tokio::test]
+async fn prun_the_pilot_and_pbook_take_a_task_to_done_with_a_token() {
+    let Some(python) = install_pandaclient() else {
+        return;
+    };
+    let Some(pilot) = install_pilot() else { return };
+    let a = start();
+    analysis_to_done(&python, &pilot, &a, &Auth::Token, 3).await;
+}
+
+#[tokio::test]
+async fn prun_the_pilot_and_pbook_take_a_task_to_done_with_a_voms_proxy_over_https() {
+    let Some(python) = install_pandaclient() else {
+        return;
+    };
+    let Some(pilot) = install_pilot() else { return };
+    let a = start();
+    let Some(proxy) = a.voms_proxy() else {
+        assert!(
+            !common::required(),
+            "voms-proxy-fake is needed (apt-get install voms-clients)"
+        );
+        eprintln!("note: skipped: voms-proxy-fake is not installed");
+        return;
+    };
+    analysis_to_done(&python, &pilot, &a, &Auth::Proxy(proxy), 1).await;
 }

@@ -424,6 +424,19 @@ impl GridPki {
         fqans: &[&str],
         voms: Option<&Credential>,
     ) -> Option<Credential> {
+        self.voms_proxy_with(user, vo, fqans, &[], voms)
+    }
+
+    /// A VOMS proxy as [`GridPki::voms_proxy_of_vo`] whose AC also carries generic
+    /// attributes (`nickname=tester:atlas`, as `voms-proxy-fake -ga` takes them).
+    pub fn voms_proxy_with(
+        &self,
+        user: &Credential,
+        vo: &str,
+        fqans: &[&str],
+        attributes: &[&str],
+        voms: Option<&Credential>,
+    ) -> Option<Credential> {
         let trusted;
         let voms = match voms {
             Some(v) => v,
@@ -458,6 +471,9 @@ impl GridPki {
             ]);
         for fqan in fqans {
             command.args(["-fqan", fqan]);
+        }
+        for attribute in attributes {
+            command.args(["-ga", attribute]);
         }
         let out = match command.output() {
             Ok(out) => out,

@@ -339,3 +339,41 @@ async fn malformed_parameters_break_the_task_with_the_reason() {
     }
     assert!(step(&stack, "job_generator").contains("jobs=0"));
 }
+
+#[tokio::test]
+async fn a_killed_task_tells_its_running_pilot_and_ends_aborted() {
+    for backend in backends() {
+        let stack = Stack::start(backend, &["httpd"], &[]).await;
+        let id = submit_task(&stack, task_parameters("t5", 2, 3)).await;
+        for name in ["task_refiner", "contents_feeder", "job_generator"] {
+            step(&stack, name);
+        }
+        let running = take_job(&stack).await.expect("a job");
+        let killed = post(&stack, "/api/v1/task/kill", json!({"task_id": id})).await;
+        assert_eq!(killed["success"], true, "{killed}");
+        assert_eq!(task_status(&stack.store, id).await, "aborting");
+        // The pilot hears of it on its next heartbeat.
+        let panda_id = running["PandaID"].as_i64().expect("PandaID");
+        let beat = common::update_job(
+            &stack.server,
+            json!({"jobId": panda_id.to_string(), "state": "running", "attemptNr": 0}),
+        )
+        .await;
+        assert_eq!(
+            beat.get("command").map(String::as_str),
+            Some("tobekilled"),
+            "{beat:?}"
+        );
+        report(&stack, &running, false).await;
+        step(&stack, "add_main");
+        step(&stack, "post_processor");
+        assert_eq!(
+            task_status(&stack.store, id).await,
+            "aborted",
+            "{backend:?}"
+        );
+        // Nothing is generated for a killed task, and nothing is left to a pilot.
+        assert!(step(&stack, "job_generator").contains("jobs=0"));
+        assert!(take_job(&stack).await.is_none());
+    }
+}

@@ -474,3 +474,93 @@ async fn prun_the_pilot_and_pbook_take_a_task_to_done_with_a_voms_proxy_over_htt
     };
     analysis_to_done(&python, &pilot, &a, &Auth::Proxy(proxy), 1).await;
 }
+
+/// A payload that fails: its one attempt (`--maxAttempt 1`) fails, the task ends `failed`;
+/// once the cause is gone, `pbook retry` gives the file a new attempt, which a pilot runs,
+/// and the task ends `done`.
+#[tokio::test]
+async fn a_failing_payload_fails_the_task_and_pbook_retry_runs_it_again() {
+    let Some(python) = install_pandaclient() else {
+        return;
+    };
+    let Some(pilot) = install_pilot() else { return };
+    let a = start();
+    let store = Store::open(&a.db.config, StoreOptions::default())
+        .await
+        .expect("open");
+    let area = a.site.dir.path().join("workarea");
+    std::fs::create_dir_all(&area).expect("area");
+    let flag = a.site.dir.path().join("the-cause-is-gone");
+    let exec = format!("test -f {}", flag.display());
+    let prun = "from pandaclient.PrunScript import main; main()";
+    let submitted = a.client(
+        &python,
+        &Auth::Token,
+        &area,
+        &[
+            "-u",
+            "-W",
+            "ignore",
+            "-c",
+            prun,
+            "--exec",
+            &exec,
+            "--outDS",
+            "user.testuser.fails",
+            "--nJobs",
+            "1",
+            "--noBuild",
+            "--maxAttempt",
+            "1",
+        ],
+    );
+    let said = text(&submitted);
+    let id: i64 = said
+        .split("succeeded. new jediTaskID=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("prun did not submit: {said}"));
+    let cadir = a.pki.path("certificates");
+    assert_eq!(wait_for_status(&store, id, "running", 60).await, "running");
+    let (rc, output) = run_pilot(
+        &pilot,
+        &a.server.base_url,
+        &cadir,
+        &a.site.dir.path().join("p1"),
+    );
+    assert_eq!(rc, 0, "{output}");
+    assert_eq!(
+        wait_for_status(&store, id, "failed", 60).await,
+        "failed",
+        "one attempt, failed"
+    );
+    let first = store.task_job_ids(id).await.expect("ids");
+    assert_eq!(first.len(), 1);
+    let job = store.get_job(first[0]).await.expect("read").expect("job");
+    assert_eq!(job.status(), Some(panda_core::JobStatus::Failed));
+    assert_ne!(job.get_str(panda_core::JobAttr::transExitCode), Some("0"));
+
+    std::fs::write(&flag, "").expect("flag");
+    let pbook = "import sys, pandaclient.PBookScript as p; sys.argv[0] = 'pbook'; p.main()";
+    let retried = a.client(
+        &python,
+        &Auth::Token,
+        &area,
+        &["-c", pbook, "retry", &id.to_string()],
+    );
+    assert!(retried.status.success(), "{}", text(&retried));
+    assert_eq!(wait_for_status(&store, id, "running", 60).await, "running");
+    let (rc, output) = run_pilot(
+        &pilot,
+        &a.server.base_url,
+        &cadir,
+        &a.site.dir.path().join("p2"),
+    );
+    assert_eq!(rc, 0, "{output}");
+    assert_eq!(wait_for_status(&store, id, "done", 60).await, "done");
+    let all = store.task_job_ids(id).await.expect("ids");
+    assert_eq!(all.len(), 2, "one new attempt: {all:?}");
+    let second = store.get_job(all[1]).await.expect("read").expect("job");
+    assert_eq!(second.get_i64(panda_core::JobAttr::attemptNr), Some(1));
+}

@@ -73,6 +73,11 @@ for dir in /var/log/panda /var/log/panda/pandacache /var/trf /var/lib/panda; do
     install -d -m 755 "$DESTDIR$dir"
     own "$DESTDIR$dir"
 done
+# The user transformations workers fetch from /trf/user/ (runGen for prun's tasks); root's,
+# readable by all, so the service cannot change what every job runs.
+for trf in "$HERE"/trf/user/*; do
+    install -D -m 755 "$trf" "$DESTDIR/var/trf/user/$(basename "$trf")"
+done
 
 echo "installed panda-server into ${DESTDIR:-/} (prefix $PREFIX)"
 if [ -z "$DESTDIR" ]; then

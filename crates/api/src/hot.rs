@@ -56,3 +56,20 @@ pub fn encode_job_description(job: &JobSpec) -> String {
 pub fn decode_v1_args(body: &[u8], query: &str) -> usize {
     crate::v1::fuzz_decode(body, query)
 }
+
+/// Refines task parameters as `task/submit` would receive them (a JSON object) the way the
+/// task refiner does, and splits them into pseudo files; returns the number of files, or why
+/// the parameters are refused. The fuzz target of task refinement.
+pub fn refine_task_parameters(body: &[u8]) -> Result<usize, String> {
+    use panda_service::task_processing::{pseudo_files, refine};
+    let limits = crate::Limits::default();
+    let params = match crate::body::parse_json(body, &limits) {
+        Ok(serde_json::Value::Object(map)) => map,
+        Ok(_) => return Err("not an object".into()),
+        Err(e) => return Err(e.message()),
+    };
+    let task = panda_core::TaskSpec::new();
+    let refined = refine(&task, &params, "http://localhost:25080")?;
+    let files = pseudo_files(&params)?;
+    Ok(files.len() + refined.datasets.len())
+}

@@ -10,6 +10,7 @@
 //!   open; reports both, and isAlive's latency in each.
 
 mod abuse;
+mod tasks;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -120,6 +121,19 @@ enum Mode {
         /// Odd requests (percent-spelled names, unknown methods) per second.
         #[arg(long, default_value_t = 200.0)]
         flood_rate: f64,
+    },
+    /// One noInput task of `jobs` jobs: generation rate, pbook's listing, post-processing.
+    Tasks {
+        #[arg(long, default_value_t = 10000)]
+        jobs: usize,
+        /// Jobs simulated pilots finish afterwards (0: none).
+        #[arg(long, default_value_t = 0)]
+        finish: usize,
+        #[arg(long, default_value_t = 32)]
+        pilots: usize,
+        /// An online analysis queue.
+        #[arg(long, default_value = "ANALY_QUEUE")]
+        site: String,
     },
     /// Clients calling the health endpoint.
     Alive {
@@ -614,6 +628,15 @@ async fn main() -> anyhow::Result<()> {
             );
             store.close().await;
             return Ok(());
+        }
+        Mode::Tasks {
+            jobs,
+            finish,
+            pilots,
+            site,
+        } => {
+            started = Instant::now();
+            tasks::run(&client, &cli.url, &site, jobs, finish.min(jobs), pilots).await?;
         }
         Mode::Pilots {
             pilots,

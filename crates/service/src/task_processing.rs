@@ -44,7 +44,7 @@ use crate::error::ServiceError;
 use crate::JobService;
 
 /// Most files (and so jobs) one task may have.
-pub const MAX_TASK_FILES: i64 = 1_000_000;
+pub const MAX_TASK_FILES: i64 = 200_000;
 /// A file whose job cannot be found this long after it was given out counts as a failed
 /// attempt (the generator stopped between claiming files and storing the jobs).
 const LOST_JOB_MINUTES: i64 = 10;
@@ -926,7 +926,7 @@ mod tests {
             .expect_err("refused")
             .contains("input datasets"));
         let mut params = nobuild_params();
-        params.insert("nEvents".into(), json!(5_000_001));
+        params.insert("nEvents".into(), json!(200_001));
         assert!(pseudo_files(&params)
             .expect_err("refused")
             .contains("at most"));

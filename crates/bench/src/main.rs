@@ -637,6 +637,7 @@ async fn main() -> anyhow::Result<()> {
         } => {
             started = Instant::now();
             tasks::run(&client, &cli.url, &site, jobs, finish.min(jobs), pilots).await?;
+            println!("whole run: {:.2}s", started.elapsed().as_secs_f64());
         }
         Mode::Pilots {
             pilots,

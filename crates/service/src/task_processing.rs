@@ -31,8 +31,8 @@ use std::collections::HashMap;
 
 use panda_core::identity::Identity;
 use panda_core::{
-    time, DatasetAttr, DatasetSpec, FileAttr, FileSpec, JobAttr, JobSpec, JobTable, TaskAttr,
-    TaskFileAttr, TaskFileSpec, TaskSpec, Value,
+    time, DatasetAttr, DatasetSpec, FileAttr, FileSpec, JobAttr, JobSpec, TaskAttr, TaskFileAttr,
+    TaskFileSpec, TaskSpec, Value,
 };
 use panda_store::{
     ports, Decision, FileClaim, FileOutcome, FileResult, NewDataset, OutputTemplate, RefinedTask,
@@ -48,6 +48,22 @@ pub const MAX_TASK_FILES: i64 = 200_000;
 /// A file whose job cannot be found this long after it was given out counts as a failed
 /// attempt (the generator stopped between claiming files and storing the jobs).
 const LOST_JOB_MINUTES: i64 = 10;
+/// How often this process looks for such files (the look is a scan of running files).
+const LOST_CHECK_SECONDS: i64 = 300;
+/// Ended attempts of one task accounted for per post-processing run.
+const FILES_PER_RUN: i64 = 10_000;
+
+/// Whether this process should look for lost files now (once per [`LOST_CHECK_SECONDS`]).
+fn lost_check_due() -> bool {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    static LAST: AtomicI64 = AtomicI64::new(0);
+    let now = time::now().and_utc().timestamp();
+    let last = LAST.load(Ordering::Relaxed);
+    now - last >= LOST_CHECK_SECONDS
+        && LAST
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+}
 /// Attempts of a user task's files unless the task says otherwise (upstream's default).
 const DEFAULT_MAX_ATTEMPT: i64 = 10;
 const DEFAULT_MAX_FAILURE: i64 = 3;
@@ -546,33 +562,6 @@ pub fn final_status(finished: i64, total: i64) -> &'static str {
     }
 }
 
-/// The output and log files of a finished job, as rows of their datasets.
-fn job_outputs(job: &JobSpec, file: &TaskFileSpec) -> Vec<TaskFileSpec> {
-    job.files
-        .iter()
-        .filter(|f| matches!(f.get_str(FileAttr::r#type), Some("output" | "log")))
-        .filter(|f| !f.get(FileAttr::datasetID).is_null())
-        .map(|f| {
-            let mut row = TaskFileSpec::new();
-            row.set(TaskFileAttr::datasetID, f.get(FileAttr::datasetID).clone());
-            row.set(TaskFileAttr::lfn, f.get(FileAttr::lfn).clone());
-            row.set(TaskFileAttr::GUID, f.get(FileAttr::GUID).clone());
-            row.set(TaskFileAttr::r#type, f.get(FileAttr::r#type).clone());
-            row.set(TaskFileAttr::status, text("finished"));
-            row.set(TaskFileAttr::fsize, f.get(FileAttr::fsize).clone());
-            row.set(TaskFileAttr::checksum, f.get(FileAttr::checksum).clone());
-            row.set(TaskFileAttr::scope, f.get(FileAttr::scope).clone());
-            row.set(TaskFileAttr::PandaID, int(job.panda_id()));
-            row.set(
-                TaskFileAttr::attemptNr,
-                file.get(TaskFileAttr::attemptNr).clone(),
-            );
-            row.set(TaskFileAttr::keepTrack, int(1));
-            row
-        })
-        .collect()
-}
-
 impl JobService {
     async fn task_params(&self, task_id: i64) -> Result<Map<String, Json>, ServiceError> {
         let text = self.stores.tasks.task_parameters(task_id).await?;
@@ -771,36 +760,32 @@ impl JobService {
         Ok(counts)
     }
 
-    /// Accounts for the task's files whose jobs ended; returns how many.
+    /// Accounts for the task's files whose jobs ended (at most [`FILES_PER_RUN`]), and, at
+    /// most every [`LOST_CHECK_SECONDS`], for files whose job was never stored; returns how
+    /// many.
     async fn account_attempts(&self, task_id: i64, stopping: bool) -> Result<usize, ServiceError> {
-        let running = self.stores.jedi.running_task_files(task_id).await?;
-        if running.is_empty() {
+        let jedi = &self.stores.jedi;
+        let mut ended: Vec<(TaskFileSpec, String)> =
+            jedi.ended_task_files(task_id, FILES_PER_RUN).await?;
+        if lost_check_due() {
+            let before = time::now() - chrono::Duration::minutes(LOST_JOB_MINUTES);
+            for file in jedi.lost_task_files(task_id, before, FILES_PER_RUN).await? {
+                tracing::warn!(target: "panda::jedi", task_id,
+                    panda_id = file.get_i64(TaskFileAttr::PandaID), "a file's job was never stored");
+                ended.push((file, "failed".into()));
+            }
+        }
+        if ended.is_empty() {
             return Ok(0);
         }
-        let ids: Vec<i64> = running
-            .iter()
-            .filter_map(|f| f.get_i64(TaskFileAttr::PandaID))
-            .collect();
-        let briefs = self.stores.jobs.job_briefs(&ids, &JobTable::ALL).await?;
-        let lost_before = time::now() - chrono::Duration::minutes(LOST_JOB_MINUTES);
-        let mut results = Vec::new();
-        let mut outputs = Vec::new();
-        for file in &running {
-            let panda_id = file.get_i64(TaskFileAttr::PandaID).unwrap_or_default();
-            let status = match briefs.get(&panda_id) {
-                Some(brief) => brief.status.clone(),
-                None => match file.get(TaskFileAttr::lastAttemptTime) {
-                    Value::Time(Some(t)) if *t < lost_before => "failed".to_string(),
-                    _ => continue,
-                },
-            };
-            let Some(outcome) = attempt_outcome(&status, file, stopping) else {
+        let mut results = Vec::with_capacity(ended.len());
+        let mut finished = Vec::new();
+        for (file, status) in &ended {
+            let Some(outcome) = attempt_outcome(status, file, stopping) else {
                 continue;
             };
             if outcome == FileOutcome::Finished {
-                if let Some(job) = self.stores.jobs.get_job(panda_id).await? {
-                    outputs.extend(job_outputs(&job, file));
-                }
+                finished.extend(file.get_i64(TaskFileAttr::PandaID));
             }
             results.push(FileResult {
                 dataset_id: file.get_i64(TaskFileAttr::datasetID).unwrap_or_default(),
@@ -809,12 +794,9 @@ impl JobService {
                 counts_as_failure: status == "failed",
             });
         }
-        if !results.is_empty() {
-            self.stores
-                .jedi
-                .record_file_results(task_id, &results, &outputs)
-                .await?;
-        }
+        let outputs = jedi.finished_job_outputs(&finished).await?;
+        jedi.record_file_results(task_id, &results, &outputs)
+            .await?;
         Ok(results.len())
     }
 

@@ -15,7 +15,8 @@ use panda_core::{
 use crate::bind::placeholders;
 use crate::driver::{Tx, TxMode};
 use crate::error::{Result, StoreError};
-use crate::jobs::next_ids;
+use crate::jobs::{insert_rows, next_ids, MAX_STATEMENT_VALUES};
+use crate::row::Columns;
 use crate::Store;
 
 const DATASET_ID_SEQUENCE: &str = "jedi_datasets_id_seq";
@@ -148,6 +149,16 @@ async fn insert_record<A: AttrSet>(tx: &mut dyn Tx, table: &str, record: &Record
     )
     .await?;
     Ok(())
+}
+
+/// Inserts records with as few statements as the bound-value limit allows.
+async fn insert_records<A: AttrSet>(
+    tx: &mut dyn Tx,
+    table: &str,
+    records: &[Record<A>],
+) -> Result<()> {
+    let columns: Vec<String> = A::attributes().iter().map(|a| a.column()).collect();
+    insert_rows(tx, table, &columns, records.iter().map(cut).collect()).await
 }
 
 fn int(v: i64) -> Value {
@@ -356,15 +367,20 @@ impl Store {
         let ids = next_ids(tx.as_mut(), self.dialect(), FILE_ID_SEQUENCE, files.len()).await?;
         let now = Value::Time(Some(time::now()));
         let mut events = 0;
-        for (file, id) in files.iter().zip(ids) {
-            let mut file = file.clone();
-            file.set(TaskFileAttr::jediTaskID, int(task_id));
-            file.set(TaskFileAttr::datasetID, int(dataset_id));
-            file.set(TaskFileAttr::fileID, int(id));
-            file.set(TaskFileAttr::creationDate, now.clone());
-            events += file.get_i64(TaskFileAttr::nEvents).unwrap_or(0);
-            insert_record(tx.as_mut(), "jedi_dataset_contents", &file).await?;
-        }
+        let rows: Vec<TaskFileSpec> = files
+            .iter()
+            .zip(ids)
+            .map(|(file, id)| {
+                let mut file = file.clone();
+                file.set(TaskFileAttr::jediTaskID, int(task_id));
+                file.set(TaskFileAttr::datasetID, int(dataset_id));
+                file.set(TaskFileAttr::fileID, int(id));
+                file.set(TaskFileAttr::creationDate, now.clone());
+                events += file.get_i64(TaskFileAttr::nEvents).unwrap_or(0);
+                file
+            })
+            .collect();
+        insert_records(tx.as_mut(), "jedi_dataset_contents", &rows).await?;
         tx.execute(
             "UPDATE jedi_datasets SET status = 'ready', nfiles = $3, nfilestobeused = $3, \
              nfilesused = 0, nfilesfinished = 0, nfilesfailed = 0, nfilesonhold = 0, \
@@ -416,23 +432,44 @@ impl Store {
     ) -> Result<Option<Vec<(i64, i64)>>> {
         let mut tx = self.begin(TxMode::Write).await?;
         let now = Value::Time(Some(time::now()));
-        for claim in claims {
+        // One statement per chunk: the files and their jobs as a VALUES list, each file
+        // moved only if it is still `ready`.
+        for chunk in claims.chunks(MAX_STATEMENT_VALUES / 3) {
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|i| {
+                    let p = 3 + 3 * i;
+                    format!(
+                        "(CAST(${} AS BIGINT), CAST(${} AS BIGINT), CAST(${} AS BIGINT))",
+                        p,
+                        p + 1,
+                        p + 2
+                    )
+                })
+                .collect();
+            let mut params = vec![int(task_id), now.clone()];
+            for claim in chunk {
+                params.extend([
+                    int(claim.dataset_id),
+                    int(claim.file_id),
+                    int(claim.panda_id),
+                ]);
+            }
             let changed = tx
                 .execute(
-                    "UPDATE jedi_dataset_contents SET status = 'running', pandaid = $4, \
-                     lastattempttime = $5, proc_status = 'running' \
-                     WHERE jeditaskid = $1 AND datasetid = $2 AND fileid = $3 \
-                     AND status = 'ready'",
-                    &[
-                        int(task_id),
-                        int(claim.dataset_id),
-                        int(claim.file_id),
-                        int(claim.panda_id),
-                        now.clone(),
-                    ],
+                    &format!(
+                        "WITH v (datasetid, fileid, pandaid) AS (VALUES {}) \
+                         UPDATE jedi_dataset_contents SET status = 'running', \
+                         pandaid = v.pandaid, lastattempttime = $2, proc_status = 'running' \
+                         FROM v WHERE jedi_dataset_contents.jeditaskid = $1 \
+                         AND jedi_dataset_contents.datasetid = v.datasetid \
+                         AND jedi_dataset_contents.fileid = v.fileid \
+                         AND jedi_dataset_contents.status = 'ready'",
+                        rows.join(", ")
+                    ),
+                    &params,
                 )
                 .await?;
-            if changed != 1 {
+            if changed != chunk.len() as u64 {
                 // Dropped uncommitted: nothing of this claim is kept.
                 drop(tx);
                 return Ok(None);
@@ -474,20 +511,118 @@ impl Store {
         Ok(Some(first))
     }
 
-    /// The task's files given to jobs and not yet accounted for.
-    pub async fn running_task_files(&self, task_id: i64) -> Result<Vec<TaskFileSpec>> {
+    /// Up to `limit` of the task's files given to jobs that have ended (archived) and not yet
+    /// accounted for, each with its job's final status. Read from the archived jobs of the
+    /// task, so the cost follows the jobs that ended, not the files still running.
+    pub async fn ended_task_files(
+        &self,
+        task_id: i64,
+        limit: i64,
+    ) -> Result<Vec<(TaskFileSpec, String)>> {
+        let mut columns = types(TASK_FILE_ATTRIBUTES);
+        columns.push(ColumnType::Text);
         let rows = self
             .query(
                 &format!(
-                    "SELECT {} FROM jedi_dataset_contents WHERE jeditaskid = $1 \
-                     AND status = 'running' ORDER BY fileid",
-                    select_list(TASK_FILE_ATTRIBUTES, "")
+                    "SELECT {}, j.jobstatus FROM jobsarchived4 j \
+                     JOIN jedi_dataset_contents c \
+                     ON c.jeditaskid = j.jeditaskid AND c.pandaid = j.pandaid \
+                     WHERE j.jeditaskid = $1 AND c.status = 'running' LIMIT $2",
+                    select_list(TASK_FILE_ATTRIBUTES, "c.")
                 ),
-                &[int(task_id)],
+                &[int(task_id), int(limit)],
+                &columns,
+            )
+            .await?;
+        rows.into_iter()
+            .map(|mut row| {
+                let status = row.pop().map(|v| v.render()).unwrap_or_default();
+                let file = Record::from_values(row)
+                    .ok_or_else(|| StoreError::Corrupt("a JEDI row has the wrong width".into()))?;
+                Ok((file, status))
+            })
+            .collect()
+    }
+
+    /// Up to `limit` of the task's running files given out before `before` whose job is in no
+    /// job table: the generator stopped between claiming them and storing their jobs.
+    pub async fn lost_task_files(
+        &self,
+        task_id: i64,
+        before: chrono::NaiveDateTime,
+        limit: i64,
+    ) -> Result<Vec<TaskFileSpec>> {
+        let absent: Vec<String> = panda_core::JobTable::ALL
+            .iter()
+            .map(|t| {
+                format!(
+                    "NOT EXISTS (SELECT 1 FROM {} j WHERE j.pandaid = c.pandaid)",
+                    t.name()
+                )
+            })
+            .collect();
+        let rows = self
+            .query(
+                &format!(
+                    "SELECT {} FROM jedi_dataset_contents c WHERE c.jeditaskid = $1 \
+                     AND c.status = 'running' AND c.lastattempttime < $2 AND {} LIMIT $3",
+                    select_list(TASK_FILE_ATTRIBUTES, "c."),
+                    absent.join(" AND ")
+                ),
+                &[int(task_id), Value::Time(Some(before)), int(limit)],
                 &types(TASK_FILE_ATTRIBUTES),
             )
             .await?;
         records(rows)
+    }
+
+    /// The output and log files of finished jobs (`filestable4`), as new rows of their
+    /// task's datasets: status `finished`, with the size and checksum the pilot reported.
+    pub async fn finished_job_outputs(&self, panda_ids: &[i64]) -> Result<Vec<TaskFileSpec>> {
+        static OUT: Columns = Columns(&[
+            ("pandaid", ColumnType::BigInt),
+            ("datasetid", ColumnType::BigInt),
+            ("lfn", ColumnType::Text),
+            ("guid", ColumnType::Text),
+            ("type", ColumnType::Text),
+            ("fsize", ColumnType::BigInt),
+            ("checksum", ColumnType::Text),
+            ("scope", ColumnType::Text),
+            ("attemptnr", ColumnType::BigInt),
+        ]);
+        let mut files = Vec::new();
+        let mut tx = self.begin(TxMode::Read).await?;
+        for chunk in panda_ids.chunks(MAX_STATEMENT_VALUES / 10) {
+            let sql = format!(
+                "SELECT {} FROM filestable4 WHERE pandaid IN ({}) \
+                 AND type IN ('output', 'log') AND datasetid IS NOT NULL",
+                OUT.select_list(""),
+                placeholders(1, chunk.len())
+            );
+            let params: Vec<Value> = chunk.iter().map(|i| int(*i)).collect();
+            for row in tx.fetch(&sql, &params, &OUT.types()).await? {
+                let r = OUT.read(&row);
+                let mut file = TaskFileSpec::new();
+                file.set(TaskFileAttr::PandaID, int(r.int("pandaid")?));
+                file.set(TaskFileAttr::datasetID, int(r.int("datasetid")?));
+                for (attr, column) in [
+                    (TaskFileAttr::lfn, "lfn"),
+                    (TaskFileAttr::GUID, "guid"),
+                    (TaskFileAttr::r#type, "type"),
+                    (TaskFileAttr::checksum, "checksum"),
+                    (TaskFileAttr::scope, "scope"),
+                ] {
+                    file.set(attr, Value::Text(r.opt_text(column)?));
+                }
+                file.set(TaskFileAttr::fsize, Value::Int(r.opt_int("fsize")?));
+                file.set(TaskFileAttr::attemptNr, Value::Int(r.opt_int("attemptnr")?));
+                file.set(TaskFileAttr::status, text("finished"));
+                file.set(TaskFileAttr::keepTrack, int(1));
+                files.push(file);
+            }
+        }
+        tx.commit().await?;
+        Ok(files)
     }
 
     /// Accounts for ended attempts: each file's status and attempt, its dataset's counters,
@@ -542,21 +677,28 @@ impl Store {
             .await?;
         }
         let ids = next_ids(tx.as_mut(), self.dialect(), FILE_ID_SEQUENCE, outputs.len()).await?;
-        for (file, id) in outputs.iter().zip(ids) {
-            let mut file = file.clone();
-            file.set(TaskFileAttr::jediTaskID, int(task_id));
-            file.set(TaskFileAttr::fileID, int(id));
-            file.set(TaskFileAttr::creationDate, now.clone());
-            insert_record(tx.as_mut(), "jedi_dataset_contents", &file).await?;
+        let mut per_dataset: std::collections::BTreeMap<i64, i64> = Default::default();
+        let rows: Vec<TaskFileSpec> = outputs
+            .iter()
+            .zip(ids)
+            .map(|(file, id)| {
+                let mut file = file.clone();
+                file.set(TaskFileAttr::jediTaskID, int(task_id));
+                file.set(TaskFileAttr::fileID, int(id));
+                file.set(TaskFileAttr::creationDate, now.clone());
+                *per_dataset
+                    .entry(file.get_i64(TaskFileAttr::datasetID).unwrap_or_default())
+                    .or_default() += 1;
+                file
+            })
+            .collect();
+        insert_records(tx.as_mut(), "jedi_dataset_contents", &rows).await?;
+        for (dataset, n) in per_dataset {
             tx.execute(
-                "UPDATE jedi_datasets SET nfiles = COALESCE(nfiles, 0) + 1, \
-                 nfilesfinished = COALESCE(nfilesfinished, 0) + 1, modificationtime = $3 \
+                "UPDATE jedi_datasets SET nfiles = COALESCE(nfiles, 0) + $3, \
+                 nfilesfinished = COALESCE(nfilesfinished, 0) + $3, modificationtime = $4 \
                  WHERE jeditaskid = $1 AND datasetid = $2",
-                &[
-                    int(task_id),
-                    file.get(TaskFileAttr::datasetID).clone(),
-                    now.clone(),
-                ],
+                &[int(task_id), int(dataset), int(n), now.clone()],
             )
             .await?;
         }

@@ -39,7 +39,6 @@ pub struct JobSql {
     insert_job: [String; 3],
     delete_job: [String; 3],
     select_files: String,
-    insert_file: String,
 }
 
 fn table_index(table: JobTable) -> usize {
@@ -76,11 +75,6 @@ impl JobSql {
             select_files: format!(
                 "SELECT {} FROM filestable4 WHERE pandaid = $1 ORDER BY row_id",
                 file_cols.join(", ")
-            ),
-            insert_file: format!(
-                "INSERT INTO filestable4 ({}) VALUES ({})",
-                file_cols.join(", "),
-                placeholders(1, file_cols.len())
             ),
         }
     }
@@ -193,6 +187,41 @@ fn status_table(job: &JobSpec) -> Result<JobTable> {
             job.get(JobAttr::jobStatus).render()
         ))),
     }
+}
+
+/// Bound values one multi-row statement carries at most (below SQLite's 32,766 and
+/// PostgreSQL's 65,535).
+pub(crate) const MAX_STATEMENT_VALUES: usize = 30_000;
+
+/// Inserts `rows` (each in `columns` order) into `table` with multi-row INSERTs.
+pub(crate) async fn insert_rows(
+    tx: &mut dyn Tx,
+    table: &str,
+    columns: &[String],
+    rows: Vec<Vec<Value>>,
+) -> Result<()> {
+    let width = columns.len().max(1);
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let chunk: Vec<Vec<Value>> = rows
+            .by_ref()
+            .take((MAX_STATEMENT_VALUES / width).max(1))
+            .collect();
+        let marks: Vec<String> = (0..chunk.len())
+            .map(|r| format!("({})", placeholders(r * width + 1, width)))
+            .collect();
+        let params: Vec<Value> = chunk.into_iter().flatten().collect();
+        tx.execute(
+            &format!(
+                "INSERT INTO {table} ({}) VALUES {}",
+                columns.join(", "),
+                marks.join(", ")
+            ),
+            &params,
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// Tries of an unlocked row change before [`Store::change_job_row`] takes the row lock.
@@ -359,57 +388,103 @@ impl Store {
                 file.set(FileAttr::row_ID, Value::Int(row_ids.next()));
                 file.set(FileAttr::PandaID, Value::Int(Some(id)));
             }
-            self.insert_job_in(tx.as_mut(), job, via).await?;
         }
+        self.insert_jobs_in(tx.as_mut(), jobs, via).await?;
         tx.commit().await
     }
 
-    async fn insert_job_in(
+    /// Inserts jobs with as few statements as the bound-value limit allows: the job rows per
+    /// table, their files, parameters, metadata and status-log rows, each as multi-row
+    /// INSERTs. A job stored in another status than `via` gets a `via` row first, one
+    /// microsecond earlier, so that the log orders the two.
+    async fn insert_jobs_in(
         &self,
         tx: &mut dyn Tx,
-        job: &JobSpec,
+        jobs: &[JobSpec],
         via: Option<JobStatus>,
     ) -> Result<()> {
-        let table = status_table(job)?;
-        let sql = self.sql();
-        let id = Value::Int(Some(job.panda_id()));
-        tx.execute(
-            &sql.insert_job[table_index(table)],
-            &job_row_params(job, table),
-        )
-        .await?;
-        for file in &job.files {
-            tx.execute(&sql.insert_file, file.values()).await?;
+        let mut by_table: [Vec<Vec<Value>>; 3] = Default::default();
+        let mut archived = Vec::new();
+        for job in jobs {
+            let table = status_table(job)?;
+            by_table[table_index(table)].push(job_row_params(job, table));
+            if table == JobTable::Archived {
+                archived.push(job);
+            }
         }
-        tx.execute(
-            "INSERT INTO jobparamstable (pandaid, jobparameters) VALUES ($1, $2)",
-            &[id.clone(), job.get(JobAttr::jobParameters).clone()],
-        )
-        .await?;
-        if !job.get(JobAttr::metadata).is_null() {
-            tx.execute(
-                "INSERT INTO metatable (pandaid, metadata) VALUES ($1, $2)",
-                &[id, job.get(JobAttr::metadata).clone()],
-            )
-            .await?;
+        let job_columns: Vec<String> = JOB_ATTRIBUTES.iter().map(|a| a.column()).collect();
+        for (table, rows) in JobTable::ALL.iter().zip(by_table) {
+            insert_rows(tx, table.name(), &job_columns, rows).await?;
         }
-        if table == JobTable::Archived {
+        let file_columns: Vec<String> = FILE_ATTRIBUTES.iter().map(|a| a.column()).collect();
+        let files = jobs
+            .iter()
+            .flat_map(|j| j.files.iter().map(|f| f.values().to_vec()))
+            .collect();
+        insert_rows(tx, "filestable4", &file_columns, files).await?;
+        let pair = |column: &str| vec!["pandaid".to_string(), column.to_string()];
+        let parameters = jobs
+            .iter()
+            .map(|j| {
+                vec![
+                    j.get(JobAttr::PandaID).clone(),
+                    j.get(JobAttr::jobParameters).clone(),
+                ]
+            })
+            .collect();
+        insert_rows(tx, "jobparamstable", &pair("jobparameters"), parameters).await?;
+        let metadata = jobs
+            .iter()
+            .filter(|j| !j.get(JobAttr::metadata).is_null())
+            .map(|j| {
+                vec![
+                    j.get(JobAttr::PandaID).clone(),
+                    j.get(JobAttr::metadata).clone(),
+                ]
+            })
+            .collect();
+        insert_rows(tx, "metatable", &pair("metadata"), metadata).await?;
+        for job in archived {
             stamp_archived(tx, job).await?;
         }
-        let now = time::now();
-        if let Some(earlier) = via.filter(|v| job.status() != Some(*v)) {
-            let mut before = job.clone();
-            before.set(
-                JobAttr::jobStatus,
-                Value::Text(Some(earlier.as_str().into())),
-            );
-            self.record_status_at(tx, &before, now).await?;
-            // One microsecond later, so that the log orders the two rows.
-            return self
-                .record_status_at(tx, job, now + chrono::Duration::microseconds(1))
-                .await;
+        if !self.options().record_status_change {
+            return Ok(());
         }
-        self.record_status_at(tx, job, now).await
+        let now = time::now();
+        let host = Value::Text(Some(self.options().host_name.clone()));
+        let log_row = |job: &JobSpec, status: Value, at: chrono::NaiveDateTime| {
+            let at = Value::Time(Some(at));
+            vec![
+                job.get(JobAttr::PandaID).clone(),
+                at.clone(),
+                status,
+                job.get(JobAttr::prodSourceLabel).clone(),
+                job.get(JobAttr::cloud).clone(),
+                job.get(JobAttr::computingSite).clone(),
+                host.clone(),
+                at,
+            ]
+        };
+        let mut log = Vec::with_capacity(jobs.len() * 2);
+        for job in jobs {
+            match via.filter(|v| job.status() != Some(*v)) {
+                Some(earlier) => {
+                    log.push(log_row(
+                        job,
+                        Value::Text(Some(earlier.as_str().into())),
+                        now,
+                    ));
+                    let later = now + chrono::Duration::microseconds(1);
+                    log.push(log_row(job, job.get(JobAttr::jobStatus).clone(), later));
+                }
+                None => log.push(log_row(job, job.get(JobAttr::jobStatus).clone(), now)),
+            }
+        }
+        let log_columns: Vec<String> = STATUS_LOG_COLUMNS
+            .split(',')
+            .map(|c| c.trim().to_string())
+            .collect();
+        insert_rows(tx, "jobs_statuslog", &log_columns, log).await
     }
 
     /// Reads a job from whichever table holds it, with its files, parameters and metadata.

@@ -95,7 +95,9 @@ port! {
         fn add_task_files(&self, task_id: i64, dataset_id: i64, files: &[TaskFileSpec]) -> Result<bool>;
         fn ready_task_files(&self, task_id: i64, limit: i64) -> Result<Vec<TaskFileSpec>>;
         fn claim_task_files(&self, task_id: i64, claims: &[FileClaim], serials: &[(i64, i64)]) -> Result<Option<Vec<(i64, i64)>>>;
-        fn running_task_files(&self, task_id: i64) -> Result<Vec<TaskFileSpec>>;
+        fn ended_task_files(&self, task_id: i64, limit: i64) -> Result<Vec<(TaskFileSpec, String)>>;
+        fn lost_task_files(&self, task_id: i64, before: NaiveDateTime, limit: i64) -> Result<Vec<TaskFileSpec>>;
+        fn finished_job_outputs(&self, panda_ids: &[i64]) -> Result<Vec<TaskFileSpec>>;
         fn record_file_results(&self, task_id: i64, results: &[FileResult], outputs: &[TaskFileSpec]) -> Result<()>;
         fn master_file_counts(&self, task_id: i64) -> Result<FileCounts>;
         fn reset_failed_files(&self, task_id: i64, extra: i64) -> Result<u64>;

@@ -134,6 +134,9 @@ enum Mode {
         /// An online analysis queue.
         #[arg(long, default_value = "ANALY_QUEUE")]
         site: String,
+        /// Wait only for the Adder (the server runs no post-processor).
+        #[arg(long)]
+        adder_only: bool,
     },
     /// Clients calling the health endpoint.
     Alive {
@@ -634,9 +637,19 @@ async fn main() -> anyhow::Result<()> {
             finish,
             pilots,
             site,
+            adder_only,
         } => {
             started = Instant::now();
-            tasks::run(&client, &cli.url, &site, jobs, finish.min(jobs), pilots).await?;
+            tasks::run(
+                &client,
+                &cli.url,
+                &site,
+                jobs,
+                finish.min(jobs),
+                pilots,
+                adder_only,
+            )
+            .await?;
             println!("whole run: {:.2}s", started.elapsed().as_secs_f64());
         }
         Mode::Pilots {

@@ -5,7 +5,9 @@
 //! - the task listing pbook shows (`task/get_tasks_detailed_info_since`), median of 5 calls;
 //! - post-processing: `pilots` simulated pilots finish `finish` of the jobs over `/api/v1`,
 //!   and the time from the first report until the task counts them all finished, in files/s
-//!   (the Adder and the post-processor both in the path).
+//!   (the Adder and the post-processor both in the path); with `adder_only`, the time until
+//!   the Adder has finished them all, for a server without the post-processor (which is then
+//!   timed on its own: `panda-server daemon --run-once post_processor`).
 //!
 //! The server needs an online analysis queue named `site` and, in `[daemon] config`, the
 //! steps `task_refiner`, `contents_feeder`, `job_generator`, `add_main` and `post_processor`.
@@ -146,6 +148,7 @@ pub async fn run(
     jobs: usize,
     finish: usize,
     pilots: usize,
+    adder_only: bool,
 ) -> anyhow::Result<()> {
     let name = format!("t{}", std::process::id());
     let submitted = Instant::now();
@@ -212,6 +215,36 @@ pub async fn run(
         handle.await??;
     }
     let reported = first_report.elapsed();
+    if adder_only {
+        loop {
+            let details = get(
+                client,
+                &format!("{base}/api/v1/task/get_details"),
+                &[("task_id", &id.to_string())],
+            )
+            .await?;
+            let done: usize = details["data"]["statistics"]
+                .as_str()
+                .unwrap_or_default()
+                .split(',')
+                .filter_map(|p| p.trim().strip_prefix("finished*"))
+                .filter_map(|n| n.parse::<usize>().ok())
+                .sum();
+            if done >= finish {
+                break;
+            }
+            if first_report.elapsed() > Duration::from_secs(600) {
+                bail!("only {done} of {finish} jobs finished after 600 s");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        println!(
+            "finished {finish} jobs: reports sent in {:.2}s, all finished by the Adder after {:.2}s",
+            reported.as_secs_f64(),
+            first_report.elapsed().as_secs_f64()
+        );
+        return Ok(());
+    }
     loop {
         let (task, _) = listed(client, base, id).await?;
         let finished = task["nFilesFinished"].as_u64().unwrap_or(0) as usize;

@@ -51,7 +51,7 @@ const LOST_JOB_MINUTES: i64 = 10;
 /// How often this process looks for such files (the look is a scan of running files).
 const LOST_CHECK_SECONDS: i64 = 300;
 /// Ended attempts of one task accounted for per post-processing run.
-const FILES_PER_RUN: i64 = 10_000;
+const FILES_PER_RUN: i64 = 2_000;
 
 /// Whether this process should look for lost files now (once per [`LOST_CHECK_SECONDS`]).
 fn lost_check_due() -> bool {
@@ -660,14 +660,32 @@ impl JobService {
                 break;
             }
             let id = task.get_i64(TaskAttr::jediTaskID).unwrap_or_default();
-            let budget = (max_jobs - counts.jobs).min(crate::submit::MAX_JOBS_PER_SUBMISSION);
-            let files = self.stores.jedi.ready_task_files(id, budget as i64).await?;
-            if files.is_empty() {
-                continue;
+            let mut task = task;
+            let mut made_for_task = 0;
+            // Batches of at most one submission's size, until the task has no ready file,
+            // leaves the generating statuses (a kill), or the run's budget is spent.
+            while counts.jobs < max_jobs {
+                let budget = (max_jobs - counts.jobs).min(crate::submit::MAX_JOBS_PER_SUBMISSION);
+                let files = self.stores.jedi.ready_task_files(id, budget as i64).await?;
+                if files.is_empty() {
+                    break;
+                }
+                let made = self.generate_for(&task, &files).await?;
+                counts.jobs += made;
+                made_for_task += made;
+                match self.stores.tasks.get_task(id).await? {
+                    Some(now)
+                        if made > 0
+                            && now
+                                .get_str(TaskAttr::status)
+                                .is_some_and(|s| GENERATING.contains(&s)) =>
+                    {
+                        task = now;
+                    }
+                    _ => break,
+                }
             }
-            let made = self.generate_for(&task, &files).await?;
-            counts.jobs += made;
-            counts.tasks += usize::from(made > 0);
+            counts.tasks += usize::from(made_for_task > 0);
         }
         Ok(counts)
     }
@@ -742,7 +760,15 @@ impl JobService {
             let id = task.get_i64(TaskAttr::jediTaskID).unwrap_or_default();
             let status = task.get_str(TaskAttr::status).unwrap_or("").to_string();
             let stopping = matches!(status.as_str(), "finishing" | "aborting" | "toabort");
-            counts.files += self.account_attempts(id, stopping).await?;
+            let started = std::time::Instant::now();
+            loop {
+                let accounted = self.account_attempts(id, stopping).await?;
+                counts.files += accounted;
+                // A full batch means more attempts ended: go on, within a bounded time.
+                if (accounted as i64) < FILES_PER_RUN || started.elapsed().as_secs() > 30 {
+                    break;
+                }
+            }
             let files = self.stores.jedi.master_file_counts(id).await?;
             let idle = files.running == 0 && (files.ready == 0 || stopping);
             if files.total == 0 || !idle {

@@ -635,42 +635,80 @@ impl Store {
     ) -> Result<()> {
         let mut tx = self.begin(TxMode::Write).await?;
         let now = Value::Time(Some(time::now()));
-        for result in results {
-            let (status, finished, failed, used) = match result.outcome {
-                FileOutcome::Finished => ("finished", 1, 0, 0),
-                FileOutcome::Retry => ("ready", 0, 0, -1),
-                FileOutcome::Failed => ("failed", 0, 1, 0),
-            };
+        // One statement per chunk moves each file on (if it is still `running`) and returns
+        // what it moved; the datasets' counters then move by those counts.
+        let mut moved: std::collections::BTreeMap<i64, [i64; 3]> = Default::default();
+        for chunk in results.chunks(MAX_STATEMENT_VALUES / 4) {
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|i| {
+                    let p = 2 + 4 * i;
+                    format!(
+                        "(CAST(${} AS BIGINT), CAST(${} AS BIGINT), CAST(${} AS TEXT), \
+                         CAST(${} AS BIGINT))",
+                        p,
+                        p + 1,
+                        p + 2,
+                        p + 3
+                    )
+                })
+                .collect();
+            let mut params = vec![int(task_id)];
+            for result in chunk {
+                let status = match result.outcome {
+                    FileOutcome::Finished => "finished",
+                    FileOutcome::Retry => "ready",
+                    FileOutcome::Failed => "failed",
+                };
+                let failure = result.counts_as_failure && result.outcome != FileOutcome::Finished;
+                params.extend([
+                    int(result.dataset_id),
+                    int(result.file_id),
+                    text(status),
+                    int(i64::from(failure)),
+                ]);
+            }
             let changed = tx
-                .execute(
-                    "UPDATE jedi_dataset_contents SET status = $4, proc_status = $4, \
-                     attemptnr = COALESCE(attemptnr, 0) + 1, \
-                     failedattempt = COALESCE(failedattempt, 0) + $5 \
-                     WHERE jeditaskid = $1 AND datasetid = $2 AND fileid = $3 \
-                     AND status = 'running'",
-                    &[
-                        int(task_id),
-                        int(result.dataset_id),
-                        int(result.file_id),
-                        text(status),
-                        int(i64::from(result.counts_as_failure && finished == 0)),
-                    ],
+                .fetch(
+                    &format!(
+                        "WITH v (datasetid, fileid, status, failure) AS (VALUES {}) \
+                         UPDATE jedi_dataset_contents SET status = v.status, \
+                         proc_status = v.status, \
+                         attemptnr = COALESCE(jedi_dataset_contents.attemptnr, 0) + 1, \
+                         failedattempt = COALESCE(jedi_dataset_contents.failedattempt, 0) \
+                         + v.failure \
+                         FROM v WHERE jedi_dataset_contents.jeditaskid = $1 \
+                         AND jedi_dataset_contents.datasetid = v.datasetid \
+                         AND jedi_dataset_contents.fileid = v.fileid \
+                         AND jedi_dataset_contents.status = 'running' \
+                         RETURNING jedi_dataset_contents.datasetid, jedi_dataset_contents.status",
+                        rows.join(", ")
+                    ),
+                    &params,
+                    &[ColumnType::BigInt, ColumnType::Text],
                 )
                 .await?;
-            if changed != 1 {
-                continue;
+            for row in changed {
+                let dataset = row[0].as_i64().unwrap_or_default();
+                let slot = match row[1].as_str() {
+                    Some("finished") => 0,
+                    Some("failed") => 1,
+                    _ => 2,
+                };
+                moved.entry(dataset).or_default()[slot] += 1;
             }
+        }
+        for (dataset, [finished, failed, retried]) in moved {
             tx.execute(
                 "UPDATE jedi_datasets SET nfilesfinished = COALESCE(nfilesfinished, 0) + $3, \
                  nfilesfailed = COALESCE(nfilesfailed, 0) + $4, \
-                 nfilesused = COALESCE(nfilesused, 0) + $5, modificationtime = $6 \
+                 nfilesused = COALESCE(nfilesused, 0) - $5, modificationtime = $6 \
                  WHERE jeditaskid = $1 AND datasetid = $2",
                 &[
                     int(task_id),
-                    int(result.dataset_id),
+                    int(dataset),
                     int(finished),
                     int(failed),
-                    int(used),
+                    int(retried),
                     now.clone(),
                 ],
             )

@@ -28,6 +28,8 @@ pub const EC_ADDER: i64 = 200;
 /// Reports locked longer than this by a vanished Adder are taken over.
 const STALE_LOCK_MINUTES: i64 = 10;
 const BATCH: i64 = 200;
+/// How long one run keeps taking batches while they come full.
+const MAX_RUN: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
@@ -41,21 +43,29 @@ enum Outcome {
 #[async_trait]
 impl Task for Adder {
     async fn run(&self, ctx: &TaskContext) -> anyhow::Result<String> {
-        let stale = time::now() - chrono::Duration::minutes(STALE_LOCK_MINUTES);
-        let reports = ctx.daemon.pending_output_reports(stale, BATCH).await?;
+        let started = std::time::Instant::now();
         let mut counts = std::collections::BTreeMap::<String, usize>::new();
-        for report in reports {
-            if !ctx
-                .daemon
-                .lock_output_report(&report, &ctx.node, stale)
-                .await?
-            {
-                continue;
+        // Full batches mean more is waiting: keep draining, within a bounded time per run.
+        loop {
+            let stale = time::now() - chrono::Duration::minutes(STALE_LOCK_MINUTES);
+            let reports = ctx.daemon.pending_output_reports(stale, BATCH).await?;
+            let full = reports.len() as i64 == BATCH;
+            for report in reports {
+                if !ctx
+                    .daemon
+                    .lock_output_report(&report, &ctx.node, stale)
+                    .await?
+                {
+                    continue;
+                }
+                let outcome = process(ctx, &report).await?;
+                *counts
+                    .entry(format!("{outcome:?}").to_lowercase())
+                    .or_default() += 1;
             }
-            let outcome = process(ctx, &report).await?;
-            *counts
-                .entry(format!("{outcome:?}").to_lowercase())
-                .or_default() += 1;
+            if !full || started.elapsed() > MAX_RUN {
+                break;
+            }
         }
         Ok(format!("{counts:?}"))
     }

@@ -20,6 +20,7 @@ pub mod sandbox;
 mod setup;
 pub mod statistics;
 mod submit;
+pub mod task_admin;
 pub mod task_listing;
 pub mod task_processing;
 mod tasks;
@@ -45,7 +46,10 @@ pub use tasks::{code as task_code, user_name, TaskCommand, TaskOutcome};
 pub use update::UpdateResult;
 
 /// Store types that are part of the service's vocabulary.
-pub use panda_store::{FileCounts, HarvesterCommand, ResourceType, StoreError, TaskCriterion};
+pub use panda_store::{
+    DatasetFile, DatasetFiles, FileCounts, HarvesterCommand, ResourceType, StoreError,
+    TaskCriterion,
+};
 
 /// Settings of the job logic, from the server's configuration.
 #[derive(Clone, Debug)]

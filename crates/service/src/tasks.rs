@@ -1,12 +1,14 @@
-//! Tasks: registration (`task/submit`) and the user commands kill, finish and retry.
+//! Tasks: registration (`task/submit`) and the commands kill, finish, retry, pause and resume.
 //!
 //! Upstream queues a submission in DEFT and commands in `PRODSYS_COMM`, and JEDI applies
-//! them minutes later. We have no DEFT and (yet) no JEDI, so the server writes the task to
-//! `jedi_tasks`/`jedi_taskparams` itself, with status `registered`, and applies a command at
-//! once with JEDI's transitions: kill → `aborting` (`aborted` when none of the task's jobs
-//! is still running), finish → `finishing` (`finished` likewise), retry → `ready`. The
-//! statuses a command is refused in, the return codes and the messages are upstream's, so
-//! pbook and prun read them as they would from upstream.
+//! them minutes later. We have no DEFT: the server writes the task to
+//! `jedi_tasks`/`jedi_taskparams` itself, with status `registered` (task processing takes it
+//! from there), and applies a command at once with JEDI's transitions: kill → `aborting`
+//! (`aborted` when none of the task's jobs is still running), finish → `finishing`
+//! (`finished` likewise), retry → `ready` (failed files get new attempts), pause → `paused`
+//! (the status before in `oldStatus`), resume → that status again. The statuses a command is
+//! refused in, the return codes and the messages are upstream's, so pbook and prun read them
+//! as they would from upstream.
 
 use panda_core::identity::{clean_user_id, Identity};
 use panda_core::{task_status_is_final, JobTable, TaskAttr, TaskSpec, Value};
@@ -31,8 +33,14 @@ pub mod code {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TaskCommand {
     Kill,
-    Finish { soft: bool },
+    Finish {
+        soft: bool,
+    },
     Retry,
+    /// Stop generating jobs: `paused`, the status before kept in `oldStatus`.
+    Pause,
+    /// Back to the status before the pause.
+    Resume,
 }
 
 impl TaskCommand {
@@ -41,6 +49,8 @@ impl TaskCommand {
             TaskCommand::Kill => "kill",
             TaskCommand::Finish { .. } => "finish",
             TaskCommand::Retry => "retry",
+            TaskCommand::Pause => "pause",
+            TaskCommand::Resume => "resume",
         }
     }
 
@@ -59,6 +69,11 @@ impl TaskCommand {
                     | "failed"
             ),
             TaskCommand::Retry => matches!(status, "finished" | "failed" | "exhausted"),
+            TaskCommand::Pause => !matches!(
+                status,
+                "finished" | "failed" | "done" | "aborted" | "broken" | "paused"
+            ),
+            TaskCommand::Resume => matches!(status, "paused" | "throttled" | "staging"),
         }
     }
 }
@@ -262,13 +277,23 @@ impl JobService {
                          {status} status and production role is missing"
                 )));
             }
+            let before = task.get_str(TaskAttr::oldStatus).map(str::to_string);
             let next = match command {
-                TaskCommand::Kill => "aborting",
-                TaskCommand::Finish { .. } => "finishing",
-                TaskCommand::Retry => "ready",
+                TaskCommand::Kill => "aborting".to_string(),
+                TaskCommand::Finish { .. } => "finishing".to_string(),
+                TaskCommand::Retry => "ready".to_string(),
+                TaskCommand::Pause => "paused".to_string(),
+                // A task paused before it had an earlier status goes back to `ready`.
+                TaskCommand::Resume => before.unwrap_or_else(|| "ready".into()),
             };
-            task.set_str(TaskAttr::oldStatus, &status).ok();
-            set_status(task, next);
+            match command {
+                TaskCommand::Resume => task.set(TaskAttr::oldStatus, Value::Text(None)),
+                TaskCommand::Pause if matches!(status.as_str(), "throttled" | "pending") => {}
+                _ => {
+                    task.set_str(TaskAttr::oldStatus, &status).ok();
+                }
+            }
+            set_status(task, &next);
             let qualifier = match command {
                 TaskCommand::Finish { soft: true } => "soft ",
                 _ => "",
@@ -314,6 +339,7 @@ impl JobService {
         let (kill_jobs, done) = match command {
             TaskCommand::Kill => (true, "aborted"),
             TaskCommand::Finish { soft } => (!soft, "finished"),
+            TaskCommand::Pause | TaskCommand::Resume => return Ok(()),
             TaskCommand::Retry => {
                 // JEDI's part of a retry: the failed files get the task's attempts again.
                 let params = self.stores.tasks.task_parameters(task_id).await?;

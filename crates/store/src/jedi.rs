@@ -781,13 +781,222 @@ impl Store {
                 &[int(task_id), int(extra)],
             )
             .await?;
-        tx.execute(
-            "UPDATE jedi_datasets SET nfilesused = COALESCE(nfilesused, 0) - COALESCE(nfilesfailed, 0), \
-             nfilesfailed = 0 WHERE jeditaskid = $1 AND type IN ('input', 'pseudo_input')",
-            &[int(task_id)],
-        )
-        .await?;
+        recount_inputs_in(tx.as_mut(), task_id).await?;
         tx.commit().await?;
         Ok(reset)
     }
+
+    /// `task/increase_attempts`: `increase` more attempts for every file of the master input
+    /// still to run (past its attempts or not), and the files that had used them all made
+    /// `ready` again. Returns (files given more attempts, files made ready again).
+    pub async fn increase_file_attempts(&self, task_id: i64, increase: i64) -> Result<(u64, u64)> {
+        let mut tx = self.begin(TxMode::Write).await?;
+        let params = [int(task_id), int(increase)];
+        let increased = tx
+            .execute(
+                "UPDATE jedi_dataset_contents SET maxattempt = CASE \
+                 WHEN COALESCE(maxattempt, 0) > COALESCE(attemptnr, 0) THEN maxattempt + $2 \
+                 ELSE COALESCE(attemptnr, 0) + $2 END, \
+                 maxfailure = CASE WHEN maxfailure IS NULL THEN NULL ELSE maxfailure + $2 END \
+                 WHERE jeditaskid = $1 AND status = 'ready' AND type IN ('input', 'pseudo_input')",
+                &params,
+            )
+            .await?;
+        let reactivated = tx
+            .execute(
+                "UPDATE jedi_dataset_contents SET status = 'ready', proc_status = 'ready', \
+                 maxattempt = COALESCE(attemptnr, 0) + $2, \
+                 maxfailure = CASE WHEN maxfailure IS NULL THEN NULL ELSE maxfailure + $2 END \
+                 WHERE jeditaskid = $1 AND status = 'failed' AND type IN ('input', 'pseudo_input')",
+                &params,
+            )
+            .await?;
+        recount_inputs_in(tx.as_mut(), task_id).await?;
+        tx.commit().await?;
+        Ok((increased + reactivated, reactivated))
+    }
+
+    /// `task/reactivate`: every file of the master input `ready` again (with its attempts
+    /// reset unless `keep_attempt_nr`); returns how many.
+    pub async fn reactivate_task_files(&self, task_id: i64, keep_attempt_nr: bool) -> Result<u64> {
+        let mut tx = self.begin(TxMode::Write).await?;
+        let reset = match keep_attempt_nr {
+            true => "",
+            false => ", attemptnr = 0, failedattempt = 0",
+        };
+        let files = tx
+            .execute(
+                &format!(
+                    "UPDATE jedi_dataset_contents SET status = 'ready', proc_status = 'ready'{reset} \
+                     WHERE jeditaskid = $1 AND type IN ('input', 'pseudo_input')"
+                ),
+                &[int(task_id)],
+            )
+            .await?;
+        recount_inputs_in(tx.as_mut(), task_id).await?;
+        tx.commit().await?;
+        Ok(files)
+    }
+
+    /// Sets the task's current priority and that of its jobs not yet running; `false` when
+    /// the task does not exist.
+    pub async fn set_task_priority(&self, task_id: i64, priority: i64) -> Result<bool> {
+        let mut tx = self.begin(TxMode::Write).await?;
+        let params = [int(task_id), int(priority)];
+        let changed = tx
+            .execute(
+                "UPDATE jedi_tasks SET currentpriority = $2 WHERE jeditaskid = $1",
+                &params,
+            )
+            .await?;
+        if changed == 1 {
+            for table in ["jobsdefined4", "jobsactive4"] {
+                tx.execute(
+                    &format!("UPDATE {table} SET currentpriority = $2 WHERE jeditaskid = $1"),
+                    &params,
+                )
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(changed == 1)
+    }
+
+    /// Sets the task's `modificationTime` (which JEDI's agents order their work by); `false`
+    /// when the task does not exist.
+    pub async fn set_task_modification_time(
+        &self,
+        task_id: i64,
+        at: chrono::NaiveDateTime,
+    ) -> Result<bool> {
+        let mut tx = self.begin(TxMode::Write).await?;
+        let changed = tx
+            .execute(
+                "UPDATE jedi_tasks SET modificationtime = $2 WHERE jeditaskid = $1",
+                &[int(task_id), Value::Time(Some(at))],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(changed == 1)
+    }
+
+    /// The task's datasets of the given types with their files (`lfn`, `scope`, `fileid`,
+    /// `status`), at most `max_files` files in all.
+    pub async fn task_datasets_and_files(
+        &self,
+        task_id: i64,
+        kinds: &[String],
+        max_files: i64,
+    ) -> Result<Vec<DatasetFiles>> {
+        let mut tx = self.begin(TxMode::Read).await?;
+        let mut params = vec![int(task_id)];
+        params.extend(kinds.iter().map(|k| text(k)));
+        let datasets = tx
+            .fetch(
+                &format!(
+                    "SELECT datasetname, datasetid FROM jedi_datasets WHERE jeditaskid = $1 \
+                     AND type IN ({}) ORDER BY datasetid",
+                    placeholders(2, kinds.len())
+                ),
+                &params,
+                &[ColumnType::Text, ColumnType::BigInt],
+            )
+            .await?;
+        let mut out = Vec::with_capacity(datasets.len());
+        let mut left = max_files;
+        for row in datasets {
+            let id = row[1].as_i64().unwrap_or_default();
+            let files = tx
+                .fetch(
+                    "SELECT lfn, scope, fileid, status FROM jedi_dataset_contents \
+                     WHERE jeditaskid = $1 AND datasetid = $2 ORDER BY fileid LIMIT $3",
+                    &[int(task_id), int(id), int(left.max(0))],
+                    &[
+                        ColumnType::Text,
+                        ColumnType::Text,
+                        ColumnType::BigInt,
+                        ColumnType::Text,
+                    ],
+                )
+                .await?;
+            left -= files.len() as i64;
+            out.push(DatasetFiles {
+                name: row[0].render(),
+                id,
+                files: files
+                    .into_iter()
+                    .map(|f| DatasetFile {
+                        lfn: f[0].render(),
+                        scope: f[1].as_str().map(str::to_string),
+                        id: f[2].as_i64().unwrap_or_default(),
+                        status: f[3].render(),
+                    })
+                    .collect(),
+            });
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// The metadata finished user jobs of the task reported (`metatable`), by PandaID, at
+    /// most `limit`.
+    pub async fn analysis_job_metadata(
+        &self,
+        task_id: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, String)>> {
+        let rows = self
+            .query(
+                "SELECT j.pandaid, m.metadata FROM jobsarchived4 j \
+                 JOIN metatable m ON m.pandaid = j.pandaid \
+                 WHERE j.jeditaskid = $1 AND j.jobstatus = 'finished' \
+                 AND j.prodsourcelabel = 'user' ORDER BY j.pandaid LIMIT $2",
+                &[int(task_id), int(limit)],
+                &[ColumnType::BigInt, ColumnType::Text],
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| Some((r[0].as_i64()?, r[1].as_str()?.to_string())))
+            .collect())
+    }
+}
+
+/// Sets the master input datasets' counters from their files (after files were reset).
+async fn recount_inputs_in(tx: &mut dyn Tx, task_id: i64) -> Result<()> {
+    let count = |statuses: &str| {
+        format!(
+            "(SELECT COUNT(*) FROM jedi_dataset_contents c WHERE c.jeditaskid = \
+             jedi_datasets.jeditaskid AND c.datasetid = jedi_datasets.datasetid \
+             AND c.status IN ({statuses}))"
+        )
+    };
+    tx.execute(
+        &format!(
+            "UPDATE jedi_datasets SET nfilesfinished = {}, nfilesfailed = {}, nfilesused = {} \
+             WHERE jeditaskid = $1 AND type IN ('input', 'pseudo_input')",
+            count("'finished'"),
+            count("'failed'"),
+            count("'finished', 'failed', 'running'")
+        ),
+        &[int(task_id)],
+    )
+    .await?;
+    Ok(())
+}
+
+/// A dataset of a task with its files (`task/get_datasets_and_files`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DatasetFiles {
+    pub name: String,
+    pub id: i64,
+    pub files: Vec<DatasetFile>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DatasetFile {
+    pub lfn: String,
+    pub scope: Option<String>,
+    pub id: i64,
+    pub status: String,
 }

@@ -19,7 +19,7 @@ use crate::error::{Result, StoreError};
 use crate::harvester::{
     ColumnValue, HarvesterCommand, JobStatRow, WorkerNode, WorkerStat, WorkerUpdate,
 };
-use crate::jedi::{FileClaim, FileCounts, FileResult, RefinedTask, TaskLayout};
+use crate::jedi::{DatasetFiles, FileClaim, FileCounts, FileResult, RefinedTask, TaskLayout};
 use crate::jobs::Decision;
 use crate::lookups::{JobBrief, ResourceType};
 use crate::maintenance::TableMaintenance;
@@ -101,6 +101,12 @@ port! {
         fn record_file_results(&self, task_id: i64, results: &[FileResult], outputs: &[TaskFileSpec]) -> Result<()>;
         fn master_file_counts(&self, task_id: i64) -> Result<FileCounts>;
         fn reset_failed_files(&self, task_id: i64, extra: i64) -> Result<u64>;
+        fn increase_file_attempts(&self, task_id: i64, increase: i64) -> Result<(u64, u64)>;
+        fn reactivate_task_files(&self, task_id: i64, keep_attempt_nr: bool) -> Result<u64>;
+        fn set_task_priority(&self, task_id: i64, priority: i64) -> Result<bool>;
+        fn set_task_modification_time(&self, task_id: i64, at: NaiveDateTime) -> Result<bool>;
+        fn task_datasets_and_files(&self, task_id: i64, kinds: &[String], max_files: i64) -> Result<Vec<DatasetFiles>>;
+        fn analysis_job_metadata(&self, task_id: i64, limit: i64) -> Result<Vec<(i64, String)>>;
     }
 }
 

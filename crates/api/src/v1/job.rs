@@ -251,6 +251,26 @@ pub(crate) async fn reassign(state: &AppState, call: &Call) -> Envelope {
     }
 }
 
+/// `job/get_metadata_for_analysis_jobs`: `{PandaID: metadata}` of the task's finished user
+/// jobs (metadata that is JSON), `No metadata found` with `{}` when there is none.
+pub(crate) async fn get_metadata_for_analysis_jobs(state: &AppState, call: &Call) -> Envelope {
+    let task_id = call.args.int("task_id").unwrap_or_default();
+    match state.service.analysis_job_metadata(task_id).await {
+        Ok(found) if found.is_empty() => Envelope {
+            success: true,
+            message: "No metadata found".into(),
+            data: json!({}),
+        },
+        Ok(found) => Envelope::ok(Json::Object(
+            found
+                .into_iter()
+                .map(|(id, metadata)| (id.to_string(), metadata))
+                .collect(),
+        )),
+        Err(e) => Envelope::from_service(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

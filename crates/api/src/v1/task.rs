@@ -328,3 +328,204 @@ pub(crate) async fn get_tasks_modified_since(state: &AppState, call: &Call) -> E
     }
     Envelope::ok(Json::Object(out))
 }
+
+/// `task/pause` (production role).
+pub(crate) async fn pause(state: &AppState, call: &Call) -> Envelope {
+    command(state, call, TaskCommand::Pause).await
+}
+
+/// `task/resume` (production role).
+pub(crate) async fn resume(state: &AppState, call: &Call) -> Envelope {
+    command(state, call, TaskCommand::Resume).await
+}
+
+/// Upstream's answer to an attribute change: `<n> tasks changed`, or `Task not found`.
+fn changed(result: Result<bool, panda_service::ServiceError>) -> Envelope {
+    match result {
+        Ok(true) => Envelope::ok_with("1 tasks changed"),
+        Ok(false) => Envelope::fail("Task not found"),
+        Err(e) => Envelope::from_service(e),
+    }
+}
+
+/// `task/change_priority` (production role): the task's and its waiting jobs' priority.
+pub(crate) async fn change_priority(state: &AppState, call: &Call) -> Envelope {
+    let priority = call.args.int("priority").unwrap_or_default();
+    changed(
+        state
+            .service
+            .change_task_priority(task_id(call), priority)
+            .await,
+    )
+}
+
+/// `task/change_modification_time` (production role): now plus `hour_offset` hours.
+pub(crate) async fn change_modification_time(state: &AppState, call: &Call) -> Envelope {
+    let offset = call.args.int("hour_offset").unwrap_or_default();
+    changed(
+        state
+            .service
+            .change_task_modification_time(task_id(call), offset)
+            .await,
+    )
+}
+
+/// An outcome with its code in `data`, success when the code is 0.
+fn coded(result: Result<TaskOutcome, panda_service::ServiceError>) -> Envelope {
+    match result {
+        Ok(outcome) => Envelope {
+            success: outcome.code == task_code::OK,
+            message: outcome.message,
+            data: json!(outcome.code),
+        },
+        Err(e) => Envelope::from_service(e),
+    }
+}
+
+/// `task/increase_attempts` (production role).
+pub(crate) async fn increase_attempts(state: &AppState, call: &Call) -> Envelope {
+    let increase = call.args.int("increase").unwrap_or_default();
+    coded(
+        state
+            .service
+            .increase_task_attempts(task_id(call), increase)
+            .await,
+    )
+}
+
+/// `task/reactivate` (production role).
+pub(crate) async fn reactivate(state: &AppState, call: &Call) -> Envelope {
+    let keep = call.args.flag("keep_attempt_nr");
+    coded(state.service.reactivate_task(task_id(call), keep).await)
+}
+
+/// `task/kill_unfinished_jobs`: kills the task's jobs that are still defined or active, as
+/// `job/kill` would (each job only by its owner or the production role); one boolean per job.
+pub(crate) async fn kill_unfinished_jobs(state: &AppState, call: &Call) -> Envelope {
+    let id = task_id(call);
+    let ids = match state.service.task_job_ids(id).await {
+        Ok(ids) => ids,
+        Err(e) => return Envelope::from_service(e),
+    };
+    match state
+        .service
+        .kill_jobs(&call.identity, &ids, call.args.int("code"))
+        .await
+    {
+        Ok(results) => Envelope::ok(json!(results)),
+        Err(e) => Envelope::from_service(e),
+    }
+}
+
+/// `task/get_datasets_and_files`: `[{"dataset": {"name", "id"}, "files": [{"lfn", "scope",
+/// "id", "status"}]}]` for datasets of the given types (input and pseudo input by default).
+pub(crate) async fn get_datasets_and_files(state: &AppState, call: &Call) -> Envelope {
+    let kinds: Vec<String> = match call.args.get("dataset_types") {
+        Some(Json::Array(items)) => items
+            .iter()
+            .filter_map(Json::as_str)
+            .map(str::to_string)
+            .collect(),
+        Some(Json::String(text)) => text.split(',').map(|t| t.trim().to_string()).collect(),
+        _ => vec!["input".into(), "pseudo_input".into()],
+    };
+    match state
+        .service
+        .task_datasets_and_files(task_id(call), &kinds)
+        .await
+    {
+        Ok(datasets) if datasets.is_empty() => Envelope::fail("No data found for the task"),
+        Ok(datasets) => Envelope::ok(Json::Array(
+            datasets
+                .into_iter()
+                .map(|d| {
+                    json!({
+                        "dataset": {"name": d.name, "id": d.id},
+                        "files": d.files.into_iter().map(|f| json!({
+                            "lfn": f.lfn, "scope": f.scope, "id": f.id, "status": f.status,
+                        })).collect::<Vec<_>>(),
+                    })
+                })
+                .collect(),
+        )),
+        Err(e) => Envelope::from_service(e),
+    }
+}
+
+/// The detailed view of one task (as listed by `get_tasks_detailed_info_since`), with the
+/// job-parameter template.
+async fn task_details(state: &AppState, id: i64) -> Result<Option<Json>, Envelope> {
+    let task = match state.service.task(id).await {
+        Ok(Some(task)) => task,
+        Ok(None) => return Ok(None),
+        Err(e) => return Err(Envelope::from_service(e)),
+    };
+    let files = state
+        .service
+        .task_file_counts(id)
+        .await
+        .map_err(Envelope::from_service)?;
+    let mut info = detailed_info(
+        &task,
+        parameters(state, id).await.unwrap_or_default(),
+        files,
+    );
+    if let Ok(Some(template)) = state.service.job_parameters_template(id).await {
+        info["job_execution_params"] = json!(template);
+    }
+    Ok(Some(info))
+}
+
+/// `task/get_detailed_info`.
+pub(crate) async fn get_detailed_info(state: &AppState, call: &Call) -> Envelope {
+    match task_details(state, task_id(call)).await {
+        Ok(Some(info)) => Envelope::ok(info),
+        Ok(None) => Envelope::fail("Task not found or error retrieving task info"),
+        Err(e) => e,
+    }
+}
+
+/// `task/get_parent_detailed_info`: the detailed view of the task's parent.
+pub(crate) async fn get_parent_detailed_info(state: &AppState, call: &Call) -> Envelope {
+    let id = task_id(call);
+    let parent = match state.service.task(id).await {
+        Ok(Some(task)) => task.get_i64(TaskAttr::parent_tid),
+        Ok(None) => return Envelope::fail("Child task not found"),
+        Err(e) => return Envelope::from_service(e),
+    };
+    let Some(parent) = parent.filter(|p| *p != id) else {
+        return Envelope::fail("No parent task found");
+    };
+    match task_details(state, parent).await {
+        Ok(Some(info)) => Envelope::ok(info),
+        Ok(None) => Envelope::fail("Parent task not found"),
+        Err(e) => e,
+    }
+}
+
+/// `task/get_job_descriptions`: the task's jobs as `job/get_description` gives them (the
+/// unsuccessful ones only with `unsuccessful_only`), at most 5,500.
+pub(crate) async fn get_job_descriptions(state: &AppState, call: &Call) -> Envelope {
+    let ids = match state.service.task_job_ids(task_id(call)).await {
+        Ok(ids) => ids,
+        Err(e) => return Envelope::from_service(e),
+    };
+    let unsuccessful = call.args.flag("unsuccessful_only");
+    let mut out = Vec::new();
+    for id in ids.into_iter().take(crate::MAX_IDS) {
+        match state.service.job(id).await {
+            Ok(Some(job)) => {
+                let failed = matches!(
+                    job.get_str(panda_core::JobAttr::jobStatus),
+                    Some("failed" | "cancelled" | "closed")
+                );
+                if !unsuccessful || failed {
+                    out.push(super::job_description(&job));
+                }
+            }
+            Ok(None) => {}
+            Err(e) => return Envelope::from_service(e),
+        }
+    }
+    Envelope::ok(Json::Array(out))
+}

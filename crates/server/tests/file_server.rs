@@ -219,3 +219,158 @@ async fn uploads_need_a_credential_and_https_outside_local_mode() {
         .next()
         .is_none());
 }
+
+#[tokio::test]
+async fn logs_checkpoints_and_agent_requests_are_kept_as_upstream_keeps_them() {
+    let stack = Stack::start(Backend::Sqlite, &[], &[]).await;
+    let client = api_client();
+    let post = |function: &str, body: Json| {
+        let request = client
+            .post(stack.server.url(&format!("/api/v1/file_server/{function}")))
+            .json(&body);
+        async move {
+            request
+                .send()
+                .await
+                .expect("post")
+                .json::<Json>()
+                .await
+                .expect("envelope")
+        }
+    };
+    // A JEDI log replaces the previous one and is served under /cache/jedilog/.
+    for content in [&b"first"[..], &b"second"[..]] {
+        let reply: Json = client
+            .post(stack.server.url("/api/v1/file_server/upload_jedi_log"))
+            .multipart(form("task.10000001.log", content.to_vec()))
+            .send()
+            .await
+            .expect("upload")
+            .json()
+            .await
+            .expect("envelope");
+        assert_eq!(reply["success"], true, "{reply}");
+        assert!(reply["data"]
+            .as_str()
+            .is_some_and(|u| u.ends_with("/cache/jedilog/task.10000001.log")));
+    }
+    let served = client
+        .get(stack.server.url("/cache/jedilog/task.10000001.log"))
+        .send()
+        .await
+        .expect("get")
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(served, "second");
+    // A checkpoint is named by its task and sub-ID, and can be deleted.
+    let (_, placed) = upload_to(
+        &client,
+        &stack.server,
+        "upload_hpo_checkpoint",
+        "10000001_7",
+        b"cp".to_vec(),
+    )
+    .await;
+    assert_eq!(placed["success"], true, "{placed}");
+    assert!(stack
+        .site
+        .dir
+        .path()
+        .join("cache/hpo_cp_10000001_7")
+        .exists());
+    let (_, unnamed) = upload_to(
+        &client,
+        &stack.server,
+        "upload_hpo_checkpoint",
+        "noseparator",
+        b"cp".to_vec(),
+    )
+    .await;
+    assert!(
+        unnamed["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("task and sub IDs"),
+        "{unnamed}"
+    );
+    let deleted = post(
+        "delete_hpo_checkpoint",
+        json!({"task_id": 10000001, "sub_id": "7"}),
+    )
+    .await;
+    assert_eq!(deleted["success"], true, "{deleted}");
+    assert!(!stack
+        .site
+        .dir
+        .path()
+        .join("cache/hpo_cp_10000001_7")
+        .exists());
+    let again = post(
+        "delete_hpo_checkpoint",
+        json!({"task_id": 10000001, "sub_id": "7"}),
+    )
+    .await;
+    assert_eq!(again["success"], false);
+    // Requests for agents this server does not run are kept, and the answer says so.
+    let recovery = post(
+        "upload_file_recovery_request",
+        json!({"dataset": "user.x.ds", "files": ["a", "b"]}),
+    )
+    .await;
+    assert_eq!(recovery["success"], true, "{recovery}");
+    assert!(recovery["message"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("no file-recovery agent"));
+    let neither = post("upload_file_recovery_request", json!({})).await;
+    assert_eq!(
+        neither["message"],
+        "Either task_id or dataset must be provided"
+    );
+    let workflow = post(
+        "upload_workflow_request",
+        json!({"data": "{\"steps\": []}"}),
+    )
+    .await;
+    assert_eq!(workflow["success"], true, "{workflow}");
+    let synchronous = post(
+        "upload_workflow_request",
+        json!({"data": "{}", "sync": true}),
+    )
+    .await;
+    assert!(synchronous["message"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("workflow processor"));
+    let picking = post(
+        "upload_event_picking_request",
+        json!({"run_event_list": "1 2", "user_task_name": "t"}),
+    )
+    .await;
+    assert_eq!(picking["success"], true, "{picking}");
+    let kept: Vec<String> = cache_entries(&stack.site);
+    for prefix in ["recov.", "workflow.", "evp.", "lost_file_recovery."] {
+        assert!(
+            kept.iter().any(|n| n.starts_with(prefix)),
+            "{prefix}: {kept:?}"
+        );
+    }
+}
+
+async fn upload_to(
+    client: &reqwest::Client,
+    server: &Server,
+    function: &str,
+    name: &str,
+    bytes: Vec<u8>,
+) -> (u16, Json) {
+    let response = client
+        .post(server.url(&format!("/api/v1/file_server/{function}")))
+        .multipart(form(name, bytes))
+        .send()
+        .await
+        .expect("upload");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("envelope"))
+}

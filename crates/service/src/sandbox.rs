@@ -47,6 +47,38 @@ pub const MAX_NAME_BYTES: usize = 255;
 pub const MAX_CONCURRENT_UPLOADS: usize = 8;
 /// How long a registered sandbox may be reused, as upstream (`CURRENT_DATE - 3`).
 pub const REUSE_DAYS: i64 = 3;
+/// A JEDI log (`upload_jedi_log`), kept in `cache_dir/jedilog/`.
+pub const JEDI_LOG_LIMIT: u64 = 100 * MB;
+/// An HPO checkpoint (`upload_hpo_checkpoint`).
+pub const CHECKPOINT_LIMIT: u64 = 500 * MB;
+/// Where JEDI logs are kept, under `cache_dir` (served as `/cache/jedilog/`).
+pub const JEDI_LOG_DIR: &str = "jedilog";
+
+/// What an upload is, which decides its limit, its place and whether it may replace a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UploadKind {
+    /// A user's sandbox (`upload_cache_file`): limit by name, never replaced, registered.
+    Sandbox,
+    /// A JEDI log (`upload_jedi_log`): 100 MB, in `jedilog/`, replaces the previous one.
+    JediLog,
+    /// An HPO checkpoint (`upload_hpo_checkpoint`), named `<taskID>_<subID>`: 500 MB, stored
+    /// as `hpo_cp_<taskID>_<subID>`, replaces the previous one.
+    Checkpoint,
+}
+
+/// The file an HPO checkpoint of a task and sub-ID is kept in.
+pub fn checkpoint_name(task_id: &str, sub_id: &str) -> Result<String, ServiceError> {
+    let plain = |s: &str| {
+        !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    };
+    if !plain(task_id) || !plain(sub_id) {
+        return Err(ServiceError::BadRequest(format!(
+            "checkpoint IDs must be letters, digits or '-', at most 64 each: {task_id:?}, {sub_id:?}"
+        )));
+    }
+    Ok(format!("hpo_cp_{task_id}_{sub_id}"))
+}
+
 /// The suffix that lets an upload replace an existing file.
 const OVERWRITE_SUFFIX: &str = ".__ow__";
 
@@ -141,6 +173,7 @@ impl SandboxCache {
 /// removed unless [`CacheUpload::finish`] gives it its name.
 pub struct CacheUpload {
     cache: Arc<SandboxCache>,
+    kind: UploadKind,
     _turn: tokio::sync::OwnedSemaphorePermit,
     user: String,
     /// The name the file will take (without `.__ow__`).
@@ -228,12 +261,25 @@ impl JobService {
     pub async fn begin_cache_upload(
         &self,
         caller: &Identity,
+        kind: UploadKind,
         file_name: &str,
     ) -> Result<CacheUpload, ServiceError> {
         check_file_name(file_name)?;
-        let (name, overwrite) = match file_name.strip_suffix(OVERWRITE_SUFFIX) {
-            Some(base) => (base.to_string(), true),
-            None => (file_name.to_string(), false),
+        let (name, overwrite, limit) = match kind {
+            UploadKind::Sandbox => match file_name.strip_suffix(OVERWRITE_SUFFIX) {
+                Some(base) => (base.to_string(), true, upload_limit(base)),
+                None => (file_name.to_string(), false, upload_limit(file_name)),
+            },
+            UploadKind::JediLog => (file_name.to_string(), true, JEDI_LOG_LIMIT),
+            UploadKind::Checkpoint => {
+                let (task, sub) = file_name.split_once('_').ok_or_else(|| {
+                    ServiceError::BadRequest(
+                        "Failed to extract task and sub IDs: the file name must be <taskID>_<subID>"
+                            .into(),
+                    )
+                })?;
+                (checkpoint_name(task, sub)?, true, CHECKPOINT_LIMIT)
+            }
         };
         check_file_name(&name)?;
         let cache = self.sandbox.clone();
@@ -253,7 +299,8 @@ impl JobService {
             ServiceError::BadRequest("ERROR: cannot write file".into())
         })?;
         Ok(CacheUpload {
-            limit: upload_limit(&name),
+            limit,
+            kind,
             cache,
             _turn: turn,
             user: user_name(caller),
@@ -276,7 +323,15 @@ impl JobService {
             file.flush().await.map_err(|_| write_failed())?;
             file.sync_all().await.map_err(|_| write_failed())?;
         }
-        let target = upload.cache.dir.join(&upload.name);
+        let dir = match upload.kind {
+            UploadKind::JediLog => upload.cache.dir.join(JEDI_LOG_DIR),
+            _ => upload.cache.dir.clone(),
+        };
+        if let Err(e) = tokio::fs::create_dir_all(&dir).await {
+            tracing::error!(target: "panda::cache", error = %e, "cannot make the upload's directory");
+            return Err(write_failed());
+        }
+        let target = dir.join(&upload.name);
         if upload.overwrite {
             tokio::fs::rename(&upload.temporary, &target)
                 .await
@@ -298,7 +353,7 @@ impl JobService {
         };
         tracing::info!(target: "panda::cache", user = %info.user, file = %info.file_name,
             size = info.size, checksum = ?info.checksum, "sandbox stored");
-        if !upload.name.ends_with(".out") {
+        if upload.kind == UploadKind::Sandbox && !upload.name.ends_with(".out") {
             self.register_cache_file(&info).await?;
         }
         Ok(UploadOutcome::Stored(info))
@@ -346,6 +401,42 @@ impl JobService {
         check_file_name(file_name)?;
         let path = self.sandbox.dir.join(file_name);
         Ok(path.is_file() && touch(&path))
+    }
+
+    /// `delete_hpo_checkpoint`: removes the checkpoint; why not, when it cannot.
+    pub async fn delete_checkpoint(&self, task_id: &str, sub_id: &str) -> Result<(), ServiceError> {
+        let path = self.sandbox.dir.join(checkpoint_name(task_id, sub_id)?);
+        tokio::fs::remove_file(&path).await.map_err(|e| {
+            ServiceError::BadRequest(format!("Failed to delete file due to {}", e.kind()))
+        })
+    }
+
+    /// Keeps a request for an agent (file recovery, workflow, event picking) as upstream
+    /// does: a JSON file `<prefix>.<uuid>` in the cache directory. Returns its name.
+    pub async fn store_request(
+        &self,
+        prefix: &str,
+        request: &serde_json::Value,
+    ) -> Result<String, ServiceError> {
+        let name = format!("{prefix}.{}", crate::task_processing::new_guid());
+        let text = serde_json::to_vec(request)
+            .map_err(|e| ServiceError::BadRequest(format!("the request cannot be written: {e}")))?;
+        tokio::fs::write(self.sandbox.dir.join(&name), text)
+            .await
+            .map_err(|e| {
+                tracing::error!(target: "panda::cache", error = %e, "cannot store a request");
+                ServiceError::BadRequest("cannot put request".into())
+            })?;
+        tracing::info!(target: "panda::cache", file = %name, "request stored");
+        Ok(name)
+    }
+
+    /// Makes an empty file in the cache (a request's log, to be filled by its agent).
+    pub async fn create_cache_file(&self, name: &str) -> Result<(), ServiceError> {
+        check_file_name(name)?;
+        tokio::fs::write(self.sandbox.dir.join(name), b"")
+            .await
+            .map_err(|_| ServiceError::BadRequest("ERROR: cannot write file".into()))
     }
 
     /// The cache directory (for readers of files it holds).
@@ -404,6 +495,7 @@ mod tests {
             .expect("test setup");
         let temporary = dir.join(".upload.test");
         let mut upload = CacheUpload {
+            kind: UploadKind::Sandbox,
             cache,
             _turn: turn,
             user: "u".into(),

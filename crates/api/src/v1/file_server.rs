@@ -23,7 +23,9 @@ use std::time::{Duration, Instant};
 use axum::extract::Request;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use panda_service::sandbox::{self, CacheFileInfo, UploadError, UploadOutcome, MAX_UPLOAD};
+use panda_service::sandbox::{
+    self, CacheFileInfo, UploadError, UploadKind, UploadOutcome, JEDI_LOG_DIR, MAX_UPLOAD,
+};
 use serde_json::Value as Json;
 
 use super::args::ArgsExt;
@@ -137,6 +139,32 @@ fn answer(status: StatusCode, envelope: Envelope) -> Response {
 
 /// `file_server/upload_cache_file`: the multipart field `file`, streamed into the cache.
 pub(crate) async fn upload_cache_file(state: &AppState, call: &Call, request: Request) -> Response {
+    upload(state, call, request, UploadKind::Sandbox).await
+}
+
+/// `file_server/upload_jedi_log` (production role): a JEDI log into `/cache/jedilog/`,
+/// replacing the previous one; `data` is its URL.
+pub(crate) async fn upload_jedi_log(state: &AppState, call: &Call, request: Request) -> Response {
+    upload(state, call, request, UploadKind::JediLog).await
+}
+
+/// `file_server/upload_hpo_checkpoint`: the file `<taskID>_<subID>` kept as
+/// `hpo_cp_<taskID>_<subID>`, replacing the previous one; `data` is its path.
+pub(crate) async fn upload_hpo_checkpoint(
+    state: &AppState,
+    call: &Call,
+    request: Request,
+) -> Response {
+    upload(state, call, request, UploadKind::Checkpoint).await
+}
+
+/// The URL a file in the cache is served at, from the host the client called.
+fn cache_url(host: &str, https: bool, path: &str) -> String {
+    let scheme = if https { "https" } else { "http" };
+    format!("{scheme}://{host}/cache/{path}")
+}
+
+async fn upload(state: &AppState, call: &Call, request: Request, kind: UploadKind) -> Response {
     if !upload_transport_ok(state, call, &request) {
         super::discard_body(request, state).await;
         return answer(StatusCode::OK, Envelope::fail("ERROR : no HTTPS"));
@@ -174,6 +202,13 @@ pub(crate) async fn upload_cache_file(state: &AppState, call: &Call, request: Re
             .per_field(FORM_OVERHEAD)
             .for_field("file", MAX_UPLOAD),
     );
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost")
+        .to_string();
+    let https = request.extensions().get::<OverHttps>().is_some();
     let stream = request.into_body().into_data_stream();
     let mut form = multer::Multipart::with_constraints(stream, boundary, constraints);
     let pace = Pace::new(state);
@@ -193,19 +228,36 @@ pub(crate) async fn upload_cache_file(state: &AppState, call: &Call, request: Re
             continue;
         }
         let name = field.file_name().unwrap_or_default().to_string();
-        return receive(state, call, field, &name, &pace).await;
+        let where_ = Place {
+            kind,
+            host: &host,
+            https,
+        };
+        return receive(state, call, field, &name, &pace, where_).await;
     }
 }
 
 /// Streams one file field into the cache.
+/// What an upload is and where the client reached us (for the URL of a stored log).
+struct Place<'a> {
+    kind: UploadKind,
+    host: &'a str,
+    https: bool,
+}
+
 async fn receive(
     state: &AppState,
     call: &Call,
     mut field: multer::Field<'_>,
     name: &str,
     pace: &Pace,
+    place: Place<'_>,
 ) -> Response {
-    let mut upload = match state.service.begin_cache_upload(&call.identity, name).await {
+    let mut upload = match state
+        .service
+        .begin_cache_upload(&call.identity, place.kind, name)
+        .await
+    {
         Ok(upload) => upload,
         Err(e) => return answer(StatusCode::OK, Envelope::from_service(e)),
     };
@@ -237,7 +289,25 @@ async fn receive(
     }
     let _worker = state.stats.worker().await;
     match state.service.finish_cache_upload(upload).await {
-        Ok(UploadOutcome::Stored(_)) => answer(StatusCode::OK, Envelope::ok(Json::Null)),
+        Ok(UploadOutcome::Stored(info)) => answer(
+            StatusCode::OK,
+            match place.kind {
+                UploadKind::Sandbox => Envelope::ok(Json::Null),
+                UploadKind::JediLog => Envelope::ok(Json::String(cache_url(
+                    place.host,
+                    place.https,
+                    &format!("{JEDI_LOG_DIR}/{}", info.file_name),
+                ))),
+                UploadKind::Checkpoint => {
+                    let path = state.service.cache_dir().join(&info.file_name);
+                    Envelope {
+                        success: true,
+                        message: format!("Successfully placed at {}", path.display()),
+                        data: Json::String(path.display().to_string()),
+                    }
+                }
+            },
+        ),
         Ok(UploadOutcome::Exists) => answer(
             StatusCode::OK,
             Envelope::fail("ERROR: cannot overwrite file"),
@@ -293,3 +363,163 @@ impl Pace {
         })
     }
 }
+
+/// `file_server/delete_hpo_checkpoint`.
+pub(crate) async fn delete_hpo_checkpoint(state: &AppState, call: &Call) -> Envelope {
+    let text = |key: &str| match call.args.get(key) {
+        Some(Json::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+        None => String::new(),
+    };
+    match state
+        .service
+        .delete_checkpoint(&text("task_id"), &text("sub_id"))
+        .await
+    {
+        Ok(()) => Envelope::ok(Json::Null),
+        Err(e) => Envelope::from_service(e),
+    }
+}
+
+/// The caller's DN as request files record it.
+fn requester(call: &Call) -> String {
+    call.identity.dn.clone().unwrap_or_default()
+}
+
+fn now_text() -> String {
+    chrono::Utc::now().format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+/// `file_server/upload_file_recovery_request`: the request kept for a recovery agent, with
+/// an empty log file whose URL is answered (the task's owner or the production role).
+pub(crate) async fn upload_file_recovery_request(state: &AppState, call: &Call) -> Envelope {
+    let task_id = call.args.int("task_id");
+    let dataset = call.args.text("dataset").filter(|d| !d.is_empty());
+    if task_id.is_none() && dataset.is_none() {
+        return Envelope::fail("Either task_id or dataset must be provided");
+    }
+    if let Some(id) = task_id {
+        match state.service.may_change_task(&call.identity, id).await {
+            Ok(Some(true)) => {}
+            Ok(Some(false)) => return Envelope::fail("not the task owner or no production role"),
+            Ok(None) => return Envelope::fail(format!("jediTaskID={id} not found")),
+            Err(e) => return Envelope::from_service(e),
+        }
+    }
+    let log = format!(
+        "lost_file_recovery.{}.log",
+        panda_service::task_processing::new_guid()
+    );
+    let mut request = serde_json::json!({
+        "userName": requester(call), "creationTime": now_text(), "logFilename": log,
+        "isProductionManager": call.identity.production,
+    });
+    let flags = [
+        ("dry_run", "dryRun"),
+        ("no_child_retry", "noChildRetry"),
+        ("resurrect_datasets", "resurrectDS"),
+        ("force", "force"),
+        ("reproduce_parent", "reproduceParent"),
+    ];
+    for (arg, key) in flags {
+        if call.args.flag(arg) {
+            request[key] = Json::Bool(true);
+        }
+    }
+    if let Some(id) = task_id {
+        request["jediTaskID"] = Json::from(id);
+    }
+    if let Some(dataset) = dataset {
+        request["ds"] = Json::from(dataset);
+    }
+    if let Some(Json::Array(files)) = call.args.get("files") {
+        let names: Vec<&str> = files.iter().filter_map(Json::as_str).collect();
+        request["files"] = Json::from(names.join(","));
+    }
+    if let Some(n) = call.args.int("reproduce_upto_nth_gen").filter(|n| *n > 0) {
+        request["reproduceUptoNthGen"] = Json::from(n);
+    }
+    if let Err(e) = state.service.store_request("recov", &request).await {
+        return Envelope::from_service(e);
+    }
+    if let Err(e) = state.service.create_cache_file(&log).await {
+        return Envelope::from_service(e);
+    }
+    Envelope {
+        success: true,
+        message: "The request was stored; this server has no file-recovery agent, so nothing \
+                  acts on it yet"
+            .into(),
+        data: serde_json::json!({"logFileURL": format!("/cache/{log}")}),
+    }
+}
+
+/// `file_server/upload_workflow_request`: the workflow kept for a workflow processor;
+/// synchronous processing (`sync`, `dry_run`) needs that processor, which this server does
+/// not have, and is refused with that reason.
+pub(crate) async fn upload_workflow_request(state: &AppState, call: &Call) -> Envelope {
+    if call.args.flag("sync") || call.args.flag("dry_run") {
+        return Envelope::fail(
+            "synchronous or dry-run workflow processing needs a workflow processor, which this \
+             server does not have",
+        );
+    }
+    let data = match serde_json::from_str::<Json>(call.args.text("data").unwrap_or_default()) {
+        Ok(data) => data,
+        Err(e) => {
+            return Envelope::fail(format!(
+                "Cannot upload the workflow request: data is not JSON: {e}"
+            ))
+        }
+    };
+    let request = serde_json::json!({
+        "userName": requester(call), "creationTime": now_text(), "data": data,
+    });
+    match state.service.store_request("workflow", &request).await {
+        Ok(_) => Envelope::ok_with(
+            "The request was stored; this server has no workflow processor, so nothing acts on \
+             it yet",
+        ),
+        Err(e) => Envelope::from_service(e),
+    }
+}
+
+/// `file_server/upload_event_picking_request`: the request kept for an event-picking agent.
+pub(crate) async fn upload_event_picking_request(state: &AppState, call: &Call) -> Envelope {
+    let mut request = serde_json::Map::new();
+    request.insert("userName".into(), Json::from(requester(call)));
+    request.insert("creationTime".into(), Json::from(now_text()));
+    for key in EVENT_PICKING_ARGS {
+        if let Some(value) = call.args.get(*key) {
+            request.insert((*key).into(), value.clone());
+        }
+    }
+    match state
+        .service
+        .store_request("evp", &Json::Object(request))
+        .await
+    {
+        Ok(_) => Envelope::ok_with(
+            "The request was stored; this server has no event-picking agent, so nothing acts \
+             on it yet",
+        ),
+        Err(e) => Envelope::from_service(e),
+    }
+}
+
+/// The arguments of `upload_event_picking_request`, as upstream names them.
+pub(crate) const EVENT_PICKING_ARGS: &[&str] = &[
+    "run_event_list",
+    "data_type",
+    "stream_name",
+    "dataset_name",
+    "ami_tag",
+    "user_dataset_name",
+    "locked_by",
+    "parameters",
+    "input_file_list",
+    "n_sites",
+    "user_task_name",
+    "ei_api",
+    "include_guids",
+];

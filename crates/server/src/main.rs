@@ -61,6 +61,11 @@ enum Command {
         #[command(subcommand)]
         action: UsersAction,
     },
+    /// The local catalogue of input datasets (instead of Rucio): add files, list datasets.
+    Datasets {
+        #[command(subcommand)]
+        action: DatasetsAction,
+    },
     /// Look at jobs: list them by status, site or task; show one with its status log.
     Jobs {
         #[command(subcommand)]
@@ -69,6 +74,27 @@ enum Command {
     /// This node's view: database, schema, queues, jobs, the daemon's leases, the local web
     /// tier. Exits 1 unless the database answers at the right schema version.
     Status,
+}
+
+#[derive(Subcommand, Debug)]
+enum DatasetsAction {
+    /// Record files as (part of) a dataset; with --se, copy them onto the local storage
+    /// element where pilots find them.
+    Add {
+        /// The dataset, e.g. user.alice.inputs
+        dataset: String,
+        /// The files' scope, e.g. user.alice
+        #[arg(long)]
+        scope: String,
+        /// The storage element's root directory (the DDM endpoint's path).
+        #[arg(long)]
+        se: Option<PathBuf>,
+        /// The files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// The datasets, or one dataset's files.
+    List { dataset: Option<String> },
 }
 
 #[derive(Subcommand, Debug)]
@@ -162,6 +188,7 @@ async fn run(command: Option<Command>, config: Config) -> anyhow::Result<ExitCod
         Some(Command::Queues { action }) => queues(action, &config).await,
         Some(Command::Users { action }) => users(action, &config).await,
         Some(Command::Jobs { action }) => jobs(action, &config).await,
+        Some(Command::Datasets { action }) => datasets(action, &config).await,
         Some(Command::Status) => {
             let (report, healthy) = panda_server::operator::node_status(&config).await;
             print!("{report}");
@@ -238,6 +265,33 @@ async fn queues(action: QueuesAction, config: &Config) -> anyhow::Result<ExitCod
     }
     store.close().await;
     Ok(ExitCode::SUCCESS)
+}
+
+async fn datasets(action: DatasetsAction, config: &Config) -> anyhow::Result<ExitCode> {
+    let store = Store::open(&config.db, config.store_options()).await?;
+    store.check_schema().await?;
+    let text = match action {
+        DatasetsAction::Add {
+            dataset,
+            scope,
+            se,
+            files,
+        } => panda_server::datasets::add(&store, &dataset, &scope, se.as_deref(), &files).await,
+        DatasetsAction::List { dataset } => {
+            panda_server::datasets::list(&store, dataset.as_deref()).await
+        }
+    };
+    store.close().await;
+    match text {
+        Ok(text) => {
+            print!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("panda-server: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }
 
 async fn jobs(action: JobsAction, config: &Config) -> anyhow::Result<ExitCode> {

@@ -321,7 +321,7 @@ async fn malformed_parameters_break_the_task_with_the_reason() {
     assert!(step(&stack, "task_refiner").contains("broken=2"));
     for (task, words) in [
         (id, "jobParameters[0] needs value"),
-        (needs_input, "input datasets"),
+        (needs_input, "neither noInput nor an input dataset"),
     ] {
         let spec = stack
             .store
@@ -375,5 +375,107 @@ async fn a_killed_task_tells_its_running_pilot_and_ends_aborted() {
         // Nothing is generated for a killed task, and nothing is left to a pilot.
         assert!(step(&stack, "job_generator").contains("jobs=0"));
         assert!(take_job(&stack).await.is_none());
+    }
+}
+
+/// prun's parameters for `--inDS <dataset> --nFilesPerJob <n>` (as prun 2.2.0 dumps them).
+fn input_task_parameters(name: &str, dataset: &str, per_job: i64) -> Json {
+    json!({
+        "taskName": format!("user.tester.{name}/"), "uniqueTaskName": true, "vo": "atlas",
+        "prodSourceLabel": "user", "nFilesPerJob": per_job, "nMaxFilesPerJob": 200,
+        "sourceURL": "http://127.0.0.1:39999", "dsForIN": dataset,
+        "log": {"dataset": format!("user.tester.{name}.log/"), "type": "template",
+                "param_type": "log", "value": format!("user.tester.{name}.log.$JEDITASKID.${{SN}}.log.tgz")},
+        "jobParameters": [
+            {"type": "constant", "value": "-j \"\" --sourceURL ${SURL}"},
+            {"type": "constant", "value": "-r ."},
+            {"type": "template", "param_type": "input", "value": "-i \"${IN/T}\"",
+             "dataset": dataset, "exclude": "\\.log\\.tgz(\\.\\d+)*$", "expand": true},
+            {"type": "constant", "value": "-p \"", "padding": false},
+            {"type": "constant", "value": "cat%20%25IN", "padding": false},
+            {"type": "constant", "value": "\""}]
+    })
+}
+
+#[tokio::test]
+async fn a_task_on_a_catalogued_dataset_gets_one_job_per_n_files() {
+    for backend in backends() {
+        let stack = Stack::start(backend, &["httpd"], &[]).await;
+        let files = stack.site.dir.path().join("inputs");
+        std::fs::create_dir_all(&files).expect("dir");
+        let mut paths = Vec::new();
+        for name in ["in.1.txt", "in.2.txt", "in.3.txt", "old.log.tgz"] {
+            std::fs::write(files.join(name), name).expect("file");
+            paths.push(files.join(name).display().to_string());
+        }
+        let se = stack.site.dir.path().join("se").display().to_string();
+        let mut args = vec![
+            "datasets",
+            "add",
+            "user.tester.in1",
+            "--scope",
+            "user.tester",
+            "--se",
+            &se,
+        ];
+        args.extend(paths.iter().map(String::as_str));
+        let added = run(&args, &stack.env);
+        assert!(added.status.success(), "{added:?}");
+        assert!(String::from_utf8_lossy(&added.stdout).contains("4 files added"));
+        let listed = run(&["datasets", "list", "user.tester.in1"], &stack.env);
+        let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+        assert!(
+            listed.contains("in.2.txt\tuser.tester\t") && listed.contains("ad:"),
+            "{listed}"
+        );
+
+        let id = submit_task(&stack, input_task_parameters("in", "user.tester.in1", 2)).await;
+        let unknown = submit_task(
+            &stack,
+            input_task_parameters("nodata", "user.tester.none", 1),
+        )
+        .await;
+        step(&stack, "task_refiner");
+        assert!(step(&stack, "contents_feeder").contains("broken=1"));
+        let spec = stack
+            .store
+            .get_task(unknown)
+            .await
+            .expect("read")
+            .expect("task");
+        assert!(spec
+            .get_str(panda_core::TaskAttr::errorDialog)
+            .is_some_and(|d| d.contains("not in the dataset catalogue")));
+        assert!(
+            step(&stack, "job_generator").contains("jobs=2"),
+            "3 files, 2 per job"
+        );
+        let mut jobs = Vec::new();
+        while let Some(job) = take_job(&stack).await {
+            jobs.push(job);
+        }
+        assert_eq!(jobs.len(), 2, "{backend:?}");
+        jobs.sort_by_key(|j| j["PandaID"].as_i64());
+        assert_eq!(jobs[0]["inFiles"], "in.1.txt,in.2.txt", "{}", jobs[0]);
+        assert_eq!(jobs[1]["inFiles"], "in.3.txt");
+        assert!(
+            jobs[0]["jobPars"]
+                .as_str()
+                .is_some_and(|p| p.contains("-i \"['in.1.txt', 'in.2.txt']\"")),
+            "{}",
+            jobs[0]["jobPars"]
+        );
+        assert_eq!(jobs[0]["scopeIn"], "user.tester,user.tester");
+        for job in &jobs {
+            report(&stack, job, true).await;
+        }
+        step(&stack, "add_main");
+        step(&stack, "post_processor");
+        assert_eq!(task_status(&stack.store, id).await, "done", "{backend:?}");
+        let shown = listed(&stack, id).await;
+        assert_eq!(
+            (shown["nFiles"].as_i64(), shown["pctFinished"].as_i64()),
+            (Some(3), Some(100))
+        );
     }
 }

@@ -8,6 +8,7 @@
 //! depend on `panda-store`).
 
 mod brokerage;
+pub mod catalog;
 mod dispatch;
 mod error;
 pub mod harvester;
@@ -30,7 +31,7 @@ pub mod worker_nodes;
 use std::sync::Arc;
 
 use panda_store::ports::{
-    Changes, HarvesterStore, JediStore, JobStore, SiteStore, TaskStore, UserStore,
+    CatalogStore, Changes, HarvesterStore, JediStore, JobStore, SiteStore, TaskStore, UserStore,
 };
 use panda_store::Store;
 
@@ -86,6 +87,8 @@ pub struct Stores {
     pub tasks: Arc<dyn TaskStore>,
     /// JEDI's datasets, files and templates of tasks.
     pub jedi: Arc<dyn JediStore>,
+    /// The local catalogue of input datasets (behind `catalog::DatasetCatalog`).
+    pub catalog: Arc<dyn CatalogStore>,
     pub harvester: Arc<dyn HarvesterStore>,
     pub users: Arc<dyn UserStore>,
     /// Changes of jobs and tasks under the store's locking rules.
@@ -101,6 +104,7 @@ impl Stores {
             sites: shared.clone(),
             tasks: shared.clone(),
             jedi: shared.clone(),
+            catalog: shared.clone(),
             harvester: shared.clone(),
             users: shared.clone(),
             changes: shared,
@@ -118,6 +122,7 @@ pub struct JobService {
     queues: Arc<std::sync::Mutex<QueueCache>>,
     bans: Arc<lookups::BanList>,
     sandbox: Arc<sandbox::SandboxCache>,
+    catalog: Arc<dyn catalog::DatasetCatalog>,
 }
 
 type QueueCache =
@@ -134,8 +139,10 @@ impl JobService {
             settings.cache_dir.clone(),
             settings.host_name.clone(),
         ));
+        let catalog = Arc::new(catalog::LocalCatalog(stores.catalog.clone()));
         JobService {
             stores,
+            catalog,
             sandbox,
             settings: Arc::new(settings),
             data_management: Arc::new(NoDataMovement),

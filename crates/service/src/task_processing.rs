@@ -7,12 +7,16 @@
 //!    job-parameter template (the non-hidden `jobParameters` values, a space after each unless
 //!    `"padding": false`, `${SURL}` replaced by the task's `sourceURL`, each output's LFN
 //!    template by its stream `${OUTPUT<n>}`), the datasets (a `pseudo_dataset` master input
-//!    for `noInput`, the log and each output with their file-name templates), and `reqID`,
+//!    for `noInput`, else the input dataset (`--inDS`), the log and each output with their
+//!    file-name templates), and `reqID`,
 //!    the owner's next jobset ID. Parameters that cannot be refined make the task `broken`
 //!    with the reason in `errorDialog`.
 //! 2. **Contents** (`defined → ready`): a `noInput` task gets `ceil(nEvents / nEventsPerJob)`
-//!    pseudo files, each a range of events, at most [`MAX_TASK_FILES`].
-//! 3. **Generate** (`ready → running`): one job per ready file, named and parametrised as
+//!    pseudo files, each a range of events; a task with an input dataset gets its files from
+//!    the dataset catalogue (`catalog::DatasetCatalog`), less those the input's `exclude`
+//!    pattern names; at most [`MAX_TASK_FILES`]. An unknown dataset breaks the task.
+//! 3. **Generate** (`ready → running`): one job per pseudo file, or per `nFilesPerJob` input
+//!    files (`${IN/T}` and `${IN}` in the parameters become their names), named and parametrised as
 //!    JEDI does (`<taskName>.<PandaID>`, `jobsetID = reqID`, the log
 //!    `<name>.log.<jediTaskID>.<SN:06d>.log.tgz` in its dataset, scope from the dataset name),
 //!    submitted through the ordinary path (brokerage among the online queues, activation).
@@ -24,7 +28,7 @@
 //!    the task goes `prepared` and then `done` (every file finished), `finished` (some) or
 //!    `failed` (none); a task being killed ends `aborted`.
 //!
-//! Not done here (yet): input datasets (`--inDS`), the build step, scouting, per-site output
+//! Not done here (yet): the build step, scouting, secondary datasets, per-site output
 //! datasets (one dataset per output stream, named `<name>.<datasetID>`).
 
 use std::collections::HashMap;
@@ -226,13 +230,6 @@ pub fn refine(
     let source_url = param_str(params, "sourceURL").unwrap_or("");
     let vo = task.get(TaskAttr::vo).clone();
     let mut datasets = Vec::new();
-    if params.get("noInput").and_then(Json::as_bool) != Some(true) {
-        return Err(
-            "the task reads input datasets, which this server cannot resolve yet; submit it \
-             without --inDS (noInput)"
-                .into(),
-        );
-    }
     if params.contains_key("buildSpec") {
         return Err(
             "the task has a build step, which this server does not run yet; submit it with \
@@ -240,10 +237,20 @@ pub fn refine(
                 .into(),
         );
     }
-    let mut pseudo = dataset("pseudo_input", "pseudo_dataset", None, &vo);
-    pseudo.set(DatasetAttr::streamName, text("IN"));
+    let master = match params.get("noInput").and_then(Json::as_bool) == Some(true) {
+        true => dataset("pseudo_input", "pseudo_dataset", None, &vo),
+        false => {
+            let name = input_dataset(&items, params).ok_or(
+                "the task has neither noInput nor an input dataset (dsForIN, or a jobParameters \
+                 template with param_type input)",
+            )?;
+            dataset("input", name, None, &vo)
+        }
+    };
+    let mut master = master;
+    master.set(DatasetAttr::streamName, text("IN"));
     datasets.push(NewDataset {
-        spec: pseudo,
+        spec: master,
         template: None,
     });
     let log = params
@@ -345,6 +352,90 @@ pub fn refine(
     })
 }
 
+/// The master input dataset of a task that reads one: the input template's `dataset`, else
+/// `dsForIN`.
+fn input_dataset<'a>(items: &[JobParameter<'a>], params: &'a Map<String, Json>) -> Option<&'a str> {
+    items
+        .iter()
+        .find(|i| i.item.get("param_type").and_then(Json::as_str) == Some("input"))
+        .and_then(|i| i.item.get("dataset").and_then(Json::as_str))
+        .or_else(|| param_str(params, "dsForIN"))
+        .filter(|name| !name.is_empty())
+}
+
+/// The files of an input dataset as the task's master input: those not matching the input
+/// template's `exclude` pattern (prun leaves out log tarballs), at most [`MAX_TASK_FILES`].
+pub fn input_files(
+    params: &Map<String, Json>,
+    dataset: &str,
+    files: Vec<panda_store::CatalogFile>,
+) -> Result<Vec<TaskFileSpec>, RefineError> {
+    let items = job_parameters(params)?;
+    let exclude = items
+        .iter()
+        .find(|i| i.item.get("param_type").and_then(Json::as_str) == Some("input"))
+        .and_then(|i| i.item.get("exclude").and_then(Json::as_str))
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            regex::RegexBuilder::new(p)
+                .size_limit(1 << 20)
+                .build()
+                .map_err(|e| {
+                    format!("the input's exclude pattern {p:?} is not a regular expression: {e}")
+                })
+        })
+        .transpose()?;
+    let attempts = max_attempt(params);
+    let failures = param_int(params, "maxFailure").unwrap_or(DEFAULT_MAX_FAILURE);
+    let kept: Vec<TaskFileSpec> = files
+        .into_iter()
+        .filter(|f| !exclude.as_ref().is_some_and(|e| e.is_match(&f.lfn)))
+        .map(|f| {
+            let mut file = TaskFileSpec::new();
+            file.set(TaskFileAttr::lfn, text(&f.lfn));
+            file.set(TaskFileAttr::GUID, text(&f.guid));
+            file.set(TaskFileAttr::scope, text(&f.scope));
+            file.set(TaskFileAttr::fsize, int(f.fsize));
+            file.set(TaskFileAttr::checksum, Value::Text(f.checksum.clone()));
+            file.set(TaskFileAttr::r#type, text("input"));
+            file.set(TaskFileAttr::status, text("ready"));
+            file.set(TaskFileAttr::attemptNr, int(0));
+            file.set(TaskFileAttr::maxAttempt, int(attempts));
+            file.set(TaskFileAttr::maxFailure, int(failures));
+            file.set(TaskFileAttr::keepTrack, int(1));
+            file
+        })
+        .collect();
+    if kept.is_empty() {
+        return Err(format!(
+            "the input dataset {dataset} has no file to process"
+        ));
+    }
+    if kept.len() as i64 > MAX_TASK_FILES {
+        return Err(format!(
+            "the input dataset {dataset} has {} files; at most {MAX_TASK_FILES} are accepted",
+            kept.len()
+        ));
+    }
+    Ok(kept)
+}
+
+/// How many files of the master input one job takes: 1 for a `noInput` task's pseudo
+/// files, else `nFilesPerJob` (10 by default), at most `nMaxFilesPerJob` (200).
+pub fn files_per_job(params: &Map<String, Json>) -> usize {
+    if params.get("noInput").and_then(Json::as_bool) == Some(true) {
+        return 1;
+    }
+    let max = param_int(params, "nMaxFilesPerJob")
+        .filter(|n| *n > 0)
+        .unwrap_or(200);
+    param_int(params, "nFilesPerJob")
+        .filter(|n| *n > 0)
+        .unwrap_or(10)
+        .min(max)
+        .clamp(1, 1000) as usize
+}
+
 /// The attempts each file of the task gets.
 fn max_attempt(params: &Map<String, Json>) -> i64 {
     param_int(params, "maxAttempt")
@@ -430,14 +521,17 @@ pub fn new_guid() -> String {
     )
 }
 
-/// One job of a task for one file, as JEDI's job generator makes it.
+/// One job of a task for its files of the master input, as JEDI's job generator makes it.
 fn task_job(
     task: &TaskSpec,
     layout: &TaskLayout,
-    file: &TaskFileSpec,
+    inputs: &[TaskFileSpec],
     panda_id: i64,
     serials: &HashMap<i64, i64>,
 ) -> JobSpec {
+    let Some(file) = inputs.first() else {
+        return JobSpec::new();
+    };
     let task_id = task.get_i64(TaskAttr::jediTaskID).unwrap_or_default();
     let mut job = JobSpec::new();
     let copy = |job: &mut JobSpec, to: JobAttr, from: TaskAttr| {
@@ -488,23 +582,51 @@ fn task_job(
     job.set(JobAttr::attemptNr, int(attempt));
     job.set(JobAttr::maxAttempt, int(attempt));
     job.set(JobAttr::nEvents, file.get(TaskFileAttr::nEvents).clone());
+    let master = layout
+        .datasets
+        .iter()
+        .find(|d| d.get_i64(DatasetAttr::datasetID) == file.get_i64(TaskFileAttr::datasetID))
+        .and_then(|d| d.get_str(DatasetAttr::datasetName))
+        .unwrap_or("pseudo_dataset");
+    let lfns: Vec<String> = inputs
+        .iter()
+        .filter_map(|f| f.get_str(TaskFileAttr::lfn).map(str::to_string))
+        .collect();
+    // `${IN/T}` is the inputs as a Python list literal (what runGen's -i reads), `${IN}`
+    // the same names separated by commas.
+    let as_list = format!(
+        "[{}]",
+        lfns.iter()
+            .map(|l| format!("'{l}'"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let mut parameters = layout
         .job_params_template
-        .replace("$JEDITASKID", &task_id.to_string());
-    let mut input = FileSpec::new();
-    input.set(FileAttr::lfn, file.get(TaskFileAttr::lfn).clone());
-    input.set(FileAttr::r#type, file.get(TaskFileAttr::r#type).clone());
-    input.set(FileAttr::dataset, text("pseudo_dataset"));
-    input.set(FileAttr::prodDBlock, text("pseudo_dataset"));
-    input.set(FileAttr::status, text("ready"));
-    input.set(FileAttr::jediTaskID, int(task_id));
-    input.set(
-        FileAttr::datasetID,
-        file.get(TaskFileAttr::datasetID).clone(),
-    );
-    input.set(FileAttr::fileID, file.get(TaskFileAttr::fileID).clone());
-    input.set(FileAttr::attemptNr, int(attempt));
-    job.files.push(input);
+        .replace("$JEDITASKID", &task_id.to_string())
+        .replace("${IN/T}", &as_list)
+        .replace("${IN}", &lfns.join(","));
+    for input in inputs {
+        let mut spec = FileSpec::new();
+        for (to, from) in [
+            (FileAttr::lfn, TaskFileAttr::lfn),
+            (FileAttr::r#type, TaskFileAttr::r#type),
+            (FileAttr::GUID, TaskFileAttr::GUID),
+            (FileAttr::scope, TaskFileAttr::scope),
+            (FileAttr::fsize, TaskFileAttr::fsize),
+            (FileAttr::checksum, TaskFileAttr::checksum),
+            (FileAttr::datasetID, TaskFileAttr::datasetID),
+            (FileAttr::fileID, TaskFileAttr::fileID),
+        ] {
+            spec.set(to, input.get(from).clone());
+        }
+        spec.set(FileAttr::dataset, text(master));
+        spec.set(FileAttr::prodDBlock, text(master));
+        spec.set(FileAttr::status, text("ready"));
+        spec.set(FileAttr::jediTaskID, int(task_id));
+        spec.set(FileAttr::attemptNr, int(attempt));
+        job.files.push(spec);
+    }
     for template in &layout.templates {
         let Some(dataset) = layout
             .datasets
@@ -625,18 +747,32 @@ impl JobService {
             let id = task.get_i64(TaskAttr::jediTaskID).unwrap_or_default();
             let params = self.task_params(id).await?;
             let layout = self.stores.jedi.task_layout(id).await?;
-            let Some(master) = layout
-                .datasets
-                .iter()
-                .find(|d| d.get_str(DatasetAttr::r#type) == Some("pseudo_input"))
-                .and_then(|d| d.get_i64(DatasetAttr::datasetID))
-            else {
+            let Some(master) = layout.datasets.iter().find(|d| {
+                matches!(
+                    d.get_str(DatasetAttr::r#type),
+                    Some("pseudo_input" | "input")
+                )
+            }) else {
                 self.break_task(id, "defined", "the task has no master input dataset")
                     .await?;
                 counts.broken += 1;
                 continue;
             };
-            match pseudo_files(&params) {
+            let master_id = master.get_i64(DatasetAttr::datasetID).unwrap_or_default();
+            let files = match master.get_str(DatasetAttr::r#type) {
+                Some("input") => {
+                    let name = master.get_str(DatasetAttr::datasetName).unwrap_or("");
+                    match self.catalog.dataset_files(name).await? {
+                        Some(found) => input_files(&params, name, found),
+                        None => Err(format!(
+                            "the input dataset {name} is not in the dataset catalogue"
+                        )),
+                    }
+                }
+                _ => pseudo_files(&params),
+            };
+            let master = master_id;
+            match files {
                 Ok(files) => {
                     if self.stores.jedi.add_task_files(id, master, &files).await? {
                         counts.tasks += 1;
@@ -666,7 +802,12 @@ impl JobService {
             // leaves the generating statuses (a kill), or the run's budget is spent.
             while counts.jobs < max_jobs {
                 let budget = (max_jobs - counts.jobs).min(crate::submit::MAX_JOBS_PER_SUBMISSION);
-                let files = self.stores.jedi.ready_task_files(id, budget as i64).await?;
+                let per_job = files_per_job(&self.task_params(id).await?);
+                let files = self
+                    .stores
+                    .jedi
+                    .ready_task_files(id, (budget * per_job) as i64)
+                    .await?;
                 if files.is_empty() {
                     break;
                 }
@@ -697,20 +838,24 @@ impl JobService {
     ) -> Result<usize, ServiceError> {
         let id = task.get_i64(TaskAttr::jediTaskID).unwrap_or_default();
         let layout = self.stores.jedi.task_layout(id).await?;
-        let ids = self.stores.jobs.allocate_panda_ids(files.len()).await?;
-        let claims: Vec<FileClaim> = files
+        let per_job = files_per_job(&self.task_params(id).await?);
+        let groups: Vec<&[TaskFileSpec]> = files.chunks(per_job).collect();
+        let ids = self.stores.jobs.allocate_panda_ids(groups.len()).await?;
+        let claims: Vec<FileClaim> = groups
             .iter()
             .zip(&ids)
-            .map(|(f, panda_id)| FileClaim {
-                dataset_id: f.get_i64(TaskFileAttr::datasetID).unwrap_or_default(),
-                file_id: f.get_i64(TaskFileAttr::fileID).unwrap_or_default(),
-                panda_id: *panda_id,
+            .flat_map(|(group, panda_id)| {
+                group.iter().map(|f| FileClaim {
+                    dataset_id: f.get_i64(TaskFileAttr::datasetID).unwrap_or_default(),
+                    file_id: f.get_i64(TaskFileAttr::fileID).unwrap_or_default(),
+                    panda_id: *panda_id,
+                })
             })
             .collect();
         let serial_requests: Vec<(i64, i64)> = layout
             .templates
             .iter()
-            .map(|t| (t.dataset_id, files.len() as i64))
+            .map(|t| (t.dataset_id, groups.len() as i64))
             .collect();
         let Some(first_serials) = self
             .stores
@@ -721,16 +866,16 @@ impl JobService {
             // Another generator took some of these files; the next run takes the rest.
             return Ok(0);
         };
-        let jobs: Vec<JobSpec> = files
+        let jobs: Vec<JobSpec> = groups
             .iter()
             .zip(&ids)
             .enumerate()
-            .map(|(i, (file, panda_id))| {
+            .map(|(i, (group, panda_id))| {
                 let serials: HashMap<i64, i64> = first_serials
                     .iter()
                     .map(|(dataset, first)| (*dataset, first + i as i64))
                     .collect();
-                task_job(task, &layout, file, *panda_id, &serials)
+                task_job(task, &layout, group, *panda_id, &serials)
             })
             .collect();
         let submitted = self.submit_prepared(&Identity::anonymous(), jobs).await?;
@@ -932,7 +1077,7 @@ mod tests {
         params.remove("noInput");
         assert!(refine(&task, &params, "")
             .expect_err("refused")
-            .contains("input datasets"));
+            .contains("neither noInput nor an input dataset"));
         let mut params = nobuild_params();
         params.insert("nEvents".into(), json!(200_001));
         assert!(pseudo_files(&params)

@@ -728,6 +728,20 @@ pub fn task_processing_tables(dialect: Dialect) -> Vec<String> {
             vc(20)
         ),
     ];
+    // Ours, not upstream's: the local catalogue of input datasets that stands in for Rucio.
+    statements.push(format!(
+        "CREATE TABLE IF NOT EXISTS local_dataset_files (
+  dataset {} NOT NULL, scope {} NOT NULL, lfn {} NOT NULL, guid {} NOT NULL,
+  fsize {big} NOT NULL, checksum {}, path {} NOT NULL, creationtime {ts} NOT NULL,
+  PRIMARY KEY (dataset, lfn)
+)",
+        vc(255),
+        vc(30),
+        vc(256),
+        vc(64),
+        vc(36),
+        vc(1024)
+    ));
     statements.extend(match dialect {
         Dialect::Postgres => vec![
             "CREATE SEQUENCE IF NOT EXISTS jedi_datasets_id_seq".to_string(),

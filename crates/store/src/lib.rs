@@ -12,6 +12,7 @@
 
 mod bind;
 mod cache_files;
+mod catalog;
 pub mod config;
 mod daemon_support;
 pub mod ddl;
@@ -44,6 +45,7 @@ use std::sync::Arc;
 
 use panda_core::ColumnType;
 
+pub use catalog::{CatalogDataset, CatalogFile};
 pub use config::{Backend, DbConfig};
 pub use daemon_support::OutputReport;
 pub use dispatch::{ClaimRequest, LabelFilter};

@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use chrono::NaiveDateTime;
 use panda_core::{JobAttr, JobSpec, JobStatus, JobTable, TaskFileSpec, TaskSpec, Value};
 
+use crate::catalog::{CatalogDataset, CatalogFile};
 use crate::daemon_support::OutputReport;
 use crate::dispatch::ClaimRequest;
 use crate::error::{Result, StoreError};
@@ -107,6 +108,15 @@ port! {
         fn set_task_modification_time(&self, task_id: i64, at: NaiveDateTime) -> Result<bool>;
         fn task_datasets_and_files(&self, task_id: i64, kinds: &[String], max_files: i64) -> Result<Vec<DatasetFiles>>;
         fn analysis_job_metadata(&self, task_id: i64, limit: i64) -> Result<Vec<(i64, String)>>;
+    }
+}
+
+port! {
+    /// The local catalogue of input datasets.
+    CatalogStore {
+        fn add_catalog_files(&self, files: &[CatalogFile]) -> Result<u64>;
+        fn catalog_files(&self, dataset: &str, limit: i64) -> Result<Vec<CatalogFile>>;
+        fn catalog_datasets(&self, limit: i64) -> Result<Vec<CatalogDataset>>;
     }
 }
 

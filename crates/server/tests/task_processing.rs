@@ -422,11 +422,11 @@ async fn a_task_on_a_catalogued_dataset_gets_one_job_per_n_files() {
         let added = run(&args, &stack.env);
         assert!(added.status.success(), "{added:?}");
         assert!(String::from_utf8_lossy(&added.stdout).contains("4 files added"));
-        let listed = run(&["datasets", "list", "user.tester.in1"], &stack.env);
-        let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+        let catalogue = run(&["datasets", "list", "user.tester.in1"], &stack.env);
+        let catalogue = String::from_utf8_lossy(&catalogue.stdout).into_owned();
         assert!(
-            listed.contains("in.2.txt\tuser.tester\t") && listed.contains("ad:"),
-            "{listed}"
+            catalogue.contains("in.2.txt\tuser.tester\t") && catalogue.contains("ad:"),
+            "{catalogue}"
         );
 
         let id = submit_task(&stack, input_task_parameters("in", "user.tester.in1", 2)).await;

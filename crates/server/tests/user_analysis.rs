@@ -49,6 +49,7 @@ struct Analysis {
     issuer: TokenIssuer,
     pki: common::pki::GridPki,
     se: PathBuf,
+    env: Vec<(String, String)>,
 }
 
 /// How the user authenticates.
@@ -107,6 +108,7 @@ fn start() -> Analysis {
         issuer,
         pki,
         se,
+        env,
     }
 }
 
@@ -177,6 +179,17 @@ impl Analysis {
 
 /// One real pilot at ANALY_TEST for user jobs, its transformation fetched through the server.
 fn run_pilot(pilot: &Path, server_url: &str, cadir: &Path, work: &Path) -> (i32, String) {
+    run_pilot_with(pilot, server_url, cadir, work, "")
+}
+
+/// [`run_pilot`] with more pilot options (`PILOT_EXTRA_ARGS`).
+fn run_pilot_with(
+    pilot: &Path,
+    server_url: &str,
+    cadir: &Path,
+    work: &Path,
+    extra: &str,
+) -> (i32, String) {
     let status = Command::new("bash")
         .arg(scripts().join("run_pilot.sh"))
         .env("PANDA_SERVER_URL", server_url)
@@ -188,6 +201,7 @@ fn run_pilot(pilot: &Path, server_url: &str, cadir: &Path, work: &Path) -> (i32,
         .env("PILOT_NOKILL", "1")
         .env("PILOT_TRF_PROXY", server_url)
         .env("X509_CERT_DIR", cadir)
+        .env("PILOT_EXTRA_ARGS", extra)
         .status()
         .expect("run_pilot.sh");
     let output = std::fs::read_to_string(work.join("pilot.out")).unwrap_or_default();
@@ -563,4 +577,114 @@ async fn a_failing_payload_fails_the_task_and_pbook_retry_runs_it_again() {
     assert_eq!(all.len(), 2, "one new attempt: {all:?}");
     let second = store.get_job(all[1]).await.expect("read").expect("job");
     assert_eq!(second.get_i64(panda_core::JobAttr::attemptNr), Some(1));
+}
+
+/// `prun --inDS` on a dataset of the local catalogue, one file per job: each real pilot
+/// stages its input from the storage element (`--input-destination-dir`), runGen hands it to
+/// the command as `%IN`, and the output holds that file's content.
+#[tokio::test]
+async fn prun_on_a_catalogued_dataset_runs_one_job_per_file() {
+    let Some(python) = install_pandaclient() else {
+        return;
+    };
+    let Some(pilot) = install_pilot() else { return };
+    let a = start();
+    let store = Store::open(&a.db.config, StoreOptions::default())
+        .await
+        .expect("open");
+    let inputs = a.site.dir.path().join("inputs");
+    std::fs::create_dir_all(&inputs).expect("inputs");
+    let mut add = vec![
+        "datasets".to_string(),
+        "add".into(),
+        "user.testuser.in1".into(),
+        "--scope".into(),
+        "user.testuser".into(),
+        "--se".into(),
+        a.se.display().to_string(),
+    ];
+    for n in 1..=2 {
+        let file = inputs.join(format!("in.{n}.txt"));
+        std::fs::write(&file, format!("content of input {n}\n")).expect("input");
+        add.push(file.display().to_string());
+    }
+    let add: Vec<&str> = add.iter().map(String::as_str).collect();
+    let added = common::run(&add, &a.env);
+    assert!(added.status.success(), "{added:?}");
+
+    let area = a.site.dir.path().join("workarea");
+    std::fs::create_dir_all(&area).expect("area");
+    let prun = "from pandaclient.PrunScript import main; main()";
+    let submitted = a.client(
+        &python,
+        &Auth::Token,
+        &area,
+        &[
+            "-u",
+            "-W",
+            "ignore",
+            "-c",
+            prun,
+            "--exec",
+            "cat %IN > out.txt",
+            "--inDS",
+            "user.testuser.in1",
+            "--nFilesPerJob",
+            "1",
+            "--outDS",
+            "user.testuser.t2",
+            "--noBuild",
+            "--outputs",
+            "out.txt",
+        ],
+    );
+    let said = text(&submitted);
+    let id: i64 = said
+        .split("succeeded. new jediTaskID=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("prun did not submit: {said}"));
+    assert_eq!(wait_for_status(&store, id, "running", 60).await, "running");
+    let extra = format!("--input-destination-dir {}", a.se.display());
+    let runs: Vec<(i32, String)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (1..=2)
+            .map(|n| {
+                let work = a.site.dir.path().join(format!("pilot-{n}"));
+                let (url, cadir, pilot, extra) = (
+                    &a.server.base_url,
+                    a.pki.path("certificates"),
+                    &pilot,
+                    &extra,
+                );
+                scope.spawn(move || run_pilot_with(pilot, url, &cadir, &work, extra))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("pilot"))
+            .collect()
+    });
+    for (rc, output) in &runs {
+        assert_eq!(*rc, 0, "{output}");
+    }
+    let status = wait_for_status(&store, id, "done", 90).await;
+    let talk: Vec<&str> = runs
+        .iter()
+        .flat_map(|(_, out)| {
+            out.lines()
+                .filter(|l| l.contains("ERROR") || l.contains("stage-in") || l.contains("payload"))
+        })
+        .collect();
+    assert_eq!(status, "done", "{}", talk.join("\n"));
+    let mut outputs = Vec::new();
+    for serial in 1..=2 {
+        let lfn = format!("user.testuser.{id}._{serial:06}.out.txt");
+        let path = se_path(&a.se, "user.testuser", &lfn);
+        outputs.push(
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+        );
+    }
+    outputs.sort();
+    assert_eq!(outputs, ["content of input 1\n", "content of input 2\n"]);
 }

@@ -62,13 +62,14 @@ async fn get(client: &reqwest::Client, url: &str, query: &[(&str, &str)]) -> any
         .await?)
 }
 
-/// `activated*N` out of `task/get_details`' job statistics.
-fn activated(details: &Json) -> usize {
+/// The jobs in `status` out of `task/get_details`' job statistics (`status*N,...`).
+fn jobs_in(details: &Json, status: &str) -> usize {
+    let prefix = format!("{status}*");
     details["data"]["statistics"]
         .as_str()
         .unwrap_or_default()
         .split(',')
-        .filter_map(|part| part.trim().strip_prefix("activated*"))
+        .filter_map(|part| part.trim().strip_prefix(prefix.as_str()))
         .filter_map(|n| n.parse::<usize>().ok())
         .sum()
 }
@@ -169,13 +170,13 @@ pub async fn run(
             &[("task_id", &id.to_string())],
         )
         .await?;
-        if activated(&details) >= jobs {
+        if jobs_in(&details, "activated") >= jobs {
             break;
         }
         if Instant::now() > deadline {
             bail!(
                 "only {} of {jobs} jobs activated after 600 s",
-                activated(&details)
+                jobs_in(&details, "activated")
             );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -223,13 +224,7 @@ pub async fn run(
                 &[("task_id", &id.to_string())],
             )
             .await?;
-            let done: usize = details["data"]["statistics"]
-                .as_str()
-                .unwrap_or_default()
-                .split(',')
-                .filter_map(|p| p.trim().strip_prefix("finished*"))
-                .filter_map(|n| n.parse::<usize>().ok())
-                .sum();
+            let done = jobs_in(&details, "finished");
             if done >= finish {
                 break;
             }

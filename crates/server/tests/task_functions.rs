@@ -343,3 +343,128 @@ async fn the_production_functions_refuse_users_and_the_reads_need_a_credential()
         "{refused}"
     );
 }
+
+#[tokio::test]
+async fn attributes_split_rules_commands_and_reassignment() {
+    for backend in backends() {
+        let f = start(backend).await;
+        let mut params = parameters("re", 2);
+        params["maxAttempt"] = json!(3);
+        let reply = f
+            .post("task/submit", json!({"task_parameters": params}))
+            .await;
+        let id = reply["data"].as_i64().expect("id");
+        for step in ["task_refiner", "contents_feeder", "job_generator"] {
+            f.step(step);
+        }
+        let task = || async {
+            f.stack
+                .store
+                .get_task(id)
+                .await
+                .expect("read")
+                .expect("task")
+        };
+
+        let ram = f
+            .post(
+                "task/change_attribute",
+                json!({"task_id": id, "attribute_name": "ramCount", "value": 3000}),
+            )
+            .await;
+        assert_eq!(ram["message"], "1 tasks changed", "{ram}");
+        assert_eq!(task().await.get_i64(TaskAttr::ramCount), Some(3000));
+        let bad = f
+            .post(
+                "task/change_attribute",
+                json!({"task_id": id, "attribute_name": "status", "value": 1}),
+            )
+            .await;
+        assert!(
+            bad["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("Valid attributes are"),
+            "{bad}"
+        );
+
+        let rule = f
+            .post(
+                "task/change_split_rule",
+                json!({"task_id": id, "attribute_name": "NF", "value": "5"}),
+            )
+            .await;
+        assert_eq!(rule["success"], true, "{rule}");
+        assert!(task()
+            .await
+            .get_str(TaskAttr::splitRule)
+            .is_some_and(|r| r.contains("NF=5")));
+        f.post(
+            "task/change_split_rule",
+            json!({"task_id": id, "attribute_name": "NF", "value": "None"}),
+        )
+        .await;
+        assert!(!task()
+            .await
+            .get_str(TaskAttr::splitRule)
+            .unwrap_or("")
+            .contains("NF="));
+        let tag = f
+            .post(
+                "task/change_split_rule",
+                json!({"task_id": id, "attribute_name": "XX", "value": "1"}),
+            )
+            .await;
+        assert_eq!(tag["data"], 2, "{tag}");
+
+        let release = f.post("task/release", json!({"task_id": id})).await;
+        assert_eq!(release["data"], 0, "{release}");
+        let avalanche = f.post("task/avalanche", json!({"task_id": id})).await;
+        assert_eq!(avalanche["data"], 4, "not scouting: {avalanche}");
+
+        // Reassign without killing: nothing happens to the jobs; with kill: they are killed,
+        // and their files come back as new jobs at the task's new site.
+        let keep = f
+            .post(
+                "task/reassign",
+                json!({"task_id": id, "site": "ANALY_QUEUE", "mode": "nokill"}),
+            )
+            .await;
+        assert_eq!(keep["data"], 0, "{keep}");
+        assert_eq!(task().await.get_str(TaskAttr::site), Some("ANALY_QUEUE"));
+        let first = f.stack.store.task_job_ids(id).await.expect("ids");
+        assert_eq!(first.len(), 2);
+        let moved = f
+            .post(
+                "task/reassign",
+                json!({"task_id": id, "site": "ANALY_QUEUE"}),
+            )
+            .await;
+        assert_eq!(moved["data"], 0, "{moved}");
+        f.step("post_processor");
+        f.step("job_generator");
+        let all = f.stack.store.task_job_ids(id).await.expect("ids");
+        assert_eq!(all.len(), 4, "{backend:?}: two new jobs");
+        for job in &all[2..] {
+            let job = f
+                .stack
+                .store
+                .get_job(*job)
+                .await
+                .expect("read")
+                .expect("job");
+            assert_eq!(job.get_str(JobAttr::computingSite), Some("ANALY_QUEUE"));
+            assert_eq!(job.get_i64(JobAttr::attemptNr), Some(1));
+        }
+        let mode = f
+            .post(
+                "task/reassign",
+                json!({"task_id": id, "site": "X", "mode": "gently"}),
+            )
+            .await;
+        assert!(mode["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not kill, soft or nokill"));
+    }
+}

@@ -157,6 +157,19 @@ impl Analysis {
         command.output().expect("python")
     }
 
+    /// Runs the real prun in `dir` with `args`; the new task's ID, which prun prints.
+    fn prun(&self, python: &str, auth: &Auth, dir: &Path, args: &[&str]) -> i64 {
+        let main = "from pandaclient.PrunScript import main; main()";
+        let mut all = vec!["-u", "-W", "ignore", "-c", main];
+        all.extend_from_slice(args);
+        let said = text(&self.client(python, auth, dir, &all));
+        said.split("succeeded. new jediTaskID=")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("prun did not submit: {said}"))
+    }
+
     /// A VOMS proxy of "Proxy User" with the nickname `testuser`, or `None` without
     /// voms-proxy-fake.
     fn voms_proxy(&self) -> Option<PathBuf> {
@@ -274,18 +287,12 @@ async fn analysis_to_done(python: &str, pilot: &Path, a: &Analysis, auth: &Auth,
     std::fs::create_dir_all(&area).expect("area");
     let marker = format!("sandbox marker {}\n", std::process::id());
     std::fs::write(area.join("marker.txt"), &marker).expect("marker");
-    let prun = "from pandaclient.PrunScript import main; main()";
     let n_jobs = jobs.to_string();
-    let submitted = a.client(
+    let id = a.prun(
         python,
         auth,
         &area,
         &[
-            "-u",
-            "-W",
-            "ignore",
-            "-c",
-            prun,
             "--exec",
             "cat marker.txt > out.txt",
             "--outDS",
@@ -297,13 +304,6 @@ async fn analysis_to_done(python: &str, pilot: &Path, a: &Analysis, auth: &Auth,
             "out.txt",
         ],
     );
-    let said = text(&submitted);
-    let id: i64 = said
-        .split("succeeded. new jediTaskID=")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("prun did not submit: {said}"));
 
     // The sandbox under /cache/ is what prun packed: it holds the marker, byte for byte.
     let sandboxes: Vec<PathBuf> = std::fs::read_dir(a.site.dir.path().join("cache"))
@@ -506,17 +506,11 @@ async fn a_failing_payload_fails_the_task_and_pbook_retry_runs_it_again() {
     std::fs::create_dir_all(&area).expect("area");
     let flag = a.site.dir.path().join("the-cause-is-gone");
     let exec = format!("test -f {}", flag.display());
-    let prun = "from pandaclient.PrunScript import main; main()";
-    let submitted = a.client(
+    let id = a.prun(
         &python,
         &Auth::Token,
         &area,
         &[
-            "-u",
-            "-W",
-            "ignore",
-            "-c",
-            prun,
             "--exec",
             &exec,
             "--outDS",
@@ -528,13 +522,6 @@ async fn a_failing_payload_fails_the_task_and_pbook_retry_runs_it_again() {
             "1",
         ],
     );
-    let said = text(&submitted);
-    let id: i64 = said
-        .split("succeeded. new jediTaskID=")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("prun did not submit: {said}"));
     let cadir = a.pki.path("certificates");
     assert_eq!(wait_for_status(&store, id, "running", 60).await, "running");
     let (rc, output) = run_pilot(
@@ -614,17 +601,11 @@ async fn prun_on_a_catalogued_dataset_runs_one_job_per_file() {
 
     let area = a.site.dir.path().join("workarea");
     std::fs::create_dir_all(&area).expect("area");
-    let prun = "from pandaclient.PrunScript import main; main()";
-    let submitted = a.client(
+    let id = a.prun(
         &python,
         &Auth::Token,
         &area,
         &[
-            "-u",
-            "-W",
-            "ignore",
-            "-c",
-            prun,
             "--exec",
             "cat %IN > out.txt",
             "--inDS",
@@ -638,13 +619,6 @@ async fn prun_on_a_catalogued_dataset_runs_one_job_per_file() {
             "out.txt",
         ],
     );
-    let said = text(&submitted);
-    let id: i64 = said
-        .split("succeeded. new jediTaskID=")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("prun did not submit: {said}"));
     assert_eq!(wait_for_status(&store, id, "running", 60).await, "running");
     let extra = format!("--input-destination-dir {}", a.se.display());
     let runs: Vec<(i32, String)> = std::thread::scope(|scope| {

@@ -182,3 +182,208 @@ impl JobService {
             .collect())
     }
 }
+
+/// The attributes `task/change_attribute` may change, as upstream: name and column.
+pub const CHANGEABLE_ATTRIBUTES: [(&str, TaskAttr); 4] = [
+    ("ramCount", TaskAttr::ramCount),
+    ("wallTime", TaskAttr::walltime),
+    ("cpuTime", TaskAttr::cpuTime),
+    ("coreCount", TaskAttr::coreCount),
+];
+
+/// The split rules `task/change_split_rule` may change, by upstream's two-letter tags.
+pub const CHANGEABLE_SPLIT_RULES: [&str; 18] = [
+    "AI", "TW", "EC", "MF", "NG", "NI", "NF", "ES", "NJ", "AV", "IL", "LI", "LC", "CC", "OT", "UZ",
+    "IM", "NP",
+];
+
+/// A split rule string (`TAG=value,TAG=value`) with `tag` set to `value`, or removed when
+/// the value is empty or `None`.
+pub fn with_split_rule(rules: Option<&str>, tag: &str, value: &str) -> String {
+    let mut kept: Vec<String> = rules
+        .unwrap_or("")
+        .split(',')
+        .filter(|r| !r.is_empty() && r.split('=').next() != Some(tag))
+        .map(str::to_string)
+        .collect();
+    if !value.is_empty() && value != "None" {
+        kept.push(format!("{tag}={value}"));
+    }
+    kept.join(",")
+}
+
+/// How a reassignment treats the task's jobs (upstream's `mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReassignMode {
+    /// Kill every unfinished job (the default).
+    Kill,
+    /// Kill only the jobs not yet with a pilot.
+    Soft,
+    /// Kill none.
+    NoKill,
+}
+
+impl ReassignMode {
+    pub fn parse(mode: Option<&str>) -> Result<ReassignMode, ServiceError> {
+        match mode {
+            None | Some("") | Some("kill") => Ok(ReassignMode::Kill),
+            Some("soft") => Ok(ReassignMode::Soft),
+            Some("nokill") => Ok(ReassignMode::NoKill),
+            Some(other) => Err(ServiceError::BadRequest(format!(
+                "mode {other:?} is not kill, soft or nokill"
+            ))),
+        }
+    }
+}
+
+impl JobService {
+    /// `task/change_attribute` (production role): one of [`CHANGEABLE_ATTRIBUTES`].
+    pub async fn change_task_attribute(
+        &self,
+        task_id: i64,
+        name: &str,
+        value: i64,
+    ) -> Result<bool, ServiceError> {
+        let Some((_, attr)) = CHANGEABLE_ATTRIBUTES.iter().find(|(n, _)| *n == name) else {
+            let names: Vec<&str> = CHANGEABLE_ATTRIBUTES.iter().map(|(n, _)| *n).collect();
+            return Err(ServiceError::BadRequest(format!(
+                "{name} is not a valid attribute. Valid attributes are {names:?}"
+            )));
+        };
+        let changed = ports::change_task(self.stores.changes.as_ref(), task_id, |task| {
+            task.set(*attr, panda_core::Value::Int(Some(value)));
+            Decision::Write(())
+        })
+        .await?;
+        Ok(changed.is_some())
+    }
+
+    /// `task/change_split_rule` (production role): one of [`CHANGEABLE_SPLIT_RULES`], set to
+    /// `value` (removed when the value is empty or `None`).
+    pub async fn change_task_split_rule(
+        &self,
+        task_id: i64,
+        tag: &str,
+        value: &str,
+    ) -> Result<bool, ServiceError> {
+        if !CHANGEABLE_SPLIT_RULES.contains(&tag) {
+            return Err(ServiceError::BadRequest(format!(
+                "{tag} is not a valid attribute. Valid attributes are {CHANGEABLE_SPLIT_RULES:?}"
+            )));
+        }
+        if value.len() > 64 || value.contains(',') || value.contains('=') {
+            return Err(ServiceError::BadRequest(format!(
+                "split rule value {value:?} must be at most 64 characters without ',' or '='"
+            )));
+        }
+        let changed = ports::change_task(self.stores.changes.as_ref(), task_id, |task| {
+            let rules = with_split_rule(task.get_str(TaskAttr::splitRule), tag, value);
+            task.set_str(TaskAttr::splitRule, &rules).ok();
+            Decision::Write(())
+        })
+        .await?;
+        Ok(changed.is_some())
+    }
+}
+
+/// The job statuses a soft reassignment leaves alone: the job is with a pilot.
+const WITH_A_PILOT: [&str; 5] = ["sent", "starting", "running", "holding", "transferring"];
+
+/// upstream's kill code for a reassignment.
+const REASSIGN_KILL_CODE: i64 = 51;
+
+impl JobService {
+    /// `task/reassign`: the task's new site (or cloud, or nucleus); its unfinished jobs are
+    /// killed as `mode` says, and their files go to new jobs there. Code 0, 2 for an unknown
+    /// task, 4 when the task is finished or failed.
+    pub async fn reassign_task(
+        &self,
+        caller: &panda_core::identity::Identity,
+        task_id: i64,
+        site: Option<&str>,
+        cloud: Option<&str>,
+        nucleus: Option<&str>,
+        mode: ReassignMode,
+    ) -> Result<TaskOutcome, ServiceError> {
+        let (attr, value) = match (site, nucleus, cloud) {
+            (Some(site), _, _) => (TaskAttr::site, site),
+            (None, Some(nucleus), _) => (TaskAttr::nucleus, nucleus),
+            (None, None, Some(cloud)) => (TaskAttr::cloud, cloud),
+            _ => {
+                return Err(ServiceError::BadRequest(
+                    "reassign needs site, nucleus or cloud".into(),
+                ))
+            }
+        };
+        if value.is_empty() || value.len() > 60 {
+            return Err(ServiceError::BadRequest(format!(
+                "the new {} must be 1 to 60 characters",
+                attr_name(attr)
+            )));
+        }
+        let changed = ports::change_task(self.stores.changes.as_ref(), task_id, |task| {
+            let status = task.get_str(TaskAttr::status).unwrap_or("").to_string();
+            if matches!(
+                status.as_str(),
+                "failed" | "aborted" | "broken" | "finished" | "done"
+            ) {
+                return Decision::Keep(Err(status));
+            }
+            task.set_str(attr, value).ok();
+            Decision::Write(Ok(()))
+        })
+        .await?;
+        match changed {
+            None => {
+                return Ok(outcome(
+                    2,
+                    format!("jediTaskID={task_id} not found"),
+                    task_id,
+                ))
+            }
+            Some((_, Err(status))) => {
+                return Ok(outcome(
+                    4,
+                    format!(
+                        "Command rejected: the reassign command is not accepted if the task is \
+                         in {status} status "
+                    ),
+                    task_id,
+                ))
+            }
+            Some((_, Ok(()))) => {}
+        }
+        if mode != ReassignMode::NoKill {
+            let ids = self.stores.tasks.task_job_ids(task_id).await?;
+            let briefs = self
+                .stores
+                .jobs
+                .job_briefs(
+                    &ids,
+                    &[panda_core::JobTable::Defined, panda_core::JobTable::Active],
+                )
+                .await?;
+            let victims: Vec<i64> = briefs
+                .iter()
+                .filter(|(_, b)| {
+                    mode == ReassignMode::Kill || !WITH_A_PILOT.contains(&b.status.as_str())
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            if !victims.is_empty() {
+                self.kill_jobs(caller, &victims, Some(REASSIGN_KILL_CODE))
+                    .await?;
+            }
+        }
+        Ok(outcome(
+            0,
+            format!("command=reassign is registered for task ID {task_id}"),
+            task_id,
+        ))
+    }
+}
+
+fn attr_name(attr: TaskAttr) -> &'static str {
+    use panda_core::AttrSet;
+    panda_core::task::TASK_ATTRIBUTES[attr.index()].name
+}

@@ -41,6 +41,12 @@ pub enum TaskCommand {
     Pause,
     /// Back to the status before the pause.
     Resume,
+    /// Let files waiting for staging go (upstream's `release`). Nothing is staged here, so
+    /// an accepted release changes nothing.
+    Release,
+    /// End scouting at once (upstream's `avalanche`): accepted only in `scouting`, which
+    /// tasks here never are.
+    Avalanche,
 }
 
 impl TaskCommand {
@@ -51,6 +57,8 @@ impl TaskCommand {
             TaskCommand::Retry => "retry",
             TaskCommand::Pause => "pause",
             TaskCommand::Resume => "resume",
+            TaskCommand::Release => "release",
+            TaskCommand::Avalanche => "avalanche",
         }
     }
 
@@ -74,6 +82,11 @@ impl TaskCommand {
                 "finished" | "failed" | "done" | "aborted" | "broken" | "paused"
             ),
             TaskCommand::Resume => matches!(status, "paused" | "throttled" | "staging"),
+            TaskCommand::Release => matches!(
+                status,
+                "scouting" | "pending" | "running" | "ready" | "assigning" | "defined"
+            ),
+            TaskCommand::Avalanche => status == "scouting",
         }
     }
 }
@@ -277,6 +290,9 @@ impl JobService {
                          {status} status and production role is missing"
                 )));
             }
+            if matches!(command, TaskCommand::Release | TaskCommand::Avalanche) {
+                return Decision::Keep(Ok(()));
+            }
             let before = task.get_str(TaskAttr::oldStatus).map(str::to_string);
             let next = match command {
                 TaskCommand::Kill => "aborting".to_string(),
@@ -285,6 +301,7 @@ impl JobService {
                 TaskCommand::Pause => "paused".to_string(),
                 // A task paused before it had an earlier status goes back to `ready`.
                 TaskCommand::Resume => before.unwrap_or_else(|| "ready".into()),
+                TaskCommand::Release | TaskCommand::Avalanche => status.clone(),
             };
             match command {
                 TaskCommand::Resume => task.set(TaskAttr::oldStatus, Value::Text(None)),
@@ -339,7 +356,10 @@ impl JobService {
         let (kill_jobs, done) = match command {
             TaskCommand::Kill => (true, "aborted"),
             TaskCommand::Finish { soft } => (!soft, "finished"),
-            TaskCommand::Pause | TaskCommand::Resume => return Ok(()),
+            TaskCommand::Pause
+            | TaskCommand::Resume
+            | TaskCommand::Release
+            | TaskCommand::Avalanche => return Ok(()),
             TaskCommand::Retry => {
                 // JEDI's part of a retry: the failed files get the task's attempts again.
                 let params = self.stores.tasks.task_parameters(task_id).await?;

@@ -529,3 +529,78 @@ pub(crate) async fn get_job_descriptions(state: &AppState, call: &Call) -> Envel
     }
     Envelope::ok(Json::Array(out))
 }
+
+/// `task/release` (production role).
+pub(crate) async fn release(state: &AppState, call: &Call) -> Envelope {
+    command(state, call, TaskCommand::Release).await
+}
+
+/// `task/avalanche` (production role).
+pub(crate) async fn avalanche(state: &AppState, call: &Call) -> Envelope {
+    command(state, call, TaskCommand::Avalanche).await
+}
+
+/// `task/change_attribute` (production role): ramCount, wallTime, cpuTime or coreCount.
+pub(crate) async fn change_attribute(state: &AppState, call: &Call) -> Envelope {
+    let name = call.args.text("attribute_name").unwrap_or_default();
+    let value = call.args.int("value").unwrap_or_default();
+    changed(
+        state
+            .service
+            .change_task_attribute(task_id(call), name, value)
+            .await,
+    )
+}
+
+/// `task/change_split_rule` (production role): a rule by its two-letter tag.
+pub(crate) async fn change_split_rule(state: &AppState, call: &Call) -> Envelope {
+    let tag = call.args.text("attribute_name").unwrap_or_default();
+    let value = match call.args.get("value") {
+        Some(Json::String(s)) => s.clone(),
+        Some(Json::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    };
+    match state
+        .service
+        .change_task_split_rule(task_id(call), tag, &value)
+        .await
+    {
+        Err(panda_service::ServiceError::BadRequest(m)) if m.contains("not a valid attribute") => {
+            Envelope {
+                success: false,
+                message: m,
+                data: json!(2),
+            }
+        }
+        other => changed(other),
+    }
+}
+
+/// `task/reassign`: the task to a site (or nucleus, or cloud), its unfinished jobs killed as
+/// `mode` says (`kill`, `soft`, `nokill`). Only the task's owner or the production role.
+pub(crate) async fn reassign(state: &AppState, call: &Call) -> Envelope {
+    let id = task_id(call);
+    match state.service.may_change_task(&call.identity, id).await {
+        Ok(Some(true)) => {}
+        Ok(Some(false)) => return Envelope::fail("not the task owner or no production role"),
+        Ok(None) => return not_found(id),
+        Err(e) => return Envelope::from_service(e),
+    }
+    let mode = match panda_service::task_admin::ReassignMode::parse(call.args.text("mode")) {
+        Ok(mode) => mode,
+        Err(e) => return Envelope::from_service(e),
+    };
+    coded(
+        state
+            .service
+            .reassign_task(
+                &call.identity,
+                id,
+                call.args.text("site"),
+                call.args.text("cloud"),
+                call.args.text("nucleus"),
+                mode,
+            )
+            .await,
+    )
+}

@@ -479,3 +479,91 @@ async fn a_task_on_a_catalogued_dataset_gets_one_job_per_n_files() {
         );
     }
 }
+
+/// prun's parameters without `--noBuild`: a build step (`buildSpec`) and `-l ${LIB}`.
+fn build_task_parameters(name: &str, jobs: i64, max_attempt: i64) -> Json {
+    let mut params = task_parameters(name, jobs, max_attempt);
+    params["buildSpec"] = json!({"prodSourceLabel": "panda",
+        "archiveName": "sources.5e1f.tar.gz",
+        "jobParameters": "-i ${IN} -o ${OUT} --sourceURL ${SURL} -r . "});
+    params["jobParameters"][3] = json!({"type": "constant", "value": "-l ${LIB}"});
+    params
+}
+
+#[tokio::test]
+async fn a_task_with_a_build_step_runs_its_build_first_then_the_jobs_with_the_library() {
+    for backend in backends() {
+        let stack = Stack::start(backend, &["httpd"], &[]).await;
+        let id = submit_task(&stack, build_task_parameters("b1", 2, 3)).await;
+        step(&stack, "task_refiner");
+        step(&stack, "contents_feeder");
+        step(&stack, "job_generator");
+        assert_eq!(task_status(&stack.store, id).await, "running");
+        let build = take_job(&stack).await.expect("the build job");
+        assert!(
+            take_job(&stack).await.is_none(),
+            "run jobs wait for the build"
+        );
+        assert_eq!(build["prodSourceLabel"], "panda", "{build}");
+        assert!(build["transformation"]
+            .as_str()
+            .is_some_and(|t| t.ends_with("/trf/user/buildGen-00-00-01")));
+        let lib = build["outFiles"]
+            .as_str()
+            .and_then(|o| o.split(',').find(|f| f.ends_with(".lib.tgz")))
+            .expect("the library is an output")
+            .to_string();
+        assert!(
+            lib.starts_with("panda.") && lib.contains(&format!(".lib._{id:06}")),
+            "{lib}"
+        );
+        assert_eq!(
+            build["jobPars"],
+            format!("-i sources.5e1f.tar.gz -o {lib} --sourceURL http://127.0.0.1:39999 -r .")
+        );
+        step(&stack, "job_generator");
+        assert!(take_job(&stack).await.is_none(), "still building");
+        report(&stack, &build, true).await;
+        step(&stack, "add_main");
+        step(&stack, "post_processor");
+        assert!(step(&stack, "job_generator").contains("jobs=2"));
+        let mut runs = Vec::new();
+        while let Some(job) = take_job(&stack).await {
+            runs.push(job);
+        }
+        assert_eq!(runs.len(), 2, "{backend:?}");
+        for job in &runs {
+            assert_eq!(job["inFiles"], lib.as_str(), "{job}");
+            assert!(job["jobPars"]
+                .as_str()
+                .is_some_and(|p| p.contains(&format!("-l {lib}"))));
+            assert_eq!(job["computingSite"], build["computingSite"]);
+            report(&stack, job, true).await;
+        }
+        step(&stack, "add_main");
+        step(&stack, "post_processor");
+        assert_eq!(task_status(&stack.store, id).await, "done", "{backend:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_build_that_fails_every_attempt_fails_the_task() {
+    let stack = Stack::start(Backend::Sqlite, &["httpd"], &[]).await;
+    let id = submit_task(&stack, build_task_parameters("b2", 2, 2)).await;
+    for name in ["task_refiner", "contents_feeder", "job_generator"] {
+        step(&stack, name);
+    }
+    for attempt in 0..2 {
+        let build = take_job(&stack).await.expect("a build attempt");
+        assert_eq!(build["attemptNr"], attempt, "{build}");
+        report(&stack, &build, false).await;
+        step(&stack, "add_main");
+        step(&stack, "post_processor");
+        step(&stack, "job_generator");
+    }
+    assert!(
+        take_job(&stack).await.is_none(),
+        "no third attempt, no run job"
+    );
+    assert_eq!(task_status(&stack.store, id).await, "failed");
+}

@@ -662,3 +662,94 @@ async fn prun_on_a_catalogued_dataset_runs_one_job_per_file() {
     outputs.sort();
     assert_eq!(outputs, ["content of input 1\n", "content of input 2\n"]);
 }
+
+/// prun without `--noBuild`: the build job runs first (our buildGen packs the sources into
+/// the library, which its pilot puts on the storage element), the run jobs wait for it, then
+/// take the library as an input and run in it.
+#[tokio::test]
+async fn prun_with_a_build_step_builds_first_then_runs_with_the_library() {
+    let Some(python) = install_pandaclient() else {
+        return;
+    };
+    let Some(pilot) = install_pilot() else { return };
+    let a = start();
+    let build_gen =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/trf/user/buildGen-00-00-01");
+    std::fs::copy(
+        &build_gen,
+        a.site.dir.path().join("trf/user/buildGen-00-00-01"),
+    )
+    .expect("buildGen");
+    let store = Store::open(&a.db.config, StoreOptions::default())
+        .await
+        .expect("open");
+    let area = a.site.dir.path().join("workarea");
+    std::fs::create_dir_all(&area).expect("area");
+    std::fs::write(area.join("marker.txt"), "built and run\n").expect("marker");
+    let id = a.prun(
+        &python,
+        &Auth::Token,
+        &area,
+        &[
+            "--exec",
+            "cat marker.txt > out.txt",
+            "--outDS",
+            "user.testuser.t3",
+            "--nJobs",
+            "2",
+            "--outputs",
+            "out.txt",
+        ],
+    );
+    assert_eq!(wait_for_status(&store, id, "running", 60).await, "running");
+    let extra = format!("--input-destination-dir {}", a.se.display());
+    let cadir = a.pki.path("certificates");
+    let (rc, output) = run_pilot_with(
+        &pilot,
+        &a.server.base_url,
+        &cadir,
+        &a.site.dir.path().join("build"),
+        &extra,
+    );
+    assert_eq!(rc, 0, "{output}");
+    // The run jobs appear once the build is accounted for.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while store.task_job_ids(id).await.expect("ids").len() < 3 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(
+        store.task_job_ids(id).await.expect("ids").len(),
+        3,
+        "build output:\n{output}"
+    );
+    let runs: Vec<(i32, String)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (1..=2)
+            .map(|n| {
+                let work = a.site.dir.path().join(format!("run-{n}"));
+                let (url, cadir, pilot, extra) = (&a.server.base_url, &cadir, &pilot, &extra);
+                scope.spawn(move || run_pilot_with(pilot, url, cadir, &work, extra))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("pilot"))
+            .collect()
+    });
+    for (rc, output) in &runs {
+        assert_eq!(*rc, 0, "{output}");
+    }
+    let status = wait_for_status(&store, id, "done", 90).await;
+    let talk: Vec<&str> = runs
+        .iter()
+        .flat_map(|(_, out)| {
+            out.lines()
+                .filter(|l| l.contains("ERROR") || l.contains("payload"))
+        })
+        .collect();
+    assert_eq!(status, "done", "{}", talk.join("\n"));
+    for serial in 1..=2 {
+        let lfn = format!("user.testuser.{id}._{serial:06}.out.txt");
+        let out = std::fs::read_to_string(se_path(&a.se, "user.testuser", &lfn)).expect("output");
+        assert_eq!(out, "built and run\n");
+    }
+}

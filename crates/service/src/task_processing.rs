@@ -28,7 +28,13 @@
 //!    the task goes `prepared` and then `done` (every file finished), `finished` (some) or
 //!    `failed` (none); a task being killed ends `aborted`.
 //!
-//! Not done here (yet): the build step, scouting, secondary datasets, per-site output
+//! A task with a build step (`buildSpec`, prun without `--noBuild`) first gets one build
+//! job (buildGen, label `panda`), which makes the library `<lib dataset>.lib.tgz`; its run
+//! jobs are made only once the library is built, each with the library as an input,
+//! `${LIB}` its name, at the build's site. A build retried up to `maxAttempt` and failed for
+//! good fails the task.
+//!
+//! Not done here (yet): scouting, secondary datasets, one build per site, per-site output
 //! datasets (one dataset per output stream, named `<name>.<datasetID>`).
 
 use std::collections::HashMap;
@@ -230,13 +236,7 @@ pub fn refine(
     let source_url = param_str(params, "sourceURL").unwrap_or("");
     let vo = task.get(TaskAttr::vo).clone();
     let mut datasets = Vec::new();
-    if params.contains_key("buildSpec") {
-        return Err(
-            "the task has a build step, which this server does not run yet; submit it with \
-             --noBuild"
-                .into(),
-        );
-    }
+    let build = build_spec(params)?;
     let master = match params.get("noInput").and_then(Json::as_bool) == Some(true) {
         true => dataset("pseudo_input", "pseudo_dataset", None, &vo),
         false => {
@@ -253,6 +253,15 @@ pub fn refine(
         spec: master,
         template: None,
     });
+    if build.is_some() {
+        let task_id = task.get_i64(TaskAttr::jediTaskID).unwrap_or_default();
+        let mut lib = dataset("lib", &lib_dataset_name(task_id), None, &vo);
+        lib.set(DatasetAttr::streamName, text("LIB"));
+        datasets.push(NewDataset {
+            spec: lib,
+            template: None,
+        });
+    }
     let log = params
         .get("log")
         .and_then(Json::as_object)
@@ -350,6 +359,65 @@ pub fn refine(
         job_params_template: template,
         datasets,
     })
+}
+
+/// A task's build step (prun without `--noBuild`): the sources tarball, the build job's
+/// parameters and label.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BuildSpec {
+    pub archive: String,
+    pub parameters: String,
+    pub label: String,
+}
+
+/// The task's `buildSpec`, checked, if it has one.
+pub fn build_spec(params: &Map<String, Json>) -> Result<Option<BuildSpec>, RefineError> {
+    let Some(spec) = params.get("buildSpec") else {
+        return Ok(None);
+    };
+    let spec = spec.as_object().ok_or("buildSpec must be an object")?;
+    let field = |key: &str| {
+        spec.get(key)
+            .and_then(Json::as_str)
+            .ok_or_else(|| format!("buildSpec needs {key}, a string"))
+    };
+    let archive = field("archiveName")?;
+    crate::sandbox::check_file_name(archive).map_err(|e| format!("buildSpec archiveName: {e}"))?;
+    Ok(Some(BuildSpec {
+        archive: archive.to_string(),
+        parameters: field("jobParameters")?.to_string(),
+        label: spec
+            .get("prodSourceLabel")
+            .and_then(Json::as_str)
+            .unwrap_or("panda")
+            .to_string(),
+    }))
+}
+
+/// The library dataset of a task's build, as JEDI names it:
+/// `panda.<MMDDhhmmss>.<microseconds>.lib._<jediTaskID:06>`.
+fn lib_dataset_name(task_id: i64) -> String {
+    let now = time::now();
+    format!(
+        "panda.{}.{:06}.lib._{task_id:06}",
+        now.format("%m%d%H%M%S"),
+        now.and_utc().timestamp_subsec_micros()
+    )
+}
+
+/// Where a task's build stands, for job generation.
+enum Library {
+    /// No build step.
+    None,
+    /// Being built (or a build job was just made): run jobs wait.
+    Building,
+    /// Built: run jobs take it as an input, at the build's site.
+    Ready {
+        file: FileSpec,
+        site: Option<String>,
+    },
+    /// The build failed for good: no run job will be made.
+    Failed,
 }
 
 /// The master input dataset of a task that reads one: the input template's `dataset`, else
@@ -657,6 +725,83 @@ fn task_job(
     job
 }
 
+/// The build job of a task: buildGen makes the library `lib` from the sources tarball.
+fn build_job(
+    task: &TaskSpec,
+    build: &BuildSpec,
+    source_url: &str,
+    lib_name: &str,
+    lib: &TaskFileSpec,
+    panda_id: i64,
+) -> JobSpec {
+    let layout = TaskLayout {
+        job_params_template: build.parameters.clone(),
+        ..Default::default()
+    };
+    let mut job = task_job(
+        task,
+        &layout,
+        std::slice::from_ref(lib),
+        panda_id,
+        &HashMap::new(),
+    );
+    // The job's files are the library and the build's log, not the master input.
+    job.files.clear();
+    let lib_lfn = lib
+        .get_str(TaskFileAttr::lfn)
+        .unwrap_or("lib.tgz")
+        .to_string();
+    let log_lfn = format!("{lib_name}.log.tgz");
+    let scope = dataset_scope(lib_name);
+    for (lfn, kind, guid) in [
+        (&lib_lfn, "output", lib.get(TaskFileAttr::GUID).clone()),
+        (&log_lfn, "log", text(&new_guid())),
+    ] {
+        let mut file = FileSpec::new();
+        file.set(FileAttr::lfn, text(lfn));
+        file.set(FileAttr::r#type, text(kind));
+        file.set(FileAttr::dataset, text(lib_name));
+        file.set(FileAttr::destinationDBlock, text(lib_name));
+        file.set(FileAttr::scope, text(&scope));
+        file.set(FileAttr::GUID, guid);
+        file.set(FileAttr::jediTaskID, task.get(TaskAttr::jediTaskID).clone());
+        job.files.push(file);
+    }
+    let parameters = build
+        .parameters
+        .replace("${IN}", &build.archive)
+        .replace("${OUT}", &lib_lfn)
+        .replace("${SURL}", source_url);
+    job.set(JobAttr::jobParameters, text(parameters.trim_end()));
+    job.set(JobAttr::prodSourceLabel, text(&build.label));
+    let trf = task.get_str(TaskAttr::transPath).unwrap_or("");
+    let base = trf.rsplit_once('/').map_or("", |(base, _)| base);
+    job.set(
+        JobAttr::transformation,
+        text(&format!("{base}/buildGen-00-00-01")),
+    );
+    job
+}
+
+/// A run job of a built task: the library as one more input, `${LIB}` its name, and the
+/// build's site.
+fn with_library(job: &mut JobSpec, lib: &FileSpec, site: Option<&str>) {
+    let lfn = lib.get_str(FileAttr::lfn).unwrap_or("").to_string();
+    if let Some(parameters) = job
+        .get_str(JobAttr::jobParameters)
+        .map(|p| p.replace("${LIB}", &lfn))
+    {
+        job.set(JobAttr::jobParameters, text(&parameters));
+    }
+    let mut file = lib.clone();
+    file.set(FileAttr::jediTaskID, job.get(JobAttr::jediTaskID).clone());
+    file.set(FileAttr::attemptNr, job.get(JobAttr::attemptNr).clone());
+    job.files.push(file);
+    if let Some(site) = site {
+        job.set(JobAttr::computingSite, text(site));
+    }
+}
+
 /// How one attempt of a file ended, from its job's status.
 fn attempt_outcome(job_status: &str, file: &TaskFileSpec, stopping: bool) -> Option<FileOutcome> {
     match job_status {
@@ -796,6 +941,14 @@ impl JobService {
                 break;
             }
             let id = task.get_i64(TaskAttr::jediTaskID).unwrap_or_default();
+            let library = match self.library_for(&task).await? {
+                Library::Building => {
+                    counts.tasks += 1;
+                    continue;
+                }
+                Library::Failed => continue,
+                ready => ready,
+            };
             let mut task = task;
             let mut made_for_task = 0;
             // Batches of at most one submission's size, until the task has no ready file,
@@ -811,7 +964,7 @@ impl JobService {
                 if files.is_empty() {
                     break;
                 }
-                let made = self.generate_for(&task, &files).await?;
+                let made = self.generate_for(&task, &files, &library).await?;
                 counts.jobs += made;
                 made_for_task += made;
                 match self.stores.tasks.get_task(id).await? {
@@ -835,6 +988,7 @@ impl JobService {
         &self,
         task: &TaskSpec,
         files: &[TaskFileSpec],
+        library: &Library,
     ) -> Result<usize, ServiceError> {
         let id = task.get_i64(TaskAttr::jediTaskID).unwrap_or_default();
         let layout = self.stores.jedi.task_layout(id).await?;
@@ -875,7 +1029,11 @@ impl JobService {
                     .iter()
                     .map(|(dataset, first)| (*dataset, first + i as i64))
                     .collect();
-                task_job(task, &layout, group, *panda_id, &serials)
+                let mut job = task_job(task, &layout, group, *panda_id, &serials);
+                if let Library::Ready { file, site } = library {
+                    with_library(&mut job, file, site.as_deref());
+                }
+                job
             })
             .collect();
         let submitted = self.submit_prepared(&Identity::anonymous(), jobs).await?;
@@ -897,6 +1055,132 @@ impl JobService {
         Ok(submitted.len())
     }
 
+    /// Where the task's build stands; starts the build (or its next attempt) when it is due.
+    async fn library_for(&self, task: &TaskSpec) -> Result<Library, ServiceError> {
+        let id = task.get_i64(TaskAttr::jediTaskID).unwrap_or_default();
+        let params = self.task_params(id).await?;
+        let Some(build) = build_spec(&params).ok().flatten() else {
+            return Ok(Library::None);
+        };
+        let layout = self.stores.jedi.task_layout(id).await?;
+        let Some(lib) = layout
+            .datasets
+            .iter()
+            .find(|d| d.get_str(DatasetAttr::r#type) == Some("lib"))
+        else {
+            return Ok(Library::None);
+        };
+        let lib_id = lib.get_i64(DatasetAttr::datasetID).unwrap_or_default();
+        let lib_name = lib
+            .get_str(DatasetAttr::datasetName)
+            .unwrap_or("")
+            .to_string();
+        let source_url = param_str(&params, "sourceURL").unwrap_or("");
+        let row = self.stores.jedi.lib_file(id).await?;
+        let status = row
+            .as_ref()
+            .and_then(|r| r.get_str(TaskFileAttr::status))
+            .unwrap_or("")
+            .to_string();
+        match (row, status.as_str()) {
+            (Some(row), "finished") => {
+                let build_job = match row.get_i64(TaskFileAttr::PandaID) {
+                    Some(panda_id) => self.stores.jobs.get_job(panda_id).await?,
+                    None => None,
+                };
+                let site = build_job
+                    .as_ref()
+                    .and_then(|j| j.get_str(JobAttr::computingSite).map(str::to_string));
+                let mut file = FileSpec::new();
+                for (to, from) in [
+                    (FileAttr::lfn, TaskFileAttr::lfn),
+                    (FileAttr::GUID, TaskFileAttr::GUID),
+                    (FileAttr::scope, TaskFileAttr::scope),
+                ] {
+                    file.set(to, row.get(from).clone());
+                }
+                let reported = build_job.as_ref().and_then(|j| {
+                    j.files
+                        .iter()
+                        .find(|f| f.get_str(FileAttr::lfn) == row.get_str(TaskFileAttr::lfn))
+                        .cloned()
+                });
+                if let Some(reported) = reported {
+                    file.set(FileAttr::fsize, reported.get(FileAttr::fsize).clone());
+                    file.set(FileAttr::checksum, reported.get(FileAttr::checksum).clone());
+                }
+                file.set(FileAttr::r#type, text("input"));
+                file.set(FileAttr::dataset, text(&lib_name));
+                file.set(FileAttr::prodDBlock, text(&lib_name));
+                file.set(FileAttr::status, text("ready"));
+                Ok(Library::Ready { file, site })
+            }
+            (Some(_), "failed") => Ok(Library::Failed),
+            (Some(row), "ready") => {
+                // A failed build with attempts left: its next attempt.
+                let panda_id = self.stores.jobs.allocate_panda_ids(1).await?[0];
+                let claim = FileClaim {
+                    dataset_id: lib_id,
+                    file_id: row.get_i64(TaskFileAttr::fileID).unwrap_or_default(),
+                    panda_id,
+                };
+                if self
+                    .stores
+                    .jedi
+                    .claim_task_files(id, &[claim], &[])
+                    .await?
+                    .is_some()
+                {
+                    let job = build_job(task, &build, source_url, &lib_name, &row, panda_id);
+                    self.submit_prepared(&Identity::anonymous(), vec![job])
+                        .await?;
+                }
+                Ok(Library::Building)
+            }
+            (Some(_), _) => Ok(Library::Building),
+            (None, _) => {
+                let panda_id = self.stores.jobs.allocate_panda_ids(1).await?[0];
+                let mut row = TaskFileSpec::new();
+                row.set(TaskFileAttr::datasetID, int(lib_id));
+                row.set(TaskFileAttr::lfn, text(&format!("{lib_name}.lib.tgz")));
+                row.set(TaskFileAttr::GUID, text(&new_guid()));
+                row.set(TaskFileAttr::scope, text(&dataset_scope(&lib_name)));
+                row.set(TaskFileAttr::r#type, text("lib"));
+                row.set(TaskFileAttr::status, text("running"));
+                row.set(TaskFileAttr::proc_status, text("running"));
+                row.set(TaskFileAttr::attemptNr, int(0));
+                row.set(TaskFileAttr::maxAttempt, int(max_attempt(&params)));
+                row.set(TaskFileAttr::keepTrack, int(1));
+                row.set(TaskFileAttr::PandaID, int(panda_id));
+                if self.stores.jedi.start_build(id, &row).await? {
+                    let job = build_job(task, &build, source_url, &lib_name, &row, panda_id);
+                    self.submit_prepared(&Identity::anonymous(), vec![job])
+                        .await?;
+                    tracing::info!(target: "panda::jedi", task_id = id, panda_id, "build job made");
+                    self.task_now_running(id).await?;
+                }
+                Ok(Library::Building)
+            }
+        }
+    }
+
+    /// `ready → running`, with the start time, if the task is still `ready`.
+    async fn task_now_running(&self, id: i64) -> Result<(), ServiceError> {
+        ports::change_task(self.stores.changes.as_ref(), id, |task| {
+            if task.get_str(TaskAttr::status) != Some("ready") {
+                return Decision::Keep(());
+            }
+            task.set(TaskAttr::status, text("running"));
+            task.set(TaskAttr::superStatus, text("running"));
+            if task.get(TaskAttr::startTime).is_null() {
+                task.set(TaskAttr::startTime, Value::Time(Some(time::now())));
+            }
+            Decision::Write(())
+        })
+        .await?;
+        Ok(())
+    }
+
     /// Step 4: accounts for ended attempts of up to `limit` tasks and closes the tasks that
     /// have nothing left to run.
     pub async fn post_process_tasks(&self, limit: i64) -> Result<StepCounts, ServiceError> {
@@ -915,7 +1199,14 @@ impl JobService {
                 }
             }
             let files = self.stores.jedi.master_file_counts(id).await?;
-            let idle = files.running == 0 && (files.ready == 0 || stopping);
+            let build_failed = self
+                .stores
+                .jedi
+                .lib_file(id)
+                .await?
+                .is_some_and(|lib| lib.get_str(TaskFileAttr::status) == Some("failed"));
+            // A build that failed for good leaves nothing to run.
+            let idle = files.running == 0 && (files.ready == 0 || stopping || build_failed);
             if files.total == 0 || !idle {
                 continue;
             }

@@ -962,6 +962,71 @@ impl Store {
     }
 }
 
+impl Store {
+    /// The task's build library (the file of its `lib` dataset), if a build was started.
+    pub async fn lib_file(&self, task_id: i64) -> Result<Option<TaskFileSpec>> {
+        let rows = self
+            .query(
+                &format!(
+                    "SELECT {} FROM jedi_dataset_contents WHERE jeditaskid = $1 AND type = 'lib' \
+                     ORDER BY fileid LIMIT 1",
+                    select_list(TASK_FILE_ATTRIBUTES, "")
+                ),
+                &[int(task_id)],
+                &types(TASK_FILE_ATTRIBUTES),
+            )
+            .await?;
+        Ok(records(rows)?.into_iter().next())
+    }
+
+    /// Records the build of a task's library by the job `file.PandaID`: the library file,
+    /// `running`, in the task's `lib` dataset, unless a build was recorded already (then
+    /// `false`: another generator started it).
+    pub async fn start_build(&self, task_id: i64, file: &TaskFileSpec) -> Result<bool> {
+        let mut tx = self.begin(TxMode::Write).await?;
+        if self
+            .find_task_in(tx.as_mut(), task_id, true)
+            .await?
+            .is_none()
+        {
+            tx.commit().await?;
+            return Ok(false);
+        }
+        let existing = tx
+            .fetch(
+                "SELECT fileid FROM jedi_dataset_contents WHERE jeditaskid = $1 AND type = 'lib'",
+                &[int(task_id)],
+                &[ColumnType::BigInt],
+            )
+            .await?;
+        if !existing.is_empty() {
+            tx.commit().await?;
+            return Ok(false);
+        }
+        let id = next_ids(tx.as_mut(), self.dialect(), FILE_ID_SEQUENCE, 1)
+            .await?
+            .pop()
+            .ok_or_else(|| StoreError::Corrupt("the file ID sequence gave nothing".into()))?;
+        let mut row = file.clone();
+        row.set(TaskFileAttr::jediTaskID, int(task_id));
+        row.set(TaskFileAttr::fileID, int(id));
+        row.set(TaskFileAttr::creationDate, Value::Time(Some(time::now())));
+        row.set(
+            TaskFileAttr::lastAttemptTime,
+            Value::Time(Some(time::now())),
+        );
+        insert_records(tx.as_mut(), "jedi_dataset_contents", &[row]).await?;
+        tx.execute(
+            "UPDATE jedi_datasets SET status = 'running', nfiles = 1, nfilesused = 1 \
+             WHERE jeditaskid = $1 AND datasetid = $2",
+            &[int(task_id), file.get(TaskFileAttr::datasetID).clone()],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+}
+
 /// Sets the master input datasets' counters from their files (after files were reset).
 async fn recount_inputs_in(tx: &mut dyn Tx, task_id: i64) -> Result<()> {
     let count = |statuses: &str| {

@@ -101,6 +101,8 @@ port! {
         fn finished_job_outputs(&self, panda_ids: &[i64]) -> Result<Vec<TaskFileSpec>>;
         fn record_file_results(&self, task_id: i64, results: &[FileResult], outputs: &[TaskFileSpec]) -> Result<()>;
         fn master_file_counts(&self, task_id: i64) -> Result<FileCounts>;
+        fn lib_file(&self, task_id: i64) -> Result<Option<TaskFileSpec>>;
+        fn start_build(&self, task_id: i64, file: &TaskFileSpec) -> Result<bool>;
         fn reset_failed_files(&self, task_id: i64, extra: i64) -> Result<u64>;
         fn increase_file_attempts(&self, task_id: i64, increase: i64) -> Result<(u64, u64)>;
         fn reactivate_task_files(&self, task_id: i64, keep_attempt_nr: bool) -> Result<u64>;

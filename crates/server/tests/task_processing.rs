@@ -567,3 +567,89 @@ async fn a_build_that_fails_every_attempt_fails_the_task() {
     );
     assert_eq!(task_status(&stack.store, id).await, "failed");
 }
+
+#[tokio::test]
+async fn reload_input_takes_new_files_and_retry_takes_new_parameters() {
+    let stack = Stack::start(Backend::Sqlite, &["httpd"], &[]).await;
+    let dir = stack.site.dir.path().join("inputs");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let add = |names: &[&str]| {
+        let mut args = vec![
+            "datasets".to_string(),
+            "add".into(),
+            "user.tester.grow".into(),
+            "--scope".into(),
+            "user.tester".into(),
+        ];
+        for name in names {
+            std::fs::write(dir.join(name), name).expect("file");
+            args.push(dir.join(name).display().to_string());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        assert!(run(&args, &stack.env).status.success());
+    };
+    add(&["g.1", "g.2"]);
+    let id = submit_task(&stack, input_task_parameters("grow", "user.tester.grow", 2)).await;
+    let finish_all = || async {
+        while let Some(job) = take_job(&stack).await {
+            report(&stack, &job, true).await;
+        }
+        step(&stack, "add_main");
+        step(&stack, "post_processor");
+    };
+    for name in ["task_refiner", "contents_feeder", "job_generator"] {
+        step(&stack, name);
+    }
+    finish_all().await;
+    assert_eq!(task_status(&stack.store, id).await, "done");
+
+    // Files added to the dataset since: reload_input takes them in.
+    add(&["g.3", "g.4", "g.5"]);
+    let running = submit_task(&stack, parameters_for_refusal()).await;
+    let refused = post(
+        &stack,
+        "/api/v1/task/reload_input",
+        json!({"task_id": running}),
+    )
+    .await;
+    assert_eq!(refused["data"], 4, "registered: {refused}");
+    let reloaded = post(&stack, "/api/v1/task/reload_input", json!({"task_id": id})).await;
+    assert_eq!(reloaded["data"], 0, "{reloaded}");
+    assert!(reloaded["message"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("3 new inputs"));
+    assert!(
+        step(&stack, "job_generator").contains("jobs=2"),
+        "3 new files, 2 per job"
+    );
+    finish_all().await;
+    assert_eq!(task_status(&stack.store, id).await, "done");
+    assert_eq!(listed(&stack, id).await["nFiles"], 5);
+
+    // A retry with new parameters: kept where upstream keeps them, others ignored.
+    let retried = post(
+        &stack,
+        "/api/v1/task/retry",
+        json!({"task_id": id, "new_parameters": {"nFilesPerJob": 1, "taskName": "other"}}),
+    )
+    .await;
+    assert_eq!(retried["data"], 3, "{retried}");
+    let params: Json = serde_json::from_str(
+        &stack
+            .store
+            .task_parameters(id)
+            .await
+            .expect("read")
+            .expect("params"),
+    )
+    .expect("json");
+    assert_eq!(params["nFilesPerJob"], 1);
+    assert_eq!(params["taskName"], "user.tester.grow/");
+    assert_eq!(task_status(&stack.store, id).await, "ready");
+}
+
+/// A task that stays `registered` (no daemon step runs for it here).
+fn parameters_for_refusal() -> Json {
+    task_parameters("stays", 1, 1)
+}

@@ -387,3 +387,235 @@ fn attr_name(attr: TaskAttr) -> &'static str {
     use panda_core::AttrSet;
     panda_core::task::TASK_ATTRIBUTES[attr.index()].name
 }
+
+/// Statuses a task is re-executed from (upstream's incexec: `reload_input`, and a retry with
+/// new parameters).
+const REOPENABLE: [&str; 5] = ["finished", "failed", "aborted", "done", "exhausted"];
+
+/// The parameters a retry may change, as upstream keeps them (`dsFor*` as well); the
+/// changeable split rules by their names.
+const RETRY_PARAMETERS: &[&str] = &[
+    "site",
+    "cloud",
+    "includedSite",
+    "excludedSite",
+    "cliParams",
+    "nFiles",
+    "nEvents",
+    "fixedSandbox",
+    "sourceURL",
+    "currentPriority",
+    "ramCount",
+    "forceStaged",
+    "allowIncompleteInDS",
+    "t1Weight",
+    "nEsConsumers",
+    "nMaxFilesPerJob",
+    "nGBPerJob",
+    "noInputPooling",
+    "nFilesPerJob",
+    "nEventsPerWorker",
+    "nJumboJobs",
+    "avoidVP",
+    "allowInputLAN",
+    "useLocalIO",
+    "noLoopingCheck",
+    "maxCoreCount",
+    "onlyTagsForFC",
+    "useZipToPin",
+    "ignoreMissingInDS",
+    "noAutoPause",
+];
+
+/// Merges the keys a retry may change into `old`; the keys it ignored, for the log.
+pub fn merge_retry_parameters(
+    old: &mut serde_json::Map<String, Json>,
+    new: &serde_json::Map<String, Json>,
+) -> Vec<String> {
+    let mut ignored = Vec::new();
+    for (key, value) in new {
+        let key = match key.as_str() {
+            "priority" => "currentPriority",
+            "loopingCheck" => {
+                old.insert(
+                    "noLoopingCheck".into(),
+                    Json::Bool(value.as_bool() != Some(true)),
+                );
+                continue;
+            }
+            other => other,
+        };
+        if RETRY_PARAMETERS.contains(&key) || key.starts_with("dsFor") {
+            if value.is_null() {
+                old.remove(key);
+            } else {
+                old.insert(key.to_string(), value.clone());
+            }
+        } else {
+            ignored.push(key.to_string());
+        }
+    }
+    ignored
+}
+
+impl JobService {
+    /// Re-executes a finished task (upstream's incexec): failed files get the task's
+    /// attempts again, files added to its input dataset since are taken in, and the task is
+    /// `ready`. Returns the number of new input files.
+    async fn reopen_task(&self, task_id: i64) -> Result<u64, ServiceError> {
+        let params_text = self.stores.tasks.task_parameters(task_id).await?;
+        let attempts = crate::task_processing::retry_attempts(params_text.as_deref());
+        self.stores
+            .jedi
+            .reset_failed_files(task_id, attempts)
+            .await?;
+        let params: serde_json::Map<String, Json> = params_text
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default();
+        let layout = self.stores.jedi.task_layout(task_id).await?;
+        let mut added = 0;
+        if let Some(master) = layout
+            .datasets
+            .iter()
+            .find(|d| d.get_str(panda_core::DatasetAttr::r#type) == Some("input"))
+        {
+            let name = master
+                .get_str(panda_core::DatasetAttr::datasetName)
+                .unwrap_or("");
+            let id = master
+                .get_i64(panda_core::DatasetAttr::datasetID)
+                .unwrap_or_default();
+            if let Some(found) = self.catalog.dataset_files(name).await? {
+                let files = crate::task_processing::input_files(&params, name, found)
+                    .map_err(ServiceError::BadRequest)?;
+                added = self
+                    .stores
+                    .jedi
+                    .add_new_input_files(task_id, id, &files)
+                    .await?;
+            }
+        }
+        ports::change_task(self.stores.changes.as_ref(), task_id, |task| {
+            task.set(TaskAttr::oldStatus, task.get(TaskAttr::status).clone());
+            task.set_str(TaskAttr::status, "ready").ok();
+            task.set_str(TaskAttr::superStatus, "ready").ok();
+            task.set(TaskAttr::endTime, panda_core::Value::Time(None));
+            Decision::Write(())
+        })
+        .await?;
+        Ok(added)
+    }
+
+    /// `task/reload_input`: a finished task re-executed, its input dataset read again. Code
+    /// 0, 2 for an unknown task, 4 in other statuses.
+    pub async fn reload_task_input(&self, task_id: i64) -> Result<TaskOutcome, ServiceError> {
+        let Some(task) = self.stores.tasks.get_task(task_id).await? else {
+            return Ok(outcome(
+                2,
+                format!("jediTaskID={task_id} not found"),
+                task_id,
+            ));
+        };
+        let status = task.get_str(TaskAttr::status).unwrap_or("").to_string();
+        if !REOPENABLE.contains(&status.as_str()) {
+            return Ok(outcome(
+                4,
+                format!(
+                    "Command rejected: the incexec command is not accepted if the task is in \
+                     {status} status "
+                ),
+                task_id,
+            ));
+        }
+        let added = self.reopen_task(task_id).await?;
+        Ok(outcome(
+            0,
+            format!("command=incexec is registered for task ID {task_id} ({added} new inputs)"),
+            task_id,
+        ))
+    }
+
+    /// `task/retry` with `new_parameters`: code 3 when a finished task is re-executed with
+    /// them, 5 when a running task's parameters were updated, 2 in other statuses.
+    pub async fn retry_task_with_parameters(
+        &self,
+        task_id: i64,
+        new: &serde_json::Map<String, Json>,
+    ) -> Result<TaskOutcome, ServiceError> {
+        let Some(task) = self.stores.tasks.get_task(task_id).await? else {
+            return Ok(outcome(
+                2,
+                format!("jediTaskID={task_id} not found"),
+                task_id,
+            ));
+        };
+        let status = task.get_str(TaskAttr::status).unwrap_or("").to_string();
+        let reopen = REOPENABLE.contains(&status.as_str());
+        let update_only = matches!(status.as_str(), "running" | "scouting" | "pending")
+            && task.get_str(TaskAttr::prodSourceLabel) == Some("user");
+        if !reopen && !update_only {
+            return Ok(outcome(
+                2,
+                format!(
+                    "jediTaskID={task_id} is in the {status} state; retry it with new \
+                     parameters once it is finished, failed or done"
+                ),
+                task_id,
+            ));
+        }
+        let mut params: serde_json::Map<String, Json> = self
+            .stores
+            .tasks
+            .task_parameters(task_id)
+            .await?
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .ok_or_else(|| {
+                ServiceError::BadRequest(
+                    "new parameter conversion failed: the task's parameters cannot be read".into(),
+                )
+            })?;
+        let ignored = merge_retry_parameters(&mut params, new);
+        if !ignored.is_empty() {
+            tracing::info!(target: "panda::jedi", task_id, ?ignored, "retry parameters ignored");
+        }
+        let text = serde_json::to_string(&params).map_err(|e| {
+            ServiceError::BadRequest(format!("new parameter conversion failed: {e}"))
+        })?;
+        self.stores.jedi.set_task_parameters(task_id, &text).await?;
+        // What the task's columns carry of them.
+        ports::change_task(self.stores.changes.as_ref(), task_id, |task| {
+            for (key, attr) in [("site", TaskAttr::site), ("cloud", TaskAttr::cloud)] {
+                if let Some(value) = params.get(key) {
+                    let text = value.as_str().map(str::to_string);
+                    task.set(attr, panda_core::Value::Text(text));
+                }
+            }
+            for (key, attr) in [
+                ("ramCount", TaskAttr::ramCount),
+                ("currentPriority", TaskAttr::currentPriority),
+            ] {
+                if let Some(n) = params.get(key).and_then(Json::as_i64) {
+                    task.set(attr, panda_core::Value::Int(Some(n)));
+                }
+            }
+            Decision::Write(())
+        })
+        .await?;
+        if update_only {
+            return Ok(outcome(
+                5,
+                format!("{status}. new tasks params have been set to jediTaskID={task_id}. "),
+                task_id,
+            ));
+        }
+        self.reopen_task(task_id).await?;
+        Ok(outcome(
+            3,
+            format!(
+                "reactivation accepted. jediTaskID={task_id} (currently in {status} state) will \
+                 be re-executed with old and/or new input"
+            ),
+            task_id,
+        ))
+    }
+}

@@ -1027,6 +1027,73 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Replaces a task's parameters (a retry with new parameters).
+    pub async fn set_task_parameters(&self, task_id: i64, parameters: &str) -> Result<bool> {
+        let mut tx = self.begin(TxMode::Write).await?;
+        let changed = tx
+            .execute(
+                "UPDATE jedi_taskparams SET taskparams = $2 WHERE jeditaskid = $1",
+                &[int(task_id), text(parameters)],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(changed == 1)
+    }
+
+    /// Adds to the task's master input the files of `files` it does not have yet (by LFN),
+    /// `ready`; returns how many were new.
+    pub async fn add_new_input_files(
+        &self,
+        task_id: i64,
+        dataset_id: i64,
+        files: &[TaskFileSpec],
+    ) -> Result<u64> {
+        let mut tx = self.begin(TxMode::Write).await?;
+        let known: std::collections::HashSet<String> = tx
+            .fetch(
+                "SELECT lfn FROM jedi_dataset_contents WHERE jeditaskid = $1 AND datasetid = $2",
+                &[int(task_id), int(dataset_id)],
+                &[ColumnType::Text],
+            )
+            .await?
+            .into_iter()
+            .filter_map(|r| r.first().map(Value::render))
+            .collect();
+        let fresh: Vec<&TaskFileSpec> = files
+            .iter()
+            .filter(|f| {
+                f.get_str(TaskFileAttr::lfn)
+                    .is_some_and(|l| !known.contains(l))
+            })
+            .collect();
+        let ids = next_ids(tx.as_mut(), self.dialect(), FILE_ID_SEQUENCE, fresh.len()).await?;
+        let now = Value::Time(Some(time::now()));
+        let rows: Vec<TaskFileSpec> = fresh
+            .into_iter()
+            .zip(ids)
+            .map(|(file, id)| {
+                let mut file = file.clone();
+                file.set(TaskFileAttr::jediTaskID, int(task_id));
+                file.set(TaskFileAttr::datasetID, int(dataset_id));
+                file.set(TaskFileAttr::fileID, int(id));
+                file.set(TaskFileAttr::creationDate, now.clone());
+                file
+            })
+            .collect();
+        insert_records(tx.as_mut(), "jedi_dataset_contents", &rows).await?;
+        tx.execute(
+            "UPDATE jedi_datasets SET nfiles = COALESCE(nfiles, 0) + $3, \
+             nfilestobeused = COALESCE(nfilestobeused, 0) + $3 \
+             WHERE jeditaskid = $1 AND datasetid = $2",
+            &[int(task_id), int(dataset_id), int(rows.len() as i64)],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(rows.len() as u64)
+    }
+}
+
 /// Sets the master input datasets' counters from their files (after files were reset).
 async fn recount_inputs_in(tx: &mut dyn Tx, task_id: i64) -> Result<()> {
     let count = |statuses: &str| {

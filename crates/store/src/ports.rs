@@ -102,6 +102,8 @@ port! {
         fn record_file_results(&self, task_id: i64, results: &[FileResult], outputs: &[TaskFileSpec]) -> Result<()>;
         fn master_file_counts(&self, task_id: i64) -> Result<FileCounts>;
         fn lib_file(&self, task_id: i64) -> Result<Option<TaskFileSpec>>;
+        fn set_task_parameters(&self, task_id: i64, parameters: &str) -> Result<bool>;
+        fn add_new_input_files(&self, task_id: i64, dataset_id: i64, files: &[TaskFileSpec]) -> Result<u64>;
         fn start_build(&self, task_id: i64, file: &TaskFileSpec) -> Result<bool>;
         fn reset_failed_files(&self, task_id: i64, extra: i64) -> Result<u64>;
         fn increase_file_attempts(&self, task_id: i64, increase: i64) -> Result<(u64, u64)>;

@@ -512,6 +512,14 @@ pub(crate) const ENDPOINTS: &[Endpoint] = &[
     ),
     ep(
         "task",
+        "reload_input",
+        Post,
+        TaskOwner,
+        &[req("task_id", Int), opt("ignore_hard_exhausted", Bool)],
+        handler!(task::reload_input),
+    ),
+    ep(
+        "task",
         "release",
         Post,
         Production,

@@ -137,13 +137,21 @@ pub(crate) async fn get_details(state: &AppState, call: &Call) -> Envelope {
     Envelope::ok(data)
 }
 
+/// Why the caller may not change task `id`: it does not exist, or the caller neither owns it
+/// nor has the production role.
+async fn refuse_unless_owner(state: &AppState, call: &Call, id: i64) -> Option<Envelope> {
+    match state.service.may_change_task(&call.identity, id).await {
+        Ok(Some(true)) => None,
+        Ok(Some(false)) => Some(Envelope::fail("not the task owner or no production role")),
+        Ok(None) => Some(not_found(id)),
+        Err(e) => Some(Envelope::from_service(e)),
+    }
+}
+
 async fn command(state: &AppState, call: &Call, command: TaskCommand) -> Envelope {
     let id = task_id(call);
-    match state.service.may_change_task(&call.identity, id).await {
-        Ok(Some(true)) => {}
-        Ok(Some(false)) => return Envelope::fail("not the task owner or no production role"),
-        Ok(None) => return not_found(id),
-        Err(e) => return Envelope::from_service(e),
+    if let Some(refused) = refuse_unless_owner(state, call, id).await {
+        return refused;
     }
     match state
         .service
@@ -171,17 +179,53 @@ pub(crate) async fn finish(state: &AppState, call: &Call) -> Envelope {
     command(state, call, TaskCommand::Finish { soft }).await
 }
 
-/// `task/retry`. New parameters need JEDI's re-refinement, which does not exist yet; a
-/// retry that brings them is refused rather than half applied.
+/// `task/retry`. With `new_parameters` (an object, or its JSON text) the task is
+/// re-executed with them (code 3), or a running task's parameters updated (5); upstream
+/// answers `success: true` whatever the code, and pbook reads `data`.
 pub(crate) async fn retry(state: &AppState, call: &Call) -> Envelope {
-    if call.args.get("new_parameters").is_some() {
-        return Envelope {
-            success: false,
-            message: "retrying with new_parameters is not supported by this server".into(),
-            data: json!(task_code::FAILED),
-        };
+    let new = match call.args.get("new_parameters") {
+        None | Some(Json::Null) => None,
+        Some(Json::Object(map)) if map.is_empty() => None,
+        Some(Json::Object(map)) => Some(map.clone()),
+        Some(Json::String(text)) => match serde_json::from_str::<Json>(text) {
+            Ok(Json::Object(map)) if map.is_empty() => None,
+            Ok(Json::Object(map)) => Some(map),
+            _ => {
+                return Envelope {
+                    success: false,
+                    message: "new parameter conversion failed: new_parameters is not a JSON object"
+                        .into(),
+                    data: json!(task_code::FAILED),
+                }
+            }
+        },
+        Some(_) => return Envelope::fail("new_parameters must be a JSON object"),
+    };
+    let Some(new) = new else {
+        return command(state, call, TaskCommand::Retry).await;
+    };
+    let id = task_id(call);
+    if let Some(refused) = refuse_unless_owner(state, call, id).await {
+        return refused;
     }
-    command(state, call, TaskCommand::Retry).await
+    match state.service.retry_task_with_parameters(id, &new).await {
+        Ok(outcome) => Envelope {
+            success: true,
+            message: outcome.message,
+            data: json!(outcome.code),
+        },
+        Err(e) => Envelope::from_service(e),
+    }
+}
+
+/// `task/reload_input`: a finished task re-executed, files added to its input dataset since
+/// taken in (the owner or the production role).
+pub(crate) async fn reload_input(state: &AppState, call: &Call) -> Envelope {
+    let id = task_id(call);
+    if let Some(refused) = refuse_unless_owner(state, call, id).await {
+        return refused;
+    }
+    coded(state.service.reload_task_input(id).await)
 }
 
 /// `since` of a listing, within the service's window.
@@ -580,11 +624,8 @@ pub(crate) async fn change_split_rule(state: &AppState, call: &Call) -> Envelope
 /// `mode` says (`kill`, `soft`, `nokill`). Only the task's owner or the production role.
 pub(crate) async fn reassign(state: &AppState, call: &Call) -> Envelope {
     let id = task_id(call);
-    match state.service.may_change_task(&call.identity, id).await {
-        Ok(Some(true)) => {}
-        Ok(Some(false)) => return Envelope::fail("not the task owner or no production role"),
-        Ok(None) => return not_found(id),
-        Err(e) => return Envelope::from_service(e),
+    if let Some(refused) = refuse_unless_owner(state, call, id).await {
+        return refused;
     }
     let mode = match panda_service::task_admin::ReassignMode::parse(call.args.text("mode")) {
         Ok(mode) => mode,

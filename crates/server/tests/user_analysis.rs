@@ -221,6 +221,31 @@ fn run_pilot_with(
     (status.code().unwrap_or(-1), output)
 }
 
+/// `count` real pilots at once (as on a site), each in its own work directory
+/// `<prefix>-<n>`, with more pilot options `extra`; their exit codes and outputs.
+fn run_pilots(
+    a: &Analysis,
+    pilot: &Path,
+    prefix: &str,
+    count: usize,
+    extra: &str,
+) -> Vec<(i32, String)> {
+    let cadir = a.pki.path("certificates");
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (1..=count)
+            .map(|n| {
+                let work = a.site.dir.path().join(format!("{prefix}-{n}"));
+                let (url, cadir) = (&a.server.base_url, &cadir);
+                scope.spawn(move || run_pilot_with(pilot, url, cadir, &work, extra))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("pilot thread"))
+            .collect()
+    })
+}
+
 fn text(output: &Output) -> String {
     format!(
         "{}{}",
@@ -348,19 +373,7 @@ async fn analysis_to_done(python: &str, pilot: &Path, a: &Analysis, auth: &Auth,
         "running",
         "task processing did not generate the jobs"
     );
-    let runs: Vec<(i32, String)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (1..=jobs)
-            .map(|n| {
-                let work = a.site.dir.path().join(format!("pilot-{n}"));
-                let (url, cadir) = (&a.server.base_url, a.pki.path("certificates"));
-                scope.spawn(move || run_pilot(pilot, url, &cadir, &work))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("pilot thread"))
-            .collect()
-    });
+    let runs = run_pilots(a, pilot, "pilot", jobs, "");
     for (rc, output) in &runs {
         assert_eq!(*rc, 0, "pilot output:\n{output}");
     }
@@ -621,24 +634,7 @@ async fn prun_on_a_catalogued_dataset_runs_one_job_per_file() {
     );
     assert_eq!(wait_for_status(&store, id, "running", 60).await, "running");
     let extra = format!("--input-destination-dir {}", a.se.display());
-    let runs: Vec<(i32, String)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (1..=2)
-            .map(|n| {
-                let work = a.site.dir.path().join(format!("pilot-{n}"));
-                let (url, cadir, pilot, extra) = (
-                    &a.server.base_url,
-                    a.pki.path("certificates"),
-                    &pilot,
-                    &extra,
-                );
-                scope.spawn(move || run_pilot_with(pilot, url, &cadir, &work, extra))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("pilot"))
-            .collect()
-    });
+    let runs = run_pilots(&a, &pilot, "pilot", 2, &extra);
     for (rc, output) in &runs {
         assert_eq!(*rc, 0, "{output}");
     }
@@ -722,19 +718,7 @@ async fn prun_with_a_build_step_builds_first_then_runs_with_the_library() {
         3,
         "build output:\n{output}"
     );
-    let runs: Vec<(i32, String)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (1..=2)
-            .map(|n| {
-                let work = a.site.dir.path().join(format!("run-{n}"));
-                let (url, cadir, pilot, extra) = (&a.server.base_url, &cadir, &pilot, &extra);
-                scope.spawn(move || run_pilot_with(pilot, url, cadir, &work, extra))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("pilot"))
-            .collect()
-    });
+    let runs = run_pilots(&a, &pilot, "run", 2, &extra);
     for (rc, output) in &runs {
         assert_eq!(*rc, 0, "{output}");
     }

@@ -374,3 +374,58 @@ async fn upload_to(
     let status = response.status().as_u16();
     (status, response.json().await.expect("envelope"))
 }
+
+#[tokio::test]
+async fn a_jedi_log_update_is_decompressed_and_appended() {
+    use std::io::Write;
+    let stack = Stack::start(Backend::Sqlite, &[], &[]).await;
+    let client = api_client();
+    let zlib = |text: &[u8]| {
+        let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(text).expect("zlib");
+        e.finish().expect("zlib")
+    };
+    for part in [&b"line one\n"[..], &b"line two\n"[..]] {
+        let (status, reply) = upload_to(
+            &client,
+            &stack.server,
+            "update_jedi_log",
+            "task.log",
+            zlib(part),
+        )
+        .await;
+        assert_eq!((status, &reply["success"]), (200, &json!(true)), "{reply}");
+    }
+    let log = std::fs::read_to_string(stack.site.dir.path().join("cache/task.log")).expect("log");
+    assert_eq!(log, "line one\nline two\n");
+    let (_, plain) = upload_to(
+        &client,
+        &stack.server,
+        "update_jedi_log",
+        "task.log",
+        b"not zlib".to_vec(),
+    )
+    .await;
+    assert!(
+        plain["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not zlib"),
+        "{plain}"
+    );
+    let (_, path) = upload_to(
+        &client,
+        &stack.server,
+        "update_jedi_log",
+        "../task.log",
+        zlib(b"x"),
+    )
+    .await;
+    assert!(
+        path["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("file name"),
+        "{path}"
+    );
+}

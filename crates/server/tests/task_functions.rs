@@ -468,3 +468,90 @@ async fn attributes_split_rules_commands_and_reassignment() {
             .contains("not kill, soft or nokill"));
     }
 }
+
+#[tokio::test]
+async fn job_cloning_jumbo_jobs_and_global_shares_are_set_as_upstream_sets_them() {
+    let f = start(Backend::Sqlite).await;
+    let id = f.task("es", 1).await;
+    let task = || async {
+        f.stack
+            .store
+            .get_task(id)
+            .await
+            .expect("read")
+            .expect("task")
+    };
+    let cloning = f
+        .post(
+            "task/enable_job_cloning",
+            json!({"jedi_task_id": id, "mode": "storeonce", "multiplicity": 3}),
+        )
+        .await;
+    assert_eq!(cloning["success"], true, "{cloning}");
+    let t = task().await;
+    assert_eq!(t.get_i64(TaskAttr::eventService), Some(2));
+    let rules = t.get_str(TaskAttr::splitRule).unwrap_or("").to_string();
+    for rule in ["UC=2", "ES=1", "EC=3", "NS=2"] {
+        assert!(rules.split(',').any(|r| r == rule), "{rule} in {rules}");
+    }
+    let bad = f
+        .post(
+            "task/enable_job_cloning",
+            json!({"jedi_task_id": id, "mode": "often"}),
+        )
+        .await;
+    assert_eq!(bad["message"], "invalid job cloning mode: often");
+    let off = f
+        .post("task/disable_job_cloning", json!({"jedi_task_id": id}))
+        .await;
+    assert_eq!(off["success"], true);
+    let t = task().await;
+    assert_eq!(t.get_i64(TaskAttr::eventService), Some(0));
+    assert!(!t.get_str(TaskAttr::splitRule).unwrap_or("").contains("UC="));
+
+    let jumbo = f
+        .post(
+            "task/enable_jumbo_jobs",
+            json!({"task_id": id, "jumbo_jobs_total": 4}),
+        )
+        .await;
+    assert_eq!(jumbo["data"], 0, "{jumbo}");
+    let t = task().await;
+    assert_eq!(t.get_str(TaskAttr::useJumbo), Some("W"));
+    assert!(t
+        .get_str(TaskAttr::splitRule)
+        .is_some_and(|r| r.contains("NJ=4") && r.contains("MJ=4")));
+    let none = f
+        .post(
+            "task/enable_jumbo_jobs",
+            json!({"task_id": 1, "jumbo_jobs_total": 1}),
+        )
+        .await;
+    assert_eq!(none["data"], 2);
+    let listed = f
+        .get("task/get_jumbo_job_datasets", &[("from_offset", "3")])
+        .await;
+    assert_eq!(
+        listed["data"],
+        json!({}),
+        "a user task is not listed: {listed}"
+    );
+
+    let share = f
+        .post(
+            "task/reassign_global_share",
+            json!({"task_id_list": [id], "share": "Express", "reassign_running_jobs": false}),
+        )
+        .await;
+    assert_eq!(share["data"], 0, "{share}");
+    assert_eq!(task().await.get_str(TaskAttr::gshare), Some("Express"));
+    let job = f.stack.store.task_job_ids(id).await.expect("ids")[0];
+    let job = f
+        .stack
+        .store
+        .get_job(job)
+        .await
+        .expect("read")
+        .expect("job");
+    assert_eq!(job.get_str(JobAttr::gshare), Some("Express"));
+}

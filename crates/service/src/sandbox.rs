@@ -431,6 +431,19 @@ impl JobService {
         Ok(name)
     }
 
+    /// `update_jedi_log`: the cache file `name`, opened to append to (made if missing).
+    pub async fn open_log_to_append(&self, name: &str) -> Result<tokio::fs::File, ServiceError> {
+        check_file_name(name)?;
+        tokio::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(self.sandbox.dir.join(name))
+            .await
+            .map_err(|e| {
+                ServiceError::BadRequest(format!("ERROR: cannot update file: {}", e.kind()))
+            })
+    }
+
     /// Makes an empty file in the cache (a request's log, to be filled by its agent).
     pub async fn create_cache_file(&self, name: &str) -> Result<(), ServiceError> {
         check_file_name(name)?;

@@ -619,3 +619,170 @@ impl JobService {
         ))
     }
 }
+
+/// Job-cloning modes (upstream's `EventServiceUtils`): their names and the split rule value.
+const JOB_CLONING_MODES: [(&str, i64); 2] = [("runonce", 1), ("storeonce", 2)];
+/// The split rules job cloning sets, by their tags in `splitRule`: useJobCloning,
+/// nEventsPerWorker, nEsConsumers, nSitesPerJob.
+const JOB_CLONING_RULES: [&str; 4] = ["UC", "ES", "EC", "NS"];
+/// `eventService` of a task with job cloning, and of a plain one.
+const TASK_JOB_CLONING: i64 = 2;
+const TASK_NORMAL: i64 = 0;
+/// Most tasks one `reassign_global_share` changes.
+pub const MAX_SHARE_TASKS: usize = 5500;
+
+/// The job statuses whose jobs follow a task's new global share (running ones only when
+/// asked).
+const WAITING_STATUSES: [&str; 5] = ["pending", "defined", "assigned", "waiting", "activated"];
+
+impl JobService {
+    /// `task/enable_job_cloning` (production role): the split rules for cloning and
+    /// `eventService = 2`; `Err` names a bad mode.
+    pub async fn enable_job_cloning(
+        &self,
+        task_id: i64,
+        mode: Option<&str>,
+        multiplicity: Option<i64>,
+        num_sites: Option<i64>,
+    ) -> Result<bool, ServiceError> {
+        let mode = mode.unwrap_or("runonce");
+        let Some((_, value)) = JOB_CLONING_MODES.iter().find(|(name, _)| *name == mode) else {
+            return Err(ServiceError::BadRequest(format!(
+                "invalid job cloning mode: {mode}"
+            )));
+        };
+        let (multiplicity, sites) = (multiplicity.unwrap_or(2), num_sites.unwrap_or(2));
+        if !(1..=100).contains(&multiplicity) || !(1..=100).contains(&sites) {
+            return Err(ServiceError::BadRequest(
+                "multiplicity and num_sites must be 1 to 100".into(),
+            ));
+        }
+        let changed = ports::change_task(self.stores.changes.as_ref(), task_id, |task| {
+            let mut rules = task.get_str(TaskAttr::splitRule).map(str::to_string);
+            for (tag, v) in [
+                ("UC", value.to_string()),
+                ("ES", "1".to_string()),
+                ("EC", multiplicity.to_string()),
+                ("NS", sites.to_string()),
+            ] {
+                rules = Some(with_split_rule(rules.as_deref(), tag, &v));
+            }
+            task.set_str(TaskAttr::splitRule, rules.as_deref().unwrap_or(""))
+                .ok();
+            task.set(
+                TaskAttr::eventService,
+                panda_core::Value::Int(Some(TASK_JOB_CLONING)),
+            );
+            Decision::Write(())
+        })
+        .await?;
+        Ok(changed.is_some())
+    }
+
+    /// `task/disable_job_cloning` (production role): the cloning rules removed and
+    /// `eventService = 0`.
+    pub async fn disable_job_cloning(&self, task_id: i64) -> Result<bool, ServiceError> {
+        let changed = ports::change_task(self.stores.changes.as_ref(), task_id, |task| {
+            let mut rules = task.get_str(TaskAttr::splitRule).map(str::to_string);
+            for tag in JOB_CLONING_RULES {
+                rules = Some(with_split_rule(rules.as_deref(), tag, ""));
+            }
+            task.set_str(TaskAttr::splitRule, rules.as_deref().unwrap_or(""))
+                .ok();
+            task.set(
+                TaskAttr::eventService,
+                panda_core::Value::Int(Some(TASK_NORMAL)),
+            );
+            Decision::Write(())
+        })
+        .await?;
+        Ok(changed.is_some())
+    }
+
+    /// `task/enable_jumbo_jobs` (production role): `useJumbo` `W` (or `D` with 0 jobs) and the
+    /// split rules `NJ`, `MJ`. Code 0, 2 for an unknown task.
+    pub async fn enable_jumbo_jobs(
+        &self,
+        task_id: i64,
+        total: i64,
+        per_site: Option<i64>,
+    ) -> Result<TaskOutcome, ServiceError> {
+        if !(0..=100_000).contains(&total) {
+            return Err(ServiceError::BadRequest(format!(
+                "jumbo_jobs_total must be 0 to 100000, got {total}"
+            )));
+        }
+        let per_site = per_site.filter(|n| *n > 0).unwrap_or(total);
+        let changed = ports::change_task(self.stores.changes.as_ref(), task_id, |task| {
+            let flag = if total == 0 { "D" } else { "W" };
+            task.set_str(TaskAttr::useJumbo, flag).ok();
+            let rules =
+                with_split_rule(task.get_str(TaskAttr::splitRule), "NJ", &total.to_string());
+            let rules = with_split_rule(Some(&rules), "MJ", &per_site.to_string());
+            task.set_str(TaskAttr::splitRule, &rules).ok();
+            Decision::Write(())
+        })
+        .await?;
+        Ok(match changed {
+            Some(_) => outcome(0, "done".into(), task_id),
+            None => outcome(2, "task not found".into(), task_id),
+        })
+    }
+
+    /// `task/reassign_global_share` (production role): the tasks' global share, and their
+    /// waiting jobs' (running ones too with `running_jobs`). Returns the tasks changed.
+    pub async fn reassign_global_share(
+        &self,
+        task_ids: &[i64],
+        share: &str,
+        running_jobs: bool,
+    ) -> Result<usize, ServiceError> {
+        if task_ids.len() > MAX_SHARE_TASKS {
+            return Err(ServiceError::BadRequest(format!(
+                "{} tasks; at most {MAX_SHARE_TASKS} per call",
+                task_ids.len()
+            )));
+        }
+        if share.is_empty() || share.len() > 32 {
+            return Err(ServiceError::BadRequest(
+                "the share must be a name of 1 to 32 characters".into(),
+            ));
+        }
+        let mut statuses: Vec<&str> = WAITING_STATUSES.to_vec();
+        if running_jobs {
+            statuses.extend(["starting", "running"]);
+        }
+        let mut changed = 0;
+        for id in task_ids {
+            if self
+                .stores
+                .jedi
+                .set_task_share(*id, share, &statuses)
+                .await?
+            {
+                changed += 1;
+            }
+        }
+        Ok(changed)
+    }
+
+    /// `task/get_jumbo_job_datasets`: managed tasks with jumbo jobs, finished or done,
+    /// modified between `from_offset` and `to_offset` days ago, with their output datasets.
+    pub async fn jumbo_job_datasets(
+        &self,
+        from_offset: i64,
+        to_offset: i64,
+    ) -> Result<Vec<(i64, String, Vec<String>)>, ServiceError> {
+        if !(0..=366).contains(&from_offset) || !(0..=366).contains(&to_offset) {
+            return Err(ServiceError::BadRequest(
+                "from_offset and to_offset must be 0 to 366 days".into(),
+            ));
+        }
+        let now = time::now();
+        let (after, before) = (
+            now - Duration::days(from_offset),
+            now - Duration::days(to_offset),
+        );
+        Ok(self.stores.jedi.jumbo_task_datasets(after, before).await?)
+    }
+}

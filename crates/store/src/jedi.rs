@@ -1094,6 +1094,72 @@ impl Store {
     }
 }
 
+impl Store {
+    /// A task's global share and its jobs' in `statuses`; `false` when the task does not
+    /// exist or is locked by an agent (upstream leaves those alone).
+    pub async fn set_task_share(
+        &self,
+        task_id: i64,
+        share: &str,
+        statuses: &[&str],
+    ) -> Result<bool> {
+        let mut tx = self.begin(TxMode::Write).await?;
+        let changed = tx
+            .execute(
+                "UPDATE jedi_tasks SET gshare = $2 WHERE jeditaskid = $1 AND lockedby IS NULL",
+                &[int(task_id), text(share)],
+            )
+            .await?;
+        if changed == 1 {
+            let mut params = vec![int(task_id), text(share)];
+            params.extend(statuses.iter().map(|s| text(s)));
+            for table in ["jobsdefined4", "jobsactive4"] {
+                tx.execute(
+                    &format!(
+                        "UPDATE {table} SET gshare = $2 WHERE jeditaskid = $1 AND jobstatus IN ({})",
+                        placeholders(3, statuses.len())
+                    ),
+                    &params,
+                )
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(changed == 1)
+    }
+
+    /// Managed tasks with jumbo jobs (`usejumbo` set), finished or done, modified between
+    /// `after` and `before`, with their output datasets: (task, status, datasets).
+    pub async fn jumbo_task_datasets(
+        &self,
+        after: chrono::NaiveDateTime,
+        before: chrono::NaiveDateTime,
+    ) -> Result<Vec<(i64, String, Vec<String>)>> {
+        let rows = self
+            .query(
+                "SELECT t.jeditaskid, t.status, d.datasetname FROM jedi_tasks t \
+                 JOIN jedi_datasets d ON d.jeditaskid = t.jeditaskid \
+                 WHERE t.prodsourcelabel = 'managed' AND t.usejumbo IS NOT NULL \
+                 AND t.modificationtime > $1 AND t.modificationtime < $2 \
+                 AND t.status IN ('finished', 'done') AND d.type = 'output' \
+                 ORDER BY t.jeditaskid, d.datasetname LIMIT 100000",
+                &[Value::Time(Some(after)), Value::Time(Some(before))],
+                &[ColumnType::BigInt, ColumnType::Text, ColumnType::Text],
+            )
+            .await?;
+        let mut out: Vec<(i64, String, Vec<String>)> = Vec::new();
+        for row in rows {
+            let id = row[0].as_i64().unwrap_or_default();
+            let name = row[2].render();
+            match out.last_mut() {
+                Some((last, _, names)) if *last == id => names.push(name),
+                _ => out.push((id, row[1].render(), vec![name])),
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// Sets the master input datasets' counters from their files (after files were reset).
 async fn recount_inputs_in(tx: &mut dyn Tx, task_id: i64) -> Result<()> {
     let count = |statuses: &str| {

@@ -103,6 +103,8 @@ port! {
         fn master_file_counts(&self, task_id: i64) -> Result<FileCounts>;
         fn lib_file(&self, task_id: i64) -> Result<Option<TaskFileSpec>>;
         fn set_task_parameters(&self, task_id: i64, parameters: &str) -> Result<bool>;
+        fn set_task_share(&self, task_id: i64, share: &str, statuses: &[&str]) -> Result<bool>;
+        fn jumbo_task_datasets(&self, after: NaiveDateTime, before: NaiveDateTime) -> Result<Vec<(i64, String, Vec<String>)>>;
         fn add_new_input_files(&self, task_id: i64, dataset_id: i64, files: &[TaskFileSpec]) -> Result<u64>;
         fn start_build(&self, task_id: i64, file: &TaskFileSpec) -> Result<bool>;
         fn reset_failed_files(&self, task_id: i64, extra: i64) -> Result<u64>;

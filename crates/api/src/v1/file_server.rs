@@ -523,3 +523,104 @@ pub(crate) const EVENT_PICKING_ARGS: &[&str] = &[
     "ei_api",
     "include_guids",
 ];
+
+/// `file_server/update_jedi_log` (production role): the multipart field `file`, zlib
+/// compressed, decompressed as it arrives and appended to the cache file of its name; at most
+/// 100 MB either way.
+pub(crate) async fn update_jedi_log(state: &AppState, call: &Call, request: Request) -> Response {
+    use std::io::Write;
+    use tokio::io::AsyncWriteExt;
+    let _ = call;
+    let Some(boundary) = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| multer::parse_boundary(v).ok())
+    else {
+        super::discard_body(request, state).await;
+        return answer(
+            StatusCode::OK,
+            Envelope::fail("Argument error: update_jedi_log takes a multipart/form-data body with the field file"),
+        );
+    };
+    let limit = sandbox::JEDI_LOG_LIMIT;
+    let constraints = multer::Constraints::new().size_limit(
+        multer::SizeLimit::new()
+            .whole_stream(limit + FORM_OVERHEAD)
+            .per_field(FORM_OVERHEAD)
+            .for_field("file", limit),
+    );
+    let mut form = multer::Multipart::with_constraints(
+        request.into_body().into_data_stream(),
+        boundary,
+        constraints,
+    );
+    let pace = Pace::new(state);
+    let too_large = || {
+        answer(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Envelope::fail(format!("ERROR: upload failure. Exceeded size limit: a log update may be at most {limit} bytes")),
+        )
+    };
+    loop {
+        let mut field = match pace.within(form.next_field()).await {
+            Err(timeout) => return timeout,
+            Ok(Ok(Some(field))) if field.name() == Some("file") => field,
+            Ok(Ok(Some(_))) => continue,
+            Ok(Ok(None)) => {
+                return answer(
+                    StatusCode::OK,
+                    Envelope::fail("Argument error: the form has no field file"),
+                )
+            }
+            Ok(Err(e)) => return answer(StatusCode::BAD_REQUEST, form_error(&e)),
+        };
+        let name = field.file_name().unwrap_or_default().to_string();
+        let mut file = match state.service.open_log_to_append(&name).await {
+            Ok(file) => file,
+            Err(e) => return answer(StatusCode::OK, Envelope::from_service(e)),
+        };
+        let mut decoder = flate2::write::ZlibDecoder::new(Vec::new());
+        let mut written = 0u64;
+        loop {
+            let chunk = match pace.within(field.chunk()).await {
+                Err(timeout) => return timeout,
+                Ok(Ok(Some(chunk))) => chunk,
+                Ok(Ok(None)) => break,
+                Ok(Err(multer::Error::FieldSizeExceeded { .. })) => return too_large(),
+                Ok(Err(e)) => return answer(StatusCode::BAD_REQUEST, form_error(&e)),
+            };
+            pace.received(chunk.len());
+            if decoder.write_all(&chunk).is_err() {
+                return answer(
+                    StatusCode::OK,
+                    Envelope::fail("ERROR: cannot update file: the content is not zlib data"),
+                );
+            }
+            let out = std::mem::take(decoder.get_mut());
+            written += out.len() as u64;
+            if written > limit {
+                return too_large();
+            }
+            if file.write_all(&out).await.is_err() {
+                return answer(StatusCode::OK, Envelope::fail("ERROR: cannot update file"));
+            }
+        }
+        let rest = match decoder.finish() {
+            Ok(rest) => rest,
+            Err(_) => {
+                return answer(
+                    StatusCode::OK,
+                    Envelope::fail("ERROR: cannot update file: the content is not zlib data"),
+                )
+            }
+        };
+        if written + rest.len() as u64 > limit {
+            return too_large();
+        }
+        if file.write_all(&rest).await.is_err() || file.flush().await.is_err() {
+            return answer(StatusCode::OK, Envelope::fail("ERROR: cannot update file"));
+        }
+        return answer(StatusCode::OK, Envelope::ok(Json::Null));
+    }
+}

@@ -645,3 +645,84 @@ pub(crate) async fn reassign(state: &AppState, call: &Call) -> Envelope {
             .await,
     )
 }
+
+/// `task/enable_job_cloning` (production role; the task is `jedi_task_id`, as upstream).
+pub(crate) async fn enable_job_cloning(state: &AppState, call: &Call) -> Envelope {
+    let id = call.args.int("jedi_task_id").unwrap_or_default();
+    match state
+        .service
+        .enable_job_cloning(
+            id,
+            call.args.text("mode"),
+            call.args.int("multiplicity"),
+            call.args.int("num_sites"),
+        )
+        .await
+    {
+        Ok(true) => Envelope::ok(Json::Null),
+        Ok(false) => Envelope::fail("task not found"),
+        Err(e) => Envelope::from_service(e),
+    }
+}
+
+/// `task/disable_job_cloning` (production role).
+pub(crate) async fn disable_job_cloning(state: &AppState, call: &Call) -> Envelope {
+    let id = call.args.int("jedi_task_id").unwrap_or_default();
+    match state.service.disable_job_cloning(id).await {
+        Ok(true) => Envelope::ok(Json::Null),
+        Ok(false) => Envelope::fail("task not found"),
+        Err(e) => Envelope::from_service(e),
+    }
+}
+
+/// `task/enable_jumbo_jobs` (production role).
+pub(crate) async fn enable_jumbo_jobs(state: &AppState, call: &Call) -> Envelope {
+    coded(
+        state
+            .service
+            .enable_jumbo_jobs(
+                task_id(call),
+                call.args.int("jumbo_jobs_total").unwrap_or_default(),
+                call.args.int("jumbo_jobs_per_site"),
+            )
+            .await,
+    )
+}
+
+/// `task/reassign_global_share` (production role).
+pub(crate) async fn reassign_global_share(state: &AppState, call: &Call) -> Envelope {
+    let ids = call.args.ints("task_id_list");
+    let share = call.args.text("share").unwrap_or_default();
+    match state
+        .service
+        .reassign_global_share(&ids, share, call.args.flag("reassign_running_jobs"))
+        .await
+    {
+        Ok(changed) => Envelope {
+            success: true,
+            message: format!("{changed} tasks changed"),
+            data: json!(0),
+        },
+        Err(e) => Envelope::from_service(e),
+    }
+}
+
+/// `task/get_jumbo_job_datasets`: `{jediTaskID: {"status", "datasets"}}`.
+pub(crate) async fn get_jumbo_job_datasets(state: &AppState, call: &Call) -> Envelope {
+    let from = call.args.int("from_offset").unwrap_or_default();
+    let to = call.args.int("to_offset").unwrap_or(0);
+    match state.service.jumbo_job_datasets(from, to).await {
+        Ok(tasks) => Envelope::ok(Json::Object(
+            tasks
+                .into_iter()
+                .map(|(id, status, datasets)| {
+                    (
+                        id.to_string(),
+                        json!({"status": status, "datasets": datasets}),
+                    )
+                })
+                .collect(),
+        )),
+        Err(e) => Envelope::from_service(e),
+    }
+}

@@ -20,6 +20,8 @@
 #                         of the throwaway certificate; PILOT_TOKEN_ORIGIN is its Origin
 #                         (e.g. atlas.pilot)
 #   X509_CERT_DIR         CA directory the pilot's curl verifies an https server against
+#   PILOT_HEARTBEAT       seconds between the pilot's heartbeats (its default is 1800); the
+#                         pilot learns of a kill only on a heartbeat
 #   PILOT_TRF_PROXY       an HTTP proxy URL for the pilot's transformation download: the
 #                         pilot then fetches the job's real transformation (pilot 3.7 only
 #                         accepts http://pandaserver-doma.cern.ch:25080/trf/user/...; point
@@ -149,6 +151,14 @@ else
     printf '#!/bin/bash\n# test payload wrapper: run the job parameters as a command\nexec "$@"\n' > "$HV/jobO.runpayload.tar.gz"
     chmod 755 "$HV/jobO.runpayload.tar.gz"
     export HARVESTER_WORKDIR=$HV
+fi
+
+# --- the pilot's own configuration: its heartbeat period, when asked for
+if [ -n "${PILOT_HEARTBEAT:-}" ]; then
+    case "$PILOT_HEARTBEAT" in ''|*[!0-9]*) die "PILOT_HEARTBEAT must be a number of seconds";; esac
+    sed -e "s/^heartbeat: .*/heartbeat: $PILOT_HEARTBEAT/" "$PILOT_DIR/pilot/util/default.cfg" \
+        > "$W/static/pilot.cfg" || die "cannot write $W/static/pilot.cfg"
+    export HARVESTER_PILOT_CONFIG=$W/static/pilot.cfg
 fi
 
 # --- pilot environment

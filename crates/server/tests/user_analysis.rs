@@ -221,6 +221,30 @@ fn run_pilot_with(
     (status.code().unwrap_or(-1), output)
 }
 
+/// Runs `case` twice, as users authenticate: with an OIDC token (over HTTP in local mode),
+/// then with a VOMS proxy carrying the nickname (over HTTPS), each on a server of its own.
+async fn with_each_credential<F, Fut>(case: F)
+where
+    F: Fn(String, PathBuf, Analysis, Auth) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let Some(python) = install_pandaclient() else {
+        return;
+    };
+    let Some(pilot) = install_pilot() else { return };
+    case(python.clone(), pilot.clone(), start(), Auth::Token).await;
+    let a = start();
+    let Some(proxy) = a.voms_proxy() else {
+        assert!(
+            !common::required(),
+            "voms-proxy-fake is needed (apt-get install voms-clients)"
+        );
+        eprintln!("note: the proxy case skipped: voms-proxy-fake is not installed");
+        return;
+    };
+    case(python, pilot, a, Auth::Proxy(proxy)).await;
+}
+
 /// `count` real pilots at once (as on a site), each in its own work directory
 /// `<prefix>-<n>`, with more pilot options `extra`; their exit codes and outputs.
 fn run_pilots(
@@ -507,11 +531,10 @@ async fn prun_the_pilot_and_pbook_take_a_task_to_done_with_a_voms_proxy_over_htt
 /// and the task ends `done`.
 #[tokio::test]
 async fn a_failing_payload_fails_the_task_and_pbook_retry_runs_it_again() {
-    let Some(python) = install_pandaclient() else {
-        return;
-    };
-    let Some(pilot) = install_pilot() else { return };
-    let a = start();
+    with_each_credential(failing_payload).await;
+}
+
+async fn failing_payload(python: String, pilot: PathBuf, a: Analysis, auth: Auth) {
     let store = Store::open(&a.db.config, StoreOptions::default())
         .await
         .expect("open");
@@ -521,7 +544,7 @@ async fn a_failing_payload_fails_the_task_and_pbook_retry_runs_it_again() {
     let exec = format!("test -f {}", flag.display());
     let id = a.prun(
         &python,
-        &Auth::Token,
+        &auth,
         &area,
         &[
             "--exec",
@@ -559,7 +582,7 @@ async fn a_failing_payload_fails_the_task_and_pbook_retry_runs_it_again() {
     let pbook = "import sys, pandaclient.PBookScript as p; sys.argv[0] = 'pbook'; p.main()";
     let retried = a.client(
         &python,
-        &Auth::Token,
+        &auth,
         &area,
         &["-c", pbook, "retry", &id.to_string()],
     );
@@ -584,11 +607,10 @@ async fn a_failing_payload_fails_the_task_and_pbook_retry_runs_it_again() {
 /// the command as `%IN`, and the output holds that file's content.
 #[tokio::test]
 async fn prun_on_a_catalogued_dataset_runs_one_job_per_file() {
-    let Some(python) = install_pandaclient() else {
-        return;
-    };
-    let Some(pilot) = install_pilot() else { return };
-    let a = start();
+    with_each_credential(catalogued_dataset).await;
+}
+
+async fn catalogued_dataset(python: String, pilot: PathBuf, a: Analysis, auth: Auth) {
     let store = Store::open(&a.db.config, StoreOptions::default())
         .await
         .expect("open");
@@ -616,7 +638,7 @@ async fn prun_on_a_catalogued_dataset_runs_one_job_per_file() {
     std::fs::create_dir_all(&area).expect("area");
     let id = a.prun(
         &python,
-        &Auth::Token,
+        &auth,
         &area,
         &[
             "--exec",
@@ -664,11 +686,10 @@ async fn prun_on_a_catalogued_dataset_runs_one_job_per_file() {
 /// take the library as an input and run in it.
 #[tokio::test]
 async fn prun_with_a_build_step_builds_first_then_runs_with_the_library() {
-    let Some(python) = install_pandaclient() else {
-        return;
-    };
-    let Some(pilot) = install_pilot() else { return };
-    let a = start();
+    with_each_credential(build_step).await;
+}
+
+async fn build_step(python: String, pilot: PathBuf, a: Analysis, auth: Auth) {
     let build_gen =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/trf/user/buildGen-00-00-01");
     std::fs::copy(
@@ -684,7 +705,7 @@ async fn prun_with_a_build_step_builds_first_then_runs_with_the_library() {
     std::fs::write(area.join("marker.txt"), "built and run\n").expect("marker");
     let id = a.prun(
         &python,
-        &Auth::Token,
+        &auth,
         &area,
         &[
             "--exec",
@@ -736,4 +757,105 @@ async fn prun_with_a_build_step_builds_first_then_runs_with_the_library() {
         let out = std::fs::read_to_string(se_path(&a.se, "user.testuser", &lfn)).expect("output");
         assert_eq!(out, "built and run\n");
     }
+}
+
+/// `pbook kill` while a real pilot runs the task's job: the pilot hears of it on its next
+/// heartbeat (every 10 s here: `PILOT_HEARTBEAT`, the pilot's own configuration), kills the
+/// payload, and the task ends `aborted`.
+#[tokio::test]
+async fn pbook_kill_reaches_the_running_pilot_and_aborts_the_task() {
+    let Some(python) = install_pandaclient() else {
+        return;
+    };
+    let Some(pilot) = install_pilot() else { return };
+    let a = start();
+    let store = Store::open(&a.db.config, StoreOptions::default())
+        .await
+        .expect("open");
+    let area = a.site.dir.path().join("workarea");
+    std::fs::create_dir_all(&area).expect("area");
+    let id = a.prun(
+        &python,
+        &Auth::Token,
+        &area,
+        &[
+            "--exec",
+            "sleep 600",
+            "--outDS",
+            "user.testuser.killed",
+            "--nJobs",
+            "1",
+            "--noBuild",
+        ],
+    );
+    assert_eq!(wait_for_status(&store, id, "running", 60).await, "running");
+    let pilot_run = {
+        let (pilot, url, cadir, work) = (
+            pilot.clone(),
+            a.server.base_url.clone(),
+            a.pki.path("certificates"),
+            a.site.dir.path().join("pilot"),
+        );
+        std::thread::spawn(move || {
+            let status = Command::new("bash")
+                .arg(scripts().join("run_pilot.sh"))
+                .env("PANDA_SERVER_URL", &url)
+                .env("PILOT_QUEUE", "ANALY_TEST")
+                .env("PILOT_LABEL", "user")
+                .env("PILOT_WORKDIR", &work)
+                .env("PILOT_DIR", &pilot)
+                .env("PILOT_TIMEOUT", "400")
+                .env("PILOT_NOKILL", "1")
+                .env("PILOT_TRF_PROXY", &url)
+                .env("PILOT_HEARTBEAT", "10")
+                .env("X509_CERT_DIR", &cadir)
+                .status()
+                .expect("run_pilot.sh");
+            let output = std::fs::read_to_string(work.join("pilot.out")).unwrap_or_default();
+            (status.code().unwrap_or(-1), output)
+        })
+    };
+    // Wait until the payload runs, then kill the task as its user does.
+    let job_id = loop {
+        let ids = store.task_job_ids(id).await.expect("ids");
+        if let Some(job) = match ids.first() {
+            Some(first) => store.get_job(*first).await.expect("read"),
+            None => None,
+        } {
+            if job.get_str(panda_core::JobAttr::jobStatus) == Some("running") {
+                break job.panda_id();
+            }
+        }
+        assert!(
+            !pilot_run.is_finished(),
+            "the pilot ended before its job ran"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let pbook = "import sys, pandaclient.PBookScript as p; sys.argv[0] = 'pbook'; p.main()";
+    let killed = a.client(
+        &python,
+        &Auth::Token,
+        &area,
+        &["-c", pbook, "kill", &id.to_string()],
+    );
+    assert!(killed.status.success(), "{}", text(&killed));
+    assert_eq!(task_status(&store, id).await, "aborting");
+    let (rc, output) = pilot_run.join().expect("pilot thread");
+    assert_eq!(rc, 0, "{output}");
+    assert!(
+        output.contains("tobekilled") || output.contains("kill"),
+        "the pilot was told: {}",
+        output
+            .lines()
+            .filter(|l| l.contains("kill"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert_eq!(wait_for_status(&store, id, "aborted", 60).await, "aborted");
+    let job = store.get_job(job_id).await.expect("read").expect("job");
+    assert_eq!(
+        job.get_str(panda_core::JobAttr::jobStatus),
+        Some("cancelled")
+    );
 }

@@ -764,11 +764,10 @@ async fn build_step(python: String, pilot: PathBuf, a: Analysis, auth: Auth) {
 /// payload, and the task ends `aborted`.
 #[tokio::test]
 async fn pbook_kill_reaches_the_running_pilot_and_aborts_the_task() {
-    let Some(python) = install_pandaclient() else {
-        return;
-    };
-    let Some(pilot) = install_pilot() else { return };
-    let a = start();
+    with_each_credential(kill_while_running).await;
+}
+
+async fn kill_while_running(python: String, pilot: PathBuf, a: Analysis, auth: Auth) {
     let store = Store::open(&a.db.config, StoreOptions::default())
         .await
         .expect("open");
@@ -776,7 +775,7 @@ async fn pbook_kill_reaches_the_running_pilot_and_aborts_the_task() {
     std::fs::create_dir_all(&area).expect("area");
     let id = a.prun(
         &python,
-        &Auth::Token,
+        &auth,
         &area,
         &[
             "--exec",
@@ -835,7 +834,7 @@ async fn pbook_kill_reaches_the_running_pilot_and_aborts_the_task() {
     let pbook = "import sys, pandaclient.PBookScript as p; sys.argv[0] = 'pbook'; p.main()";
     let killed = a.client(
         &python,
-        &Auth::Token,
+        &auth,
         &area,
         &["-c", pbook, "kill", &id.to_string()],
     );

@@ -310,18 +310,10 @@ async fn texts(store: &Store, sql: &str, id: i64, columns: &[ColumnType]) -> Vec
         .collect()
 }
 
-/// Where the pilot's `mv` copytool puts a file with `mv_final_destination`: the scope's
-/// fields as directories, then two levels from the MD5 of `scope:lfn`.
+/// Where the pilot's `mv` copytool puts a file with `mv_final_destination` (Rucio's
+/// deterministic layout, as `panda-server datasets add --se` writes it too).
 fn se_path(se: &Path, scope: &str, lfn: &str) -> PathBuf {
-    let digest = openssl::hash::hash(
-        openssl::hash::MessageDigest::md5(),
-        format!("{scope}:{lfn}").as_bytes(),
-    )
-    .expect("md5");
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    let mut path = se.to_path_buf();
-    path.extend(scope.split('.'));
-    path.join(&hex[0..2]).join(&hex[2..4]).join(lfn)
+    panda_server::datasets::se_path(se, scope, lfn).expect("md5")
 }
 
 /// prun submits a task of `jobs` jobs with one output, `jobs` pilots run them, pbook shows

@@ -35,3 +35,19 @@ pub(crate) fn placeholders(from: usize, count: usize) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+/// A record's values in attribute order, strings cut to their column's length (what an
+/// INSERT or UPDATE of the record binds).
+pub(crate) fn record_values<A: panda_core::AttrSet>(record: &panda_core::Record<A>) -> Vec<Value> {
+    record
+        .values()
+        .iter()
+        .zip(A::attributes())
+        .map(|(value, attr)| match (value, attr.column_type.max_len()) {
+            (Value::Text(Some(s)), Some(max)) if s.chars().count() > max => {
+                Value::Text(Some(s.chars().take(max).collect()))
+            }
+            _ => value.clone(),
+        })
+        .collect()
+}

@@ -12,7 +12,7 @@ use panda_core::{
     TaskFileSpec, TaskSpec, Value,
 };
 
-use crate::bind::placeholders;
+use crate::bind::{placeholders, record_values};
 use crate::driver::{Tx, TxMode};
 use crate::error::{Result, StoreError};
 use crate::jobs::{insert_rows, next_ids, MAX_STATEMENT_VALUES};
@@ -122,35 +122,6 @@ fn records<A: AttrSet>(rows: Vec<Vec<Value>>) -> Result<Vec<Record<A>>> {
         .collect()
 }
 
-/// The record's values, strings cut to their column's length.
-fn cut<A: AttrSet>(record: &Record<A>) -> Vec<Value> {
-    record
-        .values()
-        .iter()
-        .zip(A::attributes())
-        .map(|(value, attr)| match (value, attr.column_type.max_len()) {
-            (Value::Text(Some(s)), Some(max)) if s.chars().count() > max => {
-                Value::Text(Some(s.chars().take(max).collect()))
-            }
-            _ => value.clone(),
-        })
-        .collect()
-}
-
-async fn insert_record<A: AttrSet>(tx: &mut dyn Tx, table: &str, record: &Record<A>) -> Result<()> {
-    let attributes = A::attributes();
-    tx.execute(
-        &format!(
-            "INSERT INTO {table} ({}) VALUES ({})",
-            select_list(attributes, ""),
-            placeholders(1, attributes.len())
-        ),
-        &cut(record),
-    )
-    .await?;
-    Ok(())
-}
-
 /// Inserts records with as few statements as the bound-value limit allows.
 async fn insert_records<A: AttrSet>(
     tx: &mut dyn Tx,
@@ -158,7 +129,13 @@ async fn insert_records<A: AttrSet>(
     records: &[Record<A>],
 ) -> Result<()> {
     let columns: Vec<String> = A::attributes().iter().map(|a| a.column()).collect();
-    insert_rows(tx, table, &columns, records.iter().map(cut).collect()).await
+    insert_rows(
+        tx,
+        table,
+        &columns,
+        records.iter().map(record_values).collect(),
+    )
+    .await
 }
 
 fn int(v: i64) -> Value {
@@ -228,7 +205,7 @@ impl Store {
                 let name = name.replace("${DATASETID}", &id.to_string());
                 spec.set(DatasetAttr::datasetName, text(&name));
             }
-            insert_record(tx.as_mut(), "jedi_datasets", &spec).await?;
+            insert_records(tx.as_mut(), "jedi_datasets", std::slice::from_ref(&spec)).await?;
             if let Some(template) = &dataset.template {
                 let template_id = next_ids(tx.as_mut(), dialect, TEMPLATE_ID_SEQUENCE, 1)
                     .await?
@@ -841,19 +818,35 @@ impl Store {
     /// Sets the task's current priority and that of its jobs not yet running; `false` when
     /// the task does not exist.
     pub async fn set_task_priority(&self, task_id: i64, priority: i64) -> Result<bool> {
-        let mut tx = self.begin(TxMode::Write).await?;
         let params = [int(task_id), int(priority)];
+        self.set_on_task_and_jobs("currentpriority = $2", "", "", &params, &params)
+            .await
+    }
+
+    /// `UPDATE jedi_tasks SET <set> WHERE jeditaskid = $1<task_filter>`, and, when that
+    /// changed the task, the same `SET` on its jobs in `jobsdefined4` and `jobsactive4`
+    /// (`<jobs_filter>` narrowing them, with `job_params`), in one transaction; whether the
+    /// task changed.
+    async fn set_on_task_and_jobs(
+        &self,
+        set: &str,
+        task_filter: &str,
+        jobs_filter: &str,
+        params: &[Value],
+        job_params: &[Value],
+    ) -> Result<bool> {
+        let mut tx = self.begin(TxMode::Write).await?;
         let changed = tx
             .execute(
-                "UPDATE jedi_tasks SET currentpriority = $2 WHERE jeditaskid = $1",
-                &params,
+                &format!("UPDATE jedi_tasks SET {set} WHERE jeditaskid = $1{task_filter}"),
+                params,
             )
             .await?;
         if changed == 1 {
             for table in ["jobsdefined4", "jobsactive4"] {
                 tx.execute(
-                    &format!("UPDATE {table} SET currentpriority = $2 WHERE jeditaskid = $1"),
-                    &params,
+                    &format!("UPDATE {table} SET {set} WHERE jeditaskid = $1{jobs_filter}"),
+                    job_params,
                 )
                 .await?;
             }
@@ -1103,29 +1096,17 @@ impl Store {
         share: &str,
         statuses: &[&str],
     ) -> Result<bool> {
-        let mut tx = self.begin(TxMode::Write).await?;
-        let changed = tx
-            .execute(
-                "UPDATE jedi_tasks SET gshare = $2 WHERE jeditaskid = $1 AND lockedby IS NULL",
-                &[int(task_id), text(share)],
-            )
-            .await?;
-        if changed == 1 {
-            let mut params = vec![int(task_id), text(share)];
-            params.extend(statuses.iter().map(|s| text(s)));
-            for table in ["jobsdefined4", "jobsactive4"] {
-                tx.execute(
-                    &format!(
-                        "UPDATE {table} SET gshare = $2 WHERE jeditaskid = $1 AND jobstatus IN ({})",
-                        placeholders(3, statuses.len())
-                    ),
-                    &params,
-                )
-                .await?;
-            }
-        }
-        tx.commit().await?;
-        Ok(changed == 1)
+        let params = [int(task_id), text(share)];
+        let mut job_params = params.to_vec();
+        job_params.extend(statuses.iter().map(|s| text(s)));
+        self.set_on_task_and_jobs(
+            "gshare = $2",
+            " AND lockedby IS NULL",
+            &format!(" AND jobstatus IN ({})", placeholders(3, statuses.len())),
+            &params,
+            &job_params,
+        )
+        .await
     }
 
     /// Managed tasks with jumbo jobs (`usejumbo` set), finished or done, modified between

@@ -5,7 +5,7 @@ use chrono::NaiveDateTime;
 use panda_core::task::TASK_ATTRIBUTES;
 use panda_core::{time, AttrSet, ColumnType, JobTable, TaskAttr, TaskSpec, Value};
 
-use crate::bind::placeholders;
+use crate::bind::{placeholders, record_values};
 use crate::driver::{Dialect, Tx, TxMode};
 use crate::error::{Result, StoreError};
 use crate::jobs::{next_ids, Decision};
@@ -37,20 +37,6 @@ pub(crate) fn task_types() -> Vec<ColumnType> {
     TASK_ATTRIBUTES.iter().map(|a| a.column_type).collect()
 }
 
-/// The task's values, strings cut to their column's length.
-fn row_params(task: &TaskSpec) -> Vec<Value> {
-    task.values()
-        .iter()
-        .zip(TASK_ATTRIBUTES)
-        .map(|(value, attr)| match (value, attr.column_type.max_len()) {
-            (Value::Text(Some(s)), Some(max)) if s.chars().count() > max => {
-                Value::Text(Some(s.chars().take(max).collect()))
-            }
-            _ => value.clone(),
-        })
-        .collect()
-}
-
 impl Store {
     /// Stores a new task and its parameters; returns the task with its new `jediTaskID` and
     /// its creation, modification and state-change times.
@@ -78,7 +64,7 @@ impl Store {
                 placeholders(1, columns.len()),
                 columns.len() + 1
             ),
-            &[row_params(&task), vec![now]].concat(),
+            &[record_values(&task), vec![now]].concat(),
         )
         .await?;
         tx.execute(
@@ -202,7 +188,7 @@ impl Store {
             .skip(1)
             .map(|(i, a)| format!("{} = ${}", a.column(), i + 1))
             .collect();
-        let mut params = row_params(task);
+        let mut params = record_values(task);
         params.push(now);
         tx.execute(
             &format!(

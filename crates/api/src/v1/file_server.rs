@@ -399,11 +399,8 @@ pub(crate) async fn upload_file_recovery_request(state: &AppState, call: &Call) 
         return Envelope::fail("Either task_id or dataset must be provided");
     }
     if let Some(id) = task_id {
-        match state.service.may_change_task(&call.identity, id).await {
-            Ok(Some(true)) => {}
-            Ok(Some(false)) => return Envelope::fail("not the task owner or no production role"),
-            Ok(None) => return Envelope::fail(format!("jediTaskID={id} not found")),
-            Err(e) => return Envelope::from_service(e),
+        if let Some(refused) = super::task::refuse_unless_owner(state, call, id).await {
+            return refused;
         }
     }
     let log = format!(

@@ -139,7 +139,11 @@ pub(crate) async fn get_details(state: &AppState, call: &Call) -> Envelope {
 
 /// Why the caller may not change task `id`: it does not exist, or the caller neither owns it
 /// nor has the production role.
-async fn refuse_unless_owner(state: &AppState, call: &Call, id: i64) -> Option<Envelope> {
+pub(super) async fn refuse_unless_owner(
+    state: &AppState,
+    call: &Call,
+    id: i64,
+) -> Option<Envelope> {
     match state.service.may_change_task(&call.identity, id).await {
         Ok(Some(true)) => None,
         Ok(Some(false)) => Some(Envelope::fail("not the task owner or no production role")),

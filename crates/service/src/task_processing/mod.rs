@@ -305,13 +305,13 @@ impl JobService {
                 Library::Failed => continue,
                 ready => ready,
             };
+            let per_job = files_per_job(&self.task_params(id).await?);
             let mut task = task;
             let mut made_for_task = 0;
             // Batches of at most one submission's size, until the task has no ready file,
             // leaves the generating statuses (a kill), or the run's budget is spent.
             while counts.jobs < max_jobs {
                 let budget = (max_jobs - counts.jobs).min(crate::submit::MAX_JOBS_PER_SUBMISSION);
-                let per_job = files_per_job(&self.task_params(id).await?);
                 let files = self
                     .stores
                     .jedi
@@ -320,7 +320,7 @@ impl JobService {
                 if files.is_empty() {
                     break;
                 }
-                let made = self.generate_for(&task, &files, &library).await?;
+                let made = self.generate_for(&task, &files, &library, per_job).await?;
                 counts.jobs += made;
                 made_for_task += made;
                 match self.stores.tasks.get_task(id).await? {
@@ -345,10 +345,10 @@ impl JobService {
         task: &TaskSpec,
         files: &[TaskFileSpec],
         library: &Library,
+        per_job: usize,
     ) -> Result<usize, ServiceError> {
         let id = task.get_i64(TaskAttr::jediTaskID).unwrap_or_default();
         let layout = self.stores.jedi.task_layout(id).await?;
-        let per_job = files_per_job(&self.task_params(id).await?);
         let groups: Vec<&[TaskFileSpec]> = files.chunks(per_job).collect();
         let ids = self.stores.jobs.allocate_panda_ids(groups.len()).await?;
         let claims: Vec<FileClaim> = groups

@@ -429,3 +429,64 @@ async fn a_jedi_log_update_is_decompressed_and_appended() {
         "{path}"
     );
 }
+
+/// A slow uploader costs a connection and an upload turn for the body's time, no more: it is
+/// answered 408 when its time is up, its partial file is gone, and uploads go on.
+#[tokio::test]
+async fn a_stalled_upload_is_dropped_with_408_and_leaves_nothing() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stack = Stack::start(Backend::Sqlite, &[], &[("PANDA_BODY_READ_TIMEOUT", "2")]).await;
+    let address: std::net::SocketAddr = stack
+        .server
+        .base_url
+        .trim_start_matches("http://")
+        .parse()
+        .expect("address");
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
+    let start =
+        "--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"jobO.slow.tar.gz\"\r\n\
+                 Content-Type: application/octet-stream\r\n\r\nfirst bytes";
+    let head = format!(
+        "POST /api/v1/file_server/upload_cache_file HTTP/1.1\r\nHost: x\r\n\
+         Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 1000000\r\n\r\n{start}"
+    );
+    stream.write_all(head.as_bytes()).await.expect("write");
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while started.elapsed() < std::time::Duration::from_secs(15) {
+        match tokio::time::timeout(std::time::Duration::from_secs(15), stream.read(&mut buf)).await
+        {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => {
+                answer.extend_from_slice(&buf[..n]);
+                if answer.windows(4).any(|w| w == b"\r\n\r\n") && answer.ends_with(b"}") {
+                    break;
+                }
+            }
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("not received in time"), "{answer}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert!(
+        cache_entries(&stack.site).is_empty(),
+        "{:?}",
+        cache_entries(&stack.site)
+    );
+    let (status, stored) = upload(
+        &api_client(),
+        &stack.server,
+        "jobO.after.tar.gz",
+        gzip(b"x"),
+    )
+    .await;
+    assert_eq!(
+        (status, &stored["success"]),
+        (200, &json!(true)),
+        "{stored}"
+    );
+}

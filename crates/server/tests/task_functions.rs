@@ -555,3 +555,70 @@ async fn job_cloning_jumbo_jobs_and_global_shares_are_set_as_upstream_sets_them(
         .expect("job");
     assert_eq!(job.get_str(JobAttr::gshare), Some("Express"));
 }
+
+#[tokio::test]
+async fn oversized_inputs_are_refused_with_the_limit_named() {
+    let f = start(Backend::Sqlite).await;
+    let id = f.task("big", 1).await;
+    let many: Vec<i64> = (0..5501).collect();
+    for (function, body, words) in [
+        (
+            "task/reassign_global_share",
+            json!({"task_id_list": many, "share": "Express", "reassign_running_jobs": false}),
+            "5500",
+        ),
+        (
+            "task/reassign_global_share",
+            json!({"task_id_list": [id], "share": "x".repeat(33), "reassign_running_jobs": false}),
+            "1 to 32",
+        ),
+        (
+            "task/change_split_rule",
+            json!({"task_id": id, "attribute_name": "NF", "value": "1,XX=2"}),
+            "without ','",
+        ),
+        (
+            "task/enable_jumbo_jobs",
+            json!({"task_id": id, "jumbo_jobs_total": 1_000_000}),
+            "0 to 100000",
+        ),
+        (
+            "task/enable_job_cloning",
+            json!({"jedi_task_id": id, "multiplicity": 1000}),
+            "1 to 100",
+        ),
+        (
+            "task/reassign",
+            json!({"task_id": id, "site": "S".repeat(61)}),
+            "1 to 60",
+        ),
+    ] {
+        let reply = f.post(function, body).await;
+        assert_eq!(reply["success"], false, "{function}: {reply}");
+        assert!(
+            reply["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(words),
+            "{function}: {reply}"
+        );
+    }
+    let far = f
+        .get("task/get_jumbo_job_datasets", &[("from_offset", "400")])
+        .await;
+    assert!(
+        far["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("0 to 366"),
+        "{far}"
+    );
+    let task = f
+        .stack
+        .store
+        .get_task(id)
+        .await
+        .expect("read")
+        .expect("task");
+    assert!(task.get(TaskAttr::gshare).is_null(), "nothing changed");
+}

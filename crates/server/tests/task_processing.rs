@@ -99,10 +99,15 @@ async fn rows(store: &Store, sql: &str, id: i64, columns: &[ColumnType]) -> Vec<
 
 /// A pilot at ANALY_QUEUE takes one user job and reports it running.
 async fn take_job(stack: &Stack) -> Option<Json> {
+    take_job_at(stack, "ANALY_QUEUE").await
+}
+
+/// A pilot at `site` takes one user job and reports it running.
+async fn take_job_at(stack: &Stack, site: &str) -> Option<Json> {
     let reply = post(
         stack,
         "/api/v1/pilot/acquire_jobs",
-        json!({"site_name": "ANALY_QUEUE", "prod_source_label": "user", "n_jobs": 1}),
+        json!({"site_name": site, "prod_source_label": "user", "n_jobs": 1}),
     )
     .await;
     let job = reply["data"]["jobs"].get(0).cloned()?;
@@ -521,12 +526,28 @@ async fn a_task_with_a_build_step_runs_its_build_first_then_the_jobs_with_the_li
             build["jobPars"],
             format!("-i sources.5e1f.tar.gz -o {lib} --sourceURL http://127.0.0.1:39999 -r .")
         );
+        // The run jobs exist from the start, waiting for the library.
+        let held = rows(
+            &stack.store,
+            "SELECT jobstatus, computingsite FROM jobsdefined4 WHERE jeditaskid = $1",
+            id,
+            &[ColumnType::Text, ColumnType::Text],
+        )
+        .await;
+        assert_eq!(held.len(), 2, "{backend:?}: {held:?}");
+        assert!(held
+            .iter()
+            .all(|r| r[0] == "assigned" && r[1] == "ANALY_QUEUE"));
         step(&stack, "job_generator");
+        step(&stack, "post_processor");
         assert!(take_job(&stack).await.is_none(), "still building");
         report(&stack, &build, true).await;
         step(&stack, "add_main");
-        step(&stack, "post_processor");
-        assert!(step(&stack, "job_generator").contains("jobs=2"));
+        assert!(
+            step(&stack, "post_processor").contains("jobs=2"),
+            "released"
+        );
+        assert!(step(&stack, "job_generator").contains("jobs=0"));
         let mut runs = Vec::new();
         while let Some(job) = take_job(&stack).await {
             runs.push(job);
@@ -534,6 +555,9 @@ async fn a_task_with_a_build_step_runs_its_build_first_then_the_jobs_with_the_li
         assert_eq!(runs.len(), 2, "{backend:?}");
         for job in &runs {
             assert_eq!(job["inFiles"], lib.as_str(), "{job}");
+            // The library's size and checksum are those the build job reported.
+            assert_eq!(job["fsize"], "1000", "{job}");
+            assert_eq!(job["checksum"], "ad:0a1b2c30", "{job}");
             assert!(job["jobPars"]
                 .as_str()
                 .is_some_and(|p| p.contains(&format!("-l {lib}"))));
@@ -566,6 +590,156 @@ async fn a_build_that_fails_every_attempt_fails_the_task() {
         "no third attempt, no run job"
     );
     assert_eq!(task_status(&stack.store, id).await, "failed");
+    // The run jobs that waited for the library ended with the reason.
+    let held = rows(
+        &stack.store,
+        "SELECT jobstatus, taskbuffererrordiag FROM jobsarchived4 WHERE jeditaskid = $1 \
+         AND prodsourcelabel = 'user'",
+        id,
+        &[ColumnType::Text, ColumnType::Text],
+    )
+    .await;
+    assert_eq!(held.len(), 2, "{held:?}");
+    assert!(
+        held.iter()
+            .all(|r| r[0] == "failed" && r[1].contains("library could not be built")),
+        "{held:?}"
+    );
+}
+
+/// Two analysis queues, equally idle: brokerage spreads a task's jobs over both.
+const TWO_SITES: &str = r#"{
+  "ANALY_A": {"nickname": "ANALY_A", "status": "online", "type": "analysis", "maxrss": 4000},
+  "ANALY_B": {"nickname": "ANALY_B", "status": "online", "type": "analysis", "maxrss": 4000}
+}"#;
+
+#[tokio::test]
+async fn a_task_over_two_sites_gets_a_build_and_output_datasets_per_site() {
+    for backend in backends() {
+        let site = common::Site::with_queues(TWO_SITES);
+        let stack = Stack::start_at(backend, &["httpd"], &[], site).await;
+        let id = submit_task(&stack, build_task_parameters("s1", 4, 3)).await;
+        for name in ["task_refiner", "contents_feeder", "job_generator"] {
+            step(&stack, name);
+        }
+        let datasets = rows(
+            &stack.store,
+            "SELECT datasetid, type, COALESCE(site, ''), datasetname, \
+             COALESCE(containername, ''), COALESCE(templateid, 0) \
+             FROM jedi_datasets WHERE jeditaskid = $1 ORDER BY datasetid",
+            id,
+            &[
+                ColumnType::BigInt,
+                ColumnType::Text,
+                ColumnType::Text,
+                ColumnType::Text,
+                ColumnType::Text,
+                ColumnType::BigInt,
+            ],
+        )
+        .await;
+        let of = |kind: &str, site: &str| -> Vec<Vec<String>> {
+            datasets
+                .iter()
+                .filter(|d| d[1] == kind && d[2] == site)
+                .cloned()
+                .collect()
+        };
+        let log_template = of("tmpl_log", "");
+        assert_eq!(log_template.len(), 1, "{backend:?}: {datasets:?}");
+        assert_eq!(log_template[0][3], "user.tester.s1.log/");
+        for site in ["ANALY_A", "ANALY_B"] {
+            for (kind, stem, container) in [
+                ("log", "user.tester.s1.log", "user.tester.s1.log/"),
+                (
+                    "output",
+                    "user.tester.s1_out.txt",
+                    "user.tester.s1_out.txt/",
+                ),
+            ] {
+                let found = of(kind, site);
+                assert_eq!(found.len(), 1, "{backend:?} {site} {kind}: {datasets:?}");
+                assert_eq!(found[0][3], format!("{stem}.{}", found[0][0]));
+                assert_eq!(found[0][4], container);
+                let template = of(&format!("tmpl_{kind}"), "");
+                assert_eq!(found[0][5], template[0][0], "instance of its template");
+            }
+            assert_eq!(of("lib", site).len(), 1, "{site}: one library per site");
+        }
+        // One build job per site; the run jobs wait at the site of their build.
+        let mut builds = std::collections::HashMap::new();
+        for site in ["ANALY_A", "ANALY_B"] {
+            let build = take_job_at(&stack, site).await.expect("a build per site");
+            assert_eq!(build["prodSourceLabel"], "panda", "{build}");
+            assert!(take_job_at(&stack, site).await.is_none(), "{site} waits");
+            builds.insert(site, build);
+        }
+        let held = rows(
+            &stack.store,
+            "SELECT computingsite, COUNT(*) FROM jobsdefined4 WHERE jeditaskid = $1 \
+             AND jobstatus = 'assigned' GROUP BY computingsite ORDER BY computingsite",
+            id,
+            &[ColumnType::Text, ColumnType::BigInt],
+        )
+        .await;
+        assert_eq!(held, [["ANALY_A", "2"], ["ANALY_B", "2"]], "{backend:?}");
+        let mut runs = Vec::new();
+        for site in ["ANALY_A", "ANALY_B"] {
+            let build = &builds[site];
+            report(&stack, build, true).await;
+            step(&stack, "add_main");
+            step(&stack, "post_processor");
+            let lib = build["outFiles"]
+                .as_str()
+                .and_then(|o| o.split(',').find(|f| f.ends_with(".lib.tgz")))
+                .expect("the library")
+                .to_string();
+            for _ in 0..2 {
+                let job = take_job_at(&stack, site).await.expect("released");
+                assert_eq!(job["inFiles"], lib.as_str(), "{job}");
+                let (log, out) = (&of("log", site)[0][3], &of("output", site)[0][3]);
+                let real = job["realDatasets"].as_str().unwrap_or("");
+                assert!(
+                    real.contains(log.as_str()) && real.contains(out.as_str()),
+                    "{job}"
+                );
+                runs.push(job);
+            }
+            assert!(take_job_at(&stack, site).await.is_none());
+            if site == "ANALY_A" {
+                assert!(
+                    take_job_at(&stack, "ANALY_B").await.is_none(),
+                    "B's jobs wait for B's build"
+                );
+            }
+        }
+        for job in &runs {
+            report(&stack, job, true).await;
+        }
+        step(&stack, "add_main");
+        step(&stack, "post_processor");
+        assert_eq!(task_status(&stack.store, id).await, "done", "{backend:?}");
+        let registered = rows(
+            &stack.store,
+            "SELECT d.site, d.type, COUNT(*) FROM jedi_dataset_contents c \
+             JOIN jedi_datasets d ON d.jeditaskid = c.jeditaskid AND d.datasetid = c.datasetid \
+             WHERE c.jeditaskid = $1 AND d.type IN ('log', 'output') \
+             GROUP BY d.site, d.type ORDER BY d.site, d.type",
+            id,
+            &[ColumnType::Text, ColumnType::Text, ColumnType::BigInt],
+        )
+        .await;
+        assert_eq!(
+            registered,
+            [
+                ["ANALY_A", "log", "2"],
+                ["ANALY_A", "output", "2"],
+                ["ANALY_B", "log", "2"],
+                ["ANALY_B", "output", "2"]
+            ],
+            "{backend:?}"
+        );
+    }
 }
 
 #[tokio::test]

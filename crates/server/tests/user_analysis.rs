@@ -20,7 +20,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use common::{db_env, install_pandaclient, install_pilot, scripts, Server, Site, TokenIssuer};
-use panda_core::{ColumnType, TaskAttr, Value};
+use panda_core::{ColumnType, JobAttr, TaskAttr, Value};
 use panda_store::testing::TestDb;
 use panda_store::{Backend, Store, StoreOptions, TxMode};
 
@@ -711,6 +711,33 @@ async fn build_step(python: String, pilot: PathBuf, a: Analysis, auth: Auth) {
         ],
     );
     assert_eq!(wait_for_status(&store, id, "running", 60).await, "running");
+    // The run jobs are made with the build job and wait for its library.
+    let jobs_by_status = |store: &Store| {
+        let store = store.clone();
+        async move {
+            let mut found = Vec::new();
+            for panda_id in store.task_job_ids(id).await.expect("ids") {
+                let job = store.get_job(panda_id).await.expect("job").expect("stored");
+                found.push((
+                    job.get_str(JobAttr::prodSourceLabel)
+                        .unwrap_or("")
+                        .to_string(),
+                    job.get_str(JobAttr::jobStatus).unwrap_or("").to_string(),
+                ));
+            }
+            found.sort();
+            found
+        }
+    };
+    let pair = |label: &str, status: &str| (label.to_string(), status.to_string());
+    assert_eq!(
+        jobs_by_status(&store).await,
+        [
+            pair("panda", "activated"),
+            pair("user", "assigned"),
+            pair("user", "assigned")
+        ]
+    );
     let extra = format!("--input-destination-dir {}", a.se.display());
     let cadir = a.pki.path("certificates");
     let (rc, output) = run_pilot_with(
@@ -721,14 +748,19 @@ async fn build_step(python: String, pilot: PathBuf, a: Analysis, auth: Auth) {
         &extra,
     );
     assert_eq!(rc, 0, "{output}");
-    // The run jobs appear once the build is accounted for.
+    // The run jobs are released once the build is accounted for.
+    let released = [
+        pair("panda", "finished"),
+        pair("user", "activated"),
+        pair("user", "activated"),
+    ];
     let deadline = Instant::now() + Duration::from_secs(60);
-    while store.task_job_ids(id).await.expect("ids").len() < 3 && Instant::now() < deadline {
+    while jobs_by_status(&store).await != released && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     assert_eq!(
-        store.task_job_ids(id).await.expect("ids").len(),
-        3,
+        jobs_by_status(&store).await,
+        released,
         "build output:\n{output}"
     );
     let runs = run_pilots(&a, &pilot, "run", 2, &extra);

@@ -4,7 +4,7 @@
 //! file statuses, a queue (brokerage) when it names none, and is stored `defined`. The
 //! data-management step then activates it (or assigns or fails it).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use panda_core::identity::{clean_user_id, Identity};
 use panda_core::{time, FileAttr, JobAttr, JobSpec, JobStatus, QueueSpec, Value};
@@ -57,16 +57,19 @@ impl JobService {
         for (job, id) in jobs.iter_mut().zip(ids) {
             job.set(JobAttr::PandaID, Value::Int(Some(id)));
         }
-        self.submit_prepared(caller, jobs).await
+        self.submit_prepared(caller, jobs, &HashSet::new()).await
     }
 
     /// Stores new jobs that already carry their PandaIDs (task processing allocates them
     /// first, to record them with the task's files): defaults, brokerage, data management.
-    /// A caller without a DN leaves `prodUserName` as the job has it.
+    /// A caller without a DN leaves `prodUserName` as the job has it. The jobs of `waiting`
+    /// (PandaIDs) wait `assigned` for an input another job makes (a build's library); the
+    /// data-management step sees them when they are released.
     pub(crate) async fn submit_prepared(
         &self,
         caller: &Identity,
         mut jobs: Vec<JobSpec>,
+        waiting: &HashSet<i64>,
     ) -> Result<Vec<SubmittedJob>, ServiceError> {
         let needs_brokerage = jobs.iter().any(|j| j.get(JobAttr::computingSite).is_null());
         let (queues, load) = if needs_brokerage {
@@ -86,7 +89,12 @@ impl JobService {
         // straight to their table in the one insert transaction; the status log still shows
         // `defined` first.
         for job in jobs.iter_mut() {
-            if job.status() == Some(JobStatus::Defined) {
+            if job.status() != Some(JobStatus::Defined) {
+                continue;
+            }
+            if waiting.contains(&job.panda_id()) {
+                job.set_status(JobStatus::Assigned, now);
+            } else {
                 apply_setup(job, &self.data_management.setup(job), now);
             }
         }
@@ -191,7 +199,7 @@ impl JobService {
 }
 
 /// Moves a `defined` job on as the data-management step decided.
-fn apply_setup(job: &mut JobSpec, decision: &SetupDecision, now: chrono::NaiveDateTime) {
+pub(crate) fn apply_setup(job: &mut JobSpec, decision: &SetupDecision, now: chrono::NaiveDateTime) {
     match decision {
         SetupDecision::Activate => job.set_status(JobStatus::Activated, now),
         SetupDecision::Assign => job.set_status(JobStatus::Assigned, now),

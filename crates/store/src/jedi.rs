@@ -195,16 +195,7 @@ impl Store {
         )
         .await?;
         for (dataset, id) in refined.datasets.iter().zip(ids) {
-            let mut spec = dataset.spec.clone();
-            spec.set(DatasetAttr::jediTaskID, int(task_id));
-            spec.set(DatasetAttr::datasetID, int(id));
-            spec.set(DatasetAttr::creationTime, now.clone());
-            spec.set(DatasetAttr::modificationTime, now.clone());
-            // A per-site dataset's name ends in its ID (`<name without />.<datasetID>`).
-            if let Some(name) = spec.get_str(DatasetAttr::datasetName) {
-                let name = name.replace("${DATASETID}", &id.to_string());
-                spec.set(DatasetAttr::datasetName, text(&name));
-            }
+            let spec = new_dataset_row(&dataset.spec, task_id, id, &now);
             insert_records(tx.as_mut(), "jedi_datasets", std::slice::from_ref(&spec)).await?;
             if let Some(template) = &dataset.template {
                 let template_id = next_ids(tx.as_mut(), dialect, TEMPLATE_ID_SEQUENCE, 1)
@@ -956,26 +947,28 @@ impl Store {
 }
 
 impl Store {
-    /// The task's build library (the file of its `lib` dataset), if a build was started.
-    pub async fn lib_file(&self, task_id: i64) -> Result<Option<TaskFileSpec>> {
+    /// The task's build libraries (the files of its `lib` datasets, one per site), oldest
+    /// first.
+    pub async fn lib_files(&self, task_id: i64) -> Result<Vec<TaskFileSpec>> {
         let rows = self
             .query(
                 &format!(
                     "SELECT {} FROM jedi_dataset_contents WHERE jeditaskid = $1 AND type = 'lib' \
-                     ORDER BY fileid LIMIT 1",
+                     ORDER BY fileid",
                     select_list(TASK_FILE_ATTRIBUTES, "")
                 ),
                 &[int(task_id)],
                 &types(TASK_FILE_ATTRIBUTES),
             )
             .await?;
-        Ok(records(rows)?.into_iter().next())
+        records(rows)
     }
 
-    /// Records the build of a task's library by the job `file.PandaID`: the library file,
-    /// `running`, in the task's `lib` dataset, unless a build was recorded already (then
-    /// `false`: another generator started it).
+    /// Records the build of a library by the job `file.PandaID`: the library file,
+    /// `running`, in its `lib` dataset (`file.datasetID`), unless that dataset has a library
+    /// already (then `false`: another generator started it).
     pub async fn start_build(&self, task_id: i64, file: &TaskFileSpec) -> Result<bool> {
+        let dataset = file.get(TaskFileAttr::datasetID).clone();
         let mut tx = self.begin(TxMode::Write).await?;
         if self
             .find_task_in(tx.as_mut(), task_id, true)
@@ -987,8 +980,9 @@ impl Store {
         }
         let existing = tx
             .fetch(
-                "SELECT fileid FROM jedi_dataset_contents WHERE jeditaskid = $1 AND type = 'lib'",
-                &[int(task_id)],
+                "SELECT fileid FROM jedi_dataset_contents WHERE jeditaskid = $1 \
+                 AND datasetid = $2 AND type = 'lib'",
+                &[int(task_id), dataset.clone()],
                 &[ColumnType::BigInt],
             )
             .await?;
@@ -1012,11 +1006,102 @@ impl Store {
         tx.execute(
             "UPDATE jedi_datasets SET status = 'running', nfiles = 1, nfilesused = 1 \
              WHERE jeditaskid = $1 AND datasetid = $2",
-            &[int(task_id), file.get(TaskFileAttr::datasetID).clone()],
+            &[int(task_id), dataset],
         )
         .await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// The task's datasets at `site` after adding those of `wanted` it lacks: a wanted
+    /// dataset is there when one of the same type and `templateID` has that site. Under the
+    /// task's row lock, so two generators never make the same site's dataset twice. A
+    /// `${DATASETID}` in a new dataset's name becomes its ID.
+    pub async fn add_site_datasets(
+        &self,
+        task_id: i64,
+        site: &str,
+        wanted: &[DatasetSpec],
+    ) -> Result<Vec<DatasetSpec>> {
+        let mut tx = self.begin(TxMode::Write).await?;
+        if self
+            .find_task_in(tx.as_mut(), task_id, true)
+            .await?
+            .is_none()
+        {
+            tx.commit().await?;
+            return Ok(Vec::new());
+        }
+        let present = site_datasets_in(tx.as_mut(), task_id, site).await?;
+        let key = |d: &DatasetSpec| {
+            (
+                d.get_str(DatasetAttr::r#type).unwrap_or("").to_string(),
+                d.get_i64(DatasetAttr::templateID),
+            )
+        };
+        let missing: Vec<&DatasetSpec> = wanted
+            .iter()
+            .filter(|w| !present.iter().any(|p| key(p) == key(w)))
+            .collect();
+        if missing.is_empty() {
+            tx.commit().await?;
+            return Ok(present);
+        }
+        let ids = next_ids(
+            tx.as_mut(),
+            self.dialect(),
+            DATASET_ID_SEQUENCE,
+            missing.len(),
+        )
+        .await?;
+        let now = Value::Time(Some(time::now()));
+        let rows: Vec<DatasetSpec> = missing
+            .into_iter()
+            .zip(ids)
+            .map(|(spec, id)| {
+                let mut spec = new_dataset_row(spec, task_id, id, &now);
+                spec.set(DatasetAttr::site, text(site));
+                spec
+            })
+            .collect();
+        insert_records(tx.as_mut(), "jedi_datasets", &rows).await?;
+        let all = site_datasets_in(tx.as_mut(), task_id, site).await?;
+        tx.commit().await?;
+        Ok(all)
+    }
+
+    /// Up to `limit` jobs of the task waiting in `assigned` (for their library), at `site`
+    /// or anywhere.
+    pub async fn held_task_jobs(
+        &self,
+        task_id: i64,
+        site: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<i64>> {
+        let rows = match site {
+            Some(site) => {
+                self.query(
+                    "SELECT pandaid FROM jobsdefined4 WHERE jeditaskid = $1 \
+                     AND jobstatus = 'assigned' AND computingsite = $2 ORDER BY pandaid LIMIT $3",
+                    &[int(task_id), text(site), int(limit)],
+                    &[ColumnType::BigInt],
+                )
+                .await?
+            }
+            None => {
+                self.query(
+                    "SELECT pandaid FROM jobsdefined4 WHERE jeditaskid = $1 \
+                     AND jobstatus = 'assigned' ORDER BY pandaid LIMIT $2",
+                    &[int(task_id), int(limit)],
+                    &[ColumnType::BigInt],
+                )
+                .await?
+            }
+        };
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| r.first().and_then(Value::as_i64))
+            .collect())
     }
 }
 
@@ -1142,6 +1227,36 @@ impl Store {
 }
 
 /// Sets the master input datasets' counters from their files (after files were reset).
+/// A new row of `jedi_datasets`: its task, ID and times; a `${DATASETID}` in its name (a
+/// per-site dataset, `<template without />.<datasetID>`) becomes the ID.
+fn new_dataset_row(spec: &DatasetSpec, task_id: i64, id: i64, now: &Value) -> DatasetSpec {
+    let mut spec = spec.clone();
+    spec.set(DatasetAttr::jediTaskID, int(task_id));
+    spec.set(DatasetAttr::datasetID, int(id));
+    spec.set(DatasetAttr::creationTime, now.clone());
+    spec.set(DatasetAttr::modificationTime, now.clone());
+    if let Some(name) = spec.get_str(DatasetAttr::datasetName) {
+        let name = name.replace("${DATASETID}", &id.to_string());
+        spec.set(DatasetAttr::datasetName, text(&name));
+    }
+    spec
+}
+
+async fn site_datasets_in(tx: &mut dyn Tx, task_id: i64, site: &str) -> Result<Vec<DatasetSpec>> {
+    let rows = tx
+        .fetch(
+            &format!(
+                "SELECT {} FROM jedi_datasets WHERE jeditaskid = $1 AND site = $2 \
+                 ORDER BY datasetid",
+                select_list(DATASET_ATTRIBUTES, "")
+            ),
+            &[int(task_id), text(site)],
+            &types(DATASET_ATTRIBUTES),
+        )
+        .await?;
+    records(rows)
+}
+
 async fn recount_inputs_in(tx: &mut dyn Tx, task_id: i64) -> Result<()> {
     let count = |statuses: &str| {
         format!(

@@ -11,7 +11,9 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use chrono::NaiveDateTime;
-use panda_core::{JobAttr, JobSpec, JobStatus, JobTable, TaskFileSpec, TaskSpec, Value};
+use panda_core::{
+    DatasetSpec, JobAttr, JobSpec, JobStatus, JobTable, TaskFileSpec, TaskSpec, Value,
+};
 
 use crate::catalog::{CatalogDataset, CatalogFile};
 use crate::daemon_support::OutputReport;
@@ -101,7 +103,9 @@ port! {
         fn finished_job_outputs(&self, panda_ids: &[i64]) -> Result<Vec<TaskFileSpec>>;
         fn record_file_results(&self, task_id: i64, results: &[FileResult], outputs: &[TaskFileSpec]) -> Result<()>;
         fn master_file_counts(&self, task_id: i64) -> Result<FileCounts>;
-        fn lib_file(&self, task_id: i64) -> Result<Option<TaskFileSpec>>;
+        fn lib_files(&self, task_id: i64) -> Result<Vec<TaskFileSpec>>;
+        fn add_site_datasets(&self, task_id: i64, site: &str, wanted: &[DatasetSpec]) -> Result<Vec<DatasetSpec>>;
+        fn held_task_jobs(&self, task_id: i64, site: Option<&str>, limit: i64) -> Result<Vec<i64>>;
         fn set_task_parameters(&self, task_id: i64, parameters: &str) -> Result<bool>;
         fn set_task_share(&self, task_id: i64, share: &str, statuses: &[&str]) -> Result<bool>;
         fn jumbo_task_datasets(&self, after: NaiveDateTime, before: NaiveDateTime) -> Result<Vec<(i64, String, Vec<String>)>>;

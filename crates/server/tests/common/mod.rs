@@ -30,8 +30,17 @@ impl Stack {
     /// mode gets `schema migrate` first) with `extra` on top of the database's and the site's
     /// environment.
     pub async fn start(backend: Backend, args: &[&str], extra: &[(&str, &str)]) -> Stack {
+        Stack::start_at(backend, args, extra, Site::new()).await
+    }
+
+    /// A stack whose server uses `site` (its own queues, say).
+    pub async fn start_at(
+        backend: Backend,
+        args: &[&str],
+        extra: &[(&str, &str)],
+        site: Site,
+    ) -> Stack {
         let db = TestDb::new(backend);
-        let site = Site::new();
         let mut env = db_env(&db);
         env.extend(site.env());
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
@@ -411,8 +420,13 @@ pub const QUEUES: &str = r#"{
 
 impl Site {
     pub fn new() -> Site {
+        Site::with_queues(QUEUES)
+    }
+
+    /// A site whose queue file is `queues` (JSON, as [`QUEUES`]).
+    pub fn with_queues(queues: &str) -> Site {
         let dir = tempfile::tempdir().expect("site dir");
-        std::fs::write(dir.path().join("queues.json"), QUEUES).expect("queues");
+        std::fs::write(dir.path().join("queues.json"), queues).expect("queues");
         std::fs::create_dir_all(dir.path().join("cache")).expect("cache");
         std::fs::create_dir_all(dir.path().join("trf/user")).expect("trf");
         Site { dir }

@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 
 use panda_core::{
-    time, DatasetAttr, FileAttr, FileSpec, JobAttr, JobSpec, TaskAttr, TaskFileAttr, TaskFileSpec,
-    TaskSpec,
+    time, DatasetAttr, DatasetSpec, FileAttr, FileSpec, JobAttr, JobSpec, TaskAttr, TaskFileAttr,
+    TaskFileSpec, TaskSpec,
 };
 use panda_store::TaskLayout;
 
@@ -56,13 +56,25 @@ pub fn new_guid() -> String {
     )
 }
 
-/// One job of a task for its files of the master input, as JEDI's job generator makes it.
+/// Where a batch of a task's jobs runs, and the datasets there: the site's instance of each
+/// output template (by the template's datasetID) and the site's library dataset.
+#[derive(Clone, Debug, Default)]
+pub(super) struct SiteDatasets {
+    /// `None` when no queue fits: the jobs then fail at submission with brokerage's reason.
+    pub site: Option<String>,
+    pub outputs: HashMap<i64, DatasetSpec>,
+    pub lib: Option<DatasetSpec>,
+}
+
+/// One job of a task for its files of the master input, as JEDI's job generator makes it,
+/// at `at.site`, its outputs in that site's datasets.
 pub(super) fn task_job(
     task: &TaskSpec,
     layout: &TaskLayout,
     inputs: &[TaskFileSpec],
     panda_id: i64,
     serials: &HashMap<i64, i64>,
+    at: &SiteDatasets,
 ) -> JobSpec {
     let Some(file) = inputs.first() else {
         return JobSpec::new();
@@ -105,7 +117,7 @@ pub(super) fn task_job(
         JobAttr::currentPriority,
         TaskAttr::currentPriority,
     );
-    if let Some(site) = task.get_str(TaskAttr::site) {
+    if let Some(site) = &at.site {
         job.set(JobAttr::computingSite, text(site));
     }
     let cores = task.get_i64(TaskAttr::coreCount).unwrap_or(1).max(1);
@@ -163,13 +175,19 @@ pub(super) fn task_job(
         job.files.push(spec);
     }
     for template in &layout.templates {
-        let Some(dataset) = layout
-            .datasets
-            .iter()
-            .find(|d| d.get_i64(DatasetAttr::datasetID) == Some(template.dataset_id))
-        else {
+        // The site's instance of the template; a task refined before templates were
+        // instantiated per site (or a job no queue fits) uses the template's own dataset.
+        let Some(dataset) = at.outputs.get(&template.dataset_id).or_else(|| {
+            layout
+                .datasets
+                .iter()
+                .find(|d| d.get_i64(DatasetAttr::datasetID) == Some(template.dataset_id))
+        }) else {
             continue;
         };
+        let dataset_id = dataset
+            .get_i64(DatasetAttr::datasetID)
+            .unwrap_or(template.dataset_id);
         let serial = serials.get(&template.dataset_id).copied().unwrap_or(1);
         let lfn = file_name(&template.file_name_template, task_id, serial);
         parameters = parameters.replace(&format!("${{{}}}", template.stream), &lfn);
@@ -182,8 +200,8 @@ pub(super) fn task_job(
         out.set(FileAttr::scope, text(&dataset_scope(dataset_name)));
         out.set(FileAttr::GUID, text(&new_guid()));
         out.set(FileAttr::jediTaskID, int(task_id));
-        out.set(FileAttr::datasetID, int(template.dataset_id));
-        if let Some(site) = task.get_str(TaskAttr::site) {
+        out.set(FileAttr::datasetID, int(dataset_id));
+        if let Some(site) = &at.site {
             out.set(FileAttr::destinationSE, text(site));
         }
         job.files.push(out);
@@ -197,10 +215,15 @@ pub(super) fn build_job(
     task: &TaskSpec,
     build: &BuildSpec,
     source_url: &str,
-    lib_name: &str,
+    at: &SiteDatasets,
     lib: &TaskFileSpec,
     panda_id: i64,
 ) -> JobSpec {
+    let lib_name = at
+        .lib
+        .as_ref()
+        .and_then(|d| d.get_str(DatasetAttr::datasetName))
+        .unwrap_or("");
     let layout = TaskLayout {
         job_params_template: build.parameters.clone(),
         ..Default::default()
@@ -211,6 +234,7 @@ pub(super) fn build_job(
         std::slice::from_ref(lib),
         panda_id,
         &HashMap::new(),
+        at,
     );
     // The job's files are the library and the build's log, not the master input.
     job.files.clear();
@@ -232,6 +256,9 @@ pub(super) fn build_job(
         file.set(FileAttr::scope, text(&scope));
         file.set(FileAttr::GUID, guid);
         file.set(FileAttr::jediTaskID, task.get(TaskAttr::jediTaskID).clone());
+        if let Some(site) = &at.site {
+            file.set(FileAttr::destinationSE, text(site));
+        }
         job.files.push(file);
     }
     let parameters = build
@@ -250,9 +277,11 @@ pub(super) fn build_job(
     job
 }
 
-/// A run job of a built task: the library as one more input, `${LIB}` its name, and the
-/// build's site.
-pub(super) fn with_library(job: &mut JobSpec, lib: &FileSpec, site: Option<&str>) {
+/// A run job of a built task: the library as one more input and `${LIB}` its name. A
+/// library not yet built is an input of status `unknown` (its size and checksum come when
+/// the build job reports them), from the library's dataset (`dispatchDBlock`, as upstream),
+/// and the job waits until the build has finished.
+pub(super) fn with_library(job: &mut JobSpec, lib: &FileSpec) {
     let lfn = lib.get_str(FileAttr::lfn).unwrap_or("").to_string();
     if let Some(parameters) = job
         .get_str(JobAttr::jobParameters)
@@ -263,8 +292,7 @@ pub(super) fn with_library(job: &mut JobSpec, lib: &FileSpec, site: Option<&str>
     let mut file = lib.clone();
     file.set(FileAttr::jediTaskID, job.get(JobAttr::jediTaskID).clone());
     file.set(FileAttr::attemptNr, job.get(JobAttr::attemptNr).clone());
+    file.set(FileAttr::dispatchDBlock, lib.get(FileAttr::dataset).clone());
+    file.set(FileAttr::prodDBlockToken, text("local"));
     job.files.push(file);
-    if let Some(site) = site {
-        job.set(JobAttr::computingSite, text(site));
-    }
 }

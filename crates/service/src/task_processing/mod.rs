@@ -7,8 +7,8 @@
 //!    job-parameter template (the non-hidden `jobParameters` values, a space after each unless
 //!    `"padding": false`, `${SURL}` replaced by the task's `sourceURL`, each output's LFN
 //!    template by its stream `${OUTPUT<n>}`), the datasets (a `pseudo_dataset` master input
-//!    for `noInput`, else the input dataset (`--inDS`), the log and each output with their
-//!    file-name templates), and `reqID`,
+//!    for `noInput`, else the input dataset (`--inDS`), and a template (`tmpl_log`,
+//!    `tmpl_output`) for the log and each output with their file-name templates), and `reqID`,
 //!    the owner's next jobset ID. Parameters that cannot be refined make the task `broken`
 //!    with the reason in `errorDialog`.
 //! 2. **Contents** (`defined → ready`): a `noInput` task gets `ceil(nEvents / nEventsPerJob)`
@@ -16,10 +16,14 @@
 //!    the dataset catalogue (`catalog::DatasetCatalog`), less those the input's `exclude`
 //!    pattern names; at most [`MAX_TASK_FILES`]. An unknown dataset breaks the task.
 //! 3. **Generate** (`ready → running`): one job per pseudo file, or per `nFilesPerJob` input
-//!    files (`${IN/T}` and `${IN}` in the parameters become their names), named and parametrised as
-//!    JEDI does (`<taskName>.<PandaID>`, `jobsetID = reqID`, the log
-//!    `<name>.log.<jediTaskID>.<SN:06d>.log.tgz` in its dataset, scope from the dataset name),
-//!    submitted through the ordinary path (brokerage among the online queues, activation).
+//!    files (`${IN/T}` and `${IN}` in the parameters become their names), placed by
+//!    brokerage before it is named (the task's `site`, else the least-loaded fitting queue,
+//!    each job counted as it is placed, so a batch spreads over the queues that fit). Its
+//!    outputs go to its site's instance of each template (`<template>.<datasetID>`, in the
+//!    template's container, made on first use), named and parametrised as JEDI does
+//!    (`<taskName>.<PandaID>`, `jobsetID = reqID`, the log
+//!    `<name>.log.<jediTaskID>.<SN:06d>.log.tgz`, serial numbers per template across sites,
+//!    scope from the dataset name), submitted through the ordinary path.
 //!    Jobs are `lockedby = jedi`, so the server's own retry leaves them to this module.
 //! 4. **Post-process**: each ended attempt is accounted for in the file and its dataset's
 //!    counters; a failed file goes back to `ready` while `attemptNr < maxAttempt` and the task
@@ -28,23 +32,26 @@
 //!    the task goes `prepared` and then `done` (every file finished), `finished` (some) or
 //!    `failed` (none); a task being killed ends `aborted`.
 //!
-//! A task with a build step (`buildSpec`, prun without `--noBuild`) first gets one build
-//! job (buildGen, label `panda`), which makes the library `<lib dataset>.lib.tgz`; its run
-//! jobs are made only once the library is built, each with the library as an input,
-//! `${LIB}` its name, at the build's site. A build retried up to `maxAttempt` and failed for
-//! good fails the task.
+//! A task with a build step (`buildSpec`, prun without `--noBuild`) gets one build job
+//! (buildGen, label `panda`) per site its jobs are placed at, which makes that site's library
+//! `<lib dataset>.lib.tgz` (`panda.<MMDDhhmmss>.<us>.lib._<task:06>`, one dataset per site).
+//! The run jobs are made with the build, each with the library as an input (`${LIB}` its
+//! name), and wait `assigned` while it is built; post-processing then releases them (upstream's
+//! Activator): the library's size and checksum from the build's report go on their input,
+//! and the data-management step activates them. A build retried up to `maxAttempt` and
+//! failed for good fails the jobs waiting for it and the task.
 //!
-//! Not done here (yet): scouting, secondary datasets, one build per site, per-site output
-//! datasets (one dataset per output stream, named `<name>.<datasetID>`).
+//! Not done here (yet): scouting, secondary datasets, weighting sites by more than their
+//! `activated` jobs.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use panda_core::identity::Identity;
 use panda_core::{
-    time, DatasetAttr, FileAttr, FileSpec, JobAttr, JobSpec, TaskAttr, TaskFileAttr, TaskFileSpec,
-    TaskSpec, Value,
+    time, DatasetAttr, DatasetSpec, FileAttr, FileSpec, JobAttr, JobStatus, TaskAttr, TaskFileAttr,
+    TaskFileSpec, TaskSpec, Value,
 };
-use panda_store::{ports, Decision, FileClaim, FileOutcome, FileResult};
+use panda_store::{ports, Decision, FileClaim, FileOutcome, FileResult, SideWrite, TaskLayout};
 use serde_json::{Map, Value as Json};
 
 use crate::error::ServiceError;
@@ -53,12 +60,13 @@ use crate::JobService;
 mod jobs;
 mod refine;
 
-use jobs::{build_job, task_job, with_library};
+use crate::brokerage::choose_queue;
+use jobs::{build_job, task_job, with_library, SiteDatasets};
 pub use jobs::{dataset_scope, file_name, new_guid};
-use refine::max_attempt;
 pub use refine::{
     build_spec, files_per_job, input_files, pseudo_files, refine, retry_attempts, BuildSpec,
 };
+use refine::{lib_dataset, max_attempt, site_dataset, TEMPLATE_PREFIX};
 
 /// Most files (and so jobs) one task may have.
 pub const MAX_TASK_FILES: i64 = 200_000;
@@ -143,19 +151,50 @@ fn param_int(params: &Map<String, Json>, key: &str) -> Option<i64> {
     }
 }
 
-/// Where a task's build stands, for job generation.
+/// Where the build of a site's library stands, for the run jobs made there.
 enum Library {
     /// No build step.
     None,
-    /// Being built (or a build job was just made): run jobs wait.
-    Building,
-    /// Built: run jobs take it as an input, at the build's site.
-    Ready {
-        file: FileSpec,
-        site: Option<String>,
-    },
-    /// The build failed for good: no run job will be made.
-    Failed,
+    /// Built: run jobs take it as a ready input and are activated.
+    Ready(FileSpec),
+    /// Being built: run jobs take it as an input (`unknown`) and wait `assigned` until the
+    /// build job has finished ([`JobService::release_held_jobs`]).
+    Building(FileSpec),
+}
+
+/// Held jobs released (or failed) per site and post-processing run, in batches of this many.
+const RELEASE_BATCH: i64 = 1_000;
+/// How long one post-processing run of a task goes on accounting and releasing.
+const RUN_SECONDS: u64 = 30;
+
+/// A task's library as an input of its run jobs: `ready` with the size and checksum the
+/// build reported once built, `unknown` before.
+fn library_input(row: &TaskFileSpec, lib_name: &str, reported: Option<&FileSpec>) -> FileSpec {
+    let mut file = FileSpec::new();
+    for (to, from) in [
+        (FileAttr::lfn, TaskFileAttr::lfn),
+        (FileAttr::GUID, TaskFileAttr::GUID),
+        (FileAttr::scope, TaskFileAttr::scope),
+    ] {
+        file.set(to, row.get(from).clone());
+    }
+    file.set(FileAttr::r#type, text("input"));
+    file.set(FileAttr::dataset, text(lib_name));
+    file.set(FileAttr::prodDBlock, text(lib_name));
+    match reported {
+        Some(reported) => {
+            file.set(FileAttr::fsize, reported.get(FileAttr::fsize).clone());
+            file.set(FileAttr::checksum, reported.get(FileAttr::checksum).clone());
+            file.set(FileAttr::status, text("ready"));
+        }
+        None if row.get_str(TaskFileAttr::status) == Some("finished") => {
+            file.set(FileAttr::status, text("ready"));
+        }
+        None => {
+            file.set(FileAttr::status, text("unknown"));
+        }
+    }
+    file
 }
 
 /// How one attempt of a file ended, from its job's status.
@@ -297,15 +336,16 @@ impl JobService {
                 break;
             }
             let id = task.get_i64(TaskAttr::jediTaskID).unwrap_or_default();
-            let library = match self.library_for(&task).await? {
-                Library::Building => {
-                    counts.tasks += 1;
+            let params = self.task_params(id).await?;
+            let build = build_spec(&params).ok().flatten();
+            if let Some(build) = &build {
+                if !self.retry_builds(&task, build, &params).await? {
+                    // A build failed for good: nothing more is made (post-processing ends
+                    // the task).
                     continue;
                 }
-                Library::Failed => continue,
-                ready => ready,
-            };
-            let per_job = files_per_job(&self.task_params(id).await?);
+            }
+            let per_job = files_per_job(&params);
             let mut task = task;
             let mut made_for_task = 0;
             // Batches of at most one submission's size, until the task has no ready file,
@@ -320,7 +360,9 @@ impl JobService {
                 if files.is_empty() {
                     break;
                 }
-                let made = self.generate_for(&task, &files, &library, per_job).await?;
+                let made = self
+                    .generate_for(&task, &params, build.as_ref(), &files, per_job)
+                    .await?;
                 counts.jobs += made;
                 made_for_task += made;
                 match self.stores.tasks.get_task(id).await? {
@@ -340,16 +382,35 @@ impl JobService {
         Ok(counts)
     }
 
+    /// Makes one batch of jobs for `files`: each job placed by brokerage, its outputs in its
+    /// site's datasets, and, for a task with a build step, the site's library as an input
+    /// (the site's build job made first when there is none).
     async fn generate_for(
         &self,
         task: &TaskSpec,
+        params: &Map<String, Json>,
+        build: Option<&BuildSpec>,
         files: &[TaskFileSpec],
-        library: &Library,
         per_job: usize,
     ) -> Result<usize, ServiceError> {
         let id = task.get_i64(TaskAttr::jediTaskID).unwrap_or_default();
         let layout = self.stores.jedi.task_layout(id).await?;
         let groups: Vec<&[TaskFileSpec]> = files.chunks(per_job).collect();
+        let sites = self.place_jobs(task, &layout, &groups).await?;
+        let mut places: HashMap<Option<String>, (SiteDatasets, Library)> = HashMap::new();
+        for site in &sites {
+            if places.contains_key(site) {
+                continue;
+            }
+            let at = self
+                .site_datasets(task, &layout, site.as_deref(), build.is_some())
+                .await?;
+            let library = match build {
+                Some(build) => self.library_at(task, build, params, &at).await?,
+                None => Library::None,
+            };
+            places.insert(site.clone(), (at, library));
+        }
         let ids = self.stores.jobs.allocate_panda_ids(groups.len()).await?;
         let claims: Vec<FileClaim> = groups
             .iter()
@@ -376,147 +437,376 @@ impl JobService {
             // Another generator took some of these files; the next run takes the rest.
             return Ok(0);
         };
-        let jobs: Vec<JobSpec> = groups
-            .iter()
-            .zip(&ids)
-            .enumerate()
-            .map(|(i, (group, panda_id))| {
-                let serials: HashMap<i64, i64> = first_serials
-                    .iter()
-                    .map(|(dataset, first)| (*dataset, first + i as i64))
-                    .collect();
-                let mut job = task_job(task, &layout, group, *panda_id, &serials);
-                if let Library::Ready { file, site } = library {
-                    with_library(&mut job, file, site.as_deref());
+        let mut waiting = HashSet::new();
+        let mut jobs = Vec::with_capacity(groups.len());
+        for (i, ((group, panda_id), site)) in groups.iter().zip(&ids).zip(&sites).enumerate() {
+            let serials: HashMap<i64, i64> = first_serials
+                .iter()
+                .map(|(dataset, first)| (*dataset, first + i as i64))
+                .collect();
+            let Some((at, library)) = places.get(site) else {
+                continue;
+            };
+            let mut job = task_job(task, &layout, group, *panda_id, &serials, at);
+            match library {
+                Library::None => {}
+                Library::Ready(lib) => with_library(&mut job, lib),
+                Library::Building(lib) => {
+                    with_library(&mut job, lib);
+                    waiting.insert(*panda_id);
                 }
-                job
-            })
-            .collect();
-        let submitted = self.submit_prepared(&Identity::anonymous(), jobs).await?;
-        if task.get_str(TaskAttr::status) == Some("ready") {
-            ports::change_task(self.stores.changes.as_ref(), id, |task| {
-                if task.get_str(TaskAttr::status) != Some("ready") {
-                    return Decision::Keep(());
-                }
-                task.set(TaskAttr::status, text("running"));
-                task.set(TaskAttr::superStatus, text("running"));
-                if task.get(TaskAttr::startTime).is_null() {
-                    task.set(TaskAttr::startTime, Value::Time(Some(time::now())));
-                }
-                Decision::Write(())
-            })
-            .await?;
+            }
+            jobs.push(job);
         }
-        tracing::info!(target: "panda::jedi", task_id = id, jobs = submitted.len(), "jobs generated");
+        let submitted = self
+            .submit_prepared(&Identity::anonymous(), jobs, &waiting)
+            .await?;
+        self.task_now_running(id).await?;
+        tracing::info!(target: "panda::jedi", task_id = id, jobs = submitted.len(),
+            waiting = waiting.len(), "jobs generated");
         Ok(submitted.len())
     }
 
-    /// Where the task's build stands; starts the build (or its next attempt) when it is due.
-    async fn library_for(&self, task: &TaskSpec) -> Result<Library, ServiceError> {
-        let id = task.get_i64(TaskAttr::jediTaskID).unwrap_or_default();
-        let params = self.task_params(id).await?;
-        let Some(build) = build_spec(&params).ok().flatten() else {
-            return Ok(Library::None);
+    /// The queue of each job of a batch: the task's `site` if it names one, else brokerage's
+    /// rule for the batch's first job, each job counted in its queue's load as it is placed
+    /// (so a batch spreads over the queues that fit, least loaded first). `None` when no
+    /// queue fits: submission then fails the job with brokerage's reasons.
+    async fn place_jobs(
+        &self,
+        task: &TaskSpec,
+        layout: &TaskLayout,
+        groups: &[&[TaskFileSpec]],
+    ) -> Result<Vec<Option<String>>, ServiceError> {
+        if let Some(site) = task.get_str(TaskAttr::site) {
+            return Ok(vec![Some(site.to_string()); groups.len()]);
+        }
+        let Some(first) = groups.first() else {
+            return Ok(Vec::new());
         };
-        let layout = self.stores.jedi.task_layout(id).await?;
-        let Some(lib) = layout
+        let probe = task_job(
+            task,
+            layout,
+            first,
+            0,
+            &HashMap::new(),
+            &SiteDatasets::default(),
+        );
+        let (queues, mut load) = self.brokerage_inputs().await?;
+        Ok(groups
+            .iter()
+            .map(|_| {
+                let name = choose_queue(&queues, &load, &probe)?.name.clone();
+                *load.entry(name.clone()).or_default() += 1;
+                Some(name)
+            })
+            .collect())
+    }
+
+    /// The task's datasets at `site`: its instance of each output template and, for a task
+    /// with a build step, its library dataset, made on first use.
+    async fn site_datasets(
+        &self,
+        task: &TaskSpec,
+        layout: &TaskLayout,
+        site: Option<&str>,
+        with_lib: bool,
+    ) -> Result<SiteDatasets, ServiceError> {
+        let Some(site) = site else {
+            return Ok(SiteDatasets::default());
+        };
+        let mut wanted: Vec<DatasetSpec> = layout
             .datasets
             .iter()
-            .find(|d| d.get_str(DatasetAttr::r#type) == Some("lib"))
-        else {
+            .filter(|d| {
+                d.get_str(DatasetAttr::r#type)
+                    .is_some_and(|t| t.starts_with(TEMPLATE_PREFIX))
+            })
+            .map(site_dataset)
+            .collect();
+        if with_lib {
+            wanted.push(lib_dataset(task));
+        }
+        let key = |d: &DatasetSpec| {
+            (
+                d.get_str(DatasetAttr::r#type).unwrap_or("").to_string(),
+                d.get_i64(DatasetAttr::templateID),
+            )
+        };
+        let known: Vec<DatasetSpec> = layout
+            .datasets
+            .iter()
+            .filter(|d| d.get_str(DatasetAttr::site) == Some(site))
+            .cloned()
+            .collect();
+        let present = match wanted
+            .iter()
+            .all(|w| known.iter().any(|k| key(k) == key(w)))
+        {
+            true => known,
+            false => {
+                let id = task.get_i64(TaskAttr::jediTaskID).unwrap_or_default();
+                self.stores
+                    .jedi
+                    .add_site_datasets(id, site, &wanted)
+                    .await?
+            }
+        };
+        let mut at = SiteDatasets {
+            site: Some(site.to_string()),
+            ..Default::default()
+        };
+        for dataset in present {
+            match (
+                dataset.get_str(DatasetAttr::r#type),
+                dataset.get_i64(DatasetAttr::templateID),
+            ) {
+                (Some("lib"), _) => at.lib = Some(dataset),
+                (_, Some(template)) => {
+                    at.outputs.insert(template, dataset);
+                }
+                _ => {}
+            }
+        }
+        Ok(at)
+    }
+
+    /// Where the library of the site `at` stands; its build job is made when there is none.
+    async fn library_at(
+        &self,
+        task: &TaskSpec,
+        build: &BuildSpec,
+        params: &Map<String, Json>,
+        at: &SiteDatasets,
+    ) -> Result<Library, ServiceError> {
+        let Some(lib_dataset) = &at.lib else {
             return Ok(Library::None);
         };
-        let lib_id = lib.get_i64(DatasetAttr::datasetID).unwrap_or_default();
-        let lib_name = lib
-            .get_str(DatasetAttr::datasetName)
-            .unwrap_or("")
-            .to_string();
-        let source_url = param_str(&params, "sourceURL").unwrap_or("");
-        let row = self.stores.jedi.lib_file(id).await?;
-        let status = row
-            .as_ref()
-            .and_then(|r| r.get_str(TaskFileAttr::status))
-            .unwrap_or("")
-            .to_string();
-        match (row, status.as_str()) {
-            (Some(row), "finished") => {
-                let build_job = match row.get_i64(TaskFileAttr::PandaID) {
-                    Some(panda_id) => self.stores.jobs.get_job(panda_id).await?,
-                    None => None,
+        let id = task.get_i64(TaskAttr::jediTaskID).unwrap_or_default();
+        let lib_id = lib_dataset.get_i64(DatasetAttr::datasetID);
+        let lib_name = lib_dataset.get_str(DatasetAttr::datasetName).unwrap_or("");
+        let of_site = |files: Vec<TaskFileSpec>| {
+            files
+                .into_iter()
+                .find(|f| f.get_i64(TaskFileAttr::datasetID) == lib_id)
+        };
+        if let Some(row) = of_site(self.stores.jedi.lib_files(id).await?) {
+            return Ok(match row.get_str(TaskFileAttr::status) {
+                Some("finished") => Library::Ready(self.built_library(&row, lib_name).await?),
+                _ => Library::Building(library_input(&row, lib_name, None)),
+            });
+        }
+        let panda_id = self.stores.jobs.allocate_panda_ids(1).await?[0];
+        let mut row = TaskFileSpec::new();
+        row.set(
+            TaskFileAttr::datasetID,
+            lib_dataset.get(DatasetAttr::datasetID).clone(),
+        );
+        row.set(TaskFileAttr::lfn, text(&format!("{lib_name}.lib.tgz")));
+        row.set(TaskFileAttr::GUID, text(&new_guid()));
+        row.set(TaskFileAttr::scope, text(&dataset_scope(lib_name)));
+        row.set(TaskFileAttr::r#type, text("lib"));
+        row.set(TaskFileAttr::status, text("running"));
+        row.set(TaskFileAttr::proc_status, text("running"));
+        row.set(TaskFileAttr::attemptNr, int(0));
+        row.set(TaskFileAttr::maxAttempt, int(max_attempt(params)));
+        row.set(TaskFileAttr::keepTrack, int(1));
+        row.set(TaskFileAttr::PandaID, int(panda_id));
+        if self.stores.jedi.start_build(id, &row).await? {
+            let source_url = param_str(params, "sourceURL").unwrap_or("");
+            let job = build_job(task, build, source_url, at, &row, panda_id);
+            self.submit_prepared(&Identity::anonymous(), vec![job], &HashSet::new())
+                .await?;
+            tracing::info!(target: "panda::jedi", task_id = id, panda_id,
+                site = at.site.as_deref(), "build job made");
+            return Ok(Library::Building(library_input(&row, lib_name, None)));
+        }
+        // Another generator made this site's build meanwhile: wait for that one.
+        Ok(match of_site(self.stores.jedi.lib_files(id).await?) {
+            Some(row) => Library::Building(library_input(&row, lib_name, None)),
+            None => Library::None,
+        })
+    }
+
+    /// A finished library as run jobs take it: with the size and checksum its build job
+    /// reported.
+    async fn built_library(
+        &self,
+        row: &TaskFileSpec,
+        lib_name: &str,
+    ) -> Result<FileSpec, ServiceError> {
+        let build_job = match row.get_i64(TaskFileAttr::PandaID) {
+            Some(panda_id) => self.stores.jobs.get_job(panda_id).await?,
+            None => None,
+        };
+        let reported = build_job.as_ref().and_then(|j| {
+            j.files
+                .iter()
+                .find(|f| f.get_str(FileAttr::lfn) == row.get_str(TaskFileAttr::lfn))
+        });
+        Ok(library_input(row, lib_name, reported))
+    }
+
+    /// Starts the next attempt of each build that failed with attempts left; `false` when a
+    /// build failed for good.
+    async fn retry_builds(
+        &self,
+        task: &TaskSpec,
+        build: &BuildSpec,
+        params: &Map<String, Json>,
+    ) -> Result<bool, ServiceError> {
+        let id = task.get_i64(TaskAttr::jediTaskID).unwrap_or_default();
+        let libs = self.stores.jedi.lib_files(id).await?;
+        if libs
+            .iter()
+            .any(|l| l.get_str(TaskFileAttr::status) == Some("failed"))
+        {
+            return Ok(false);
+        }
+        let due: Vec<&TaskFileSpec> = libs
+            .iter()
+            .filter(|l| l.get_str(TaskFileAttr::status) == Some("ready"))
+            .collect();
+        if due.is_empty() {
+            return Ok(true);
+        }
+        let layout = self.stores.jedi.task_layout(id).await?;
+        let source_url = param_str(params, "sourceURL").unwrap_or("");
+        for row in due {
+            let Some(dataset) = layout.datasets.iter().find(|d| {
+                d.get_i64(DatasetAttr::datasetID) == row.get_i64(TaskFileAttr::datasetID)
+            }) else {
+                continue;
+            };
+            let panda_id = self.stores.jobs.allocate_panda_ids(1).await?[0];
+            let claim = FileClaim {
+                dataset_id: row.get_i64(TaskFileAttr::datasetID).unwrap_or_default(),
+                file_id: row.get_i64(TaskFileAttr::fileID).unwrap_or_default(),
+                panda_id,
+            };
+            if self
+                .stores
+                .jedi
+                .claim_task_files(id, &[claim], &[])
+                .await?
+                .is_some()
+            {
+                let at = SiteDatasets {
+                    site: dataset.get_str(DatasetAttr::site).map(str::to_string),
+                    outputs: HashMap::new(),
+                    lib: Some(dataset.clone()),
                 };
-                let site = build_job
-                    .as_ref()
-                    .and_then(|j| j.get_str(JobAttr::computingSite).map(str::to_string));
-                let mut file = FileSpec::new();
-                for (to, from) in [
-                    (FileAttr::lfn, TaskFileAttr::lfn),
-                    (FileAttr::GUID, TaskFileAttr::GUID),
-                    (FileAttr::scope, TaskFileAttr::scope),
-                ] {
-                    file.set(to, row.get(from).clone());
-                }
-                let reported = build_job.as_ref().and_then(|j| {
-                    j.files
-                        .iter()
-                        .find(|f| f.get_str(FileAttr::lfn) == row.get_str(TaskFileAttr::lfn))
-                        .cloned()
-                });
-                if let Some(reported) = reported {
-                    file.set(FileAttr::fsize, reported.get(FileAttr::fsize).clone());
-                    file.set(FileAttr::checksum, reported.get(FileAttr::checksum).clone());
-                }
-                file.set(FileAttr::r#type, text("input"));
-                file.set(FileAttr::dataset, text(&lib_name));
-                file.set(FileAttr::prodDBlock, text(&lib_name));
-                file.set(FileAttr::status, text("ready"));
-                Ok(Library::Ready { file, site })
+                let job = build_job(task, build, source_url, &at, row, panda_id);
+                self.submit_prepared(&Identity::anonymous(), vec![job], &HashSet::new())
+                    .await?;
+                tracing::info!(target: "panda::jedi", task_id = id, panda_id,
+                    "build job retried");
             }
-            (Some(_), "failed") => Ok(Library::Failed),
-            (Some(row), "ready") => {
-                // A failed build with attempts left: its next attempt.
-                let panda_id = self.stores.jobs.allocate_panda_ids(1).await?[0];
-                let claim = FileClaim {
-                    dataset_id: lib_id,
-                    file_id: row.get_i64(TaskFileAttr::fileID).unwrap_or_default(),
-                    panda_id,
-                };
-                if self
+        }
+        Ok(true)
+    }
+
+    /// upstream's Activator: the jobs held for a library that is now built are released
+    /// (its size and checksum on their input, then the data-management step, which
+    /// activates them); when a build failed for good, the held jobs fail. Returns how many.
+    async fn release_held_jobs(&self, task_id: i64) -> Result<usize, ServiceError> {
+        let libs = self.stores.jedi.lib_files(task_id).await?;
+        if libs.is_empty() {
+            return Ok(0);
+        }
+        let failed = libs
+            .iter()
+            .any(|l| l.get_str(TaskFileAttr::status) == Some("failed"));
+        let layout = self.stores.jedi.task_layout(task_id).await?;
+        let started = std::time::Instant::now();
+        let mut done = 0;
+        for lib in &libs {
+            let finished = lib.get_str(TaskFileAttr::status) == Some("finished");
+            if !finished && !failed {
+                continue;
+            }
+            let Some(dataset) = layout.datasets.iter().find(|d| {
+                d.get_i64(DatasetAttr::datasetID) == lib.get_i64(TaskFileAttr::datasetID)
+            }) else {
+                continue;
+            };
+            let site = dataset.get_str(DatasetAttr::site);
+            let name = dataset.get_str(DatasetAttr::datasetName).unwrap_or("");
+            let built = match finished {
+                true => Some(self.built_library(lib, name).await?),
+                false => None,
+            };
+            loop {
+                let held = self
                     .stores
                     .jedi
-                    .claim_task_files(id, &[claim], &[])
-                    .await?
-                    .is_some()
+                    .held_task_jobs(task_id, site, RELEASE_BATCH)
+                    .await?;
+                for panda_id in &held {
+                    done += usize::from(self.release_job(*panda_id, built.as_ref()).await?);
+                }
+                if (held.len() as i64) < RELEASE_BATCH || started.elapsed().as_secs() > RUN_SECONDS
                 {
-                    let job = build_job(task, &build, source_url, &lib_name, &row, panda_id);
-                    self.submit_prepared(&Identity::anonymous(), vec![job])
-                        .await?;
+                    break;
                 }
-                Ok(Library::Building)
             }
-            (Some(_), _) => Ok(Library::Building),
-            (None, _) => {
-                let panda_id = self.stores.jobs.allocate_panda_ids(1).await?[0];
-                let mut row = TaskFileSpec::new();
-                row.set(TaskFileAttr::datasetID, int(lib_id));
-                row.set(TaskFileAttr::lfn, text(&format!("{lib_name}.lib.tgz")));
-                row.set(TaskFileAttr::GUID, text(&new_guid()));
-                row.set(TaskFileAttr::scope, text(&dataset_scope(&lib_name)));
-                row.set(TaskFileAttr::r#type, text("lib"));
-                row.set(TaskFileAttr::status, text("running"));
-                row.set(TaskFileAttr::proc_status, text("running"));
-                row.set(TaskFileAttr::attemptNr, int(0));
-                row.set(TaskFileAttr::maxAttempt, int(max_attempt(&params)));
-                row.set(TaskFileAttr::keepTrack, int(1));
-                row.set(TaskFileAttr::PandaID, int(panda_id));
-                if self.stores.jedi.start_build(id, &row).await? {
-                    let job = build_job(task, &build, source_url, &lib_name, &row, panda_id);
-                    self.submit_prepared(&Identity::anonymous(), vec![job])
-                        .await?;
-                    tracing::info!(target: "panda::jedi", task_id = id, panda_id, "build job made");
-                    self.task_now_running(id).await?;
+        }
+        if done > 0 {
+            tracing::info!(target: "panda::jedi", task_id, jobs = done, failed,
+                "held jobs released");
+        }
+        Ok(done)
+    }
+
+    /// Releases one held job with its built library, or fails it when `built` is `None`.
+    async fn release_job(
+        &self,
+        panda_id: i64,
+        built: Option<&FileSpec>,
+    ) -> Result<bool, ServiceError> {
+        let decision = match built {
+            Some(_) => {
+                let Some(job) = self.stores.jobs.get_job(panda_id).await? else {
+                    return Ok(false);
+                };
+                Some(self.data_management.setup(&job))
+            }
+            None => None,
+        };
+        let outcome = ports::change_job(self.stores.changes.as_ref(), panda_id, |job, side| {
+            if job.status() != Some(JobStatus::Assigned) {
+                return Ok(Decision::Keep(false));
+            }
+            let now = time::now();
+            match (built, &decision) {
+                (Some(lib), Some(decision)) => {
+                    for file in job.files.iter_mut().filter(|f| {
+                        f.get_str(FileAttr::r#type) == Some("input")
+                            && f.get_str(FileAttr::lfn) == lib.get_str(FileAttr::lfn)
+                    }) {
+                        for attr in [FileAttr::status, FileAttr::fsize, FileAttr::checksum] {
+                            file.set(attr, lib.get(attr).clone());
+                        }
+                        side.push(SideWrite::UpdateFile(file.clone()));
+                    }
+                    crate::submit::apply_setup(job, decision, now);
                 }
-                Ok(Library::Building)
+                _ => {
+                    job.set(JobAttr::taskBufferErrorCode, int(crate::EC_KILL));
+                    job.set_str(
+                        JobAttr::taskBufferErrorDiag,
+                        "its library could not be built: the build job failed every attempt",
+                    )
+                    .ok();
+                    job.set_status(JobStatus::Failed, now);
+                }
             }
+            Ok(Decision::Write(true))
+        })
+        .await;
+        match outcome {
+            Ok((_, changed)) => Ok(changed),
+            Err(panda_store::StoreError::JobNotFound(_)) => Ok(false),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -550,17 +840,24 @@ impl JobService {
                 let accounted = self.account_attempts(id, stopping).await?;
                 counts.files += accounted;
                 // A full batch means more attempts ended: go on, within a bounded time.
-                if (accounted as i64) < FILES_PER_RUN || started.elapsed().as_secs() > 30 {
+                if (accounted as i64) < FILES_PER_RUN || started.elapsed().as_secs() > RUN_SECONDS {
                     break;
                 }
             }
+            let released = self.release_held_jobs(id).await?;
+            if released > 0 {
+                // Held jobs failed with their build are accounted for in the same run.
+                counts.files += self.account_attempts(id, stopping).await?;
+            }
+            counts.jobs += released;
             let files = self.stores.jedi.master_file_counts(id).await?;
             let build_failed = self
                 .stores
                 .jedi
-                .lib_file(id)
+                .lib_files(id)
                 .await?
-                .is_some_and(|lib| lib.get_str(TaskFileAttr::status) == Some("failed"));
+                .iter()
+                .any(|lib| lib.get_str(TaskFileAttr::status) == Some("failed"));
             // A build that failed for good leaves nothing to run.
             let idle = files.running == 0 && (files.ready == 0 || stopping || build_failed);
             if files.total == 0 || !idle {
@@ -705,11 +1002,26 @@ mod tests {
             .iter()
             .map(|d| d.spec.get_str(DatasetAttr::r#type).unwrap_or(""))
             .collect();
-        assert_eq!(kinds, ["pseudo_input", "log", "output"]);
+        assert_eq!(kinds, ["pseudo_input", "tmpl_log", "tmpl_output"]);
+        let log = &refined.datasets[1].spec;
         assert_eq!(
-            refined.datasets[1].spec.get_str(DatasetAttr::datasetName),
+            log.get_str(DatasetAttr::datasetName),
+            Some("user.tester.test.log/")
+        );
+        // Each site gets its instance: `<template>.<datasetID>` in the template's container.
+        let mut template = log.clone();
+        template.set(DatasetAttr::datasetID, int(17));
+        let at_site = site_dataset(&template);
+        assert_eq!(at_site.get_str(DatasetAttr::r#type), Some("log"));
+        assert_eq!(
+            at_site.get_str(DatasetAttr::datasetName),
             Some("user.tester.test.log.${DATASETID}")
         );
+        assert_eq!(
+            at_site.get_str(DatasetAttr::containerName),
+            Some("user.tester.test.log/")
+        );
+        assert_eq!(at_site.get_i64(DatasetAttr::templateID), Some(17));
     }
 
     #[test]

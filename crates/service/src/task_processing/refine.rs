@@ -74,10 +74,49 @@ fn dataset(kind: &str, name: &str, container: Option<&str>, vo: &Value) -> Datas
     spec
 }
 
-/// The dataset a stream's files go to: the template name without its trailing `/`, with the
-/// dataset's ID appended once it has one (`${DATASETID}`, filled in by the store).
-fn file_dataset_name(template: &str) -> String {
-    format!("{}.${{DATASETID}}", template.trim_end_matches('/'))
+/// The prefix of a template dataset's type: `tmpl_log`, `tmpl_output` (upstream's
+/// `instantiateTmplSite`), each made into one dataset per site its jobs run at.
+pub const TEMPLATE_PREFIX: &str = "tmpl_";
+
+/// The dataset of a template at one site, before it has an ID: the template's type without
+/// `tmpl_`, its name without the trailing `/` and with the dataset's ID appended
+/// (`${DATASETID}`, filled in by the store), in the template's container.
+pub(super) fn site_dataset(template: &DatasetSpec) -> DatasetSpec {
+    let kind = template.get_str(DatasetAttr::r#type).unwrap_or("");
+    let kind = kind.strip_prefix(TEMPLATE_PREFIX).unwrap_or(kind);
+    let name = template.get_str(DatasetAttr::datasetName).unwrap_or("");
+    let container = template
+        .get_str(DatasetAttr::containerName)
+        .unwrap_or(name)
+        .to_string();
+    let mut spec = dataset(
+        kind,
+        &format!("{}.${{DATASETID}}", name.trim_end_matches('/')),
+        Some(&container),
+        template.get(DatasetAttr::vo),
+    );
+    spec.set(
+        DatasetAttr::templateID,
+        template.get(DatasetAttr::datasetID).clone(),
+    );
+    spec.set(
+        DatasetAttr::streamName,
+        template.get(DatasetAttr::streamName).clone(),
+    );
+    spec
+}
+
+/// The library dataset of a task's build at one site, as JEDI names it (one per site).
+pub(super) fn lib_dataset(task: &TaskSpec) -> DatasetSpec {
+    let task_id = task.get_i64(TaskAttr::jediTaskID).unwrap_or_default();
+    let mut lib = dataset(
+        "lib",
+        &lib_dataset_name(task_id),
+        None,
+        task.get(TaskAttr::vo),
+    );
+    lib.set(DatasetAttr::streamName, text("LIB"));
+    lib
 }
 
 /// The transformation of a user task: `runGen` from this server's `/trf/user/`.
@@ -99,7 +138,8 @@ pub fn refine(
     let source_url = param_str(params, "sourceURL").unwrap_or("");
     let vo = task.get(TaskAttr::vo).clone();
     let mut datasets = Vec::new();
-    let build = build_spec(params)?;
+    // A malformed build step breaks the task here, not at generation.
+    build_spec(params)?;
     let master = match params.get("noInput").and_then(Json::as_bool) == Some(true) {
         true => dataset("pseudo_input", "pseudo_dataset", None, &vo),
         false => {
@@ -116,15 +156,6 @@ pub fn refine(
         spec: master,
         template: None,
     });
-    if build.is_some() {
-        let task_id = task.get_i64(TaskAttr::jediTaskID).unwrap_or_default();
-        let mut lib = dataset("lib", &lib_dataset_name(task_id), None, &vo);
-        lib.set(DatasetAttr::streamName, text("LIB"));
-        datasets.push(NewDataset {
-            spec: lib,
-            template: None,
-        });
-    }
     let log = params
         .get("log")
         .and_then(Json::as_object)
@@ -138,7 +169,7 @@ pub fn refine(
         .and_then(Json::as_str)
         .ok_or("log needs value, the log file's name template")?;
     let container = log.get("container").and_then(Json::as_str);
-    let mut log_spec = dataset("log", &file_dataset_name(log_dataset), container, &vo);
+    let mut log_spec = dataset("tmpl_log", log_dataset, container, &vo);
     log_spec.set(DatasetAttr::streamName, text("LOG0"));
     datasets.push(NewDataset {
         spec: log_spec,
@@ -163,7 +194,7 @@ pub fn refine(
                 .and_then(Json::as_str)
                 .ok_or("an output template needs dataset, a string")?;
             let container = item.item.get("container").and_then(Json::as_str);
-            let mut spec = dataset("output", &file_dataset_name(dataset_name), container, &vo);
+            let mut spec = dataset("tmpl_output", dataset_name, container, &vo);
             spec.set(DatasetAttr::streamName, text(&stream));
             datasets.push(NewDataset {
                 spec,

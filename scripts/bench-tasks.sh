@@ -5,7 +5,8 @@
 #   scripts/bench-tasks.sh [JOBS] [FINISH] [post]
 # JOBS jobs are generated; FINISH of them are finished by 32 simulated pilots. With "post",
 # the server runs no post-processor: the Adder is waited for, then
-# `panda-server daemon --run-once post_processor` is timed alone.
+# `panda-server daemon --run-once post_processor` is timed alone. With "build", the task has a
+# build step and the release of its JOBS held run jobs is timed.
 set -euo pipefail
 JOBS=${1:-100000}; FINISH=${2:-0}; MODE=${3:-}
 T=${CARGO_TARGET_DIR:-$HOME/.cache/panda-server-ci-target}/release
@@ -26,6 +27,7 @@ export PANDA_CONFIG=none PANDA_BACKEND=postgres PANDA_DBHOST=127.0.0.1 PANDA_DBP
 post='"post_processor": {"period": 1, "timeout": 600},'
 extra=()
 if [ "$MODE" = post ]; then post=''; extra=(--adder-only); fi
+if [ "$MODE" = build ]; then extra=(--build); fi
 export PANDA_DAEMON_CONFIG="{\"task_refiner\": {\"period\": 1}, \"contents_feeder\": {\"period\": 1},
   \"job_generator\": {\"period\": 1, \"timeout\": 600}, \"add_main\": {\"period\": 1}, $post
   \"db_maintenance\": {\"period\": 5}}"

@@ -137,6 +137,9 @@ enum Mode {
         /// Wait only for the Adder (the server runs no post-processor).
         #[arg(long)]
         adder_only: bool,
+        /// Give the task a build step and time the release of its held run jobs.
+        #[arg(long)]
+        build: bool,
     },
     /// Clients calling the health endpoint.
     Alive {
@@ -638,18 +641,17 @@ async fn main() -> anyhow::Result<()> {
             pilots,
             site,
             adder_only,
+            build,
         } => {
             started = Instant::now();
-            tasks::run(
-                &client,
-                &cli.url,
-                &site,
+            let how = tasks::TaskRun {
                 jobs,
-                finish.min(jobs),
+                finish: finish.min(jobs),
                 pilots,
                 adder_only,
-            )
-            .await?;
+                build,
+            };
+            tasks::run(&client, &cli.url, &site, how).await?;
             println!("whole run: {:.2}s", started.elapsed().as_secs_f64());
         }
         Mode::Pilots {

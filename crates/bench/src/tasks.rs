@@ -9,6 +9,10 @@
 //!   the Adder has finished them all, for a server without the post-processor (which is then
 //!   timed on its own: `panda-server daemon --run-once post_processor`).
 //!
+//! With `build`, the task has a build step: generation then ends when the build job is
+//! `activated` and every run job waits `assigned`; a simulated pilot finishes the build, and
+//! the release is timed until every run job is `activated` (upstream's Activator), in jobs/s.
+//!
 //! The server needs an online analysis queue named `site` and, in `[daemon] config`, the
 //! steps `task_refiner`, `contents_feeder`, `job_generator`, `add_main` and `post_processor`.
 
@@ -19,8 +23,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde_json::{json, Value as Json};
 
-fn parameters(name: &str, jobs: usize) -> Json {
-    json!({
+fn parameters(name: &str, jobs: usize, build: bool) -> Json {
+    let mut params = json!({
         "taskName": format!("user.bench.{name}/"), "uniqueTaskName": true, "vo": "atlas",
         "prodSourceLabel": "user", "processingType": "panda-client-2.2.0-jedi-run",
         "nEvents": jobs, "nEventsPerJob": 1, "noInput": true, "maxAttempt": 3,
@@ -36,7 +40,14 @@ fn parameters(name: &str, jobs: usize) -> Json {
             {"type": "constant", "value": "-p \"", "padding": false},
             {"type": "constant", "value": "echo%20hello", "padding": false},
             {"type": "constant", "value": "\""}]
-    })
+    });
+    if build {
+        params["buildSpec"] = json!({"prodSourceLabel": "panda",
+            "archiveName": "sources.bench.tar.gz",
+            "jobParameters": "-i ${IN} -o ${OUT} --sourceURL ${SURL} -r . "});
+        params["jobParameters"][2] = json!({"type": "constant", "value": "-l ${LIB}"});
+    }
+    params
 }
 
 async fn post(client: &reqwest::Client, url: &str, body: Json) -> anyhow::Result<Json> {
@@ -91,6 +102,36 @@ async fn listed(client: &reqwest::Client, base: &str, id: i64) -> anyhow::Result
     Ok((task, elapsed))
 }
 
+/// Reports `job` running, then finished with every output.
+async fn finish_job(client: &reqwest::Client, base: &str, job: &Json) -> anyhow::Result<()> {
+    let id = job["PandaID"].as_i64().context("PandaID")?;
+    let mut xml = serde_json::Map::new();
+    for lfn in job["outFiles"].as_str().unwrap_or_default().split(',') {
+        if !lfn.is_empty() {
+            xml.insert(
+                lfn.into(),
+                json!({"guid": "", "fsize": 1000, "adler32": "0a1b2c3d",
+                       "surl": format!("file://localhost/se/{lfn}")}),
+            );
+        }
+    }
+    let update = format!("{base}/api/v1/pilot/update_job");
+    post(
+        client,
+        &update,
+        json!({"job_id": id, "job_status": "running", "attempt_nr": job["attemptNr"]}),
+    )
+    .await?;
+    post(
+        client,
+        &update,
+        json!({"job_id": id, "job_status": "finished", "attempt_nr": job["attemptNr"],
+               "job_output_report": Json::Object(xml).to_string()}),
+    )
+    .await?;
+    Ok(())
+}
+
 /// One simulated pilot: takes user jobs at `site` and finishes them, until `left` is 0.
 async fn pilot(
     client: reqwest::Client,
@@ -113,50 +154,90 @@ async fn pilot(
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let id = job["PandaID"].as_i64().context("PandaID")?;
-        let mut xml = serde_json::Map::new();
-        for lfn in job["outFiles"].as_str().unwrap_or_default().split(',') {
-            if !lfn.is_empty() {
-                xml.insert(
-                    lfn.into(),
-                    json!({"guid": "", "fsize": 1000, "adler32": "0a1b2c3d",
-                           "surl": format!("file://localhost/se/{lfn}")}),
-                );
-            }
-        }
-        let update = format!("{base}/api/v1/pilot/update_job");
-        post(
-            &client,
-            &update,
-            json!({"job_id": id, "job_status": "running", "attempt_nr": job["attemptNr"]}),
-        )
-        .await?;
-        post(
-            &client,
-            &update,
-            json!({"job_id": id, "job_status": "finished", "attempt_nr": job["attemptNr"],
-                   "job_output_report": Json::Object(xml).to_string()}),
-        )
-        .await?;
+        finish_job(&client, &base, &job).await?;
     }
     Ok(())
+}
+
+/// Finishes the task's build job and times the release of its `jobs` run jobs.
+async fn release(
+    client: &reqwest::Client,
+    base: &str,
+    site: &str,
+    id: i64,
+    jobs: usize,
+) -> anyhow::Result<()> {
+    let reply = post(
+        client,
+        &format!("{base}/api/v1/pilot/acquire_jobs"),
+        json!({"site_name": site, "prod_source_label": "user", "n_jobs": 1}),
+    )
+    .await?;
+    let Some(build) = reply["data"]["jobs"].get(0).cloned() else {
+        bail!("no build job to take: {reply}");
+    };
+    if build["prodSourceLabel"] != "panda" {
+        bail!("the first job is not the build job: {build}");
+    }
+    let reported = Instant::now();
+    finish_job(client, base, &build).await?;
+    loop {
+        let details = get(
+            client,
+            &format!("{base}/api/v1/task/get_details"),
+            &[("task_id", &id.to_string())],
+        )
+        .await?;
+        if jobs_in(&details, "activated") >= jobs {
+            break;
+        }
+        if reported.elapsed() > Duration::from_secs(600) {
+            bail!(
+                "only {} of {jobs} jobs released after 600 s",
+                jobs_in(&details, "activated")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let released = reported.elapsed();
+    println!(
+        "released {jobs} held jobs in {:.2}s after the build's report = {:.0} jobs/s \
+         (Adder, post-processor and release)",
+        released.as_secs_f64(),
+        jobs as f64 / released.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// What one `panda-bench tasks` run does.
+pub struct TaskRun {
+    pub jobs: usize,
+    /// Jobs the simulated pilots finish afterwards (0: none).
+    pub finish: usize,
+    pub pilots: usize,
+    pub adder_only: bool,
+    pub build: bool,
 }
 
 pub async fn run(
     client: &reqwest::Client,
     base: &str,
     site: &str,
-    jobs: usize,
-    finish: usize,
-    pilots: usize,
-    adder_only: bool,
+    how: TaskRun,
 ) -> anyhow::Result<()> {
+    let TaskRun {
+        jobs,
+        finish,
+        pilots,
+        adder_only,
+        build,
+    } = how;
     let name = format!("t{}", std::process::id());
     let submitted = Instant::now();
     let reply = post(
         client,
         &format!("{base}/api/v1/task/submit"),
-        json!({"task_parameters": parameters(&name, jobs)}),
+        json!({"task_parameters": parameters(&name, jobs, build)}),
     )
     .await?;
     let Some(id) = reply["data"].as_i64() else {
@@ -170,13 +251,14 @@ pub async fn run(
             &[("task_id", &id.to_string())],
         )
         .await?;
-        if jobs_in(&details, "activated") >= jobs {
+        let waiting = if build { "assigned" } else { "activated" };
+        if jobs_in(&details, waiting) >= jobs {
             break;
         }
         if Instant::now() > deadline {
             bail!(
-                "only {} of {jobs} jobs activated after 600 s",
-                jobs_in(&details, "activated")
+                "only {} of {jobs} jobs {waiting} after 600 s",
+                jobs_in(&details, waiting)
             );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -197,6 +279,9 @@ pub async fn run(
         listings[2].as_secs_f64() * 1000.0,
         listings[4].as_secs_f64() * 1000.0
     );
+    if build {
+        release(client, base, site, id, jobs).await?;
+    }
     if finish == 0 {
         return Ok(());
     }

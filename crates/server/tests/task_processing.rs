@@ -97,6 +97,13 @@ async fn rows(store: &Store, sql: &str, id: i64, columns: &[ColumnType]) -> Vec<
         .collect()
 }
 
+async fn execute(store: &Store, sql: &str, params: &[Value]) -> u64 {
+    let mut tx = store.begin(TxMode::Write).await.expect("tx");
+    let changed = tx.execute(sql, params).await.expect("statement");
+    tx.commit().await.expect("commit");
+    changed
+}
+
 /// A pilot at ANALY_QUEUE takes one user job and reports it running.
 async fn take_job(stack: &Stack) -> Option<Json> {
     take_job_at(stack, "ANALY_QUEUE").await
@@ -558,6 +565,20 @@ async fn a_task_with_a_build_step_runs_its_build_first_then_the_jobs_with_the_li
             // The library's size and checksum are those the build job reported.
             assert_eq!(job["fsize"], "1000", "{job}");
             assert_eq!(job["checksum"], "ad:0a1b2c30", "{job}");
+            let log = rows(
+                &stack.store,
+                "SELECT jobstatus FROM jobs_statuslog WHERE pandaid = $1 \
+                 ORDER BY modificationtime, jobstatus",
+                job["PandaID"].as_i64().expect("PandaID"),
+                &[ColumnType::Text],
+            )
+            .await;
+            let log: Vec<&str> = log.iter().map(|r| r[0].as_str()).collect();
+            assert_eq!(
+                log,
+                ["defined", "assigned", "activated", "sent", "running"],
+                "{backend:?}"
+            );
             assert!(job["jobPars"]
                 .as_str()
                 .is_some_and(|p| p.contains(&format!("-l {lib}"))));
@@ -826,4 +847,139 @@ async fn reload_input_takes_new_files_and_retry_takes_new_parameters() {
 /// A task that stays `registered` (no daemon step runs for it here).
 fn parameters_for_refusal() -> Json {
     task_parameters("stays", 1, 1)
+}
+
+/// A generator that stops between giving a file to a job and storing the job leaves the
+/// file `running` with a PandaID no table holds. Post-processing leaves it alone for ten
+/// minutes (the job may still be on its way), then counts the attempt as failed, and the
+/// file goes to a new job.
+#[tokio::test]
+async fn a_file_whose_job_was_never_stored_goes_to_a_new_job_after_ten_minutes() {
+    for backend in backends() {
+        let stack = Stack::start(backend, &["httpd"], &[]).await;
+        let id = submit_task(&stack, task_parameters("lost", 1, 3)).await;
+        for name in ["task_refiner", "contents_feeder", "job_generator"] {
+            step(&stack, name);
+        }
+        let file = |stack: &Stack| {
+            let store = stack.store.clone();
+            async move {
+                rows(
+                    &store,
+                    "SELECT status, pandaid, attemptnr FROM jedi_dataset_contents \
+                     WHERE jeditaskid = $1 AND type = 'pseudo_input'",
+                    id,
+                    &[ColumnType::Text, ColumnType::BigInt, ColumnType::BigInt],
+                )
+                .await
+                .remove(0)
+            }
+        };
+        let claimed = file(&stack).await;
+        assert_eq!(claimed[0], "running", "{backend:?}");
+        let lost = Value::Int(claimed[1].parse().ok());
+        for table in ["jobsactive4", "filestable4", "jobparamstable"] {
+            execute(
+                &stack.store,
+                &format!("DELETE FROM {table} WHERE pandaid = $1"),
+                std::slice::from_ref(&lost),
+            )
+            .await;
+        }
+        step(&stack, "post_processor");
+        assert_eq!(file(&stack).await, claimed, "within the grace time");
+        let eleven_minutes_ago = panda_core::time::now() - chrono::Duration::minutes(11);
+        execute(
+            &stack.store,
+            "UPDATE jedi_dataset_contents SET lastattempttime = $2 WHERE jeditaskid = $1",
+            &[Value::Int(Some(id)), Value::Time(Some(eleven_minutes_ago))],
+        )
+        .await;
+        step(&stack, "post_processor");
+        let retried = file(&stack).await;
+        assert_eq!((retried[0].as_str(), retried[2].as_str()), ("ready", "1"));
+        step(&stack, "job_generator");
+        let again = file(&stack).await;
+        assert_eq!(again[0], "running");
+        assert_ne!(again[1], claimed[1], "a new job");
+        let job = take_job(&stack).await.expect("the new job");
+        assert_eq!(job["PandaID"].to_string(), again[1]);
+        assert_eq!(job["attemptNr"], 1, "{job}");
+        assert_eq!(task_status(&stack.store, id).await, "running");
+    }
+}
+
+/// Upstream's Activator activates a job once all its inputs are ready: a held job whose other
+/// input is still on its way (a data-management step moving it) gets the built library and
+/// waits on, while the job next to it runs.
+#[tokio::test]
+async fn a_held_job_with_an_input_still_on_its_way_waits_after_the_build() {
+    for backend in backends() {
+        let stack = Stack::start(backend, &["httpd"], &[]).await;
+        let files = stack.site.dir.path().join("inputs");
+        std::fs::create_dir_all(&files).expect("dir");
+        let mut args: Vec<String> = [
+            "datasets",
+            "add",
+            "user.tester.in2",
+            "--scope",
+            "user.tester",
+        ]
+        .map(String::from)
+        .to_vec();
+        for name in ["a.txt", "b.txt"] {
+            std::fs::write(files.join(name), name).expect("file");
+            args.push(files.join(name).display().to_string());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        assert!(run(&args, &stack.env).status.success());
+        let mut params = input_task_parameters("h1", "user.tester.in2", 1);
+        params["buildSpec"] = json!({"prodSourceLabel": "panda",
+            "archiveName": "sources.h1.tar.gz",
+            "jobParameters": "-i ${IN} -o ${OUT} --sourceURL ${SURL} -r . "});
+        params["jobParameters"][1] = json!({"type": "constant", "value": "-l ${LIB}"});
+        let id = submit_task(&stack, params).await;
+        for name in ["task_refiner", "contents_feeder", "job_generator"] {
+            step(&stack, name);
+        }
+        let build = take_job(&stack).await.expect("the build job");
+        let held = rows(
+            &stack.store,
+            "SELECT pandaid FROM jobsdefined4 WHERE jeditaskid = $1 AND jobstatus = 'assigned' \
+             ORDER BY pandaid",
+            id,
+            &[ColumnType::BigInt],
+        )
+        .await;
+        assert_eq!(held.len(), 2, "{backend:?}");
+        let on_its_way = Value::Int(held[0][0].parse().ok());
+        let changed = execute(
+            &stack.store,
+            "UPDATE filestable4 SET status = 'unknown' WHERE pandaid = $1 AND lfn = 'a.txt'",
+            std::slice::from_ref(&on_its_way),
+        )
+        .await;
+        assert_eq!(changed, 1);
+        report(&stack, &build, true).await;
+        step(&stack, "add_main");
+        assert!(step(&stack, "post_processor").contains("jobs=1"));
+        let job = take_job(&stack).await.expect("the job with its inputs");
+        assert_eq!(job["PandaID"].to_string(), held[1][0]);
+        assert!(take_job(&stack).await.is_none(), "the other job waits");
+        let waiting = rows(
+            &stack.store,
+            "SELECT j.jobstatus, f.lfn, f.status FROM jobsdefined4 j \
+             JOIN filestable4 f ON f.pandaid = j.pandaid \
+             WHERE j.pandaid = $1 AND f.type = 'input' ORDER BY f.lfn",
+            held[0][0].parse().expect("id"),
+            &[ColumnType::Text, ColumnType::Text, ColumnType::Text],
+        )
+        .await;
+        assert_eq!(waiting.len(), 2, "{waiting:?}");
+        assert_eq!(waiting[0][1..], ["a.txt".to_string(), "unknown".into()]);
+        assert!(waiting[1][1].ends_with(".lib.tgz") && waiting[1][2] == "ready");
+        assert!(waiting.iter().all(|r| r[0] == "assigned"));
+        // Nothing more happens to it on the next runs.
+        assert!(step(&stack, "post_processor").contains("jobs=0"));
+    }
 }

@@ -63,8 +63,8 @@ impl JobService {
     /// Stores new jobs that already carry their PandaIDs (task processing allocates them
     /// first, to record them with the task's files): defaults, brokerage, data management.
     /// A caller without a DN leaves `prodUserName` as the job has it. The jobs of `waiting`
-    /// (PandaIDs) wait `assigned` for an input another job makes (a build's library); the
-    /// data-management step sees them when they are released.
+    /// (PandaIDs) wait `assigned` for an input another job makes (a build's library) unless
+    /// the data-management step fails them.
     pub(crate) async fn submit_prepared(
         &self,
         caller: &Identity,
@@ -92,10 +92,11 @@ impl JobService {
             if job.status() != Some(JobStatus::Defined) {
                 continue;
             }
-            if waiting.contains(&job.panda_id()) {
-                job.set_status(JobStatus::Assigned, now);
-            } else {
-                apply_setup(job, &self.data_management.setup(job), now);
+            let decision = self.data_management.setup(job);
+            match decision {
+                SetupDecision::Fail(_) => apply_setup(job, &decision, now),
+                _ if waiting.contains(&job.panda_id()) => job.set_status(JobStatus::Assigned, now),
+                _ => apply_setup(job, &decision, now),
             }
         }
         self.stores
@@ -199,7 +200,7 @@ impl JobService {
 }
 
 /// Moves a `defined` job on as the data-management step decided.
-pub(crate) fn apply_setup(job: &mut JobSpec, decision: &SetupDecision, now: chrono::NaiveDateTime) {
+fn apply_setup(job: &mut JobSpec, decision: &SetupDecision, now: chrono::NaiveDateTime) {
     match decision {
         SetupDecision::Activate => job.set_status(JobStatus::Activated, now),
         SetupDecision::Assign => job.set_status(JobStatus::Assigned, now),

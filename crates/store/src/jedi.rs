@@ -63,6 +63,14 @@ pub struct TaskLayout {
     pub job_params_template: String,
 }
 
+/// A built library as the jobs held for it get it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeldLibrary {
+    pub lfn: String,
+    pub fsize: Option<i64>,
+    pub checksum: Option<String>,
+}
+
 /// A file given to a job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FileClaim {
@@ -1068,6 +1076,145 @@ impl Store {
         let all = site_datasets_in(tx.as_mut(), task_id, site).await?;
         tx.commit().await?;
         Ok(all)
+    }
+
+    /// Upstream's Activator: up to `limit` of the task's jobs waiting `assigned` at `site`
+    /// for the library `lib.lfn` get it (its size and checksum, `ready`), and those whose
+    /// inputs are now all ready move to `jobsactive4` as `activated`, with their status-log
+    /// rows; one transaction of at most six statements. A job with another input still on its
+    /// way stays `assigned` for the data-management step. Returns how many jobs got the
+    /// library and the PandaIDs activated.
+    pub async fn activate_held_jobs(
+        &self,
+        task_id: i64,
+        site: &str,
+        lib: &HeldLibrary,
+        limit: i64,
+    ) -> Result<(usize, Vec<i64>)> {
+        let lock = match self.dialect() {
+            crate::Dialect::Postgres => " FOR UPDATE",
+            crate::Dialect::Sqlite => "",
+        };
+        let mut tx = self.begin(TxMode::Write).await?;
+        let ids_of = |rows: Vec<Vec<Value>>| -> Vec<i64> {
+            rows.into_iter()
+                .filter_map(|r| r.first().and_then(Value::as_i64))
+                .collect()
+        };
+        let waiting = ids_of(
+            tx.fetch(
+                &format!(
+                    "SELECT j.pandaid FROM jobsdefined4 j WHERE j.jeditaskid = $1 \
+                     AND j.computingsite = $2 AND j.jobstatus = 'assigned' AND EXISTS \
+                     (SELECT 1 FROM filestable4 f WHERE f.pandaid = j.pandaid AND f.lfn = $3 \
+                     AND f.type = 'input' AND f.status <> 'ready') \
+                     ORDER BY j.pandaid LIMIT $4{lock}"
+                ),
+                &[
+                    int(task_id),
+                    text(site),
+                    text(&lib.lfn),
+                    int(limit.clamp(0, MAX_STATEMENT_VALUES as i64 / 2)),
+                ],
+                &[ColumnType::BigInt],
+            )
+            .await?,
+        );
+        if waiting.is_empty() {
+            tx.commit().await?;
+            return Ok((0, waiting));
+        }
+        let values = |ids: &[i64]| -> Vec<Value> { ids.iter().map(|i| int(*i)).collect() };
+        let mut params = vec![
+            text(&lib.lfn),
+            Value::Int(lib.fsize),
+            Value::Text(lib.checksum.clone()),
+        ];
+        params.extend(values(&waiting));
+        tx.execute(
+            &format!(
+                "UPDATE filestable4 SET status = 'ready', fsize = $2, checksum = $3 \
+                 WHERE lfn = $1 AND type = 'input' AND pandaid IN ({})",
+                placeholders(4, waiting.len())
+            ),
+            &params,
+        )
+        .await?;
+        let ready = ids_of(
+            tx.fetch(
+                &format!(
+                    "SELECT j.pandaid FROM jobsdefined4 j WHERE j.pandaid IN ({}) AND NOT EXISTS \
+                     (SELECT 1 FROM filestable4 f WHERE f.pandaid = j.pandaid \
+                     AND f.type = 'input' AND f.status NOT IN ('ready', 'cached')) \
+                     ORDER BY j.pandaid",
+                    placeholders(1, waiting.len())
+                ),
+                &values(&waiting),
+                &[ColumnType::BigInt],
+            )
+            .await?,
+        );
+        if ready.is_empty() {
+            tx.commit().await?;
+            return Ok((waiting.len(), ready));
+        }
+        let columns: Vec<String> = panda_core::job::JOB_ATTRIBUTES
+            .iter()
+            .map(|a| a.column())
+            .collect();
+        let select: Vec<String> = columns
+            .iter()
+            .map(|c| match c.as_str() {
+                "jobstatus" => "'activated'".to_string(),
+                "statechangetime" | "modificationtime" => "$1".to_string(),
+                "modificationhost" => "$2".to_string(),
+                other => other.to_string(),
+            })
+            .collect();
+        let mut params = vec![
+            Value::Time(Some(time::now())),
+            text(&self.options().host_name),
+        ];
+        params.extend(values(&ready));
+        let list = placeholders(3, ready.len());
+        let moved = tx
+            .execute(
+                &format!(
+                    "INSERT INTO jobsactive4 ({}) SELECT {} FROM jobsdefined4 \
+                     WHERE pandaid IN ({list})",
+                    columns.join(", "),
+                    select.join(", ")
+                ),
+                &params,
+            )
+            .await?;
+        let deleted = tx
+            .execute(
+                &format!(
+                    "DELETE FROM jobsdefined4 WHERE pandaid IN ({})",
+                    placeholders(1, ready.len())
+                ),
+                &values(&ready),
+            )
+            .await?;
+        if moved != ready.len() as u64 || deleted != moved {
+            return Err(StoreError::Conflict(format!(
+                "held jobs of task {task_id} changed while being released"
+            )));
+        }
+        if self.options().record_status_change {
+            tx.execute(
+                &crate::jobs::status_log_from(
+                    &format!("jobsactive4 WHERE pandaid IN ({list})"),
+                    1,
+                    2,
+                ),
+                &params,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok((waiting.len(), ready))
     }
 
     /// Up to `limit` jobs of the task waiting in `assigned` (for their library), at `site`

@@ -22,7 +22,9 @@ use crate::error::{Result, StoreError};
 use crate::harvester::{
     ColumnValue, HarvesterCommand, JobStatRow, WorkerNode, WorkerStat, WorkerUpdate,
 };
-use crate::jedi::{DatasetFiles, FileClaim, FileCounts, FileResult, RefinedTask, TaskLayout};
+use crate::jedi::{
+    DatasetFiles, FileClaim, FileCounts, FileResult, HeldLibrary, RefinedTask, TaskLayout,
+};
 use crate::jobs::Decision;
 use crate::lookups::{JobBrief, ResourceType};
 use crate::maintenance::TableMaintenance;
@@ -106,6 +108,7 @@ port! {
         fn lib_files(&self, task_id: i64) -> Result<Vec<TaskFileSpec>>;
         fn add_site_datasets(&self, task_id: i64, site: &str, wanted: &[DatasetSpec]) -> Result<Vec<DatasetSpec>>;
         fn held_task_jobs(&self, task_id: i64, site: Option<&str>, limit: i64) -> Result<Vec<i64>>;
+        fn activate_held_jobs(&self, task_id: i64, site: &str, lib: &HeldLibrary, limit: i64) -> Result<(usize, Vec<i64>)>;
         fn set_task_parameters(&self, task_id: i64, parameters: &str) -> Result<bool>;
         fn set_task_share(&self, task_id: i64, share: &str, statuses: &[&str]) -> Result<bool>;
         fn jumbo_task_datasets(&self, after: NaiveDateTime, before: NaiveDateTime) -> Result<Vec<(i64, String, Vec<String>)>>;

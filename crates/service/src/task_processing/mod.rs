@@ -36,9 +36,10 @@
 //! (buildGen, label `panda`) per site its jobs are placed at, which makes that site's library
 //! `<lib dataset>.lib.tgz` (`panda.<MMDDhhmmss>.<us>.lib._<task:06>`, one dataset per site).
 //! The run jobs are made with the build, each with the library as an input (`${LIB}` its
-//! name), and wait `assigned` while it is built; post-processing then releases them (upstream's
+//! name), and wait `assigned` while it is built (after the data-management step has seen
+//! them, which may still fail them); post-processing then releases them (upstream's
 //! Activator): the library's size and checksum from the build's report go on their input,
-//! and the data-management step activates them. A build retried up to `maxAttempt` and
+//! and a job whose inputs are then all ready is activated. A build retried up to `maxAttempt` and
 //! failed for good fails the jobs waiting for it and the task.
 //!
 //! Not done here (yet): scouting, secondary datasets, weighting sites by more than their
@@ -51,7 +52,9 @@ use panda_core::{
     time, DatasetAttr, DatasetSpec, FileAttr, FileSpec, JobAttr, JobStatus, TaskAttr, TaskFileAttr,
     TaskFileSpec, TaskSpec, Value,
 };
-use panda_store::{ports, Decision, FileClaim, FileOutcome, FileResult, SideWrite, TaskLayout};
+use panda_store::{
+    ports, Decision, FileClaim, FileOutcome, FileResult, HeldLibrary, SideWrite, TaskLayout,
+};
 use serde_json::{Map, Value as Json};
 
 use crate::error::ServiceError;
@@ -163,7 +166,7 @@ enum Library {
 }
 
 /// Held jobs released (or failed) per site and post-processing run, in batches of this many.
-const RELEASE_BATCH: i64 = 1_000;
+const RELEASE_BATCH: i64 = 5_000;
 /// How long one post-processing run of a task goes on accounting and releasing.
 const RUN_SECONDS: u64 = 30;
 
@@ -705,100 +708,96 @@ impl JobService {
         Ok(true)
     }
 
-    /// upstream's Activator: the jobs held for a library that is now built are released
-    /// (its size and checksum on their input, then the data-management step, which
-    /// activates them); when a build failed for good, the held jobs fail. Returns how many.
+    /// Upstream's Activator: the jobs held for a library that is now built get it as a ready
+    /// input (with the size and checksum the build reported) and are activated once all
+    /// their inputs are ready; when a build failed for good, the jobs held for any library
+    /// of the task fail. Returns how many jobs were released or failed.
     async fn release_held_jobs(&self, task_id: i64) -> Result<usize, ServiceError> {
         let libs = self.stores.jedi.lib_files(task_id).await?;
         if libs.is_empty() {
             return Ok(0);
         }
-        let failed = libs
-            .iter()
-            .any(|l| l.get_str(TaskFileAttr::status) == Some("failed"));
-        let layout = self.stores.jedi.task_layout(task_id).await?;
         let started = std::time::Instant::now();
+        let out_of_time = || started.elapsed().as_secs() > RUN_SECONDS;
         let mut done = 0;
-        for lib in &libs {
-            let finished = lib.get_str(TaskFileAttr::status) == Some("finished");
-            if !finished && !failed {
-                continue;
+        if libs
+            .iter()
+            .any(|l| l.get_str(TaskFileAttr::status) == Some("failed"))
+        {
+            loop {
+                let held = self
+                    .stores
+                    .jedi
+                    .held_task_jobs(task_id, None, RELEASE_BATCH)
+                    .await?;
+                for panda_id in &held {
+                    done += usize::from(self.fail_held_job(*panda_id).await?);
+                }
+                if (held.len() as i64) < RELEASE_BATCH || out_of_time() {
+                    break;
+                }
             }
+            return Ok(done);
+        }
+        let layout = self.stores.jedi.task_layout(task_id).await?;
+        for lib in libs
+            .iter()
+            .filter(|l| l.get_str(TaskFileAttr::status) == Some("finished"))
+        {
             let Some(dataset) = layout.datasets.iter().find(|d| {
                 d.get_i64(DatasetAttr::datasetID) == lib.get_i64(TaskFileAttr::datasetID)
             }) else {
                 continue;
             };
-            let site = dataset.get_str(DatasetAttr::site);
+            let Some(site) = dataset.get_str(DatasetAttr::site) else {
+                continue;
+            };
             let name = dataset.get_str(DatasetAttr::datasetName).unwrap_or("");
-            let built = match finished {
-                true => Some(self.built_library(lib, name).await?),
-                false => None,
+            let built = self.built_library(lib, name).await?;
+            let built = HeldLibrary {
+                lfn: built.get_str(FileAttr::lfn).unwrap_or("").to_string(),
+                fsize: built.get_i64(FileAttr::fsize),
+                checksum: built.get_str(FileAttr::checksum).map(str::to_string),
             };
             loop {
-                let held = self
+                let (given, activated) = self
                     .stores
                     .jedi
-                    .held_task_jobs(task_id, site, RELEASE_BATCH)
+                    .activate_held_jobs(task_id, site, &built, RELEASE_BATCH)
                     .await?;
-                for panda_id in &held {
-                    done += usize::from(self.release_job(*panda_id, built.as_ref()).await?);
-                }
-                if (held.len() as i64) < RELEASE_BATCH || started.elapsed().as_secs() > RUN_SECONDS
-                {
+                done += activated.len();
+                if (given as i64) < RELEASE_BATCH || out_of_time() {
                     break;
                 }
             }
         }
         if done > 0 {
-            tracing::info!(target: "panda::jedi", task_id, jobs = done, failed,
-                "held jobs released");
+            tracing::info!(target: "panda::jedi", task_id, jobs = done, "held jobs released");
         }
         Ok(done)
     }
 
-    /// Releases one held job with its built library, or fails it when `built` is `None`.
-    async fn release_job(
-        &self,
-        panda_id: i64,
-        built: Option<&FileSpec>,
-    ) -> Result<bool, ServiceError> {
-        let decision = match built {
-            Some(_) => {
-                let Some(job) = self.stores.jobs.get_job(panda_id).await? else {
-                    return Ok(false);
-                };
-                Some(self.data_management.setup(&job))
-            }
-            None => None,
-        };
+    /// Fails a job held for a library whose build failed for good.
+    async fn fail_held_job(&self, panda_id: i64) -> Result<bool, ServiceError> {
         let outcome = ports::change_job(self.stores.changes.as_ref(), panda_id, |job, side| {
             if job.status() != Some(JobStatus::Assigned) {
                 return Ok(Decision::Keep(false));
             }
-            let now = time::now();
-            match (built, &decision) {
-                (Some(lib), Some(decision)) => {
-                    for file in job.files.iter_mut().filter(|f| {
-                        f.get_str(FileAttr::r#type) == Some("input")
-                            && f.get_str(FileAttr::lfn) == lib.get_str(FileAttr::lfn)
-                    }) {
-                        for attr in [FileAttr::status, FileAttr::fsize, FileAttr::checksum] {
-                            file.set(attr, lib.get(attr).clone());
-                        }
-                        side.push(SideWrite::UpdateFile(file.clone()));
-                    }
-                    crate::submit::apply_setup(job, decision, now);
-                }
-                _ => {
-                    job.set(JobAttr::taskBufferErrorCode, int(crate::EC_KILL));
-                    job.set_str(
-                        JobAttr::taskBufferErrorDiag,
-                        "its library could not be built: the build job failed every attempt",
-                    )
-                    .ok();
-                    job.set_status(JobStatus::Failed, now);
-                }
+            job.set(JobAttr::taskBufferErrorCode, int(crate::EC_KILL));
+            job.set_str(
+                JobAttr::taskBufferErrorDiag,
+                "its library could not be built: the build job failed every attempt",
+            )
+            .ok();
+            job.set_status(JobStatus::Failed, time::now());
+            for file in job
+                .files
+                .iter()
+                .filter(|f| matches!(f.get_str(FileAttr::r#type), Some("output" | "log")))
+            {
+                let mut failed = file.clone();
+                failed.set_str(FileAttr::status, "failed").ok();
+                side.push(SideWrite::UpdateFile(failed));
             }
             Ok(Decision::Write(true))
         })

@@ -592,7 +592,7 @@ async fn a_task_with_a_build_step_runs_its_build_first_then_the_jobs_with_the_li
 }
 
 #[tokio::test]
-async fn a_build_that_fails_every_attempt_fails_the_task() {
+async fn a_build_that_fails_every_attempt_fails_the_task_and_retry_builds_again() {
     let stack = Stack::start(Backend::Sqlite, &["httpd"], &[]).await;
     let id = submit_task(&stack, build_task_parameters("b2", 2, 2)).await;
     for name in ["task_refiner", "contents_feeder", "job_generator"] {
@@ -626,6 +626,34 @@ async fn a_build_that_fails_every_attempt_fails_the_task() {
             .all(|r| r[0] == "failed" && r[1].contains("library could not be built")),
         "{held:?}"
     );
+    // pbook retry: the library gets new attempts; its build runs first, then the jobs.
+    let retried = post(&stack, "/api/v1/task/retry", json!({"task_id": id})).await;
+    assert_eq!(retried["success"], true, "{retried}");
+    step(&stack, "job_generator");
+    let build = take_job(&stack).await.expect("the build's next attempt");
+    assert_eq!(
+        (
+            build["prodSourceLabel"].as_str(),
+            build["attemptNr"].as_i64()
+        ),
+        (Some("panda"), Some(2)),
+        "{build}"
+    );
+    assert!(take_job(&stack).await.is_none(), "the run jobs wait");
+    report(&stack, &build, true).await;
+    step(&stack, "add_main");
+    step(&stack, "post_processor");
+    let mut runs = Vec::new();
+    while let Some(job) = take_job(&stack).await {
+        runs.push(job);
+    }
+    assert_eq!(runs.len(), 2);
+    for job in &runs {
+        report(&stack, job, true).await;
+    }
+    step(&stack, "add_main");
+    step(&stack, "post_processor");
+    assert_eq!(task_status(&stack.store, id).await, "done");
 }
 
 /// Two analysis queues, equally idle: brokerage spreads a task's jobs over both.

@@ -757,6 +757,14 @@ impl Store {
                 &[int(task_id), int(extra)],
             )
             .await?;
+        // A library that failed its attempts gets as many more: its next build runs first.
+        tx.execute(
+            "UPDATE jedi_dataset_contents SET status = 'ready', proc_status = 'ready', \
+             maxattempt = COALESCE(attemptnr, 0) + $2 \
+             WHERE jeditaskid = $1 AND status = 'failed' AND type = 'lib'",
+            &[int(task_id), int(extra)],
+        )
+        .await?;
         recount_inputs_in(tx.as_mut(), task_id).await?;
         tx.commit().await?;
         Ok(reset)

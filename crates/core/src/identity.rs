@@ -128,6 +128,51 @@ fn strip_numbers(name: &str) -> String {
 }
 
 /// FQANs with the production role, as upstream's `has_production_role`.
+/// The working groups a caller holds the production role of, from FQANs
+/// `/atlas/<group>/Role=production`: each group and its `gr_<group>` form, once, leaving out
+/// `usatlas` (the ATLAS production role itself), as upstream lists them.
+pub fn production_working_groups(fqans: &[String]) -> Vec<String> {
+    let mut groups: Vec<String> = Vec::new();
+    for fqan in fqans {
+        let Some(rest) = fqan.strip_prefix("/atlas/") else {
+            continue;
+        };
+        let Some((group, role)) = rest.split_once('/') else {
+            continue;
+        };
+        if role.starts_with("Role=production")
+            && !group.is_empty()
+            && group != "usatlas"
+            && !groups.iter().any(|g| g == group)
+        {
+            groups.push(group.to_string());
+            groups.push(format!("gr_{group}"));
+        }
+    }
+    groups
+}
+
+/// The working group a production task of the caller is filed under: the last
+/// `/<vo>/<group>/Role=production` FQAN's group, its last `-`-separated part, lower-cased
+/// (`/atlas/phys-higgs/Role=production` gives `higgs`), as upstream picks it.
+pub fn primary_production_working_group(fqans: &[String]) -> Option<String> {
+    let mut primary = None;
+    for fqan in fqans {
+        let parts: Vec<&str> = fqan.split('/').collect();
+        // "", vo, group, "Role=production..."
+        if let [_, vo, group, role, ..] = parts.as_slice() {
+            if !vo.is_empty()
+                && role.starts_with("Role=production")
+                && !group.is_empty()
+                && *group != "usatlas"
+            {
+                primary = group.rsplit('-').next().map(str::to_lowercase);
+            }
+        }
+    }
+    primary
+}
+
 pub fn is_production_fqan(fqan: &str) -> bool {
     let fqan = fqan.trim_end_matches("/Capability=NULL");
     fqan.starts_with("/atlas/usatlas/Role=production")
@@ -175,6 +220,32 @@ mod tests {
             clean_user_id("/C=DE/O=GermanGrid/CN=Robot: pilot/CN=Tom Tester"),
             "Tom Tester"
         );
+    }
+
+    #[test]
+    fn production_working_groups_are_upstreams() {
+        let fqans: Vec<String> = [
+            "/atlas/Role=NULL",
+            "/atlas/phys-higgs/Role=production",
+            "/atlas/usatlas/Role=production",
+            "/atlas/phys-higgs/Role=production/Capability=NULL",
+            "/atlas/det-Tile/Role=production",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            production_working_groups(&fqans),
+            ["phys-higgs", "gr_phys-higgs", "det-Tile", "gr_det-Tile"]
+        );
+        assert_eq!(
+            primary_production_working_group(&fqans).as_deref(),
+            Some("tile")
+        );
+        assert_eq!(
+            primary_production_working_group(&["/atlas/Role=production".into()]),
+            None
+        );
+        assert!(production_working_groups(&["/atlas/Role=production".into()]).is_empty());
     }
 
     #[test]

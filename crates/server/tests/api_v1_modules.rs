@@ -567,6 +567,17 @@ async fn worker_nodes_statistics_and_site_specs() {
             .get("/api/v1/metaconfig/get_site_specs", &[("type", "all")])
             .await;
         assert_eq!(all["data"].as_object().map(|m| m.len()), Some(5));
+
+        // The ban list as upstream gives it: the disabled users, each `false`.
+        let none = f.get("/api/v1/metaconfig/get_banned_users", &[]).await;
+        assert_eq!(none["data"], json!({}), "{none}");
+        f.store
+            .set_user_status("Bad Actor", Some("disabled"))
+            .await
+            .expect("ban");
+        let banned = f.get("/api/v1/metaconfig/get_banned_users", &[]).await;
+        assert_eq!(banned["success"], true, "{banned}");
+        assert_eq!(banned["data"], json!({"Bad Actor": false}), "{banned}");
     }
 }
 

@@ -186,6 +186,68 @@ async fn grid_credentials_get_the_answers_a_grid_user_expects() {
     let plain_user = set_command(&proxy).await;
     assert_eq!(plain_user["message"], "production or pilot role required");
 
+    // What the server takes a caller for: the VOMS variables, the DN, the production
+    // working groups (upstream's `group`, `gr_group`; the primary one from the last).
+    let group = pki
+        .voms_proxy(
+            &alice,
+            &["/atlas/phys-higgs/Role=production", "/atlas"],
+            None,
+        )
+        .expect("voms-proxy-fake");
+    let get = |path: &'static str, credential: &Credential| {
+        let request = client(&pki, Some(credential))
+            .get(format!("{}/api/v1/system/{path}", server.https_url()));
+        async move {
+            request
+                .header("Accept", "application/json")
+                .send()
+                .await
+                .expect("https")
+                .json::<Json>()
+                .await
+                .expect("envelope")
+        }
+    };
+    let voms = get("get_voms_attributes", &group).await;
+    assert_eq!(
+        voms["data"],
+        json!({"GRST_CRED_1": "VOMS /atlas/phys-higgs/Role=production",
+               "GRST_CRED_2": "VOMS /atlas"}),
+        "{voms}"
+    );
+    assert_eq!(
+        voms["message"],
+        "GRST_CRED_1 : VOMS /atlas/phys-higgs/Role=production\nGRST_CRED_2 : VOMS /atlas"
+    );
+    let user = get("get_user_attributes", &group).await;
+    assert_eq!(user["data"]["user_dn_raw"], alice_dn, "{user}");
+    assert_eq!(user["data"]["user_dn_clean"], "Alice Tester");
+    assert_eq!(
+        user["data"]["production_working_groups"],
+        json!(["phys-higgs", "gr_phys-higgs"])
+    );
+    assert_eq!(user["data"]["primary_working_group"], "higgs");
+    let plain = get("get_user_attributes", &proxy).await;
+    assert_eq!(plain["data"]["is_production_user"], false, "{plain}");
+    assert_eq!(plain["data"]["production_working_groups"], json!([]));
+    assert_eq!(plain["data"]["primary_working_group"], Json::Null);
+    let (_, anonymous) = {
+        let reply = client(&pki, None)
+            .get(format!(
+                "{}/api/v1/system/get_user_attributes",
+                server.https_url()
+            ))
+            .send()
+            .await
+            .expect("https");
+        (reply.status(), reply.text().await.expect("body"))
+    };
+    assert!(
+        anonymous.contains("SSL secure connection is required"),
+        "{anonymous}"
+    );
+
     let forger = pki.voms_server(&other_ca);
     let forged = pki
         .voms_proxy(&alice, &["/atlas/Role=production"], Some(&forger))

@@ -236,6 +236,11 @@ impl JobService {
         Ok(self.stores.tasks.task_ids(criteria, since, limit).await?)
     }
 
+    /// The banned users (`users.status = 'disabled'`), read now.
+    pub async fn banned_users(&self) -> Result<Vec<String>, ServiceError> {
+        Ok(self.stores.users.banned_users().await?)
+    }
+
     /// Whether `user` (a cleaned user name) is banned. Requests share a read lock; one
     /// refreshes the list when it is stale. A database that cannot be read bans nobody: it is
     /// logged, and the request goes on to fail or succeed on its own.

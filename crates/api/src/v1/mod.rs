@@ -245,6 +245,22 @@ pub(crate) const ENDPOINTS: &[Endpoint] = &[
         &[opt(ANY_KEYWORD, Ty::Any)],
         handler!(|_, call| async move { system::get_attributes(call) }),
     ),
+    ep(
+        "system",
+        "get_voms_attributes",
+        Get,
+        Secure,
+        &[],
+        handler!(|_, call| async move { system::get_voms_attributes(call) }),
+    ),
+    ep(
+        "system",
+        "get_user_attributes",
+        Get,
+        Secure,
+        &[],
+        handler!(|_, call| async move { system::get_user_attributes(call) }),
+    ),
     // job
     ep(
         "job",
@@ -953,6 +969,14 @@ pub(crate) const ENDPOINTS: &[Endpoint] = &[
     ),
     ep(
         "metaconfig",
+        "get_banned_users",
+        Get,
+        Secure,
+        &[],
+        handler!(|state, _| banned_users(state)),
+    ),
+    ep(
+        "metaconfig",
         "get_site_specs",
         Get,
         Open,
@@ -1284,6 +1308,17 @@ async fn resource_types(state: &AppState) -> Envelope {
                         "minrampercore": t.min_ram_per_core, "maxrampercore": t.max_ram_per_core})
                 })
                 .collect(),
+        )),
+        Err(e) => Envelope::from_service(e),
+    }
+}
+
+/// `metaconfig/get_banned_users`: the users whose `users.status` is `disabled`, as upstream's
+/// `{name: false}` map. Secure, as upstream; the list is the operators' ban list.
+async fn banned_users(state: &AppState) -> Envelope {
+    match state.service.banned_users().await {
+        Ok(names) => Envelope::ok(Json::Object(
+            names.into_iter().map(|n| (n, Json::Bool(false))).collect(),
         )),
         Err(e) => Envelope::from_service(e),
     }

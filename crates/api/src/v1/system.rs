@@ -1,5 +1,8 @@
 //! `system`: health and the caller's attributes.
 
+use panda_core::identity::{
+    clean_user_id, primary_production_working_group, production_working_groups,
+};
 use serde_json::{json, Map, Value};
 
 use super::{Call, Envelope};
@@ -16,12 +19,7 @@ pub(crate) fn get_attributes(call: &Call) -> Envelope {
     if let Some(dn) = &call.identity.dn {
         environment.insert("SSL_CLIENT_S_DN".into(), json!(dn));
     }
-    for (i, fqan) in call.identity.fqans.iter().enumerate() {
-        environment.insert(
-            format!("GRST_CRED_{}", i + 1),
-            json!(format!("VOMS {fqan}")),
-        );
-    }
+    environment.extend(grid_credentials(call));
     environment.insert(
         "PANDA_AUTH_METHOD".into(),
         json!(format!("{:?}", call.identity.method)),
@@ -47,5 +45,77 @@ pub(crate) fn get_attributes(call: &Call) -> Envelope {
         success: true,
         message: text,
         data: json!({"parameters": parameters, "environment": environment}),
+    }
+}
+
+/// The `GRST_CRED_<n>` variables of the caller's FQANs, one per FQAN in the order the
+/// credential carries them (mod_gridsite's names, which upstream's handlers read).
+fn grid_credentials(call: &Call) -> Map<String, Value> {
+    call.identity
+        .fqans
+        .iter()
+        .enumerate()
+        .map(|(i, fqan)| {
+            (
+                format!("GRST_CRED_{}", i + 1),
+                json!(format!("VOMS {fqan}")),
+            )
+        })
+        .collect()
+}
+
+/// `system/get_voms_attributes`: the caller's `GRST_CRED_*` variables, as a dict and as
+/// `key : value` lines in key order. Secure (any verified credential), as upstream; the
+/// answer is bounded by the FQANs one credential carries.
+pub(crate) fn get_voms_attributes(call: &Call) -> Envelope {
+    let attributes = grid_credentials(call);
+    let mut keys: Vec<&String> = attributes.keys().collect();
+    keys.sort();
+    let text: Vec<String> = keys
+        .iter()
+        .map(|k| format!("{k} : {}", attributes[k.as_str()].as_str().unwrap_or("")))
+        .collect();
+    Envelope {
+        success: true,
+        message: text.join("\n"),
+        data: Value::Object(attributes),
+    }
+}
+
+/// `system/get_user_attributes`: who the server takes the caller for (its DN raw and clean,
+/// FQANs, production role, the working groups it may file production tasks under), for
+/// debugging credentials. Secure, as upstream. Upstream looks the e-mail address up in
+/// Rucio; with no Rucio behind this server it is `None`.
+pub(crate) fn get_user_attributes(call: &Call) -> Envelope {
+    let identity = &call.identity;
+    let raw = identity.dn.clone().unwrap_or_default();
+    let clean = clean_user_id(&raw);
+    let groups = production_working_groups(&identity.fqans);
+    let primary = primary_production_working_group(&identity.fqans);
+    let python_list = |items: &[String]| {
+        let quoted: Vec<String> = items.iter().map(|i| format!("'{i}'")).collect();
+        format!("[{}]", quoted.join(", "))
+    };
+    let python_bool = |b: bool| if b { "True" } else { "False" };
+    let message = format!(
+        "User DN (raw): {raw}\nUser DN (bare): {raw}\nUser DN (clean): {clean}\n\
+         Email address: None\nFQANs: {}\nProduction user: {}\n\
+         Production working groups: {}\nPrimary production working group: {}\n",
+        python_list(&identity.fqans),
+        python_bool(identity.production),
+        python_list(&groups),
+        primary.as_deref().unwrap_or("None"),
+    );
+    Envelope {
+        success: true,
+        message,
+        data: json!({
+            "user_dn_raw": raw,
+            "user_dn_clean": clean,
+            "fqans": identity.fqans,
+            "is_production_user": identity.production,
+            "production_working_groups": groups,
+            "primary_working_group": primary,
+        }),
     }
 }

@@ -725,3 +725,125 @@ async fn encodings_and_bad_input() {
     let counts = f.store.job_counts().await.expect("counts");
     assert_eq!(counts.iter().map(|(_, _, n)| n).sum::<i64>(), 2);
 }
+
+/// Queues with and without a Harvester instance, and their computing elements.
+const HARVESTER_QUEUES: &str = r#"{
+  "HQ": {"nickname": "HQ", "status": "online", "type": "production", "harvester": "harv-9",
+         "queues": [{"ce_endpoint": "ce1.test:9619"}, {"ce_endpoint": "ce2.test:9619"}]},
+  "PLAIN": {"nickname": "PLAIN", "status": "online", "type": "production"}
+}"#;
+
+/// `harvester/add_sweep_command`: a `KILL_WORKERS` command for the queue's Harvester
+/// instance, with upstream's params (unknown computing elements dropped); the production role
+/// only; bounded filters; the queue's faults named.
+#[tokio::test]
+async fn a_sweep_command_reaches_the_queues_harvester() {
+    for backend in backends() {
+        let issuer = common::TokenIssuer::new("atlas");
+        let env = issuer.env();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let stack = Stack::start_at(
+            backend,
+            &["httpd"],
+            &env,
+            Site::with_queues(HARVESTER_QUEUES),
+        )
+        .await;
+        let client = api_client();
+        let post = |body: Json| {
+            let request = client
+                .post(stack.server.url("/api/v1/harvester/add_sweep_command"))
+                .json(&body);
+            async move {
+                request
+                    .send()
+                    .await
+                    .expect("post")
+                    .json::<Json>()
+                    .await
+                    .expect("envelope")
+            }
+        };
+        let sweep = |queue: &str, ces: Json| {
+            json!({"panda_queue": queue, "status_list": ["submitted", "running"],
+                   "ce_list": ces, "submission_host_list": ["sub1.test"]})
+        };
+        let done = post(sweep("HQ", json!(["ce1.test:9619", "elsewhere:9619"]))).await;
+        assert_eq!(done["success"], true, "{backend:?}: {done}");
+        let all = post(sweep("HQ", json!("ALL"))).await;
+        assert_eq!(all["success"], true, "{all}");
+        let commands: Json = client
+            .post(stack.server.url("/api/v1/harvester/acquire_commands"))
+            .json(&json!({"harvester_id": "harv-9", "n_commands": 10}))
+            .send()
+            .await
+            .expect("post")
+            .json()
+            .await
+            .expect("envelope");
+        let commands = commands["data"].as_array().cloned().unwrap_or_default();
+        assert_eq!(commands.len(), 2, "{commands:?}");
+        assert_eq!(commands[0]["command"], "KILL_WORKERS");
+        assert_eq!(
+            commands[0]["params"],
+            json!({"status": ["submitted", "running"], "computingSite": ["HQ"],
+                   "computingElement": ["ce1.test:9619"], "submissionHost": ["sub1.test"]})
+        );
+        assert_eq!(commands[1]["params"]["computingElement"], "ALL");
+
+        for (body, message) in [
+            (
+                sweep("PLAIN", json!("ALL")),
+                "Queue not served by any harvester ID",
+            ),
+            (
+                sweep("NO_SUCH_QUEUE", json!("ALL")),
+                "Error retrieving queue configuration from DB",
+            ),
+            (
+                sweep("HQ", json!(7)),
+                "ce_list must be a list of computing elements, or \"ALL\"",
+            ),
+        ] {
+            let refused = post(body).await;
+            assert_eq!(refused["success"], false, "{refused}");
+            assert_eq!(refused["message"], message);
+        }
+        let mut huge = sweep("HQ", json!("ALL"));
+        huge["status_list"] = json!(vec!["running"; 1001]);
+        let refused = post(huge).await;
+        assert!(
+            refused["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("at most 1000")),
+            "{refused}"
+        );
+        // A user's token is not the production role.
+        let token = issuer.sign(&issuer.claims("Test user", &["atlas"]));
+        let user: Json = client
+            .post(stack.server.url("/api/v1/harvester/add_sweep_command"))
+            .bearer_auth(&token)
+            .header("Origin", "atlas")
+            .json(&sweep("HQ", json!("ALL")))
+            .send()
+            .await
+            .expect("post")
+            .json()
+            .await
+            .expect("envelope");
+        assert_eq!(
+            user["message"], "production or pilot role required",
+            "{user}"
+        );
+        let left: Json = client
+            .post(stack.server.url("/api/v1/harvester/acquire_commands"))
+            .json(&json!({"harvester_id": "harv-9", "n_commands": 10}))
+            .send()
+            .await
+            .expect("post")
+            .json()
+            .await
+            .expect("envelope");
+        assert_eq!(left["data"], json!([]), "nothing queued by the refusals");
+    }
+}

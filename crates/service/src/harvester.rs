@@ -18,6 +18,9 @@ use serde_json::{Map, Value as Json};
 
 use crate::{JobService, ServiceError};
 
+/// Most entries of each filter list of a sweep command.
+pub const MAX_SWEEP_FILTER: usize = 1000;
+
 /// Most commands one `acquire_commands` call hands out.
 pub const MAX_COMMANDS_PER_CALL: i64 = 1000;
 
@@ -243,6 +246,77 @@ impl JobService {
             .stores
             .harvester
             .acknowledge_harvester_commands(ids)
+            .await?)
+    }
+
+    /// Tells the Harvester instance serving `queue` (its CRIC record's `harvester`) to kill
+    /// its workers there (upstream's `sweepPQ`): a `KILL_WORKERS` command whose params name
+    /// the queue and filter by worker status, computing element (`None` for all; the ones
+    /// the queue does not list are dropped, as upstream drops them) and submission host.
+    pub async fn sweep_queue(
+        &self,
+        queue: &str,
+        statuses: &[String],
+        computing_elements: Option<&[String]>,
+        submission_hosts: &[String],
+    ) -> Result<i64, ServiceError> {
+        for (name, list) in [
+            ("status_list", statuses),
+            ("ce_list", computing_elements.unwrap_or(&[])),
+            ("submission_host_list", submission_hosts),
+        ] {
+            if list.len() > MAX_SWEEP_FILTER {
+                return Err(bad(format!(
+                    "{name} has {} entries; at most {MAX_SWEEP_FILTER} are accepted",
+                    list.len()
+                )));
+            }
+        }
+        let Some(record) = self.stores.sites.queue_json(queue).await? else {
+            return Err(bad("Error retrieving queue configuration from DB"));
+        };
+        let record: Json = serde_json::from_str(&record).unwrap_or(Json::Null);
+        let Some(harvester_id) = record
+            .get("harvester")
+            .and_then(Json::as_str)
+            .filter(|h| !h.is_empty())
+        else {
+            return Err(bad("Queue not served by any harvester ID"));
+        };
+        let listed: Vec<&str> = record
+            .get("queues")
+            .and_then(Json::as_array)
+            .map(|ces| {
+                ces.iter()
+                    .filter_map(|ce| ce.get("ce_endpoint").and_then(Json::as_str))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let computing_elements = match computing_elements {
+            None => Json::from("ALL"),
+            Some(wanted) => Json::from(
+                wanted
+                    .iter()
+                    .filter(|ce| listed.contains(&ce.as_str()))
+                    .cloned()
+                    .collect::<Vec<String>>(),
+            ),
+        };
+        let params = serde_json::json!({
+            "status": statuses,
+            "computingSite": [queue],
+            "computingElement": computing_elements,
+            "submissionHost": submission_hosts,
+        });
+        Ok(self
+            .stores
+            .harvester
+            .add_harvester_command(
+                harvester_id,
+                "KILL_WORKERS",
+                Some(&params.to_string()),
+                false,
+            )
             .await?)
     }
 

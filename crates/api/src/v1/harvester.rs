@@ -143,3 +143,39 @@ pub(crate) async fn add_dialogs(state: &AppState, call: &Call) -> Envelope {
         Err(e) => Envelope::from_service(e),
     }
 }
+
+/// `harvester/add_sweep_command` (production role): a `KILL_WORKERS` command for the
+/// instance serving `panda_queue`. `ce_list` is a list, or `"ALL"`.
+pub(crate) async fn add_sweep_command(state: &AppState, call: &Call) -> Envelope {
+    let strings = |key: &str| -> Vec<String> {
+        match call.args.get(key) {
+            Some(Json::Array(items)) => items
+                .iter()
+                .filter_map(|i| i.as_str().map(str::to_string))
+                .collect(),
+            _ => Vec::new(),
+        }
+    };
+    let ces = match call.args.get("ce_list") {
+        Some(Json::String(all)) if all == "ALL" => None,
+        Some(Json::Array(items)) if items.iter().all(Json::is_string) => Some(strings("ce_list")),
+        _ => return Envelope::fail("ce_list must be a list of computing elements, or \"ALL\""),
+    };
+    match state
+        .service
+        .sweep_queue(
+            call.args.text("panda_queue").unwrap_or_default(),
+            &strings("status_list"),
+            ces.as_deref(),
+            &strings("submission_host_list"),
+        )
+        .await
+    {
+        Ok(_) => Envelope {
+            success: true,
+            message: String::new(),
+            data: Json::Null,
+        },
+        Err(e) => Envelope::from_service(e),
+    }
+}

@@ -944,6 +944,19 @@ pub(crate) const ENDPOINTS: &[Endpoint] = &[
     ),
     ep(
         "harvester",
+        "add_sweep_command",
+        Post,
+        Production,
+        &[
+            req("panda_queue", Str),
+            req("status_list", StrList),
+            req("ce_list", Ty::Any),
+            req("submission_host_list", StrList),
+        ],
+        handler!(harvester::add_sweep_command),
+    ),
+    ep(
+        "harvester",
         "get_current_worker_id",
         Get,
         Secure,

@@ -328,11 +328,29 @@ async fn harvester_reports_and_commands_round_trip() {
                     {"workerID": 7, "status": "running", "computingSite": "TEST_QUEUE",
                      "nCore": 8, "submitTime": "datetime/2026-11-25 10:00:00.000000",
                      "resourceType": "MCORE", "pandaid_list": [ids[0]], "syncLevel": 0},
-                    {"workerID": 9, "status": "submitted", "computingSite": "TEST_QUEUE"}
+                    {"workerID": 9, "status": "submitted", "computingSite": "TEST_QUEUE",
+                     "submitTime": "02-NOV-24 00:02:18"}
                 ]}),
             )
             .await;
         assert_eq!(workers["data"], json!([true, true]), "{workers}");
+        // Oracle's rendering of a time is read as the time it names.
+        let mut tx = f.store.begin(panda_store::TxMode::Read).await.expect("tx");
+        let submitted = tx
+            .fetch(
+                "SELECT submittime FROM harvester_workers WHERE harvesterid = $1 \
+                 AND workerid = 9",
+                &[panda_core::Value::Text(Some("harv-1".into()))],
+                &[panda_core::ColumnType::Timestamp],
+            )
+            .await
+            .expect("read");
+        tx.commit().await.expect("commit");
+        assert_eq!(
+            submitted[0][0].render(),
+            "2024-11-02 00:02:18",
+            "{backend:?}"
+        );
         let max = f
             .get(
                 "/api/v1/harvester/get_current_worker_id",

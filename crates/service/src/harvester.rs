@@ -3,7 +3,7 @@
 //!
 //! The rules of this module: which keys of Harvester's JSON are columns, of which SQL type, and
 //! how a value is converted (Harvester's datetimes are `"datetime/YYYY-mm-dd HH:MM:SS.ffffff"`;
-//! plain `YYYY-mm-dd HH:MM:SS[.f]` is accepted too; text is cut to its column's length). Worker
+//! plain `YYYY-mm-dd HH:MM:SS[.f]` and Oracle's `DD-MON-YY HH:MM:SS` are accepted too; text is cut to its column's length). Worker
 //! keys that are not worker attributes are ignored, as upstream ignores them; a value of the
 //! wrong type is refused with its key named. Upstream fails the first heartbeat of a new
 //! instance (it answers "no instance record" after inserting it); we succeed, since the
@@ -28,12 +28,18 @@ fn bad(message: impl Into<String>) -> ServiceError {
     ServiceError::BadRequest(message.into())
 }
 
-/// A Harvester datetime.
+/// A Harvester datetime: `datetime/YYYY-mm-dd HH:MM:SS[.f]` (Harvester's own), the same
+/// without the prefix or with a `T`, or Oracle's default rendering `DD-MON-YY HH:MM:SS[.f]`
+/// (`02-NOV-24 00:02:18`), which values read back from an Oracle-backed PanDA carry.
 pub fn parse_time(text: &str) -> Option<NaiveDateTime> {
     let text = text.strip_prefix("datetime/").unwrap_or(text).trim();
-    NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f")
-        .or_else(|_| NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f"))
-        .ok()
+    [
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%d-%b-%y %H:%M:%S%.f",
+    ]
+    .iter()
+    .find_map(|format| NaiveDateTime::parse_from_str(text, format).ok())
 }
 
 /// Converts a JSON value for a column, cutting text to the column's length.
@@ -469,6 +475,10 @@ mod tests {
         assert!(parse_time("datetime/2026-11-25 10:00:00.123456").is_some());
         assert!(parse_time("2026-11-25 10:00:00").is_some());
         assert!(parse_time("yesterday").is_none());
+        let oracle = parse_time("02-NOV-24 00:02:18").expect("Oracle's form");
+        assert_eq!(oracle.to_string(), "2024-11-02 00:02:18");
+        assert!(parse_time("02-Nov-24 00:02:18.5").is_some());
+        assert!(parse_time("32-NOV-24 00:02:18").is_none());
     }
 
     #[test]

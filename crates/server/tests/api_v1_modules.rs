@@ -865,3 +865,36 @@ async fn a_sweep_command_reaches_the_queues_harvester() {
         assert_eq!(left["data"], json!([]), "nothing queued by the refusals");
     }
 }
+
+/// The iDDS functions answer with upstream's envelope and say why nothing happens: this
+/// server has no iDDS to relay to.
+#[tokio::test]
+async fn idds_commands_are_refused_with_the_reason() {
+    let f = start(Backend::Sqlite).await;
+    for (function, body) in [
+        (
+            "relay_idds_command",
+            json!({"command_name": "get_requests", "kwargs": "{\"request_id\": 1}"}),
+        ),
+        (
+            "execute_idds_workflow_command",
+            json!({"command_name": "get_status"}),
+        ),
+    ] {
+        let reply = f.post(&format!("/api/v1/idds/{function}"), body).await;
+        assert_eq!(reply["success"], false, "{reply}");
+        let message = reply["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("no iDDS") && message.contains("get_"),
+            "{message}"
+        );
+    }
+    let missing = f.post("/api/v1/idds/relay_idds_command", json!({})).await;
+    assert_eq!(missing["success"], false);
+    assert!(
+        missing["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("command_name")),
+        "{missing}"
+    );
+}

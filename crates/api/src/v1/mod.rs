@@ -261,6 +261,33 @@ pub(crate) const ENDPOINTS: &[Endpoint] = &[
         &[],
         handler!(|_, call| async move { system::get_user_attributes(call) }),
     ),
+    // idds: no iDDS behind this server
+    ep(
+        "idds",
+        "relay_idds_command",
+        Post,
+        Secure,
+        &[
+            req("command_name", Str),
+            opt("args", Str),
+            opt("kwargs", Str),
+            opt("manager", Bool),
+            opt("json_outputs", Bool),
+        ],
+        handler!(|_, call| async move { system::no_idds(call) }),
+    ),
+    ep(
+        "idds",
+        "execute_idds_workflow_command",
+        Post,
+        Secure,
+        &[
+            req("command_name", Str),
+            opt("kwargs", Str),
+            opt("json_outputs", Bool),
+        ],
+        handler!(|_, call| async move { system::no_idds(call) }),
+    ),
     // job
     ep(
         "job",

@@ -5,6 +5,7 @@ use panda_core::identity::{
 };
 use serde_json::{json, Map, Value};
 
+use super::args::ArgsExt;
 use super::{Call, Envelope};
 
 /// The load balancer's probe; touches nothing.
@@ -118,4 +119,16 @@ pub(crate) fn get_user_attributes(call: &Call) -> Envelope {
             "primary_working_group": primary,
         }),
     }
+}
+
+/// `idds/relay_idds_command` and `idds/execute_idds_workflow_command`: upstream relays the
+/// command to its iDDS server; this server has none, so the command is refused with that
+/// reason (not relayed, nothing stored). Secure POST, as upstream.
+pub(crate) fn no_idds(call: &Call) -> Envelope {
+    let command = call.args.text("command_name").unwrap_or_default();
+    let command: String = command.chars().take(100).collect();
+    Envelope::fail(format!(
+        "failed to execute command {command}: this PanDA server has no iDDS behind it, so \
+         nothing was relayed"
+    ))
 }

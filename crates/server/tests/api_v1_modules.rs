@@ -768,10 +768,14 @@ async fn a_sweep_command_reaches_the_queues_harvester() {
         )
         .await;
         let client = api_client();
-        let post = |body: Json| {
-            let request = client
-                .post(stack.server.url("/api/v1/harvester/add_sweep_command"))
+        // A POST to a harvester function, as the local operator or with a bearer token.
+        let call = |function: &str, body: Json, token: Option<&str>| {
+            let mut request = client
+                .post(stack.server.url(&format!("/api/v1/harvester/{function}")))
                 .json(&body);
+            if let Some(token) = token {
+                request = request.bearer_auth(token).header("Origin", "atlas");
+            }
             async move {
                 request
                     .send()
@@ -782,6 +786,14 @@ async fn a_sweep_command_reaches_the_queues_harvester() {
                     .expect("envelope")
             }
         };
+        let post = |body: Json| call("add_sweep_command", body, None);
+        let acquire = || {
+            call(
+                "acquire_commands",
+                json!({"harvester_id": "harv-9", "n_commands": 10}),
+                None,
+            )
+        };
         let sweep = |queue: &str, ces: Json| {
             json!({"panda_queue": queue, "status_list": ["submitted", "running"],
                    "ce_list": ces, "submission_host_list": ["sub1.test"]})
@@ -790,15 +802,7 @@ async fn a_sweep_command_reaches_the_queues_harvester() {
         assert_eq!(done["success"], true, "{backend:?}: {done}");
         let all = post(sweep("HQ", json!("ALL"))).await;
         assert_eq!(all["success"], true, "{all}");
-        let commands: Json = client
-            .post(stack.server.url("/api/v1/harvester/acquire_commands"))
-            .json(&json!({"harvester_id": "harv-9", "n_commands": 10}))
-            .send()
-            .await
-            .expect("post")
-            .json()
-            .await
-            .expect("envelope");
+        let commands = acquire().await;
         let commands = commands["data"].as_array().cloned().unwrap_or_default();
         assert_eq!(commands.len(), 2, "{commands:?}");
         assert_eq!(commands[0]["command"], "KILL_WORKERS");
@@ -838,30 +842,12 @@ async fn a_sweep_command_reaches_the_queues_harvester() {
         );
         // A user's token is not the production role.
         let token = issuer.sign(&issuer.claims("Test user", &["atlas"]));
-        let user: Json = client
-            .post(stack.server.url("/api/v1/harvester/add_sweep_command"))
-            .bearer_auth(&token)
-            .header("Origin", "atlas")
-            .json(&sweep("HQ", json!("ALL")))
-            .send()
-            .await
-            .expect("post")
-            .json()
-            .await
-            .expect("envelope");
+        let user = call("add_sweep_command", sweep("HQ", json!("ALL")), Some(&token)).await;
         assert_eq!(
             user["message"], "production or pilot role required",
             "{user}"
         );
-        let left: Json = client
-            .post(stack.server.url("/api/v1/harvester/acquire_commands"))
-            .json(&json!({"harvester_id": "harv-9", "n_commands": 10}))
-            .send()
-            .await
-            .expect("post")
-            .json()
-            .await
-            .expect("envelope");
+        let left = acquire().await;
         assert_eq!(left["data"], json!([]), "nothing queued by the refusals");
     }
 }

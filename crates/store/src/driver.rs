@@ -17,6 +17,15 @@ pub enum Dialect {
 }
 
 impl Dialect {
+    /// The clause that locks the rows a SELECT reads until the transaction ends: ` FOR UPDATE`
+    /// on PostgreSQL; nothing on SQLite, whose write transactions lock the whole database.
+    pub fn row_lock(self) -> &'static str {
+        match self {
+            Dialect::Postgres => " FOR UPDATE",
+            Dialect::Sqlite => "",
+        }
+    }
+
     /// A select-list expression that reads a decimal column as a double on this backend.
     pub fn read_decimal(self, column: &str) -> String {
         match self {

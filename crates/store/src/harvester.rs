@@ -169,10 +169,7 @@ impl Store {
         let now = time::now();
         let recent = now - Duration::hours(3);
         let mut tx = self.begin(TxMode::Write).await?;
-        let lock = match self.dialect() {
-            Dialect::Postgres => " FOR UPDATE",
-            Dialect::Sqlite => "",
-        };
+        let lock = self.dialect().row_lock();
         for worker in workers {
             let key = [
                 Value::Text(Some(harvester_id.into())),

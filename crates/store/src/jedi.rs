@@ -1049,15 +1049,9 @@ impl Store {
             return Ok(Vec::new());
         }
         let present = site_datasets_in(tx.as_mut(), task_id, site).await?;
-        let key = |d: &DatasetSpec| {
-            (
-                d.get_str(DatasetAttr::r#type).unwrap_or("").to_string(),
-                d.get_i64(DatasetAttr::templateID),
-            )
-        };
         let missing: Vec<&DatasetSpec> = wanted
             .iter()
-            .filter(|w| !present.iter().any(|p| key(p) == key(w)))
+            .filter(|w| !present.iter().any(|p| same_site_dataset(p, w)))
             .collect();
         if missing.is_empty() {
             tx.commit().await?;
@@ -1099,10 +1093,7 @@ impl Store {
         lib: &HeldLibrary,
         limit: i64,
     ) -> Result<(usize, Vec<i64>)> {
-        let lock = match self.dialect() {
-            crate::Dialect::Postgres => " FOR UPDATE",
-            crate::Dialect::Sqlite => "",
-        };
+        let lock = self.dialect().row_lock();
         let mut tx = self.begin(TxMode::Write).await?;
         let ids_of = |rows: Vec<Vec<Value>>| -> Vec<i64> {
             rows.into_iter()
@@ -1382,6 +1373,13 @@ impl Store {
 }
 
 /// Sets the master input datasets' counters from their files (after files were reset).
+/// Whether two datasets of one site are the same one: the same type and template (each
+/// output template has one instance per site; a site has one library dataset).
+pub fn same_site_dataset(a: &DatasetSpec, b: &DatasetSpec) -> bool {
+    a.get_str(DatasetAttr::r#type) == b.get_str(DatasetAttr::r#type)
+        && a.get_i64(DatasetAttr::templateID) == b.get_i64(DatasetAttr::templateID)
+}
+
 /// A new row of `jedi_datasets`: its task, ID and times; a `${DATASETID}` in its name (a
 /// per-site dataset, `<template without />.<datasetID>`) becomes the ID.
 fn new_dataset_row(spec: &DatasetSpec, task_id: i64, id: i64, now: &Value) -> DatasetSpec {

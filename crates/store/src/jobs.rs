@@ -54,10 +54,7 @@ impl JobSql {
         let job_cols: Vec<String> = JOB_ATTRIBUTES.iter().map(|a| a.column()).collect();
         let select_list = job_select_list(dialect);
         let per_table = |f: &dyn Fn(&str) -> String| JobTable::ALL.map(|t| f(t.name()));
-        let lock = match dialect {
-            Dialect::Postgres => " FOR UPDATE",
-            Dialect::Sqlite => "",
-        };
+        let lock = dialect.row_lock();
         let file_cols: Vec<String> = FILE_ATTRIBUTES.iter().map(|a| a.column()).collect();
         JobSql {
             select_job: per_table(&|t| format!("SELECT {select_list} FROM {t} WHERE pandaid = $1")),

@@ -55,8 +55,8 @@ pub use harvester::{
     ColumnValue, HarvesterCommand, JobStatRow, WorkerNode, WorkerStat, WorkerUpdate,
 };
 pub use jedi::{
-    DatasetFile, DatasetFiles, FileClaim, FileCounts, FileOutcome, FileResult, HeldLibrary,
-    NewDataset, OutputTemplate, RefinedTask, TaskLayout, INPUT_TYPES,
+    same_site_dataset, DatasetFile, DatasetFiles, FileClaim, FileCounts, FileOutcome, FileResult,
+    HeldLibrary, NewDataset, OutputTemplate, RefinedTask, TaskLayout, INPUT_TYPES,
 };
 pub use jobs::{Decision, JobSql};
 pub use lookups::{JobBrief, ResourceType};

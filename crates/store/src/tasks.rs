@@ -103,9 +103,9 @@ impl Store {
         task_id: i64,
         for_update: bool,
     ) -> Result<Option<TaskSpec>> {
-        let lock = match (for_update, self.dialect()) {
-            (true, Dialect::Postgres) => " FOR UPDATE",
-            _ => "",
+        let lock = match for_update {
+            true => self.dialect().row_lock(),
+            false => "",
         };
         let sql = format!(
             "SELECT {} FROM jedi_tasks WHERE jeditaskid = $1{lock}",

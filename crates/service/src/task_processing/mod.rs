@@ -53,7 +53,8 @@ use panda_core::{
     TaskFileSpec, TaskSpec, Value,
 };
 use panda_store::{
-    ports, Decision, FileClaim, FileOutcome, FileResult, HeldLibrary, SideWrite, TaskLayout,
+    ports, same_site_dataset, Decision, FileClaim, FileOutcome, FileResult, HeldLibrary, SideWrite,
+    TaskLayout,
 };
 use serde_json::{Map, Value as Json};
 
@@ -529,12 +530,6 @@ impl JobService {
         if with_lib {
             wanted.push(lib_dataset(task));
         }
-        let key = |d: &DatasetSpec| {
-            (
-                d.get_str(DatasetAttr::r#type).unwrap_or("").to_string(),
-                d.get_i64(DatasetAttr::templateID),
-            )
-        };
         let known: Vec<DatasetSpec> = layout
             .datasets
             .iter()
@@ -543,7 +538,7 @@ impl JobService {
             .collect();
         let present = match wanted
             .iter()
-            .all(|w| known.iter().any(|k| key(k) == key(w)))
+            .all(|w| known.iter().any(|k| same_site_dataset(k, w)))
         {
             true => known,
             false => {
@@ -712,18 +707,19 @@ impl JobService {
     /// input (with the size and checksum the build reported) and are activated once all
     /// their inputs are ready; when a build failed for good, the jobs held for any library
     /// of the task fail. Returns how many jobs were released or failed.
-    async fn release_held_jobs(&self, task_id: i64) -> Result<usize, ServiceError> {
-        let libs = self.stores.jedi.lib_files(task_id).await?;
+    async fn release_held_jobs(
+        &self,
+        task_id: i64,
+        libs: &[TaskFileSpec],
+        build_failed: bool,
+    ) -> Result<usize, ServiceError> {
         if libs.is_empty() {
             return Ok(0);
         }
         let started = std::time::Instant::now();
         let out_of_time = || started.elapsed().as_secs() > RUN_SECONDS;
         let mut done = 0;
-        if libs
-            .iter()
-            .any(|l| l.get_str(TaskFileAttr::status) == Some("failed"))
-        {
+        if build_failed {
             loop {
                 let held = self
                     .stores
@@ -843,20 +839,17 @@ impl JobService {
                     break;
                 }
             }
-            let released = self.release_held_jobs(id).await?;
+            let libs = self.stores.jedi.lib_files(id).await?;
+            let build_failed = libs
+                .iter()
+                .any(|lib| lib.get_str(TaskFileAttr::status) == Some("failed"));
+            let released = self.release_held_jobs(id, &libs, build_failed).await?;
             if released > 0 {
                 // Held jobs failed with their build are accounted for in the same run.
                 counts.files += self.account_attempts(id, stopping).await?;
             }
             counts.jobs += released;
             let files = self.stores.jedi.master_file_counts(id).await?;
-            let build_failed = self
-                .stores
-                .jedi
-                .lib_files(id)
-                .await?
-                .iter()
-                .any(|lib| lib.get_str(TaskFileAttr::status) == Some("failed"));
             // A build that failed for good leaves nothing to run.
             let idle = files.running == 0 && (files.ready == 0 || stopping || build_failed);
             if files.total == 0 || !idle {

@@ -875,6 +875,19 @@ async fn idds_commands_are_refused_with_the_reason() {
             "{message}"
         );
     }
+    // A long command name is cut in the answer, not echoed whole.
+    let long = f
+        .post(
+            "/api/v1/idds/relay_idds_command",
+            json!({"command_name": "x".repeat(100_000)}),
+        )
+        .await;
+    let message = long["message"].as_str().unwrap_or_default();
+    assert!(
+        long["success"] == false && message.contains("no iDDS") && message.len() < 300,
+        "{} bytes",
+        message.len()
+    );
     let missing = f.post("/api/v1/idds/relay_idds_command", json!({})).await;
     assert_eq!(missing["success"], false);
     assert!(

@@ -232,21 +232,32 @@ async fn grid_credentials_get_the_answers_a_grid_user_expects() {
     assert_eq!(plain["data"]["is_production_user"], false, "{plain}");
     assert_eq!(plain["data"]["production_working_groups"], json!([]));
     assert_eq!(plain["data"]["primary_working_group"], Json::Null);
-    let (_, anonymous) = {
-        let reply = client(&pki, None)
-            .get(format!(
-                "{}/api/v1/system/get_user_attributes",
-                server.https_url()
-            ))
+    // Without a credential, each of these functions refuses, as upstream.
+    for (verb, path) in [
+        ("GET", "system/get_user_attributes"),
+        ("GET", "system/get_voms_attributes"),
+        ("GET", "metaconfig/get_banned_users"),
+        ("POST", "idds/relay_idds_command"),
+    ] {
+        let url = format!("{}/api/v1/{path}", server.https_url());
+        let request = match verb {
+            "GET" => client(&pki, None).get(url),
+            _ => client(&pki, None)
+                .post(url)
+                .json(&json!({"command_name": "get_requests"})),
+        };
+        let anonymous = request
             .send()
             .await
-            .expect("https");
-        (reply.status(), reply.text().await.expect("body"))
-    };
-    assert!(
-        anonymous.contains("SSL secure connection is required"),
-        "{anonymous}"
-    );
+            .expect("https")
+            .text()
+            .await
+            .expect("body");
+        assert!(
+            anonymous.contains("SSL secure connection is required"),
+            "{path}: {anonymous}"
+        );
+    }
 
     let forger = pki.voms_server(&other_ca);
     let forged = pki

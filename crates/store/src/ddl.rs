@@ -757,3 +757,51 @@ pub fn task_processing_tables(dialect: Dialect) -> Vec<String> {
     });
     statements
 }
+
+/// Our first own step: upstream's `secrets` (pbook's user secrets, one JSON document per
+/// owner) and `harvester_slots` (Harvester's target slots), which our upstream-numbered steps
+/// did not create, and `sealed_credentials`, ours: the proxies, access tokens, token keys and
+/// key files operators register, each sealed with the server's credential key
+/// (`panda-service`'s `credentials`). Upstream keeps those in files on each node; here every
+/// node reads them from the database.
+pub fn credential_tables(dialect: Dialect) -> Vec<String> {
+    let ty = |t| dialect.column_type(t);
+    let (big, ts, text) = (
+        ty(ColumnType::BigInt),
+        ty(ColumnType::Timestamp),
+        ty(ColumnType::Text),
+    );
+    let vc = |n| ty(ColumnType::VarChar(n));
+    vec![
+        format!(
+            "CREATE TABLE IF NOT EXISTS secrets (
+  owner {} NOT NULL PRIMARY KEY, updated_at {ts} NOT NULL, data {text}
+)",
+            vc(60)
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS harvester_slots (
+  pandaqueuename {} NOT NULL, gshare {}, resourcetype {}, numslots {big} NOT NULL,
+  modificationtime {ts} NOT NULL, expirationtime {ts}
+)",
+            vc(128),
+            vc(32),
+            vc(56)
+        ),
+        // Upstream's unique key over the three, which allows NULL shares and types.
+        "CREATE UNIQUE INDEX IF NOT EXISTS harvester_slots_uk ON harvester_slots \
+         (pandaqueuename, gshare, resourcetype)"
+            .into(),
+        format!(
+            "CREATE TABLE IF NOT EXISTS sealed_credentials (
+  kind {} NOT NULL, name {} NOT NULL, label {} NOT NULL, sealed {text} NOT NULL,
+  key_id {} NOT NULL, created {ts} NOT NULL, expires {ts},
+  PRIMARY KEY (kind, name, label)
+)",
+            vc(16),
+            vc(255),
+            vc(255),
+            vc(16)
+        ),
+    ]
+}

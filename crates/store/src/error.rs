@@ -5,7 +5,7 @@
 //! and the daemon retries later. Everything else is a bug, a schema problem or a conflict with
 //! a concurrent writer, and is reported as such.
 
-use crate::schema::SchemaVersion;
+use crate::schema::{SchemaVersion, EXTENSION_COMPONENT};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -20,6 +20,16 @@ pub enum StoreError {
     },
     #[error("database schema {found} is newer than {supported}, the newest this server supports; upgrade panda-server")]
     SchemaTooNew {
+        found: SchemaVersion,
+        supported: SchemaVersion,
+    },
+    #[error("database lacks this server's own tables: {EXTENSION_COMPONENT} is at {found}, this server requires {required} (run `panda-server schema migrate`)")]
+    ExtensionsMissing {
+        found: String,
+        required: SchemaVersion,
+    },
+    #[error("database has this server's own tables at {found}, newer than {supported}, the newest this server supports; upgrade panda-server")]
+    ExtensionsTooNew {
         found: SchemaVersion,
         supported: SchemaVersion,
     },

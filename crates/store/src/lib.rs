@@ -14,6 +14,7 @@ mod bind;
 mod cache_files;
 mod catalog;
 pub mod config;
+mod credentials;
 mod daemon_support;
 pub mod ddl;
 mod dispatch;
@@ -47,6 +48,7 @@ use panda_core::ColumnType;
 
 pub use catalog::{CatalogDataset, CatalogFile};
 pub use config::{Backend, DbConfig};
+pub use credentials::{SealedCredential, SecretsChange};
 pub use daemon_support::OutputReport;
 pub use dispatch::{ClaimRequest, LabelFilter};
 pub use driver::{Dialect, Driver, Tx, TxMode};
@@ -63,7 +65,7 @@ pub use lookups::{JobBrief, ResourceType};
 pub use maintenance::{TableMaintenance, MAINTAINED_TABLES};
 pub use operator::{JobFilter, JobLine, Lease, StatusLogEntry};
 pub use retry_rules::RetryRule;
-pub use schema::{MigrationReport, SchemaVersion, SCHEMA_VERSION};
+pub use schema::{MigrationReport, SchemaVersion, EXTENSION_VERSION, SCHEMA_VERSION};
 pub use side::SideWrite;
 pub use tasks::TaskCriterion;
 
@@ -168,14 +170,22 @@ impl Store {
     /// The database's schema version, `None` when it has none.
     pub async fn schema_version(&self) -> Result<Option<SchemaVersion>> {
         let mut tx = self.begin(TxMode::Read).await?;
-        let version = schema::read_version(tx.as_mut(), self.dialect()).await?;
+        let version =
+            schema::read_version(tx.as_mut(), self.dialect(), schema::SCHEMA_COMPONENT).await?;
         tx.commit().await?;
         Ok(version)
     }
 
-    /// The start-up check: Ok when the database holds exactly the supported version.
+    /// The start-up check: Ok when the database holds exactly the supported version, with
+    /// this server's own steps on top ([`schema::EXTENSIONS`]).
     pub async fn check_schema(&self) -> Result<SchemaVersion> {
-        schema::check_version(self.schema_version().await?)
+        let version = schema::check_version(self.schema_version().await?)?;
+        let mut tx = self.begin(TxMode::Read).await?;
+        let level =
+            schema::read_version(tx.as_mut(), self.dialect(), schema::EXTENSION_COMPONENT).await?;
+        tx.commit().await?;
+        schema::check_extensions(level)?;
+        Ok(version)
     }
 
     /// Brings the database to [`SCHEMA_VERSION`]. Idempotent and safe to run concurrently.
@@ -197,7 +207,7 @@ impl Store {
     #[doc(hidden)]
     pub async fn force_schema_version(&self, version: SchemaVersion) -> Result<()> {
         let mut tx = self.begin(TxMode::Write).await?;
-        schema::write_version(tx.as_mut(), version).await?;
+        schema::write_version(tx.as_mut(), schema::SCHEMA_COMPONENT, version).await?;
         tx.commit().await
     }
 }

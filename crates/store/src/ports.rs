@@ -16,6 +16,7 @@ use panda_core::{
 };
 
 use crate::catalog::{CatalogDataset, CatalogFile};
+use crate::credentials::{SealedCredential, SecretsChange};
 use crate::daemon_support::OutputReport;
 use crate::dispatch::ClaimRequest;
 use crate::error::{Result, StoreError};
@@ -158,6 +159,20 @@ port! {
         fn banned_users(&self) -> Result<Vec<String>>;
         fn register_cache_file(&self, user: &str, host: &str, file_name: &str, size: i64, checksum: Option<&str>) -> Result<()>;
         fn find_cache_file(&self, user: &str, size: i64, checksum: &str, since: NaiveDateTime) -> Result<Option<(String, String)>>;
+    }
+}
+
+port! {
+    /// Credentials: users' secrets, the sealed credentials operators register, and who may
+    /// fetch them (`users.gridpref`).
+    CredentialStore {
+        fn user_secrets(&self, owner: &str) -> Result<Option<String>>;
+        fn change_user_secrets(&self, owner: &str, change: &mut SecretsChange<'_>) -> Result<bool>;
+        fn put_sealed_credential(&self, credential: &SealedCredential) -> Result<()>;
+        fn sealed_credential(&self, kind: &str, name: &str, label: &str) -> Result<Option<SealedCredential>>;
+        fn sealed_credentials(&self, kind: Option<&str>, name: Option<&str>) -> Result<Vec<SealedCredential>>;
+        fn remove_sealed_credential(&self, kind: &str, name: &str, label: &str) -> Result<bool>;
+        fn user_permissions(&self, name: &str) -> Result<Option<String>>;
     }
 }
 

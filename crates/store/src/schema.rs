@@ -7,6 +7,12 @@
 //! `schema migrate` has run; a newer one is refused outright, because columns or meanings may
 //! have changed under us.
 //!
+//! Tables and indexes this server needs beyond upstream's layout at [`SCHEMA_VERSION`] (our own
+//! credential store; upstream tables our earlier steps did not create) are numbered on a line
+//! of their own: component [`EXTENSION_COMPONENT`] in the same table, steps in [`EXTENSIONS`].
+//! Upstream's server reads only its own component, so the extra row and the extra tables do
+//! not disturb it, and upstream's next layout number stays free for upstream's meaning.
+//!
 //! Migrations run in one transaction under a lock (an advisory lock on PostgreSQL, the
 //! write lock on SQLite), so every node may run them at start: one applies the steps, the
 //! others wait, then find the version current and do nothing.
@@ -77,12 +83,28 @@ pub const MIGRATIONS: &[Migration] = &[
     },
 ];
 
+/// The component of the version row of our own steps.
+pub const EXTENSION_COMPONENT: &str = "panda-server-rs";
+
+/// The level of our own steps this binary needs.
+pub const EXTENSION_VERSION: SchemaVersion = SchemaVersion::new(0, 0, 1);
+
+/// Our own steps, oldest first, applied after upstream's; idempotent like those.
+pub const EXTENSIONS: &[Migration] = &[Migration {
+    version: SchemaVersion::new(0, 0, 1),
+    description: "user secrets (upstream's secrets), Harvester's slots (upstream's \
+                  harvester_slots) and the sealed credentials operators register",
+    statements: ddl::credential_tables,
+}];
+
 /// What a migration run did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MigrationReport {
     pub from: Option<SchemaVersion>,
     pub to: SchemaVersion,
     pub applied: Vec<SchemaVersion>,
+    /// Our own steps applied ([`EXTENSIONS`]).
+    pub extensions_applied: Vec<SchemaVersion>,
 }
 
 /// Key of the PostgreSQL advisory lock that serializes migrations across nodes.
@@ -92,6 +114,21 @@ const VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS pandadb_version (
   component VARCHAR(100) NOT NULL PRIMARY KEY, major INTEGER NOT NULL,
   minor INTEGER NOT NULL, patch INTEGER NOT NULL
 )";
+
+/// Compares the level of our own steps with [`EXTENSION_VERSION`].
+pub fn check_extensions(found: Option<SchemaVersion>) -> Result<SchemaVersion> {
+    match found {
+        Some(v) if v == EXTENSION_VERSION => Ok(v),
+        Some(v) if v > EXTENSION_VERSION => Err(StoreError::ExtensionsTooNew {
+            found: v,
+            supported: EXTENSION_VERSION,
+        }),
+        found => Err(StoreError::ExtensionsMissing {
+            found: found.map_or_else(|| "none".to_string(), |v| v.to_string()),
+            required: EXTENSION_VERSION,
+        }),
+    }
+}
 
 /// Compares a database's version with [`SCHEMA_VERSION`].
 pub fn check_version(found: Option<SchemaVersion>) -> Result<SchemaVersion> {
@@ -109,10 +146,11 @@ pub fn check_version(found: Option<SchemaVersion>) -> Result<SchemaVersion> {
     }
 }
 
-/// Reads the version row; `None` when the table or the row is missing.
+/// Reads the version row of `component`; `None` when the table or the row is missing.
 pub(crate) async fn read_version(
     tx: &mut dyn Tx,
     dialect: Dialect,
+    component: &str,
 ) -> Result<Option<SchemaVersion>> {
     let exists = match dialect {
         Dialect::Postgres => "SELECT CAST(to_regclass('pandadb_version') AS TEXT)",
@@ -128,7 +166,7 @@ pub(crate) async fn read_version(
     let rows = tx
         .fetch(
             "SELECT major, minor, patch FROM pandadb_version WHERE component = $1",
-            &[Value::Text(Some(SCHEMA_COMPONENT.into()))],
+            &[Value::Text(Some(component.into()))],
             &ints,
         )
         .await?;
@@ -156,7 +194,7 @@ pub(crate) async fn migrate_in(
             .await?;
     }
     tx.execute(VERSION_TABLE, &[]).await?;
-    let from = read_version(tx, dialect).await?;
+    let from = read_version(tx, dialect, SCHEMA_COMPONENT).await?;
     if let Some(found) = from.filter(|v| *v > SCHEMA_VERSION) {
         return Err(StoreError::SchemaTooNew {
             found,
@@ -175,15 +213,47 @@ pub(crate) async fn migrate_in(
     }
     let to = applied.last().copied().or(from).unwrap_or(target);
     if !applied.is_empty() {
-        write_version(tx, to).await?;
+        write_version(tx, SCHEMA_COMPONENT, to).await?;
     }
-    Ok(MigrationReport { from, to, applied })
+    // Our own steps come on top of upstream's current layout only.
+    let mut extensions_applied = Vec::new();
+    if to == SCHEMA_VERSION {
+        let level = read_version(tx, dialect, EXTENSION_COMPONENT).await?;
+        if let Some(found) = level.filter(|v| *v > EXTENSION_VERSION) {
+            return Err(StoreError::ExtensionsTooNew {
+                found,
+                supported: EXTENSION_VERSION,
+            });
+        }
+        for step in EXTENSIONS
+            .iter()
+            .filter(|m| level.is_none_or(|v| m.version > v))
+        {
+            for statement in (step.statements)(dialect) {
+                tx.execute(&statement, &[]).await?;
+            }
+            extensions_applied.push(step.version);
+        }
+        if let Some(last) = extensions_applied.last() {
+            write_version(tx, EXTENSION_COMPONENT, *last).await?;
+        }
+    }
+    Ok(MigrationReport {
+        from,
+        to,
+        applied,
+        extensions_applied,
+    })
 }
 
 /// Sets the version row (tests also use this to fake older and newer databases).
-pub(crate) async fn write_version(tx: &mut dyn Tx, version: SchemaVersion) -> Result<()> {
+pub(crate) async fn write_version(
+    tx: &mut dyn Tx,
+    component: &str,
+    version: SchemaVersion,
+) -> Result<()> {
     let params = [
-        Value::Text(Some(SCHEMA_COMPONENT.into())),
+        Value::Text(Some(component.into())),
         Value::Int(Some(version.major)),
         Value::Int(Some(version.minor)),
         Value::Int(Some(version.patch)),
@@ -230,5 +300,20 @@ mod tests {
     #[test]
     fn the_last_migration_reaches_the_current_version() {
         assert_eq!(MIGRATIONS.last().map(|m| m.version), Some(SCHEMA_VERSION));
+        assert_eq!(
+            EXTENSIONS.last().map(|m| m.version),
+            Some(EXTENSION_VERSION)
+        );
+    }
+
+    #[test]
+    fn a_database_without_our_own_steps_is_sent_to_migrate() {
+        let msg = check_extensions(None)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(msg.contains("schema migrate"), "{msg}");
+        assert!(check_extensions(Some(SchemaVersion::new(9, 0, 0))).is_err());
+        assert!(check_extensions(Some(EXTENSION_VERSION)).is_ok());
     }
 }

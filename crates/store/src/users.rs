@@ -1,4 +1,5 @@
-//! Users (upstream's `users` table): only what bans need.
+//! Users (upstream's `users` table): bans (`status`) and the credential permissions
+//! (`gridpref` letters, as upstream).
 
 use panda_core::{time, Value};
 
@@ -16,13 +17,56 @@ impl Store {
 
     /// Sets a user's status (`disabled` bans), creating the user row if needed.
     pub async fn set_user_status(&self, name: &str, status: Option<&str>) -> Result<()> {
+        self.set_user_column(name, UserColumn::Status, status).await
+    }
+
+    /// The `gridpref` letters of a user who is not banned (several rows of one name: all
+    /// their letters), `None` when there is no such user.
+    pub async fn user_permissions(&self, name: &str) -> Result<Option<String>> {
+        let rows = self
+            .query(
+                "SELECT gridpref FROM users WHERE name = $1 \
+                 AND (status IS NULL OR status <> 'disabled')",
+                &[Value::Text(Some(name.into()))],
+                &[panda_core::ColumnType::Text],
+            )
+            .await?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(
+            rows.iter()
+                .filter_map(|r| r.first().and_then(Value::as_str))
+                .collect(),
+        ))
+    }
+
+    /// Sets a user's `gridpref` letters, creating the user row if needed.
+    pub async fn set_user_permissions(&self, name: &str, letters: Option<&str>) -> Result<()> {
+        self.set_user_column(name, UserColumn::GridPref, letters)
+            .await
+    }
+
+    async fn set_user_column(
+        &self,
+        name: &str,
+        column: UserColumn,
+        value: Option<&str>,
+    ) -> Result<()> {
+        let column = match column {
+            UserColumn::Status => "status",
+            UserColumn::GridPref => "gridpref",
+        };
         let mut tx = self.begin(TxMode::Write).await?;
         let params = [
             Value::Text(Some(name.into())),
-            Value::Text(status.map(str::to_string)),
+            Value::Text(value.map(str::to_string)),
         ];
         let updated = tx
-            .execute("UPDATE users SET status = $2 WHERE name = $1", &params)
+            .execute(
+                &format!("UPDATE users SET {column} = $2 WHERE name = $1"),
+                &params,
+            )
             .await?;
         if updated == 0 {
             let id = next_ids(tx.as_mut(), self.dialect(), "users_id_seq", 1)
@@ -31,8 +75,10 @@ impl Store {
                 .ok_or_else(|| StoreError::Corrupt("users_id_seq gave nothing".into()))?;
             let now = Value::Time(Some(time::now()));
             tx.execute(
-                "INSERT INTO users (id, name, status, lastmod, firstjob, latestjob, cachetime) \
-                 VALUES ($1, $2, $3, $4, $4, $4, $4)",
+                &format!(
+                    "INSERT INTO users (id, name, {column}, lastmod, firstjob, latestjob, \
+                     cachetime) VALUES ($1, $2, $3, $4, $4, $4, $4)"
+                ),
                 &[
                     Value::Int(Some(id)),
                     params[0].clone(),
@@ -44,4 +90,11 @@ impl Store {
         }
         tx.commit().await
     }
+}
+
+/// The user columns an operator sets.
+#[derive(Clone, Copy)]
+enum UserColumn {
+    Status,
+    GridPref,
 }

@@ -11,7 +11,8 @@ use panda_core::{
 };
 use panda_store::testing::{backends, TestDb};
 use panda_store::{
-    Backend, SchemaVersion, Store, StoreError, StoreOptions, TxMode, SCHEMA_VERSION,
+    Backend, SchemaVersion, SealedCredential, Store, StoreError, StoreOptions, TxMode,
+    EXTENSION_VERSION, SCHEMA_VERSION,
 };
 
 async fn migrated_store(backend: Backend) -> (TestDb, Store) {
@@ -366,6 +367,7 @@ async fn schema_check_on_fresh_migrated_older_and_newer_databases() {
             report.applied,
             vec![SchemaVersion::new(0, 1, 6), SchemaVersion::new(0, 1, 7)]
         );
+        assert_eq!(report.extensions_applied, vec![EXTENSION_VERSION]);
         assert_eq!(store.check_schema().await.expect("current"), SCHEMA_VERSION);
         assert!(
             store.migrate().await.expect("again").applied.is_empty(),
@@ -386,6 +388,167 @@ async fn schema_check_on_fresh_migrated_older_and_newer_databases() {
             store.migrate().await,
             Err(StoreError::SchemaTooNew { .. })
         ));
+    }
+}
+
+#[tokio::test]
+async fn a_database_at_upstreams_version_without_our_own_steps_is_sent_to_migrate() {
+    for backend in backends() {
+        let db = TestDb::new(backend);
+        let store = Store::open(&db.config, StoreOptions::default())
+            .await
+            .expect("open");
+        store.migrate().await.expect("migrate");
+        // As a database of an earlier release of ours: upstream's version, none of our steps.
+        let mut tx = store.begin(TxMode::Write).await.expect("tx");
+        tx.execute(
+            "DELETE FROM pandadb_version WHERE component = 'panda-server-rs'",
+            &[],
+        )
+        .await
+        .expect("delete");
+        tx.commit().await.expect("commit");
+        let err = store.check_schema().await.expect_err("refused");
+        assert!(matches!(err, StoreError::ExtensionsMissing { .. }), "{err}");
+        assert!(err.to_string().contains("schema migrate"), "{err}");
+        let report = store.migrate().await.expect("migrate again");
+        assert!(report.applied.is_empty(), "{backend:?}");
+        assert_eq!(report.extensions_applied, vec![EXTENSION_VERSION]);
+        assert!(store.check_schema().await.is_ok());
+    }
+}
+
+#[tokio::test]
+async fn user_secrets_change_under_a_row_lock_and_concurrent_changes_all_hold() {
+    for backend in backends() {
+        let (_db, store) = migrated_store(backend).await;
+        assert_eq!(store.user_secrets("Anna").await.expect("read"), None);
+        // A refused change leaves no row behind.
+        let written = store
+            .change_user_secrets("Anna", &mut |_| None)
+            .await
+            .expect("refused change");
+        assert!(!written);
+        assert_eq!(store.user_secrets("Anna").await.expect("read"), None);
+        // Sixteen writers each add one name to the same document.
+        let writers: Vec<_> = (0..16)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    store
+                        .change_user_secrets("Anna", &mut |stored| {
+                            let mut doc: serde_json::Map<String, serde_json::Value> = stored
+                                .and_then(|s| serde_json::from_str(s).ok())
+                                .unwrap_or_default();
+                            doc.insert(format!("k{i}"), serde_json::json!(i));
+                            Some(serde_json::Value::Object(doc).to_string())
+                        })
+                        .await
+                })
+            })
+            .collect();
+        for writer in writers {
+            assert!(writer.await.expect("task").expect("write"));
+        }
+        let doc: serde_json::Map<String, serde_json::Value> = serde_json::from_str(
+            &store
+                .user_secrets("Anna")
+                .await
+                .expect("read")
+                .expect("a document"),
+        )
+        .expect("json");
+        assert_eq!(doc.len(), 16, "{backend:?}: no change lost");
+    }
+}
+
+#[tokio::test]
+async fn sealed_credentials_are_stored_replaced_listed_and_removed() {
+    for backend in backends() {
+        let (_db, store) = migrated_store(backend).await;
+        let at = |d| {
+            NaiveDate::from_ymd_opt(2026, 1, d)
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+                .expect("date")
+        };
+        let proxy = SealedCredential {
+            kind: "proxy".into(),
+            name: "/DC=ch/CN=pilot".into(),
+            label: "atlas".into(),
+            sealed: "v1:abcd:AAAA".into(),
+            key_id: "abcd".into(),
+            created: at(1),
+            expires: Some(at(20)),
+        };
+        store.put_sealed_credential(&proxy).await.expect("put");
+        let newer = SealedCredential {
+            sealed: "v1:abcd:BBBB".into(),
+            created: at(2),
+            ..proxy.clone()
+        };
+        store.put_sealed_credential(&newer).await.expect("replace");
+        let token = SealedCredential {
+            kind: "token_key".into(),
+            name: "pilot_server".into(),
+            label: "k1".into(),
+            expires: None,
+            created: at(3),
+            ..proxy.clone()
+        };
+        store.put_sealed_credential(&token).await.expect("put");
+        let found = store
+            .sealed_credential("proxy", "/DC=ch/CN=pilot", "atlas")
+            .await
+            .expect("read");
+        assert_eq!(found, Some(newer.clone()), "{backend:?}");
+        assert_eq!(
+            store
+                .sealed_credential("proxy", "/DC=ch/CN=pilot", "")
+                .await
+                .expect("read"),
+            None,
+            "the label is part of the key"
+        );
+        let all = store.sealed_credentials(None, None).await.expect("list");
+        assert_eq!(all, vec![token.clone(), newer.clone()], "newest first");
+        let tokens = store
+            .sealed_credentials(Some("token_key"), Some("pilot_server"))
+            .await
+            .expect("list");
+        assert_eq!(tokens, vec![token]);
+        assert!(store
+            .remove_sealed_credential("proxy", "/DC=ch/CN=pilot", "atlas")
+            .await
+            .expect("remove"));
+        assert!(!store
+            .remove_sealed_credential("proxy", "/DC=ch/CN=pilot", "atlas")
+            .await
+            .expect("remove again"));
+    }
+}
+
+#[tokio::test]
+async fn user_permissions_are_gridpref_letters_of_users_not_banned() {
+    for backend in backends() {
+        let (_db, store) = migrated_store(backend).await;
+        assert_eq!(store.user_permissions("Pat").await.expect("read"), None);
+        store
+            .set_user_permissions("Pat", Some("pk"))
+            .await
+            .expect("grant");
+        assert_eq!(
+            store
+                .user_permissions("Pat")
+                .await
+                .expect("read")
+                .as_deref(),
+            Some("pk")
+        );
+        store
+            .set_user_status("Pat", Some("disabled"))
+            .await
+            .expect("ban");
+        assert_eq!(store.user_permissions("Pat").await.expect("read"), None);
     }
 }
 

@@ -65,6 +65,7 @@ const SERVER_KEYS: &[&str] = &[
     "cacert_dir",
     "vomsdir",
     "pilot_owners",
+    "credential_key_file",
 ];
 const DAEMON_KEYS: &[&str] = &["config", "enable", "metrics_address"];
 
@@ -234,6 +235,11 @@ pub struct Config {
     pub pilot_owners: Vec<String>,
     /// Directory of `<vo>_auth_config.json` files; `None` when `token_authType` is not `oidc`.
     pub auth_config: Option<PathBuf>,
+    /// The file of the key that seals credentials at rest (`credential_key_file`; in local
+    /// mode `$PANDA_HOME/credential.key`, made at the first start).
+    pub credential_key_file: Option<PathBuf>,
+    /// That key, once read (see [`Config::load_credential_key`]).
+    pub credential_key: Option<std::sync::Arc<panda_service::credentials::CredentialKey>>,
     pub record_status_change: bool,
     pub daemon_enable: bool,
     pub daemon_tasks: BTreeMap<String, panda_daemon::TaskConfig>,
@@ -252,7 +258,24 @@ impl Config {
                 .wn_script_base_url
                 .clone()
                 .unwrap_or_else(|| format!("http://{}:{}", self.host_name, self.http_port)),
+            credential_key: self.credential_key.clone(),
         }
+    }
+
+    /// Reads the credential key, in local mode making it first when it is missing. A
+    /// configured key that cannot be read is an error: the server would otherwise run and
+    /// refuse every credential request.
+    pub fn load_credential_key(&mut self) -> Result<(), String> {
+        use panda_service::credentials::CredentialKey;
+        let Some(path) = self.credential_key_file.clone() else {
+            return Ok(());
+        };
+        if self.source.is_none() && !path.exists() {
+            write_new_key(&path)?;
+        }
+        let key = CredentialKey::from_file(&path)?;
+        self.credential_key = Some(std::sync::Arc::new(key));
+        Ok(())
     }
 
     pub fn store_options(&self) -> StoreOptions {
@@ -706,6 +729,12 @@ fn build(
             ),
             Some(_) => None,
         },
+        credential_key_file: v
+            .text("credential_key_file")
+            .filter(|t| !t.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| (!has_file).then(|| home.join("credential.key"))),
+        credential_key: None,
         record_status_change: v
             .server(
                 "record_statuschange",
@@ -744,6 +773,25 @@ fn read_secret(file: &str, raw: Option<&RawValue>) -> Result<String, ConfigError
             key: "dbpasswd_file".into(),
             message: format!("cannot read {file}: {e}"),
         })
+}
+
+/// Writes a new credential key to `path`, readable by its owner only; never overwrites.
+pub fn write_new_key(path: &Path) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let key = panda_service::credentials::CredentialKey::generate()?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("cannot create the credential key {}: {e}", path.display()))?;
+    writeln!(file, "{}", key.to_hex())
+        .map_err(|e| format!("cannot write the credential key {}: {e}", path.display()))
 }
 
 /// Lists in upstream's files are comma-separated; a Python list literal is accepted too.

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod connections;
+pub mod creds;
 pub mod datasets;
 pub mod ini;
 pub mod logging;

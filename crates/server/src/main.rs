@@ -61,6 +61,12 @@ enum Command {
         #[command(subcommand)]
         action: UsersAction,
     },
+    /// Credentials for pilots and Harvester: register proxies, access tokens, token keys and
+    /// key files (sealed with the credential key), list or remove them, make a key.
+    Creds {
+        #[command(subcommand)]
+        action: CredsAction,
+    },
     /// The local catalogue of input datasets (instead of Rucio): add files, list datasets.
     Datasets {
         #[command(subcommand)]
@@ -130,6 +136,43 @@ enum UsersAction {
     Unban { name: String },
     /// List the banned users.
     Banned,
+    /// Give a user credential permissions, upstream's users.gridpref letters: p (proxies and
+    /// access tokens), k (key pairs), t (token keys).
+    Grant { name: String, letters: String },
+    /// Take credential permissions away.
+    Revoke { name: String, letters: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum CredsAction {
+    /// Write a new credential key (64 hex digits, mode 0600) to FILE; never overwrites.
+    NewKey { file: std::path::PathBuf },
+    /// Register a credential: KIND is proxy, access_token, token_key or key; NAME is a bare DN
+    /// or a name (proxy), a client name (access_token, token_key) or a key's name (key).
+    Add {
+        kind: String,
+        name: String,
+        /// The VOMS role of a proxy (e.g. atlas or atlas:/atlas/Role=production); a token
+        /// key's id (default: its fingerprint).
+        #[arg(long, default_value = "")]
+        label: String,
+        /// The value's file, - for standard input. A token key without one is made at
+        /// random.
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
+        /// Days until it expires (default: never).
+        #[arg(long)]
+        days: Option<i64>,
+    },
+    /// The registered credentials (no values): kind, name, label, key, created, expires.
+    List { kind: Option<String> },
+    /// Remove a credential.
+    Remove {
+        kind: String,
+        name: String,
+        #[arg(long, default_value = "")]
+        label: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -189,6 +232,7 @@ async fn run(command: Option<Command>, config: Config) -> anyhow::Result<ExitCod
         Some(Command::Users { action }) => users(action, &config).await,
         Some(Command::Jobs { action }) => jobs(action, &config).await,
         Some(Command::Datasets { action }) => datasets(action, &config).await,
+        Some(Command::Creds { action }) => creds(action, config).await,
         Some(Command::Status) => {
             let (report, healthy) = panda_server::operator::node_status(&config).await;
             print!("{report}");
@@ -333,7 +377,17 @@ async fn jobs(action: JobsAction, config: &Config) -> anyhow::Result<ExitCode> {
     Ok(code)
 }
 
+/// Which of the two permission commands runs.
+enum GrantOrRevoke {
+    Grant,
+    Revoke,
+}
+
 async fn users(action: UsersAction, config: &Config) -> anyhow::Result<ExitCode> {
+    let action_kind = match action {
+        UsersAction::Revoke { .. } => GrantOrRevoke::Revoke,
+        _ => GrantOrRevoke::Grant,
+    };
     let store = Store::open(&config.db, config.store_options()).await?;
     store.check_schema().await?;
     match action {
@@ -355,9 +409,116 @@ async fn users(action: UsersAction, config: &Config) -> anyhow::Result<ExitCode>
                 println!("{name}");
             }
         }
+        UsersAction::Grant { name, letters } | UsersAction::Revoke { name, letters } => {
+            let grant = matches!(action_kind, GrantOrRevoke::Grant);
+            if let Some(bad) = letters.chars().find(|c| !"pkt".contains(*c)) {
+                eprintln!("panda-server: unknown permission {bad:?}: use p, k or t");
+                store.close().await;
+                return Ok(ExitCode::from(2));
+            }
+            let current = store.user_permissions(&name).await?.unwrap_or_default();
+            let mut kept: String = current
+                .chars()
+                .filter(|c| grant || !letters.contains(*c))
+                .collect();
+            if grant {
+                kept.extend(letters.chars().filter(|c| !current.contains(*c)));
+            }
+            store
+                .set_user_permissions(&name, (!kept.is_empty()).then_some(kept.as_str()))
+                .await?;
+            println!(
+                "{name}: gridpref {}",
+                if kept.is_empty() { "(none)" } else { &kept }
+            );
+        }
     }
     store.close().await;
     Ok(ExitCode::SUCCESS)
+}
+
+async fn creds(action: CredsAction, mut config: Config) -> anyhow::Result<ExitCode> {
+    use panda_service::credentials::CredentialKind;
+    if let CredsAction::NewKey { file } = &action {
+        return Ok(match panda_server::config::write_new_key(file) {
+            Ok(()) => {
+                println!("wrote a new credential key to {}", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("panda-server: {e}");
+                ExitCode::FAILURE
+            }
+        });
+    }
+    let kind_of = |text: &str| {
+        CredentialKind::parse(text).ok_or_else(|| {
+            anyhow::anyhow!("unknown kind {text:?}: use proxy, access_token, token_key or key")
+        })
+    };
+    let store = Store::open(&config.db, config.store_options()).await?;
+    store.check_schema().await?;
+    let outcome = match action {
+        CredsAction::NewKey { .. } => Ok(String::new()),
+        CredsAction::Add {
+            kind,
+            name,
+            label,
+            file,
+            days,
+        } => {
+            let kind = kind_of(&kind)?;
+            config.load_credential_key().map_err(anyhow::Error::msg)?;
+            match config.credential_key.clone() {
+                None => Err(
+                    "no credential_key_file is configured (`creds new-key FILE` makes one)"
+                        .to_string(),
+                ),
+                Some(key) => {
+                    let registration = panda_server::creds::Registration {
+                        kind,
+                        name: &name,
+                        label: &label,
+                        file: file.as_deref(),
+                        valid_days: days,
+                    };
+                    panda_server::creds::add(&store, &key, registration).await
+                }
+            }
+        }
+        CredsAction::List { kind } => {
+            let kind = kind.as_deref().map(kind_of).transpose()?;
+            panda_server::creds::list(&store, kind).await
+        }
+        CredsAction::Remove { kind, name, label } => {
+            let kind = kind_of(&kind)?;
+            let name = match kind {
+                CredentialKind::Proxy => panda_service::credentials::bare_dn(&name),
+                _ => name,
+            };
+            match store
+                .remove_sealed_credential(kind.as_str(), &name, &label)
+                .await?
+            {
+                true => Ok(format!("removed {} {name}\n", kind.as_str())),
+                false => Err(format!(
+                    "no {} {name} [{label}] is registered",
+                    kind.as_str()
+                )),
+            }
+        }
+    };
+    store.close().await;
+    match outcome {
+        Ok(text) => {
+            print!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("panda-server: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }
 
 async fn schema(action: SchemaAction, config: &Config) -> anyhow::Result<ExitCode> {
@@ -375,7 +536,9 @@ async fn schema(action: SchemaAction, config: &Config) -> anyhow::Result<ExitCod
             Err(
                 e @ (StoreError::SchemaMissing
                 | StoreError::SchemaTooOld { .. }
-                | StoreError::SchemaTooNew { .. }),
+                | StoreError::SchemaTooNew { .. }
+                | StoreError::ExtensionsMissing { .. }
+                | StoreError::ExtensionsTooNew { .. }),
             ) => {
                 println!("DB schema check: FAILED: {e}");
                 ExitCode::FAILURE
@@ -387,8 +550,14 @@ async fn schema(action: SchemaAction, config: &Config) -> anyhow::Result<ExitCod
             let from = report
                 .from
                 .map_or_else(|| "empty".to_string(), |v| v.to_string());
-            if report.applied.is_empty() {
+            if report.applied.is_empty() && report.extensions_applied.is_empty() {
                 println!("DB schema migrate: already at {}", report.to);
+            } else if report.applied.is_empty() {
+                println!(
+                    "DB schema migrate: {} with this server's own tables at {}",
+                    report.to,
+                    panda_store::EXTENSION_VERSION
+                );
             } else {
                 println!("DB schema migrate: {from} -> {}", report.to);
             }

@@ -87,15 +87,21 @@ pub async fn run(config: Config, mode: Mode) -> anyhow::Result<()> {
     result
 }
 
-async fn run_logged(config: Config, mode: Mode, logs: LogFiles) -> anyhow::Result<()> {
+async fn run_logged(mut config: Config, mode: Mode, logs: LogFiles) -> anyhow::Result<()> {
     warn_about_config(&config);
+    config.load_credential_key().map_err(anyhow::Error::msg)?;
+    if config.credential_key.is_none() && mode != Mode::Daemon {
+        tracing::warn!(
+            "no credential_key_file: user secrets and registered credentials are refused"
+        );
+    }
     if let (false, Some(why)) = (mode == Mode::All, config.missing_sqlite_database()) {
         anyhow::bail!("{why}");
     }
     let store = Store::open(&config.db, config.store_options()).await?;
     if mode == Mode::All {
         let report = store.migrate().await?;
-        if !report.applied.is_empty() {
+        if !report.applied.is_empty() || !report.extensions_applied.is_empty() {
             tracing::info!(from = ?report.from.map(|v| v.to_string()), to = %report.to,
                 "database schema migrated");
         }

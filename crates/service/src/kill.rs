@@ -112,20 +112,58 @@ impl JobService {
         on: bool,
     ) -> Result<bool, ServiceError> {
         self.change_unfinished_job(caller, id, |job| {
-            let mut tags: Vec<String> = job
-                .get_str(JobAttr::specialHandling)
-                .unwrap_or("")
-                .split(',')
-                .filter(|t| !t.is_empty() && *t != "dm" && *t != "debug")
-                .map(str::to_string)
-                .collect();
-            if on {
-                tags.push("dm".into());
-            }
-            let value = (!tags.is_empty()).then(|| tags.join(","));
-            job.set(JobAttr::specialHandling, Value::Text(value));
+            let tags = debug_tags(job.get_str(JobAttr::specialHandling), on);
+            job.set(JobAttr::specialHandling, Value::Text(tags));
         })
         .await
+    }
+
+    /// The legacy `setDebugMode` as upstream: the job's owner or a production manager may turn
+    /// debug mode on or off while the job waits or runs. The answer is upstream's sentence.
+    pub async fn set_debug_mode_as_owner(
+        &self,
+        caller: &Identity,
+        id: i64,
+        on: bool,
+    ) -> Result<String, ServiceError> {
+        const CHANGEABLE: [&str; 6] = [
+            "defined",
+            "activated",
+            "running",
+            "sent",
+            "starting",
+            "assigned",
+        ];
+        let user = crate::user_name(caller);
+        let outcome = ports::change_job(self.stores.changes.as_ref(), id, |job, _| {
+            let status = job.get_str(JobAttr::jobStatus).unwrap_or("").to_string();
+            if job.status().map(|s| s.table()) == Some(JobTable::Archived) {
+                return Ok(Decision::Keep(format!("PandaID={id} not found in active DB")));
+            }
+            if !CHANGEABLE.contains(&status.as_str()) {
+                return Ok(Decision::Keep(format!(
+                    "Cannot set debugMode since the job status is {status} which is not in one of {CHANGEABLE:?}"
+                )));
+            }
+            if !caller.production && job.get_str(JobAttr::prodUserName) != Some(user.as_str()) {
+                return Ok(Decision::Keep(
+                    "Permission denied. Not the owner or production manager".into(),
+                ));
+            }
+            let current = job.get_str(JobAttr::specialHandling).map(str::to_string);
+            let tags = debug_tags(current.as_deref(), on);
+            if tags == current.filter(|c| !c.is_empty()) {
+                return Ok(Decision::Keep("Already set accordingly".into()));
+            }
+            job.set(JobAttr::specialHandling, Value::Text(tags));
+            Ok(Decision::Write("Succeeded".into()))
+        })
+        .await;
+        match outcome {
+            Ok((_, said)) => Ok(said),
+            Err(StoreError::JobNotFound(_)) => Ok(format!("PandaID={id} not found in active DB")),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// An operator's change to a job that has not ended: production role only; false when the
@@ -155,4 +193,18 @@ impl JobService {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// `specialHandling` with debug mode (`dm`; upstream's older `debug` too) turned on or off, the
+/// other tags kept in order; `None` when no tag is left.
+fn debug_tags(current: Option<&str>, on: bool) -> Option<String> {
+    let mut tags: Vec<&str> = current
+        .unwrap_or("")
+        .split(',')
+        .filter(|t| !t.is_empty() && *t != "dm" && *t != "debug")
+        .collect();
+    if on {
+        tags.push("dm");
+    }
+    (!tags.is_empty()).then(|| tags.join(","))
 }

@@ -9,6 +9,7 @@
 
 mod brokerage;
 pub mod catalog;
+pub mod credentials;
 mod dispatch;
 mod error;
 pub mod harvester;
@@ -31,7 +32,8 @@ pub mod worker_nodes;
 use std::sync::Arc;
 
 use panda_store::ports::{
-    CatalogStore, Changes, HarvesterStore, JediStore, JobStore, SiteStore, TaskStore, UserStore,
+    CatalogStore, Changes, CredentialStore, HarvesterStore, JediStore, JobStore, SiteStore,
+    TaskStore, UserStore,
 };
 use panda_store::Store;
 
@@ -65,6 +67,9 @@ pub struct ServiceSettings {
     /// Where workers fetch the user transformations from (`wn_script_base_url`): a task's
     /// `transPath` is `<this>/trf/user/runGen-00-00-02`.
     pub trf_base_url: String,
+    /// The key that seals credentials at rest (`credential_key_file`); without one the
+    /// server keeps no credentials and says so.
+    pub credential_key: Option<Arc<credentials::CredentialKey>>,
 }
 
 impl Default for ServiceSettings {
@@ -74,6 +79,7 @@ impl Default for ServiceSettings {
             host_name: "localhost".into(),
             cache_dir: std::env::temp_dir().join("panda-cache"),
             trf_base_url: "http://localhost:25080".into(),
+            credential_key: None,
         }
     }
 }
@@ -91,6 +97,8 @@ pub struct Stores {
     pub catalog: Arc<dyn CatalogStore>,
     pub harvester: Arc<dyn HarvesterStore>,
     pub users: Arc<dyn UserStore>,
+    /// Users' secrets and the credentials operators register.
+    pub credentials: Arc<dyn CredentialStore>,
     /// Changes of jobs and tasks under the store's locking rules.
     pub changes: Arc<dyn Changes>,
 }
@@ -107,6 +115,7 @@ impl Stores {
             catalog: shared.clone(),
             harvester: shared.clone(),
             users: shared.clone(),
+            credentials: shared.clone(),
             changes: shared,
         }
     }

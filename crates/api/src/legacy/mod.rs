@@ -1,11 +1,13 @@
 //! The legacy dispatcher, `/server/panda/<method>`, as pilot3 calls it (upstream tag 0.8.1):
 //! getJob, updateJob, updateJobsInBulk, getStatus, checkJobStatus, getResourceTypes,
-//! updateWorkerPilotStatus and isAlive. Other methods answer 403 like methods outside
-//! upstream's allow-list.
+//! updateWorkerPilotStatus, isAlive, setDebugMode, and the credential methods (getProxy,
+//! get_access_token, get_token_key, getKeyPair, set_user_secret, get_user_secrets). Other
+//! methods answer 403 like methods outside upstream's allow-list.
 //!
 //! Every method accepts GET or POST with query, form, multipart or (gzipped) JSON
 //! parameters. Answers are upstream's `StatusCode=...` responses, JSON when asked for.
 
+mod creds;
 mod errors;
 pub(crate) mod pilot;
 mod protocol;
@@ -36,6 +38,9 @@ pub(crate) enum LegacyAccess {
     /// The service decides from the request: getJob hands `user` jobs to any caller and
     /// everything else to dispatchers only.
     ByRequest,
+    /// A verified certificate or token (upstream's check for `SSL_CLIENT_S_DN`); the service
+    /// decides the rest (the credential methods, `setDebugMode`).
+    Authenticated,
 }
 
 impl LegacyAccess {
@@ -43,6 +48,7 @@ impl LegacyAccess {
         match self {
             LegacyAccess::Open | LegacyAccess::ByRequest => true,
             LegacyAccess::Dispatcher => identity.may_dispatch(),
+            LegacyAccess::Authenticated => identity.is_authenticated() && identity.dn.is_some(),
         }
     }
 }
@@ -113,6 +119,41 @@ pub(crate) const LEGACY_METHODS: &[LegacyMethod] = &[
         name: "updateWorkerPilotStatus",
         access: LegacyAccess::Dispatcher,
         handler: Some(handler!(pilot::update_worker_pilot_status)),
+    },
+    LegacyMethod {
+        name: "setDebugMode",
+        access: LegacyAccess::Authenticated,
+        handler: Some(handler!(creds::set_debug_mode)),
+    },
+    LegacyMethod {
+        name: "getProxy",
+        access: LegacyAccess::Authenticated,
+        handler: Some(handler!(creds::get_proxy)),
+    },
+    LegacyMethod {
+        name: "get_access_token",
+        access: LegacyAccess::Authenticated,
+        handler: Some(handler!(creds::get_access_token)),
+    },
+    LegacyMethod {
+        name: "get_token_key",
+        access: LegacyAccess::Authenticated,
+        handler: Some(handler!(creds::get_token_key)),
+    },
+    LegacyMethod {
+        name: "getKeyPair",
+        access: LegacyAccess::Authenticated,
+        handler: Some(handler!(creds::get_key_pair)),
+    },
+    LegacyMethod {
+        name: "set_user_secret",
+        access: LegacyAccess::Authenticated,
+        handler: Some(handler!(creds::set_user_secret)),
+    },
+    LegacyMethod {
+        name: "get_user_secrets",
+        access: LegacyAccess::Authenticated,
+        handler: Some(handler!(creds::get_user_secrets)),
     },
 ];
 

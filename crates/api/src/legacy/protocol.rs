@@ -12,7 +12,11 @@ use crate::python::python_repr;
 pub const SC_SUCCESS: i64 = 0;
 pub const SC_NO_JOBS: i64 = 20;
 pub const SC_FAILED: i64 = 30;
+pub const SC_INVALID: i64 = 50;
 pub const SC_ROLE: i64 = 60;
+pub const SC_PERMS: i64 = 70;
+pub const SC_MISS_KEY: i64 = 80;
+pub const SC_PROXY_ERROR: i64 = 90;
 
 /// Whether the client asked for JSON: `application/json` anywhere in `Accept`.
 pub fn accepts_json(headers: &HeaderMap) -> bool {

@@ -12,6 +12,7 @@
 //! what upstream sends to such clients.
 
 mod args;
+mod creds;
 mod errors;
 mod file_server;
 mod harvester;
@@ -260,6 +261,55 @@ pub(crate) const ENDPOINTS: &[Endpoint] = &[
         Secure,
         &[],
         handler!(|_, call| async move { system::get_user_attributes(call) }),
+    ),
+    // creds: users' secrets, and what operators register (panda_service::credentials)
+    ep(
+        "creds",
+        "set_user_secrets",
+        Post,
+        Secure,
+        &[opt("key", Str), opt("value", Str)],
+        handler!(creds::set_user_secrets),
+    ),
+    ep(
+        "creds",
+        "get_user_secrets",
+        Get,
+        Secure,
+        &[opt("keys", StrList)],
+        handler!(creds::get_user_secrets),
+    ),
+    ep(
+        "creds",
+        "get_key_pair",
+        Get,
+        Secure,
+        &[req("public_key_name", Str), req("private_key_name", Str)],
+        handler!(creds::get_key_pair),
+    ),
+    ep(
+        "creds",
+        "get_proxy",
+        Get,
+        Secure,
+        &[opt("role", Str), opt("dn", Str)],
+        handler!(creds::get_proxy),
+    ),
+    ep(
+        "creds",
+        "get_access_token",
+        Get,
+        Secure,
+        &[req("client_name", Str), opt("token_key", Str)],
+        handler!(creds::get_access_token),
+    ),
+    ep(
+        "creds",
+        "get_token_key",
+        Get,
+        Secure,
+        &[req("client_name", Str)],
+        handler!(creds::get_token_key),
     ),
     // idds: no iDDS behind this server
     ep(

@@ -1,7 +1,8 @@
 //! The real panda-client 2.2.0 (PyPI) and its pbook against a real server, authenticated by
 //! OIDC tokens signed by a test issuer, as a user would run them: jobs (submit, status, kill,
 //! full status), tasks (insertTaskParams, getTaskStatus, killTask, finishTask, retryTask),
-//! `pbook show` and `pbook kill`, and another user's kills refused.
+//! `pbook show` and `pbook kill`, and another user's kills refused; pbook's `set_secret`,
+//! `list_secrets` and `delete_secret`.
 //!
 //! panda-client is installed by `tests/real-clients/install_pandaclient.sh`; without it the
 //! test is skipped with a note, unless `CI` is set or `PANDA_REQUIRE_REAL_CLIENTS=1`.
@@ -208,6 +209,41 @@ async fn panda_client_and_pbook_manage_jobs_and_tasks_with_tokens() {
             &["-c", pbook, "show", &third],
         );
         assert!(text(&after).contains("aborted"), "{}", text(&after));
+
+        // pbook's secrets: set a value and a file, list them in full, delete one; another
+        // user sees none of them.
+        let pbook_as = |token: &str, args: &[&str]| {
+            let mut full = vec!["-c", pbook];
+            full.extend_from_slice(args);
+            text(&client(&python, &server, &config, token, &full))
+        };
+        let out = pbook_as(&alice, &["set_secret", "MQ_USER", "alice-broker"]);
+        assert!(!out.contains("Failed"), "{out}");
+        let secret_file = site.dir.path().join("secret.txt");
+        std::fs::write(&secret_file, "file-secret-content").expect("secret file");
+        let secret_path = secret_file.display().to_string();
+        let out = pbook_as(
+            &alice,
+            &["set_secret", "token_file", &secret_path, "--is_file"],
+        );
+        assert!(!out.contains("Failed"), "{out}");
+        let listed = pbook_as(&alice, &["list_secrets", "--full"]);
+        assert!(
+            listed.contains("MQ_USER") && listed.contains("alice-broker"),
+            "{listed}"
+        );
+        // The file's content, base64 as pbook sends it, under its name without the prefix.
+        assert!(listed.contains("token_file"), "{listed}");
+        assert!(listed.contains("ZmlsZS1zZWNyZXQtY29udGVudA=="), "{listed}");
+        let bobs = pbook_as(&bob, &["list_secrets"]);
+        assert!(bobs.contains("No secrets"), "{bobs}");
+        assert!(!bobs.contains("alice-broker"), "{bobs}");
+        pbook_as(&alice, &["delete_secret", "MQ_USER"]);
+        let listed = pbook_as(&alice, &["list_secrets", "--full"]);
+        assert!(
+            !listed.contains("MQ_USER") && listed.contains("token_file"),
+            "{listed}"
+        );
     }
 }
 

@@ -16,6 +16,11 @@
 #                         default $PANDA_SERVER_URL/cache/ddmendpoints.json
 #   PILOT_PYTHON          interpreter (default python3)
 #   PILOT_EXTRA_ARGS      extra pilot.py options (word-split)
+#   PILOT_USER_PLUGIN     the pilot's user plugin (--pilot-user), default generic; atlas is the
+#                         one that downloads a user proxy on unified queues (getProxy)
+#   PILOT_X509_PROXY      the pilot's own proxy file (default: a throwaway self-signed one)
+#   PILOT_VERIFY_PROXY    1: let the pilot verify (and, for user jobs on unified queues,
+#                         replace) its proxy; by default it runs with -t (no verification)
 #   PILOT_TOKEN_FILE      authenticate with this OIDC token file (no trailing newline) instead
 #                         of the throwaway certificate; PILOT_TOKEN_ORIGIN is its Origin
 #                         (e.g. atlas.pilot)
@@ -85,7 +90,7 @@ mkdir -p "$W/work" "$W/creds" "$W/static" || die "cannot create directories unde
 # no Authorization header is sent; the pilot only needs a loadable PEM. Make sure no token
 # mode is picked up from the caller's environment.
 unset OIDC_AUTH_TOKEN OIDC_AUTH_ORIGIN PANDA_AUTH_TOKEN PANDA_AUTH_ORIGIN OIDC_AUTH_DIR PANDA_AUTH_DIR PANDA_AUTH_TOKEN_KEY
-PROXY=$W/creds/x509_proxy.pem
+PROXY=${PILOT_X509_PROXY:-$W/creds/x509_proxy.pem}
 if [ ! -s "$PROXY" ]; then
     openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=panda-test-pilot" \
         -keyout "$W/creds/key.pem" -out "$W/creds/cert.pem" >/dev/null 2>&1 \
@@ -169,10 +174,11 @@ export PILOT_HOME=$W/work
 unset PILOT_LOGFILE QUEUEDATA_SERVER_URL
 
 OPTS=(-q "$PILOT_QUEUE" -r "$PILOT_QUEUE" -s "$PILOT_QUEUE"
-      --pilot-user generic -w generic -j "$PILOT_LABEL"
+      --pilot-user "${PILOT_USER_PLUGIN:-generic}" -w generic -j "$PILOT_LABEL"
       --url "$SRV_BASE" -p "$SRV_PORT"
       --queuedata-url "$QD_SRC"
-      -v 1 -t -d -a "$W/work")
+      -v 1 -d -a "$W/work")
+[ "${PILOT_VERIFY_PROXY:-0}" = 1 ] || OPTS+=(-t)
 # shellcheck disable=SC2206
 [ -n "${PILOT_EXTRA_ARGS:-}" ] && OPTS+=($PILOT_EXTRA_ARGS)
 
@@ -182,7 +188,21 @@ OPTS=(-q "$PILOT_QUEUE" -r "$PILOT_QUEUE" -s "$PILOT_QUEUE"
 # after a timeout or a signal walks the process tree and kills by pid.
 cd "$PILOT_DIR" || die "cannot cd to $PILOT_DIR"
 START=$(date +%s)
-timeout -k 30 "$TIMEOUT" "$PY" pilot.py "${OPTS[@]}" > "$W/pilot.out" 2>&1 < /dev/null &
+# pilot3 3.7's atlas plugin deletes /work, /cores, /panda_pilot*, /venv and /pilot3 before it
+# packs a job's log: its list of redundant files has these absolute entries, which it joins to
+# the job's directory and removes with rmtree. On a build machine /work may hold the project
+# itself, so that plugin runs in a mount namespace of its own, with an empty tmpfs over each of
+# those paths that exists; where no namespace can be made, it does not run at all.
+LAUNCH=()
+if [ "${PILOT_USER_PLUGIN:-generic}" = atlas ]; then
+    command -v unshare >/dev/null || die "the atlas plugin needs unshare (util-linux) to run safely"
+    unshare -m true 2>/dev/null || die "the atlas plugin needs a mount namespace (unshare -m as root) to run safely"
+    GUARD='for d in /work /cores /venv /pilot3 /panda_pilot*; do
+               if [ -d "$d" ]; then mount -t tmpfs -o size=1m pilot-guard "$d" || exit 97; fi
+           done; exec "$@"'
+    LAUNCH=(unshare -m sh -c "$GUARD" sh)
+fi
+timeout -k 30 "$TIMEOUT" "${LAUNCH[@]}" "$PY" pilot.py "${OPTS[@]}" > "$W/pilot.out" 2>&1 < /dev/null &
 TPID=$!
 
 # pids of the process tree below $1 (bounded depth), deepest last

@@ -282,3 +282,141 @@ async fn the_real_pilot_works_over_https_with_a_token() {
         .find_log_where(|l| l.contains("/server/panda/getJob") && l.contains("status=200"))
         .is_some());
 }
+
+/// On a `unified` queue the pilot replaces its production proxy by a user proxy for a user
+/// job: pilot3's atlas plugin asks `getProxy` for `role=atlas, dn=atlpilo2`, here over HTTPS
+/// with a pilot token, and gets the proxy the operator registered with `panda-server creds`.
+#[tokio::test]
+async fn the_real_pilot_fetches_the_registered_user_proxy_on_a_unified_queue() {
+    let Some(pilot) = install_pilot() else { return };
+    let pki = common::pki::GridPki::new();
+    let issuer = common::TokenIssuer::new("atlas");
+    let (_db, site, mut env) = pilot_site(&[]);
+    env.extend(pki.env());
+    env.extend(issuer.env());
+    // The pilot's queue, as a unified one.
+    let mut queues: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(scripts().join("pilot_queue.json")).expect("queue file"),
+    )
+    .expect("queue json");
+    queues["TEST_QUEUE"]["type"] = "unified".into();
+    let queue_file = site.dir.path().join("unified_queue.json");
+    std::fs::write(&queue_file, queues.to_string()).expect("queue file");
+    env.push((
+        "PANDA_QUEUE_CONFIG_FILE".into(),
+        queue_file.display().to_string(),
+    ));
+    let server = Server::start(&[], &env);
+
+    // The operator registers the user proxy pilots fetch: a VOMS proxy of the VO, without
+    // the production role.
+    let Some(proxy) = pki.voms_proxy(&pki.user("Atlas Pilot Two"), &["/atlas"], None) else {
+        assert!(
+            !common::required(),
+            "voms-proxy-fake is needed (voms-clients)"
+        );
+        eprintln!("note: unified-queue pilot test skipped: no voms-proxy-fake");
+        return;
+    };
+    let pem = String::from_utf8([proxy.chain_pem(), proxy.key_pem()].concat()).expect("pem");
+    let proxy_file = site.dir.path().join("atlpilo2.pem");
+    std::fs::write(&proxy_file, &pem).expect("proxy file");
+    let added = common::run(
+        &[
+            "creds",
+            "add",
+            "proxy",
+            "atlpilo2",
+            "--label",
+            "atlas",
+            "--file",
+            &proxy_file.display().to_string(),
+        ],
+        &env,
+    );
+    assert!(added.status.success(), "{added:?}");
+
+    let mut job = TestJob::new("pilot.unified");
+    job.label = "user".into();
+    let ids = submit(&reqwest::Client::new(), &server, &[job]).await;
+    let token = issuer.sign(&issuer.claims("Pilot Factory", &["atlas", "atlas/pilot"]));
+    let token_file = site.dir.path().join("pilot.token");
+    std::fs::write(&token_file, token).expect("token");
+    // The pilot's own proxy is a VOMS proxy with the production role, which the pilot's
+    // arcproxy check reads before it asks for a job.
+    let factory = pki.user("Pilot Factory");
+    let own = pki
+        .voms_proxy(&factory, &["/atlas/Role=production"], None)
+        .expect("voms-proxy-fake");
+    let own_file = site.dir.path().join("pilot-own.proxy");
+    let mut own_pem = own.cert.to_pem().expect("pem");
+    own_pem.extend(own.key.private_key_to_pem_pkcs8().expect("key"));
+    for cert in &own.chain {
+        own_pem.extend(cert.to_pem().expect("pem"));
+    }
+    std::fs::write(&own_file, own_pem).expect("own proxy");
+    // arcproxy reads a proxy only where it also finds the certificate and key it came from.
+    let cert_file = site.dir.path().join("usercert.pem");
+    std::fs::write(&cert_file, factory.chain_pem()).expect("cert");
+    let key_file = site.dir.path().join("userkey.pem");
+    std::fs::write(&key_file, factory.key_pem()).expect("key");
+    use std::os::unix::fs::PermissionsExt;
+    for file in [&key_file, &own_file] {
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    }
+    let work = site.dir.path().join("pilot-unified");
+    let status = Command::new("bash")
+        .arg(scripts().join("run_pilot.sh"))
+        .env("PANDA_SERVER_URL", server.https_url())
+        .env("PILOT_QUEUE", "TEST_QUEUE")
+        .env("PILOT_LABEL", "user")
+        .env("PILOT_WORKDIR", &work)
+        .env("PILOT_DIR", &pilot)
+        .env("PILOT_TIMEOUT", "240")
+        .env("PILOT_NOKILL", "1")
+        .env("PILOT_USER_PLUGIN", "atlas")
+        .env("PILOT_VERIFY_PROXY", "1")
+        .env("PILOT_X509_PROXY", &own_file)
+        .env("X509_VOMS_DIR", pki.path("vomsdir"))
+        .env("X509_USER_CERT", &cert_file)
+        .env("X509_USER_KEY", &key_file)
+        .env("PILOT_TOKEN_FILE", &token_file)
+        .env("PILOT_TOKEN_ORIGIN", "atlas.pilot")
+        .env("X509_CERT_DIR", pki.path("certificates"))
+        .env(
+            "PILOT_STORAGEDATA_URL",
+            site.dir.path().join("cache/ddmendpoints.json"),
+        )
+        .status()
+        .expect("run_pilot.sh");
+    let full = pilot_output(&work);
+    let out = full
+        .lines()
+        .filter(|l| {
+            ["ERROR", "WARNING", "proxy", "getJob", "exit"]
+                .iter()
+                .any(|k| l.contains(k))
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    eprintln!("pilot exit {:?}, job {}", status.code(), ids[0]);
+    assert!(
+        server
+            .find_log_where(|l| l.contains("/server/panda/getProxy") && l.contains("status=200"))
+            .is_some(),
+        "no getProxy call:\n{out}"
+    );
+    assert!(
+        full.contains("server returned proxy (verifying)"),
+        "the pilot did not get the proxy:\n{out}"
+    );
+    // What it got is the registered proxy, and it passes the pilot's own check.
+    assert!(
+        full.contains("subject=/DC=org/DC=test/OU=Users/CN=Atlas Pilot Two"),
+        "{out}"
+    );
+    assert!(
+        full.contains("proxy verified (proxy type='unified')"),
+        "{out}"
+    );
+}

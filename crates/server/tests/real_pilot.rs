@@ -289,6 +289,21 @@ async fn the_real_pilot_works_over_https_with_a_token() {
 #[tokio::test]
 async fn the_real_pilot_fetches_the_registered_user_proxy_on_a_unified_queue() {
     let Some(pilot) = install_pilot() else { return };
+    // The atlas plugin checks proxies with arcproxy (Debian's nordugrid-arc-client) and runs
+    // in a mount namespace (run_pilot.sh says why).
+    let tools = Command::new("sh")
+        .args(["-c", "command -v arcproxy && unshare -m true"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !tools {
+        assert!(
+            !common::required(),
+            "arcproxy (nordugrid-arc-client) and unshare -m (root) are needed"
+        );
+        eprintln!("note: unified-queue pilot test skipped: no arcproxy or no mount namespace");
+        return;
+    }
     let pki = common::pki::GridPki::new();
     let issuer = common::TokenIssuer::new("atlas");
     let (_db, site, mut env) = pilot_site(&[]);

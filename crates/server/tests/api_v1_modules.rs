@@ -852,6 +852,103 @@ async fn a_sweep_command_reaches_the_queues_harvester() {
     }
 }
 
+/// `harvester/add_target_slots`: the target slots of a queue, per share and resource type or
+/// for the whole queue, replaced on a second call, removed with -1; the production role only;
+/// bad values named, nothing stored.
+#[tokio::test]
+async fn target_slots_are_set_replaced_and_removed() {
+    for backend in backends() {
+        let issuer = common::TokenIssuer::new("atlas");
+        let env = issuer.env();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let stack = Stack::start_at(backend, &["httpd"], &env, Site::new()).await;
+        let client = api_client();
+        let call = |body: Json, token: Option<String>| {
+            let mut request = client
+                .post(stack.server.url("/api/v1/harvester/add_target_slots"))
+                .json(&body);
+            if let Some(token) = token {
+                request = request.bearer_auth(token).header("Origin", "atlas");
+            }
+            async move {
+                request
+                    .send()
+                    .await
+                    .expect("post")
+                    .json::<Json>()
+                    .await
+                    .expect("envelope")
+            }
+        };
+        let whole = call(json!({"panda_queue": "CERN", "slots": 10000}), None).await;
+        assert_eq!(
+            whole,
+            json!({"success": true, "data": null,
+                   "message": "set numSlots=10000 for PQ=CERN gshare=None resource=None"}),
+            "{backend:?}"
+        );
+        let share = json!({"panda_queue": "CERN", "slots": 50, "global_share": "User Analysis",
+                           "resource_type": "SCORE", "expiration_date": "3"});
+        assert_eq!(call(share.clone(), None).await["success"], true);
+        let mut again = share.clone();
+        again["slots"] = json!(70);
+        assert_eq!(call(again, None).await["success"], true);
+        let slots = stack.store.target_slots("CERN").await.expect("slots");
+        assert_eq!(
+            slots.len(),
+            2,
+            "{backend:?}: one row per share and type: {slots:?}"
+        );
+        let shared = slots
+            .iter()
+            .find(|s| s.0.as_deref() == Some("User Analysis"))
+            .expect("the share's row");
+        assert_eq!((shared.1.as_deref(), shared.2), (Some("SCORE"), 70));
+        let expiry = shared.3.expect("an expiry");
+        let days = (expiry - panda_core::time::now()).num_hours();
+        assert!((71..=72).contains(&days), "three days: {days} h");
+        let whole_row = slots.iter().find(|s| s.0.is_none()).expect("whole queue");
+        assert_eq!((whole_row.2, whole_row.3), (10000, None));
+        // -1 removes the entry it names, and only that one.
+        let mut remove = share.clone();
+        remove["slots"] = json!(-1);
+        assert_eq!(call(remove, None).await["success"], true);
+        let slots = stack.store.target_slots("CERN").await.expect("slots");
+        assert_eq!(slots.len(), 1, "{slots:?}");
+
+        for (body, message) in [
+            (json!({"panda_queue": "CERN", "slots": -2}), "slots must be"),
+            (
+                json!({"panda_queue": "CERN", "slots": 1, "expiration_date": "soon"}),
+                "expiration_date must be a number of days",
+            ),
+            (
+                json!({"panda_queue": "Q".repeat(200), "slots": 1}),
+                "panda_queue must have 1 to 128 characters",
+            ),
+            (json!({"panda_queue": "CERN"}), "slots"),
+        ] {
+            let refused = call(body.clone(), None).await;
+            assert_eq!(refused["success"], false, "{body}: {refused}");
+            assert!(
+                refused["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains(message)),
+                "{body}: {refused}"
+            );
+        }
+        let token = issuer.sign(&issuer.claims("Test user", &["atlas"]));
+        let user = call(json!({"panda_queue": "CERN", "slots": 5}), Some(token)).await;
+        assert_eq!(
+            user["message"], "production or pilot role required",
+            "{user}"
+        );
+        let slots = stack.store.target_slots("CERN").await.expect("slots");
+        assert_eq!(slots.len(), 1, "the refusals stored nothing");
+        assert_eq!(slots[0].2, 10000);
+    }
+}
+
 /// The iDDS functions answer with upstream's envelope and say why nothing happens: this
 /// server has no iDDS to relay to.
 #[tokio::test]

@@ -255,6 +255,49 @@ impl JobService {
             .await?)
     }
 
+    /// Sets the target number of slots of a queue (upstream's `setNumSlotsForWP`, to build up
+    /// job pressure), for a global share and resource type or the whole queue, valid for
+    /// `valid_days` (`None`: no expiry); `slots = -1` removes the entry. The answer is
+    /// upstream's sentence.
+    pub async fn set_target_slots(
+        &self,
+        queue: &str,
+        slots: i64,
+        share: Option<&str>,
+        resource_type: Option<&str>,
+        valid_days: Option<i64>,
+    ) -> Result<String, ServiceError> {
+        for (name, value, longest) in [
+            ("panda_queue", Some(queue), 128),
+            ("global_share", share, 32),
+            ("resource_type", resource_type, 56),
+        ] {
+            if value.is_some_and(|v| v.is_empty() || v.len() > longest) {
+                return Err(bad(format!("{name} must have 1 to {longest} characters")));
+            }
+        }
+        if slots < -1 {
+            return Err(bad(
+                "slots must be a number of slots, or -1 to remove the entry",
+            ));
+        }
+        if valid_days.is_some_and(|d| !(0..=36_500).contains(&d)) {
+            return Err(bad(
+                "expiration_date must be a number of days from 0 to 36500",
+            ));
+        }
+        let expires = valid_days.map(|d| panda_core::time::now() + chrono::Duration::days(d));
+        self.stores
+            .harvester
+            .set_target_slots(queue, share, resource_type, slots, expires)
+            .await?;
+        Ok(format!(
+            "set numSlots={slots} for PQ={queue} gshare={} resource={}",
+            share.unwrap_or("None"),
+            resource_type.unwrap_or("None")
+        ))
+    }
+
     /// Tells the Harvester instance serving `queue` (its CRIC record's `harvester`) to kill
     /// its workers there (upstream's `sweepPQ`): a `KILL_WORKERS` command whose params name
     /// the queue and filter by worker status, computing element (`None` for all; the ones

@@ -285,6 +285,88 @@ impl Store {
         Ok(rows.first().and_then(|r| r.first()).and_then(Value::as_i64))
     }
 
+    /// Sets the target slots of a queue (upstream's `setNumSlotsForWP`), for one global share
+    /// and resource type or, where they are `None`, for the whole queue; `slots = -1` removes
+    /// the entry. One row per (queue, share, type), NULLs matching NULLs.
+    pub async fn set_target_slots(
+        &self,
+        queue: &str,
+        share: Option<&str>,
+        resource_type: Option<&str>,
+        slots: i64,
+        expires: Option<NaiveDateTime>,
+    ) -> Result<()> {
+        let mut tx = self.begin(TxMode::Write).await?;
+        let key = [
+            Value::Text(Some(queue.into())),
+            Value::Text(share.map(str::to_string)),
+            Value::Text(resource_type.map(str::to_string)),
+        ];
+        const MATCH: &str =
+            "pandaqueuename = $1 AND (gshare = $2 OR (gshare IS NULL AND $2 IS NULL)) \
+             AND (resourcetype = $3 OR (resourcetype IS NULL AND $3 IS NULL))";
+        if slots == -1 {
+            tx.execute(&format!("DELETE FROM harvester_slots WHERE {MATCH}"), &key)
+                .await?;
+            return tx.commit().await;
+        }
+        let mut params = key.to_vec();
+        params.extend([
+            Value::Int(Some(slots)),
+            Value::Time(Some(time::now())),
+            Value::Time(expires),
+        ]);
+        let updated = tx
+            .execute(
+                &format!(
+                    "UPDATE harvester_slots SET numslots = $4, modificationtime = $5, \
+                     expirationtime = $6 WHERE {MATCH}"
+                ),
+                &params,
+            )
+            .await?;
+        if updated == 0 {
+            tx.execute(
+                "INSERT INTO harvester_slots (pandaqueuename, gshare, resourcetype, numslots, \
+                 modificationtime, expirationtime) VALUES ($1, $2, $3, $4, $5, $6)",
+                &params,
+            )
+            .await?;
+        }
+        tx.commit().await
+    }
+
+    /// The target slots of a queue: (share, resource type, slots, expiry), unexpired or not.
+    pub async fn target_slots(
+        &self,
+        queue: &str,
+    ) -> Result<Vec<(Option<String>, Option<String>, i64, Option<NaiveDateTime>)>> {
+        let rows = self
+            .query(
+                "SELECT gshare, resourcetype, numslots, expirationtime FROM harvester_slots \
+                 WHERE pandaqueuename = $1 ORDER BY gshare, resourcetype",
+                &[Value::Text(Some(queue.into()))],
+                &[
+                    ColumnType::Text,
+                    ColumnType::Text,
+                    ColumnType::BigInt,
+                    ColumnType::Timestamp,
+                ],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (
+                    r[0].as_str().map(str::to_string),
+                    r[1].as_str().map(str::to_string),
+                    r[2].as_i64().unwrap_or(0),
+                    r[3].as_time(),
+                )
+            })
+            .collect())
+    }
+
     /// Queues a command for a Harvester instance (operators and tests); returns its ID.
     pub async fn add_harvester_command(
         &self,

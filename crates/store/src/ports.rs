@@ -141,6 +141,7 @@ port! {
         fn update_workers(&self, harvester_id: &str, workers: &[WorkerUpdate]) -> Result<()>;
         fn max_worker_id(&self, harvester_id: &str) -> Result<Option<i64>>;
         fn add_harvester_command(&self, harvester_id: &str, command: &str, params: Option<&str>, ack_requested: bool) -> Result<i64>;
+        fn set_target_slots(&self, queue: &str, share: Option<&str>, resource_type: Option<&str>, slots: i64, expires: Option<NaiveDateTime>) -> Result<()>;
         fn acquire_harvester_commands(&self, harvester_id: &str, n: i64) -> Result<Vec<HarvesterCommand>>;
         fn acknowledge_harvester_commands(&self, ids: &[i64]) -> Result<()>;
         fn replace_worker_stats(&self, harvester_id: &str, site: &str, stats: &[WorkerStat]) -> Result<()>;

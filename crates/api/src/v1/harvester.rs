@@ -179,3 +179,33 @@ pub(crate) async fn add_sweep_command(state: &AppState, call: &Call) -> Envelope
         Err(e) => Envelope::from_service(e),
     }
 }
+
+/// `harvester/add_target_slots` (production role): the target slots of a queue, for a share
+/// and resource type or the whole queue; `expiration_date` is a number of days (upstream
+/// reads it so), as a number or its text.
+pub(crate) async fn add_target_slots(state: &AppState, call: &Call) -> Envelope {
+    let days = match call.args.get("expiration_date") {
+        None | Some(Json::Null) => None,
+        Some(value) => match value
+            .as_i64()
+            .or_else(|| value.as_str().and_then(|t| t.trim().parse().ok()))
+        {
+            Some(days) => Some(days),
+            None => return Envelope::fail("expiration_date must be a number of days"),
+        },
+    };
+    match state
+        .service
+        .set_target_slots(
+            call.args.text("panda_queue").unwrap_or_default(),
+            call.args.int("slots").unwrap_or_default(),
+            call.args.text("global_share"),
+            call.args.text("resource_type"),
+            days,
+        )
+        .await
+    {
+        Ok(said) => Envelope::ok_with(said),
+        Err(e) => Envelope::from_service(e),
+    }
+}

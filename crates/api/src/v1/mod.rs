@@ -1034,6 +1034,20 @@ pub(crate) const ENDPOINTS: &[Endpoint] = &[
     ),
     ep(
         "harvester",
+        "add_target_slots",
+        Post,
+        Production,
+        &[
+            req("panda_queue", Str),
+            req("slots", Int),
+            opt("global_share", Str),
+            opt("resource_type", Str),
+            opt("expiration_date", Ty::Any),
+        ],
+        handler!(harvester::add_target_slots),
+    ),
+    ep(
+        "harvester",
         "get_current_worker_id",
         Get,
         Secure,

@@ -271,7 +271,12 @@ impl Config {
             return Ok(());
         };
         if self.source.is_none() && !path.exists() {
-            write_new_key(&path)?;
+            // Two local servers starting at once: the one that loses reads the other's.
+            if let Err(e) = write_new_key(&path) {
+                if !path.exists() {
+                    return Err(e);
+                }
+            }
         }
         let key = CredentialKey::from_file(&path)?;
         self.credential_key = Some(std::sync::Arc::new(key));
@@ -775,7 +780,9 @@ fn read_secret(file: &str, raw: Option<&RawValue>) -> Result<String, ConfigError
         })
 }
 
-/// Writes a new credential key to `path`, readable by its owner only; never overwrites.
+/// Writes a new credential key to `path`, readable by its owner only; never overwrites. The
+/// key is written whole to a file of its own and then linked into place, so a reader never
+/// sees half a key.
 pub fn write_new_key(path: &Path) -> Result<(), String> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
@@ -784,14 +791,20 @@ pub fn write_new_key(path: &Path) -> Result<(), String> {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
+    let fail =
+        |e: std::io::Error| format!("cannot create the credential key {}: {e}", path.display());
+    let staged = path.with_extension(format!("new.{}", std::process::id()));
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(path)
-        .map_err(|e| format!("cannot create the credential key {}: {e}", path.display()))?;
-    writeln!(file, "{}", key.to_hex())
-        .map_err(|e| format!("cannot write the credential key {}: {e}", path.display()))
+        .open(&staged)
+        .map_err(fail)?;
+    let written = writeln!(file, "{}", key.to_hex())
+        .and_then(|()| file.sync_all())
+        .and_then(|()| std::fs::hard_link(&staged, path));
+    let _ = std::fs::remove_file(&staged);
+    written.map_err(fail)
 }
 
 /// Lists in upstream's files are comma-separated; a Python list literal is accepted too.

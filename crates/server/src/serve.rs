@@ -89,12 +89,6 @@ pub async fn run(config: Config, mode: Mode) -> anyhow::Result<()> {
 
 async fn run_logged(mut config: Config, mode: Mode, logs: LogFiles) -> anyhow::Result<()> {
     warn_about_config(&config);
-    config.load_credential_key().map_err(anyhow::Error::msg)?;
-    if config.credential_key.is_none() && mode != Mode::Daemon {
-        tracing::warn!(
-            "no credential_key_file: user secrets and registered credentials are refused"
-        );
-    }
     if let (false, Some(why)) = (mode == Mode::All, config.missing_sqlite_database()) {
         anyhow::bail!("{why}");
     }
@@ -107,6 +101,13 @@ async fn run_logged(mut config: Config, mode: Mode, logs: LogFiles) -> anyhow::R
         }
     } else {
         store.check_schema().await?;
+    }
+    // After the database answered: a node that cannot start makes no key.
+    config.load_credential_key().map_err(anyhow::Error::msg)?;
+    if config.credential_key.is_none() && mode != Mode::Daemon {
+        tracing::warn!(
+            "no credential_key_file: user secrets and registered credentials are refused"
+        );
     }
     warn_about_statistics(&config, &store).await;
     if let (Some(file), true) = (&config.queue_config_file, mode.serves_http()) {

@@ -949,6 +949,203 @@ async fn target_slots_are_set_replaced_and_removed() {
     }
 }
 
+/// `job/generate_offline_execution_script`: a job's script as plain text that runs its
+/// transformation with its parameters (checked with `--dry-run`); an unknown job and a bad
+/// `days` named.
+#[tokio::test]
+async fn a_jobs_offline_script_runs_its_transformation_with_its_parameters() {
+    let f = start(Backend::Sqlite).await;
+    let mut job = TestJob::new("offline.job");
+    job.parameters = "--input 'a b' --count 3".into();
+    let ids = submit(&f.client, &f.server, &[job]).await;
+    let url = f
+        .server
+        .url("/api/v1/job/generate_offline_execution_script");
+    let response = f
+        .client
+        .get(&url)
+        .query(&[("job_id", ids[0].to_string())])
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(response.status(), 200);
+    assert!(response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/plain")));
+    let script = response.text().await.expect("text");
+    assert!(script.starts_with("#!/bin/bash\n"), "{script}");
+    assert!(
+        script.contains(&format!("PanDA job {}", ids[0])),
+        "{script}"
+    );
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("offline.sh");
+    std::fs::write(&file, &script).expect("script");
+    let out = std::process::Command::new("bash")
+        .arg(&file)
+        .arg("--dry-run")
+        .env("TMPDIR", dir.path())
+        .output()
+        .expect("bash");
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{printed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        printed.contains(
+            "+ curl -fsSL -o jobO.runpayload.tar.gz http://localhost/jobO.runpayload.tar.gz"
+        ),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("+ ./jobO.runpayload.tar.gz --input 'a b' --count 3"),
+        "{printed}"
+    );
+
+    let missing = f
+        .get(
+            "/api/v1/job/generate_offline_execution_script",
+            &[("job_id", "999999")],
+        )
+        .await;
+    assert_eq!(missing["success"], false);
+    assert_eq!(
+        missing["message"],
+        "ERROR: Cannot get PandaID=999999 in DB for the last 30 days. You may add &days=N to the URL"
+    );
+    let bad = f
+        .get(
+            "/api/v1/job/generate_offline_execution_script",
+            &[("job_id", "1"), ("days", "0")],
+        )
+        .await;
+    assert!(
+        bad["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("days must be from 1 to 3650")),
+        "{bad}"
+    );
+}
+
+/// `workflow/submit_workflow` (and pchain's `submit_workflow_raw_request`, which sends the
+/// request as JSON text): recorded as `registered` in JEDI's `workflows` with its owner, the
+/// answer saying no engine runs it; a text that is not a JSON object is refused by name.
+#[tokio::test]
+async fn workflow_requests_are_recorded_and_say_no_engine_runs_them() {
+    for backend in backends() {
+        let f = start(backend).await;
+        let done = f
+            .post(
+                "/api/v1/workflow/submit_workflow",
+                json!({"params": {"name": "wf1", "steps": [1, 2]}}),
+            )
+            .await;
+        assert_eq!(done["success"], true, "{backend:?}: {done}");
+        assert!(done["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no workflow engine")));
+        let id = done["data"]["workflow_id"].as_i64().expect("workflow_id");
+        let raw = f
+            .post(
+                "/api/v1/workflow/submit_workflow_raw_request",
+                json!({"params": json!({"name": "wf2"}).to_string()}),
+            )
+            .await;
+        let second = raw["data"]["workflow_id"].as_i64().expect("workflow_id");
+        assert!(second > id, "{raw}");
+        let row = f.store.workflow(id).await.expect("read").expect("stored");
+        assert_eq!(row.status, "registered");
+        assert_eq!(row.prodsourcelabel.as_deref(), Some("user"));
+        assert_eq!(row.username.as_deref(), Some("local operator"));
+        let stored: Json =
+            serde_json::from_str(row.raw_request_json.as_deref().unwrap_or("")).expect("json");
+        assert_eq!(stored["name"], "wf1");
+        assert_eq!(stored["user_dn"], "/CN=local operator");
+        let refused = f
+            .post(
+                "/api/v1/workflow/submit_workflow_raw_request",
+                json!({"params": "not json"}),
+            )
+            .await;
+        assert_eq!(refused["success"], false);
+        assert!(
+            refused["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("Failed to parse params")),
+            "{refused}"
+        );
+    }
+}
+
+/// `data_carousel/*` and `async_process/*`: upstream's envelope, refused with the reason (no
+/// data carousel, no asynchronous workers behind this server), never 403; the production
+/// functions still need the production role.
+#[tokio::test]
+async fn data_carousel_and_async_functions_say_what_is_missing() {
+    let issuer = common::TokenIssuer::new("atlas");
+    let env = issuer.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let stack = Stack::start_at(Backend::Sqlite, &["httpd"], &env, Site::new()).await;
+    let client = api_client();
+    let user = issuer.sign(&issuer.claims("Test user", &["atlas"]));
+    let post = |function: &str, body: Json, token: Option<&str>| {
+        let mut request = client
+            .post(stack.server.url(&format!("/api/v1/{function}")))
+            .json(&body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token).header("Origin", "atlas");
+        }
+        async move {
+            let response = request.send().await.expect("post");
+            assert_eq!(response.status(), 200);
+            response.json::<Json>().await.expect("envelope")
+        }
+    };
+    for function in [
+        "change_staging_destination",
+        "change_staging_source",
+        "force_to_staging",
+        "retire_unused",
+    ] {
+        let path = format!("data_carousel/{function}");
+        let answer = post(&path, json!({"request_id": 42}), None).await;
+        assert_eq!(
+            answer,
+            json!({"success": false, "data": null, "message":
+                "failed to get corresponding request (request_id=42): no data carousel runs behind this server"}),
+            "{function}"
+        );
+        let refused = post(&path, json!({"dataset": "data.x"}), Some(&user)).await;
+        assert_eq!(refused["message"], "production or pilot role required");
+    }
+    let grep = post(
+        "async_process/submit_grep_request",
+        json!({"pattern": "error", "log_filename": "panda-server.log", "service_name": "panda"}),
+        Some(&user),
+    )
+    .await;
+    assert_eq!(grep["success"], false);
+    assert!(grep["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("no asynchronous request workers")));
+    let result: Json = client
+        .get(stack.server.url("/api/v1/async_process/get_result"))
+        .query(&[("request_id", "abc")])
+        .bearer_auth(&user)
+        .header("Origin", "atlas")
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("envelope");
+    assert_eq!(result["message"], "request_id 'abc' not found");
+}
+
 /// The iDDS functions answer with upstream's envelope and say why nothing happens: this
 /// server has no iDDS to relay to.
 #[tokio::test]

@@ -15,6 +15,7 @@ mod error;
 pub mod harvester;
 mod kill;
 pub mod lookups;
+pub mod offline_script;
 pub mod pilot_report;
 mod reassign;
 mod retry;
@@ -28,6 +29,7 @@ pub mod task_processing;
 mod tasks;
 mod update;
 pub mod worker_nodes;
+pub mod workflows;
 
 use std::sync::Arc;
 

@@ -759,8 +759,9 @@ pub fn task_processing_tables(dialect: Dialect) -> Vec<String> {
 }
 
 /// Our first own step: upstream's `secrets` (pbook's user secrets, one JSON document per
-/// owner) and `harvester_slots` (Harvester's target slots), which our upstream-numbered steps
-/// did not create, and `sealed_credentials`, ours: the proxies, access tokens, token keys and
+/// owner), `harvester_slots` (Harvester's target slots) and JEDI's `workflows` (submitted
+/// workflow requests, with `workflow_id_seq`), which our upstream-numbered steps did not
+/// create, and `sealed_credentials`, ours: the proxies, access tokens, token keys and
 /// key files operators register, each sealed with the server's credential key
 /// (`panda-service`'s `credentials`). Upstream keeps those in files on each node; here every
 /// node reads them from the database.
@@ -792,6 +793,25 @@ pub fn credential_tables(dialect: Dialect) -> Vec<String> {
         "CREATE UNIQUE INDEX IF NOT EXISTS harvester_slots_uk ON harvester_slots \
          (pandaqueuename, gshare, resourcetype)"
             .into(),
+        format!(
+            "CREATE TABLE IF NOT EXISTS workflows (
+  workflow_id {big} NOT NULL PRIMARY KEY, name {}, parent_id {big}, loop_count {big},
+  status {} NOT NULL, prodsourcelabel {}, username {}, creation_time {ts} NOT NULL,
+  start_time {ts}, end_time {ts}, modification_time {ts}, check_time {ts}, locked_by {},
+  lock_time {ts}, raw_request_json {text}, definition_json {text}, parameters {text}
+)",
+            vc(255),
+            vc(64),
+            vc(64),
+            vc(168),
+            vc(40)
+        ),
+        match dialect {
+            Dialect::Postgres => "CREATE SEQUENCE IF NOT EXISTS workflow_id_seq".to_string(),
+            Dialect::Sqlite => "INSERT OR IGNORE INTO panda_sequences (name, last_value) \
+                 VALUES ('workflow_id_seq', 0)"
+                .to_string(),
+        },
         format!(
             "CREATE TABLE IF NOT EXISTS sealed_credentials (
   kind {} NOT NULL, name {} NOT NULL, label {} NOT NULL, sealed {text} NOT NULL,

@@ -40,6 +40,7 @@ mod tasks;
 #[doc(hidden)]
 pub mod testing;
 mod users;
+mod workflows;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -68,6 +69,7 @@ pub use retry_rules::RetryRule;
 pub use schema::{MigrationReport, SchemaVersion, EXTENSION_VERSION, SCHEMA_VERSION};
 pub use side::SideWrite;
 pub use tasks::TaskCriterion;
+pub use workflows::WorkflowRow;
 
 /// Behaviour switches of the store, from the server's configuration.
 #[derive(Clone, Debug)]

@@ -82,6 +82,7 @@ port! {
     /// JEDI's tasks and their jobs.
     TaskStore {
         fn insert_task(&self, task: TaskSpec, parameters: &str) -> Result<TaskSpec>;
+        fn insert_workflow(&self, prodsourcelabel: &str, username: &str, raw_request_json: &str) -> Result<i64>;
         fn get_task(&self, task_id: i64) -> Result<Option<TaskSpec>>;
         fn task_parameters(&self, task_id: i64) -> Result<Option<String>>;
         fn task_ids(&self, criteria: &[TaskCriterion], since: NaiveDateTime, limit: i64) -> Result<Vec<i64>>;

@@ -93,7 +93,8 @@ pub const EXTENSION_VERSION: SchemaVersion = SchemaVersion::new(0, 0, 1);
 pub const EXTENSIONS: &[Migration] = &[Migration {
     version: SchemaVersion::new(0, 0, 1),
     description: "user secrets (upstream's secrets), Harvester's slots (upstream's \
-                  harvester_slots) and the sealed credentials operators register",
+                  harvester_slots), workflow requests (JEDI's workflows) and the sealed \
+                  credentials operators register",
     statements: ddl::credential_tables,
 }];
 

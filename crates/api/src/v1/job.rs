@@ -271,6 +271,32 @@ pub(crate) async fn get_metadata_for_analysis_jobs(state: &AppState, call: &Call
     }
 }
 
+/// `job/generate_offline_execution_script` (open, as upstream): the job's offline script as
+/// plain text, or a failed envelope saying why there is none.
+pub(crate) async fn generate_offline_execution_script(
+    state: &AppState,
+    call: &Call,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let id = call.args.int("job_id").unwrap_or_default();
+    match state
+        .service
+        .offline_script(id, call.args.int("days"))
+        .await
+    {
+        Ok(Ok(script)) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; charset=utf-8",
+            )],
+            script,
+        )
+            .into_response(),
+        Ok(Err(message)) => Envelope::fail(message).into_response_as(true),
+        Err(e) => Envelope::from_service(e).into_response_as(true),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,6 +21,7 @@ mod pilot;
 mod statistics;
 mod system;
 mod task;
+mod workflow;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -311,6 +312,96 @@ pub(crate) const ENDPOINTS: &[Endpoint] = &[
         &[req("client_name", Str)],
         handler!(creds::get_token_key),
     ),
+    // async_process: no asynchronous workers behind this server
+    ep(
+        "async_process",
+        "submit_grep_request",
+        Post,
+        Secure,
+        &[
+            req("pattern", Str),
+            req("log_filename", Str),
+            opt("service_name", Str),
+            opt("machine_name", Str),
+        ],
+        handler!(|_, call| async move { system::no_async_workers(call) }),
+    ),
+    ep(
+        "async_process",
+        "submit_sleep_echo_request",
+        Post,
+        Production,
+        &[
+            req("service_name", Str),
+            req("message", Str),
+            opt("seconds", Int),
+        ],
+        handler!(|_, call| async move { system::no_async_workers(call) }),
+    ),
+    ep(
+        "async_process",
+        "get_result",
+        Get,
+        Secure,
+        &[req("request_id", Str)],
+        handler!(|_, call| async move { system::async_result(call) }),
+    ),
+    // data_carousel: no data carousel behind this server
+    ep(
+        "data_carousel",
+        "change_staging_destination",
+        Post,
+        Production,
+        &[opt("request_id", Int), opt("dataset", Str)],
+        handler!(|_, call| async move { system::no_data_carousel(call) }),
+    ),
+    ep(
+        "data_carousel",
+        "change_staging_source",
+        Post,
+        Production,
+        &[
+            opt("request_id", Int),
+            opt("dataset", Str),
+            opt("cancel_fts", Bool),
+            opt("change_src_expr", Bool),
+            opt("source_rse", Str),
+        ],
+        handler!(|_, call| async move { system::no_data_carousel(call) }),
+    ),
+    ep(
+        "data_carousel",
+        "force_to_staging",
+        Post,
+        Production,
+        &[opt("request_id", Int), opt("dataset", Str)],
+        handler!(|_, call| async move { system::no_data_carousel(call) }),
+    ),
+    ep(
+        "data_carousel",
+        "retire_unused",
+        Post,
+        Production,
+        &[opt("request_id", Int), opt("dataset", Str)],
+        handler!(|_, call| async move { system::no_data_carousel(call) }),
+    ),
+    // workflow: recorded, no engine behind this server
+    ep(
+        "workflow",
+        "submit_workflow",
+        Post,
+        Secure,
+        &[req("params", DictOrStr)],
+        handler!(workflow::submit_workflow),
+    ),
+    ep(
+        "workflow",
+        "submit_workflow_raw_request",
+        Post,
+        Secure,
+        &[req("params", DictOrStr)],
+        handler!(workflow::submit_workflow),
+    ),
     // idds: no iDDS behind this server
     ep(
         "idds",
@@ -407,6 +498,14 @@ pub(crate) const ENDPOINTS: &[Endpoint] = &[
         Secure,
         &[req("task_id", Int)],
         handler!(job::get_metadata_for_analysis_jobs),
+    ),
+    ep(
+        "job",
+        "generate_offline_execution_script",
+        Get,
+        Open,
+        &[req("job_id", Int), opt("days", Int)],
+        handler!(response job::generate_offline_execution_script),
     ),
     ep(
         "job",

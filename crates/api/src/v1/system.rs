@@ -132,3 +132,38 @@ pub(crate) fn no_idds(call: &Call) -> Envelope {
          nothing was relayed"
     ))
 }
+
+/// `data_carousel/*`: no data carousel stages tapes for this server, so there is no staging
+/// request to change; upstream's envelope with the reason (nothing is stored).
+pub(crate) fn no_data_carousel(call: &Call) -> Envelope {
+    let which = match (call.args.int("request_id"), call.args.text("dataset")) {
+        (Some(id), _) => format!("request_id={id}"),
+        (None, Some(dataset)) => {
+            format!("dataset={}", dataset.chars().take(200).collect::<String>())
+        }
+        (None, None) => "no request_id or dataset given".into(),
+    };
+    Envelope::fail(format!(
+        "failed to get corresponding request ({which}): no data carousel runs behind this server"
+    ))
+}
+
+/// `async_process/submit_*`: no asynchronous workers run behind this server, so nothing is
+/// queued; upstream's envelope with the reason.
+pub(crate) fn no_async_workers(_call: &Call) -> Envelope {
+    Envelope::fail(
+        "no alive machines: no asynchronous request workers run behind this server, so nothing is queued",
+    )
+}
+
+/// `async_process/get_result`: no request was ever queued here.
+pub(crate) fn async_result(call: &Call) -> Envelope {
+    let id: String = call
+        .args
+        .text("request_id")
+        .unwrap_or_default()
+        .chars()
+        .take(100)
+        .collect();
+    Envelope::fail(format!("request_id '{id}' not found"))
+}

@@ -326,14 +326,20 @@ async fn datasets(action: DatasetsAction, config: &Config) -> anyhow::Result<Exi
         }
     };
     store.close().await;
-    match text {
+    Ok(printed(text))
+}
+
+/// An operator command's outcome: its text on standard output, or its error on standard
+/// error and exit code 1.
+fn printed<E: std::fmt::Display>(outcome: Result<String, E>) -> ExitCode {
+    match outcome {
         Ok(text) => {
             print!("{text}");
-            Ok(ExitCode::SUCCESS)
+            ExitCode::SUCCESS
         }
         Err(e) => {
             eprintln!("panda-server: {e}");
-            Ok(ExitCode::FAILURE)
+            ExitCode::FAILURE
         }
     }
 }
@@ -509,16 +515,7 @@ async fn creds(action: CredsAction, mut config: Config) -> anyhow::Result<ExitCo
         }
     };
     store.close().await;
-    match outcome {
-        Ok(text) => {
-            print!("{text}");
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(e) => {
-            eprintln!("panda-server: {e}");
-            Ok(ExitCode::FAILURE)
-        }
-    }
+    Ok(printed(outcome))
 }
 
 async fn schema(action: SchemaAction, config: &Config) -> anyhow::Result<ExitCode> {

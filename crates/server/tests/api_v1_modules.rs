@@ -770,21 +770,9 @@ async fn a_sweep_command_reaches_the_queues_harvester() {
         let client = api_client();
         // A POST to a harvester function, as the local operator or with a bearer token.
         let call = |function: &str, body: Json, token: Option<&str>| {
-            let mut request = client
-                .post(stack.server.url(&format!("/api/v1/harvester/{function}")))
-                .json(&body);
-            if let Some(token) = token {
-                request = request.bearer_auth(token).header("Origin", "atlas");
-            }
-            async move {
-                request
-                    .send()
-                    .await
-                    .expect("post")
-                    .json::<Json>()
-                    .await
-                    .expect("envelope")
-            }
+            let url = stack.server.url(&format!("/api/v1/harvester/{function}"));
+            let (client, token) = (&client, token.map(str::to_string));
+            async move { common::post_envelope(client, url, body, token.as_deref()).await }
         };
         let post = |body: Json| call("add_sweep_command", body, None);
         let acquire = || {
@@ -864,21 +852,9 @@ async fn target_slots_are_set_replaced_and_removed() {
         let stack = Stack::start_at(backend, &["httpd"], &env, Site::new()).await;
         let client = api_client();
         let call = |body: Json, token: Option<String>| {
-            let mut request = client
-                .post(stack.server.url("/api/v1/harvester/add_target_slots"))
-                .json(&body);
-            if let Some(token) = token {
-                request = request.bearer_auth(token).header("Origin", "atlas");
-            }
-            async move {
-                request
-                    .send()
-                    .await
-                    .expect("post")
-                    .json::<Json>()
-                    .await
-                    .expect("envelope")
-            }
+            let url = stack.server.url("/api/v1/harvester/add_target_slots");
+            let client = &client;
+            async move { common::post_envelope(client, url, body, token.as_deref()).await }
         };
         let whole = call(json!({"panda_queue": "CERN", "slots": 10000}), None).await;
         assert_eq!(
@@ -1093,17 +1069,9 @@ async fn data_carousel_and_async_functions_say_what_is_missing() {
     let client = api_client();
     let user = issuer.sign(&issuer.claims("Test user", &["atlas"]));
     let post = |function: &str, body: Json, token: Option<&str>| {
-        let mut request = client
-            .post(stack.server.url(&format!("/api/v1/{function}")))
-            .json(&body);
-        if let Some(token) = token {
-            request = request.bearer_auth(token).header("Origin", "atlas");
-        }
-        async move {
-            let response = request.send().await.expect("post");
-            assert_eq!(response.status(), 200);
-            response.json::<Json>().await.expect("envelope")
-        }
+        let url = stack.server.url(&format!("/api/v1/{function}"));
+        let (client, token) = (&client, token.map(str::to_string));
+        async move { common::post_envelope(client, url, body, token.as_deref()).await }
     };
     for function in [
         "change_staging_destination",

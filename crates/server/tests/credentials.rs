@@ -80,18 +80,24 @@ async fn v1_get(
         .expect("envelope")
 }
 
-fn parsed(text: &str) -> Json {
-    serde_json::from_str(text).unwrap_or_else(|_| panic!("not JSON: {text}"))
-}
-
-#[tokio::test]
-async fn registered_credentials_reach_only_the_callers_upstream_allows() {
+/// A grid PKI, a SQLite database and a site, with the environment a server needs for them.
+fn https_site() -> (GridPki, TestDb, Site, Vec<(String, String)>) {
     let pki = GridPki::new();
     let db = TestDb::new(Backend::Sqlite);
     let site = Site::new();
     let mut env = db_env(&db);
     env.extend(site.env());
     env.extend(pki.env());
+    (pki, db, site, env)
+}
+
+fn parsed(text: &str) -> Json {
+    serde_json::from_str(text).unwrap_or_else(|_| panic!("not JSON: {text}"))
+}
+
+#[tokio::test]
+async fn registered_credentials_reach_only_the_callers_upstream_allows() {
+    let (pki, db, site, env) = https_site();
     let key_file = site.dir.path().join("credential.key");
     let cfg = site.dir.path().join("panda_server.cfg");
     std::fs::write(
@@ -113,9 +119,7 @@ async fn registered_credentials_reach_only_the_callers_upstream_allows() {
     // proxy, a key pair, an access token and a token key for the pilots' client.
     let pilot_owner = pki.user("Pilot Owner");
     let payload_proxy = pki::proxy(&pki.user("Atlas Pilot Two"), false);
-    let proxy_pem =
-        String::from_utf8([payload_proxy.chain_pem(), payload_proxy.key_pem()].concat())
-            .expect("pem");
+    let proxy_pem = payload_proxy.pem_text();
     let dir = site.dir.path();
     let write = |name: &str, content: &str| {
         let file = dir.join(name);
@@ -458,12 +462,7 @@ async fn registered_credentials_reach_only_the_callers_upstream_allows() {
 
 #[tokio::test]
 async fn a_server_without_a_credential_key_keeps_no_credentials_and_says_so() {
-    let pki = GridPki::new();
-    let db = TestDb::new(Backend::Sqlite);
-    let site = Site::new();
-    let mut env = db_env(&db);
-    env.extend(site.env());
-    env.extend(pki.env());
+    let (pki, _db, site, env) = https_site();
     let cfg = site.dir.path().join("panda_server.cfg");
     std::fs::write(&cfg, "[server]\nbind_address = 127.0.0.1\n").expect("cfg");
     operator(&env, &cfg, &["schema", "migrate"]);
@@ -511,12 +510,7 @@ async fn a_server_without_a_credential_key_keeps_no_credentials_and_says_so() {
 
 #[tokio::test]
 async fn user_secrets_are_bounded_and_belong_to_their_owner_only() {
-    let pki = GridPki::new();
-    let db = TestDb::new(Backend::Sqlite);
-    let site = Site::new();
-    let mut env = db_env(&db);
-    env.extend(site.env());
-    env.extend(pki.env());
+    let (pki, db, site, env) = https_site();
     // Local mode: the key is made under PANDA_HOME at the first start.
     let server = Server::start(&[], &env);
     assert!(site.dir.path().join("home/credential.key").exists());

@@ -249,16 +249,7 @@ async fn panda_client_and_pbook_manage_jobs_and_tasks_with_tokens() {
 
 /// Writes a proxy file as `voms-proxy-init` does: certificate, key, then the chain.
 fn proxy_file(dir: &Path, name: &str, credential: &common::pki::Credential) -> String {
-    let mut pem = credential.cert.to_pem().expect("pem");
-    pem.extend(credential.key.private_key_to_pem_pkcs8().expect("key"));
-    for cert in &credential.chain {
-        pem.extend(cert.to_pem().expect("pem"));
-    }
-    let path = dir.join(name);
-    std::fs::write(&path, pem).expect("proxy file");
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    path.display().to_string()
+    credential.write_proxy_file(&dir.join(name))
 }
 
 /// Over HTTPS, with the host certificate verified against the grid CA directory: the client

@@ -333,9 +333,8 @@ async fn the_real_pilot_fetches_the_registered_user_proxy_on_a_unified_queue() {
         eprintln!("note: unified-queue pilot test skipped: no voms-proxy-fake");
         return;
     };
-    let pem = String::from_utf8([proxy.chain_pem(), proxy.key_pem()].concat()).expect("pem");
     let proxy_file = site.dir.path().join("atlpilo2.pem");
-    std::fs::write(&proxy_file, &pem).expect("proxy file");
+    std::fs::write(&proxy_file, proxy.pem_text()).expect("proxy file");
     let added = common::run(
         &[
             "creds",
@@ -364,21 +363,14 @@ async fn the_real_pilot_fetches_the_registered_user_proxy_on_a_unified_queue() {
         .voms_proxy(&factory, &["/atlas/Role=production"], None)
         .expect("voms-proxy-fake");
     let own_file = site.dir.path().join("pilot-own.proxy");
-    let mut own_pem = own.cert.to_pem().expect("pem");
-    own_pem.extend(own.key.private_key_to_pem_pkcs8().expect("key"));
-    for cert in &own.chain {
-        own_pem.extend(cert.to_pem().expect("pem"));
-    }
-    std::fs::write(&own_file, own_pem).expect("own proxy");
+    own.write_proxy_file(&own_file);
     // arcproxy reads a proxy only where it also finds the certificate and key it came from.
     let cert_file = site.dir.path().join("usercert.pem");
     std::fs::write(&cert_file, factory.chain_pem()).expect("cert");
     let key_file = site.dir.path().join("userkey.pem");
     std::fs::write(&key_file, factory.key_pem()).expect("key");
     use std::os::unix::fs::PermissionsExt;
-    for file in [&key_file, &own_file] {
-        std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    }
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     let work = site.dir.path().join("pilot-unified");
     let status = Command::new("bash")
         .arg(scripts().join("run_pilot.sh"))

@@ -143,6 +143,22 @@ pub fn assert_refused(reply: &serde_json::Value, needle: &str) {
     );
 }
 
+/// POSTs `body` as JSON to `url` (bearer `token` from VO `atlas` when given); the envelope.
+pub async fn post_envelope(
+    client: &reqwest::Client,
+    url: String,
+    body: serde_json::Value,
+    token: Option<&str>,
+) -> serde_json::Value {
+    let mut request = client.post(url).json(&body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token).header("Origin", "atlas");
+    }
+    let response = request.send().await.expect("post");
+    assert_eq!(response.status(), 200);
+    response.json().await.expect("envelope")
+}
+
 /// Runs the binary to completion with `args` and `env`, bounded in time.
 pub fn run(args: &[&str], env: &[(String, String)]) -> Output {
     let mut command = Command::new(BINARY);

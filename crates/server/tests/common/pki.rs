@@ -40,6 +40,30 @@ impl Credential {
         self.key.private_key_to_pem_pkcs8().expect("key pem")
     }
 
+    /// A proxy file's text as `voms-proxy-init` writes it: certificate, key, then the chain.
+    pub fn proxy_pem(&self) -> Vec<u8> {
+        let mut pem = self.cert.to_pem().expect("pem");
+        pem.extend(self.key_pem());
+        for cert in &self.chain {
+            pem.extend(cert.to_pem().expect("pem"));
+        }
+        pem
+    }
+
+    /// Writes [`Credential::proxy_pem`] to `path`, readable by its owner only (as grid tools
+    /// demand); the path as text.
+    pub fn write_proxy_file(&self, path: &std::path::Path) -> String {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(path, self.proxy_pem()).expect("proxy file");
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        path.display().to_string()
+    }
+
+    /// Chain and key as one text, as operators register a proxy.
+    pub fn pem_text(&self) -> String {
+        String::from_utf8([self.chain_pem(), self.key_pem()].concat()).expect("pem is ASCII")
+    }
+
     /// A reqwest identity for this credential.
     pub fn identity(&self) -> reqwest::Identity {
         reqwest::Identity::from_pkcs8_pem(&self.chain_pem(), &self.key_pem()).expect("identity")

@@ -18,16 +18,45 @@ use panda_core::{ColumnType, JobAttr, JobStatus, Value};
 use panda_store::testing::TestDb;
 use panda_store::{Backend, Store, StoreOptions, TxMode};
 
-fn run_pilot(pilot: &Path, server_url: &str, workdir: &Path) -> i32 {
-    let status = Command::new("bash")
+/// `run_pilot.sh` for one pilot on TEST_QUEUE asking for `label` jobs, bounded to 240 s.
+fn pilot_command(pilot: &Path, server_url: &str, label: &str, workdir: &Path) -> Command {
+    let mut command = Command::new("bash");
+    command
         .arg(scripts().join("run_pilot.sh"))
         .env("PANDA_SERVER_URL", server_url)
         .env("PILOT_QUEUE", "TEST_QUEUE")
-        .env("PILOT_LABEL", "ptest")
+        .env("PILOT_LABEL", label)
         .env("PILOT_WORKDIR", workdir)
         .env("PILOT_DIR", pilot)
         .env("PILOT_TIMEOUT", "240")
-        .env("PILOT_NOKILL", "1")
+        .env("PILOT_NOKILL", "1");
+    command
+}
+
+/// The same over HTTPS with a pilot token and the grid CAs.
+fn https_pilot_command(
+    pilot: &Path,
+    server: &Server,
+    label: &str,
+    workdir: &Path,
+    token_file: &Path,
+    pki: &common::pki::GridPki,
+    site: &Site,
+) -> Command {
+    let mut command = pilot_command(pilot, &server.https_url(), label, workdir);
+    command
+        .env("PILOT_TOKEN_FILE", token_file)
+        .env("PILOT_TOKEN_ORIGIN", "atlas.pilot")
+        .env("X509_CERT_DIR", pki.path("certificates"))
+        .env(
+            "PILOT_STORAGEDATA_URL",
+            site.dir.path().join("cache/ddmendpoints.json"),
+        );
+    command
+}
+
+fn run_pilot(pilot: &Path, server_url: &str, workdir: &Path) -> i32 {
+    let status = pilot_command(pilot, server_url, "ptest", workdir)
         .status()
         .expect("run run_pilot.sh");
     status.code().unwrap_or(-1)
@@ -239,22 +268,7 @@ async fn the_real_pilot_works_over_https_with_a_token() {
     let token_file = site.dir.path().join("pilot.token");
     std::fs::write(&token_file, token).expect("token");
     let work = site.dir.path().join("pilot-https");
-    let status = Command::new("bash")
-        .arg(scripts().join("run_pilot.sh"))
-        .env("PANDA_SERVER_URL", server.https_url())
-        .env("PILOT_QUEUE", "TEST_QUEUE")
-        .env("PILOT_LABEL", "ptest")
-        .env("PILOT_WORKDIR", &work)
-        .env("PILOT_DIR", &pilot)
-        .env("PILOT_TIMEOUT", "240")
-        .env("PILOT_NOKILL", "1")
-        .env("PILOT_TOKEN_FILE", &token_file)
-        .env("PILOT_TOKEN_ORIGIN", "atlas.pilot")
-        .env("X509_CERT_DIR", pki.path("certificates"))
-        .env(
-            "PILOT_STORAGEDATA_URL",
-            site.dir.path().join("cache/ddmendpoints.json"),
-        )
+    let status = https_pilot_command(&pilot, &server, "ptest", &work, &token_file, &pki, &site)
         .status()
         .expect("run_pilot.sh");
     let talk = || {
@@ -372,28 +386,13 @@ async fn the_real_pilot_fetches_the_registered_user_proxy_on_a_unified_queue() {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     let work = site.dir.path().join("pilot-unified");
-    let status = Command::new("bash")
-        .arg(scripts().join("run_pilot.sh"))
-        .env("PANDA_SERVER_URL", server.https_url())
-        .env("PILOT_QUEUE", "TEST_QUEUE")
-        .env("PILOT_LABEL", "user")
-        .env("PILOT_WORKDIR", &work)
-        .env("PILOT_DIR", &pilot)
-        .env("PILOT_TIMEOUT", "240")
-        .env("PILOT_NOKILL", "1")
+    let status = https_pilot_command(&pilot, &server, "user", &work, &token_file, &pki, &site)
         .env("PILOT_USER_PLUGIN", "atlas")
         .env("PILOT_VERIFY_PROXY", "1")
         .env("PILOT_X509_PROXY", &own_file)
         .env("X509_VOMS_DIR", pki.path("vomsdir"))
         .env("X509_USER_CERT", &cert_file)
         .env("X509_USER_KEY", &key_file)
-        .env("PILOT_TOKEN_FILE", &token_file)
-        .env("PILOT_TOKEN_ORIGIN", "atlas.pilot")
-        .env("X509_CERT_DIR", pki.path("certificates"))
-        .env(
-            "PILOT_STORAGEDATA_URL",
-            site.dir.path().join("cache/ddmendpoints.json"),
-        )
         .status()
         .expect("run_pilot.sh");
     let full = pilot_output(&work);

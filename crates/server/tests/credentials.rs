@@ -97,7 +97,9 @@ fn parsed(text: &str) -> Json {
 
 #[tokio::test]
 async fn registered_credentials_reach_only_the_callers_upstream_allows() {
-    let (pki, db, site, env) = https_site();
+    let (pki, db, site, mut env) = https_site();
+    let issuer = common::TokenIssuer::new("atlas");
+    env.extend(issuer.env());
     let key_file = site.dir.path().join("credential.key");
     let cfg = site.dir.path().join("panda_server.cfg");
     std::fs::write(
@@ -446,6 +448,59 @@ async fn registered_credentials_reach_only_the_callers_upstream_allows() {
             assert!(answer.get("userProxy").is_none());
         }
     }
+
+    // As pilot3 renews its OIDC token (pilot/util/https.py, refresh_oidc_token): a GET with
+    // its bearer token, client_name=pilot_server and its token key in the query; it reads the
+    // JSON answer's StatusCode and userProxy.
+    let pilot_token = issuer.sign(&issuer.claims("Pilot Factory", &["atlas", "atlas/pilot"]));
+    let renewal = |key: String| {
+        let request = pki
+            .client(None)
+            .get(format!(
+                "{}/server/panda/get_access_token",
+                server.https_url()
+            ))
+            .query(&[("client_name", "pilot_server"), ("token_key", key.as_str())])
+            .bearer_auth(&pilot_token)
+            .header("Origin", "atlas.pilot");
+        async move {
+            request
+                .send()
+                .await
+                .expect("https")
+                .text()
+                .await
+                .expect("body")
+        }
+    };
+    let renewed = parsed(&renewal(token_key.clone()).await);
+    assert_eq!(
+        renewed,
+        json!({"StatusCode": 0, "errorDialog": "", "userProxy": "ACCESS-TOKEN-TEXT"})
+    );
+    let stale = parsed(&renewal("f".repeat(64)).await);
+    assert_eq!(stale["StatusCode"], 50, "{stale}");
+    // A user's token is no pilot's.
+    let user_token = issuer.sign(&issuer.claims("Alice Tester", &["atlas"]));
+    let by_user: Json = pki
+        .client(None)
+        .get(format!(
+            "{}/server/panda/get_access_token",
+            server.https_url()
+        ))
+        .query(&[
+            ("client_name", "pilot_server"),
+            ("token_key", token_key.as_str()),
+        ])
+        .bearer_auth(&user_token)
+        .header("Origin", "atlas")
+        .send()
+        .await
+        .expect("https")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(by_user["StatusCode"], 70, "{by_user}");
 
     // Nothing of any value reached the server's log.
     let log = server

@@ -1114,6 +1114,72 @@ async fn data_carousel_and_async_functions_say_what_is_missing() {
     assert_eq!(result["message"], "request_id 'abc' not found");
 }
 
+/// Harvester's client sends a GET's arguments as a form body labelled JSON (`requests` with
+/// `data=`): with no query string that body is read, lists as repeated fields, and the same
+/// functions answer as from a query.
+#[tokio::test]
+async fn harvester_gets_with_their_arguments_in_a_form_body_are_answered() {
+    for backend in backends() {
+        let f = start(backend).await;
+        let ids = submit(
+            &f.client,
+            &f.server,
+            &[TestJob::new("h.1"), TestJob::new("h.2")],
+        )
+        .await;
+        let get = |path: &str, body: String| {
+            let request = f
+                .client
+                .get(f.server.url(path))
+                .header("Content-Type", "application/json")
+                .header("Accept", "application/json")
+                .body(body);
+            async move {
+                request
+                    .send()
+                    .await
+                    .expect("get")
+                    .json::<Json>()
+                    .await
+                    .expect("envelope")
+            }
+        };
+        let statuses = get(
+            "/api/v1/job/get_status",
+            format!("job_ids={}&job_ids={}&job_ids=424242", ids[0], ids[1]),
+        )
+        .await;
+        assert_eq!(statuses["success"], true, "{backend:?}: {statuses}");
+        let data = statuses["data"].as_array().cloned().unwrap_or_default();
+        assert_eq!(data.len(), 3, "{statuses}");
+        assert_eq!(data[0]["status"], "activated");
+        assert_eq!(data[2]["status"], "unknown");
+        let worker = get(
+            "/api/v1/harvester/get_current_worker_id",
+            "harvester_id=harv-none".into(),
+        )
+        .await;
+        // The argument was read: the answer names the instance.
+        assert_eq!(
+            worker["message"], "no workers known for harvester_id=harv-none",
+            "{worker}"
+        );
+        // A JSON body serves too; a body that is neither is named.
+        let json_body = get(
+            "/api/v1/harvester/get_current_worker_id",
+            json!({"harvester_id": "harv-none"}).to_string(),
+        )
+        .await;
+        assert_eq!(json_body["message"], worker["message"], "{json_body}");
+        let missing = get(
+            "/api/v1/harvester/get_current_worker_id",
+            "\u{1}=%ZZ".into(),
+        )
+        .await;
+        assert_eq!(missing["success"], false, "{missing}");
+    }
+}
+
 /// The iDDS functions answer with upstream's envelope and say why nothing happens: this
 /// server has no iDDS to relay to.
 #[tokio::test]

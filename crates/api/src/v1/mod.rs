@@ -4,8 +4,9 @@
 //! with HTTP 200 even when `success` is false; an unknown function is 403 as upstream. Each
 //! function is declared once in [`ENDPOINTS`] with its HTTP method, who may call it and its
 //! arguments; [`call`] enforces all three before the handler runs, so handlers read
-//! arguments of the declared types. GET arguments come from the query string, POST arguments
-//! from a JSON object body (gzip accepted with or without `Content-Encoding`).
+//! arguments of the declared types. GET arguments come from the query string (or, without
+//! one, from a body of form fields or JSON, as Harvester sends them), POST arguments from a
+//! JSON object body (gzip accepted with or without `Content-Encoding`).
 //!
 //! The envelope is JSON when the client asks for JSON (`Accept` or `Content-Type` listing
 //! `application/json`), and otherwise upstream's Python rendering of the same dict, which is
@@ -1477,8 +1478,33 @@ async fn call(
                 Err(e) => return Ok(Envelope::fail(e.message()).into()),
             }
         }
+    } else if raw.is_empty() && declares_body(request.headers()) {
+        // Harvester's client sends a GET's arguments as a form body (labelled JSON): with no
+        // query, such a body is read, within the caller's limit, as a JSON object or as
+        // form fields. (A browser cannot send a GET with a body.)
+        let limit = state.limits.body_limit_for(&identity);
+        let body = read_body(request, limit, &state.limits).await?;
+        let bytes = &body.bytes;
+        match crate::body::parse_json(bytes, &state.limits) {
+            Ok(Json::Object(map)) => {
+                raw = map;
+                from_query = false;
+            }
+            _ => match std::str::from_utf8(bytes)
+                .map_err(|e| e.to_string())
+                .and_then(|t| query_args(Some(t.trim())))
+            {
+                Ok(args) => raw = args,
+                Err(_) => {
+                    return Ok(Envelope::fail(
+                        "Argument error: a GET body must be a JSON object or form fields",
+                    )
+                    .into())
+                }
+            },
+        }
     } else {
-        // A GET's arguments are its query; a body it carries is not read.
+        // A GET's arguments are its query; a body beside a query is not read.
         discard_body(request, &state).await;
     }
     // A worker only now that the request is whole: a slow sender holds none.

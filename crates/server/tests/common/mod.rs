@@ -762,3 +762,57 @@ pub fn install_pilot() -> Option<std::path::PathBuf> {
     eprintln!("note: real-pilot test skipped: {why}");
     None
 }
+
+/// A server (the all-in-one, local mode) with its database, site, store and an HTTP client,
+/// for calling `/api/v1` as the local operator.
+pub struct Fixture {
+    pub _db: TestDb,
+    pub _site: Site,
+    pub server: Server,
+    pub store: panda_store::Store,
+    pub client: reqwest::Client,
+}
+
+/// Starts a [`Fixture`] on `backend`.
+pub async fn start(backend: Backend) -> Fixture {
+    let Stack {
+        db,
+        site,
+        server,
+        store,
+        ..
+    } = Stack::start(backend, &[], &[]).await;
+    Fixture {
+        _db: db,
+        _site: site,
+        server,
+        store,
+        client: api_client(),
+    }
+}
+
+impl Fixture {
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
+        let response = self
+            .client
+            .post(self.server.url(path))
+            .json(&body)
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(response.status(), 200, "{path}");
+        response.json().await.expect("envelope")
+    }
+
+    pub async fn get(&self, path: &str, query: &[(&str, &str)]) -> serde_json::Value {
+        let response = self
+            .client
+            .get(self.server.url(path))
+            .query(query)
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(response.status(), 200, "{path}");
+        response.json().await.expect("envelope")
+    }
+}

@@ -422,13 +422,18 @@ async fn users(action: UsersAction, config: &Config) -> anyhow::Result<ExitCode>
                 store.close().await;
                 return Ok(ExitCode::from(2));
             }
-            let current = store.user_permissions(&name).await?.unwrap_or_default();
+            // Upstream's other letters (super user, async requests, ...) are kept as they are.
+            let current = store.user_gridpref(&name).await?.unwrap_or_default();
             let mut kept: String = current
                 .chars()
                 .filter(|c| grant || !letters.contains(*c))
                 .collect();
             if grant {
-                kept.extend(letters.chars().filter(|c| !current.contains(*c)));
+                for letter in letters.chars() {
+                    if !kept.contains(letter) {
+                        kept.push(letter);
+                    }
+                }
             }
             store
                 .set_user_permissions(&name, (!kept.is_empty()).then_some(kept.as_str()))

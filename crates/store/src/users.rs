@@ -21,12 +21,22 @@ impl Store {
     }
 
     /// The `gridpref` letters of a user who is not banned (several rows of one name: all
-    /// their letters), `None` when there is no such user.
+    /// their letters), `None` when there is no such user: what a credential request is
+    /// allowed by.
     pub async fn user_permissions(&self, name: &str) -> Result<Option<String>> {
+        self.gridpref(name, " AND (status IS NULL OR status <> 'disabled')")
+            .await
+    }
+
+    /// The stored `gridpref` letters of a user, banned or not (what an operator changes).
+    pub async fn user_gridpref(&self, name: &str) -> Result<Option<String>> {
+        self.gridpref(name, "").await
+    }
+
+    async fn gridpref(&self, name: &str, condition: &str) -> Result<Option<String>> {
         let rows = self
             .query(
-                "SELECT gridpref FROM users WHERE name = $1 \
-                 AND (status IS NULL OR status <> 'disabled')",
+                &format!("SELECT gridpref FROM users WHERE name = $1{condition}"),
                 &[Value::Text(Some(name.into()))],
                 &[panda_core::ColumnType::Text],
             )

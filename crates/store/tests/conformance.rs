@@ -549,6 +549,11 @@ async fn user_permissions_are_gridpref_letters_of_users_not_banned() {
             .await
             .expect("ban");
         assert_eq!(store.user_permissions("Pat").await.expect("read"), None);
+        // What an operator changes is the stored letters, banned or not.
+        assert_eq!(
+            store.user_gridpref("Pat").await.expect("read").as_deref(),
+            Some("pk")
+        );
     }
 }
 

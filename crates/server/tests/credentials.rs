@@ -580,15 +580,7 @@ async fn user_secrets_are_bounded_and_belong_to_their_owner_only() {
             ))
             .header("Accept", "application/json")
             .json(&body);
-        async move {
-            request
-                .send()
-                .await
-                .expect("https")
-                .json::<Json>()
-                .await
-                .expect("envelope")
-        }
+        common::envelope_of(request)
     };
     let reply = set(&alice, json!({"key": "MQ_PASS", "value": "s3cret-value"})).await;
     assert_eq!(
@@ -621,15 +613,7 @@ async fn user_secrets_are_bounded_and_belong_to_their_owner_only() {
                 server.https_url()
             ))
             .header("Accept", "application/json");
-        async move {
-            request
-                .send()
-                .await
-                .expect("https")
-                .json::<Json>()
-                .await
-                .expect("envelope")
-        }
+        common::envelope_of(request)
     };
     let mine = get(&alice).await;
     assert_eq!(mine["success"], true, "{mine}");

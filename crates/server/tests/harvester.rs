@@ -409,21 +409,7 @@ async fn harvester_gets_with_their_arguments_in_a_form_body_are_answered() {
         )
         .await;
         let get = |path: &str, body: String| {
-            let request = f
-                .client
-                .get(f.server.url(path))
-                .header("Content-Type", "application/json")
-                .header("Accept", "application/json")
-                .body(body);
-            async move {
-                request
-                    .send()
-                    .await
-                    .expect("get")
-                    .json::<Json>()
-                    .await
-                    .expect("envelope")
-            }
+            common::get_with_form_body(&f.client, f.server.url(path), body)
         };
         let statuses = get(
             "/api/v1/job/get_status",
@@ -499,19 +485,8 @@ async fn harvester_fetches_its_proxy_token_keys_and_key_pairs() {
 
         let client = api_client();
         let get = |function: &str, body: String| {
-            let request = client
-                .get(stack.server.url(&format!("/api/v1/{function}")))
-                .header("Content-Type", "application/json")
-                .body(body);
-            async move {
-                request
-                    .send()
-                    .await
-                    .expect("get")
-                    .json::<Json>()
-                    .await
-                    .expect("envelope")
-            }
+            let url = stack.server.url(&format!("/api/v1/{function}"));
+            common::get_with_form_body(&client, url, body)
         };
         let answer = get(
             "creds/get_proxy",

@@ -70,15 +70,7 @@ impl JobService {
                     },
                     time::now(),
                 );
-                for file in job
-                    .files
-                    .iter()
-                    .filter(|f| matches!(f.get_str(FileAttr::r#type), Some("output" | "log")))
-                {
-                    let mut failed = file.clone();
-                    failed.set_str(FileAttr::status, "failed").ok();
-                    side.push(SideWrite::UpdateFile(failed));
-                }
+                fail_outputs(job, side);
                 Ok(Decision::Write(true))
             })
             .await;
@@ -207,4 +199,18 @@ fn debug_tags(current: Option<&str>, on: bool) -> Option<String> {
         tags.push("dm");
     }
     (!tags.is_empty()).then(|| tags.join(","))
+}
+
+/// Marks a job's output and log files `failed`, as side writes of the job's change (a job that
+/// ends without running makes none of them).
+pub(crate) fn fail_outputs(job: &panda_core::JobSpec, side: &mut Vec<SideWrite>) {
+    for file in job
+        .files
+        .iter()
+        .filter(|f| matches!(f.get_str(FileAttr::r#type), Some("output" | "log")))
+    {
+        let mut failed = file.clone();
+        failed.set_str(FileAttr::status, "failed").ok();
+        side.push(SideWrite::UpdateFile(failed));
+    }
 }

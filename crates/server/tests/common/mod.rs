@@ -154,9 +154,29 @@ pub async fn post_envelope(
     if let Some(token) = token {
         request = request.bearer_auth(token).header("Origin", "atlas");
     }
-    let response = request.send().await.expect("post");
+    envelope_of(request).await
+}
+
+/// Sends `request`, which must be answered 200; the envelope it answers.
+pub async fn envelope_of(request: reqwest::RequestBuilder) -> serde_json::Value {
+    let response = request.send().await.expect("request");
     assert_eq!(response.status(), 200);
     response.json().await.expect("envelope")
+}
+
+/// A GET with its arguments in a form body labelled JSON, as Harvester's client sends one;
+/// the envelope.
+pub async fn get_with_form_body(
+    client: &reqwest::Client,
+    url: String,
+    body: String,
+) -> serde_json::Value {
+    let request = client
+        .get(url)
+        .header("Content-Type", "application/json")
+        .header("Accept", "application/json")
+        .body(body);
+    envelope_of(request).await
 }
 
 /// Runs the binary to completion with `args` and `env`, bounded in time.

@@ -53,8 +53,7 @@ use panda_core::{
     TaskFileSpec, TaskSpec, Value,
 };
 use panda_store::{
-    ports, same_site_dataset, Decision, FileClaim, FileOutcome, FileResult, HeldLibrary, SideWrite,
-    TaskLayout,
+    ports, same_site_dataset, Decision, FileClaim, FileOutcome, FileResult, HeldLibrary, TaskLayout,
 };
 use serde_json::{Map, Value as Json};
 
@@ -786,15 +785,7 @@ impl JobService {
             )
             .ok();
             job.set_status(JobStatus::Failed, time::now());
-            for file in job
-                .files
-                .iter()
-                .filter(|f| matches!(f.get_str(FileAttr::r#type), Some("output" | "log")))
-            {
-                let mut failed = file.clone();
-                failed.set_str(FileAttr::status, "failed").ok();
-                side.push(SideWrite::UpdateFile(failed));
-            }
+            crate::kill::fail_outputs(job, side);
             Ok(Decision::Write(true))
         })
         .await;

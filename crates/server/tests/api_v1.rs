@@ -221,3 +221,81 @@ async fn commands_debug_mode_and_resource_types() {
         .expect("json");
     assert_eq!(types["data"][0]["resource_name"], "Undefined");
 }
+
+/// The legacy `setDebugMode` as pilots and users call it: the job's owner or the production
+/// role may turn it on and off (upstream's sentences), another user is told it is not theirs,
+/// an unknown job is named, a PandaID that is no number is refused; the job changes only when
+/// it says so.
+#[tokio::test]
+async fn legacy_set_debug_mode_is_for_the_owner_or_the_production_role() {
+    let issuer = common::TokenIssuer::new("atlas");
+    let env = issuer.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let stack = Stack::start_at(Backend::Sqlite, &[], &env, Site::new()).await;
+    let client = common::api_client();
+    let alice = issuer.sign(&issuer.claims("Alice Tester", &["atlas"]));
+    let bob = issuer.sign(&issuer.claims("Bob Other", &["atlas"]));
+    // Alice's job: submitted with her token.
+    let mut job = TestJob::new("debug.mine");
+    job.label = "user".into();
+    let submitted: Json = client
+        .post(stack.server.url("/api/v1/job/submit"))
+        .bearer_auth(&alice)
+        .header("Origin", "atlas")
+        .json(&json!({"jobs": Json::Array(vec![job.state()]).to_string()}))
+        .send()
+        .await
+        .expect("submit")
+        .json()
+        .await
+        .expect("envelope");
+    let id = submitted["data"][0][0].as_i64().expect("PandaID");
+    let set = |token: Option<&str>, id: String, on: &str| {
+        let mut request = client
+            .post(stack.server.url("/server/panda/setDebugMode"))
+            .form(&[("pandaID", id.as_str()), ("modeOn", on)]);
+        if let Some(token) = token {
+            request = request.bearer_auth(token).header("Origin", "atlas");
+        }
+        async move {
+            request
+                .send()
+                .await
+                .expect("post")
+                .text()
+                .await
+                .expect("text")
+        }
+    };
+    let special = || async {
+        stack
+            .store
+            .get_job(id)
+            .await
+            .expect("read")
+            .expect("job")
+            .get_str(JobAttr::specialHandling)
+            .map(str::to_string)
+    };
+    assert_eq!(
+        set(Some(&bob), id.to_string(), "True").await,
+        "Permission denied. Not the owner or production manager"
+    );
+    assert_eq!(special().await, None, "a refusal changes nothing");
+    assert_eq!(set(Some(&alice), id.to_string(), "True").await, "Succeeded");
+    assert_eq!(special().await.as_deref(), Some("dm"));
+    assert_eq!(
+        set(Some(&alice), id.to_string(), "True").await,
+        "Already set accordingly"
+    );
+    // The local operator holds the production role.
+    assert_eq!(set(None, id.to_string(), "False").await, "Succeeded");
+    assert_eq!(special().await, None);
+    assert_eq!(
+        set(Some(&alice), "999999".into(), "True").await,
+        "PandaID=999999 not found in active DB"
+    );
+    assert!(set(Some(&alice), "x".repeat(1000), "True")
+        .await
+        .starts_with("ERROR: pandaID must be a PandaID"));
+}

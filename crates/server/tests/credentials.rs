@@ -191,6 +191,22 @@ async fn registered_credentials_reach_only_the_callers_upstream_allows() {
         "{token_key_line}"
     );
 
+    // A credential larger than any proxy is refused by its size, and nothing is stored.
+    let big = write("big.key", &"k".repeat(300 * 1024));
+    let config = cfg.to_str().expect("path");
+    let refused = run(
+        &[
+            "--config", config, "creds", "add", "key", "big.key", "--file", &big,
+        ],
+        &env,
+    );
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr)
+            .contains("a credential must have 1 to 262144 bytes"),
+        "{refused:?}"
+    );
+
     // The listing names them and shows no value; the database holds them sealed only.
     let listing = operator(&env, &cfg, &["creds", "list"]);
     for name in ["atlpilo2", BOB_DN, "pub.key", "priv.key", "pilot_server"] {

@@ -202,6 +202,10 @@ pub fn job_entries(job: &JobSpec, queue: &Json) -> Vec<(String, Json)> {
     if special.split(',').any(|t| t == "dm" || t == "debug") {
         put("debug", json!("True"));
     }
+    // An event-service consumer: the pilot then asks for event ranges (upstream's flag).
+    if job.get_i64(JobAttr::eventService) == Some(1) {
+        put("eventService", json!("True"));
+    }
     if let Some(container) = job.get_str(JobAttr::container_name) {
         put("container_name", json!(container));
     }

@@ -6,6 +6,7 @@
 //! attributes instead of repeating 126 names in each place.
 
 mod attrs;
+pub mod event;
 pub mod file;
 pub mod identity;
 pub mod jedi;

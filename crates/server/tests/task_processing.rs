@@ -55,28 +55,6 @@ async fn post(stack: &Stack, path: &str, body: Json) -> Json {
         .expect("envelope")
 }
 
-async fn submit_task(stack: &Stack, parameters: Json) -> i64 {
-    let reply = post(
-        stack,
-        "/api/v1/task/submit",
-        json!({"task_parameters": parameters}),
-    )
-    .await;
-    assert_eq!(reply["success"], true, "{reply}");
-    reply["data"].as_i64().expect("task id")
-}
-
-fn step(stack: &Stack, name: &str) -> String {
-    let out = run(&["daemon", "--run-once", name], &stack.env);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{name}: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
 async fn task_status(store: &Store, id: i64) -> String {
     store
         .get_task(id)
@@ -181,10 +159,10 @@ async fn a_no_input_task_becomes_jobs_and_ends_done() {
             &[("PANDA_WN_SCRIPT_BASE_URL", "http://trf.example:25080")],
         )
         .await;
-        let id = submit_task(&stack, task_parameters("t1", 3, 3)).await;
+        let id = stack.submit_task(task_parameters("t1", 3, 3)).await;
         assert_eq!(task_status(&stack.store, id).await, "registered");
 
-        assert!(step(&stack, "task_refiner").contains("tasks=1"));
+        assert!(stack.step("task_refiner").contains("tasks=1"));
         assert_eq!(task_status(&stack.store, id).await, "defined");
         let task = stack.store.get_task(id).await.expect("read").expect("task");
         assert_eq!(
@@ -192,12 +170,12 @@ async fn a_no_input_task_becomes_jobs_and_ends_done() {
             Some("http://trf.example:25080/trf/user/runGen-00-00-02")
         );
         let jobset = task.get_i64(panda_core::TaskAttr::reqID).expect("reqID");
-        assert!(step(&stack, "contents_feeder").contains("files=3"));
+        assert!(stack.step("contents_feeder").contains("files=3"));
         assert_eq!(task_status(&stack.store, id).await, "ready");
-        assert!(step(&stack, "job_generator").contains("jobs=3"));
+        assert!(stack.step("job_generator").contains("jobs=3"));
         assert_eq!(task_status(&stack.store, id).await, "running");
         assert!(
-            step(&stack, "job_generator").contains("jobs=0"),
+            stack.step("job_generator").contains("jobs=0"),
             "a file went to two jobs"
         );
 
@@ -231,8 +209,8 @@ async fn a_no_input_task_becomes_jobs_and_ends_done() {
             assert_eq!(job["scopeLog"], "user.tester");
             report(&stack, job, true).await;
         }
-        step(&stack, "add_main");
-        assert!(step(&stack, "post_processor").contains("closed=1"));
+        stack.step("add_main");
+        assert!(stack.step("post_processor").contains("closed=1"));
         assert_eq!(task_status(&stack.store, id).await, "done", "{backend:?}");
         let shown = listed(&stack, id).await;
         assert_eq!(shown["nFiles"], 3, "{shown}");
@@ -276,18 +254,18 @@ async fn a_no_input_task_becomes_jobs_and_ends_done() {
 #[tokio::test]
 async fn failed_files_are_retried_up_to_max_attempt_then_the_task_fails_and_retry_reopens_it() {
     let stack = Stack::start(Backend::Sqlite, &["httpd"], &[]).await;
-    let id = submit_task(&stack, task_parameters("t2", 1, 2)).await;
+    let id = stack.submit_task(task_parameters("t2", 1, 2)).await;
     for name in ["task_refiner", "contents_feeder", "job_generator"] {
-        step(&stack, name);
+        stack.step(name);
     }
     let mut attempts = Vec::new();
     for _ in 0..2 {
         let job = take_job(&stack).await.expect("a job");
         attempts.push(job["attemptNr"].as_i64().unwrap_or(-1));
         report(&stack, &job, false).await;
-        step(&stack, "add_main");
-        step(&stack, "post_processor");
-        step(&stack, "job_generator");
+        stack.step("add_main");
+        stack.step("post_processor");
+        stack.step("job_generator");
     }
     assert_eq!(attempts, [0, 1]);
     assert!(take_job(&stack).await.is_none(), "a third attempt");
@@ -312,12 +290,12 @@ async fn failed_files_are_retried_up_to_max_attempt_then_the_task_fails_and_retr
     // pbook retry: the failed file gets new attempts, which a pilot runs.
     let retried = post(&stack, "/api/v1/task/retry", json!({"task_id": id})).await;
     assert_eq!(retried["data"], 0, "{retried}");
-    step(&stack, "job_generator");
+    stack.step("job_generator");
     let job = take_job(&stack).await.expect("a job after the retry");
     assert_eq!(job["attemptNr"], 2);
     report(&stack, &job, true).await;
-    step(&stack, "add_main");
-    step(&stack, "post_processor");
+    stack.step("add_main");
+    stack.step("post_processor");
     assert_eq!(task_status(&stack.store, id).await, "done");
 }
 
@@ -326,11 +304,11 @@ async fn malformed_parameters_break_the_task_with_the_reason() {
     let stack = Stack::start(Backend::Sqlite, &["httpd"], &[]).await;
     let mut bad = task_parameters("t3", 1, 1);
     bad["jobParameters"] = json!([{"type": "constant"}]);
-    let id = submit_task(&stack, bad).await;
+    let id = stack.submit_task(bad).await;
     let mut input = task_parameters("t4", 1, 1);
     input.as_object_mut().expect("object").remove("noInput");
-    let needs_input = submit_task(&stack, input).await;
-    assert!(step(&stack, "task_refiner").contains("broken=2"));
+    let needs_input = stack.submit_task(input).await;
+    assert!(stack.step("task_refiner").contains("broken=2"));
     for (task, words) in [
         (id, "jobParameters[0] needs value"),
         (needs_input, "neither noInput nor an input dataset"),
@@ -349,16 +327,16 @@ async fn malformed_parameters_break_the_task_with_the_reason() {
             spec.get_str(panda_core::TaskAttr::errorDialog)
         );
     }
-    assert!(step(&stack, "job_generator").contains("jobs=0"));
+    assert!(stack.step("job_generator").contains("jobs=0"));
 }
 
 #[tokio::test]
 async fn a_killed_task_tells_its_running_pilot_and_ends_aborted() {
     for backend in backends() {
         let stack = Stack::start(backend, &["httpd"], &[]).await;
-        let id = submit_task(&stack, task_parameters("t5", 2, 3)).await;
+        let id = stack.submit_task(task_parameters("t5", 2, 3)).await;
         for name in ["task_refiner", "contents_feeder", "job_generator"] {
-            step(&stack, name);
+            stack.step(name);
         }
         let running = take_job(&stack).await.expect("a job");
         let killed = post(&stack, "/api/v1/task/kill", json!({"task_id": id})).await;
@@ -377,15 +355,15 @@ async fn a_killed_task_tells_its_running_pilot_and_ends_aborted() {
             "{beat:?}"
         );
         report(&stack, &running, false).await;
-        step(&stack, "add_main");
-        step(&stack, "post_processor");
+        stack.step("add_main");
+        stack.step("post_processor");
         assert_eq!(
             task_status(&stack.store, id).await,
             "aborted",
             "{backend:?}"
         );
         // Nothing is generated for a killed task, and nothing is left to a pilot.
-        assert!(step(&stack, "job_generator").contains("jobs=0"));
+        assert!(stack.step("job_generator").contains("jobs=0"));
         assert!(take_job(&stack).await.is_none());
     }
 }
@@ -441,14 +419,14 @@ async fn a_task_on_a_catalogued_dataset_gets_one_job_per_n_files() {
             "{catalogue}"
         );
 
-        let id = submit_task(&stack, input_task_parameters("in", "user.tester.in1", 2)).await;
-        let unknown = submit_task(
-            &stack,
-            input_task_parameters("nodata", "user.tester.none", 1),
-        )
-        .await;
-        step(&stack, "task_refiner");
-        assert!(step(&stack, "contents_feeder").contains("broken=1"));
+        let id = stack
+            .submit_task(input_task_parameters("in", "user.tester.in1", 2))
+            .await;
+        let unknown = stack
+            .submit_task(input_task_parameters("nodata", "user.tester.none", 1))
+            .await;
+        stack.step("task_refiner");
+        assert!(stack.step("contents_feeder").contains("broken=1"));
         let spec = stack
             .store
             .get_task(unknown)
@@ -459,7 +437,7 @@ async fn a_task_on_a_catalogued_dataset_gets_one_job_per_n_files() {
             .get_str(panda_core::TaskAttr::errorDialog)
             .is_some_and(|d| d.contains("not in the dataset catalogue")));
         assert!(
-            step(&stack, "job_generator").contains("jobs=2"),
+            stack.step("job_generator").contains("jobs=2"),
             "3 files, 2 per job"
         );
         let mut jobs = Vec::new();
@@ -481,8 +459,8 @@ async fn a_task_on_a_catalogued_dataset_gets_one_job_per_n_files() {
         for job in &jobs {
             report(&stack, job, true).await;
         }
-        step(&stack, "add_main");
-        step(&stack, "post_processor");
+        stack.step("add_main");
+        stack.step("post_processor");
         assert_eq!(task_status(&stack.store, id).await, "done", "{backend:?}");
         let shown = listed(&stack, id).await;
         assert_eq!(
@@ -506,10 +484,10 @@ fn build_task_parameters(name: &str, jobs: i64, max_attempt: i64) -> Json {
 async fn a_task_with_a_build_step_runs_its_build_first_then_the_jobs_with_the_library() {
     for backend in backends() {
         let stack = Stack::start(backend, &["httpd"], &[]).await;
-        let id = submit_task(&stack, build_task_parameters("b1", 2, 3)).await;
-        step(&stack, "task_refiner");
-        step(&stack, "contents_feeder");
-        step(&stack, "job_generator");
+        let id = stack.submit_task(build_task_parameters("b1", 2, 3)).await;
+        stack.step("task_refiner");
+        stack.step("contents_feeder");
+        stack.step("job_generator");
         assert_eq!(task_status(&stack.store, id).await, "running");
         let build = take_job(&stack).await.expect("the build job");
         assert!(
@@ -545,16 +523,13 @@ async fn a_task_with_a_build_step_runs_its_build_first_then_the_jobs_with_the_li
         assert!(held
             .iter()
             .all(|r| r[0] == "assigned" && r[1] == "ANALY_QUEUE"));
-        step(&stack, "job_generator");
-        step(&stack, "post_processor");
+        stack.step("job_generator");
+        stack.step("post_processor");
         assert!(take_job(&stack).await.is_none(), "still building");
         report(&stack, &build, true).await;
-        step(&stack, "add_main");
-        assert!(
-            step(&stack, "post_processor").contains("jobs=2"),
-            "released"
-        );
-        assert!(step(&stack, "job_generator").contains("jobs=0"));
+        stack.step("add_main");
+        assert!(stack.step("post_processor").contains("jobs=2"), "released");
+        assert!(stack.step("job_generator").contains("jobs=0"));
         let mut runs = Vec::new();
         while let Some(job) = take_job(&stack).await {
             runs.push(job);
@@ -585,8 +560,8 @@ async fn a_task_with_a_build_step_runs_its_build_first_then_the_jobs_with_the_li
             assert_eq!(job["computingSite"], build["computingSite"]);
             report(&stack, job, true).await;
         }
-        step(&stack, "add_main");
-        step(&stack, "post_processor");
+        stack.step("add_main");
+        stack.step("post_processor");
         assert_eq!(task_status(&stack.store, id).await, "done", "{backend:?}");
     }
 }
@@ -594,17 +569,17 @@ async fn a_task_with_a_build_step_runs_its_build_first_then_the_jobs_with_the_li
 #[tokio::test]
 async fn a_build_that_fails_every_attempt_fails_the_task_and_retry_builds_again() {
     let stack = Stack::start(Backend::Sqlite, &["httpd"], &[]).await;
-    let id = submit_task(&stack, build_task_parameters("b2", 2, 2)).await;
+    let id = stack.submit_task(build_task_parameters("b2", 2, 2)).await;
     for name in ["task_refiner", "contents_feeder", "job_generator"] {
-        step(&stack, name);
+        stack.step(name);
     }
     for attempt in 0..2 {
         let build = take_job(&stack).await.expect("a build attempt");
         assert_eq!(build["attemptNr"], attempt, "{build}");
         report(&stack, &build, false).await;
-        step(&stack, "add_main");
-        step(&stack, "post_processor");
-        step(&stack, "job_generator");
+        stack.step("add_main");
+        stack.step("post_processor");
+        stack.step("job_generator");
     }
     assert!(
         take_job(&stack).await.is_none(),
@@ -629,7 +604,7 @@ async fn a_build_that_fails_every_attempt_fails_the_task_and_retry_builds_again(
     // pbook retry: the library gets new attempts; its build runs first, then the jobs.
     let retried = post(&stack, "/api/v1/task/retry", json!({"task_id": id})).await;
     assert_eq!(retried["success"], true, "{retried}");
-    step(&stack, "job_generator");
+    stack.step("job_generator");
     let build = take_job(&stack).await.expect("the build's next attempt");
     assert_eq!(
         (
@@ -641,8 +616,8 @@ async fn a_build_that_fails_every_attempt_fails_the_task_and_retry_builds_again(
     );
     assert!(take_job(&stack).await.is_none(), "the run jobs wait");
     report(&stack, &build, true).await;
-    step(&stack, "add_main");
-    step(&stack, "post_processor");
+    stack.step("add_main");
+    stack.step("post_processor");
     let mut runs = Vec::new();
     while let Some(job) = take_job(&stack).await {
         runs.push(job);
@@ -651,8 +626,8 @@ async fn a_build_that_fails_every_attempt_fails_the_task_and_retry_builds_again(
     for job in &runs {
         report(&stack, job, true).await;
     }
-    step(&stack, "add_main");
-    step(&stack, "post_processor");
+    stack.step("add_main");
+    stack.step("post_processor");
     assert_eq!(task_status(&stack.store, id).await, "done");
 }
 
@@ -667,9 +642,9 @@ async fn a_task_over_two_sites_gets_a_build_and_output_datasets_per_site() {
     for backend in backends() {
         let site = common::Site::with_queues(TWO_SITES);
         let stack = Stack::start_at(backend, &["httpd"], &[], site).await;
-        let id = submit_task(&stack, build_task_parameters("s1", 4, 3)).await;
+        let id = stack.submit_task(build_task_parameters("s1", 4, 3)).await;
         for name in ["task_refiner", "contents_feeder", "job_generator"] {
-            step(&stack, name);
+            stack.step(name);
         }
         let datasets = rows(
             &stack.store,
@@ -736,8 +711,8 @@ async fn a_task_over_two_sites_gets_a_build_and_output_datasets_per_site() {
         for site in ["ANALY_A", "ANALY_B"] {
             let build = &builds[site];
             report(&stack, build, true).await;
-            step(&stack, "add_main");
-            step(&stack, "post_processor");
+            stack.step("add_main");
+            stack.step("post_processor");
             let lib = build["outFiles"]
                 .as_str()
                 .and_then(|o| o.split(',').find(|f| f.ends_with(".lib.tgz")))
@@ -765,8 +740,8 @@ async fn a_task_over_two_sites_gets_a_build_and_output_datasets_per_site() {
         for job in &runs {
             report(&stack, job, true).await;
         }
-        step(&stack, "add_main");
-        step(&stack, "post_processor");
+        stack.step("add_main");
+        stack.step("post_processor");
         assert_eq!(task_status(&stack.store, id).await, "done", "{backend:?}");
         let registered = rows(
             &stack.store,
@@ -812,23 +787,25 @@ async fn reload_input_takes_new_files_and_retry_takes_new_parameters() {
         assert!(run(&args, &stack.env).status.success());
     };
     add(&["g.1", "g.2"]);
-    let id = submit_task(&stack, input_task_parameters("grow", "user.tester.grow", 2)).await;
+    let id = stack
+        .submit_task(input_task_parameters("grow", "user.tester.grow", 2))
+        .await;
     let finish_all = || async {
         while let Some(job) = take_job(&stack).await {
             report(&stack, &job, true).await;
         }
-        step(&stack, "add_main");
-        step(&stack, "post_processor");
+        stack.step("add_main");
+        stack.step("post_processor");
     };
     for name in ["task_refiner", "contents_feeder", "job_generator"] {
-        step(&stack, name);
+        stack.step(name);
     }
     finish_all().await;
     assert_eq!(task_status(&stack.store, id).await, "done");
 
     // Files added to the dataset since: reload_input takes them in.
     add(&["g.3", "g.4", "g.5"]);
-    let running = submit_task(&stack, parameters_for_refusal()).await;
+    let running = stack.submit_task(parameters_for_refusal()).await;
     let refused = post(
         &stack,
         "/api/v1/task/reload_input",
@@ -843,7 +820,7 @@ async fn reload_input_takes_new_files_and_retry_takes_new_parameters() {
         .unwrap_or_default()
         .contains("3 new inputs"));
     assert!(
-        step(&stack, "job_generator").contains("jobs=2"),
+        stack.step("job_generator").contains("jobs=2"),
         "3 new files, 2 per job"
     );
     finish_all().await;
@@ -885,9 +862,9 @@ fn parameters_for_refusal() -> Json {
 async fn a_file_whose_job_was_never_stored_goes_to_a_new_job_after_ten_minutes() {
     for backend in backends() {
         let stack = Stack::start(backend, &["httpd"], &[]).await;
-        let id = submit_task(&stack, task_parameters("lost", 1, 3)).await;
+        let id = stack.submit_task(task_parameters("lost", 1, 3)).await;
         for name in ["task_refiner", "contents_feeder", "job_generator"] {
-            step(&stack, name);
+            stack.step(name);
         }
         let file = |stack: &Stack| {
             let store = stack.store.clone();
@@ -914,7 +891,7 @@ async fn a_file_whose_job_was_never_stored_goes_to_a_new_job_after_ten_minutes()
             )
             .await;
         }
-        step(&stack, "post_processor");
+        stack.step("post_processor");
         assert_eq!(file(&stack).await, claimed, "within the grace time");
         let eleven_minutes_ago = panda_core::time::now() - chrono::Duration::minutes(11);
         execute(
@@ -923,10 +900,10 @@ async fn a_file_whose_job_was_never_stored_goes_to_a_new_job_after_ten_minutes()
             &[Value::Int(Some(id)), Value::Time(Some(eleven_minutes_ago))],
         )
         .await;
-        step(&stack, "post_processor");
+        stack.step("post_processor");
         let retried = file(&stack).await;
         assert_eq!((retried[0].as_str(), retried[2].as_str()), ("ready", "1"));
-        step(&stack, "job_generator");
+        stack.step("job_generator");
         let again = file(&stack).await;
         assert_eq!(again[0], "running");
         assert_ne!(again[1], claimed[1], "a new job");
@@ -966,9 +943,9 @@ async fn a_held_job_with_an_input_still_on_its_way_waits_after_the_build() {
             "archiveName": "sources.h1.tar.gz",
             "jobParameters": "-i ${IN} -o ${OUT} --sourceURL ${SURL} -r . "});
         params["jobParameters"][1] = json!({"type": "constant", "value": "-l ${LIB}"});
-        let id = submit_task(&stack, params).await;
+        let id = stack.submit_task(params).await;
         for name in ["task_refiner", "contents_feeder", "job_generator"] {
-            step(&stack, name);
+            stack.step(name);
         }
         let build = take_job(&stack).await.expect("the build job");
         let held = rows(
@@ -989,8 +966,8 @@ async fn a_held_job_with_an_input_still_on_its_way_waits_after_the_build() {
         .await;
         assert_eq!(changed, 1);
         report(&stack, &build, true).await;
-        step(&stack, "add_main");
-        assert!(step(&stack, "post_processor").contains("jobs=1"));
+        stack.step("add_main");
+        assert!(stack.step("post_processor").contains("jobs=1"));
         let job = take_job(&stack).await.expect("the job with its inputs");
         assert_eq!(job["PandaID"].to_string(), held[1][0]);
         assert!(take_job(&stack).await.is_none(), "the other job waits");
@@ -1008,6 +985,6 @@ async fn a_held_job_with_an_input_still_on_its_way_waits_after_the_build() {
         assert!(waiting[1][1].ends_with(".lib.tgz") && waiting[1][2] == "ready");
         assert!(waiting.iter().all(|r| r[0] == "assigned"));
         // Nothing more happens to it on the next runs.
-        assert!(step(&stack, "post_processor").contains("jobs=0"));
+        assert!(stack.step("post_processor").contains("jobs=0"));
     }
 }

@@ -12,6 +12,7 @@ pub mod catalog;
 pub mod credentials;
 mod dispatch;
 mod error;
+pub mod events;
 pub mod harvester;
 mod kill;
 pub mod lookups;
@@ -34,8 +35,8 @@ pub mod workflows;
 use std::sync::Arc;
 
 use panda_store::ports::{
-    CatalogStore, Changes, CredentialStore, HarvesterStore, JediStore, JobStore, SiteStore,
-    TaskStore, UserStore,
+    CatalogStore, Changes, CredentialStore, EventStore, HarvesterStore, JediStore, JobStore,
+    SiteStore, TaskStore, UserStore,
 };
 use panda_store::Store;
 
@@ -101,6 +102,8 @@ pub struct Stores {
     pub users: Arc<dyn UserStore>,
     /// Users' secrets and the credentials operators register.
     pub credentials: Arc<dyn CredentialStore>,
+    /// The event service's ranges.
+    pub events: Arc<dyn EventStore>,
     /// Changes of jobs and tasks under the store's locking rules.
     pub changes: Arc<dyn Changes>,
 }
@@ -118,6 +121,7 @@ impl Stores {
             harvester: shared.clone(),
             users: shared.clone(),
             credentials: shared.clone(),
+            events: shared.clone(),
             changes: shared,
         }
     }

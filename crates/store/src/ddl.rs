@@ -825,3 +825,32 @@ pub fn credential_tables(dialect: Dialect) -> Vec<String> {
         ),
     ]
 }
+
+/// Our second own step: JEDI's `jedi_events`, the event ranges of event-service jobs, with
+/// upstream's columns (a `<vo>_jedi` table upstream, partitioned by task there; one table
+/// here), its key `(jeditaskid, pandaid, fileid, job_processid)` and its indexes on the
+/// file and on a consumer's ranges by status.
+pub fn event_tables(dialect: Dialect) -> Vec<String> {
+    let ty = |t| dialect.column_type(t);
+    let (big, small) = (ty(ColumnType::BigInt), ty(ColumnType::SmallInt));
+    vec![
+        format!(
+            "CREATE TABLE IF NOT EXISTS jedi_events (
+  jeditaskid {big} NOT NULL, pandaid {big} NOT NULL, fileid {big} NOT NULL,
+  job_processid {big} NOT NULL, datasetid {big} NOT NULL, status {small} NOT NULL,
+  def_min_eventid {big}, def_max_eventid {big}, processed_upto_eventid {big},
+  attemptnr {small}, objstore_id {big}, event_offset {big},
+  is_jumbo {small}, ziprow_id {big}, file_not_deleted {}, error_code {},
+  path_convention {small}, error_diag {},
+  PRIMARY KEY (jeditaskid, pandaid, fileid, job_processid)
+)",
+            ty(ColumnType::Char(1)),
+            ty(ColumnType::Int),
+            ty(ColumnType::VarChar(500)),
+        ),
+        "CREATE INDEX IF NOT EXISTS jedi_events_fileid_idx ON jedi_events (fileid)".into(),
+        "CREATE INDEX IF NOT EXISTS jedi_events_pandaid_status_idx \
+         ON jedi_events (pandaid, status)"
+            .into(),
+    ]
+}

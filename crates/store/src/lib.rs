@@ -20,6 +20,7 @@ pub mod ddl;
 mod dispatch;
 pub mod driver;
 pub mod error;
+mod events;
 mod harvester;
 mod jedi;
 mod jobs;
@@ -54,6 +55,10 @@ pub use daemon_support::OutputReport;
 pub use dispatch::{ClaimRequest, LabelFilter};
 pub use driver::{Dialect, Driver, Tx, TxMode};
 pub use error::{Result, StoreError};
+pub use events::{
+    AcquiredRange, ConsumerEnd, NewEventRanges, RangeAnswer, RangeReport, RangeReportOutcome,
+    RangeStatus, ZipFile,
+};
 pub use harvester::{
     ColumnValue, HarvesterCommand, JobStatRow, WorkerNode, WorkerStat, WorkerUpdate,
 };

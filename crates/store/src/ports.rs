@@ -20,6 +20,10 @@ use crate::credentials::{SealedCredential, SecretsChange};
 use crate::daemon_support::OutputReport;
 use crate::dispatch::ClaimRequest;
 use crate::error::{Result, StoreError};
+use crate::events::{
+    AcquiredRange, ConsumerEnd, NewEventRanges, RangeReport, RangeReportOutcome, RangeStatus,
+    ZipFile,
+};
 use crate::harvester::{
     ColumnValue, HarvesterCommand, JobStatRow, WorkerNode, WorkerStat, WorkerUpdate,
 };
@@ -123,6 +127,20 @@ port! {
         fn set_task_modification_time(&self, task_id: i64, at: NaiveDateTime) -> Result<bool>;
         fn task_datasets_and_files(&self, task_id: i64, kinds: &[String], max_files: i64) -> Result<Vec<DatasetFiles>>;
         fn analysis_job_metadata(&self, task_id: i64, limit: i64) -> Result<Vec<(i64, String)>>;
+    }
+}
+
+port! {
+    /// The event service's ranges (`jedi_events`).
+    EventStore {
+        fn event_jobset(&self, task_id: i64, file_id: i64) -> Result<Option<i64>>;
+        fn insert_event_ranges(&self, files: &[NewEventRanges]) -> Result<u64>;
+        fn acquire_event_ranges(&self, panda_id: i64, n: i64) -> Result<Vec<AcquiredRange>>;
+        fn report_event_ranges(&self, reports: &[RangeReport], zips: &[ZipFile]) -> Result<RangeReportOutcome>;
+        fn available_event_ranges(&self, task_id: i64, jobset_id: i64) -> Result<i64>;
+        fn event_range_statuses(&self, task_id: i64, panda_id: i64, limit: i64) -> Result<Vec<RangeStatus>>;
+        fn end_event_consumer(&self, task_id: i64, panda_id: i64, jobset_id: i64) -> Result<ConsumerEnd>;
+        fn cancel_event_ranges(&self, task_id: i64, jobset_id: i64) -> Result<u64>;
     }
 }
 

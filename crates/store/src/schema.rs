@@ -87,16 +87,23 @@ pub const MIGRATIONS: &[Migration] = &[
 pub const EXTENSION_COMPONENT: &str = "panda-server-rs";
 
 /// The level of our own steps this binary needs.
-pub const EXTENSION_VERSION: SchemaVersion = SchemaVersion::new(0, 0, 1);
+pub const EXTENSION_VERSION: SchemaVersion = SchemaVersion::new(0, 0, 2);
 
 /// Our own steps, oldest first, applied after upstream's; idempotent like those.
-pub const EXTENSIONS: &[Migration] = &[Migration {
-    version: SchemaVersion::new(0, 0, 1),
-    description: "user secrets (upstream's secrets), Harvester's slots (upstream's \
-                  harvester_slots), workflow requests (JEDI's workflows) and the sealed \
-                  credentials operators register",
-    statements: ddl::credential_tables,
-}];
+pub const EXTENSIONS: &[Migration] = &[
+    Migration {
+        version: SchemaVersion::new(0, 0, 1),
+        description: "user secrets (upstream's secrets), Harvester's slots (upstream's \
+                      harvester_slots), workflow requests (JEDI's workflows) and the sealed \
+                      credentials operators register",
+        statements: ddl::credential_tables,
+    },
+    Migration {
+        version: SchemaVersion::new(0, 0, 2),
+        description: "the event ranges of event-service jobs (JEDI's jedi_events)",
+        statements: ddl::event_tables,
+    },
+];
 
 /// What a migration run did.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -367,7 +367,10 @@ async fn schema_check_on_fresh_migrated_older_and_newer_databases() {
             report.applied,
             vec![SchemaVersion::new(0, 1, 6), SchemaVersion::new(0, 1, 7)]
         );
-        assert_eq!(report.extensions_applied, vec![EXTENSION_VERSION]);
+        assert_eq!(
+            report.extensions_applied,
+            vec![SchemaVersion::new(0, 0, 1), EXTENSION_VERSION]
+        );
         assert_eq!(store.check_schema().await.expect("current"), SCHEMA_VERSION);
         assert!(
             store.migrate().await.expect("again").applied.is_empty(),
@@ -413,7 +416,10 @@ async fn a_database_at_upstreams_version_without_our_own_steps_is_sent_to_migrat
         assert!(err.to_string().contains("schema migrate"), "{err}");
         let report = store.migrate().await.expect("migrate again");
         assert!(report.applied.is_empty(), "{backend:?}");
-        assert_eq!(report.extensions_applied, vec![EXTENSION_VERSION]);
+        assert_eq!(
+            report.extensions_applied,
+            vec![SchemaVersion::new(0, 0, 1), EXTENSION_VERSION]
+        );
         assert!(store.check_schema().await.is_ok());
     }
 }
@@ -780,4 +786,122 @@ async fn a_connection_the_database_dropped_is_replaced() {
         answers[1].is_some(),
         "more than one request failed: {answers:?}"
     );
+}
+
+/// Four consumers of one jobset taking ranges at once never get the same range, and all are
+/// handed out; a report names the consumer in its range ID, so one consumer cannot change
+/// another's range; a consumer's end settles its ranges as upstream does and is safe to
+/// repeat.
+#[tokio::test]
+async fn consumers_of_a_jobset_never_share_a_range_and_settle_only_their_own() {
+    use panda_core::event::{cut_ranges, EventStatus};
+    use panda_store::{NewEventRanges, RangeReport};
+    for backend in backends() {
+        let (_db, store) = migrated_store(backend).await;
+        let (task, jobset) = (77, 990_001);
+        let mut jobs: Vec<JobSpec> = (0..4)
+            .map(|_| {
+                let mut job = simple_job("ES_SITE");
+                job.set_status(JobStatus::Running, panda_core::time::now());
+                job.set(JobAttr::eventService, Value::Int(Some(1)));
+                job.set(JobAttr::jediTaskID, Value::Int(Some(task)));
+                job.set(JobAttr::jobsetID, Value::Int(Some(jobset)));
+                job
+            })
+            .collect();
+        store.insert_jobs(&mut jobs).await.expect("insert");
+        let added = store
+            .insert_event_ranges(&[NewEventRanges {
+                task_id: task,
+                dataset_id: 5,
+                file_id: 6,
+                jobset_id: jobset,
+                ranges: cut_ranges(0, 200, 1),
+                attempts: 3,
+            }])
+            .await
+            .expect("ranges");
+        assert_eq!(added, 200);
+        let mut takers = Vec::new();
+        for job in &jobs {
+            let (store, id) = (store.clone(), job.panda_id());
+            takers.push(tokio::spawn(async move {
+                let mut got = Vec::new();
+                for _ in 0..100 {
+                    let ranges = store.acquire_event_ranges(id, 7).await.expect("acquire");
+                    if ranges.is_empty() {
+                        break;
+                    }
+                    assert!(ranges.iter().all(|r| r.id.panda_id == id));
+                    got.extend(ranges.into_iter().map(|r| r.id));
+                }
+                got
+            }));
+        }
+        let mut taken = Vec::new();
+        for taker in takers {
+            taken.push(taker.await.expect("taker"));
+        }
+        let all: Vec<_> = taken.iter().flatten().map(|id| id.process_id).collect();
+        let unique: HashSet<_> = all.iter().collect();
+        assert_eq!((all.len(), unique.len()), (200, 200), "{backend:?}");
+
+        // Consumer 0 reports its ranges finished, and one of consumer 1's under its own
+        // PandaID: that one does not exist as consumer 0's and stays consumer 1's.
+        let (mine, theirs) = (&taken[0], &taken[1]);
+        let mut reports: Vec<RangeReport> = mine
+            .iter()
+            .map(|id| RangeReport {
+                id: *id,
+                status: EventStatus::Finished,
+                error_code: None,
+                error_diag: None,
+                objstore_id: None,
+                path_convention: None,
+                zip: None,
+            })
+            .collect();
+        if let Some(other) = theirs.first() {
+            let mut forged = *other;
+            forged.panda_id = jobs[0].panda_id();
+            reports.push(RangeReport {
+                id: forged,
+                ..reports[0].clone()
+            });
+        }
+        store
+            .report_event_ranges(&reports, &[])
+            .await
+            .expect("report");
+        let statuses = store
+            .event_range_statuses(task, jobs[1].panda_id(), 1000)
+            .await
+            .expect("statuses");
+        assert!(
+            statuses.iter().all(|s| s.status == Some(EventStatus::Sent)),
+            "{backend:?}: another consumer's range changed"
+        );
+        let end = store
+            .end_event_consumer(task, jobs[0].panda_id(), jobset)
+            .await
+            .expect("end");
+        assert_eq!(end.done_by_consumer, mine.len() as i64);
+        let again = store
+            .end_event_consumer(task, jobs[0].panda_id(), jobset)
+            .await
+            .expect("again");
+        assert_eq!((again.done_by_consumer, again.done), (0, end.done));
+        // Consumer 1 ends without reporting: its ranges go back with one attempt fewer.
+        let end = store
+            .end_event_consumer(task, jobs[1].panda_id(), jobset)
+            .await
+            .expect("end");
+        assert_eq!(end.ready, theirs.len() as i64, "{backend:?}");
+        let back = store
+            .acquire_event_ranges(jobs[2].panda_id(), 1000)
+            .await
+            .expect("acquire");
+        assert_eq!(back.len(), theirs.len());
+        assert!(back.iter().all(|r| r.id.attempt_nr == 2), "{backend:?}");
+    }
 }

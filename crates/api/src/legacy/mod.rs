@@ -1,14 +1,17 @@
 //! The legacy dispatcher, `/server/panda/<method>`, as pilot3 calls it (upstream tag 0.8.1):
 //! getJob, updateJob, updateJobsInBulk, getStatus, checkJobStatus, getResourceTypes,
 //! updateWorkerPilotStatus, isAlive, setDebugMode, and the credential methods (getProxy,
-//! get_access_token, get_token_key, getKeyPair, set_user_secret, get_user_secrets). Other
-//! methods answer 403 like methods outside upstream's allow-list.
+//! get_access_token, get_token_key, getKeyPair, set_user_secret, get_user_secrets), and the
+//! event-service methods (getEventRanges, updateEventRanges, updateEventRange,
+//! checkEventsAvailability, get_events_status). Other methods answer 403 like methods
+//! outside upstream's allow-list.
 //!
 //! Every method accepts GET or POST with query, form, multipart or (gzipped) JSON
 //! parameters. Answers are upstream's `StatusCode=...` responses, JSON when asked for.
 
 mod creds;
 mod errors;
+pub(crate) mod events;
 pub(crate) mod pilot;
 mod protocol;
 
@@ -154,6 +157,31 @@ pub(crate) const LEGACY_METHODS: &[LegacyMethod] = &[
         name: "get_user_secrets",
         access: LegacyAccess::Authenticated,
         handler: Some(handler!(creds::get_user_secrets)),
+    },
+    LegacyMethod {
+        name: "getEventRanges",
+        access: LegacyAccess::Dispatcher,
+        handler: Some(handler!(events::get_event_ranges)),
+    },
+    LegacyMethod {
+        name: "updateEventRanges",
+        access: LegacyAccess::Dispatcher,
+        handler: Some(handler!(events::update_event_ranges)),
+    },
+    LegacyMethod {
+        name: "updateEventRange",
+        access: LegacyAccess::Dispatcher,
+        handler: Some(handler!(events::update_event_range)),
+    },
+    LegacyMethod {
+        name: "checkEventsAvailability",
+        access: LegacyAccess::Dispatcher,
+        handler: Some(handler!(events::check_events_availability)),
+    },
+    LegacyMethod {
+        name: "get_events_status",
+        access: LegacyAccess::Authenticated,
+        handler: Some(handler!(events::get_events_status)),
     },
 ];
 

@@ -15,6 +15,7 @@
 mod args;
 mod creds;
 mod errors;
+mod event;
 mod file_server;
 mod harvester;
 mod job;
@@ -385,6 +386,77 @@ pub(crate) const ENDPOINTS: &[Endpoint] = &[
         Production,
         &[opt("request_id", Int), opt("dataset", Str)],
         handler!(|_, call| async move { system::no_data_carousel(call) }),
+    ),
+    // event: the event service (panda_service::events; the role is the service's check)
+    ep(
+        "event",
+        "acquire_event_ranges",
+        Post,
+        Secure,
+        &[
+            opt("job_id", Int),
+            opt("pandaID", Int),
+            opt("jobset_id", Int),
+            opt("jobsetID", Int),
+            opt("task_id", Int),
+            opt("taskID", Int),
+            opt("n_ranges", Int),
+            opt("nRanges", Int),
+            opt("timeout", Int),
+            opt("scattered", Bool),
+            opt("segment_id", Int),
+        ],
+        handler!(event::acquire_event_ranges),
+    ),
+    ep(
+        "event",
+        "update_event_ranges",
+        Post,
+        Secure,
+        &[
+            req("event_ranges", Str),
+            opt("timeout", Int),
+            opt("version", Int),
+        ],
+        handler!(event::update_event_ranges),
+    ),
+    ep(
+        "event",
+        "update_single_event_range",
+        Post,
+        Secure,
+        &[
+            req("event_range_id", Str),
+            req("event_range_status", Str),
+            opt("core_count", Int),
+            opt("cpu_consumption_time", Float),
+            opt("object_store_id", Int),
+            opt("timeout", Int),
+        ],
+        handler!(event::update_single_event_range),
+    ),
+    ep(
+        "event",
+        "get_available_event_range_count",
+        Get,
+        Secure,
+        &[
+            opt("job_id", Int),
+            opt("jobset_id", Int),
+            opt("jobsetID", Int),
+            opt("task_id", Int),
+            opt("taskID", Int),
+            opt("timeout", Int),
+        ],
+        handler!(event::get_available_event_range_count),
+    ),
+    ep(
+        "event",
+        "get_event_range_statuses",
+        Get,
+        Secure,
+        &[req("job_task_ids", Ty::Any)],
+        handler!(event::get_event_range_statuses),
     ),
     // workflow: recorded, no engine behind this server
     ep(

@@ -10,11 +10,16 @@
 //! - A job that was being killed (`commandToPilot = tobekilled`) ends `cancelled` instead of
 //!   `failed`.
 //!
+//! - An event-service consumer (`eventService = 1`) ends as its ranges decide
+//!   (`panda_service::events`): its ranges are settled first, then the job finishes, closes
+//!   for the file's next consumer, or fails with upstream's ES error code.
+//!
 //! The job, its files and the report's removal are written in one transaction, and the
 //! data-management plugin is asked to finalize the outputs first.
 
 use async_trait::async_trait;
 use panda_core::{time, FileAttr, JobAttr, JobSpec, JobStatus, Value};
+use panda_service::events::ConsumerVerdict;
 use panda_service::FinalizeDecision;
 use panda_store::{ports, Decision, OutputReport, SideWrite};
 use serde_json::Value as Json;
@@ -36,8 +41,29 @@ enum Outcome {
     Finished,
     Failed,
     Cancelled,
+    Closed,
     Stale,
     Skipped,
+    /// An ES consumer, to be settled by its ranges first.
+    EventService {
+        task_id: i64,
+        jobset_id: i64,
+        last_attempt: bool,
+    },
+}
+
+impl Outcome {
+    fn name(self) -> &'static str {
+        match self {
+            Outcome::Finished => "finished",
+            Outcome::Failed => "failed",
+            Outcome::Cancelled => "cancelled",
+            Outcome::Closed => "closed",
+            Outcome::Stale => "stale",
+            Outcome::Skipped => "skipped",
+            Outcome::EventService { .. } => "event_service",
+        }
+    }
 }
 
 #[async_trait]
@@ -59,9 +85,7 @@ impl Task for Adder {
                     continue;
                 }
                 let outcome = process(ctx, &report).await?;
-                *counts
-                    .entry(format!("{outcome:?}").to_lowercase())
-                    .or_default() += 1;
+                *counts.entry(outcome.name().to_string()).or_default() += 1;
             }
             if !full || started.elapsed() > MAX_RUN {
                 break;
@@ -73,11 +97,27 @@ impl Task for Adder {
 
 async fn process(ctx: &TaskContext, report: &OutputReport) -> anyhow::Result<Outcome> {
     let plugin = ctx.data_management.clone();
-    let (_, outcome) =
+    let (_, mut outcome) =
         ports::change_job(ctx.stores.changes.as_ref(), report.panda_id, |job, side| {
-            Ok(decide(job, side, report, plugin.as_ref()))
+            Ok(decide(job, side, report, plugin.as_ref(), None))
         })
         .await?;
+    if let Outcome::EventService {
+        task_id,
+        jobset_id,
+        last_attempt,
+    } = outcome
+    {
+        let verdict = ctx
+            .service()
+            .end_event_consumer(task_id, report.panda_id, jobset_id, last_attempt)
+            .await?;
+        outcome = ports::change_job(ctx.stores.changes.as_ref(), report.panda_id, |job, side| {
+            Ok(decide(job, side, report, plugin.as_ref(), Some(&verdict)))
+        })
+        .await?
+        .1;
+    }
     if outcome == Outcome::Stale {
         ctx.daemon
             .delete_output_report(report.panda_id, report.attempt_nr)
@@ -86,7 +126,7 @@ async fn process(ctx: &TaskContext, report: &OutputReport) -> anyhow::Result<Out
     if outcome == Outcome::Failed {
         ctx.retry(report.panda_id).await?;
     }
-    tracing::info!(target: "panda::adder", panda_id = report.panda_id, outcome = ?outcome);
+    tracing::info!(target: "panda::adder", panda_id = report.panda_id, outcome = outcome.name());
     Ok(outcome)
 }
 
@@ -95,12 +135,24 @@ fn decide(
     side: &mut Vec<SideWrite>,
     report: &OutputReport,
     plugin: &dyn panda_service::DataManagement,
+    event_service: Option<&ConsumerVerdict>,
 ) -> Decision<Outcome> {
     if job.status() != Some(JobStatus::Holding) {
         return Decision::Keep(Outcome::Skipped);
     }
-    if job.get_i64(JobAttr::attemptNr).unwrap_or(0) != report.attempt_nr {
+    let attempt = job.get_i64(JobAttr::attemptNr).unwrap_or(0);
+    if attempt != report.attempt_nr {
         return Decision::Keep(Outcome::Stale);
+    }
+    if job.get_i64(JobAttr::eventService) == Some(1) {
+        let Some(verdict) = event_service else {
+            return Decision::Keep(Outcome::EventService {
+                task_id: job.get_i64(JobAttr::jediTaskID).unwrap_or_default(),
+                jobset_id: job.get_i64(JobAttr::jobsetID).unwrap_or_default(),
+                last_attempt: attempt + 1 >= job.get_i64(JobAttr::maxAttempt).unwrap_or(1),
+            });
+        };
+        return end_consumer(job, side, report, verdict);
     }
     let killed = job.get_str(JobAttr::commandToPilot) == Some("tobekilled");
     let checked = match report.job_status.as_str() {
@@ -137,6 +189,55 @@ fn decide(
                 job.set_status(JobStatus::Failed, now);
                 Outcome::Failed
             }
+        }
+    };
+    side.push(SideWrite::DeleteOutputReport {
+        attempt_nr: report.attempt_nr,
+    });
+    Decision::Write(outcome)
+}
+
+/// Ends an ES consumer as its ranges decided. A finished consumer's log is registered from
+/// the report when the report names it well; the job finishes either way, since its work
+/// is in the ranges.
+fn end_consumer(
+    job: &mut JobSpec,
+    side: &mut Vec<SideWrite>,
+    report: &OutputReport,
+    verdict: &ConsumerVerdict,
+) -> Decision<Outcome> {
+    let now = time::now();
+    let outcome = match verdict {
+        ConsumerVerdict::Finished => {
+            if report.job_status == "finished" {
+                if let Ok(files) = check_report(job, report.data.as_deref().unwrap_or("")) {
+                    side.extend(files.into_iter().map(SideWrite::UpdateFile));
+                }
+            }
+            job.set_status(JobStatus::Finished, now);
+            Outcome::Finished
+        }
+        ConsumerVerdict::Closed { sub_status, code } => {
+            job.set_str(JobAttr::jobSubStatus, sub_status).ok();
+            job.set(JobAttr::taskBufferErrorCode, Value::Int(Some(*code)));
+            job.set_str(
+                JobAttr::taskBufferErrorDiag,
+                "closed: the event ranges left go to the file's next consumer",
+            )
+            .ok();
+            job.set_status(JobStatus::Closed, now);
+            Outcome::Closed
+        }
+        ConsumerVerdict::Failed { code, diag } => {
+            job.set(JobAttr::taskBufferErrorCode, Value::Int(Some(*code)));
+            job.set_str(JobAttr::taskBufferErrorDiag, diag).ok();
+            for file in job.files.iter().filter(|f| is_output(f)) {
+                let mut failed = file.clone();
+                failed.set_str(FileAttr::status, "failed").ok();
+                side.push(SideWrite::UpdateFile(failed));
+            }
+            job.set_status(JobStatus::Failed, now);
+            Outcome::Failed
         }
     };
     side.push(SideWrite::DeleteOutputReport {

@@ -61,6 +61,34 @@ impl Stack {
     }
 }
 
+impl Stack {
+    /// Runs one daemon step once (`panda-server daemon --run-once NAME`), which must succeed;
+    /// its summary line.
+    pub fn step(&self, name: &str) -> String {
+        let out = run(&["daemon", "--run-once", name], &self.env);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{name}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    }
+
+    /// Submits a task through `task/submit` as the local operator; its ID.
+    pub async fn submit_task(&self, parameters: serde_json::Value) -> i64 {
+        let reply = post_envelope(
+            &api_client(),
+            self.server.url("/api/v1/task/submit"),
+            serde_json::json!({ "task_parameters": parameters }),
+            None,
+        )
+        .await;
+        assert_eq!(reply["success"], true, "{reply}");
+        reply["data"].as_i64().expect("task id")
+    }
+}
+
 /// Environment that points the binary at a test database, with no config file.
 pub fn db_env(db: &TestDb) -> Vec<(String, String)> {
     let c = &db.config;

@@ -210,6 +210,33 @@ pub(super) fn task_job(
     job
 }
 
+/// Makes a task's job an event-service consumer of `jobset` (the ranges of its files): the
+/// flag the pilot reads (`eventService`), upstream's `eventservice` token, the file's
+/// attempts (the consumer's end decides by them), and only the log among its files: an ES
+/// job's outputs are the zipped event files it reports range by range (upstream merges them
+/// into the task's outputs in a merge job, which this server does not make).
+pub(super) fn as_event_service_job(job: &mut JobSpec, jobset: i64, inputs: &[TaskFileSpec]) {
+    job.set(JobAttr::eventService, int(1));
+    job.set(JobAttr::jobsetID, int(jobset));
+    let mut tokens: Vec<String> = job
+        .get_str(JobAttr::specialHandling)
+        .unwrap_or("")
+        .split(',')
+        .filter(|t| !t.is_empty() && *t != "eventservice")
+        .map(str::to_string)
+        .collect();
+    tokens.push("eventservice".into());
+    job.set(JobAttr::specialHandling, text(&tokens.join(",")));
+    if let Some(max) = inputs
+        .first()
+        .and_then(|f| f.get_i64(TaskFileAttr::maxAttempt))
+    {
+        job.set(JobAttr::maxAttempt, int(max));
+    }
+    job.files
+        .retain(|f| f.get_str(FileAttr::r#type) != Some("output"));
+}
+
 /// The build job of a task: buildGen makes the library `lib` from the sources tarball.
 pub(super) fn build_job(
     task: &TaskSpec,

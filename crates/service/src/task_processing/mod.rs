@@ -64,10 +64,14 @@ mod jobs;
 mod refine;
 
 use crate::brokerage::choose_queue;
-use jobs::{build_job, task_job, with_library, SiteDatasets};
+use jobs::{as_event_service_job, build_job, task_job, with_library, SiteDatasets};
 pub use jobs::{dataset_scope, file_name, new_guid};
+use panda_core::event::cut_ranges;
+use panda_store::NewEventRanges;
+use refine::EventServiceSpec;
 pub use refine::{
-    build_spec, files_per_job, input_files, pseudo_files, refine, retry_attempts, BuildSpec,
+    build_spec, event_service, files_per_job, input_files, pseudo_files, refine, retry_attempts,
+    BuildSpec,
 };
 use refine::{lib_dataset, max_attempt, site_dataset, TEMPLATE_PREFIX};
 
@@ -78,6 +82,8 @@ pub const MAX_TASK_FILES: i64 = 200_000;
 const LOST_JOB_MINUTES: i64 = 10;
 /// How often this process looks for such files (the look is a scan of running files).
 const LOST_CHECK_SECONDS: i64 = 300;
+/// Most event ranges one file is cut into.
+const MAX_RANGES_PER_FILE: i64 = 100_000;
 /// Ended attempts of one task accounted for per post-processing run.
 const FILES_PER_RUN: i64 = 2_000;
 
@@ -200,10 +206,18 @@ fn library_input(row: &TaskFileSpec, lib_name: &str, reported: Option<&FileSpec>
     file
 }
 
-/// How one attempt of a file ended, from its job's status.
-fn attempt_outcome(job_status: &str, file: &TaskFileSpec, stopping: bool) -> Option<FileOutcome> {
+/// How one attempt of a file ended, from its job's status. An event-service consumer
+/// `closed` left ranges for the next one; one that `failed` ended its jobset for good (its
+/// ranges had their own attempts), so the file is not tried again.
+fn attempt_outcome(
+    job_status: &str,
+    file: &TaskFileSpec,
+    stopping: bool,
+    event_service: bool,
+) -> Option<FileOutcome> {
     match job_status {
         "finished" => Some(FileOutcome::Finished),
+        "failed" if event_service => Some(FileOutcome::Failed),
         "failed" | "cancelled" | "closed" => {
             let next_attempt = file.get_i64(TaskFileAttr::attemptNr).unwrap_or(0) + 1;
             let max = file.get_i64(TaskFileAttr::maxAttempt).unwrap_or(1);
@@ -440,6 +454,10 @@ impl JobService {
             // Another generator took some of these files; the next run takes the rest.
             return Ok(0);
         };
+        let jobsets = match refine::event_service(params).ok().flatten() {
+            Some(es) => self.event_jobsets(id, params, &groups, &ids, es).await?,
+            None => HashMap::new(),
+        };
         let mut waiting = HashSet::new();
         let mut jobs = Vec::with_capacity(groups.len());
         for (i, ((group, panda_id), site)) in groups.iter().zip(&ids).zip(&sites).enumerate() {
@@ -451,6 +469,9 @@ impl JobService {
                 continue;
             };
             let mut job = task_job(task, &layout, group, *panda_id, &serials, at);
+            if let Some(jobset) = jobsets.get(panda_id) {
+                as_event_service_job(&mut job, *jobset, group);
+            }
             match library {
                 Library::None => {}
                 Library::Ready(lib) => with_library(&mut job, lib),
@@ -468,6 +489,65 @@ impl JobService {
         tracing::info!(target: "panda::jedi", task_id = id, jobs = submitted.len(),
             waiting = waiting.len(), "jobs generated");
         Ok(submitted.len())
+    }
+
+    /// The jobset of each job of an event-service task (by PandaID): the jobset of its
+    /// file's ranges when an earlier consumer had them (the job takes what is left), else a
+    /// new jobset whose ranges are stored here, before the job can be dispatched. A file's
+    /// events are its `nEvents` (else the task's `nEventsPerFile`) from its `startEvent`.
+    async fn event_jobsets(
+        &self,
+        task_id: i64,
+        params: &Map<String, Json>,
+        groups: &[&[TaskFileSpec]],
+        ids: &[i64],
+        es: EventServiceSpec,
+    ) -> Result<HashMap<i64, i64>, ServiceError> {
+        let events = &self.stores.events;
+        let mut jobsets = HashMap::new();
+        let mut fresh = Vec::new();
+        for (group, panda_id) in groups.iter().zip(ids) {
+            let Some(file_id) = group.first().and_then(|f| f.get_i64(TaskFileAttr::fileID)) else {
+                continue;
+            };
+            match events.event_jobset(task_id, file_id).await? {
+                Some(jobset) => {
+                    jobsets.insert(*panda_id, jobset);
+                }
+                None => fresh.push((*panda_id, *group)),
+            }
+        }
+        let new_ids = self.stores.jobs.allocate_panda_ids(fresh.len()).await?;
+        let per_file = param_int(params, "nEventsPerFile").filter(|n| *n > 0);
+        let mut rows = Vec::new();
+        for ((panda_id, group), jobset) in fresh.iter().zip(new_ids) {
+            jobsets.insert(*panda_id, jobset);
+            for file in group.iter() {
+                let n_events = file
+                    .get_i64(TaskFileAttr::nEvents)
+                    .filter(|n| *n > 0)
+                    .or(per_file)
+                    .unwrap_or(0);
+                // A range count beyond the bound widens the ranges instead.
+                let per_range = es
+                    .events_per_range
+                    .max((n_events + MAX_RANGES_PER_FILE - 1) / MAX_RANGES_PER_FILE);
+                rows.push(NewEventRanges {
+                    task_id,
+                    dataset_id: file.get_i64(TaskFileAttr::datasetID).unwrap_or_default(),
+                    file_id: file.get_i64(TaskFileAttr::fileID).unwrap_or_default(),
+                    jobset_id: jobset,
+                    ranges: cut_ranges(
+                        file.get_i64(TaskFileAttr::startEvent).unwrap_or(0),
+                        n_events,
+                        per_range,
+                    ),
+                    attempts: es.max_attempt,
+                });
+            }
+        }
+        events.insert_event_ranges(&rows).await?;
+        Ok(jobsets)
     }
 
     /// The queue of each job of a batch: the task's `site` if it names one, else brokerage's
@@ -821,9 +901,10 @@ impl JobService {
             let id = task.get_i64(TaskAttr::jediTaskID).unwrap_or_default();
             let status = task.get_str(TaskAttr::status).unwrap_or("").to_string();
             let stopping = matches!(status.as_str(), "finishing" | "aborting" | "toabort");
+            let event_service = task.get_i64(TaskAttr::eventService) == Some(1);
             let started = std::time::Instant::now();
             loop {
-                let accounted = self.account_attempts(id, stopping).await?;
+                let accounted = self.account_attempts(id, stopping, event_service).await?;
                 counts.files += accounted;
                 // A full batch means more attempts ended: go on, within a bounded time.
                 if (accounted as i64) < FILES_PER_RUN || started.elapsed().as_secs() > RUN_SECONDS {
@@ -837,7 +918,7 @@ impl JobService {
             let released = self.release_held_jobs(id, &libs, build_failed).await?;
             if released > 0 {
                 // Held jobs failed with their build are accounted for in the same run.
-                counts.files += self.account_attempts(id, stopping).await?;
+                counts.files += self.account_attempts(id, stopping, event_service).await?;
             }
             counts.jobs += released;
             let files = self.stores.jedi.master_file_counts(id).await?;
@@ -861,7 +942,12 @@ impl JobService {
     /// Accounts for the task's files whose jobs ended (at most [`FILES_PER_RUN`]), and, at
     /// most every [`LOST_CHECK_SECONDS`], for files whose job was never stored; returns how
     /// many.
-    async fn account_attempts(&self, task_id: i64, stopping: bool) -> Result<usize, ServiceError> {
+    async fn account_attempts(
+        &self,
+        task_id: i64,
+        stopping: bool,
+        event_service: bool,
+    ) -> Result<usize, ServiceError> {
         let jedi = &self.stores.jedi;
         let mut ended: Vec<(TaskFileSpec, String)> =
             jedi.ended_task_files(task_id, FILES_PER_RUN).await?;
@@ -879,7 +965,7 @@ impl JobService {
         let mut results = Vec::with_capacity(ended.len());
         let mut finished = Vec::new();
         for (file, status) in &ended {
-            let Some(outcome) = attempt_outcome(status, file, stopping) else {
+            let Some(outcome) = attempt_outcome(status, file, stopping, event_service) else {
                 continue;
             };
             if outcome == FileOutcome::Finished {
@@ -1025,6 +1111,36 @@ mod tests {
         assert!(pseudo_files(&params)
             .expect_err("refused")
             .contains("at most"));
+        for (key, bad) in [
+            ("nEventsPerWorker", json!(0)),
+            ("nEventsPerWorker", json!("ten")),
+            ("nEventsPerWorker", json!(1_000_001)),
+            ("maxAttemptES", json!(101)),
+        ] {
+            let mut params = nobuild_params();
+            params.insert("nEventsPerWorker".into(), json!(5));
+            params.insert(key.into(), bad.clone());
+            assert!(
+                refine(&task, &params, "")
+                    .expect_err("refused")
+                    .contains(key),
+                "{key} = {bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_event_service_task_is_flagged_and_carries_its_split_rules() {
+        let task = TaskSpec::new();
+        let mut params = nobuild_params();
+        assert_eq!(event_service(&params), Ok(None));
+        params.insert("nEventsPerWorker".into(), json!(4));
+        let refined = refine(&task, &params, "").expect("refined");
+        assert_eq!(refined.task.get_i64(TaskAttr::eventService), Some(1));
+        assert_eq!(
+            refined.task.get_str(TaskAttr::splitRule),
+            Some("ES=4,XA=10")
+        );
     }
 
     #[test]

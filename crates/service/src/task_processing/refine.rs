@@ -138,8 +138,10 @@ pub fn refine(
     let source_url = param_str(params, "sourceURL").unwrap_or("");
     let vo = task.get(TaskAttr::vo).clone();
     let mut datasets = Vec::new();
-    // A malformed build step breaks the task here, not at generation.
+    // A malformed build step or event-service setting breaks the task here, not at
+    // generation.
     build_spec(params)?;
+    let event_service = event_service(params)?;
     let master = match params.get("noInput").and_then(Json::as_bool) == Some(true) {
         true => dataset("pseudo_input", "pseudo_dataset", None, &vo),
         false => {
@@ -245,6 +247,20 @@ pub fn refine(
         if refined.get(attr).is_null() {
             refined.set(attr, value);
         }
+    }
+    if let Some(es) = event_service {
+        refined.set(TaskAttr::eventService, int(1));
+        // JEDI's split-rule tokens for the two settings (`ES`, `XA`).
+        let mut rules: Vec<String> = refined
+            .get_str(TaskAttr::splitRule)
+            .unwrap_or("")
+            .split(',')
+            .filter(|r| !r.is_empty() && !r.starts_with("ES=") && !r.starts_with("XA="))
+            .map(str::to_string)
+            .collect();
+        rules.push(format!("ES={}", es.events_per_range));
+        rules.push(format!("XA={}", es.max_attempt));
+        refined.set(TaskAttr::splitRule, text(&rules.join(",")));
     }
     refined.set(TaskAttr::status, text("defined"));
     refined.set(TaskAttr::superStatus, text("defined"));
@@ -381,6 +397,47 @@ pub fn files_per_job(params: &Map<String, Json>) -> usize {
         .unwrap_or(10)
         .min(max)
         .clamp(1, 1000) as usize
+}
+
+/// An event-service task's settings: JEDI's `nEventsPerWorker` (events per range, which
+/// makes a task an event-service task) and `maxAttemptES` (attempts per range).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventServiceSpec {
+    pub events_per_range: i64,
+    pub max_attempt: i64,
+}
+
+/// Attempts per range unless the task says otherwise (upstream's).
+const DEFAULT_MAX_ATTEMPT_ES: i64 = 10;
+/// Most events one range may hold, and most attempts per range (a smallint column).
+const MAX_EVENTS_PER_RANGE: i64 = 1_000_000;
+const MAX_ATTEMPT_ES: i64 = 100;
+
+/// The task's event-service settings; `None` for an ordinary task, an error naming a bad
+/// value.
+pub fn event_service(params: &Map<String, Json>) -> Result<Option<EventServiceSpec>, RefineError> {
+    let Some(raw) = params.get("nEventsPerWorker").filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let events_per_range = raw
+        .as_i64()
+        .filter(|n| (1..=MAX_EVENTS_PER_RANGE).contains(n))
+        .ok_or_else(|| {
+            format!("nEventsPerWorker must be a whole number from 1 to {MAX_EVENTS_PER_RANGE}, got {raw}")
+        })?;
+    let max_attempt = match params.get("maxAttemptES").filter(|v| !v.is_null()) {
+        None => DEFAULT_MAX_ATTEMPT_ES,
+        Some(v) => v
+            .as_i64()
+            .filter(|n| (1..=MAX_ATTEMPT_ES).contains(n))
+            .ok_or_else(|| {
+                format!("maxAttemptES must be a whole number from 1 to {MAX_ATTEMPT_ES}, got {v}")
+            })?,
+    };
+    Ok(Some(EventServiceSpec {
+        events_per_range,
+        max_attempt,
+    }))
 }
 
 /// The attempts each file of the task gets.

@@ -10,6 +10,7 @@
 //!   open; reports both, and isAlive's latency in each.
 
 mod abuse;
+mod events;
 mod tasks;
 
 use std::collections::BTreeMap;
@@ -140,6 +141,28 @@ enum Mode {
         /// Give the task a build step and time the release of its held run jobs.
         #[arg(long)]
         build: bool,
+    },
+    /// One event-service task: pilots taking and reporting event ranges.
+    Events {
+        /// Jobs of the task (one pilot each, at most).
+        #[arg(long, default_value_t = 64)]
+        jobs: usize,
+        /// Events (ranges of one) per job.
+        #[arg(long, default_value_t = 2000)]
+        events: usize,
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        /// Ranges per getEventRanges / updateEventRanges call.
+        #[arg(long, default_value_t = 8)]
+        ranges: usize,
+        /// An online analysis queue.
+        #[arg(long, default_value = "ANALY_QUEUE")]
+        site: String,
+        #[arg(long, default_value_t = 20)]
+        duration: u64,
+        /// Calls a second all pilots offer together (default: each calls again at once).
+        #[arg(long)]
+        rate: Option<f64>,
     },
     /// Clients calling the health endpoint.
     Alive {
@@ -652,6 +675,27 @@ async fn main() -> anyhow::Result<()> {
                 build,
             };
             tasks::run(&client, &cli.url, &site, how).await?;
+            println!("whole run: {:.2}s", started.elapsed().as_secs_f64());
+        }
+        Mode::Events {
+            jobs,
+            events,
+            clients,
+            ranges,
+            site,
+            duration,
+            rate,
+        } => {
+            started = Instant::now();
+            let how = events::EventRun {
+                jobs,
+                events,
+                clients: clients.min(jobs),
+                ranges,
+                duration,
+                rate,
+            };
+            failed |= !events::run(&client, &cli.url, &site, how, rec.clone()).await?;
             println!("whole run: {:.2}s", started.elapsed().as_secs_f64());
         }
         Mode::Pilots {

@@ -74,7 +74,7 @@ async fn get(client: &reqwest::Client, url: &str, query: &[(&str, &str)]) -> any
 }
 
 /// The jobs in `status` out of `task/get_details`' job statistics (`status*N,...`).
-fn jobs_in(details: &Json, status: &str) -> usize {
+pub(crate) fn jobs_in(details: &Json, status: &str) -> usize {
     let prefix = format!("{status}*");
     details["data"]["statistics"]
         .as_str()

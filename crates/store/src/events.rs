@@ -13,7 +13,7 @@
 use panda_core::event::{EventRangeId, EventStatus};
 use panda_core::{time, ColumnType, Value};
 
-use crate::driver::TxMode;
+use crate::driver::{Dialect, TxMode};
 use crate::error::Result;
 use crate::jobs::next_ids;
 use crate::Store;
@@ -124,6 +124,11 @@ fn code(status: EventStatus) -> Value {
 const TAKING: &str = "'sent', 'running', 'starting'";
 /// Job states in which a consumer may report ranges (upstream's).
 const REPORTING: [&str; 4] = ["sent", "running", "starting", "transferring"];
+/// Most reported ranges PostgreSQL takes in one statement (12 parameters each, and 9 per
+/// zip file, within its 65,535); a larger report is applied in steps.
+const ONE_STATEMENT_RANGES: usize = 2_000;
+/// Reported ranges changed by one statement (12 parameters each, within SQLite's 32,766).
+const UPDATE_CHUNK: usize = 1_000;
 /// Ranges a consumer is done with: done, failed, discarded, cancelled.
 const SETTLED: &str = "6, 7, 5, 4";
 
@@ -185,263 +190,290 @@ impl Store {
 
     /// Hands up to `n` ready ranges of the consumer's jobset to the consumer, in event
     /// order. The consumer must be an active ES job in `sent`, `running` or `starting` that
-    /// is not being killed; otherwise, as upstream, no range (and no error).
+    /// is not being killed; otherwise, as upstream, no range (and no error). The job row is
+    /// locked first, so the pilot's final report (which locks it too) cannot pass a request
+    /// in flight and leave ranges `sent` to a job that has ended. On PostgreSQL all of it is
+    /// one statement in autocommit; on SQLite three in one write transaction.
     pub async fn acquire_event_ranges(&self, panda_id: i64, n: i64) -> Result<Vec<AcquiredRange>> {
-        let mut tx = self.begin(TxMode::Write).await?;
-        let job = tx
-            .fetch(
-                &format!(
-                    "SELECT jeditaskid, jobsetid FROM jobsactive4 WHERE pandaid = $1 \
-                     AND jobstatus IN ({TAKING}) AND eventservice = 1 \
-                     AND (commandtopilot IS NULL OR commandtopilot <> 'tobekilled'){}",
-                    self.dialect().row_lock()
-                ),
-                &[int(panda_id)],
-                &[ColumnType::BigInt, ColumnType::BigInt],
-            )
-            .await?;
-        let Some((Some(task_id), Some(jobset_id))) = job
-            .first()
-            .map(|r| (r[0].as_i64(), r.get(1).and_then(Value::as_i64)))
-        else {
-            return Ok(Vec::new());
-        };
-        let taken = tx
-            .fetch(
-                "UPDATE jedi_events SET pandaid = $1, status = $2 \
-                 WHERE (jeditaskid, pandaid, fileid, job_processid) IN \
-                 (SELECT jeditaskid, pandaid, fileid, job_processid FROM jedi_events \
-                  WHERE jeditaskid = $3 AND pandaid = $4 AND status = $5 AND attemptnr > 0 \
-                  ORDER BY fileid, job_processid LIMIT $6) \
-                 AND pandaid = $4 AND status = $5 \
-                 RETURNING fileid, job_processid, attemptnr, def_min_eventid, def_max_eventid",
-                &[
-                    int(panda_id),
-                    code(EventStatus::Sent),
-                    int(task_id),
-                    int(jobset_id),
-                    code(EventStatus::Ready),
-                    int(n),
-                ],
-                &[ColumnType::BigInt; 5],
-            )
-            .await?;
-        if taken.is_empty() {
-            tx.commit().await?;
-            return Ok(Vec::new());
-        }
-        let mut file_ids: Vec<i64> = taken.iter().filter_map(|r| r[0].as_i64()).collect();
-        file_ids.sort_unstable();
-        file_ids.dedup();
-        let list = file_ids
-            .iter()
-            .map(i64::to_string)
-            .collect::<Vec<_>>()
-            .join(", ");
-        let files = tx
-            .fetch(
-                &format!(
-                    "SELECT fileid, lfn, guid, scope FROM jedi_dataset_contents \
-                     WHERE jeditaskid = $1 AND fileid IN ({list})"
-                ),
-                &[int(task_id)],
-                &[
-                    ColumnType::BigInt,
-                    ColumnType::Text,
-                    ColumnType::Text,
-                    ColumnType::Text,
-                ],
-            )
-            .await?;
-        tx.commit().await?;
-        let text = |v: &Value| v.as_str().map(str::to_string);
-        let mut ranges: Vec<AcquiredRange> = taken
-            .iter()
-            .map(|r| {
-                let file_id = r[0].as_i64().unwrap_or_default();
-                let file = files.iter().find(|f| f[0].as_i64() == Some(file_id));
-                AcquiredRange {
-                    id: EventRangeId {
-                        task_id,
-                        panda_id,
-                        file_id,
-                        process_id: r[1].as_i64().unwrap_or_default(),
-                        attempt_nr: r[2].as_i64().unwrap_or_default(),
-                    },
-                    first_event: r[3].as_i64().unwrap_or_default(),
-                    last_event: r[4].as_i64().unwrap_or_default(),
-                    lfn: file.and_then(|f| text(&f[1])),
-                    guid: file.and_then(|f| text(&f[2])),
-                    scope: file.and_then(|f| text(&f[3])),
+        // The bound is written into the text: a bound LIMIT makes PostgreSQL plan each call.
+        let n = n.max(1);
+        let job_filter = format!(
+            "pandaid = $1 AND jobstatus IN ({TAKING}) AND eventservice = 1 \
+             AND (commandtopilot IS NULL OR commandtopilot <> 'tobekilled')"
+        );
+        // The job's task and jobset as scalar subqueries: the planner then treats them as
+        // values and walks the key in order from the jobset's first ready range (as a join,
+        // it planned a walk over the whole task).
+        let candidates = format!(
+            "SELECT c.jeditaskid, c.pandaid, c.fileid, c.job_processid FROM jedi_events c \
+             WHERE c.jeditaskid = (SELECT jeditaskid FROM job) \
+             AND c.pandaid = (SELECT jobsetid FROM job) AND c.status = 0 AND c.attemptnr > 0 \
+             ORDER BY c.fileid, c.job_processid LIMIT {n}"
+        );
+        let columns = [
+            ColumnType::BigInt,
+            ColumnType::BigInt,
+            ColumnType::BigInt,
+            ColumnType::BigInt,
+            ColumnType::BigInt,
+            ColumnType::BigInt,
+            ColumnType::BigInt,
+            ColumnType::Text,
+            ColumnType::Text,
+            ColumnType::Text,
+        ];
+        let rows = match self.dialect() {
+            Dialect::Postgres => {
+                let sql = format!(
+                    "WITH job AS MATERIALIZED (SELECT jeditaskid, jobsetid FROM jobsactive4 \
+                     WHERE {job_filter} FOR UPDATE), \
+                     taken AS (UPDATE jedi_events e SET pandaid = $1, status = 1 \
+                     WHERE (e.jeditaskid, e.pandaid, e.fileid, e.job_processid) IN ({candidates}) \
+                     AND e.status = 0 \
+                     RETURNING e.jeditaskid, e.datasetid, e.fileid, e.job_processid, e.attemptnr, \
+                     e.def_min_eventid, e.def_max_eventid) \
+                     SELECT t.jeditaskid, t.datasetid, t.fileid, t.job_processid, t.attemptnr, \
+                     t.def_min_eventid, t.def_max_eventid, f.lfn, f.guid, f.scope FROM taken t \
+                     LEFT JOIN LATERAL (SELECT lfn, guid, scope FROM jedi_dataset_contents c \
+                     WHERE c.jeditaskid = t.jeditaskid AND c.datasetid = t.datasetid \
+                     AND c.fileid = t.fileid) f ON true"
+                );
+                let mut tx = self.begin(TxMode::Autocommit).await?;
+                let rows = tx.fetch(&sql, &[int(panda_id)], &columns).await?;
+                tx.commit().await?;
+                rows
+            }
+            Dialect::Sqlite => {
+                let mut tx = self.begin(TxMode::Write).await?;
+                let job = tx
+                    .fetch(
+                        &format!("SELECT jeditaskid, jobsetid FROM jobsactive4 WHERE {job_filter}"),
+                        &[int(panda_id)],
+                        &[ColumnType::BigInt, ColumnType::BigInt],
+                    )
+                    .await?;
+                let Some((Some(task), Some(jobset))) =
+                    job.first().map(|r| (r[0].as_i64(), r[1].as_i64()))
+                else {
+                    return Ok(Vec::new());
+                };
+                let taken = tx
+                    .fetch(
+                        &format!(
+                            "WITH job AS (SELECT $2 AS jeditaskid, $3 AS jobsetid) \
+                             UPDATE jedi_events SET pandaid = $1, status = 1 \
+                             WHERE (jeditaskid, pandaid, fileid, job_processid) IN ({candidates}) \
+                             AND status = 0 \
+                             RETURNING jeditaskid, datasetid, fileid, job_processid, attemptnr, \
+                             def_min_eventid, def_max_eventid"
+                        ),
+                        &[int(panda_id), int(task), int(jobset)],
+                        &columns[..7],
+                    )
+                    .await?;
+                let mut rows = Vec::with_capacity(taken.len());
+                for mut row in taken {
+                    let file = tx
+                        .fetch(
+                            "SELECT lfn, guid, scope FROM jedi_dataset_contents \
+                             WHERE jeditaskid = $1 AND datasetid = $2 AND fileid = $3",
+                            &row[..3],
+                            &columns[7..],
+                        )
+                        .await?;
+                    row.extend(file.into_iter().next().unwrap_or_else(|| {
+                        vec![Value::Text(None), Value::Text(None), Value::Text(None)]
+                    }));
+                    rows.push(row);
                 }
+                tx.commit().await?;
+                rows
+            }
+        };
+        let text = |v: &Value| v.as_str().map(str::to_string);
+        let number = |v: &Value| v.as_i64().unwrap_or_default();
+        let mut ranges: Vec<AcquiredRange> = rows
+            .iter()
+            .map(|r| AcquiredRange {
+                id: EventRangeId {
+                    task_id: number(&r[0]),
+                    panda_id,
+                    file_id: number(&r[2]),
+                    process_id: number(&r[3]),
+                    attempt_nr: number(&r[4]),
+                },
+                first_event: number(&r[5]),
+                last_event: number(&r[6]),
+                lfn: text(&r[7]),
+                guid: text(&r[8]),
+                scope: text(&r[9]),
             })
             .collect();
         ranges.sort_by_key(|r| (r.id.file_id, r.id.process_id));
         Ok(ranges)
     }
 
-    /// Applies reported ranges in one transaction. A range counts only while its consumer
-    /// is an active job in a reporting state and the row is still the consumer's, `sent` or
-    /// `running`; `fatal` is stored as `failed` with one attempt left, so its retry copy has
-    /// none. A zip file is recorded once per consumer and name, as a `zipoutput` file of the
-    /// consumer (`filestable4`), and its row goes in the ranges' `ziprow_id`.
+    /// Applies reported ranges. A range counts only while its consumer is an active job in
+    /// a reporting state and the row is still the consumer's, `sent` or `running`; `fatal`
+    /// is stored as `failed` with one attempt left, so its retry copy has none. A zip file
+    /// is recorded once per consumer and name, as a `zipoutput` file of the consumer
+    /// (`filestable4`), and its row goes in the ranges' `ziprow_id`. On PostgreSQL the whole
+    /// report is one statement in autocommit (the jobs read, the zip files added and the
+    /// ranges changed together); on SQLite a few in one write transaction.
     pub async fn report_event_ranges(
         &self,
         reports: &[RangeReport],
         zips: &[ZipFile],
     ) -> Result<RangeReportOutcome> {
-        let mut outcome = RangeReportOutcome::default();
         if reports.is_empty() {
-            return Ok(outcome);
+            return Ok(RangeReportOutcome::default());
         }
         let mut jobs: Vec<i64> = reports.iter().map(|r| r.id.panda_id).collect();
         jobs.sort_unstable();
         jobs.dedup();
-        let list = jobs
-            .iter()
-            .map(i64::to_string)
-            .collect::<Vec<_>>()
-            .join(", ");
-        let mut tx = self.begin(TxMode::Write).await?;
-        let rows = tx
-            .fetch(
-                &format!(
-                    "SELECT pandaid, jobstatus, commandtopilot, jeditaskid FROM jobsactive4 \
-                     WHERE pandaid IN ({list}) AND eventservice = 1"
-                ),
-                &[],
-                &[
-                    ColumnType::BigInt,
-                    ColumnType::Text,
-                    ColumnType::Text,
-                    ColumnType::BigInt,
-                ],
-            )
-            .await?;
-        let mut open = std::collections::HashMap::new();
-        for job in &jobs {
-            let row = rows.iter().find(|r| r[0].as_i64() == Some(*job));
-            let command = match row {
-                None => "tobekilled".to_string(),
-                Some(r) => r[2]
-                    .as_str()
-                    .filter(|c| !c.is_empty())
-                    .unwrap_or("NULL")
-                    .to_string(),
-            };
-            if let Some(r) = row {
-                let reporting = r[1].as_str().is_some_and(|s| REPORTING.contains(&s));
-                open.insert(*job, (reporting, r[3].as_i64()));
-            }
-            outcome.commands.push((*job, command));
-        }
-        let mut zip_rows: Vec<Option<(i64, i64)>> = vec![None; zips.len()];
+        // Parameters, not literals, throughout: the text then depends only on how many jobs,
+        // ranges and zip files a report has, so each connection prepares it once.
+        let job_params: Vec<Value> = jobs.iter().map(|j| int(*j)).collect();
+        let jobs_sql = format!(
+            "SELECT pandaid, jobstatus, commandtopilot, jeditaskid FROM jobsactive4 \
+             WHERE pandaid IN ({}) AND eventservice = 1",
+            crate::bind::placeholders(1, jobs.len())
+        );
+        let job_columns = [
+            ColumnType::BigInt,
+            ColumnType::Text,
+            ColumnType::Text,
+            ColumnType::BigInt,
+        ];
         let now = time::now();
-        for report in reports {
-            let id = report.id;
-            let allowed =
-                matches!(open.get(&id.panda_id), Some((true, Some(task))) if *task == id.task_id);
-            if !allowed {
-                outcome.answers.push(RangeAnswer::Refused);
+        if self.dialect() == Dialect::Postgres && reports.len() <= ONE_STATEMENT_RANGES {
+            let (sql, params) = one_statement_report(&jobs_sql, job_params, reports, zips, now);
+            let mut tx = self.begin(TxMode::Autocommit).await?;
+            let rows = tx.fetch(&sql, &params, &job_columns).await?;
+            tx.commit().await?;
+            return Ok(judge(&jobs, &rows, reports));
+        }
+        let mut tx = self.begin(TxMode::Write).await?;
+        let rows = tx.fetch(&jobs_sql, &job_params, &job_columns).await?;
+        let outcome = judge(&jobs, &rows, reports);
+        let mut zip_rows: Vec<((usize, i64), Option<i64>)> = Vec::new();
+        let mut changes = Vec::with_capacity(reports.len());
+        for (report, answer) in reports.iter().zip(&outcome.answers) {
+            if *answer != RangeAnswer::Accepted {
                 continue;
             }
+            let id = report.id;
             let mut ziprow = None;
             if let Some(index) = report.zip.filter(|i| *i < zips.len()) {
-                ziprow = match zip_rows[index] {
-                    Some((job, row)) if job == id.panda_id => Some(row),
-                    _ => {
+                let key = (index, id.panda_id);
+                ziprow = match zip_rows.iter().find(|(k, _)| *k == key) {
+                    Some((_, row)) => *row,
+                    None => {
+                        let keys = zip_range_keys(reports, key);
                         let row = self
-                            .zip_file_row(tx.as_mut(), id.panda_id, id.task_id, &zips[index], now)
+                            .zip_file_row(
+                                tx.as_mut(),
+                                keys,
+                                id.panda_id,
+                                id.task_id,
+                                &zips[index],
+                                now,
+                            )
                             .await?;
-                        zip_rows[index] = Some((id.panda_id, row));
-                        Some(row)
+                        zip_rows.push((key, row));
+                        row
                     }
                 };
             }
-            let (status, attempt) = match report.status {
-                EventStatus::Fatal => (EventStatus::Failed, Some(1)),
-                other => (other, None),
-            };
-            let objstore = report
-                .objstore_id
-                .or(report.zip.and_then(|i| zips.get(i)).map(|z| z.objstore_id));
+            changes.push(range_change(report, zips, opt_int(ziprow)));
+        }
+        for chunk in changes.chunks(UPDATE_CHUNK) {
+            let mut params = Vec::with_capacity(chunk.len() * 12);
+            let values: Vec<String> = chunk
+                .iter()
+                .map(|row| values_row(&mut params, row.clone(), None))
+                .collect();
             tx.execute(
-                "UPDATE jedi_events SET status = $6, error_code = $7, error_diag = $8, \
-                 objstore_id = COALESCE($9, objstore_id), \
-                 path_convention = COALESCE($10, path_convention), \
-                 ziprow_id = COALESCE($11, ziprow_id), attemptnr = COALESCE($12, attemptnr) \
-                 WHERE jeditaskid = $1 AND pandaid = $2 AND fileid = $3 AND job_processid = $4 \
-                 AND attemptnr = $5 AND status IN (1, 2)",
-                &[
-                    int(id.task_id),
-                    int(id.panda_id),
-                    int(id.file_id),
-                    int(id.process_id),
-                    int(id.attempt_nr),
-                    code(status),
-                    opt_int(report.error_code),
-                    Value::Text(report.error_diag.clone()),
-                    opt_int(objstore),
-                    opt_int(report.path_convention),
-                    opt_int(ziprow),
-                    opt_int(attempt),
-                ],
+                &format!(
+                    "{} FROM (VALUES {}) AS v WHERE {RANGE_MATCH}",
+                    range_update("v.column11"),
+                    values.join(", ")
+                ),
+                &params,
             )
             .await?;
-            outcome.answers.push(RangeAnswer::Accepted);
         }
         tx.commit().await?;
         Ok(outcome)
     }
 
-    /// The `zipoutput` file row of a consumer's zip file: the one already recorded under
-    /// that name, else a new one.
+    /// The `zipoutput` file row of a consumer's zip file, for the ranges `keys` (a list of
+    /// `(jeditaskid, pandaid, fileid, job_processid)`): the row one of them already names
+    /// (a report sent again), else a new one if one of them is still to be reported, else
+    /// none. (Looked up through the ranges, by key: a lookup by name would read every file
+    /// row of the consumer, one more per report.)
     async fn zip_file_row(
         &self,
         tx: &mut dyn crate::Tx,
+        keys: Vec<Value>,
         panda_id: i64,
         task_id: i64,
         zip: &ZipFile,
         now: chrono::NaiveDateTime,
-    ) -> Result<i64> {
-        let found = tx
+    ) -> Result<Option<i64>> {
+        let key = "(jeditaskid, pandaid, fileid, job_processid)";
+        let list = (0..keys.len() / 4)
+            .map(|i| {
+                format!(
+                    "(${}, ${}, ${}, ${})",
+                    4 * i + 1,
+                    4 * i + 2,
+                    4 * i + 3,
+                    4 * i + 4
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let named = tx
             .fetch(
-                "SELECT row_id FROM filestable4 WHERE pandaid = $1 AND lfn = $2 \
-                 AND type = 'zipoutput'",
-                &[int(panda_id), Value::Text(Some(zip.lfn.clone()))],
+                &format!(
+                    "SELECT ziprow_id FROM jedi_events WHERE {key} IN ({list}) \
+                     AND ziprow_id IS NOT NULL LIMIT 1"
+                ),
+                &keys,
                 &[ColumnType::BigInt],
             )
             .await?;
-        if let Some(row) = found.first().and_then(|r| r[0].as_i64()) {
-            return Ok(row);
+        if let Some(row) = named.first().and_then(|r| r[0].as_i64()) {
+            return Ok(Some(row));
+        }
+        let pending = tx
+            .fetch(
+                &format!(
+                    "SELECT 1 FROM jedi_events WHERE {key} IN ({list}) AND status IN (1, 2) LIMIT 1"
+                ),
+                &keys,
+                &[ColumnType::BigInt],
+            )
+            .await?;
+        if pending.is_empty() {
+            return Ok(None);
         }
         let row = next_ids(tx, self.dialect(), "filestable4_row_id_seq", 1)
             .await?
             .pop()
             .unwrap_or_default();
-        let destination = match zip.path_convention {
-            Some(convention) => format!("{}/{convention}", zip.objstore_id),
-            None => zip.objstore_id.to_string(),
-        };
+        let mut params = vec![int(row)];
+        params.extend(zip_values(zip, panda_id, task_id, now));
         tx.execute(
-            "INSERT INTO filestable4 (row_id, pandaid, modificationtime, guid, lfn, type, \
-             status, destinationse, fsize, checksum, dispatchdblocktoken, jeditaskid) \
-             VALUES ($1, $2, $3, $4, $5, 'zipoutput', 'ready', $6, $7, $8, $9, $10)",
-            &[
-                int(row),
-                int(panda_id),
-                Value::Time(Some(now)),
-                Value::Text(Some(zip.guid.clone())),
-                Value::Text(Some(zip.lfn.clone())),
-                Value::Text(Some(destination)),
-                int(zip.fsize.unwrap_or(0)),
-                Value::Text(zip.adler32.as_ref().map(|a| format!("ad:{a}"))),
-                Value::Text(zip.num_events.map(|n| n.to_string())),
-                int(task_id),
-            ],
+            &format!(
+                "INSERT INTO filestable4 ({ZIP_COLUMNS}) \
+                 VALUES ($1, $2, $3, $4, $5, 'zipoutput', 'ready', $6, $7, $8, $9, $10)"
+            ),
+            &params,
         )
         .await?;
-        Ok(row)
+        Ok(Some(row))
     }
 
     /// Ready ranges of a jobset with attempts left (`checkEventsAvailability`).
@@ -593,4 +625,271 @@ impl Store {
         tx.commit().await?;
         Ok(n)
     }
+}
+
+/// The change of reported ranges, from `VALUES` rows `v` (`column1`... on both backends):
+/// key, attempt, then the new values; `zip_row` the expression of the zip file's row.
+fn range_update(zip_row: &str) -> String {
+    format!(
+        "UPDATE jedi_events SET status = v.column6, error_code = v.column7, \
+         error_diag = v.column8, objstore_id = COALESCE(v.column9, objstore_id), \
+         path_convention = COALESCE(v.column10, path_convention), \
+         ziprow_id = COALESCE({zip_row}, ziprow_id), attemptnr = COALESCE(v.column12, attemptnr)"
+    )
+}
+
+/// Which row a `VALUES` row changes: its consumer's, while `sent` or `running`.
+const RANGE_MATCH: &str = "jedi_events.jeditaskid = v.column1 AND jedi_events.pandaid = v.column2 \
+     AND jedi_events.fileid = v.column3 AND jedi_events.job_processid = v.column4 \
+     AND jedi_events.attemptnr = v.column5 AND jedi_events.status IN (1, 2)";
+/// The types of a `VALUES` row's columns (PostgreSQL needs them stated for parameters).
+const RANGE_TYPES: [&str; 12] = [
+    "BIGINT",
+    "BIGINT",
+    "BIGINT",
+    "BIGINT",
+    "BIGINT",
+    "BIGINT",
+    "BIGINT",
+    "VARCHAR(500)",
+    "BIGINT",
+    "BIGINT",
+    "BIGINT",
+    "BIGINT",
+];
+
+/// Which reported ranges are accepted, and each job's command: a range of a job that is an
+/// active ES job of the range's task, in a reporting state, is accepted; a job that is not
+/// active is told `tobekilled`.
+fn judge(jobs: &[i64], rows: &[Vec<Value>], reports: &[RangeReport]) -> RangeReportOutcome {
+    let mut open = std::collections::HashMap::new();
+    let mut commands = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let row = rows.iter().find(|r| r[0].as_i64() == Some(*job));
+        let command = match row {
+            None => "tobekilled".to_string(),
+            Some(r) => r[2]
+                .as_str()
+                .filter(|c| !c.is_empty())
+                .unwrap_or("NULL")
+                .to_string(),
+        };
+        if let Some(r) = row {
+            let reporting = r[1].as_str().is_some_and(|s| REPORTING.contains(&s));
+            open.insert(*job, (reporting, r[3].as_i64()));
+        }
+        commands.push((*job, command));
+    }
+    let answers = reports
+        .iter()
+        .map(|r| match open.get(&r.id.panda_id) {
+            Some((true, Some(task))) if *task == r.id.task_id => RangeAnswer::Accepted,
+            _ => RangeAnswer::Refused,
+        })
+        .collect();
+    RangeReportOutcome { answers, commands }
+}
+
+/// The `VALUES` row of one reported range (see [`RANGE_UPDATE`]); `ziprow` its zip file's
+/// row, when known.
+fn range_change(report: &RangeReport, zips: &[ZipFile], ziprow: Value) -> [Value; 12] {
+    let id = report.id;
+    let (status, attempt) = match report.status {
+        EventStatus::Fatal => (EventStatus::Failed, Some(1)),
+        other => (other, None),
+    };
+    let objstore = report
+        .objstore_id
+        .or(report.zip.and_then(|i| zips.get(i)).map(|z| z.objstore_id));
+    [
+        int(id.task_id),
+        int(id.panda_id),
+        int(id.file_id),
+        int(id.process_id),
+        int(id.attempt_nr),
+        code(status),
+        opt_int(report.error_code),
+        Value::Text(report.error_diag.clone()),
+        opt_int(objstore),
+        opt_int(report.path_convention),
+        ziprow,
+        opt_int(attempt),
+    ]
+}
+
+/// Adds a `VALUES` row's parameters to `params` and returns its text; `zip_expr`, when
+/// given, stands for the zip row's column.
+fn values_row(params: &mut Vec<Value>, row: [Value; 12], zip_expr: Option<&str>) -> String {
+    let cells: Vec<String> = row
+        .into_iter()
+        .zip(RANGE_TYPES)
+        .enumerate()
+        .map(|(i, (value, ty))| match (i, zip_expr) {
+            (10, Some(expr)) => expr.to_string(),
+            _ => {
+                params.push(value);
+                format!("CAST(${} AS {ty})", params.len())
+            }
+        })
+        .collect();
+    format!("({})", cells.join(", "))
+}
+
+/// The whole report as one PostgreSQL statement: the jobs (`jobs_sql`) read once, the
+/// ranges as a `VALUES` list (`column13` the range's zip slot, one per zip file and
+/// consumer, -1 for none), a zip file row per slot added unless one of its ranges names one
+/// already (a report sent again) and only while its job may report and a range is pending,
+/// then the ranges changed where their job may report; it returns the jobs' rows.
+fn one_statement_report(
+    jobs_sql: &str,
+    job_params: Vec<Value>,
+    reports: &[RangeReport],
+    zips: &[ZipFile],
+    now: chrono::NaiveDateTime,
+) -> (String, Vec<Value>) {
+    let mut params = job_params;
+    let reporting = REPORTING
+        .iter()
+        .map(|s| format!("'{s}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut slots: Vec<(usize, i64)> = Vec::new();
+    let slot_of: Vec<i64> = reports
+        .iter()
+        .map(|r| match r.zip.filter(|i| *i < zips.len()) {
+            None => -1,
+            Some(index) => {
+                let key = (index, r.id.panda_id);
+                let at = slots.iter().position(|k| *k == key).unwrap_or_else(|| {
+                    slots.push(key);
+                    slots.len() - 1
+                });
+                at as i64
+            }
+        })
+        .collect();
+    let values: Vec<String> = reports
+        .iter()
+        .zip(&slot_of)
+        .map(|(report, slot)| {
+            let row = values_row(
+                &mut params,
+                range_change(report, zips, Value::Int(None)),
+                None,
+            );
+            params.push(int(*slot));
+            // The row's text less its closing parenthesis, then the slot.
+            let open_row = row.strip_suffix(')').unwrap_or(&row);
+            format!("{open_row}, CAST(${} AS BIGINT))", params.len())
+        })
+        .collect();
+    let mut ctes = vec![
+        format!("jobs AS MATERIALIZED ({jobs_sql})"),
+        format!(
+            "v AS MATERIALIZED (SELECT * FROM (VALUES {}) AS t)",
+            values.join(", ")
+        ),
+    ];
+    let by_key = "e.jeditaskid = v.column1 AND e.pandaid = v.column2 AND e.fileid = v.column3 \
+                  AND e.job_processid = v.column4";
+    let mut cases = Vec::new();
+    for (slot, (index, panda_id)) in slots.iter().enumerate() {
+        let task_id = reports
+            .iter()
+            .find(|r| r.zip == Some(*index) && r.id.panda_id == *panda_id)
+            .map(|r| r.id.task_id)
+            .unwrap_or_default();
+        let cells: Vec<String> = zip_values(&zips[*index], *panda_id, task_id, now)
+            .into_iter()
+            .map(|v| {
+                params.push(v);
+                format!("${}", params.len())
+            })
+            .collect();
+        let (job, task) = (&cells[0], &cells[8]);
+        ctes.push(format!(
+            "z{slot}_old AS (SELECT e.ziprow_id AS row_id FROM jedi_events e, v \
+             WHERE v.column13 = {slot} AND {by_key} AND e.ziprow_id IS NOT NULL LIMIT 1), \
+             z{slot}_new AS (INSERT INTO filestable4 ({ZIP_COLUMNS}) \
+             SELECT nextval('filestable4_row_id_seq'), {}, 'zipoutput', 'ready', {} \
+             WHERE NOT EXISTS (SELECT 1 FROM z{slot}_old) \
+             AND EXISTS (SELECT 1 FROM jobs WHERE pandaid = {job} AND jeditaskid = {task} \
+             AND jobstatus IN ({reporting})) \
+             AND EXISTS (SELECT 1 FROM jedi_events e, v WHERE v.column13 = {slot} AND {by_key} \
+             AND e.status IN (1, 2)) RETURNING row_id)",
+            cells[..4].join(", "),
+            cells[4..].join(", "),
+        ));
+        cases.push(format!(
+            "WHEN {slot} THEN COALESCE((SELECT row_id FROM z{slot}_new), \
+             (SELECT row_id FROM z{slot}_old))"
+        ));
+    }
+    let zip_row = match cases.is_empty() {
+        true => "v.column11".to_string(),
+        false => format!("CASE v.column13 {} END", cases.join(" ")),
+    };
+    ctes.push(format!(
+        "changed AS ({} FROM v, jobs j WHERE j.pandaid = v.column2 AND j.jeditaskid = v.column1 \
+         AND j.jobstatus IN ({reporting}) AND {RANGE_MATCH} RETURNING 1)",
+        range_update(&zip_row)
+    ));
+    let sql = format!(
+        "WITH {} SELECT pandaid, jobstatus, commandtopilot, jeditaskid FROM jobs",
+        ctes.join(", ")
+    );
+    (sql, params)
+}
+
+/// Ranges of a zip file looked at to tell whether it was recorded already.
+const ZIP_KEYS: usize = 1_000;
+
+/// The columns of a zip file's `filestable4` row, as written.
+const ZIP_COLUMNS: &str = "row_id, pandaid, modificationtime, guid, lfn, type, status, \
+     destinationse, fsize, checksum, dispatchdblocktoken, jeditaskid";
+
+/// A zip file row's values after `row_id`, less its constant type and status: the consumer,
+/// the time, GUID, name, destination (`<objstoreID>/<pathConvention>`), size, checksum,
+/// event count (in `dispatchdblocktoken`, as upstream) and the task.
+fn zip_values(
+    zip: &ZipFile,
+    panda_id: i64,
+    task_id: i64,
+    now: chrono::NaiveDateTime,
+) -> [Value; 9] {
+    let destination = match zip.path_convention {
+        Some(convention) => format!("{}/{convention}", zip.objstore_id),
+        None => zip.objstore_id.to_string(),
+    };
+    [
+        int(panda_id),
+        Value::Time(Some(now)),
+        Value::Text(Some(zip.guid.clone())),
+        Value::Text(Some(zip.lfn.clone())),
+        Value::Text(Some(destination)),
+        int(zip.fsize.unwrap_or(0)),
+        Value::Text(zip.adler32.as_ref().map(|a| format!("ad:{a}"))),
+        Value::Text(zip.num_events.map(|n| n.to_string())),
+        int(task_id),
+    ]
+}
+
+/// The keys `(jeditaskid, pandaid, fileid, job_processid)` of the reported ranges of zip
+/// file `index` and consumer `panda_id`, four values each; of the first
+/// [`ZIP_KEYS`] of them, which tell a report sent again as well as all would, within
+/// SQLite's bound on parameters.
+fn zip_range_keys(reports: &[RangeReport], (index, panda_id): (usize, i64)) -> Vec<Value> {
+    reports
+        .iter()
+        .filter(|r| r.zip == Some(index) && r.id.panda_id == panda_id)
+        .take(ZIP_KEYS)
+        .flat_map(|r| {
+            [
+                int(r.id.task_id),
+                int(r.id.panda_id),
+                int(r.id.file_id),
+                int(r.id.process_id),
+            ]
+        })
+        .collect()
 }

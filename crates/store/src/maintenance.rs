@@ -24,8 +24,9 @@ use crate::Store;
 
 /// The tables the pilot, submission and task-processing paths read and write all the time
 /// (post-processing joins `jobsarchived4` with `jedi_dataset_contents`, and without
-/// statistics PostgreSQL plans that join as if both were empty).
-pub const MAINTAINED_TABLES: [&str; 11] = [
+/// statistics PostgreSQL plans that join as if both were empty; each range a consumer takes
+/// leaves a dead entry at the head of its jobset in `jedi_events`' key).
+pub const MAINTAINED_TABLES: [&str; 12] = [
     "jobsdefined4",
     "jobsactive4",
     "jobsarchived4",
@@ -37,6 +38,7 @@ pub const MAINTAINED_TABLES: [&str; 11] = [
     "jedi_tasks",
     "jedi_datasets",
     "jedi_dataset_contents",
+    "jedi_events",
 ];
 
 /// What one maintenance pass did to one table.

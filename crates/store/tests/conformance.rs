@@ -905,3 +905,106 @@ async fn consumers_of_a_jobset_never_share_a_range_and_settle_only_their_own() {
         assert!(back.iter().all(|r| r.id.attempt_nr == 2), "{backend:?}");
     }
 }
+
+/// A report of more ranges than one statement takes is applied whole, its zip file recorded
+/// once; the same report sent again changes nothing and adds no file.
+#[tokio::test]
+async fn a_large_report_is_applied_whole_and_a_repeat_adds_nothing() {
+    use panda_core::event::{cut_ranges, EventStatus};
+    use panda_store::{NewEventRanges, RangeReport, ZipFile};
+    for backend in backends() {
+        let (_db, store) = migrated_store(backend).await;
+        let (task, jobset) = (78, 990_002);
+        let mut job = simple_job("ES_SITE");
+        job.set_status(JobStatus::Running, panda_core::time::now());
+        job.set(JobAttr::eventService, Value::Int(Some(1)));
+        job.set(JobAttr::jediTaskID, Value::Int(Some(task)));
+        job.set(JobAttr::jobsetID, Value::Int(Some(jobset)));
+        let mut jobs = vec![job];
+        store.insert_jobs(&mut jobs).await.expect("insert");
+        let consumer = jobs[0].panda_id();
+        store
+            .insert_event_ranges(&[NewEventRanges {
+                task_id: task,
+                dataset_id: 5,
+                file_id: 6,
+                jobset_id: jobset,
+                ranges: cut_ranges(0, 2_500, 1),
+                attempts: 3,
+            }])
+            .await
+            .expect("ranges");
+        let taken = store
+            .acquire_event_ranges(consumer, 2_500)
+            .await
+            .expect("acquire");
+        assert_eq!(taken.len(), 2_500);
+        let zip = ZipFile {
+            lfn: "EventService_premerge_big.tar".into(),
+            guid: "00000000-0000-4000-8000-000000000001".into(),
+            objstore_id: 1318,
+            fsize: Some(1),
+            adler32: Some("0a0b0c0d".into()),
+            num_events: Some(2_500),
+            path_convention: Some(1000),
+        };
+        let reports: Vec<RangeReport> = taken
+            .iter()
+            .map(|r| RangeReport {
+                id: r.id,
+                status: EventStatus::Finished,
+                error_code: None,
+                error_diag: None,
+                objstore_id: None,
+                path_convention: None,
+                zip: Some(0),
+            })
+            .collect();
+        for _ in 0..2 {
+            let outcome = store
+                .report_event_ranges(&reports, std::slice::from_ref(&zip))
+                .await
+                .expect("report");
+            assert_eq!(outcome.answers.len(), 2_500);
+        }
+        let statuses = store
+            .event_range_statuses(task, consumer, 10_000)
+            .await
+            .expect("statuses");
+        assert!(
+            statuses
+                .iter()
+                .all(|s| s.status == Some(EventStatus::Finished)),
+            "{backend:?}"
+        );
+        let mut tx = store.begin(TxMode::Read).await.expect("tx");
+        let counts = tx
+            .fetch(
+                "SELECT COUNT(*), COUNT(DISTINCT ziprow_id) FROM jedi_events WHERE pandaid = $1",
+                &[Value::Int(Some(consumer))],
+                &[ColumnType::BigInt, ColumnType::BigInt],
+            )
+            .await
+            .expect("count");
+        let files = tx
+            .fetch(
+                "SELECT COUNT(*) FROM filestable4 WHERE pandaid = $1 AND type = 'zipoutput'",
+                &[Value::Int(Some(consumer))],
+                &[ColumnType::BigInt],
+            )
+            .await
+            .expect("files");
+        tx.commit().await.expect("commit");
+        assert_eq!(counts[0][0].as_i64(), Some(2_500));
+        assert_eq!(
+            counts[0][1].as_i64(),
+            Some(1),
+            "{backend:?}: one zip row for all"
+        );
+        assert_eq!(
+            files[0][0].as_i64(),
+            Some(1),
+            "{backend:?}: the repeat added a file"
+        );
+    }
+}

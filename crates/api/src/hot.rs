@@ -73,3 +73,17 @@ pub fn refine_task_parameters(body: &[u8]) -> Result<usize, String> {
     let files = pseudo_files(&params)?;
     Ok(files.len() + refined.datasets.len())
 }
+
+/// Decodes an event-range report (`updateEventRanges`' `eventRanges`) and the range IDs in
+/// it: the first byte picks the version (0–2), the rest is the text. Returns how many ranges
+/// it names. The fuzz target of the event-service decoder.
+pub fn decode_event_report(data: &[u8]) -> Result<usize, String> {
+    let (version, text) = match data.split_first() {
+        Some((v, rest)) => (i64::from(*v % 3), String::from_utf8_lossy(rest)),
+        None => (0, "".into()),
+    };
+    for word in text.split(|c: char| !(c.is_ascii_digit() || c == '-')) {
+        let _ = panda_core::event::EventRangeId::parse(word);
+    }
+    panda_service::events::decode_report_ranges(&text, version).map_err(|e| e.to_string())
+}

@@ -525,6 +525,19 @@ async fn event_calls_answer_their_clients_and_refuse_what_they_must() {
             assert_eq!(code, 400, "{method}: {text}");
             assert!(text.contains(needle), "{method}: {text}");
         }
+        // A status query of more jobs than the bound is refused, naming it.
+        let many_ids: Vec<Json> = (0..1001)
+            .map(|i| json!({"task_id": task, "panda_id": i}))
+            .collect();
+        let (code, text) = legacy(
+            &stack,
+            "get_events_status",
+            &[("ids", Json::Array(many_ids).to_string())],
+            false,
+        )
+        .await;
+        assert_eq!(code, 400, "{text}");
+        assert!(text.contains("at most 1000 jobs"), "{text}");
         // A range ID of 1,000 digits is refused, not parsed.
         let huge = json!([{"eventRangeID": long, "eventStatus": "finished"}]).to_string();
         let (_, text) = legacy(

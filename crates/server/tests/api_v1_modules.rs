@@ -724,3 +724,73 @@ async fn idds_commands_are_refused_with_the_reason() {
         "{missing}"
     );
 }
+
+/// Every function upstream declares (api-coverage.md's list, 108), called with no arguments
+/// as the local operator in both methods: each answers upstream's envelope (HTTP 200, JSON
+/// with `success`, `message` and `data`), none is a 403 of an unknown function.
+#[tokio::test]
+async fn every_function_upstream_declares_answers_with_its_envelope() {
+    const UPSTREAM: &str = "async_process/get_result async_process/submit_grep_request \
+        async_process/submit_sleep_echo_request creds/get_access_token creds/get_key_pair \
+        creds/get_proxy creds/get_token_key creds/get_user_secrets creds/set_user_secrets \
+        data_carousel/change_staging_destination data_carousel/change_staging_source \
+        data_carousel/force_to_staging data_carousel/retire_unused event/acquire_event_ranges \
+        event/get_available_event_range_count event/get_event_range_statuses \
+        event/update_event_ranges event/update_single_event_range file_server/delete_cache_file \
+        file_server/delete_hpo_checkpoint file_server/download_jedi_log \
+        file_server/register_cache_file file_server/touch_cache_file file_server/update_jedi_log \
+        file_server/upload_cache_file file_server/upload_event_picking_request \
+        file_server/upload_file_recovery_request file_server/upload_hpo_checkpoint \
+        file_server/upload_jedi_log file_server/upload_workflow_request \
+        file_server/validate_cache_file harvester/acknowledge_commands harvester/acquire_commands \
+        harvester/add_dialogs harvester/add_sweep_command harvester/add_target_slots \
+        harvester/get_current_worker_id harvester/get_worker_statistics harvester/heartbeat \
+        harvester/report_worker_statistics harvester/update_service_metrics \
+        harvester/update_workers idds/execute_idds_workflow_command idds/relay_idds_command \
+        job/generate_offline_execution_script job/get_description \
+        job/get_description_incl_archive job/get_metadata_for_analysis_jobs job/get_status \
+        job/kill job/reassign job/set_command job/set_debug_mode job/submit \
+        metaconfig/get_banned_users metaconfig/get_resource_types metaconfig/get_site_specs \
+        pilot/acquire_jobs pilot/get_job_status pilot/update_job pilot/update_jobs_bulk \
+        pilot/update_worker_node pilot/update_worker_node_gpu pilot/update_worker_status \
+        statistics/active_job_detailed_stats_by_site statistics/active_job_stats_by_site \
+        statistics/job_stats_by_cloud statistics/job_stats_by_site_and_resource_type \
+        statistics/job_stats_by_site_share_and_resource_type \
+        statistics/production_job_stats_by_cloud_and_processing_type system/get_attributes \
+        system/get_user_attributes system/get_voms_attributes system/is_alive task/avalanche \
+        task/change_attribute task/change_modification_time task/change_priority \
+        task/change_split_rule task/disable_job_cloning task/enable_job_cloning \
+        task/enable_jumbo_jobs task/finish task/get_datasets_and_files task/get_detailed_info \
+        task/get_details task/get_job_descriptions task/get_job_ids task/get_jumbo_job_datasets \
+        task/get_parent_detailed_info task/get_status task/get_task_parameters \
+        task/get_tasks_detailed_info_since task/get_tasks_modified_since task/increase_attempts \
+        task/kill task/kill_unfinished_jobs task/pause task/reactivate task/reassign \
+        task/reassign_global_share task/release task/reload_input task/resume task/retry \
+        task/submit workflow/submit_workflow workflow/submit_workflow_raw_request";
+    let functions: Vec<&str> = UPSTREAM.split_whitespace().collect();
+    assert_eq!(functions.len(), 108);
+    for backend in backends() {
+        let fixture = start(backend).await;
+        for function in &functions {
+            let url = fixture.server.url(&format!("/api/v1/{function}"));
+            for request in [
+                fixture.client.get(&url),
+                fixture.client.post(&url).json(&json!({})),
+            ] {
+                let response = request
+                    .header("Accept", "application/json")
+                    .send()
+                    .await
+                    .expect("call");
+                let status = response.status().as_u16();
+                let text = response.text().await.expect("text");
+                assert_eq!(status, 200, "{function}: {text}");
+                let envelope: Json = serde_json::from_str(&text)
+                    .unwrap_or_else(|_| panic!("{function}: not JSON: {text}"));
+                for key in ["success", "message", "data"] {
+                    assert!(envelope.get(key).is_some(), "{function}: no {key}: {text}");
+                }
+            }
+        }
+    }
+}

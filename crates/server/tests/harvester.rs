@@ -3,6 +3,9 @@
 //! body, JSON texts inside arguments, its time formats) and what it reads back, on both
 //! backends against a real server. Harvester's own functions (`harvester/*`), the pilot
 //! functions its job fetcher and propagator call, and the credentials its cred managers fetch.
+//! Its event-service calls (`get_event_ranges`, `update_event_ranges`,
+//! `check_event_availability`) are pinned with the rest of the event service in
+//! `event_service.rs`.
 
 mod common;
 

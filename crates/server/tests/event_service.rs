@@ -103,15 +103,6 @@ async fn job_row(store: &Store, panda_id: i64) -> Vec<String> {
     panic!("job {panda_id} is in no table");
 }
 
-async fn task_status(store: &Store, id: i64) -> String {
-    store
-        .get_task(id)
-        .await
-        .expect("read")
-        .and_then(|t| t.get_str(panda_core::TaskAttr::status).map(str::to_string))
-        .unwrap_or_default()
-}
-
 /// Runs the pilot's library through `es_communicator.py`; its JSON summary.
 fn communicator(pilot: &std::path::Path, stack: &Stack, scenario: &str, ranges: usize) -> Json {
     let script = common::scripts().join("es_communicator.py");
@@ -243,7 +234,7 @@ async fn the_pilots_event_service_library_runs_an_es_task_to_done() {
         assert_eq!(retried[0][..4], [&jobset, "1", "0", "1"], "{settled:?}");
 
         stack.step("post_processor");
-        assert_eq!(task_status(&stack.store, task).await, "running");
+        assert_eq!(common::task_status(&stack.store, task).await, "running");
         assert!(stack.step("job_generator").contains("jobs=1"));
 
         // The next consumer takes the one range left (its new attempt in the ID) and
@@ -266,7 +257,11 @@ async fn the_pilots_event_service_library_runs_an_es_task_to_done() {
         stack.step("add_main");
         assert_eq!(job_row(&stack.store, next).await[0], "finished");
         stack.step("post_processor");
-        assert_eq!(task_status(&stack.store, task).await, "done", "{backend:?}");
+        assert_eq!(
+            common::task_status(&stack.store, task).await,
+            "done",
+            "{backend:?}"
+        );
         let end = ranges(&stack.store, task).await;
         assert_eq!(by_status(&end, "6"), 5, "{end:?}");
         assert_eq!(end.len(), 6, "the failed attempt stays on record: {end:?}");
@@ -614,7 +609,7 @@ async fn event_calls_answer_their_clients_and_refuse_what_they_must() {
         );
         stack.step("post_processor");
         assert_eq!(
-            task_status(&stack.store, task).await,
+            common::task_status(&stack.store, task).await,
             "failed",
             "{backend:?}"
         );

@@ -55,15 +55,6 @@ async fn post(stack: &Stack, path: &str, body: Json) -> Json {
         .expect("envelope")
 }
 
-async fn task_status(store: &Store, id: i64) -> String {
-    store
-        .get_task(id)
-        .await
-        .expect("read")
-        .and_then(|t| t.get_str(panda_core::TaskAttr::status).map(str::to_string))
-        .unwrap_or_default()
-}
-
 async fn rows(store: &Store, sql: &str, id: i64, columns: &[ColumnType]) -> Vec<Vec<String>> {
     let mut tx = store.begin(TxMode::Read).await.expect("tx");
     let rows = tx
@@ -160,10 +151,10 @@ async fn a_no_input_task_becomes_jobs_and_ends_done() {
         )
         .await;
         let id = stack.submit_task(task_parameters("t1", 3, 3)).await;
-        assert_eq!(task_status(&stack.store, id).await, "registered");
+        assert_eq!(common::task_status(&stack.store, id).await, "registered");
 
         assert!(stack.step("task_refiner").contains("tasks=1"));
-        assert_eq!(task_status(&stack.store, id).await, "defined");
+        assert_eq!(common::task_status(&stack.store, id).await, "defined");
         let task = stack.store.get_task(id).await.expect("read").expect("task");
         assert_eq!(
             task.get_str(panda_core::TaskAttr::transPath),
@@ -171,9 +162,9 @@ async fn a_no_input_task_becomes_jobs_and_ends_done() {
         );
         let jobset = task.get_i64(panda_core::TaskAttr::reqID).expect("reqID");
         assert!(stack.step("contents_feeder").contains("files=3"));
-        assert_eq!(task_status(&stack.store, id).await, "ready");
+        assert_eq!(common::task_status(&stack.store, id).await, "ready");
         assert!(stack.step("job_generator").contains("jobs=3"));
-        assert_eq!(task_status(&stack.store, id).await, "running");
+        assert_eq!(common::task_status(&stack.store, id).await, "running");
         assert!(
             stack.step("job_generator").contains("jobs=0"),
             "a file went to two jobs"
@@ -211,7 +202,11 @@ async fn a_no_input_task_becomes_jobs_and_ends_done() {
         }
         stack.step("add_main");
         assert!(stack.step("post_processor").contains("closed=1"));
-        assert_eq!(task_status(&stack.store, id).await, "done", "{backend:?}");
+        assert_eq!(
+            common::task_status(&stack.store, id).await,
+            "done",
+            "{backend:?}"
+        );
         let shown = listed(&stack, id).await;
         assert_eq!(shown["nFiles"], 3, "{shown}");
         assert_eq!(shown["pctFinished"], 100, "{shown}");
@@ -269,7 +264,7 @@ async fn failed_files_are_retried_up_to_max_attempt_then_the_task_fails_and_retr
     }
     assert_eq!(attempts, [0, 1]);
     assert!(take_job(&stack).await.is_none(), "a third attempt");
-    assert_eq!(task_status(&stack.store, id).await, "failed");
+    assert_eq!(common::task_status(&stack.store, id).await, "failed");
     let failed = stack
         .store
         .get_job(
@@ -296,7 +291,7 @@ async fn failed_files_are_retried_up_to_max_attempt_then_the_task_fails_and_retr
     report(&stack, &job, true).await;
     stack.step("add_main");
     stack.step("post_processor");
-    assert_eq!(task_status(&stack.store, id).await, "done");
+    assert_eq!(common::task_status(&stack.store, id).await, "done");
 }
 
 #[tokio::test]
@@ -341,7 +336,7 @@ async fn a_killed_task_tells_its_running_pilot_and_ends_aborted() {
         let running = take_job(&stack).await.expect("a job");
         let killed = post(&stack, "/api/v1/task/kill", json!({"task_id": id})).await;
         assert_eq!(killed["success"], true, "{killed}");
-        assert_eq!(task_status(&stack.store, id).await, "aborting");
+        assert_eq!(common::task_status(&stack.store, id).await, "aborting");
         // The pilot hears of it on its next heartbeat.
         let panda_id = running["PandaID"].as_i64().expect("PandaID");
         let beat = common::update_job(
@@ -358,7 +353,7 @@ async fn a_killed_task_tells_its_running_pilot_and_ends_aborted() {
         stack.step("add_main");
         stack.step("post_processor");
         assert_eq!(
-            task_status(&stack.store, id).await,
+            common::task_status(&stack.store, id).await,
             "aborted",
             "{backend:?}"
         );
@@ -461,7 +456,11 @@ async fn a_task_on_a_catalogued_dataset_gets_one_job_per_n_files() {
         }
         stack.step("add_main");
         stack.step("post_processor");
-        assert_eq!(task_status(&stack.store, id).await, "done", "{backend:?}");
+        assert_eq!(
+            common::task_status(&stack.store, id).await,
+            "done",
+            "{backend:?}"
+        );
         let shown = listed(&stack, id).await;
         assert_eq!(
             (shown["nFiles"].as_i64(), shown["pctFinished"].as_i64()),
@@ -488,7 +487,7 @@ async fn a_task_with_a_build_step_runs_its_build_first_then_the_jobs_with_the_li
         stack.step("task_refiner");
         stack.step("contents_feeder");
         stack.step("job_generator");
-        assert_eq!(task_status(&stack.store, id).await, "running");
+        assert_eq!(common::task_status(&stack.store, id).await, "running");
         let build = take_job(&stack).await.expect("the build job");
         assert!(
             take_job(&stack).await.is_none(),
@@ -562,7 +561,11 @@ async fn a_task_with_a_build_step_runs_its_build_first_then_the_jobs_with_the_li
         }
         stack.step("add_main");
         stack.step("post_processor");
-        assert_eq!(task_status(&stack.store, id).await, "done", "{backend:?}");
+        assert_eq!(
+            common::task_status(&stack.store, id).await,
+            "done",
+            "{backend:?}"
+        );
     }
 }
 
@@ -585,7 +588,7 @@ async fn a_build_that_fails_every_attempt_fails_the_task_and_retry_builds_again(
         take_job(&stack).await.is_none(),
         "no third attempt, no run job"
     );
-    assert_eq!(task_status(&stack.store, id).await, "failed");
+    assert_eq!(common::task_status(&stack.store, id).await, "failed");
     // The run jobs that waited for the library ended with the reason.
     let held = rows(
         &stack.store,
@@ -628,7 +631,7 @@ async fn a_build_that_fails_every_attempt_fails_the_task_and_retry_builds_again(
     }
     stack.step("add_main");
     stack.step("post_processor");
-    assert_eq!(task_status(&stack.store, id).await, "done");
+    assert_eq!(common::task_status(&stack.store, id).await, "done");
 }
 
 /// Two analysis queues, equally idle: brokerage spreads a task's jobs over both.
@@ -742,7 +745,11 @@ async fn a_task_over_two_sites_gets_a_build_and_output_datasets_per_site() {
         }
         stack.step("add_main");
         stack.step("post_processor");
-        assert_eq!(task_status(&stack.store, id).await, "done", "{backend:?}");
+        assert_eq!(
+            common::task_status(&stack.store, id).await,
+            "done",
+            "{backend:?}"
+        );
         let registered = rows(
             &stack.store,
             "SELECT d.site, d.type, COUNT(*) FROM jedi_dataset_contents c \
@@ -801,7 +808,7 @@ async fn reload_input_takes_new_files_and_retry_takes_new_parameters() {
         stack.step(name);
     }
     finish_all().await;
-    assert_eq!(task_status(&stack.store, id).await, "done");
+    assert_eq!(common::task_status(&stack.store, id).await, "done");
 
     // Files added to the dataset since: reload_input takes them in.
     add(&["g.3", "g.4", "g.5"]);
@@ -824,7 +831,7 @@ async fn reload_input_takes_new_files_and_retry_takes_new_parameters() {
         "3 new files, 2 per job"
     );
     finish_all().await;
-    assert_eq!(task_status(&stack.store, id).await, "done");
+    assert_eq!(common::task_status(&stack.store, id).await, "done");
     assert_eq!(listed(&stack, id).await["nFiles"], 5);
 
     // A retry with new parameters: kept where upstream keeps them, others ignored.
@@ -846,7 +853,7 @@ async fn reload_input_takes_new_files_and_retry_takes_new_parameters() {
     .expect("json");
     assert_eq!(params["nFilesPerJob"], 1);
     assert_eq!(params["taskName"], "user.tester.grow/");
-    assert_eq!(task_status(&stack.store, id).await, "ready");
+    assert_eq!(common::task_status(&stack.store, id).await, "ready");
 }
 
 /// A task that stays `registered` (no daemon step runs for it here).
@@ -910,7 +917,7 @@ async fn a_file_whose_job_was_never_stored_goes_to_a_new_job_after_ten_minutes()
         let job = take_job(&stack).await.expect("the new job");
         assert_eq!(job["PandaID"].to_string(), again[1]);
         assert_eq!(job["attemptNr"], 1, "{job}");
-        assert_eq!(task_status(&stack.store, id).await, "running");
+        assert_eq!(common::task_status(&stack.store, id).await, "running");
     }
 }
 

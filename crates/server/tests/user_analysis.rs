@@ -20,7 +20,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use common::{db_env, install_pandaclient, install_pilot, scripts, Server, Site, TokenIssuer};
-use panda_core::{ColumnType, JobAttr, TaskAttr, Value};
+use panda_core::{ColumnType, JobAttr, Value};
 use panda_store::testing::TestDb;
 use panda_store::{Backend, Store, StoreOptions, TxMode};
 
@@ -278,20 +278,10 @@ fn text(output: &Output) -> String {
     )
 }
 
-async fn task_status(store: &Store, id: i64) -> String {
-    store
-        .get_task(id)
-        .await
-        .ok()
-        .flatten()
-        .and_then(|t| t.get_str(TaskAttr::status).map(str::to_string))
-        .unwrap_or_default()
-}
-
 async fn wait_for_status(store: &Store, id: i64, wanted: &str, seconds: u64) -> String {
     let deadline = Instant::now() + Duration::from_secs(seconds);
     loop {
-        let status = task_status(store, id).await;
+        let status = common::task_status(store, id).await;
         if status == wanted || Instant::now() > deadline {
             return status;
         }
@@ -863,7 +853,7 @@ async fn kill_while_running(python: String, pilot: PathBuf, a: Analysis, auth: A
         &["-c", pbook, "kill", &id.to_string()],
     );
     assert!(killed.status.success(), "{}", text(&killed));
-    assert_eq!(task_status(&store, id).await, "aborting");
+    assert_eq!(common::task_status(&store, id).await, "aborting");
     let (rc, output) = pilot_run.join().expect("pilot thread");
     assert_eq!(rc, 0, "{output}");
     assert!(

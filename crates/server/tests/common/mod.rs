@@ -89,6 +89,17 @@ impl Stack {
     }
 }
 
+/// A task's status as stored, empty when it cannot be read.
+pub async fn task_status(store: &panda_store::Store, id: i64) -> String {
+    store
+        .get_task(id)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|t| t.get_str(panda_core::TaskAttr::status).map(str::to_string))
+        .unwrap_or_default()
+}
+
 /// Environment that points the binary at a test database, with no config file.
 pub fn db_env(db: &TestDb) -> Vec<(String, String)> {
     let c = &db.config;

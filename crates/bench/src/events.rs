@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde_json::{json, Value as Json};
 
+use crate::tasks::{post, wait_for_jobs};
 use crate::Recorder;
 
 fn parameters(name: &str, jobs: usize, events: usize) -> Json {
@@ -44,17 +45,6 @@ pub struct EventRun {
     pub duration: u64,
     /// Calls a second offered by all pilots together; `None`: as fast as answered.
     pub rate: Option<f64>,
-}
-
-async fn post_json(client: &reqwest::Client, url: &str, body: Json) -> anyhow::Result<Json> {
-    Ok(client
-        .post(url)
-        .header("Accept", "application/json")
-        .json(&body)
-        .send()
-        .await?
-        .json::<Json>()
-        .await?)
 }
 
 /// A legacy call with form fields, answered in JSON.
@@ -93,7 +83,7 @@ async fn consumer(
         let offset = p.mul_f64(rand_fraction());
         tokio::time::interval_at(tokio::time::Instant::now() + offset, p)
     });
-    let reply = post_json(
+    let reply = post(
         &client,
         &format!("{base}/api/v1/pilot/acquire_jobs"),
         json!({"site_name": site, "prod_source_label": "user", "n_jobs": 1}),
@@ -104,7 +94,7 @@ async fn consumer(
         .cloned()
         .with_context(|| format!("no job to take: {reply}"))?;
     let id = job["PandaID"].as_i64().context("PandaID")?;
-    post_json(
+    post(
         &client,
         &format!("{base}/api/v1/pilot/update_job"),
         json!({"job_id": id, "job_status": "running", "attempt_nr": job["attemptNr"]}),
@@ -172,7 +162,7 @@ pub async fn run(
 ) -> anyhow::Result<bool> {
     let name = format!("es{}", std::process::id());
     let t = Instant::now();
-    let reply = post_json(
+    let reply = post(
         client,
         &format!("{base}/api/v1/task/submit"),
         json!({"task_parameters": parameters(&name, how.jobs, how.events)}),
@@ -181,23 +171,8 @@ pub async fn run(
     let id = reply["data"]
         .as_i64()
         .with_context(|| format!("task not submitted: {reply}"))?;
-    loop {
-        let details = client
-            .get(format!("{base}/api/v1/task/get_details"))
-            .header("Accept", "application/json")
-            .query(&[("task_id", id.to_string())])
-            .send()
-            .await?
-            .json::<Json>()
-            .await?;
-        if crate::tasks::jobs_in(&details, "activated") >= how.jobs {
-            break;
-        }
-        if t.elapsed() > Duration::from_secs(900) {
-            bail!("the task's jobs were not all activated after 900 s: {details}");
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let (limit, poll) = (Duration::from_secs(900), Duration::from_millis(500));
+    wait_for_jobs(client, base, id, ("activated", how.jobs), t, limit, poll).await?;
     println!(
         "task {id}: {} jobs of {} ranges made and activated in {:.1}s",
         how.jobs,

@@ -50,7 +50,7 @@ fn parameters(name: &str, jobs: usize, build: bool) -> Json {
     params
 }
 
-async fn post(client: &reqwest::Client, url: &str, body: Json) -> anyhow::Result<Json> {
+pub(crate) async fn post(client: &reqwest::Client, url: &str, body: Json) -> anyhow::Result<Json> {
     let reply = client
         .post(url)
         .header("Accept", "application/json")
@@ -74,7 +74,7 @@ async fn get(client: &reqwest::Client, url: &str, query: &[(&str, &str)]) -> any
 }
 
 /// The jobs in `status` out of `task/get_details`' job statistics (`status*N,...`).
-pub(crate) fn jobs_in(details: &Json, status: &str) -> usize {
+fn jobs_in(details: &Json, status: &str) -> usize {
     let prefix = format!("{status}*");
     details["data"]["statistics"]
         .as_str()
@@ -83,6 +83,38 @@ pub(crate) fn jobs_in(details: &Json, status: &str) -> usize {
         .filter_map(|part| part.trim().strip_prefix(prefix.as_str()))
         .filter_map(|n| n.parse::<usize>().ok())
         .sum()
+}
+
+/// Waits until at least `want` of task `id`'s jobs are in `status` (`task/get_details`, every
+/// `poll`), at most `limit` from `since`.
+pub(crate) async fn wait_for_jobs(
+    client: &reqwest::Client,
+    base: &str,
+    id: i64,
+    (status, want): (&str, usize),
+    since: Instant,
+    limit: Duration,
+    poll: Duration,
+) -> anyhow::Result<()> {
+    loop {
+        let details = get(
+            client,
+            &format!("{base}/api/v1/task/get_details"),
+            &[("task_id", &id.to_string())],
+        )
+        .await?;
+        let n = jobs_in(&details, status);
+        if n >= want {
+            return Ok(());
+        }
+        if since.elapsed() > limit {
+            bail!(
+                "only {n} of {want} jobs {status} after {} s",
+                limit.as_secs()
+            );
+        }
+        tokio::time::sleep(poll).await;
+    }
 }
 
 /// The task as pbook lists it, and how long the listing took.
@@ -181,24 +213,8 @@ async fn release(
     }
     let reported = Instant::now();
     finish_job(client, base, &build).await?;
-    loop {
-        let details = get(
-            client,
-            &format!("{base}/api/v1/task/get_details"),
-            &[("task_id", &id.to_string())],
-        )
-        .await?;
-        if jobs_in(&details, "activated") >= jobs {
-            break;
-        }
-        if reported.elapsed() > Duration::from_secs(600) {
-            bail!(
-                "only {} of {jobs} jobs released after 600 s",
-                jobs_in(&details, "activated")
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let (limit, poll) = (Duration::from_secs(600), Duration::from_millis(200));
+    wait_for_jobs(client, base, id, ("activated", jobs), reported, limit, poll).await?;
     let released = reported.elapsed();
     println!(
         "released {jobs} held jobs in {:.2}s after the build's report = {:.0} jobs/s \
@@ -243,26 +259,9 @@ pub async fn run(
     let Some(id) = reply["data"].as_i64() else {
         bail!("task/submit failed: {reply}");
     };
-    let deadline = submitted + Duration::from_secs(600);
-    loop {
-        let details = get(
-            client,
-            &format!("{base}/api/v1/task/get_details"),
-            &[("task_id", &id.to_string())],
-        )
-        .await?;
-        let waiting = if build { "assigned" } else { "activated" };
-        if jobs_in(&details, waiting) >= jobs {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "only {} of {jobs} jobs {waiting} after 600 s",
-                jobs_in(&details, waiting)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let waiting = if build { "assigned" } else { "activated" };
+    let (limit, poll) = (Duration::from_secs(600), Duration::from_millis(500));
+    wait_for_jobs(client, base, id, (waiting, jobs), submitted, limit, poll).await?;
     let generation = submitted.elapsed();
     println!(
         "generated {jobs} jobs in {:.2}s = {:.0} jobs/s (submission to all activated, task {id})",
@@ -302,22 +301,17 @@ pub async fn run(
     }
     let reported = first_report.elapsed();
     if adder_only {
-        loop {
-            let details = get(
-                client,
-                &format!("{base}/api/v1/task/get_details"),
-                &[("task_id", &id.to_string())],
-            )
-            .await?;
-            let done = jobs_in(&details, "finished");
-            if done >= finish {
-                break;
-            }
-            if first_report.elapsed() > Duration::from_secs(600) {
-                bail!("only {done} of {finish} jobs finished after 600 s");
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        let (limit, poll) = (Duration::from_secs(600), Duration::from_millis(200));
+        wait_for_jobs(
+            client,
+            base,
+            id,
+            ("finished", finish),
+            first_report,
+            limit,
+            poll,
+        )
+        .await?;
         println!(
             "finished {finish} jobs: reports sent in {:.2}s, all finished by the Adder after {:.2}s",
             reported.as_secs_f64(),

@@ -133,16 +133,30 @@ const UPDATE_CHUNK: usize = 1_000;
 const SETTLED: &str = "6, 7, 5, 4";
 
 impl Store {
-    /// The jobset of a file's ranges, if the file has any.
-    pub async fn event_jobset(&self, task_id: i64, file_id: i64) -> Result<Option<i64>> {
-        let rows = self
-            .query(
-                "SELECT MAX(event_offset) FROM jedi_events WHERE jeditaskid = $1 AND fileid = $2",
-                &[int(task_id), int(file_id)],
-                &[ColumnType::BigInt],
-            )
-            .await?;
-        Ok(rows.first().and_then(|r| r.first()).and_then(Value::as_i64))
+    /// The jobset of each of the files that have ranges already: `(fileID, jobset)`, one
+    /// query for a whole batch of files.
+    pub async fn event_jobsets(&self, task_id: i64, file_ids: &[i64]) -> Result<Vec<(i64, i64)>> {
+        let mut found = Vec::new();
+        for chunk in file_ids.chunks(1_000) {
+            let mut params = vec![int(task_id)];
+            params.extend(chunk.iter().map(|f| int(*f)));
+            let rows = self
+                .query(
+                    &format!(
+                        "SELECT fileid, MAX(event_offset) FROM jedi_events \
+                         WHERE jeditaskid = $1 AND fileid IN ({}) GROUP BY fileid",
+                        crate::bind::placeholders(2, chunk.len())
+                    ),
+                    &params,
+                    &[ColumnType::BigInt, ColumnType::BigInt],
+                )
+                .await?;
+            found.extend(
+                rows.iter()
+                    .filter_map(|r| Some((r[0].as_i64()?, r[1].as_i64()?))),
+            );
+        }
+        Ok(found)
     }
 
     /// Stores new jobsets' ranges, each `ready` under its jobset. Ranges already stored are

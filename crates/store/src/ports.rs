@@ -133,7 +133,7 @@ port! {
 port! {
     /// The event service's ranges (`jedi_events`).
     EventStore {
-        fn event_jobset(&self, task_id: i64, file_id: i64) -> Result<Option<i64>>;
+        fn event_jobsets(&self, task_id: i64, file_ids: &[i64]) -> Result<Vec<(i64, i64)>>;
         fn insert_event_ranges(&self, files: &[NewEventRanges]) -> Result<u64>;
         fn acquire_event_ranges(&self, panda_id: i64, n: i64) -> Result<Vec<AcquiredRange>>;
         fn report_event_ranges(&self, reports: &[RangeReport], zips: &[ZipFile]) -> Result<RangeReportOutcome>;

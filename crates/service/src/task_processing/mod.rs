@@ -504,15 +504,23 @@ impl JobService {
         es: EventServiceSpec,
     ) -> Result<HashMap<i64, i64>, ServiceError> {
         let events = &self.stores.events;
+        let first_file =
+            |group: &[TaskFileSpec]| group.first().and_then(|f| f.get_i64(TaskFileAttr::fileID));
+        let file_ids: Vec<i64> = groups.iter().filter_map(|g| first_file(g)).collect();
+        let known: HashMap<i64, i64> = events
+            .event_jobsets(task_id, &file_ids)
+            .await?
+            .into_iter()
+            .collect();
         let mut jobsets = HashMap::new();
         let mut fresh = Vec::new();
         for (group, panda_id) in groups.iter().zip(ids) {
-            let Some(file_id) = group.first().and_then(|f| f.get_i64(TaskFileAttr::fileID)) else {
+            let Some(file_id) = first_file(group) else {
                 continue;
             };
-            match events.event_jobset(task_id, file_id).await? {
+            match known.get(&file_id) {
                 Some(jobset) => {
-                    jobsets.insert(*panda_id, jobset);
+                    jobsets.insert(*panda_id, *jobset);
                 }
                 None => fresh.push((*panda_id, *group)),
             }

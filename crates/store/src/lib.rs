@@ -21,6 +21,7 @@ mod dispatch;
 pub mod driver;
 pub mod error;
 mod events;
+mod group_commit;
 mod harvester;
 mod jedi;
 mod jobs;
@@ -59,6 +60,7 @@ pub use events::{
     AcquiredRange, ConsumerEnd, NewEventRanges, RangeAnswer, RangeReport, RangeReportOutcome,
     RangeStatus, ZipFile,
 };
+pub use group_commit::GroupCommitStats;
 pub use harvester::{
     ColumnValue, HarvesterCommand, JobStatRow, WorkerNode, WorkerStat, WorkerUpdate,
 };
@@ -83,6 +85,10 @@ pub struct StoreOptions {
     pub record_status_change: bool,
     /// This node's name, written as `modificationHost` in the status log.
     pub host_name: String,
+    /// Group commit (`group_commit`, on by default): on PostgreSQL, concurrent event-range
+    /// takes and reports are applied together, one statement and one commit per batch
+    /// (see `group_commit`).
+    pub group_commit: bool,
 }
 
 impl Default for StoreOptions {
@@ -90,6 +96,7 @@ impl Default for StoreOptions {
         StoreOptions {
             record_status_change: true,
             host_name: "localhost".into(),
+            group_commit: true,
         }
     }
 }
@@ -105,6 +112,8 @@ struct Inner {
     pg_schema: String,
     sql: JobSql,
     options: StoreOptions,
+    /// The group committers, when group commit is on (PostgreSQL only).
+    groups: Option<events::EventGroups>,
 }
 
 impl Store {
@@ -119,8 +128,13 @@ impl Store {
             Backend::Postgres => Box::new(postgres::PostgresDriver::connect(config).await?),
         };
         let sql = JobSql::new(driver.dialect());
+        let grouped = options.group_commit && driver.dialect() == Dialect::Postgres;
+        // Statements applied at once by the group committers: half the pool, so that
+        // other requests always find a connection.
+        let workers = (config.pool_size as usize / 2).max(1);
         Ok(Store {
-            inner: Arc::new(Inner {
+            inner: Arc::new_cyclic(|store| Inner {
+                groups: grouped.then(|| events::EventGroups::start(store, workers)),
                 driver,
                 pg_schema: config.schema.clone(),
                 sql,
@@ -148,6 +162,15 @@ impl Store {
     /// Closes the connection pool.
     pub async fn close(&self) {
         self.inner.driver.close().await;
+    }
+
+    /// What the group committers have done so far (none when group commit is off).
+    pub fn group_commit_stats(&self) -> Vec<GroupCommitStats> {
+        self.inner
+            .groups
+            .as_ref()
+            .map(events::EventGroups::stats)
+            .unwrap_or_default()
     }
 
     /// Connection pool use: (open, idle, maximum).

@@ -906,6 +906,181 @@ async fn consumers_of_a_jobset_never_share_a_range_and_settle_only_their_own() {
     }
 }
 
+/// Many consumers taking and reporting at once (on PostgreSQL grouped into shared statements,
+/// and with group commit off): each gets ranges of its own jobset only, each report gets its
+/// own answers and commands, each zip file is recorded once for its own consumer, and a
+/// report the database rejects (a zip file name longer than its column) fails alone.
+#[tokio::test]
+async fn consumers_taking_and_reporting_at_once_each_get_their_own_answer() {
+    use panda_core::event::{cut_ranges, EventStatus};
+    use panda_store::{NewEventRanges, RangeAnswer, RangeReport, ZipFile};
+    const CONSUMERS: i64 = 24;
+    for backend in backends() {
+        for group_commit in [true, false] {
+            if backend == Backend::Sqlite && !group_commit {
+                continue; // SQLite has no group commit to turn off
+            }
+            let db = TestDb::new(backend);
+            let options = StoreOptions {
+                group_commit,
+                ..StoreOptions::default()
+            };
+            let store = Store::open(&db.config, options).await.expect("open");
+            store.migrate().await.expect("migrate");
+            let task = 79;
+            let mut jobs: Vec<JobSpec> = (0..CONSUMERS)
+                .map(|i| {
+                    let mut job = simple_job("ES_SITE");
+                    job.set_status(JobStatus::Running, panda_core::time::now());
+                    job.set(JobAttr::eventService, Value::Int(Some(1)));
+                    job.set(JobAttr::jediTaskID, Value::Int(Some(task)));
+                    job.set(JobAttr::jobsetID, Value::Int(Some(995_000 + i)));
+                    job
+                })
+                .collect();
+            store.insert_jobs(&mut jobs).await.expect("insert");
+            let files: Vec<NewEventRanges> = (0..CONSUMERS)
+                .map(|i| NewEventRanges {
+                    task_id: task,
+                    dataset_id: 5,
+                    file_id: 100 + i,
+                    jobset_id: 995_000 + i,
+                    ranges: cut_ranges(0, 20, 1),
+                    attempts: 3,
+                })
+                .collect();
+            store.insert_event_ranges(&files).await.expect("ranges");
+            // The first consumer's zip file name does not fit PostgreSQL's column (4,000).
+            let poisoned = jobs[0].panda_id();
+            let mut runs = Vec::new();
+            let consumers = jobs.iter().map(|j| (j.panda_id(), true));
+            let strangers = (0..4).map(|i| (999_999_900 + i, false));
+            for (panda_id, active) in consumers.chain(strangers) {
+                let store = store.clone();
+                runs.push(tokio::spawn(async move {
+                    let taken = store.acquire_event_ranges(panda_id, 8).await;
+                    let taken = taken.expect("take");
+                    let ids: Vec<_> = match active {
+                        true => taken.iter().map(|r| r.id).collect(),
+                        false => {
+                            assert!(taken.is_empty(), "a stranger was given ranges");
+                            let forged = panda_core::event::EventRangeId {
+                                task_id: task,
+                                panda_id,
+                                file_id: 100,
+                                process_id: 1,
+                                attempt_nr: 3,
+                            };
+                            vec![forged]
+                        }
+                    };
+                    let zip = ZipFile {
+                        lfn: match panda_id == poisoned {
+                            true => "z".repeat(5_000),
+                            false => format!("EventService_premerge_{panda_id}.tar"),
+                        },
+                        guid: format!("00000000-0000-4000-8000-{panda_id:012}"),
+                        objstore_id: 1318,
+                        ..ZipFile::default()
+                    };
+                    let reports: Vec<RangeReport> = ids
+                        .iter()
+                        .map(|id| RangeReport {
+                            id: *id,
+                            status: EventStatus::Finished,
+                            error_code: None,
+                            error_diag: None,
+                            objstore_id: None,
+                            path_convention: None,
+                            zip: Some(0),
+                        })
+                        .collect();
+                    let outcome = store.report_event_ranges(&reports, &[zip]).await;
+                    (panda_id, active, taken, outcome)
+                }));
+            }
+            let mut handed_out = HashSet::new();
+            for run in runs {
+                let (panda_id, active, taken, outcome) = run.await.expect("consumer");
+                let label = format!("{backend:?}, group commit {group_commit}, job {panda_id}");
+                if !active {
+                    let outcome = outcome.expect("a stranger's report is answered");
+                    assert_eq!(outcome.answers, vec![RangeAnswer::Refused], "{label}");
+                    assert_eq!(
+                        outcome.commands,
+                        vec![(panda_id, "tobekilled".to_string())],
+                        "{label}"
+                    );
+                    continue;
+                }
+                assert_eq!(taken.len(), 8, "{label}");
+                let index = jobs.iter().position(|j| j.panda_id() == panda_id);
+                let file = 100 + index.expect("a consumer") as i64;
+                for range in &taken {
+                    assert_eq!((range.id.panda_id, range.id.file_id), (panda_id, file));
+                    assert!(handed_out.insert((file, range.id.process_id)), "{label}");
+                }
+                let statuses = store
+                    .event_range_statuses(task, panda_id, 100)
+                    .await
+                    .expect("statuses");
+                if backend == Backend::Postgres && panda_id == poisoned {
+                    assert!(outcome.is_err(), "{label}: the rejected report failed");
+                    assert!(
+                        statuses.iter().all(|s| s.status == Some(EventStatus::Sent)),
+                        "{label}"
+                    );
+                    continue;
+                }
+                let outcome = outcome.expect("report");
+                assert_eq!(outcome.answers, vec![RangeAnswer::Accepted; 8], "{label}");
+                assert_eq!(
+                    outcome.commands,
+                    vec![(panda_id, "NULL".to_string())],
+                    "{label}"
+                );
+                assert_eq!(statuses.len(), 8, "{label}");
+                assert!(
+                    statuses
+                        .iter()
+                        .all(|s| s.status == Some(EventStatus::Finished)),
+                    "{label}"
+                );
+                let mut tx = store.begin(TxMode::Read).await.expect("tx");
+                let zips = tx
+                    .fetch(
+                        "SELECT f.lfn, COUNT(e.pandaid) FROM filestable4 f \
+                         LEFT JOIN jedi_events e ON e.ziprow_id = f.row_id \
+                         WHERE f.pandaid = $1 AND f.type = 'zipoutput' GROUP BY f.lfn",
+                        &[Value::Int(Some(panda_id))],
+                        &[ColumnType::Text, ColumnType::BigInt],
+                    )
+                    .await
+                    .expect("zip files");
+                tx.commit().await.expect("commit");
+                let name = match panda_id == poisoned {
+                    true => "z".repeat(5_000), // SQLite does not enforce the length
+                    false => format!("EventService_premerge_{panda_id}.tar"),
+                };
+                assert_eq!(
+                    zips,
+                    vec![vec![Value::Text(Some(name)), Value::Int(Some(8))]],
+                    "{label}"
+                );
+            }
+            let stats = store.group_commit_stats();
+            if backend == Backend::Postgres && group_commit {
+                for kind in &stats {
+                    assert!(kind.requests > kind.batches, "{kind:?}: no batch formed");
+                }
+                assert!(stats.iter().any(|k| k.split > 0), "{stats:?}");
+            } else {
+                assert!(stats.is_empty(), "{stats:?}");
+            }
+        }
+    }
+}
+
 /// A report of more ranges than one statement takes is applied whole, its zip file recorded
 /// once; the same report sent again changes nothing and adds no file.
 #[tokio::test]

@@ -43,6 +43,7 @@ const SERVER_KEYS: &[&str] = &[
     "nJobsInGetJob",
     "trust_loopback",
     "record_statuschange",
+    "group_commit",
     "trf_dir",
     "wn_script_base_url",
     "queue_config_file",
@@ -241,6 +242,9 @@ pub struct Config {
     /// That key, once read (see [`Config::load_credential_key`]).
     pub credential_key: Option<std::sync::Arc<panda_service::credentials::CredentialKey>>,
     pub record_status_change: bool,
+    /// `group_commit`: concurrent event-range takes and reports applied together on
+    /// PostgreSQL (on unless set to False).
+    pub group_commit: bool,
     pub daemon_enable: bool,
     pub daemon_tasks: BTreeMap<String, panda_daemon::TaskConfig>,
     /// Keys found that nobody knows, as `origin: [section] key`, for warnings at start.
@@ -287,6 +291,7 @@ impl Config {
         StoreOptions {
             record_status_change: self.record_status_change,
             host_name: self.host_name.clone(),
+            group_commit: self.group_commit,
         }
     }
 
@@ -746,6 +751,9 @@ fn build(
                 "a boolean (True or False)",
                 parse_bool,
             )?
+            .unwrap_or(true),
+        group_commit: v
+            .server("group_commit", "a boolean (True or False)", parse_bool)?
             .unwrap_or(true),
         daemon_enable: v
             .parse("daemon", "enable", "a boolean (True or False)", parse_bool)?

@@ -85,6 +85,10 @@ fn without_a_file_the_defaults_are_local_mode_on_sqlite() {
     assert_eq!(config.n_jobs_in_get_job, 10);
     assert!(config.logdir.is_none());
     assert_eq!(config.cache_dir, PathBuf::from("/srv/ph/cache"));
+    assert!(
+        config.store_options().group_commit,
+        "group commit is on by default"
+    );
 
     let default_home = load_with_env(&ConfigSource::None, &env(&[])).expect("load");
     assert_eq!(default_home.db.name, "./panda-data/panda.db");
@@ -227,4 +231,20 @@ fn mistakes_are_reported_with_file_line_and_key() {
         load_with_env(&ConfigSource::None, &env(&[("PANDA_DBPORT", "x")])).expect_err("bad env");
     assert!(matches!(err, ConfigError::BadValue { .. }));
     assert!(err.to_string().contains("PANDA_DBPORT"), "{err}");
+}
+
+#[test]
+fn group_commit_is_turned_off_by_its_switch_and_nonsense_is_refused() {
+    let off = env(&[("PANDA_HOME", "/srv/ph"), ("PANDA_GROUP_COMMIT", "False")]);
+    let config = load_with_env(&ConfigSource::None, &off).expect("load");
+    assert!(!config.store_options().group_commit);
+    let bad = env(&[
+        ("PANDA_HOME", "/srv/ph"),
+        ("PANDA_GROUP_COMMIT", "sometimes"),
+    ]);
+    let error = match load_with_env(&ConfigSource::None, &bad) {
+        Ok(_) => panic!("a nonsense switch was accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(error.contains("group_commit"), "{error}");
 }

@@ -788,6 +788,16 @@ async fn a_connection_the_database_dropped_is_replaced() {
     );
 }
 
+/// A running event-service job (a consumer) of `task` and `jobset`.
+fn running_es_job(task: i64, jobset: i64) -> JobSpec {
+    let mut job = simple_job("ES_SITE");
+    job.set_status(JobStatus::Running, panda_core::time::now());
+    job.set(JobAttr::eventService, Value::Int(Some(1)));
+    job.set(JobAttr::jediTaskID, Value::Int(Some(task)));
+    job.set(JobAttr::jobsetID, Value::Int(Some(jobset)));
+    job
+}
+
 /// Four consumers of one jobset taking ranges at once never get the same range, and all are
 /// handed out; a report names the consumer in its range ID, so one consumer cannot change
 /// another's range; a consumer's end settles its ranges as upstream does and is safe to
@@ -799,16 +809,7 @@ async fn consumers_of_a_jobset_never_share_a_range_and_settle_only_their_own() {
     for backend in backends() {
         let (_db, store) = migrated_store(backend).await;
         let (task, jobset) = (77, 990_001);
-        let mut jobs: Vec<JobSpec> = (0..4)
-            .map(|_| {
-                let mut job = simple_job("ES_SITE");
-                job.set_status(JobStatus::Running, panda_core::time::now());
-                job.set(JobAttr::eventService, Value::Int(Some(1)));
-                job.set(JobAttr::jediTaskID, Value::Int(Some(task)));
-                job.set(JobAttr::jobsetID, Value::Int(Some(jobset)));
-                job
-            })
-            .collect();
+        let mut jobs: Vec<JobSpec> = (0..4).map(|_| running_es_job(task, jobset)).collect();
         store.insert_jobs(&mut jobs).await.expect("insert");
         let added = store
             .insert_event_ranges(&[NewEventRanges {
@@ -929,14 +930,7 @@ async fn consumers_taking_and_reporting_at_once_each_get_their_own_answer() {
             store.migrate().await.expect("migrate");
             let task = 79;
             let mut jobs: Vec<JobSpec> = (0..CONSUMERS)
-                .map(|i| {
-                    let mut job = simple_job("ES_SITE");
-                    job.set_status(JobStatus::Running, panda_core::time::now());
-                    job.set(JobAttr::eventService, Value::Int(Some(1)));
-                    job.set(JobAttr::jediTaskID, Value::Int(Some(task)));
-                    job.set(JobAttr::jobsetID, Value::Int(Some(995_000 + i)));
-                    job
-                })
+                .map(|i| running_es_job(task, 995_000 + i))
                 .collect();
             store.insert_jobs(&mut jobs).await.expect("insert");
             let files: Vec<NewEventRanges> = (0..CONSUMERS)
@@ -1090,12 +1084,7 @@ async fn a_large_report_is_applied_whole_and_a_repeat_adds_nothing() {
     for backend in backends() {
         let (_db, store) = migrated_store(backend).await;
         let (task, jobset) = (78, 990_002);
-        let mut job = simple_job("ES_SITE");
-        job.set_status(JobStatus::Running, panda_core::time::now());
-        job.set(JobAttr::eventService, Value::Int(Some(1)));
-        job.set(JobAttr::jediTaskID, Value::Int(Some(task)));
-        job.set(JobAttr::jobsetID, Value::Int(Some(jobset)));
-        let mut jobs = vec![job];
+        let mut jobs = vec![running_es_job(task, jobset)];
         store.insert_jobs(&mut jobs).await.expect("insert");
         let consumer = jobs[0].panda_id();
         store

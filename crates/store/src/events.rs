@@ -9,11 +9,14 @@
 //! NULL marks it copied). `attemptnr` counts the attempts left: a range at 0 is never handed
 //! out again. Every change is a compare-and-set on the row's status, so a late or repeated
 //! report changes nothing.
+//!
+//! On PostgreSQL, takes and reports that wait at the same moment share one statement
+//! (`group_commit`); each is answered as if it had been applied alone.
+
+use std::sync::{Arc, Weak};
 
 use panda_core::event::{EventRangeId, EventStatus};
 use panda_core::{time, ColumnType, Value};
-
-use std::sync::{Arc, Weak};
 
 use crate::driver::{Dialect, TxMode};
 use crate::error::Result;
@@ -175,9 +178,8 @@ impl EventGroups {
             ),
         }
     }
-}
 
-impl EventGroups {
+    /// What each has done so far.
     pub(crate) fn stats(&self) -> Vec<GroupCommitStats> {
         vec![self.takes.stats(), self.reports.stats()]
     }

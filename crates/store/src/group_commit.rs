@@ -6,8 +6,8 @@
 //!   whatever else is waiting at that moment (up to the batch bound) and apply them
 //!   together. While they work, new requests queue, so batches grow with the load and a
 //!   request that arrives alone goes straight through, as one.
-//! - Two requests that name the same job never share a batch: the later waits for the next
-//!   one, so that each sees the other's effect as it would one after the other.
+//! - Two requests that name the same job never share a batch (the later waits for the next
+//!   one): in one statement, PostgreSQL would apply only one of two changes of a row.
 //! - A batch that fails is applied again one request at a time: one request's error (a
 //!   deadlock, a bad row) is its own and no other's.
 //! - A caller that goes away does not cancel its request: it is applied with its batch, as a

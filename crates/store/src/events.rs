@@ -168,7 +168,7 @@ impl EventGroups {
                 "event-range reports",
                 store.clone(),
                 bounds,
-                |report| report.reports.iter().map(|r| r.id.panda_id).collect(),
+                |report| consumers_of(&report.reports),
                 |store, batch| {
                     Box::pin(async move {
                         let batch: Vec<Arc<GroupedReport>> = batch.to_vec();
@@ -183,6 +183,14 @@ impl EventGroups {
     pub(crate) fn stats(&self) -> Vec<GroupCommitStats> {
         vec![self.takes.stats(), self.reports.stats()]
     }
+}
+
+/// The consumers a report names, in order, each once.
+fn consumers_of(reports: &[RangeReport]) -> Vec<i64> {
+    let mut jobs: Vec<i64> = reports.iter().map(|r| r.id.panda_id).collect();
+    jobs.sort_unstable();
+    jobs.dedup();
+    jobs
 }
 
 /// A taken range of `panda_id` from a take's row (task, -, file, process, attempt, first
@@ -538,17 +546,12 @@ impl Store {
         let mut answers = merged.answers.into_iter();
         Ok(batch
             .iter()
-            .map(|one| {
-                let mut jobs: Vec<i64> = one.reports.iter().map(|r| r.id.panda_id).collect();
-                jobs.sort_unstable();
-                jobs.dedup();
-                RangeReportOutcome {
-                    answers: answers.by_ref().take(one.reports.len()).collect(),
-                    commands: jobs
-                        .iter()
-                        .filter_map(|j| merged.commands.iter().find(|(k, _)| k == j).cloned())
-                        .collect(),
-                }
+            .map(|one| RangeReportOutcome {
+                answers: answers.by_ref().take(one.reports.len()).collect(),
+                commands: consumers_of(&one.reports)
+                    .iter()
+                    .filter_map(|j| merged.commands.iter().find(|(k, _)| k == j).cloned())
+                    .collect(),
             })
             .collect())
     }
@@ -562,9 +565,7 @@ impl Store {
         if reports.is_empty() {
             return Ok(RangeReportOutcome::default());
         }
-        let mut jobs: Vec<i64> = reports.iter().map(|r| r.id.panda_id).collect();
-        jobs.sort_unstable();
-        jobs.dedup();
+        let jobs = consumers_of(reports);
         // Parameters, not literals, throughout: the text then depends only on how many jobs,
         // ranges and zip files a report has, so each connection prepares it once.
         let job_params: Vec<Value> = jobs.iter().map(|j| int(*j)).collect();

@@ -32,6 +32,8 @@ const SERVER_KEYS: &[&str] = &[
     "dbpasswd_file",
     "dbname",
     "schemaPANDA",
+    "schemaMETA",
+    "schemaPANDAARCH",
     "db_pool_size",
     "pserverporthttp",
     "pserverport",
@@ -84,8 +86,6 @@ const UPSTREAM_ONLY_KEYS: &[&str] = &[
     "dbbridgeverbose",
     "dump_sql",
     "cursor_dump",
-    "schemaMETA",
-    "schemaPANDAARCH",
     "schemaJEDI",
     "schemaDEFT",
     "schemaGRISLI",
@@ -596,6 +596,14 @@ fn build(
             .text("schemaPANDA")
             .unwrap_or_else(|| "doma_panda".into())
             .to_ascii_lowercase(),
+        meta_schema: v
+            .text("schemaMETA")
+            .unwrap_or_else(|| "doma_pandameta".into())
+            .to_ascii_lowercase(),
+        arch_schema: v
+            .text("schemaPANDAARCH")
+            .unwrap_or_else(|| "doma_pandaarch".into())
+            .to_ascii_lowercase(),
         pool_size: v
             .server("db_pool_size", "a positive number", |t| {
                 t.parse::<u32>().ok().filter(|n| *n > 0)
@@ -605,8 +613,13 @@ fn build(
         application_name: "panda-server".into(),
     };
     if let Err(e) = db.validate() {
+        let message = e.to_string();
         let key = if db.name.is_empty() {
             "dbname"
+        } else if message.contains("schemaMETA") {
+            "schemaMETA"
+        } else if message.contains("schemaPANDAARCH") {
+            "schemaPANDAARCH"
         } else {
             "schemaPANDA"
         };
@@ -616,7 +629,7 @@ fn build(
                 .map(|r| r.origin.clone())
                 .unwrap_or(Origin::Env(env_var_name("server", key))),
             key: key.into(),
-            message: e.to_string(),
+            message,
         });
     }
     let daemon_json = v.parse("daemon", "config", "a JSON object", |t| {

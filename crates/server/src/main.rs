@@ -543,6 +543,17 @@ async fn schema(action: SchemaAction, config: &Config) -> anyhow::Result<ExitCod
                 | StoreError::ExtensionsTooNew { .. }),
             ) => {
                 println!("DB schema check: FAILED: {e}");
+                // What `schema migrate` would add, so that an operator of a database made by
+                // upstream's scripts sees it before changing anything.
+                if !matches!(
+                    e,
+                    StoreError::SchemaTooNew { .. } | StoreError::ExtensionsTooNew { .. }
+                ) {
+                    let missing = store.missing_objects().await?;
+                    if !missing.is_empty() {
+                        println!("missing ({}): {}", missing.len(), missing.join(", "));
+                    }
+                }
                 ExitCode::FAILURE
             }
             Err(e) => return Err(e.into()),

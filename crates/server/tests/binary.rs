@@ -5,7 +5,7 @@ mod common;
 
 use common::{api_client, db_env, run, Server};
 use panda_store::testing::{backends, TestDb};
-use panda_store::{SchemaVersion, Store, StoreOptions, SCHEMA_VERSION};
+use panda_store::{Backend, SchemaVersion, Store, StoreOptions, SCHEMA_VERSION};
 
 #[tokio::test]
 async fn starts_without_config_answers_health_checks_and_stops_on_sigterm() {
@@ -202,12 +202,31 @@ async fn schema_check_and_migrate_from_the_command_line() {
             Some(1),
             "{backend:?}: a fresh database fails the check"
         );
-        assert!(String::from_utf8_lossy(&fresh.stdout).contains("DB schema check: FAILED"));
+        let said = String::from_utf8_lossy(&fresh.stdout);
+        assert!(said.contains("DB schema check: FAILED"), "{said}");
+        let upstream_layout =
+            backend == Backend::Postgres && panda_store::testing::upstream_template().is_some();
+        if backend == Backend::Postgres {
+            // It names what `schema migrate` would add: on upstream's layout only our
+            // additions. (A missing SQLite file is said as such.)
+            assert!(
+                said.contains("index jobsactive4_dispatch_idx")
+                    && said.contains("sequence jedi_tasks_id_seq"),
+                "{said}"
+            );
+            assert_eq!(
+                said.contains("table jobsactive4,"),
+                !upstream_layout,
+                "{said}"
+            );
+        }
 
         let migrated = run(&["schema", "migrate"], &env);
         assert!(migrated.status.success(), "{migrated:?}");
+        // A copy of a database upstream's scripts made starts at their layout.
+        let from = if upstream_layout { "0.1.6" } else { "empty" };
         assert!(String::from_utf8_lossy(&migrated.stdout)
-            .contains(&format!("empty -> {SCHEMA_VERSION}")));
+            .contains(&format!("{from} -> {SCHEMA_VERSION}")));
         let again = run(&["schema", "migrate"], &env);
         assert!(String::from_utf8_lossy(&again.stdout)
             .contains(&format!("already at {SCHEMA_VERSION}")));

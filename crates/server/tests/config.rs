@@ -107,6 +107,13 @@ fn an_upstream_style_file_is_read_with_upstreams_meanings() {
         config.db.schema, "doma_panda",
         "schema names fold to lower case"
     );
+    // Upstream's META schema from the file; the archive's at upstream's default.
+    assert_eq!(config.db.meta_schema, "doma_pandameta");
+    assert_eq!(config.db.arch_schema, "doma_pandaarch");
+    assert_eq!(
+        config.db.schemas(),
+        vec!["doma_panda", "doma_pandameta", "doma_pandaarch"]
+    );
     assert_eq!(config.n_jobs_in_get_job, 20);
     assert_eq!(
         config.production_dns,
@@ -209,6 +216,12 @@ fn mistakes_are_reported_with_file_line_and_key() {
             "[server]\nschemaPANDA = doma panda\n",
             "line 2",
             "schemaPANDA",
+        ),
+        ("[server]\nschemaMETA = meta;drop\n", "line 2", "schemaMETA"),
+        (
+            "[server]\nschemaPANDAARCH = 1arch\n",
+            "line 2",
+            "schemaPANDAARCH",
         ),
         (
             "[server]\ndbpasswd_file = /nonexistent/secret\n",

@@ -33,6 +33,12 @@ pub struct DbConfig {
     pub name: String,
     /// PostgreSQL schema holding the PanDA tables (`schemaPANDA`), lower-cased.
     pub schema: String,
+    /// The schema of the tables upstream keeps apart from the jobs (`schemaMETA`: `users`,
+    /// `usercacheusage`), lower-cased; empty means `schema`.
+    pub meta_schema: String,
+    /// The schema of the archive (`schemaPANDAARCH`: `jobsarchived`, `filestable_arch`, ...),
+    /// lower-cased; empty means `schema`.
+    pub arch_schema: String,
     pub pool_size: u32,
     pub connect_timeout: Duration,
     /// Shown in PostgreSQL's `pg_stat_activity`, so operators see which node holds what.
@@ -50,6 +56,8 @@ impl DbConfig {
             password: None,
             name: path.into().to_string_lossy().into_owned(),
             schema: String::new(),
+            meta_schema: String::new(),
+            arch_schema: String::new(),
             pool_size: 8,
             connect_timeout: Duration::from_secs(10),
             application_name: "panda-server".into(),
@@ -66,10 +74,54 @@ impl DbConfig {
                 self.schema
             )));
         }
+        for (key, name) in [
+            ("schemaMETA", &self.meta_schema),
+            ("schemaPANDAARCH", &self.arch_schema),
+        ] {
+            if !name.is_empty() && !is_identifier(name) {
+                return Err(StoreError::Config(format!(
+                    "{key} {name:?} is not a plain SQL identifier"
+                )));
+            }
+        }
         if self.name.is_empty() {
             return Err(StoreError::Config("dbname is empty".into()));
         }
         Ok(())
+    }
+}
+
+impl DbConfig {
+    /// The META schema: `meta_schema`, or the PanDA schema when that is empty.
+    pub fn meta(&self) -> &str {
+        if self.meta_schema.is_empty() {
+            &self.schema
+        } else {
+            &self.meta_schema
+        }
+    }
+
+    /// The archive schema: `arch_schema`, or the PanDA schema when that is empty.
+    pub fn arch(&self) -> &str {
+        if self.arch_schema.is_empty() {
+            &self.schema
+        } else {
+            &self.arch_schema
+        }
+    }
+
+    /// Every schema the tables live in, the PanDA schema first, each once. This is the
+    /// `search_path` of every PostgreSQL connection: statements name tables without a schema,
+    /// and each name resolves to the schema that holds it, as upstream lays them out or all in
+    /// one.
+    pub fn schemas(&self) -> Vec<&str> {
+        let mut all: Vec<&str> = Vec::with_capacity(3);
+        for name in [self.schema.as_str(), self.meta(), self.arch()] {
+            if !name.is_empty() && !all.contains(&name) {
+                all.push(name);
+            }
+        }
+        all
     }
 }
 

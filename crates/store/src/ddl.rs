@@ -11,6 +11,7 @@ use panda_core::job::JOB_ATTRIBUTES;
 use panda_core::task::TASK_ATTRIBUTES;
 use panda_core::{ColumnType, JobTable};
 
+use crate::config::DbConfig;
 use crate::driver::Dialect;
 
 /// The column type of a job attribute in a given job table.
@@ -31,6 +32,71 @@ pub fn job_column_type(table: JobTable, index: usize) -> ColumnType {
 }
 
 /// Upstream's "no date yet" default, 1970-01-01.
+/// Where the tables go. On PostgreSQL upstream keeps some tables out of the PanDA schema:
+/// `users` and `usercacheusage` in `schemaMETA`, the archive in `schemaPANDAARCH`. Migrations
+/// create them there (or in the PanDA schema when the keys name the same schema, and always
+/// on SQLite); statements find them through the `search_path` either way.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    pub dialect: Dialect,
+    panda: String,
+    meta: String,
+    arch: String,
+}
+
+impl Layout {
+    pub fn new(dialect: Dialect, config: &DbConfig) -> Layout {
+        Layout {
+            dialect,
+            panda: config.schema.clone(),
+            meta: config.meta().to_string(),
+            arch: config.arch().to_string(),
+        }
+    }
+
+    /// The layout of a single schema (SQLite, and tests of the statements).
+    pub fn plain(dialect: Dialect) -> Layout {
+        Layout {
+            dialect,
+            panda: String::new(),
+            meta: String::new(),
+            arch: String::new(),
+        }
+    }
+
+    /// The schemas to create before the tables, the PanDA schema first (PostgreSQL only).
+    pub fn schemas(&self) -> Vec<&str> {
+        let mut all: Vec<&str> = Vec::with_capacity(3);
+        for name in [&self.panda, &self.meta, &self.arch] {
+            if self.dialect == Dialect::Postgres
+                && !name.is_empty()
+                && !all.contains(&name.as_str())
+            {
+                all.push(name);
+            }
+        }
+        all
+    }
+
+    fn qualified(&self, schema: &str, table: &str) -> String {
+        if self.dialect == Dialect::Postgres && !schema.is_empty() && schema != self.panda {
+            format!("{schema}.{table}")
+        } else {
+            table.to_string()
+        }
+    }
+
+    /// `table` as named in `CREATE` statements of a META table.
+    fn meta(&self, table: &str) -> String {
+        self.qualified(&self.meta, table)
+    }
+
+    /// `table` as named in `CREATE` statements of an archive table.
+    fn arch(&self, table: &str) -> String {
+        self.qualified(&self.arch, table)
+    }
+}
+
 fn epoch(dialect: Dialect) -> &'static str {
     match dialect {
         Dialect::Postgres => "TIMESTAMP '1970-01-01 00:00:00'",
@@ -104,7 +170,8 @@ fn job_table_ddl(table: JobTable, dialect: Dialect) -> String {
 }
 
 /// Statements of the first migration: every table and sequence the server uses.
-pub fn core_tables(dialect: Dialect) -> Vec<String> {
+pub fn core_tables(layout: &Layout) -> Vec<String> {
+    let dialect = layout.dialect;
     let ty = |t| dialect.column_type(t);
     let (big, int, small, ts) = (
         ty(ColumnType::BigInt),
@@ -302,16 +369,17 @@ pub fn core_tables(dialect: Dialect) -> Vec<String> {
         ),
     ]);
     statements.extend(sequences(dialect));
-    statements.extend(archive_tables(dialect));
+    statements.extend(archive_tables(layout));
     statements.extend(task_tables(dialect));
     statements.extend(harvester_tables(dialect));
-    statements.extend(user_tables(dialect));
+    statements.extend(user_tables(layout));
     statements
 }
 
-/// Upstream's `users` table (META schema; here in the PanDA schema): a user whose `status`
-/// is `disabled` is banned.
-pub fn user_tables(dialect: Dialect) -> Vec<String> {
+/// Upstream's `users` table (in the META schema, as upstream): a user whose `status` is
+/// `disabled` is banned.
+pub fn user_tables(layout: &Layout) -> Vec<String> {
+    let dialect = layout.dialect;
     let ty = |t| dialect.column_type(t);
     let (big, int, ts) = (
         ty(ColumnType::BigInt),
@@ -351,8 +419,9 @@ pub fn user_tables(dialect: Dialect) -> Vec<String> {
     .iter()
     .map(|c| format!("{c} {big}"))
     .collect();
+    let users = layout.meta("users");
     let mut statements = vec![format!(
-        "CREATE TABLE IF NOT EXISTS users (
+        "CREATE TABLE IF NOT EXISTS {users} (
   id {int} NOT NULL PRIMARY KEY, name {} NOT NULL, dn {}, email {}, url {}, location {},
   classa {}, classp {}, classxp {}, sitepref {}, gridpref {}, queuepref {}, scriptcache {},
   types {}, sites {}, {},
@@ -379,9 +448,14 @@ pub fn user_tables(dialect: Dialect) -> Vec<String> {
         vc(20),
         vc(20)
     )];
-    statements.push("CREATE INDEX IF NOT EXISTS users_name_idx ON users (name, vo)".into());
+    statements.push(format!(
+        "CREATE INDEX IF NOT EXISTS users_name_idx ON {users} (name, vo)"
+    ));
     statements.push(match dialect {
-        Dialect::Postgres => "CREATE SEQUENCE IF NOT EXISTS users_id_seq".into(),
+        Dialect::Postgres => format!(
+            "CREATE SEQUENCE IF NOT EXISTS {}",
+            layout.meta("users_id_seq")
+        ),
         Dialect::Sqlite => {
             "INSERT OR IGNORE INTO panda_sequences (name, last_value) VALUES ('users_id_seq', 0)"
                 .into()
@@ -591,13 +665,13 @@ fn sequences(dialect: Dialect) -> Vec<String> {
     }
 }
 
-/// Upstream's archive tables (`doma_pandaarch` layout: `jobsarchived`, `filestable_arch`,
-/// `jobparamstable_arch`, `metatable_arch`), with the live tables' columns. We keep them in the
-/// PanDA schema.
-fn archive_tables(dialect: Dialect) -> Vec<String> {
+/// Upstream's archive tables (`jobsarchived`, `filestable_arch`, `jobparamstable_arch`,
+/// `metatable_arch`, in the archive schema as upstream), with the live tables' columns.
+fn archive_tables(layout: &Layout) -> Vec<String> {
+    let dialect = layout.dialect;
     let jobs = job_table_ddl(JobTable::Archived, dialect).replacen(
         "CREATE TABLE IF NOT EXISTS jobsarchived4",
-        "CREATE TABLE IF NOT EXISTS jobsarchived",
+        &format!("CREATE TABLE IF NOT EXISTS {}", layout.arch("jobsarchived")),
         1,
     );
     let copy = |live: &str, archive: &str| match dialect {
@@ -610,14 +684,14 @@ fn archive_tables(dialect: Dialect) -> Vec<String> {
     };
     vec![
         jobs,
-        copy("filestable4", "filestable_arch"),
-        copy("jobparamstable", "jobparamstable_arch"),
-        copy("metatable", "metatable_arch"),
+        copy("filestable4", &layout.arch("filestable_arch")),
+        copy("jobparamstable", &layout.arch("jobparamstable_arch")),
+        copy("metatable", &layout.arch("metatable_arch")),
     ]
 }
 
 /// Statements of the second migration: the indexes the lookups and the dispatcher need.
-pub fn lookup_indexes(_dialect: Dialect) -> Vec<String> {
+pub fn lookup_indexes(_layout: &Layout) -> Vec<String> {
     [
         // In the claim's ORDER BY, so getJob walks the index instead of sorting the queue.
         "CREATE INDEX IF NOT EXISTS jobsactive4_dispatch_idx ON jobsactive4 (computingsite, jobstatus, currentpriority DESC, pandaid)",
@@ -633,6 +707,25 @@ pub fn lookup_indexes(_dialect: Dialect) -> Vec<String> {
     .iter()
     .map(|s| s.to_string())
     .collect()
+}
+
+/// Our extension step 0.0.3: what this server's hot paths need that upstream's own layout
+/// (its scripts' 0.1.6) lacks. Only indexes and a sequence: upstream's server ignores both, and
+/// no table of upstream's changes. A database our own steps made has them already.
+pub fn upstream_layout_additions(layout: &Layout) -> Vec<String> {
+    let mut statements: Vec<String> = lookup_indexes(layout)
+        .into_iter()
+        .filter(|s| s.contains("jobsactive4_dispatch_idx") || s.contains("jobsdefined4_status_idx"))
+        .collect();
+    statements.push(match layout.dialect {
+        Dialect::Postgres => {
+            "CREATE SEQUENCE IF NOT EXISTS jedi_tasks_id_seq START WITH 10000000".into()
+        }
+        Dialect::Sqlite => "INSERT OR IGNORE INTO panda_sequences (name, last_value) VALUES \
+                            ('jedi_tasks_id_seq', 9999999)"
+            .into(),
+    });
+    statements
 }
 
 /// `CREATE TABLE` columns of an attribute table, the columns in `not_null` NOT NULL.
@@ -663,7 +756,8 @@ fn attribute_columns(
 /// `usercacheusage` (a `<vo>_pandameta` table upstream), JEDI's `jedi_datasets`,
 /// `jedi_dataset_contents`, `jedi_jobparams_template` and `jedi_output_template`, with the
 /// sequences of their IDs.
-pub fn task_processing_tables(dialect: Dialect) -> Vec<String> {
+pub fn task_processing_tables(layout: &Layout) -> Vec<String> {
+    let dialect = layout.dialect;
     use panda_core::jedi::{DATASET_ATTRIBUTES, TASK_FILE_ATTRIBUTES};
     let ty = |t| dialect.column_type(t);
     let (big, int, ts) = (
@@ -674,20 +768,23 @@ pub fn task_processing_tables(dialect: Dialect) -> Vec<String> {
     let vc = |n| ty(ColumnType::VarChar(n));
     let mut statements = vec![
         format!(
-            "CREATE TABLE IF NOT EXISTS usercacheusage (
+            "CREATE TABLE IF NOT EXISTS {} (
   username {} NOT NULL, filename {} NOT NULL, hostname {} NOT NULL,
   creationtime {ts} NOT NULL, modificationtime {ts}, filesize {big}, checksum {},
   aliasname {},
   PRIMARY KEY (filename, hostname, creationtime)
 )",
+            layout.meta("usercacheusage"),
             vc(128),
             vc(256),
             vc(64),
             vc(36),
             vc(256)
         ),
-        "CREATE INDEX IF NOT EXISTS usercacheusage_usr_crdate_indx ON usercacheusage (username, creationtime)"
-            .into(),
+        format!(
+            "CREATE INDEX IF NOT EXISTS usercacheusage_usr_crdate_indx ON {} (username, creationtime)",
+            layout.meta("usercacheusage")
+        ),
         format!(
             "CREATE TABLE IF NOT EXISTS jedi_datasets (\n  {},\n  PRIMARY KEY (jeditaskid, datasetid)\n)",
             attribute_columns(
@@ -765,7 +862,8 @@ pub fn task_processing_tables(dialect: Dialect) -> Vec<String> {
 /// key files operators register, each sealed with the server's credential key
 /// (`panda-service`'s `credentials`). Upstream keeps those in files on each node; here every
 /// node reads them from the database.
-pub fn credential_tables(dialect: Dialect) -> Vec<String> {
+pub fn credential_tables(layout: &Layout) -> Vec<String> {
+    let dialect = layout.dialect;
     let ty = |t| dialect.column_type(t);
     let (big, ts, text) = (
         ty(ColumnType::BigInt),
@@ -830,7 +928,8 @@ pub fn credential_tables(dialect: Dialect) -> Vec<String> {
 /// upstream's columns (a `<vo>_jedi` table upstream, partitioned by task there; one table
 /// here), its key `(jeditaskid, pandaid, fileid, job_processid)` and its indexes on the
 /// file and on a consumer's ranges by status.
-pub fn event_tables(dialect: Dialect) -> Vec<String> {
+pub fn event_tables(layout: &Layout) -> Vec<String> {
+    let dialect = layout.dialect;
     let ty = |t| dialect.column_type(t);
     let (big, small) = (ty(ColumnType::BigInt), ty(ColumnType::SmallInt));
     vec![

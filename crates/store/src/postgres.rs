@@ -1,6 +1,6 @@
 //! The PostgreSQL backend. Every connection starts with `search_path` set to the PanDA
-//! schema (`schemaPANDA`), so statements name tables without a schema prefix, exactly as
-//! on SQLite.
+//! schema (`schemaPANDA`) and, where upstream keeps tables apart, the META and archive schemas
+//! after it, so statements name tables without a schema prefix, exactly as on SQLite.
 
 use std::sync::Arc;
 
@@ -28,7 +28,7 @@ impl PostgresDriver {
             .username(&config.user)
             .database(&config.name)
             .application_name(&config.application_name)
-            .options([("search_path", config.schema.as_str())]);
+            .options([("search_path", config.schemas().join(","))]);
         if let Some(password) = &config.password {
             options = options.password(password);
         }

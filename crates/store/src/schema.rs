@@ -58,7 +58,7 @@ pub const SCHEMA_COMPONENT: &str = "PanDA";
 pub struct Migration {
     pub version: SchemaVersion,
     pub description: &'static str,
-    pub statements: fn(Dialect) -> Vec<String>,
+    pub statements: fn(&ddl::Layout) -> Vec<String>,
 }
 
 /// All steps, oldest first. Every statement must be idempotent (`IF NOT EXISTS`), so a step
@@ -87,7 +87,7 @@ pub const MIGRATIONS: &[Migration] = &[
 pub const EXTENSION_COMPONENT: &str = "panda-server-rs";
 
 /// The level of our own steps this binary needs.
-pub const EXTENSION_VERSION: SchemaVersion = SchemaVersion::new(0, 0, 2);
+pub const EXTENSION_VERSION: SchemaVersion = SchemaVersion::new(0, 0, 3);
 
 /// Our own steps, oldest first, applied after upstream's; idempotent like those.
 pub const EXTENSIONS: &[Migration] = &[
@@ -102,6 +102,13 @@ pub const EXTENSIONS: &[Migration] = &[
         version: SchemaVersion::new(0, 0, 2),
         description: "the event ranges of event-service jobs (JEDI's jedi_events)",
         statements: ddl::event_tables,
+    },
+    Migration {
+        version: SchemaVersion::new(0, 0, 3),
+        description: "on a database upstream's scripts made: the claim's index, the index of \
+                      the defined jobs by state and the task-ID sequence (our own databases \
+                      have them from 0.1.5 and 0.1.6)",
+        statements: ddl::upstream_layout_additions,
     },
 ];
 
@@ -187,10 +194,10 @@ pub(crate) async fn read_version(
 /// Applies the missing steps up to `target` inside `tx` (which the caller commits).
 pub(crate) async fn migrate_in(
     tx: &mut dyn Tx,
-    dialect: Dialect,
-    pg_schema: &str,
+    layout: &ddl::Layout,
     target: SchemaVersion,
 ) -> Result<MigrationReport> {
+    let dialect = layout.dialect;
     if dialect == Dialect::Postgres {
         tx.fetch(
             "SELECT CAST(pg_advisory_xact_lock($1) AS TEXT)",
@@ -198,8 +205,10 @@ pub(crate) async fn migrate_in(
             &[ColumnType::Text],
         )
         .await?;
-        tx.execute(&format!("CREATE SCHEMA IF NOT EXISTS {pg_schema}"), &[])
-            .await?;
+        for schema in layout.schemas() {
+            tx.execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"), &[])
+                .await?;
+        }
     }
     tx.execute(VERSION_TABLE, &[]).await?;
     let from = read_version(tx, dialect, SCHEMA_COMPONENT).await?;
@@ -214,7 +223,7 @@ pub(crate) async fn migrate_in(
         .iter()
         .filter(|m| from.is_none_or(|v| m.version > v) && m.version <= target)
     {
-        for statement in (step.statements)(dialect) {
+        for statement in (step.statements)(layout) {
             tx.execute(&statement, &[]).await?;
         }
         applied.push(step.version);
@@ -237,7 +246,7 @@ pub(crate) async fn migrate_in(
             .iter()
             .filter(|m| level.is_none_or(|v| m.version > v))
         {
-            for statement in (step.statements)(dialect) {
+            for statement in (step.statements)(layout) {
                 tx.execute(&statement, &[]).await?;
             }
             extensions_applied.push(step.version);
@@ -252,6 +261,71 @@ pub(crate) async fn migrate_in(
         applied,
         extensions_applied,
     })
+}
+
+/// The tables, indexes and sequences the steps after `from` (our layout line) and `level` (our
+/// own line) create, as `(kind, name)`, in step order: what `schema migrate` would run. Read
+/// from the steps' own statements, so the list cannot drift from them.
+pub(crate) fn created_objects(
+    layout: &ddl::Layout,
+    from: Option<SchemaVersion>,
+    level: Option<SchemaVersion>,
+) -> Vec<(&'static str, String)> {
+    let pending =
+        |after: Option<SchemaVersion>| move |m: &&Migration| after.is_none_or(|v| m.version > v);
+    let steps = MIGRATIONS
+        .iter()
+        .filter(pending(from))
+        .chain(EXTENSIONS.iter().filter(pending(level)));
+    let mut objects = Vec::new();
+    for step in steps {
+        for statement in (step.statements)(layout) {
+            let mut words = statement.split_whitespace();
+            let created = (words.next(), words.next());
+            let kind = match created {
+                (Some("CREATE"), Some("TABLE")) => "table",
+                (Some("CREATE"), Some("INDEX")) => "index",
+                (Some("CREATE"), Some("SEQUENCE")) => "sequence",
+                _ => continue,
+            };
+            let rest: Vec<&str> = words.collect();
+            let name = match rest.as_slice() {
+                ["IF", "NOT", "EXISTS", name, ..] => name,
+                [name, ..] => name,
+                [] => continue,
+            };
+            let name = name.trim_end_matches('(').to_string();
+            if !objects.iter().any(|(_, n)| *n == name) {
+                objects.push((kind, name));
+            }
+        }
+    }
+    objects
+}
+
+/// What the pending steps would create that the database lacks, as "kind name". On a
+/// database upstream's scripts made, that is what `schema migrate` adds to it.
+pub(crate) async fn missing_objects(tx: &mut dyn Tx, layout: &ddl::Layout) -> Result<Vec<String>> {
+    let from = read_version(tx, layout.dialect, SCHEMA_COMPONENT).await?;
+    let level = read_version(tx, layout.dialect, EXTENSION_COMPONENT).await?;
+    let lookup = match layout.dialect {
+        Dialect::Postgres => "SELECT CAST(to_regclass($1) AS TEXT)",
+        Dialect::Sqlite => "SELECT name FROM sqlite_master WHERE name = $1",
+    };
+    let mut missing = Vec::new();
+    for (kind, name) in created_objects(layout, from, level) {
+        let rows = tx
+            .fetch(
+                lookup,
+                &[Value::Text(Some(name.clone()))],
+                &[ColumnType::Text],
+            )
+            .await?;
+        if !rows.iter().any(|r| r.first().is_some_and(|v| !v.is_null())) {
+            missing.push(format!("{kind} {name}"));
+        }
+    }
+    Ok(missing)
 }
 
 /// Sets the version row (tests also use this to fake older and newer databases).
@@ -285,6 +359,29 @@ pub(crate) async fn write_version(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_objects_of_the_steps_are_read_from_their_statements() {
+        let objects = created_objects(&ddl::Layout::plain(Dialect::Postgres), None, None);
+        for wanted in [
+            ("table", "jobsactive4"),
+            ("index", "jobsactive4_dispatch_idx"),
+            ("sequence", "jedi_tasks_id_seq"),
+            ("table", "jedi_events"),
+        ] {
+            assert!(
+                objects.iter().any(|(k, n)| (*k, n.as_str()) == wanted),
+                "{wanted:?} in {objects:?}"
+            );
+        }
+        // A database at our current layout and level has nothing pending.
+        let current = created_objects(
+            &ddl::Layout::plain(Dialect::Postgres),
+            Some(SCHEMA_VERSION),
+            Some(EXTENSION_VERSION),
+        );
+        assert!(current.is_empty(), "{current:?}");
+    }
 
     #[test]
     fn versions_order_numerically_not_textually() {

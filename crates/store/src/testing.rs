@@ -2,9 +2,15 @@
 //! backend under test.
 //!
 //! SQLite is always tested. PostgreSQL is tested when `PANDA_TEST_DATABASE_URL` is set
-//! (`postgres://user[:password]@host[:port]/dbname`); each test database is then a schema of
-//! its own in that database, dropped afterwards. With `PANDA_REQUIRE_PG=1`, a missing URL is
-//! an error rather than a skip.
+//! (`postgres://user[:password]@host[:port]/dbname`); each test database is then three schemas
+//! of its own in that database (the PanDA, META and archive schemas, split as upstream splits
+//! them), dropped afterwards. With `PANDA_REQUIRE_PG=1`, a missing URL is an error rather than
+//! a skip.
+//!
+//! With `PANDA_TEST_UPSTREAM_TEMPLATE` naming a database made by upstream's own scripts
+//! (`scripts/upstream-database.sh`) on that server, each PostgreSQL test database is instead a
+//! copy of it (`CREATE DATABASE ... TEMPLATE`) in upstream's schema names, so the whole suite
+//! runs on upstream's layout.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -22,10 +28,17 @@ pub struct TestDb {
 
 enum Cleanup {
     Directory(PathBuf),
-    Schema { admin: DbConfig, schema: String },
+    Schemas {
+        admin: DbConfig,
+        schemas: Vec<String>,
+    },
+    Database {
+        admin: DbConfig,
+        name: String,
+    },
 }
 
-/// Where PostgreSQL tests connect, if anywhere.
+/// The PostgreSQL URL of the test server, when PostgreSQL is under test.
 pub fn postgres_url() -> Option<String> {
     let url = std::env::var("PANDA_TEST_DATABASE_URL")
         .ok()
@@ -36,7 +49,14 @@ pub fn postgres_url() -> Option<String> {
     url
 }
 
-/// The backends to run a test on: SQLite always, PostgreSQL when configured.
+/// The database made by upstream's scripts that test databases are copied from, if any.
+pub fn upstream_template() -> Option<String> {
+    std::env::var("PANDA_TEST_UPSTREAM_TEMPLATE")
+        .ok()
+        .filter(|t| !t.is_empty())
+}
+
+/// The backends under test: SQLite, and PostgreSQL when a URL is given.
 pub fn backends() -> Vec<Backend> {
     let mut all = vec![Backend::Sqlite];
     if postgres_url().is_some() {
@@ -57,7 +77,6 @@ fn unique_name() -> String {
 }
 
 impl TestDb {
-    /// A new, empty database on `backend` (for PostgreSQL, a schema not yet created).
     pub fn new(backend: Backend) -> TestDb {
         let name = unique_name();
         match backend {
@@ -73,14 +92,30 @@ impl TestDb {
                 let url = postgres_url().expect("PANDA_TEST_DATABASE_URL");
                 let admin = parse_postgres_url(&url).expect("a valid PANDA_TEST_DATABASE_URL");
                 let mut config = admin.clone();
-                config.schema = name.clone();
                 config.application_name = name.clone();
+                if let Some(template) = upstream_template() {
+                    admin_statements(
+                        &admin,
+                        vec![format!("CREATE DATABASE {name} TEMPLATE {template}")],
+                    )
+                    .unwrap_or_else(|e| panic!("copy the upstream database {template}: {e}"));
+                    config.name = name.clone();
+                    return TestDb {
+                        config,
+                        cleanup: Cleanup::Database { admin, name },
+                    };
+                }
+                config.schema = name.clone();
+                config.meta_schema = format!("{name}_meta");
+                config.arch_schema = format!("{name}_arch");
+                let schemas = vec![
+                    config.schema.clone(),
+                    config.meta_schema.clone(),
+                    config.arch_schema.clone(),
+                ];
                 TestDb {
                     config,
-                    cleanup: Cleanup::Schema {
-                        admin,
-                        schema: name,
-                    },
+                    cleanup: Cleanup::Schemas { admin, schemas },
                 }
             }
         }
@@ -93,54 +128,74 @@ impl Drop for TestDb {
             Cleanup::Directory(dir) => {
                 let _ = std::fs::remove_dir_all(dir);
             }
-            Cleanup::Schema { admin, schema } => drop_schema(admin.clone(), schema.clone()),
+            Cleanup::Schemas { admin, schemas } => {
+                // The test's own connections may still hold locks (a transaction whose
+                // rollback waits for the runtime this drop blocks), so end them first. Each
+                // test database connects under its name as `application_name`.
+                let mut statements = vec![terminate(&self.config.application_name)];
+                statements.extend(
+                    schemas
+                        .iter()
+                        .map(|s| format!("DROP SCHEMA IF EXISTS {s} CASCADE")),
+                );
+                let _ = admin_statements(admin, statements);
+            }
+            Cleanup::Database { admin, name } => {
+                let _ = admin_statements(
+                    admin,
+                    vec![format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")],
+                );
+            }
         }
     }
 }
 
-/// Drops the test schema from a thread of its own, so it works inside an async test and
-/// while a failed test unwinds. Each test database connects under its schema's name as
-/// `application_name`, which is how its leftover connections are found.
-fn drop_schema(admin: DbConfig, schema: String) {
-    let worker = std::thread::spawn(move || {
+fn terminate(application_name: &str) -> String {
+    format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE application_name = '{application_name}' AND pid <> pg_backend_pid()"
+    )
+}
+
+/// Runs `statements` on the admin database from a thread of its own, so it works inside an
+/// async test and while a failed test unwinds.
+fn admin_statements(admin: &DbConfig, statements: Vec<String>) -> Result<(), String> {
+    let admin = admin.clone();
+    let worker = std::thread::spawn(move || -> Result<(), String> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
-            .build();
-        if let Ok(runtime) = runtime {
-            runtime.block_on(async move {
-                let options = sqlx::postgres::PgConnectOptions::new()
-                    .host(&admin.host)
-                    .port(admin.port)
-                    .username(&admin.user)
-                    .database(&admin.name);
-                let options = match &admin.password {
-                    Some(p) => options.password(p),
-                    None => options,
-                };
-                if let Ok(pool) = sqlx::postgres::PgPoolOptions::new()
-                    .max_connections(1)
-                    .acquire_timeout(Duration::from_secs(5))
-                    .connect_with(options)
-                    .await
-                {
-                    // The test's own connections may still hold locks (a transaction whose
-                    // rollback waits for the runtime this thread blocks), so end them first.
-                    let _ = sqlx::query(
-                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                         WHERE application_name = $1 AND pid <> pg_backend_pid()",
-                    )
-                    .bind(&schema)
-                    .execute(&pool)
-                    .await;
-                    let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-                        .execute(&pool)
-                        .await;
-                    pool.close().await;
+            .build()
+            .map_err(|e| e.to_string())?;
+        runtime.block_on(async move {
+            let options = sqlx::postgres::PgConnectOptions::new()
+                .host(&admin.host)
+                .port(admin.port)
+                .username(&admin.user)
+                .database(&admin.name);
+            let options = match &admin.password {
+                Some(p) => options.password(p),
+                None => options,
+            };
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(Duration::from_secs(5))
+                .connect_with(options)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut outcome = Ok(());
+            for statement in statements {
+                if let Err(e) = sqlx::query(&statement).execute(&pool).await {
+                    outcome = Err(e.to_string());
+                    break;
                 }
-            });
-        }
+            }
+            pool.close().await;
+            outcome
+        })
     });
-    let _ = worker.join();
+    worker
+        .join()
+        .unwrap_or_else(|_| Err("the admin thread panicked".into()))
 }
 
 /// Parses `postgres://user[:password]@host[:port]/dbname` into a connection config.
@@ -166,6 +221,8 @@ pub fn parse_postgres_url(url: &str) -> Option<DbConfig> {
         password,
         name: name.split('?').next().unwrap_or(name).to_string(),
         schema: "doma_panda".into(),
+        meta_schema: "doma_pandameta".into(),
+        arch_schema: "doma_pandaarch".into(),
         pool_size: 8,
         connect_timeout: Duration::from_secs(10),
         application_name: "panda-test".into(),

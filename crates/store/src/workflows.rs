@@ -3,7 +3,7 @@
 
 use panda_core::{time, ColumnType, Value};
 
-use crate::driver::TxMode;
+use crate::driver::{Dialect, TxMode};
 use crate::error::{Result, StoreError};
 use crate::jobs::next_ids;
 use crate::Store;
@@ -31,9 +31,17 @@ impl Store {
             .await?
             .pop()
             .ok_or_else(|| StoreError::Corrupt("workflow_id_seq gave nothing".into()))?;
+        // Upstream's column is JSONB; ours is text. On PostgreSQL the cast serves both (a
+        // JSONB value is assigned to a text column as its text).
+        let request = match self.dialect() {
+            Dialect::Postgres => "CAST($5 AS JSONB)",
+            Dialect::Sqlite => "$5",
+        };
         tx.execute(
-            "INSERT INTO workflows (workflow_id, status, prodsourcelabel, username, \
-             creation_time, raw_request_json) VALUES ($1, 'registered', $2, $3, $4, $5)",
+            &format!(
+                "INSERT INTO workflows (workflow_id, status, prodsourcelabel, username, \
+                 creation_time, raw_request_json) VALUES ($1, 'registered', $2, $3, $4, {request})"
+            ),
             &[
                 Value::Int(Some(id)),
                 Value::Text(Some(prodsourcelabel.into())),
@@ -51,8 +59,8 @@ impl Store {
     pub async fn workflow(&self, workflow_id: i64) -> Result<Option<WorkflowRow>> {
         let rows = self
             .query(
-                "SELECT workflow_id, status, prodsourcelabel, username, raw_request_json \
-                 FROM workflows WHERE workflow_id = $1",
+                "SELECT workflow_id, status, prodsourcelabel, username, \
+                 CAST(raw_request_json AS TEXT) FROM workflows WHERE workflow_id = $1",
                 &[Value::Int(Some(workflow_id))],
                 &[
                     ColumnType::BigInt,

@@ -340,6 +340,11 @@ async fn concurrent_inserts_never_share_a_panda_id() {
 #[tokio::test]
 async fn schema_check_on_fresh_migrated_older_and_newer_databases() {
     for backend in backends() {
+        if backend == Backend::Postgres && panda_store::testing::upstream_template().is_some() {
+            // A copy of upstream's database is at upstream's layout, not empty.
+            eprintln!("note: the fresh-database check skipped on upstream's layout");
+            continue;
+        }
         let db = TestDb::new(backend);
         let store = Store::open(&db.config, StoreOptions::default())
             .await
@@ -369,7 +374,11 @@ async fn schema_check_on_fresh_migrated_older_and_newer_databases() {
         );
         assert_eq!(
             report.extensions_applied,
-            vec![SchemaVersion::new(0, 0, 1), EXTENSION_VERSION]
+            vec![
+                SchemaVersion::new(0, 0, 1),
+                SchemaVersion::new(0, 0, 2),
+                EXTENSION_VERSION
+            ]
         );
         assert_eq!(store.check_schema().await.expect("current"), SCHEMA_VERSION);
         assert!(
@@ -418,7 +427,11 @@ async fn a_database_at_upstreams_version_without_our_own_steps_is_sent_to_migrat
         assert!(report.applied.is_empty(), "{backend:?}");
         assert_eq!(
             report.extensions_applied,
-            vec![SchemaVersion::new(0, 0, 1), EXTENSION_VERSION]
+            vec![
+                SchemaVersion::new(0, 0, 1),
+                SchemaVersion::new(0, 0, 2),
+                EXTENSION_VERSION
+            ]
         );
         assert!(store.check_schema().await.is_ok());
     }

@@ -116,6 +116,8 @@ pub fn db_env(db: &TestDb) -> Vec<(String, String)> {
                 ("PANDA_DBUSER".into(), c.user.clone()),
                 ("PANDA_DBNAME".into(), c.name.clone()),
                 ("PANDA_SCHEMAPANDA".into(), c.schema.clone()),
+                ("PANDA_SCHEMAMETA".into(), c.meta().to_string()),
+                ("PANDA_SCHEMAPANDAARCH".into(), c.arch().to_string()),
             ]);
             if let Some(p) = &c.password {
                 env.push(("PANDA_DBPASSWD".into(), p.clone()));

@@ -7,7 +7,7 @@
 
 use panda_core::identity::{clean_user_id, Identity};
 use panda_core::{JobSpec, QueueSpec, QueueStatus};
-use panda_store::{ClaimRequest, LabelFilter};
+use panda_store::{ClaimRequest, LabelFilter, StoreError};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -47,6 +47,17 @@ pub enum GetJobResult {
 /// How long a queue's record is reused before it is read again.
 pub const QUEUE_CACHE_TTL: Duration = Duration::from_secs(10);
 
+/// How long a failed read of a queue's record stands: the pilots of that queue are told the
+/// database is unavailable without a query each, and the failure is logged once.
+pub const QUEUE_READ_RETRY: Duration = Duration::from_secs(5);
+
+/// What the last read of a queue's record gave.
+#[derive(Clone, Debug)]
+pub(crate) enum QueueRead {
+    Found(Option<Arc<QueueSpec>>),
+    Failed(String),
+}
+
 fn label_filter(label: Option<&str>) -> LabelFilter {
     let group =
         |labels: &[&str]| LabelFilter::AnyOf(labels.iter().map(|l| l.to_string()).collect());
@@ -63,24 +74,47 @@ impl JobService {
     /// A queue's record, read from `schedconfig_json` at most once per [`QUEUE_CACHE_TTL`]
     /// (every getJob needs it; operators change queues rarely).
     pub async fn queue(&self, site: &str) -> Result<Option<Arc<QueueSpec>>, ServiceError> {
+        let mut was_failing = false;
         if let Ok(cache) = self.queues.lock() {
-            if let Some((read, queue)) = cache.get(site) {
-                if read.elapsed() < QUEUE_CACHE_TTL {
+            match cache.get(site) {
+                Some((read, QueueRead::Found(queue))) if read.elapsed() < QUEUE_CACHE_TTL => {
                     return Ok(queue.clone());
                 }
+                Some((read, QueueRead::Failed(why))) => {
+                    if read.elapsed() < QUEUE_READ_RETRY {
+                        return Err(StoreError::Unavailable(why.clone()).into());
+                    }
+                    was_failing = true;
+                }
+                _ => {}
             }
         }
-        let queue = self.stores.sites.queue_json(site).await?.map(|json| {
-            let data = serde_json::from_str(&json).unwrap_or(serde_json::Value::Null);
-            Arc::new(QueueSpec::from_json(site, data))
+        let read = self.stores.sites.queue_json(site).await.map(|found| {
+            found.map(|json| {
+                let data = serde_json::from_str(&json).unwrap_or(serde_json::Value::Null);
+                Arc::new(QueueSpec::from_json(site, data))
+            })
         });
+        let (entry, outcome) = match read {
+            Ok(queue) => (QueueRead::Found(queue.clone()), Ok(queue)),
+            Err(e) => {
+                let why = format!("the record of queue {site} cannot be read: {e}");
+                if was_failing {
+                    tracing::debug!(target: "panda::dispatch", queue = site, error = %e, "queue still unreadable");
+                } else {
+                    tracing::warn!(target: "panda::dispatch", queue = site, error = %e,
+                        retry_s = QUEUE_READ_RETRY.as_secs(), "cannot read the queue's record");
+                }
+                (QueueRead::Failed(why), Err(ServiceError::from(e)))
+            }
+        };
         if let Ok(mut cache) = self.queues.lock() {
             if cache.len() > 10_000 {
                 cache.clear();
             }
-            cache.insert(site.to_string(), (Instant::now(), queue.clone()));
+            cache.insert(site.to_string(), (Instant::now(), entry));
         }
-        Ok(queue)
+        outcome
     }
 
     pub async fn get_jobs(

@@ -140,8 +140,7 @@ pub struct JobService {
     catalog: Arc<dyn catalog::DatasetCatalog>,
 }
 
-type QueueCache =
-    std::collections::HashMap<String, (std::time::Instant, Option<Arc<panda_core::QueueSpec>>)>;
+type QueueCache = std::collections::HashMap<String, (std::time::Instant, dispatch::QueueRead)>;
 
 impl JobService {
     pub fn new(store: Store, settings: ServiceSettings) -> JobService {

@@ -53,11 +53,25 @@ pub const ARCHIVED_JOB_VISIBILITY: chrono::Duration = chrono::Duration::hours(1)
 /// How long the ban list is trusted before it is read again (upstream caches it too).
 pub const BAN_LIST_TTL: Duration = Duration::from_secs(60);
 
+/// How long a failed read of the ban list stands before the next request tries again: a
+/// missing table or a database in trouble costs one query per this period, not one per
+/// request, and one log line when it starts failing.
+pub const BAN_LIST_RETRY: Duration = Duration::from_secs(10);
+
 /// Banned users (`users.status = 'disabled'`), read from the database at most once per
-/// [`BAN_LIST_TTL`].
+/// [`BAN_LIST_TTL`] (once per [`BAN_LIST_RETRY`] while reads fail).
 #[derive(Debug, Default)]
 pub struct BanList {
-    cached: tokio::sync::RwLock<Option<(Instant, HashSet<String>)>>,
+    cached: tokio::sync::RwLock<Option<BanState>>,
+}
+
+#[derive(Debug)]
+struct BanState {
+    next_read: Instant,
+    names: HashSet<String>,
+    /// The last read failed: the names are those of the last read that worked (none if none
+    /// did).
+    failing: bool,
 }
 
 /// CRIC keys of upstream's SiteSpec attributes.
@@ -247,27 +261,50 @@ impl JobService {
     pub async fn is_banned(&self, user: &str) -> bool {
         {
             let cached = self.bans.cached.read().await;
-            if let Some((read, names)) = cached.as_ref() {
-                if read.elapsed() < BAN_LIST_TTL {
-                    return names.contains(user);
+            if let Some(state) = cached.as_ref() {
+                if Instant::now() < state.next_read {
+                    return state.names.contains(user);
                 }
             }
         }
         let mut cached = self.bans.cached.write().await;
         let stale = cached
             .as_ref()
-            .is_none_or(|(read, _)| read.elapsed() >= BAN_LIST_TTL);
+            .is_none_or(|state| Instant::now() >= state.next_read);
         if stale {
-            match self.stores.users.banned_users().await {
-                Ok(names) => *cached = Some((Instant::now(), names.into_iter().collect())),
-                Err(e) => {
-                    tracing::warn!(target: "panda::auth", error = %e, "cannot read the ban list")
+            let read = self.stores.users.banned_users().await;
+            let previous = cached.take();
+            let was_failing = previous.as_ref().is_some_and(|s| s.failing);
+            *cached = Some(match read {
+                Ok(names) => {
+                    if was_failing {
+                        tracing::info!(target: "panda::auth", "the ban list can be read again");
+                    }
+                    BanState {
+                        next_read: Instant::now() + BAN_LIST_TTL,
+                        names: names.into_iter().collect(),
+                        failing: false,
+                    }
                 }
-            }
+                Err(e) => {
+                    if was_failing {
+                        tracing::debug!(target: "panda::auth", error = %e, "the ban list still cannot be read");
+                    } else {
+                        tracing::warn!(target: "panda::auth", error = %e,
+                            retry_s = BAN_LIST_RETRY.as_secs(),
+                            "cannot read the ban list; the last list read stands until a read works");
+                    }
+                    BanState {
+                        next_read: Instant::now() + BAN_LIST_RETRY,
+                        names: previous.map(|s| s.names).unwrap_or_default(),
+                        failing: true,
+                    }
+                }
+            });
         }
         cached
             .as_ref()
-            .is_some_and(|(_, names)| names.contains(user))
+            .is_some_and(|state| state.names.contains(user))
     }
 }
 
@@ -277,7 +314,7 @@ mod tests {
     use crate::ServiceSettings;
     use panda_core::JobStatus;
     use panda_store::testing::TestDb;
-    use panda_store::{Backend, Store, StoreOptions};
+    use panda_store::{Backend, Store, StoreOptions, TxMode};
 
     async fn service(db: &TestDb) -> JobService {
         let store = Store::open(&db.config, StoreOptions::default())
@@ -349,6 +386,37 @@ mod tests {
             .await
             .expect("ban");
         // Within the TTL the cached list still holds: the ban takes effect within a minute.
+        assert!(!service.is_banned("Alice Tester").await);
+        let fresh = JobService::new(store, ServiceSettings::default());
+        assert!(fresh.is_banned("Alice Tester").await);
+    }
+
+    #[tokio::test]
+    async fn a_ban_list_that_cannot_be_read_is_not_read_again_at_once() {
+        let db = TestDb::new(Backend::Sqlite);
+        let service = service(&db).await;
+        let store = Store::open(&db.config, StoreOptions::default())
+            .await
+            .expect("open");
+        let mut tx = store.begin(TxMode::Write).await.expect("tx");
+        tx.execute("ALTER TABLE users RENAME TO users_away", &[])
+            .await
+            .expect("hide the table");
+        tx.commit().await.expect("commit");
+        assert!(
+            !service.is_banned("Alice Tester").await,
+            "unreadable bans nobody"
+        );
+        let mut tx = store.begin(TxMode::Write).await.expect("tx");
+        tx.execute("ALTER TABLE users_away RENAME TO users", &[])
+            .await
+            .expect("restore the table");
+        tx.commit().await.expect("commit");
+        store
+            .set_user_status("Alice Tester", Some("disabled"))
+            .await
+            .expect("ban");
+        // The failure stands for BAN_LIST_RETRY: no request reads the table meanwhile.
         assert!(!service.is_banned("Alice Tester").await);
         let fresh = JobService::new(store, ServiceSettings::default());
         assert!(fresh.is_banned("Alice Tester").await);

@@ -61,7 +61,7 @@ async fn the_pilot_cycle_works_in_the_new_api() {
         let running = post(&server, "/api/v1/pilot/update_job", beat("running")).await;
         assert_eq!(
             running["data"],
-            json!({"StatusCode": 0, "command": null}),
+            json!({"StatusCode": 0, "command": "NULL"}),
             "{running}"
         );
         let mut last = beat("finished");
@@ -105,7 +105,7 @@ async fn the_pilot_cycle_works_in_the_new_api() {
 
         let bulk = post(&server, "/api/v1/pilot/update_jobs_bulk",
             json!({"job_list": [{"job_id": ids[0], "job_status": "running"}, {"job_id": 99999, "job_status": "running"}]})).await;
-        assert_eq!(bulk["data"][0]["data"]["command"], Json::Null, "{bulk}");
+        assert_eq!(bulk["data"][0]["data"]["command"], "NULL", "{bulk}");
         assert_eq!(bulk["data"][1]["data"]["command"], "tobekilled");
     }
 }
@@ -188,14 +188,20 @@ async fn commands_debug_mode_and_resource_types() {
         json!({"job_id": ids[0], "command": "softkill"}),
     )
     .await;
-    assert_eq!(set["data"], true, "{set}");
+    assert_eq!(
+        set,
+        json!({"success": true, "message": "command received", "data": null})
+    );
     let debug = post(
         &server,
         "/api/v1/job/set_debug_mode",
         json!({"job_id": ids[0], "mode": true}),
     )
     .await;
-    assert_eq!(debug["data"], true);
+    assert_eq!(
+        debug,
+        json!({"success": true, "message": "Succeeded", "data": null})
+    );
     let heartbeat = post(
         &server,
         "/api/v1/pilot/update_job",

@@ -22,13 +22,21 @@ pub const MAX_JOBS_PER_SUBMISSION: usize = 5000;
 /// Labels whose attempt counters upstream normalizes at submission.
 const USER_LABELS: [&str; 3] = ["user", "panda", "ptest"];
 
+/// Labels whose submitters are told the jobset rather than the job's name (upstream's
+/// analysis labels and its test labels).
+const JOBSET_REPLY_LABELS: [&str; 6] = ["user", "panda", "ptest", "rc_test", "rc_test2", "rc_alrb"];
+
 /// What the submitter gets back per job.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SubmittedJob {
     pub panda_id: i64,
+    pub job_definition_id: Value,
     pub job_name: Value,
     pub jobset_id: Value,
     pub status: JobStatus,
+    /// Whether upstream answers this job's submitter with `{"jobsetID": ...}` (analysis and
+    /// test labels) rather than the job's name.
+    pub reply_with_jobset: bool,
 }
 
 impl JobService {
@@ -106,11 +114,14 @@ impl JobService {
         let mut results = Vec::with_capacity(jobs.len());
         for job in &jobs {
             let status = job.status().unwrap_or(JobStatus::Defined);
+            let label = job.get_str(JobAttr::prodSourceLabel).unwrap_or("");
             results.push(SubmittedJob {
                 panda_id: job.panda_id(),
+                job_definition_id: job.get(JobAttr::jobDefinitionID).clone(),
                 job_name: job.get(JobAttr::jobName).clone(),
                 jobset_id: job.get(JobAttr::jobsetID).clone(),
                 status,
+                reply_with_jobset: JOBSET_REPLY_LABELS.contains(&label),
             });
         }
         Ok(results)
@@ -149,8 +160,16 @@ impl JobService {
                 job.set(JobAttr::prodUserID, Value::Text(Some(dn.clone())));
             }
         }
-        let assigned = job.get(JobAttr::assignedPriority).clone();
-        job.set(JobAttr::currentPriority, assigned);
+        // Upstream copies the assigned priority when there is one and otherwise keeps what
+        // the submitter gave as the current priority. A NULL priority reads as 0 here (a
+        // zero attribute), so 0 counts as not given.
+        let assigned = job.get_i64(JobAttr::assignedPriority).unwrap_or(0);
+        if assigned != 0 {
+            job.set(JobAttr::currentPriority, Value::Int(Some(assigned)));
+        }
+        let atlas = job
+            .get_str(JobAttr::VO)
+            .is_none_or(|vo| vo.eq_ignore_ascii_case("atlas"));
         let label = job
             .get_str(JobAttr::prodSourceLabel)
             .unwrap_or("")
@@ -168,6 +187,19 @@ impl JobService {
             let status = file.get_str(FileAttr::status).unwrap_or("");
             if status != "ready" && status != "cached" {
                 file.set(FileAttr::status, Value::Text(Some("unknown".into())));
+            }
+            let kind = file.get_str(FileAttr::r#type).unwrap_or("").to_string();
+            // Upstream's setup gives every log a GUID of its own (the pilot names the log
+            // tarball with it), and ATLAS outputs and logs the scope of their dataset.
+            if kind == "log" {
+                file.set(
+                    FileAttr::GUID,
+                    Value::Text(Some(crate::task_processing::new_guid())),
+                );
+            }
+            if atlas && (kind == "log" || kind == "output") {
+                let scope = file.get_str(FileAttr::dataset).and_then(scope_of_dataset);
+                file.set(FileAttr::scope, Value::Text(scope));
             }
             if let Some(lfn) = file
                 .get_str(FileAttr::lfn)
@@ -197,6 +229,23 @@ impl JobService {
             .await?;
         Ok(stored.status().unwrap_or(JobStatus::Defined))
     }
+}
+
+/// The Rucio scope of a dataset, as upstream derives it for outputs and logs: `user.<name>` and
+/// `group.<name>` (lower-cased) for user and group datasets, otherwise the name's first field.
+fn scope_of_dataset(dataset: &str) -> Option<String> {
+    if dataset.is_empty() || dataset == "NULL" {
+        return None;
+    }
+    let lower = dataset.to_ascii_lowercase();
+    if lower.starts_with("user") || lower.starts_with("group") {
+        let mut fields = lower.split('.');
+        return match (fields.next(), fields.next()) {
+            (Some(kind), Some(name)) => Some(format!("{kind}.{name}")),
+            _ => None,
+        };
+    }
+    dataset.split('.').next().map(str::to_string)
 }
 
 /// Moves a `defined` job on as the data-management step decided.
@@ -244,5 +293,29 @@ fn broker(
             );
             job.set_str(JobAttr::brokerageErrorDiag, &diag).ok();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::scope_of_dataset;
+
+    #[test]
+    fn outputs_and_logs_take_the_scope_of_their_dataset() {
+        assert_eq!(
+            scope_of_dataset("user.JDoe.test.log").as_deref(),
+            Some("user.jdoe")
+        );
+        assert_eq!(
+            scope_of_dataset("group.phys-higgs.x").as_deref(),
+            Some("group.phys-higgs")
+        );
+        assert_eq!(
+            scope_of_dataset("mc23_13p6TeV.801.x").as_deref(),
+            Some("mc23_13p6TeV")
+        );
+        assert_eq!(scope_of_dataset("user"), None);
+        assert_eq!(scope_of_dataset("NULL"), None);
+        assert_eq!(scope_of_dataset(""), None);
     }
 }

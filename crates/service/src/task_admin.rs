@@ -377,7 +377,7 @@ impl JobService {
         }
         Ok(outcome(
             0,
-            format!("command=reassign is registered for task ID {task_id}"),
+            crate::tasks::registered("reassign", task_id),
             task_id,
         ))
     }

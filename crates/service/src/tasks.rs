@@ -338,7 +338,7 @@ impl JobService {
                 self.carry_out(caller, task_id, command).await?;
                 Ok(TaskOutcome {
                     code: code::OK,
-                    message: format!("command={name} is registered for task ID {task_id}"),
+                    message: registered(name, task_id),
                     task_id: Some(task_id),
                 })
             }
@@ -402,6 +402,15 @@ impl JobService {
         }
         Ok(())
     }
+}
+
+/// Upstream's answer to an accepted task command, word for word (upstream's JEDI carries the
+/// command out later; ours has done so when it answers, but clients and scripts read this
+/// text).
+pub(crate) fn registered(command: &str, task_id: i64) -> String {
+    format!(
+        "command={command} is registered for task ID {task_id}. will be executed in a few minutes"
+    )
 }
 
 #[cfg(test)]

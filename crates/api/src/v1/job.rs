@@ -7,9 +7,7 @@
 //! As upstream, a shorter list is accepted: missing trailing attributes are NULL.
 
 use chrono::NaiveDateTime;
-use panda_core::{
-    AttrSet, Attribute, FileAttr, FileSpec, JobAttr, JobSpec, JobTable, Record, Value,
-};
+use panda_core::{AttrSet, Attribute, FileAttr, FileSpec, JobAttr, JobSpec, Record, Value};
 
 use serde_json::{json, Value as Json};
 
@@ -126,15 +124,27 @@ pub(crate) async fn submit(state: &AppState, call: &Call) -> Envelope {
             results
                 .iter()
                 .map(|r| {
-                    json!([
-                        r.panda_id,
-                        crate::job_dict::attr_json(&r.job_name),
-                        {"jobsetID": crate::job_dict::attr_json(&r.jobset_id)}
-                    ])
+                    // Upstream reads the values back through its JobSpec, where NULL is the
+                    // text "NULL".
+                    let third = if r.reply_with_jobset {
+                        json!({"jobsetID": upstream_text(&r.jobset_id)})
+                    } else {
+                        upstream_text(&r.job_name)
+                    };
+                    json!([r.panda_id, upstream_text(&r.job_definition_id), third])
                 })
                 .collect(),
         )),
         Err(e) => Envelope::from_service(e),
+    }
+}
+
+/// A value as upstream's JobSpec gives it back: NULL as the text `"NULL"`.
+fn upstream_text(value: &Value) -> Json {
+    if value.is_null() {
+        json!("NULL")
+    } else {
+        crate::job_dict::attr_json(value)
     }
 }
 
@@ -149,13 +159,11 @@ pub(crate) fn job_dict(job: &JobSpec) -> Json {
     dict
 }
 
-/// `job/get_description` (live tables) and `job/get_description_incl_archive`: one entry per
-/// requested PandaID, `null` for an unknown one.
-pub(crate) async fn get_description(
-    state: &AppState,
-    call: &Call,
-    include_archive: bool,
-) -> Envelope {
+/// `job/get_description` and `job/get_description_incl_archive`: one entry per requested
+/// PandaID, `null` for an unknown one. Both read the defined, active and archived jobs, as
+/// upstream's first does; upstream's second also falls back to the long-term archive
+/// (`jobsarchived`), which this server reads only in its daemon.
+pub(crate) async fn get_description(state: &AppState, call: &Call) -> Envelope {
     let ids = call.args.ints("job_ids");
     if ids.len() > MAX_DESCRIPTIONS {
         return Envelope::fail(format!(
@@ -166,15 +174,8 @@ pub(crate) async fn get_description(
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
         match state.service.job(id).await {
-            Ok(Some(job))
-                if include_archive
-                    || job
-                        .status()
-                        .is_some_and(|s| s.table() != JobTable::Archived) =>
-            {
-                out.push(job_dict(&job))
-            }
-            Ok(_) => out.push(Json::Null),
+            Ok(Some(job)) => out.push(job_dict(&job)),
+            Ok(None) => out.push(Json::Null),
             Err(e) => return Envelope::from_service(e),
         }
     }
@@ -196,10 +197,15 @@ pub(crate) async fn set_command(state: &AppState, call: &Call) -> Envelope {
     let id = call.args.int("job_id").unwrap_or_default();
     let command = call.args.text("command").unwrap_or_default();
     match state.service.set_command(&call.identity, id, command).await {
+        // Upstream's texts, and no data.
         Ok(done) => Envelope {
             success: done,
-            message: String::new(),
-            data: json!(done),
+            message: if done {
+                "command received".into()
+            } else {
+                format!("no active job with PandaID={id}")
+            },
+            data: Json::Null,
         },
         Err(e) => Envelope::from_service(e),
     }
@@ -210,10 +216,16 @@ pub(crate) async fn set_debug_mode(state: &AppState, call: &Call) -> Envelope {
     let id = call.args.int("job_id").unwrap_or_default();
     let on = call.args.flag("mode");
     match state.service.set_debug_mode(&call.identity, id, on).await {
+        // Upstream's texts, and no data. (Upstream also answers `success: false` when it
+        // succeeded, a slip no client relies on; we say what happened.)
         Ok(done) => Envelope {
             success: done,
-            message: String::new(),
-            data: json!(done),
+            message: if done {
+                "Succeeded".into()
+            } else {
+                format!("PandaID={id} not found in active DB")
+            },
+            data: Json::Null,
         },
         Err(e) => Envelope::from_service(e),
     }
@@ -242,11 +254,14 @@ pub(crate) async fn get_status(state: &AppState, call: &Call) -> Envelope {
 pub(crate) async fn reassign(state: &AppState, call: &Call) -> Envelope {
     let ids = call.args.ints("job_ids");
     match state.service.reassign_jobs(&call.identity, &ids).await {
-        Ok(moved) => Envelope {
-            success: true,
-            message: format!("{moved} of {} jobs reassigned", ids.len()),
-            data: Json::Null,
-        },
+        Ok(moved) => {
+            tracing::debug!(moved, asked = ids.len(), "jobs reassigned");
+            Envelope {
+                success: true,
+                message: String::new(),
+                data: Json::Null,
+            }
+        }
         Err(e) => Envelope::from_service(e),
     }
 }

@@ -525,7 +525,7 @@ pub(crate) const ENDPOINTS: &[Endpoint] = &[
         Verb::Any,
         Secure,
         &[req("job_ids", IntList)],
-        handler!(|state, call| job::get_description(state, call, false)),
+        handler!(job::get_description),
     ),
     ep(
         "job",
@@ -533,7 +533,7 @@ pub(crate) const ENDPOINTS: &[Endpoint] = &[
         Verb::Any,
         Secure,
         &[req("job_ids", IntList)],
-        handler!(|state, call| job::get_description(state, call, true)),
+        handler!(job::get_description),
     ),
     ep(
         "job",

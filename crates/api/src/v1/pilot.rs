@@ -170,18 +170,15 @@ async fn update_one(state: &AppState, call: &Call, args: &Map<String, Json>) -> 
         Ok(update) => update,
         Err(e) => return Envelope::from_pilot_call(e),
     };
+    let reported = update.state.clone();
     match state.service.update_job(&call.identity, update).await {
+        // No command is the text "NULL", as upstream says it.
         Ok(UpdateResult::Done { command }) => {
-            let command = if command == "NULL" {
-                Json::Null
-            } else {
-                json!(command)
-            };
             Envelope::ok(json!({"StatusCode": 0, "command": command}))
         }
         Ok(UpdateResult::Ignored) => Envelope {
             success: false,
-            message: "invalid job_status".into(),
+            message: format!("Invalid job status: {reported}"),
             data: json!({"StatusCode": 50}),
         },
         Ok(UpdateResult::NoRole(m)) => Envelope::fail(m),

@@ -101,6 +101,20 @@ async fn submission_answers_and_stores_jobs_as_upstream() {
             .expect("read")
             .expect("job");
         assert_eq!(copied.get_i64(JobAttr::currentPriority), Some(1000));
+        // The submitter's address, a chosen queue marked, the label from that queue.
+        assert_eq!(copied.get_str(JobAttr::creationHost), Some("127.0.0.1"));
+        assert_eq!(copied.get_i64(JobAttr::relocationFlag), Some(1));
+        assert_eq!(copied.get_str(JobAttr::job_label), Some("managed"));
+
+        let odd_label = job_state("up-label", "managed", |v| {
+            v[JobAttr::job_label.index()] = json!("express");
+        });
+        let refused = submit_reply(&stack, &[odd_label]).await;
+        assert_eq!(
+            refused,
+            json!({"success": false, "message": "job_label=express is not valid", "data": null}),
+            "{backend:?}"
+        );
 
         // Every log gets a GUID of its own; outputs and logs the scope of their dataset.
         let (guid, scope) = stored_log(&stack.store, ids[0]).await;

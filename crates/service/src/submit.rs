@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 use panda_core::identity::{clean_user_id, Identity};
 use panda_core::{time, FileAttr, JobAttr, JobSpec, JobStatus, QueueSpec, Value};
 use panda_store::ports;
-use panda_store::Decision;
+use panda_store::{Decision, GlobalShare, ResourceType};
 
 use crate::brokerage::{choose_queue, rejection};
 use crate::error::ServiceError;
@@ -41,10 +41,13 @@ pub struct SubmittedJob {
 
 impl JobService {
     /// Stores new jobs and runs them through brokerage and the data-management step.
+    /// `client_host` is where the submission came from: upstream records it as each job's
+    /// `creationHost`.
     pub async fn submit(
         &self,
         caller: &Identity,
         mut jobs: Vec<JobSpec>,
+        client_host: Option<&str>,
     ) -> Result<Vec<SubmittedJob>, ServiceError> {
         if jobs.is_empty() {
             return Err(ServiceError::BadRequest("no jobs to submit".into()));
@@ -55,15 +58,43 @@ impl JobService {
                 jobs.len()
             )));
         }
+        if let Some(label) = jobs.iter().find_map(|j| {
+            j.get_str(JobAttr::job_label)
+                .filter(|l| !matches!(*l, "" | "NULL" | "user" | "managed"))
+        }) {
+            return Err(ServiceError::BadRequest(format!(
+                "job_label={label} is not valid"
+            )));
+        }
         let managed = |j: &JobSpec| j.get_str(JobAttr::prodSourceLabel) == Some("managed");
         if !caller.production && jobs.iter().any(managed) {
             return Err(ServiceError::Forbidden(
                 "submitting managed jobs needs the production role".into(),
             ));
         }
+        // Upstream's VO of a submission: the submitter's first FQAN's, else the first job's,
+        // else atlas; every job gets it (its dispatchers match jobs to queues by VO).
+        let vo = caller
+            .fqans
+            .iter()
+            .find_map(|fqan| {
+                let vo = fqan.strip_prefix('/')?.split('/').next()?;
+                (!vo.is_empty() && fqan.len() > vo.len() + 1).then(|| vo.to_string())
+            })
+            .or_else(|| {
+                jobs[0]
+                    .get_str(JobAttr::VO)
+                    .filter(|v| !v.is_empty() && *v != "NULL")
+                    .map(str::to_string)
+            })
+            .unwrap_or_else(|| "atlas".to_string());
         let ids = self.stores.jobs.allocate_panda_ids(jobs.len()).await?;
         for (job, id) in jobs.iter_mut().zip(ids) {
             job.set(JobAttr::PandaID, Value::Int(Some(id)));
+            job.set(JobAttr::VO, Value::Text(Some(vo.clone())));
+            if let Some(host) = client_host.filter(|h| !h.is_empty()) {
+                job.set(JobAttr::creationHost, Value::Text(Some(host.to_string())));
+            }
         }
         self.submit_prepared(caller, jobs, &HashSet::new()).await
     }
@@ -86,8 +117,53 @@ impl JobService {
             (Vec::new(), HashMap::new())
         };
         let now = time::now();
+        let needs_resource_type = jobs.iter().any(|j| {
+            j.get_str(JobAttr::resource_type)
+                .is_none_or(|t| t.is_empty() || t == "NULL")
+        });
+        let resource_types = if needs_resource_type {
+            self.stores.sites.resource_types().await?
+        } else {
+            Vec::new()
+        };
+        let needs_share = jobs.iter().any(|j| {
+            j.get_str(JobAttr::gshare)
+                .is_none_or(|t| t.is_empty() || t == "NULL")
+        });
+        let shares = if needs_share {
+            ShareLeaves::new(&self.stores.sites.global_shares().await?)
+        } else {
+            ShareLeaves::default()
+        };
         for job in jobs.iter_mut() {
             let id = job.panda_id();
+            if job
+                .get_str(JobAttr::resource_type)
+                .is_none_or(|t| t.is_empty() || t == "NULL")
+            {
+                let name = resource_type_of(job, &resource_types);
+                job.set(JobAttr::resource_type, Value::Text(Some(name)));
+            }
+            if job
+                .get_str(JobAttr::gshare)
+                .is_none_or(|t| t.is_empty() || t == "NULL")
+            {
+                let queue = match job.get_str(JobAttr::computingSite) {
+                    Some(site) => self.queue(site).await?,
+                    None => None,
+                };
+                let share = shares.share_for(job, queue.as_deref());
+                job.set(JobAttr::gshare, Value::Text(Some(share)));
+            }
+            // Upstream derives the label from the queue the submitter named, before brokerage.
+            if !matches!(job.get_str(JobAttr::job_label), Some("managed" | "user")) {
+                let queue = match job.get_str(JobAttr::computingSite) {
+                    Some(site) => self.queue(site).await?,
+                    None => None,
+                };
+                let label = job_label(job.get_str(JobAttr::prodSourceLabel), queue.as_deref());
+                job.set(JobAttr::job_label, Value::Text(Some(label.into())));
+            }
             self.prepare(job, id, caller);
             if job.get(JobAttr::computingSite).is_null() {
                 broker(job, &queues, &load, now);
@@ -167,6 +243,19 @@ impl JobService {
         if assigned != 0 {
             job.set(JobAttr::currentPriority, Value::Int(Some(assigned)));
         }
+        // Upstream marks a job whose submitter chose its queue (2, set by the submitter,
+        // stays).
+        if !job.get(JobAttr::computingSite).is_null()
+            && job.get_i64(JobAttr::relocationFlag) != Some(2)
+        {
+            job.set(JobAttr::relocationFlag, Value::Int(Some(1)));
+        }
+        if job
+            .get_str(JobAttr::jobParameters)
+            .is_none_or(|p| p.is_empty() || p == "NULL")
+        {
+            job.set(JobAttr::jobParameters, Value::Text(Some(" ".into())));
+        }
         let atlas = job
             .get_str(JobAttr::VO)
             .is_none_or(|vo| vo.eq_ignore_ascii_case("atlas"));
@@ -228,6 +317,142 @@ impl JobService {
             })
             .await?;
         Ok(stored.status().unwrap_or(JobStatus::Defined))
+    }
+}
+
+/// The first resource type whose core and memory bounds the job fits, as upstream matches
+/// them (no core count means 1, 0 means any and counts as 8; memory per core in MB, rounded
+/// half to even); `Undefined` when none fits.
+fn resource_type_of(job: &JobSpec, types: &[ResourceType]) -> String {
+    let cores = match job.get_i64(JobAttr::coreCount) {
+        None => 1,
+        Some(0) => 8,
+        Some(n) => n,
+    };
+    let ram = job.get_i64(JobAttr::minRamCount).unwrap_or(0);
+    let ram_per_core = (ram as f64 / cores as f64).round_ties_even() as i64;
+    let fits = |t: &ResourceType| {
+        t.min_core.is_none_or(|m| cores >= m)
+            && t.max_core.is_none_or(|m| cores <= m)
+            && t.min_ram_per_core.is_none_or(|m| ram_per_core >= m)
+            && t.max_ram_per_core.is_none_or(|m| ram_per_core <= m)
+    };
+    types
+        .iter()
+        .find(|t| fits(t))
+        .map_or_else(|| "Undefined".to_string(), |t| t.name.clone())
+}
+
+/// The leaves of upstream's tree of global shares, in the order upstream tries them: the
+/// top-level shares in the table's order, each followed depth first by its children. With no
+/// shares at all the tree is its root alone, `root`.
+#[derive(Default)]
+struct ShareLeaves {
+    leaves: Vec<ShareRule>,
+}
+
+struct ShareRule {
+    name: String,
+    prodsourcelabel: Option<regex::Regex>,
+    workinggroup: Option<regex::Regex>,
+    processingtype: Option<regex::Regex>,
+    rtype: Option<regex::Regex>,
+}
+
+impl ShareLeaves {
+    fn new(shares: &[GlobalShare]) -> ShareLeaves {
+        // Upstream matches with Python's re.match: anchored at the start only. A pattern that
+        // does not compile matches nothing.
+        let pattern = |p: &Option<String>| {
+            p.as_ref()
+                .map(|p| regex::Regex::new(&format!("^(?:{p})")).unwrap_or_else(|_| never()))
+        };
+        fn never() -> regex::Regex {
+            regex::Regex::new("[^\\s\\S]").unwrap_or_else(|_| unreachable!("a fixed pattern"))
+        }
+        fn visit<'a>(
+            share: &'a GlobalShare,
+            shares: &'a [GlobalShare],
+            depth: usize,
+            out: &mut Vec<&'a GlobalShare>,
+        ) {
+            let children: Vec<&GlobalShare> = shares
+                .iter()
+                .filter(|s| s.parent.as_deref() == Some(share.name.as_str()))
+                .collect();
+            // A cycle in the table cannot hang a submission.
+            if children.is_empty() || depth > 16 {
+                out.push(share);
+            }
+            for child in children.into_iter().take_while(|_| depth <= 16) {
+                visit(child, shares, depth + 1, out);
+            }
+        }
+        let mut found = Vec::new();
+        for top in shares.iter().filter(|s| s.parent.is_none()) {
+            visit(top, shares, 0, &mut found);
+        }
+        let leaves = if found.is_empty() {
+            vec![ShareRule {
+                name: "root".into(),
+                prodsourcelabel: None,
+                workinggroup: None,
+                processingtype: None,
+                rtype: None,
+            }]
+        } else {
+            found
+                .into_iter()
+                .map(|s| ShareRule {
+                    name: s.name.clone(),
+                    prodsourcelabel: pattern(&s.prodsourcelabel),
+                    workinggroup: pattern(&s.workinggroup),
+                    processingtype: pattern(&s.processingtype),
+                    rtype: pattern(&s.rtype),
+                })
+                .collect()
+        };
+        ShareLeaves { leaves }
+    }
+
+    /// The first leaf the job matches (`Express` for an event-service merge, as upstream),
+    /// `Undefined` when none does. An unset attribute is matched as upstream's text `NULL`;
+    /// a leaf's resource-type pattern is matched against the type of the job's queue.
+    fn share_for(&self, job: &JobSpec, queue: Option<&QueueSpec>) -> String {
+        if job.get_i64(JobAttr::eventService) == Some(2) {
+            return "Express".into();
+        }
+        let text = |attr| job.get_str(attr).unwrap_or("NULL");
+        let queue_type = queue
+            .and_then(|q| q.data.get("type"))
+            .and_then(|t| t.as_str());
+        let fits = |rule: &Option<regex::Regex>, value: &str| {
+            rule.as_ref().is_none_or(|r| r.is_match(value))
+        };
+        self.leaves
+            .iter()
+            .find(|leaf| {
+                fits(&leaf.prodsourcelabel, text(JobAttr::prodSourceLabel))
+                    && fits(&leaf.workinggroup, text(JobAttr::workingGroup))
+                    && fits(&leaf.processingtype, text(JobAttr::processingType))
+                    && (leaf.rtype.is_none()
+                        || job.get(JobAttr::computingSite).is_null()
+                        || queue_type.is_some_and(|t| fits(&leaf.rtype, t)))
+            })
+            .map_or_else(|| "Undefined".into(), |leaf| leaf.name.clone())
+    }
+}
+
+/// A job's `job_label` as upstream derives it from the queue it names: `user` on analysis
+/// queues and for analysis labels on unified ones, otherwise (and for an unknown queue or none)
+/// `managed`.
+fn job_label(prod_source_label: Option<&str>, queue: Option<&QueueSpec>) -> &'static str {
+    use panda_core::QueueType;
+    let analysis_label = matches!(prod_source_label, Some("user" | "panda"));
+    match queue.map(|q| &q.queue_type) {
+        Some(QueueType::Analysis) => "user",
+        Some(QueueType::Unified) if analysis_label => "user",
+        _ => "managed",
     }
 }
 
@@ -298,7 +523,7 @@ fn broker(
 
 #[cfg(test)]
 mod tests {
-    use super::scope_of_dataset;
+    use super::{job_label, scope_of_dataset};
 
     #[test]
     fn outputs_and_logs_take_the_scope_of_their_dataset() {
@@ -317,5 +542,90 @@ mod tests {
         assert_eq!(scope_of_dataset("user"), None);
         assert_eq!(scope_of_dataset("NULL"), None);
         assert_eq!(scope_of_dataset(""), None);
+    }
+
+    #[test]
+    fn the_resource_type_is_the_first_whose_bounds_the_job_fits() {
+        use panda_core::{JobAttr, JobSpec, Value};
+        use panda_store::ResourceType;
+        let kind = |name: &str, cores: (Option<i64>, Option<i64>), ram: Option<i64>| ResourceType {
+            name: name.into(),
+            min_core: cores.0,
+            max_core: cores.1,
+            min_ram_per_core: None,
+            max_ram_per_core: ram,
+        };
+        let types = [
+            kind("SCORE", (Some(1), Some(1)), Some(2000)),
+            kind("SCORE_HIMEM", (Some(1), Some(1)), None),
+            kind("MCORE", (Some(2), None), Some(2000)),
+        ];
+        let job = |cores: Option<i64>, ram: i64| {
+            let mut job = JobSpec::new();
+            job.set(JobAttr::coreCount, Value::Int(cores));
+            job.set(JobAttr::minRamCount, Value::Int(Some(ram)));
+            job
+        };
+        assert_eq!(super::resource_type_of(&job(None, 1000), &types), "SCORE");
+        assert_eq!(
+            super::resource_type_of(&job(Some(1), 4000), &types),
+            "SCORE_HIMEM"
+        );
+        assert_eq!(
+            super::resource_type_of(&job(Some(0), 8000), &types),
+            "MCORE"
+        );
+        assert_eq!(
+            super::resource_type_of(&job(Some(8), 32000), &types),
+            "Undefined"
+        );
+    }
+
+    #[test]
+    fn a_job_belongs_to_the_first_leaf_share_it_matches() {
+        use panda_core::{JobAttr, JobSpec};
+        use panda_store::GlobalShare;
+        let share = |name: &str, parent: Option<&str>, label: Option<&str>| GlobalShare {
+            name: name.into(),
+            parent: parent.map(str::to_string),
+            prodsourcelabel: label.map(str::to_string),
+            workinggroup: None,
+            processingtype: None,
+            rtype: None,
+        };
+        let job = |label: &str| {
+            let mut job = JobSpec::new();
+            job.set_str(JobAttr::prodSourceLabel, label).expect("label");
+            job
+        };
+        assert_eq!(
+            super::ShareLeaves::new(&[]).share_for(&job("managed"), None),
+            "root"
+        );
+        let tree = super::ShareLeaves::new(&[
+            share("Production", None, Some("managed")),
+            share("Analysis", None, Some("user|panda")),
+            share("MC", Some("Production"), Some("managed")),
+            share("Test", Some("Production"), Some("prod_test")),
+        ]);
+        assert_eq!(tree.share_for(&job("managed"), None), "MC");
+        assert_eq!(tree.share_for(&job("prod_test"), None), "Test");
+        assert_eq!(tree.share_for(&job("panda"), None), "Analysis");
+        assert_eq!(tree.share_for(&job("install"), None), "Undefined");
+    }
+
+    #[test]
+    fn the_job_label_follows_the_named_queue() {
+        use panda_core::QueueSpec;
+        let queue = |kind: &str| {
+            QueueSpec::from_json("Q", serde_json::json!({"type": kind, "status": "online"}))
+        };
+        let (analysis, unified, production) =
+            (queue("analysis"), queue("unified"), queue("production"));
+        assert_eq!(job_label(Some("managed"), Some(&analysis)), "user");
+        assert_eq!(job_label(Some("user"), Some(&unified)), "user");
+        assert_eq!(job_label(Some("managed"), Some(&unified)), "managed");
+        assert_eq!(job_label(Some("user"), Some(&production)), "managed");
+        assert_eq!(job_label(Some("user"), None), "managed");
     }
 }

@@ -709,14 +709,36 @@ pub fn lookup_indexes(_layout: &Layout) -> Vec<String> {
     .collect()
 }
 
-/// Our extension step 0.0.3: what this server's hot paths need that upstream's own layout
-/// (its scripts' 0.1.6) lacks. Only indexes and a sequence: upstream's server ignores both, and
-/// no table of upstream's changes. A database our own steps made has them already.
+/// Our extension step 0.0.3: what this server needs that upstream's own layout (its scripts'
+/// 0.1.6) lacks, indexes and a sequence, and upstream's `global_shares` for a database our
+/// own earlier steps made. No table of upstream's changes.
 pub fn upstream_layout_additions(layout: &Layout) -> Vec<String> {
     let mut statements: Vec<String> = lookup_indexes(layout)
         .into_iter()
         .filter(|s| s.contains("jobsactive4_dispatch_idx") || s.contains("jobsdefined4_status_idx"))
         .collect();
+    let ty = |t| layout.dialect.column_type(t);
+    let vc = |n| ty(ColumnType::VarChar(n));
+    // Upstream's tree of global shares (empty: every job is in the share `root`).
+    statements.push(format!(
+        "CREATE TABLE IF NOT EXISTS global_shares (
+  name {} NOT NULL PRIMARY KEY, value {} NOT NULL, parent {}, prodsourcelabel {},
+  workinggroup {}, campaign {}, processingtype {}, vo {}, queue_id {} UNIQUE, throttled {},
+  transpath {}, rtype {}
+)",
+        vc(32),
+        ty(ColumnType::SmallInt),
+        vc(32),
+        vc(100),
+        vc(100),
+        vc(100),
+        vc(100),
+        vc(32),
+        ty(ColumnType::Int),
+        vc(1),
+        vc(128),
+        vc(32)
+    ));
     statements.push(match layout.dialect {
         Dialect::Postgres => {
             "CREATE SEQUENCE IF NOT EXISTS jedi_tasks_id_seq START WITH 10000000".into()

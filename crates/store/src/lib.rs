@@ -69,7 +69,7 @@ pub use jedi::{
     HeldLibrary, NewDataset, OutputTemplate, RefinedTask, TaskLayout, INPUT_TYPES,
 };
 pub use jobs::{Decision, JobSql};
-pub use lookups::{JobBrief, ResourceType};
+pub use lookups::{GlobalShare, JobBrief, ResourceType};
 pub use maintenance::{TableMaintenance, MAINTAINED_TABLES};
 pub use operator::{JobFilter, JobLine, Lease, StatusLogEntry};
 pub use retry_rules::RetryRule;

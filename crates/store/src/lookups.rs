@@ -22,6 +22,18 @@ pub struct JobBrief {
     pub modification_time: Option<NaiveDateTime>,
 }
 
+/// A row of `global_shares`: a node of upstream's tree of global shares and what a job must
+/// match to belong to it (regular expressions; none means anything).
+#[derive(Clone, Debug, PartialEq)]
+pub struct GlobalShare {
+    pub name: String,
+    pub parent: Option<String>,
+    pub prodsourcelabel: Option<String>,
+    pub workinggroup: Option<String>,
+    pub processingtype: Option<String>,
+    pub rtype: Option<String>,
+}
+
 /// A row of `resource_types`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ResourceType {
@@ -108,6 +120,33 @@ impl Store {
         }
         tx.commit().await?;
         Ok(counts)
+    }
+
+    /// The rows of `global_shares`, in the table's order, as upstream reads them.
+    pub async fn global_shares(&self) -> Result<Vec<GlobalShare>> {
+        static SHARE: Columns = Columns(&[
+            ("name", ColumnType::Text),
+            ("parent", ColumnType::Text),
+            ("prodsourcelabel", ColumnType::Text),
+            ("workinggroup", ColumnType::Text),
+            ("processingtype", ColumnType::Text),
+            ("rtype", ColumnType::Text),
+        ]);
+        let sql = format!("SELECT {} FROM global_shares", SHARE.select_list(""));
+        let rows = self.query(&sql, &[], &SHARE.types()).await?;
+        rows.iter()
+            .map(|row| {
+                let r = SHARE.read(row);
+                Ok(GlobalShare {
+                    name: r.text("name")?,
+                    parent: r.opt_text("parent")?,
+                    prodsourcelabel: r.opt_text("prodsourcelabel")?,
+                    workinggroup: r.opt_text("workinggroup")?,
+                    processingtype: r.opt_text("processingtype")?,
+                    rtype: r.opt_text("rtype")?,
+                })
+            })
+            .collect()
     }
 
     pub async fn resource_types(&self) -> Result<Vec<ResourceType>> {

@@ -31,7 +31,7 @@ use crate::jedi::{
     DatasetFiles, FileClaim, FileCounts, FileResult, HeldLibrary, RefinedTask, TaskLayout,
 };
 use crate::jobs::Decision;
-use crate::lookups::{JobBrief, ResourceType};
+use crate::lookups::{GlobalShare, JobBrief, ResourceType};
 use crate::maintenance::TableMaintenance;
 use crate::retry_rules::RetryRule;
 use crate::side::SideWrite;
@@ -79,6 +79,7 @@ port! {
         fn all_queues(&self) -> Result<Vec<(String, String)>>;
         fn activated_counts(&self) -> Result<Vec<(String, i64)>>;
         fn resource_types(&self) -> Result<Vec<ResourceType>>;
+        fn global_shares(&self) -> Result<Vec<GlobalShare>>;
     }
 }
 

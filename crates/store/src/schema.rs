@@ -107,7 +107,7 @@ pub const EXTENSIONS: &[Migration] = &[
         version: SchemaVersion::new(0, 0, 3),
         description: "on a database upstream's scripts made: the claim's index, the index of \
                       the defined jobs by state and the task-ID sequence (our own databases \
-                      have them from 0.1.5 and 0.1.6)",
+                      have them from 0.1.5 and 0.1.6); on ours, upstream's global_shares",
         statements: ddl::upstream_layout_additions,
     },
 ];

@@ -119,7 +119,12 @@ pub(crate) async fn submit(state: &AppState, call: &Call) -> Envelope {
             jobs.len()
         ));
     }
-    match state.service.submit(&call.identity, jobs).await {
+    let client_host = call.peer.map(|peer| peer.ip().to_string());
+    match state
+        .service
+        .submit(&call.identity, jobs, client_host.as_deref())
+        .await
+    {
         Ok(results) => Envelope::ok(Json::Array(
             results
                 .iter()

@@ -117,19 +117,13 @@ impl JobService {
             (Vec::new(), HashMap::new())
         };
         let now = time::now();
-        let needs_resource_type = jobs.iter().any(|j| {
-            j.get_str(JobAttr::resource_type)
-                .is_none_or(|t| t.is_empty() || t == "NULL")
-        });
+        let needs_resource_type = jobs.iter().any(|j| unset(j, JobAttr::resource_type));
         let resource_types = if needs_resource_type {
             self.stores.sites.resource_types().await?
         } else {
             Vec::new()
         };
-        let needs_share = jobs.iter().any(|j| {
-            j.get_str(JobAttr::gshare)
-                .is_none_or(|t| t.is_empty() || t == "NULL")
-        });
+        let needs_share = jobs.iter().any(|j| unset(j, JobAttr::gshare));
         let shares = if needs_share {
             ShareLeaves::new(&self.stores.sites.global_shares().await?)
         } else {
@@ -137,30 +131,21 @@ impl JobService {
         };
         for job in jobs.iter_mut() {
             let id = job.panda_id();
-            if job
-                .get_str(JobAttr::resource_type)
-                .is_none_or(|t| t.is_empty() || t == "NULL")
-            {
+            // Upstream's classification, from the queue the submitter named (before
+            // brokerage, as upstream); a value the submitter gave stands.
+            let queue = match job.get_str(JobAttr::computingSite) {
+                Some(site) => self.queue(site).await?,
+                None => None,
+            };
+            if unset(job, JobAttr::resource_type) {
                 let name = resource_type_of(job, &resource_types);
                 job.set(JobAttr::resource_type, Value::Text(Some(name)));
             }
-            if job
-                .get_str(JobAttr::gshare)
-                .is_none_or(|t| t.is_empty() || t == "NULL")
-            {
-                let queue = match job.get_str(JobAttr::computingSite) {
-                    Some(site) => self.queue(site).await?,
-                    None => None,
-                };
+            if unset(job, JobAttr::gshare) {
                 let share = shares.share_for(job, queue.as_deref());
                 job.set(JobAttr::gshare, Value::Text(Some(share)));
             }
-            // Upstream derives the label from the queue the submitter named, before brokerage.
             if !matches!(job.get_str(JobAttr::job_label), Some("managed" | "user")) {
-                let queue = match job.get_str(JobAttr::computingSite) {
-                    Some(site) => self.queue(site).await?,
-                    None => None,
-                };
                 let label = job_label(job.get_str(JobAttr::prodSourceLabel), queue.as_deref());
                 job.set(JobAttr::job_label, Value::Text(Some(label.into())));
             }
@@ -250,10 +235,7 @@ impl JobService {
         {
             job.set(JobAttr::relocationFlag, Value::Int(Some(1)));
         }
-        if job
-            .get_str(JobAttr::jobParameters)
-            .is_none_or(|p| p.is_empty() || p == "NULL")
-        {
+        if unset(job, JobAttr::jobParameters) {
             job.set(JobAttr::jobParameters, Value::Text(Some(" ".into())));
         }
         let atlas = job
@@ -318,6 +300,12 @@ impl JobService {
             .await?;
         Ok(stored.status().unwrap_or(JobStatus::Defined))
     }
+}
+
+/// Whether the job leaves `attr` to the server (no value, empty, or upstream's `NULL`).
+fn unset(job: &JobSpec, attr: JobAttr) -> bool {
+    job.get_str(attr)
+        .is_none_or(|v| v.is_empty() || v == "NULL")
 }
 
 /// The first resource type whose core and memory bounds the job fits, as upstream matches

@@ -572,9 +572,10 @@ async fn a_jobs_offline_script_runs_its_transformation_with_its_parameters() {
     );
 }
 
-/// `workflow/submit_workflow` (and pchain's `submit_workflow_raw_request`, which sends the
-/// request as JSON text): recorded as `registered` in JEDI's `workflows` with its owner, the
-/// answer saying no engine runs it; a text that is not a JSON object is refused by name.
+/// `workflow/submit_workflow` (`workflow_definition`, as upstream) and pchain's
+/// `submit_workflow_raw_request` (`params`, the request as JSON text): recorded as `registered`
+/// in JEDI's `workflows` with its owner, the answer saying no engine runs it; a text that is
+/// not a JSON object is refused by name.
 #[tokio::test]
 async fn workflow_requests_are_recorded_and_say_no_engine_runs_them() {
     for backend in backends() {
@@ -582,7 +583,7 @@ async fn workflow_requests_are_recorded_and_say_no_engine_runs_them() {
         let done = f
             .post(
                 "/api/v1/workflow/submit_workflow",
-                json!({"params": {"name": "wf1", "steps": [1, 2]}}),
+                json!({"workflow_definition": {"name": "wf1", "steps": [1, 2]}}),
             )
             .await;
         assert_eq!(done["success"], true, "{backend:?}: {done}");

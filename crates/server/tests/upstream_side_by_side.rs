@@ -19,8 +19,7 @@ use serde_json::{json, Value as Json};
 
 /// Columns that differ between any two jobs however they were made: their identity, their
 /// times, the GUID each log gets, and the submitter (our local-mode caller against
-/// upstream's certificate). `gshare` is upstream's global-shares tree, which we do not compute
-/// (docs/API.md).
+/// upstream's certificate).
 const PER_JOB: &[&str] = &[
     "pandaid",
     "creationtime",
@@ -33,7 +32,6 @@ const PER_JOB: &[&str] = &[
     "produsername",
     "row_id",
     "guid",
-    "gshare",
 ];
 
 fn setting(name: &str) -> Option<String> {

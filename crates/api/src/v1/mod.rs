@@ -464,7 +464,7 @@ pub(crate) const ENDPOINTS: &[Endpoint] = &[
         "submit_workflow",
         Post,
         Secure,
-        &[req("params", DictOrStr)],
+        &[req("workflow_definition", Dict)],
         handler!(workflow::submit_workflow),
     ),
     ep(

@@ -7,10 +7,16 @@ use serde_json::{json, Value as Json};
 use super::{Call, Envelope};
 use crate::AppState;
 
-/// `workflow/submit_workflow` and its older name `submit_workflow_raw_request` (pchain):
-/// `data` is `{"workflow_id": N}`.
+/// `workflow/submit_workflow` (its argument `workflow_definition`, as upstream declares it)
+/// and the older `submit_workflow_raw_request` (pchain; `params`): `data` is
+/// `{"workflow_id": N}`.
 pub(crate) async fn submit_workflow(state: &AppState, call: &Call) -> Envelope {
-    let params = call.args.get("params").cloned().unwrap_or(Json::Null);
+    let params = call
+        .args
+        .get("workflow_definition")
+        .or_else(|| call.args.get("params"))
+        .cloned()
+        .unwrap_or(Json::Null);
     match state.service.submit_workflow(&call.identity, &params).await {
         Ok(id) => Envelope {
             success: true,

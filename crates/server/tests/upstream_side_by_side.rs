@@ -6,7 +6,8 @@
 //! (e.g. `http://127.0.0.1:26080`) that serves `PANDA_TEST_UPSTREAM_SERVER_DB`, a database on
 //! the server of `PANDA_TEST_DATABASE_URL` made by upstream's scripts, with an online queue
 //! `TEST_QUEUE` in its `schedconfig_json`. Upstream must see its callers with the production
-//! role (behind Apache with a certificate, or a local identity shim for tests).
+//! role (behind Apache with a certificate, or `tests/upstream/identity_shim.py`). Use a fresh
+//! copy of the database: jobs an earlier, failed run left in the queue can come first.
 
 mod common;
 
@@ -27,6 +28,7 @@ const PER_JOB: &[&str] = &[
     "statechangetime",
     "proddbupdatetime",
     "starttime",
+    "endtime",
     "modiftime_extended",
     "produserid",
     "produsername",
@@ -183,11 +185,23 @@ async fn jobs_submitted_and_dispatched_across_the_two_servers_are_stored_alike()
         );
     }
 
+    // And the final report, likewise.
+    for (n, base) in [upstream.as_str(), ours_base, upstream.as_str(), ours_base]
+        .iter()
+        .enumerate()
+    {
+        let last = json!({"job_id": ids[n], "job_status": "finished", "node": "wn01",
+                          "site_name": "TEST_QUEUE", "cpu_consumption_time": 30,
+                          "trans_exit_code": 0, "pilot_error_code": 0});
+        let said = post_envelope(&client, api(base, "pilot/update_job"), last, None).await;
+        assert_eq!(said["data"]["StatusCode"], 0, "{base}: {said}");
+    }
+
     let mut seen = Vec::new();
     for id in &ids {
         seen.push(stored(&store, *id).await);
     }
-    // Job n was submitted, dispatched and updated by: 0 upstream, upstream, upstream;
+    // Job n was submitted, dispatched and reported by: 0 upstream, upstream, upstream;
     // 1 ours, upstream, ours; 2 upstream, ours, upstream; 3 ours, ours, ours.
     let pairs = [
         (0, 1, "all upstream, against submitted and updated by ours"),

@@ -31,7 +31,6 @@ pub fn job_column_type(table: JobTable, index: usize) -> ColumnType {
     }
 }
 
-/// Upstream's "no date yet" default, 1970-01-01.
 /// Where the tables go. On PostgreSQL upstream keeps some tables out of the PanDA schema:
 /// `users` and `usercacheusage` in `schemaMETA`, the archive in `schemaPANDAARCH`. Migrations
 /// create them there (or in the PanDA schema when the keys name the same schema, and always
@@ -39,16 +38,21 @@ pub fn job_column_type(table: JobTable, index: usize) -> ColumnType {
 #[derive(Clone, Debug)]
 pub struct Layout {
     pub dialect: Dialect,
-    panda: String,
+    /// The schemas to create, the PanDA schema first ([`DbConfig::schemas`]; none on SQLite).
+    schemas: Vec<String>,
     meta: String,
     arch: String,
 }
 
 impl Layout {
     pub fn new(dialect: Dialect, config: &DbConfig) -> Layout {
+        let schemas = match dialect {
+            Dialect::Postgres => config.schemas().into_iter().map(str::to_string).collect(),
+            Dialect::Sqlite => Vec::new(),
+        };
         Layout {
             dialect,
-            panda: config.schema.clone(),
+            schemas,
             meta: config.meta().to_string(),
             arch: config.arch().to_string(),
         }
@@ -58,31 +62,22 @@ impl Layout {
     pub fn plain(dialect: Dialect) -> Layout {
         Layout {
             dialect,
-            panda: String::new(),
+            schemas: Vec::new(),
             meta: String::new(),
             arch: String::new(),
         }
     }
 
     /// The schemas to create before the tables, the PanDA schema first (PostgreSQL only).
-    pub fn schemas(&self) -> Vec<&str> {
-        let mut all: Vec<&str> = Vec::with_capacity(3);
-        for name in [&self.panda, &self.meta, &self.arch] {
-            if self.dialect == Dialect::Postgres
-                && !name.is_empty()
-                && !all.contains(&name.as_str())
-            {
-                all.push(name);
-            }
-        }
-        all
+    pub fn schemas(&self) -> &[String] {
+        &self.schemas
     }
 
+    /// `table` in `schema`, qualified unless that is the PanDA schema (or there are no schemas).
     fn qualified(&self, schema: &str, table: &str) -> String {
-        if self.dialect == Dialect::Postgres && !schema.is_empty() && schema != self.panda {
-            format!("{schema}.{table}")
-        } else {
-            table.to_string()
+        match self.schemas.first() {
+            Some(panda) if !schema.is_empty() && schema != panda => format!("{schema}.{table}"),
+            _ => table.to_string(),
         }
     }
 
@@ -97,6 +92,7 @@ impl Layout {
     }
 }
 
+/// Upstream's "no date yet" default, 1970-01-01.
 fn epoch(dialect: Dialect) -> &'static str {
     match dialect {
         Dialect::Postgres => "TIMESTAMP '1970-01-01 00:00:00'",

@@ -13,6 +13,7 @@ pub mod jedi;
 pub mod job;
 pub mod queue;
 pub mod record;
+pub mod split_rule;
 pub mod status;
 pub mod task;
 pub mod time;

@@ -161,6 +161,39 @@ async fn a_no_input_task_becomes_jobs_and_ends_done() {
             Some("http://trf.example:25080/trf/user/runGen-00-00-02")
         );
         let jobset = task.get_i64(panda_core::TaskAttr::reqID).expect("reqID");
+        // Listed as upstream lists tasks: keyed by reqID, the split rules by name, the job
+        // template with the details.
+        let changed = common::post_envelope(
+            &api_client(),
+            stack.server.url("/api/v1/task/change_split_rule"),
+            json!({"task_id": id, "attribute_name": "NF", "value": 2}),
+            None,
+        )
+        .await;
+        assert_eq!(changed["success"], true, "{changed}");
+        let modified: Json = api_client()
+            .get(stack.server.url("/api/v1/task/get_tasks_modified_since"))
+            .query(&[("since", "2020-01-01 00:00:00")])
+            .send()
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("envelope");
+        assert_eq!(
+            modified["data"][jobset.to_string()]["jediTaskID"],
+            id,
+            "{backend:?}: {modified}"
+        );
+        assert_eq!(modified["data"][jobset.to_string()]["reqID"], jobset);
+        let shown = listed(&stack, id).await;
+        assert_eq!(shown["splitRule"], "nFilesPerJob=2", "{shown}");
+        assert!(
+            shown["job_execution_params"]
+                .as_str()
+                .is_some_and(|t| !t.is_empty()),
+            "{shown}"
+        );
         assert!(stack.step("contents_feeder").contains("files=3"));
         assert_eq!(common::task_status(&stack.store, id).await, "ready");
         assert!(stack.step("job_generator").contains("jobs=3"));

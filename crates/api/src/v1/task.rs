@@ -7,7 +7,7 @@
 //! use upstream's camelCase attribute names; datetimes are `{"__datetime__": iso}`.
 
 use chrono::NaiveDateTime;
-use panda_core::{TaskAttr, TaskSpec, Value};
+use panda_core::{split_rule, TaskAttr, TaskSpec, Value};
 use panda_service::task_listing::{
     listing_since, task_datasets, DatasetRole, TaskFilter, LISTING_WINDOW_DAYS,
 };
@@ -246,6 +246,10 @@ fn detailed_info(
 ) -> Json {
     let mut info = record_json(task);
     if let Json::Object(map) = &mut info {
+        // Shown by name, as upstream's task details show it (`ES=5` is `nEventsPerWorker=5`).
+        if let Some(rules) = task.get_str(TaskAttr::splitRule) {
+            map.insert("splitRule".into(), json!(split_rule::decode(rules)));
+        }
         map.insert("job_execution_params".into(), Json::Null);
         map.insert(
             "task_creation_arguments".into(),
@@ -297,20 +301,11 @@ pub(crate) async fn get_tasks_detailed_info_since(state: &AppState, call: &Call)
     };
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
-        let task = match state.service.task(id).await {
-            Ok(Some(task)) => task,
+        let info = match task_details(state, id).await {
+            Ok(Some(info)) => info,
             Ok(None) => continue,
-            Err(e) => return Envelope::from_service(e),
+            Err(e) => return e,
         };
-        let files = match state.service.task_file_counts(id).await {
-            Ok(files) => files,
-            Err(e) => return Envelope::from_service(e),
-        };
-        let info = detailed_info(
-            &task,
-            parameters(state, id).await.unwrap_or_default(),
-            files,
-        );
         if info
             .as_object()
             .is_some_and(|listed| filter.matches(listed))
@@ -322,7 +317,9 @@ pub(crate) async fn get_tasks_detailed_info_since(state: &AppState, call: &Call)
 }
 
 /// `task/get_tasks_modified_since`: the caller's (or `dn`'s) tasks modified since a time,
-/// keyed by jediTaskID, with the basic attributes (all with `full`).
+/// keyed by `reqID` as upstream keys them (JEDI sets it when it refines a task; a task not
+/// yet refined has none and is keyed by its jediTaskID, where upstream would file every such
+/// task under one `null` key), with the basic attributes (all with `full`).
 pub(crate) async fn get_tasks_modified_since(state: &AppState, call: &Call) -> Envelope {
     let since = match since(call, 30) {
         Ok(t) => t,
@@ -372,7 +369,8 @@ pub(crate) async fn get_tasks_modified_since(state: &AppState, call: &Call) -> E
         if let (false, Json::Object(map)) = (full, &mut dict) {
             map.retain(|k, _| BASIC.contains(&k.as_str()));
         }
-        out.insert(id.to_string(), dict);
+        let key = task.get_i64(TaskAttr::reqID).unwrap_or(id);
+        out.insert(key.to_string(), dict);
     }
     Envelope::ok(Json::Object(out))
 }

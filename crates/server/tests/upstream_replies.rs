@@ -226,3 +226,46 @@ async fn pilot_and_operator_calls_answer_in_upstreams_words() {
         );
     }
 }
+
+#[tokio::test]
+async fn analysis_jobs_are_numbered_from_the_submitters_counter() {
+    use panda_core::AttrSet;
+    for backend in backends() {
+        let stack = Stack::start(backend, &[], &[]).await;
+        let ids = |definition: Json, jobset: Json, label: &str, name: &str| {
+            job_state(name, label, |v| {
+                v[JobAttr::jobDefinitionID.index()] = definition;
+                v[JobAttr::jobsetID.index()] = jobset;
+            })
+        };
+        // A new jobset (-1) asked from 3 by a user the counter has not seen (it starts at 1):
+        // jobset 3, jobDefinitionID 4.
+        let first = submit_reply(&stack, &[ids(json!(3), json!(-1), "user", "n-1")]).await;
+        assert_eq!(first["data"][0][1], 4, "{backend:?}: {first}");
+        assert_eq!(first["data"][0][2], json!({"jobsetID": 3}), "{first}");
+        // Asked again from 1: the counter (4) has passed it, so jobset 5 and job 6.
+        let second = submit_reply(&stack, &[ids(json!(1), json!(-1), "user", "n-2")]).await;
+        assert_eq!(second["data"][0][1], 6, "{second}");
+        assert_eq!(second["data"][0][2], json!({"jobsetID": 5}), "{second}");
+        let stored = stack
+            .store
+            .get_job(second["data"][0][0].as_i64().expect("PandaID"))
+            .await
+            .expect("read")
+            .expect("job");
+        assert_eq!(stored.get_i64(JobAttr::jobDefinitionID), Some(6));
+        assert_eq!(stored.get_i64(JobAttr::jobsetID), Some(5));
+        // A test job keeps its jobDefinitionID and the jobset it names; the counter moves on.
+        let test = submit_reply(&stack, &[ids(json!(1), json!(9), "ptest", "n-3")]).await;
+        assert_eq!(test["data"][0][1], 1, "{test}");
+        assert_eq!(test["data"][0][2], json!({"jobsetID": 9}), "{test}");
+        // No jobset asked: none given; the job numbered after the counter (7).
+        let plain = submit_reply(&stack, &[ids(json!(2), json!("NULL"), "user", "n-4")]).await;
+        assert_eq!(plain["data"][0][1], 8, "{plain}");
+        assert_eq!(plain["data"][0][2], json!({"jobsetID": "NULL"}), "{plain}");
+        // Production jobs are not numbered.
+        let managed = submit_reply(&stack, &[ids(json!(2), json!(-1), "managed", "n-5")]).await;
+        assert_eq!(managed["data"][0][1], 2, "{managed}");
+        assert_eq!(managed["data"][0][2], "n-5", "{managed}");
+    }
+}

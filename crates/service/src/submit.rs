@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 use panda_core::identity::{clean_user_id, Identity};
 use panda_core::{time, FileAttr, JobAttr, JobSpec, JobStatus, QueueSpec, Value};
 use panda_store::ports;
-use panda_store::{Decision, GlobalShare, ResourceType};
+use panda_store::{Decision, GlobalShare, JobsetRequest, ResourceType};
 
 use crate::brokerage::{choose_queue, rejection};
 use crate::error::ServiceError;
@@ -21,6 +21,9 @@ pub const MAX_JOBS_PER_SUBMISSION: usize = 5000;
 
 /// Labels whose attempt counters upstream normalizes at submission.
 const USER_LABELS: [&str; 3] = ["user", "panda", "ptest"];
+
+/// Upstream's analysis labels.
+const ANALYSIS_LABELS: [&str; 2] = ["user", "panda"];
 
 /// Labels whose submitters are told the jobset rather than the job's name (upstream's
 /// analysis labels and its test labels).
@@ -96,7 +99,65 @@ impl JobService {
                 job.set(JobAttr::creationHost, Value::Text(Some(host.to_string())));
             }
         }
+        self.number_user_jobs(caller, &mut jobs).await?;
         self.submit_prepared(caller, jobs, &HashSet::new()).await
+    }
+
+    /// Upstream's numbering of analysis and test jobs: when the first job carries a numeric
+    /// `jobDefinitionID`, the IDs come from the submitter's counter (`users.jobid`): the
+    /// analysis jobs get its `jobDefinitionID` (a retry keeps its own), and the analysis and
+    /// test jobs its `jobsetID` (a new one for `-1`, none for `NULL` or 0). Merge jobs keep
+    /// what they carry.
+    async fn number_user_jobs(
+        &self,
+        caller: &Identity,
+        jobs: &mut [JobSpec],
+    ) -> Result<(), ServiceError> {
+        let first = &jobs[0];
+        let numbered = first
+            .get_str(JobAttr::prodSourceLabel)
+            .is_some_and(|l| JOBSET_REPLY_LABELS.contains(&l))
+            && !matches!(
+                first.get_str(JobAttr::processingType),
+                Some("merge" | "unmerge")
+            );
+        let (Some(dn), Some(job_id), true) = (
+            caller.dn.as_deref(),
+            first.get_i64(JobAttr::jobDefinitionID),
+            numbered,
+        ) else {
+            return Ok(());
+        };
+        let jobset = match first.get_i64(JobAttr::jobsetID) {
+            Some(-1) => JobsetRequest::New,
+            None | Some(0) => JobsetRequest::NoJobset,
+            Some(id) => JobsetRequest::Given(id),
+        };
+        let ids = self
+            .stores
+            .users
+            .take_user_job_ids(&clean_user_id(dn), job_id, jobset)
+            .await?;
+        for job in jobs.iter_mut() {
+            let label = job
+                .get_str(JobAttr::prodSourceLabel)
+                .unwrap_or_default()
+                .to_string();
+            let label = label.as_str();
+            let first_run = matches!(job.get_i64(JobAttr::attemptNr), None | Some(0))
+                || !matches!(job.get_i64(JobAttr::jobExecutionID), None | Some(0))
+                || job.get_str(JobAttr::lockedby) == Some("jedi");
+            if ANALYSIS_LABELS.contains(&label) && first_run {
+                job.set(
+                    JobAttr::jobDefinitionID,
+                    Value::Int(Some(ids.job_definition_id)),
+                );
+            }
+            if JOBSET_REPLY_LABELS.contains(&label) {
+                job.set(JobAttr::jobsetID, Value::Int(ids.jobset_id));
+            }
+        }
+        Ok(())
     }
 
     /// Stores new jobs that already carry their PandaIDs (task processing allocates them

@@ -76,6 +76,7 @@ pub use retry_rules::RetryRule;
 pub use schema::{MigrationReport, SchemaVersion, EXTENSION_VERSION, SCHEMA_VERSION};
 pub use side::SideWrite;
 pub use tasks::TaskCriterion;
+pub use users::{JobsetRequest, UserJobIds};
 pub use workflows::WorkflowRow;
 
 /// Behaviour switches of the store, from the server's configuration.

@@ -36,6 +36,7 @@ use crate::maintenance::TableMaintenance;
 use crate::retry_rules::RetryRule;
 use crate::side::SideWrite;
 use crate::tasks::TaskCriterion;
+use crate::users::{JobsetRequest, UserJobIds};
 use crate::Store;
 
 /// Declares a role trait and its implementation by [`Store`], one forwarding line per method.
@@ -178,6 +179,7 @@ port! {
     /// Users: who is banned, and the sandboxes they uploaded (`usercacheusage`).
     UserStore {
         fn banned_users(&self) -> Result<Vec<String>>;
+        fn take_user_job_ids(&self, user: &str, job_id: i64, jobset: JobsetRequest) -> Result<UserJobIds>;
         fn register_cache_file(&self, user: &str, host: &str, file_name: &str, size: i64, checksum: Option<&str>) -> Result<()>;
         fn find_cache_file(&self, user: &str, size: i64, checksum: &str, since: NaiveDateTime) -> Result<Option<(String, String)>>;
     }

@@ -3,6 +3,7 @@
 //! the file lists joined with commas, input files first, outputs and the log after.
 
 use panda_core::{FileAttr, FileSpec, JobAttr, JobSpec, Value};
+use panda_service::DispatchSecrets;
 use serde_json::{json, Value as Json};
 
 /// A job attribute as upstream's JobSpec reads it: `"NULL"` for NULL, numbers as numbers.
@@ -43,6 +44,20 @@ fn queue_endpoint(queue: &Json, activities: &[&str]) -> String {
         })
         .unwrap_or("")
         .to_string()
+}
+
+/// The secrets a job goes out with, after its other keys (upstream appends them last):
+/// `secrets` for a job marked to use its owner's, `pilotSecrets` for every job when one of
+/// them is in debug mode ([`DispatchSecrets`]).
+pub fn secret_entries(job: &JobSpec, secrets: &DispatchSecrets) -> Vec<(String, Json)> {
+    let mut entries = Vec::new();
+    if let Some(text) = secrets.for_job(job) {
+        entries.push(("secrets".to_string(), Json::String(text.to_string())));
+    }
+    if let Some(text) = &secrets.pilot {
+        entries.push(("pilotSecrets".to_string(), Json::String(text.clone())));
+    }
+    entries
 }
 
 /// The getJob keys for one job, after `StatusCode`.

@@ -68,6 +68,7 @@ const SERVER_KEYS: &[&str] = &[
     "cacert_dir",
     "vomsdir",
     "pilot_owners",
+    "pilot_secrets",
     "credential_key_file",
 ];
 const DAEMON_KEYS: &[&str] = &["config", "enable", "metrics_address"];
@@ -241,6 +242,9 @@ pub struct Config {
     pub credential_key_file: Option<PathBuf>,
     /// That key, once read (see [`Config::load_credential_key`]).
     pub credential_key: Option<std::sync::Arc<panda_service::credentials::CredentialKey>>,
+    /// `pilot_secrets`: whose secrets go to pilots with debug-mode jobs (upstream's default
+    /// `pilot secrets`).
+    pub pilot_secrets: String,
     pub record_status_change: bool,
     /// `group_commit`: concurrent event-range takes and reports applied together on
     /// PostgreSQL (on unless set to False).
@@ -263,6 +267,7 @@ impl Config {
                 .clone()
                 .unwrap_or_else(|| format!("http://{}:{}", self.host_name, self.http_port)),
             credential_key: self.credential_key.clone(),
+            pilot_secrets_owner: self.pilot_secrets.clone(),
         }
     }
 
@@ -758,6 +763,10 @@ fn build(
             .map(PathBuf::from)
             .or_else(|| (!has_file).then(|| home.join("credential.key"))),
         credential_key: None,
+        pilot_secrets: v
+            .text("pilot_secrets")
+            .filter(|t| !t.is_empty())
+            .unwrap_or_else(|| panda_service::PILOT_SECRETS_OWNER.into()),
         record_status_change: v
             .server(
                 "record_statuschange",

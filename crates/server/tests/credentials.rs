@@ -10,7 +10,7 @@ use std::path::Path;
 
 use common::pki::{self, Credential, GridPki};
 use common::{db_env, required, run, Server, Site};
-use panda_core::ColumnType;
+use panda_core::{AttrSet, ColumnType, JobAttr};
 use panda_store::testing::TestDb;
 use panda_store::{Backend, Store, StoreOptions, TxMode};
 use serde_json::{json, Value as Json};
@@ -675,4 +675,60 @@ async fn user_secrets_are_bounded_and_belong_to_their_owner_only() {
     assert_eq!(rows.len(), 1, "the refused writes left no row");
     assert_eq!(rows[0][0].render(), "Alice Tester");
     assert!(rows[0][1].render().starts_with("v1:") && !rows[0][1].render().contains("s3cret"));
+    drop(tx);
+
+    // Jobs go out with secrets as upstream's getJob sends them: a job marked to use its
+    // owner's (`us`) with Alice's, opened; a job in debug mode (`dm`) with the pilot's (none
+    // stored: `{}`); a plain job with neither.
+    let state = |name: &str, special: &str| {
+        let mut job = common::TestJob::new(name);
+        job.label = "user".into();
+        job.site = Some("ANALY_QUEUE".into());
+        let mut state = job.state();
+        state[JobAttr::specialHandling.index()] = json!(special);
+        state
+    };
+    let jobs = json!([
+        state("plain", "NULL"),
+        state("uses", "us"),
+        state("debug", "dm")
+    ]);
+    let submitted = common::envelope_of(
+        pki.client(Some(&alice))
+            .post(format!("{}/api/v1/job/submit", server.https_url()))
+            .header("Accept", "application/json")
+            .json(&json!({"jobs": jobs.to_string()})),
+    )
+    .await;
+    assert_eq!(submitted["success"], true, "{submitted}");
+    let mut handed_out = Vec::new();
+    for _ in 0..3 {
+        let params = [("siteName", "ANALY_QUEUE"), ("prodSourceLabel", "user")];
+        let text = legacy(&pki, &server, None, "getJob", &params, true).await;
+        handed_out.push(parsed(&text));
+    }
+    let names: Vec<&str> = handed_out
+        .iter()
+        .map(|job| job["jobName"].as_str().unwrap_or("?"))
+        .collect();
+    assert_eq!(names, ["plain", "uses", "debug"], "{handed_out:?}");
+    let plain = handed_out[0].as_object().expect("a job");
+    assert!(!plain.contains_key("secrets") && !plain.contains_key("pilotSecrets"));
+    let sent: Json = serde_json::from_str(handed_out[1]["secrets"].as_str().expect("secrets"))
+        .expect("the owner's secrets as JSON text");
+    assert_eq!(sent, json!({"MQ_PASS": "s3cret-value"}));
+    assert!(!handed_out[1]
+        .as_object()
+        .expect("job")
+        .contains_key("pilotSecrets"));
+    assert_eq!(handed_out[2]["pilotSecrets"], "{}", "{}", handed_out[2]);
+    assert!(!handed_out[2]
+        .as_object()
+        .expect("job")
+        .contains_key("secrets"));
+    // The secrets never reach the log.
+    let log = server
+        .lines_after(std::time::Duration::from_millis(200))
+        .join("\n");
+    assert!(!log.contains("s3cret-value"));
 }

@@ -593,7 +593,11 @@ impl JobService {
     }
 
     /// A stored secrets document as a map: sealed by this server, or upstream's plain JSON.
-    fn open_secrets(&self, owner: &str, document: &str) -> Result<Map<String, Json>, ServiceError> {
+    pub(crate) fn open_secrets(
+        &self,
+        owner: &str,
+        document: &str,
+    ) -> Result<Map<String, Json>, ServiceError> {
         let sealed =
             document.starts_with(SEALED_PREFIX) && document.as_bytes().get(2) == Some(&b':');
         let text = if sealed {

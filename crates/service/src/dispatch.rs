@@ -36,12 +36,51 @@ pub struct GetJobRequest {
 /// What getJob produced.
 #[derive(Debug)]
 pub enum GetJobResult {
-    /// The jobs, and their queue (whose CRIC record the job dicts read).
-    Jobs(Vec<JobSpec>, Arc<QueueSpec>),
+    /// The jobs, their queue (whose CRIC record the job dicts read), and the secrets that go
+    /// with them.
+    Jobs(Vec<JobSpec>, Arc<QueueSpec>, DispatchSecrets),
     /// No job; the reason goes into `errorDialog`.
     NoJobs(String),
     /// The caller may not take these jobs (StatusCode 60).
     NoRole(String),
+}
+
+/// The secrets handed out with jobs, as upstream's getJob does: a job marked `us`
+/// (useSecrets) in `specialHandling` carries its owner's secrets (`secrets`), and when any
+/// job handed out is in debug mode (`dm`) every job carries the pilot's (`pilotSecrets`, the
+/// secrets of the owner named by `pilot_secrets`). Each is the JSON text of the owner's
+/// secrets, `{}` when the owner has none. A document this server cannot open is left out
+/// (and logged), as upstream leaves out what it cannot read.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DispatchSecrets {
+    /// By owner (`prodUserName`).
+    pub by_owner: std::collections::HashMap<String, String>,
+    pub pilot: Option<String>,
+}
+
+impl DispatchSecrets {
+    /// The `secrets` entry of this job, if it has one.
+    pub fn for_job(&self, job: &JobSpec) -> Option<&str> {
+        if !uses_secrets(job) {
+            return None;
+        }
+        let owner = job.get_str(panda_core::JobAttr::prodUserName)?;
+        self.by_owner.get(owner).map(String::as_str)
+    }
+}
+
+/// Whether `specialHandling` carries one of these tokens.
+fn has_token(job: &JobSpec, tokens: &[&str]) -> bool {
+    job.get_str(panda_core::JobAttr::specialHandling)
+        .is_some_and(|sh| sh.split(',').any(|t| tokens.contains(&t)))
+}
+
+fn uses_secrets(job: &JobSpec) -> bool {
+    has_token(job, &["us"])
+}
+
+fn in_debug_mode(job: &JobSpec) -> bool {
+    has_token(job, &["dm", "debug"])
 }
 
 /// How long a queue's record is reused before it is read again.
@@ -178,7 +217,46 @@ impl JobService {
         if jobs.is_empty() {
             return Ok(GetJobResult::NoJobs("no jobs in PanDA".into()));
         }
-        Ok(GetJobResult::Jobs(jobs, queue))
+        let secrets = self.dispatch_secrets(&jobs).await;
+        Ok(GetJobResult::Jobs(jobs, queue, secrets))
+    }
+
+    /// The secrets that go with `jobs` ([`DispatchSecrets`]); a read that fails leaves that
+    /// owner's out, as upstream does, and the jobs go out all the same.
+    async fn dispatch_secrets(&self, jobs: &[JobSpec]) -> DispatchSecrets {
+        let mut secrets = DispatchSecrets::default();
+        for job in jobs.iter().filter(|j| uses_secrets(j)) {
+            let Some(owner) = job.get_str(panda_core::JobAttr::prodUserName) else {
+                continue;
+            };
+            if secrets.by_owner.contains_key(owner) {
+                continue;
+            }
+            if let Some(text) = self.secrets_text(owner).await {
+                secrets.by_owner.insert(owner.to_string(), text);
+            }
+        }
+        if jobs.iter().any(in_debug_mode) {
+            secrets.pilot = self.secrets_text(&self.settings.pilot_secrets_owner).await;
+        }
+        secrets
+    }
+
+    /// An owner's secrets as JSON text (`{}` for none), or `None` when they cannot be read.
+    async fn secrets_text(&self, owner: &str) -> Option<String> {
+        let opened = match self.stores.credentials.user_secrets(owner).await {
+            Ok(None) => Ok(serde_json::Map::new()),
+            Ok(Some(document)) => self.open_secrets(owner, &document),
+            Err(e) => Err(ServiceError::from(e)),
+        };
+        match opened {
+            Ok(map) => Some(serde_json::Value::Object(map).to_string()),
+            Err(e) => {
+                tracing::warn!(target: "panda::dispatch", owner, error = %e,
+                    "the owner's secrets are not sent with the job");
+                None
+            }
+        }
     }
 }
 

@@ -41,7 +41,7 @@ use panda_store::ports::{
 use panda_store::Store;
 
 pub use brokerage::choose_queue;
-pub use dispatch::{GetJobRequest, GetJobResult, QUEUE_CACHE_TTL};
+pub use dispatch::{DispatchSecrets, GetJobRequest, GetJobResult, QUEUE_CACHE_TTL};
 pub use error::ServiceError;
 pub use kill::{may_change, EC_KILL};
 pub use pilot_report::{PilotReport, PilotState, ReportFields};
@@ -73,7 +73,12 @@ pub struct ServiceSettings {
     /// The key that seals credentials at rest (`credential_key_file`); without one the
     /// server keeps no credentials and says so.
     pub credential_key: Option<Arc<credentials::CredentialKey>>,
+    /// `pilot_secrets`: the owner whose secrets go to pilots with debug-mode jobs.
+    pub pilot_secrets_owner: String,
 }
+
+/// Upstream's default `pilot_secrets` owner.
+pub const PILOT_SECRETS_OWNER: &str = "pilot secrets";
 
 impl Default for ServiceSettings {
     fn default() -> Self {
@@ -83,6 +88,7 @@ impl Default for ServiceSettings {
             cache_dir: std::env::temp_dir().join("panda-cache"),
             trf_base_url: "http://localhost:25080".into(),
             credential_key: None,
+            pilot_secrets_owner: PILOT_SECRETS_OWNER.into(),
         }
     }
 }

@@ -8,7 +8,7 @@ use serde_json::{json, Value as Json};
 use super::protocol::{json_response, text_response, Protocol, SC_NO_JOBS, SC_ROLE, SC_SUCCESS};
 use super::{LegacyCall, LegacyError, LegacyResult};
 use crate::body::LegacyParams;
-use crate::job_dict::job_entries;
+use crate::job_dict::{job_entries, secret_entries};
 use crate::AppState;
 
 /// Upstream's errorDialog for a caller without the production or pilot role.
@@ -51,9 +51,9 @@ pub(crate) async fn get_job(state: &AppState, call: &LegacyCall) -> LegacyResult
     tracing::info!(target: "panda::pilot_requests", method = "getJob", site = %site,
         node = request.node.as_deref().unwrap_or(""),
         label = request.prod_source_label.as_deref().unwrap_or(""),
-        jobs = match &result { GetJobResult::Jobs(j, _) => j.len(), _ => 0 });
-    let (jobs, queue) = match result {
-        GetJobResult::Jobs(jobs, queue) => (jobs, queue),
+        jobs = match &result { GetJobResult::Jobs(j, _, _) => j.len(), _ => 0 });
+    let (jobs, queue, secrets) = match result {
+        GetJobResult::Jobs(jobs, queue, secrets) => (jobs, queue, secrets),
         GetJobResult::NoJobs(reason) => {
             return Ok(
                 Protocol::with_dialog(SC_NO_JOBS, &reason, call.json).into_response(call.json)
@@ -68,6 +68,7 @@ pub(crate) async fn get_job(state: &AppState, call: &LegacyCall) -> LegacyResult
         .map(|job| {
             let mut response = Protocol::new(SC_SUCCESS);
             response.extend(job_entries(job, &queue.data));
+            response.extend(secret_entries(job, &secrets));
             response
         })
         .collect();

@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value as Json};
 use super::args::{opt, req, validate, ArgsExt, Param, Ty::*};
 use super::{Call, Envelope};
 use crate::body::legacy_string;
-use crate::job_dict::job_entries;
+use crate::job_dict::{job_entries, secret_entries};
 use crate::AppState;
 
 /// The declared arguments of `update_job` (the service's `V1_FIELD_NAMES` says which report
@@ -146,13 +146,14 @@ pub(crate) async fn acquire_jobs(state: &AppState, call: &Call) -> Envelope {
         n_jobs: Some(args.int("n_jobs").unwrap_or(1).clamp(1, 1000) as usize),
     };
     match state.service.get_jobs(&call.identity, &request).await {
-        Ok(GetJobResult::Jobs(jobs, queue)) => {
+        Ok(GetJobResult::Jobs(jobs, queue, secrets)) => {
             let list: Vec<Json> = jobs
                 .iter()
                 .map(|job| {
                     let mut map = Map::new();
                     map.insert("StatusCode".into(), json!(0));
                     map.extend(job_entries(job, &queue.data));
+                    map.extend(secret_entries(job, &secrets));
                     Json::Object(map)
                 })
                 .collect();

@@ -121,20 +121,21 @@ async fn report(stack: &Stack, job: &Json, finished: bool) {
     common::update_job(&stack.server, fields).await;
 }
 
-async fn listed(stack: &Stack, id: i64) -> Json {
-    let reply: Json = api_client()
-        .get(
-            stack
-                .server
-                .url("/api/v1/task/get_tasks_detailed_info_since"),
-        )
+/// A task listing since 2020 (`task/<function>`); the envelope.
+async fn listing_since(stack: &Stack, function: &str) -> Json {
+    api_client()
+        .get(stack.server.url(&format!("/api/v1/task/{function}")))
         .query(&[("since", "2020-01-01 00:00:00")])
         .send()
         .await
         .expect("get")
         .json()
         .await
-        .expect("envelope");
+        .expect("envelope")
+}
+
+async fn listed(stack: &Stack, id: i64) -> Json {
+    let reply = listing_since(stack, "get_tasks_detailed_info_since").await;
     reply["data"]
         .as_array()
         .and_then(|tasks| tasks.iter().find(|t| t["jediTaskID"] == id).cloned())
@@ -171,15 +172,7 @@ async fn a_no_input_task_becomes_jobs_and_ends_done() {
         )
         .await;
         assert_eq!(changed["success"], true, "{changed}");
-        let modified: Json = api_client()
-            .get(stack.server.url("/api/v1/task/get_tasks_modified_since"))
-            .query(&[("since", "2020-01-01 00:00:00")])
-            .send()
-            .await
-            .expect("get")
-            .json()
-            .await
-            .expect("envelope");
+        let modified = listing_since(&stack, "get_tasks_modified_since").await;
         assert_eq!(
             modified["data"][jobset.to_string()]["jediTaskID"],
             id,

@@ -252,18 +252,8 @@ impl Store {
         if let Some(id) = rows.first().and_then(|r| r.first()).and_then(Value::as_i64) {
             return Ok(id);
         }
-        let id = next_ids(tx, self.dialect(), "users_id_seq", 1)
-            .await?
-            .pop()
-            .ok_or_else(|| StoreError::Corrupt("users_id_seq gave nothing".into()))?;
-        let now = Value::Time(Some(time::now()));
         // Upstream's first jobset ID of a new user is 2 (the row starts at 1, then one is taken).
-        tx.execute(
-            "INSERT INTO users (id, name, jobid, lastmod, firstjob, latestjob, cachetime) \
-             VALUES ($1, $2, 2, $3, $3, $3, $3)",
-            &[int(id), text(user), now],
-        )
-        .await?;
+        crate::users::insert_user_in(tx, self.dialect(), user, "jobid", int(2)).await?;
         Ok(2)
     }
 

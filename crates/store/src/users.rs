@@ -3,7 +3,7 @@
 
 use panda_core::{time, Value};
 
-use crate::driver::TxMode;
+use crate::driver::{Dialect, Tx, TxMode};
 use crate::error::{Result, StoreError};
 use crate::jobs::next_ids;
 use crate::Store;
@@ -79,24 +79,7 @@ impl Store {
             )
             .await?;
         if updated == 0 {
-            let id = next_ids(tx.as_mut(), self.dialect(), "users_id_seq", 1)
-                .await?
-                .pop()
-                .ok_or_else(|| StoreError::Corrupt("users_id_seq gave nothing".into()))?;
-            let now = Value::Time(Some(time::now()));
-            tx.execute(
-                &format!(
-                    "INSERT INTO users (id, name, {column}, lastmod, firstjob, latestjob, \
-                     cachetime) VALUES ($1, $2, $3, $4, $4, $4, $4)"
-                ),
-                &[
-                    Value::Int(Some(id)),
-                    params[0].clone(),
-                    params[1].clone(),
-                    now,
-                ],
-            )
-            .await?;
+            insert_user_in(tx.as_mut(), self.dialect(), name, column, params[1].clone()).await?;
         }
         tx.commit().await
     }
@@ -172,15 +155,12 @@ impl Store {
         let counter = match rows.first() {
             Some(row) => row.first().and_then(Value::as_i64).unwrap_or(0),
             None => {
-                let id = next_ids(tx.as_mut(), self.dialect(), "users_id_seq", 1)
-                    .await?
-                    .pop()
-                    .ok_or_else(|| StoreError::Corrupt("users_id_seq gave nothing".into()))?;
-                let now = Value::Time(Some(time::now()));
-                tx.execute(
-                    "INSERT INTO users (id, name, jobid, lastmod, firstjob, latestjob, cachetime) \
-                     VALUES ($1, $2, 1, $3, $3, $3, $3)",
-                    &[Value::Int(Some(id)), name.clone(), now],
+                insert_user_in(
+                    tx.as_mut(),
+                    self.dialect(),
+                    user,
+                    "jobid",
+                    Value::Int(Some(1)),
                 )
                 .await?;
                 1
@@ -195,6 +175,36 @@ impl Store {
         tx.commit().await?;
         Ok(ids)
     }
+}
+
+/// Makes the row of a user upstream's way (an ID from `users_id_seq`, the dates now) with
+/// one more column set: what every writer of a user not yet known does.
+pub(crate) async fn insert_user_in(
+    tx: &mut dyn Tx,
+    dialect: Dialect,
+    name: &str,
+    column: &str,
+    value: Value,
+) -> Result<()> {
+    let id = next_ids(tx, dialect, "users_id_seq", 1)
+        .await?
+        .pop()
+        .ok_or_else(|| StoreError::Corrupt("users_id_seq gave nothing".into()))?;
+    let now = Value::Time(Some(time::now()));
+    tx.execute(
+        &format!(
+            "INSERT INTO users (id, name, {column}, lastmod, firstjob, latestjob, cachetime) \
+             VALUES ($1, $2, $3, $4, $4, $4, $4)"
+        ),
+        &[
+            Value::Int(Some(id)),
+            Value::Text(Some(name.into())),
+            value,
+            now,
+        ],
+    )
+    .await?;
+    Ok(())
 }
 
 /// The user columns an operator sets.

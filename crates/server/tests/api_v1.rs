@@ -46,6 +46,7 @@ async fn the_pilot_cycle_works_in_the_new_api() {
         .await;
         assert_eq!(got["success"], true, "{got}");
         assert_eq!(got["data"]["jobs"][0]["PandaID"], ids[0]);
+        assert_eq!(got["data"]["jobs"][0]["nSent"], 1, "{got}");
         let none = post(
             &server,
             "/api/v1/pilot/acquire_jobs",

@@ -103,6 +103,8 @@ async fn submitted_jobs_are_activated_and_each_dispatched_once_in_priority_order
         assert_eq!(first["ddmEndPointOut"], "LOCAL_DISK");
         assert_eq!(first["inFiles"], "");
         assert_eq!(first["coreCount"], "1");
+        // Upstream's nSent: the queue's production jobs sent in the last minute, this one too.
+        assert_eq!(first["nSent"], "1");
 
         let second = get_job_form(
             &client,
@@ -116,6 +118,7 @@ async fn submitted_jobs_are_activated_and_each_dispatched_once_in_priority_order
         .await;
         assert_eq!(second["StatusCode"], 0);
         assert_eq!(second["PandaID"], ids[0]);
+        assert_eq!(second["nSent"], 2, "the first job is still sent");
         let keys =
             |m: &std::collections::BTreeMap<String, String>| m.keys().cloned().collect::<Vec<_>>();
         let json_keys: Vec<String> = second.as_object().expect("dict").keys().cloned().collect();

@@ -36,13 +36,25 @@ pub struct GetJobRequest {
 /// What getJob produced.
 #[derive(Debug)]
 pub enum GetJobResult {
-    /// The jobs, their queue (whose CRIC record the job dicts read), and the secrets that go
-    /// with them.
-    Jobs(Vec<JobSpec>, Arc<QueueSpec>, DispatchSecrets),
+    /// The jobs handed out.
+    Jobs(Dispatched),
     /// No job; the reason goes into `errorDialog`.
     NoJobs(String),
     /// The caller may not take these jobs (StatusCode 60).
     NoRole(String),
+}
+
+/// Jobs handed out, with what their descriptions need.
+#[derive(Debug)]
+pub struct Dispatched {
+    pub jobs: Vec<JobSpec>,
+    /// Their queue, whose CRIC record the job descriptions read.
+    pub queue: Arc<QueueSpec>,
+    pub secrets: DispatchSecrets,
+    /// Upstream's `nSent`, given with every job: for a production pull (no label or
+    /// `managed`), the queue's `managed` and `test` jobs sent in the last minute, these
+    /// included; 0 for any other pull.
+    pub n_sent: i64,
 }
 
 /// The secrets handed out with jobs, as upstream's getJob does: a job marked `us`
@@ -212,13 +224,19 @@ impl JobService {
             node: request.node.clone().unwrap_or_default(),
             computing_element: request.computing_element.clone(),
             scheduler_id: request.scheduler_id.clone(),
+            count_recently_sent: matches!(label.as_deref(), None | Some("managed")),
         };
-        let jobs = self.stores.jobs.claim_jobs(&claim).await?;
-        if jobs.is_empty() {
+        let claimed = self.stores.jobs.claim_jobs(&claim).await?;
+        if claimed.jobs.is_empty() {
             return Ok(GetJobResult::NoJobs("no jobs in PanDA".into()));
         }
-        let secrets = self.dispatch_secrets(&jobs).await;
-        Ok(GetJobResult::Jobs(jobs, queue, secrets))
+        let secrets = self.dispatch_secrets(&claimed.jobs).await;
+        Ok(GetJobResult::Jobs(Dispatched {
+            jobs: claimed.jobs,
+            queue,
+            secrets,
+            n_sent: claimed.recently_sent,
+        }))
     }
 
     /// The secrets that go with `jobs` ([`DispatchSecrets`]); a read that fails leaves that

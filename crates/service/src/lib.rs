@@ -41,7 +41,7 @@ use panda_store::ports::{
 use panda_store::Store;
 
 pub use brokerage::choose_queue;
-pub use dispatch::{DispatchSecrets, GetJobRequest, GetJobResult, QUEUE_CACHE_TTL};
+pub use dispatch::{DispatchSecrets, Dispatched, GetJobRequest, GetJobResult, QUEUE_CACHE_TTL};
 pub use error::ServiceError;
 pub use kill::{may_change, EC_KILL};
 pub use pilot_report::{PilotReport, PilotState, ReportFields};

@@ -5,17 +5,19 @@
 //! UPDATE ... WHERE pandaid = ANY (candidates) AND jobstatus = 'activated' RETURNING ...`:
 //! concurrent claimers skip each other's candidate rows instead of waiting, and the update
 //! re-checks the status. The statement also logs the change and returns the jobs with their
-//! parameters and files, so a getJob is one round trip. SQLite: the same claim without the
-//! lock clause, inside a write transaction,
+//! parameters and files (not their metadata: the job description never carries it, and on
+//! upstream's layout reading `metatable` probes every partition), so a getJob is one round
+//! trip. SQLite: the same claim without the lock clause, inside a write transaction,
 //! which SQLite serializes.
+//!
+//! A production pull also counts the queue's jobs sent in the last minute (upstream's
+//! `nSent`), in the same statement on PostgreSQL.
 
 use panda_core::{time, ColumnType, JobAttr, JobSpec, JobTable, Record, Value};
 
 use crate::driver::{Dialect, TxMode};
 use crate::error::{Result, StoreError};
-use crate::jobs::{
-    files_from_json, files_json_select, job_select_list, job_texts_select, job_types, set_job_texts,
-};
+use crate::jobs::{files_from_json, files_json_select, job_select_list, job_types};
 use crate::Store;
 
 /// Which `prodSourceLabel`s a pilot's request matches (upstream's label groups).
@@ -48,15 +50,33 @@ pub struct ClaimRequest {
     pub node: String,
     pub computing_element: Option<String>,
     pub scheduler_id: Option<String>,
+    /// Count the queue's recently sent production jobs ([`Claimed::recently_sent`]).
+    pub count_recently_sent: bool,
+}
+
+/// The labels whose sent jobs [`Claimed::recently_sent`] counts (upstream's).
+const SENT_COUNT_LABELS: [&str; 2] = ["managed", "test"];
+
+/// How far back [`Claimed::recently_sent`] looks.
+pub const SENT_COUNT_WINDOW: chrono::Duration = chrono::Duration::seconds(60);
+
+/// What a claim handed out.
+#[derive(Clone, Debug, Default)]
+pub struct Claimed {
+    /// The jobs, marked `sent`, highest priority first.
+    pub jobs: Vec<JobSpec>,
+    /// When asked for and jobs were claimed: the queue's `managed` and `test` jobs in `sent`
+    /// changed within [`SENT_COUNT_WINDOW`], these included (upstream's `nSent`); else 0.
+    pub recently_sent: i64,
 }
 
 impl Store {
     /// Claims up to `request.limit` activated jobs of a queue (highest `currentPriority` first,
     /// then oldest PandaID), marks them `sent`, and returns them with files and parameters.
-    pub async fn claim_jobs(&self, request: &ClaimRequest) -> Result<Vec<JobSpec>> {
-        let now = Value::Time(Some(time::now()));
+    pub async fn claim_jobs(&self, request: &ClaimRequest) -> Result<Claimed> {
+        let now = time::now();
         let mut params = vec![
-            now.clone(),
+            Value::Time(Some(now)),
             Value::Text(Some(request.node.chars().take(128).collect())),
             Value::Text(Some(request.site.clone())),
         ];
@@ -148,12 +168,26 @@ impl Store {
 
         // On PostgreSQL the claim is one statement, atomic by itself, so it runs without
         // BEGIN and COMMIT; on SQLite it is a write transaction.
+        let sent_labels = SENT_COUNT_LABELS.map(|l| format!("'{l}'")).join(", ");
+        let sent_count = |since: &str| {
+            format!(
+                "(SELECT count(*) FROM jobsactive4 WHERE jobstatus = 'sent' AND computingsite = $3 \
+                 AND prodsourcelabel IN ({sent_labels}) AND modificationtime > {since})"
+            )
+        };
+        let since = request
+            .count_recently_sent
+            .then(|| bind(Value::Time(Some(now - SENT_COUNT_WINDOW))));
+
+        // On PostgreSQL the claim is one statement, atomic by itself, so it runs without
+        // BEGIN and COMMIT; on SQLite it is a write transaction.
         let mut tx = self.begin(TxMode::Autocommit).await?;
-        let mut jobs = Vec::new();
+        let mut claimed = Claimed::default();
         match self.dialect() {
             Dialect::Postgres => {
                 // One statement claims, logs the status change and returns the rows with
-                // their parameters, metadata and files.
+                // their parameters and files, and the count of sent jobs. The count reads the
+                // statement's snapshot, before the claim: the claimed jobs are added below.
                 let log = match self.options().record_status_change {
                     true => format!(
                         ", logged AS ({})",
@@ -161,18 +195,23 @@ impl Store {
                     ),
                     false => String::new(),
                 };
+                let count = since
+                    .as_deref()
+                    .map_or("CAST(0 AS BIGINT)".to_string(), sent_count);
                 let sql = format!(
                     "WITH {candidates}, claimed AS ({update} RETURNING jobsactive4.*){log} \
-                     SELECT {}, {}, {} FROM claimed",
+                     SELECT {}, (SELECT jobparameters FROM jobparamstable \
+                     WHERE jobparamstable.pandaid = claimed.pandaid), {}, {count} FROM claimed",
                     job_select_list(Dialect::Postgres),
-                    job_texts_select("claimed.pandaid"),
                     files_json_select("claimed.pandaid"),
                 );
                 let mut types = job_types();
-                types.extend([ColumnType::Text, ColumnType::Text, ColumnType::Text]);
+                types.extend([ColumnType::Text, ColumnType::Text, ColumnType::BigInt]);
+                let mut sent_before = 0;
                 for mut row in tx.fetch(&sql, &params, &types).await? {
+                    sent_before = row.pop().and_then(|v| v.as_i64()).unwrap_or(0);
                     let files = row.pop();
-                    let texts = row.split_off(row.len().saturating_sub(2));
+                    let parameters = row.pop();
                     let attrs = Record::from_values(row).ok_or_else(|| {
                         StoreError::Corrupt("claimed job row has the wrong width".into())
                     })?;
@@ -180,34 +219,57 @@ impl Store {
                         attrs,
                         files: files_from_json(files.as_ref().and_then(Value::as_str))?,
                     };
-                    set_job_texts(&mut job, texts);
-                    jobs.push(job);
+                    if let Some(parameters) = parameters {
+                        job.set(JobAttr::jobParameters, parameters);
+                    }
+                    claimed.jobs.push(job);
+                }
+                if since.is_some() {
+                    let counted = claimed.jobs.iter().filter(|job| {
+                        job.get_str(JobAttr::prodSourceLabel)
+                            .is_some_and(|l| SENT_COUNT_LABELS.contains(&l))
+                    });
+                    claimed.recently_sent = sent_before + counted.count() as i64;
                 }
             }
             Dialect::Sqlite => {
                 let sql = format!("WITH {candidates} {update} RETURNING jobsactive4.pandaid");
-                let claimed = tx.fetch(&sql, &params, &[ColumnType::BigInt]).await?;
-                for id in claimed
-                    .iter()
-                    .filter_map(|r| r.first().and_then(Value::as_i64))
-                {
-                    if let Some((job, JobTable::Active)) =
+                let ids = tx.fetch(&sql, &params, &[ColumnType::BigInt]).await?;
+                for id in ids.iter().filter_map(|r| r.first().and_then(Value::as_i64)) {
+                    if let Some((mut job, JobTable::Active)) =
                         self.find_job_in(tx.as_mut(), id, false).await?
                     {
                         self.record_status_in(tx.as_mut(), &job).await?;
-                        jobs.push(job);
+                        // As on PostgreSQL, a claimed job comes without its metadata.
+                        job.set(JobAttr::metadata, Value::Text(None));
+                        claimed.jobs.push(job);
                     }
+                }
+                // In the transaction the claimed jobs are `sent` already, so they count.
+                if let Some(since) = since.as_deref().filter(|_| !claimed.jobs.is_empty()) {
+                    let rows = tx
+                        .fetch(
+                            &format!("SELECT {}", sent_count(since)),
+                            &params,
+                            &[ColumnType::BigInt],
+                        )
+                        .await?;
+                    claimed.recently_sent = rows
+                        .first()
+                        .and_then(|r| r.first())
+                        .and_then(Value::as_i64)
+                        .unwrap_or(0);
                 }
             }
         }
         tx.commit().await?;
-        jobs.sort_by_key(|j| {
+        claimed.jobs.sort_by_key(|j| {
             (
                 std::cmp::Reverse(j.get_i64(JobAttr::currentPriority).unwrap_or(0)),
                 j.panda_id(),
             )
         });
-        Ok(jobs)
+        Ok(claimed)
     }
 }
 

@@ -53,7 +53,7 @@ pub use catalog::{CatalogDataset, CatalogFile};
 pub use config::{Backend, DbConfig};
 pub use credentials::{SealedCredential, SecretsChange};
 pub use daemon_support::OutputReport;
-pub use dispatch::{ClaimRequest, LabelFilter};
+pub use dispatch::{ClaimRequest, Claimed, LabelFilter};
 pub use driver::{Dialect, Driver, Tx, TxMode};
 pub use error::{Result, StoreError};
 pub use events::{

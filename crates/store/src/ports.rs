@@ -18,7 +18,7 @@ use panda_core::{
 use crate::catalog::{CatalogDataset, CatalogFile};
 use crate::credentials::{SealedCredential, SecretsChange};
 use crate::daemon_support::OutputReport;
-use crate::dispatch::ClaimRequest;
+use crate::dispatch::{ClaimRequest, Claimed};
 use crate::error::{Result, StoreError};
 use crate::events::{
     AcquiredRange, ConsumerEnd, NewEventRanges, RangeReport, RangeReportOutcome, RangeStatus,
@@ -67,7 +67,7 @@ port! {
         fn insert_jobs_via(&self, jobs: &mut [JobSpec], via: Option<JobStatus>) -> Result<()>;
         fn get_job(&self, panda_id: i64) -> Result<Option<JobSpec>>;
         fn job_briefs(&self, ids: &[i64], tables: &[JobTable]) -> Result<HashMap<i64, JobBrief>>;
-        fn claim_jobs(&self, request: &ClaimRequest) -> Result<Vec<JobSpec>>;
+        fn claim_jobs(&self, request: &ClaimRequest) -> Result<Claimed>;
         fn retry_rules(&self) -> Result<Vec<RetryRule>>;
         fn job_stat_rows(&self, archived_since: NaiveDateTime) -> Result<Vec<JobStatRow>>;
     }

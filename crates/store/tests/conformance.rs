@@ -223,21 +223,24 @@ async fn changing_a_missing_job_reports_it_missing() {
 }
 
 #[tokio::test]
-async fn a_claimed_job_comes_with_its_files_parameters_and_metadata() {
+async fn a_claimed_job_comes_with_its_files_and_parameters_and_the_recent_sent_count() {
     for backend in backends() {
         let (_db, store) = migrated_store(backend).await;
-        let mut jobs = vec![full_job(JobStatus::Activated)];
+        // Two managed jobs of one queue, and a user job there that a production count skips.
+        let mut jobs: Vec<JobSpec> = ["managed", "managed", "user"]
+            .iter()
+            .map(|label| {
+                let mut job = full_job(JobStatus::Activated);
+                job.set_str(JobAttr::prodSourceLabel, label).expect("label");
+                job
+            })
+            .collect();
         store.insert_jobs(&mut jobs).await.expect("insert");
         let inserted = &jobs[0];
-        let request = panda_store::ClaimRequest {
-            site: inserted
-                .get_str(JobAttr::computingSite)
-                .expect("site")
-                .into(),
-            labels: panda_store::LabelFilter::AnyOf(vec![inserted
-                .get_str(JobAttr::prodSourceLabel)
-                .expect("label")
-                .into()]),
+        let site = inserted.get_str(JobAttr::computingSite).expect("site");
+        let request = |labels: &[&str], count_recently_sent: bool| panda_store::ClaimRequest {
+            site: site.into(),
+            labels: panda_store::LabelFilter::AnyOf(labels.iter().map(|l| l.to_string()).collect()),
             memory: None,
             disk: None,
             remaining_time: None,
@@ -249,17 +252,57 @@ async fn a_claimed_job_comes_with_its_files_parameters_and_metadata() {
             node: "node-1".into(),
             computing_element: None,
             scheduler_id: None,
+            count_recently_sent,
         };
-        let claimed = store.claim_jobs(&request).await.expect("claim");
-        assert_eq!(claimed.len(), 1, "{backend:?}");
-        let job = &claimed[0];
+        let claimed = store
+            .claim_jobs(&request(&["managed"], true))
+            .await
+            .expect("claim");
+        assert_eq!(claimed.jobs.len(), 1, "{backend:?}");
+        assert_eq!(
+            claimed.recently_sent, 1,
+            "{backend:?}: the claimed job counts"
+        );
+        let job = &claimed.jobs[0];
+        assert_eq!(job.panda_id(), inserted.panda_id(), "{backend:?}");
         assert_eq!(job.status(), Some(JobStatus::Sent), "{backend:?}");
         assert_eq!(job.files, inserted.files, "{backend:?}: files");
-        for attr in [JobAttr::jobParameters, JobAttr::metadata] {
-            assert_eq!(job.get(attr), inserted.get(attr), "{backend:?}: {attr:?}");
-        }
-        let again = store.claim_jobs(&request).await.expect("claim again");
-        assert!(again.is_empty(), "{backend:?}: a job was handed out twice");
+        assert_eq!(
+            job.get(JobAttr::jobParameters),
+            inserted.get(JobAttr::jobParameters),
+            "{backend:?}: parameters"
+        );
+        // The job description never carries the metadata, so the claim does not read it.
+        assert_eq!(job.get_str(JobAttr::metadata), None, "{backend:?}");
+
+        // The user job is claimed without a count; the second managed one sees both sent.
+        let user = store
+            .claim_jobs(&request(&["user"], false))
+            .await
+            .expect("user claim");
+        assert_eq!((user.jobs.len(), user.recently_sent), (1, 0), "{backend:?}");
+        let second = store
+            .claim_jobs(&request(&["managed"], true))
+            .await
+            .expect("claim 2");
+        assert_eq!(second.jobs.len(), 1, "{backend:?}");
+        assert_eq!(
+            second.recently_sent, 2,
+            "{backend:?}: user jobs are not counted"
+        );
+
+        let again = store
+            .claim_jobs(&request(&["managed"], true))
+            .await
+            .expect("claim again");
+        assert!(
+            again.jobs.is_empty(),
+            "{backend:?}: a job was handed out twice"
+        );
+        assert_eq!(
+            again.recently_sent, 0,
+            "{backend:?}: nothing claimed, nothing counted"
+        );
     }
 }
 

@@ -51,9 +51,9 @@ pub(crate) async fn get_job(state: &AppState, call: &LegacyCall) -> LegacyResult
     tracing::info!(target: "panda::pilot_requests", method = "getJob", site = %site,
         node = request.node.as_deref().unwrap_or(""),
         label = request.prod_source_label.as_deref().unwrap_or(""),
-        jobs = match &result { GetJobResult::Jobs(j, _, _) => j.len(), _ => 0 });
-    let (jobs, queue, secrets) = match result {
-        GetJobResult::Jobs(jobs, queue, secrets) => (jobs, queue, secrets),
+        jobs = match &result { GetJobResult::Jobs(out) => out.jobs.len(), _ => 0 });
+    let out = match result {
+        GetJobResult::Jobs(out) => out,
         GetJobResult::NoJobs(reason) => {
             return Ok(
                 Protocol::with_dialog(SC_NO_JOBS, &reason, call.json).into_response(call.json)
@@ -63,12 +63,15 @@ pub(crate) async fn get_job(state: &AppState, call: &LegacyCall) -> LegacyResult
             return Ok(Protocol::with_dialog(SC_ROLE, NO_ROLE, call.json).into_response(call.json))
         }
     };
-    let mut dicts: Vec<Protocol> = jobs
+    let mut dicts: Vec<Protocol> = out
+        .jobs
         .iter()
         .map(|job| {
             let mut response = Protocol::new(SC_SUCCESS);
-            response.extend(job_entries(job, &queue.data));
-            response.extend(secret_entries(job, &secrets));
+            response.extend(job_entries(job, &out.queue.data));
+            // Upstream's order: the job, then nSent, then the secrets.
+            response.push("nSent", json!(out.n_sent));
+            response.extend(secret_entries(job, &out.secrets));
             response
         })
         .collect();

@@ -146,14 +146,16 @@ pub(crate) async fn acquire_jobs(state: &AppState, call: &Call) -> Envelope {
         n_jobs: Some(args.int("n_jobs").unwrap_or(1).clamp(1, 1000) as usize),
     };
     match state.service.get_jobs(&call.identity, &request).await {
-        Ok(GetJobResult::Jobs(jobs, queue, secrets)) => {
-            let list: Vec<Json> = jobs
+        Ok(GetJobResult::Jobs(out)) => {
+            let list: Vec<Json> = out
+                .jobs
                 .iter()
                 .map(|job| {
                     let mut map = Map::new();
                     map.insert("StatusCode".into(), json!(0));
-                    map.extend(job_entries(job, &queue.data));
-                    map.extend(secret_entries(job, &secrets));
+                    map.extend(job_entries(job, &out.queue.data));
+                    map.insert("nSent".into(), json!(out.n_sent));
+                    map.extend(secret_entries(job, &out.secrets));
                     Json::Object(map)
                 })
                 .collect();

@@ -701,8 +701,14 @@ impl Store {
         let old_status = values.len() + 1;
         values.push(change.unchanged.get(JobAttr::jobStatus).clone());
         values.push(change.unchanged.get(JobAttr::modificationTime).clone());
+        // The row as read is compared with IS NOT DISTINCT FROM, which no index serves, so
+        // the row is always found by its primary key. With `jobstatus = $n` PostgreSQL may
+        // walk an index on the status instead (upstream's layout has three, led by
+        // `jobstatus`): statistics taken while a queue's jobs were all `activated` make every
+        // other status look rare, and the walk then reads every job in that state.
         let mut statement = format!(
-            "WITH updated AS (UPDATE {} SET {} WHERE pandaid = $1 AND jobstatus = ${old_status} \
+            "WITH updated AS (UPDATE {} SET {} WHERE pandaid = $1 \
+             AND jobstatus IS NOT DISTINCT FROM ${old_status} \
              AND modificationtime IS NOT DISTINCT FROM ${} RETURNING {STATUS_LOG_SOURCE})",
             change.new_table.name(),
             assignments.join(", "),

@@ -2,7 +2,8 @@
 //! rates, latency percentiles, errors, and the server's CPU time and peak memory (from /proc).
 //!
 //! - `pilots`: submits jobs, then N simulated pilots loop getJob → updateJob running →
-//!   updateJob finished (with a file report), over the legacy API or `/api/v1`.
+//!   updateJob finished (with a file report), over the legacy API or `/api/v1`; a failed
+//!   call is sent again with back-off, as pilot3 does, so a run outlives a fault.
 //! - `submit`: N clients post `job/submit` batches.
 //! - `alive`: N clients hit the health endpoint.
 //! - `abuse`: pilots cycle for a while alone, then again while a thousand hostile
@@ -475,7 +476,7 @@ impl PilotSetup {
     }
 }
 
-/// The PandaIDs the pilots completed, once they all stopped.
+/// The PandaIDs the pilots were handed, once they all stopped.
 async fn join_pilots(handles: Vec<tokio::task::JoinHandle<Vec<i64>>>) -> Vec<i64> {
     let mut claimed = Vec::new();
     for h in handles {
@@ -484,7 +485,60 @@ async fn join_pilots(handles: Vec<tokio::task::JoinHandle<Vec<i64>>>) -> Vec<i64
     claimed
 }
 
-/// One pilot: returns the PandaIDs of its completed cycles.
+/// How often a simulated pilot sends a call that failed, as pilot3 retries its calls (a
+/// fault under load can only be measured if the pilots outlive it): tries in all.
+const RETRY_ATTEMPTS: u32 = 10;
+/// The pause after the first failure; it doubles after each further one, up to
+/// [`RETRY_MAX_PAUSE`]. Ten tries span about 11 s.
+const RETRY_FIRST_PAUSE: Duration = Duration::from_millis(100);
+const RETRY_MAX_PAUSE: Duration = Duration::from_secs(2);
+
+/// Sends one pilot call until it is answered, at most [`RETRY_ATTEMPTS`] times. A call fails
+/// (and is sent again after a pause) when there is no answer, HTTP 5xx, an answer that is not
+/// JSON, or the server's database error (legacy StatusCode 30; `/api/v1`: that code in `data`
+/// or the envelope's message saying so); any other answer is the call's, and HTTP 4xx ends it
+/// without one. Every failed try counts as an error.
+async fn send_with_retry(
+    rec: &Recorder,
+    what: &str,
+    request: impl Fn() -> reqwest::RequestBuilder,
+) -> Option<Json> {
+    let mut pause = RETRY_FIRST_PAUSE;
+    for attempt in 1..=RETRY_ATTEMPTS {
+        let failure = match request().send().await {
+            Err(e) => format!("{e}"),
+            Ok(r) if r.status().is_client_error() => {
+                rec.fail(format_args!("{what}: HTTP {}", r.status()));
+                return None;
+            }
+            Ok(r) if !r.status().is_success() => format!("HTTP {}", r.status()),
+            Ok(r) => match r.json::<Json>().await {
+                Ok(j) if database_error(&j) => "database error".to_string(),
+                Ok(j) => return Some(j),
+                Err(e) => format!("answer: {e}"),
+            },
+        };
+        rec.fail(format_args!("{what}, try {attempt}: {failure}"));
+        if attempt < RETRY_ATTEMPTS {
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(RETRY_MAX_PAUSE);
+        }
+    }
+    None
+}
+
+/// Whether an answer says the server's database failed (so the call may be sent again).
+fn database_error(answer: &Json) -> bool {
+    answer["StatusCode"] == 30
+        || answer["data"]["StatusCode"] == 30
+        || (answer["success"] == false
+            && answer["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("database error")))
+}
+
+/// One pilot: returns the PandaIDs of the jobs it was handed (whether or not their reports
+/// got through: the run's check tells).
 async fn pilot(setup: PilotSetup, node: usize) -> Vec<i64> {
     let PilotSetup {
         client,
@@ -497,53 +551,37 @@ async fn pilot(setup: PilotSetup, node: usize) -> Vec<i64> {
     } = setup;
     let mut claimed = Vec::new();
     let mut gzip = Gzipper::new();
+    let node = format!("wn{node}");
     while !stop.load(Ordering::Relaxed) {
         let started = Instant::now();
         let job_id = match api {
             Api::Legacy => {
                 let body = gzip.json(
-                    &json!({"siteName": site, "prodSourceLabel": "managed", "node": format!("wn{node}"), "mem": 4000, "diskSpace": 10000}),
+                    &json!({"siteName": site, "prodSourceLabel": "managed", "node": node, "mem": 4000, "diskSpace": 10000}),
                 );
-                let reply = client
-                    .post(format!("{url}/server/panda/getJob"))
-                    .header("Content-Type", "application/json")
-                    .header("Accept", "application/json")
-                    .body(body)
-                    .send()
-                    .await;
-                match reply {
-                    Ok(r) => match r.json::<Json>().await {
-                        Ok(j) if j["StatusCode"] == 0 => j["PandaID"].as_i64(),
-                        Ok(_) => None,
-                        Err(e) => {
-                            rec.fail(format_args!("getJob answer: {e}"));
-                            None
-                        }
-                    },
-                    Err(e) => {
-                        rec.fail(format_args!("getJob: {e:?}"));
-                        None
-                    }
-                }
+                let request = || {
+                    client
+                        .post(format!("{url}/server/panda/getJob"))
+                        .header("Content-Type", "application/json")
+                        .header("Accept", "application/json")
+                        .body(body.clone())
+                };
+                send_with_retry(&rec, "getJob", request)
+                    .await
+                    .filter(|j| j["StatusCode"] == 0)
+                    .and_then(|j| j["PandaID"].as_i64())
             }
             Api::V1 => {
-                let reply = client
-                    .post(format!("{url}/api/v1/pilot/acquire_jobs"))
-                    .header("Accept", "application/json")
-                    .json(&json!({"site_name": site, "node": format!("wn{node}")}))
-                    .send()
-                    .await;
-                match reply {
-                    Ok(r) => r
-                        .json::<Json>()
-                        .await
-                        .ok()
-                        .and_then(|j| j["data"]["jobs"][0]["PandaID"].as_i64()),
-                    Err(_) => {
-                        rec.errors.fetch_add(1, Ordering::Relaxed);
-                        None
-                    }
-                }
+                let fields = json!({"site_name": site, "node": node});
+                let request = || {
+                    client
+                        .post(format!("{url}/api/v1/pilot/acquire_jobs"))
+                        .header("Accept", "application/json")
+                        .json(&fields)
+                };
+                send_with_retry(&rec, "acquire_jobs", request)
+                    .await
+                    .and_then(|j| j["data"]["jobs"][0]["PandaID"].as_i64())
             }
         };
         rec.record("getJob", started);
@@ -555,46 +593,43 @@ async fn pilot(setup: PilotSetup, node: usize) -> Vec<i64> {
             }
             break;
         };
+        claimed.push(id);
         let report =
             json!({format!("bench.{id}.log.tgz"): {"guid": "g", "fsize": 1, "adler32": "0"}})
                 .to_string();
         for state in ["running", "finished"] {
             let started = Instant::now();
-            let sent = match api {
+            match api {
                 Api::Legacy => {
-                    let mut fields = json!({"jobId": id.to_string(), "state": state, "node": format!("wn{node}"), "maxRSS": "1000"});
+                    let mut fields = json!({"jobId": id.to_string(), "state": state, "node": node, "maxRSS": "1000"});
                     if state == "finished" {
                         fields["xml"] = json!(report);
                     }
-                    client
-                        .post(format!("{url}/server/panda/updateJob"))
-                        .header("Content-Type", "application/json")
-                        .header("Accept", "application/json")
-                        .body(gzip.json(&fields))
-                        .send()
-                        .await
+                    let body = gzip.json(&fields);
+                    let request = || {
+                        client
+                            .post(format!("{url}/server/panda/updateJob"))
+                            .header("Content-Type", "application/json")
+                            .header("Accept", "application/json")
+                            .body(body.clone())
+                    };
+                    send_with_retry(&rec, "updateJob", request).await
                 }
                 Api::V1 => {
-                    let mut fields = json!({"job_id": id, "job_status": state, "node": format!("wn{node}"), "max_rss": 1000});
+                    let mut fields =
+                        json!({"job_id": id, "job_status": state, "node": node, "max_rss": 1000});
                     if state == "finished" {
                         fields["job_output_report"] = json!(report);
                     }
-                    client
-                        .post(format!("{url}/api/v1/pilot/update_job"))
-                        .header("Accept", "application/json")
-                        .json(&fields)
-                        .send()
-                        .await
+                    let request = || {
+                        client
+                            .post(format!("{url}/api/v1/pilot/update_job"))
+                            .header("Accept", "application/json")
+                            .json(&fields)
+                    };
+                    send_with_retry(&rec, "update_job", request).await
                 }
             };
-            match sent {
-                Ok(r) if r.status().is_success() => {
-                    let _ = r.bytes().await;
-                }
-                _ => {
-                    rec.errors.fetch_add(1, Ordering::Relaxed);
-                }
-            }
             rec.record(
                 if state == "running" {
                     "updateJob running"
@@ -604,7 +639,6 @@ async fn pilot(setup: PilotSetup, node: usize) -> Vec<i64> {
                 started,
             );
         }
-        claimed.push(id);
     }
     claimed
 }
@@ -969,4 +1003,34 @@ async fn main() -> anyhow::Result<()> {
         anyhow::bail!("the run had errors or failed its checks");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_database_failures_are_sent_again() {
+        // What this server and upstream's answer when their database is down.
+        assert!(database_error(
+            &json!({"StatusCode": 30, "errorDialog": "db"})
+        ));
+        assert!(database_error(
+            &json!({"success": false, "message": "database error in the PanDA server", "data": null})
+        ));
+        assert!(database_error(
+            &json!({"success": false, "message": "x", "data": {"StatusCode": 30}})
+        ));
+        // Answers that are the call's own: no job, a refused caller, a job in another state.
+        assert!(!database_error(&json!({"StatusCode": 20})));
+        assert!(!database_error(
+            &json!({"success": false, "message": "No jobs in PanDA", "data": null})
+        ));
+        assert!(!database_error(
+            &json!({"success": false, "message": "Invalid job status: finished", "data": {"StatusCode": 50}})
+        ));
+        assert!(!database_error(
+            &json!({"success": true, "message": "database error is a fine phrase", "data": {}})
+        ));
+    }
 }

@@ -10,6 +10,7 @@
 #[doc(hidden)]
 pub mod body;
 mod der;
+pub mod health;
 #[doc(hidden)]
 pub mod hot;
 pub mod identity;
@@ -33,6 +34,7 @@ use axum::routing::{any, get};
 use axum::Router;
 use panda_service::JobService;
 
+pub use health::Health;
 pub use identity::ClientCertificate;
 pub use identity::IdentityPolicy;
 pub use oidc::OidcVerifier;
@@ -48,6 +50,8 @@ pub struct AppState {
     pub stats: Arc<RequestStats>,
     pub limits: Arc<Limits>,
     pub files: Arc<StaticDirs>,
+    /// What `/health/ready` answers besides the database (draining).
+    pub health: Arc<Health>,
 }
 
 /// Bounds on what a request may carry and how long it may take to send it. Memory per
@@ -115,6 +119,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/{version}/{module}/{function}", any(v1::dispatch))
         .route("/cache/schedconfig/{file}", get(static_files::queue_data))
         .route("/auth/{file}", get(static_files::auth_config))
+        .route("/health/ready", get(health::ready))
         .nest_service("/cache", static_files::directory(&state.files.cache))
         .nest_service("/trf", static_files::directory(&state.files.trf))
         .fallback(not_found)

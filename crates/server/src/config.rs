@@ -61,6 +61,7 @@ const SERVER_KEYS: &[&str] = &[
     "trusted_proxies",
     "metrics_address",
     "shutdown_timeout",
+    "drain_delay",
     "token_authType",
     "auth_config",
     "hostcert",
@@ -222,6 +223,10 @@ pub struct Config {
     pub daemon_metrics_address: Option<std::net::SocketAddr>,
     /// Seconds to let in-flight requests finish after SIGTERM.
     pub shutdown_timeout: Duration,
+    /// After SIGTERM, how long the web tier fails its health check (`/health/ready`) while
+    /// still serving, before it stops accepting: the balancer's checks need that long to
+    /// take the node out. 0 (the default) stops accepting at once.
+    pub drain_delay: Duration,
     pub production_dns: Vec<String>,
     pub n_jobs_in_get_job: u32,
     pub trust_loopback: bool,
@@ -727,6 +732,12 @@ fn build(
                 t.parse::<u64>().ok()
             })?
             .unwrap_or(30),
+        ),
+        drain_delay: Duration::from_secs(
+            v.server("drain_delay", "a number of seconds up to 60", |t| {
+                t.parse::<u64>().ok().filter(|s| *s <= 60)
+            })?
+            .unwrap_or(0),
         ),
         production_dns: v
             .text("production_dns")

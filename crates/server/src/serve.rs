@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use panda_api::{
-    AccessLog, AppState, IdentityPolicy, OidcVerifier, RequestStats, StaticDirs, X509Verifier,
+    AccessLog, AppState, Health, IdentityPolicy, OidcVerifier, RequestStats, StaticDirs,
+    X509Verifier,
 };
 use panda_daemon::TaskStats;
 use panda_service::JobService;
@@ -157,7 +158,13 @@ async fn run_logged(mut config: Config, mode: Mode, logs: LogFiles) -> anyhow::R
     };
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::spawn(watch_signals(stop_tx, logs.clone()));
+    let health = Arc::new(Health::default());
+    // Only a web tier has a health check to fail before it stops.
+    let drain = match mode.serves_http() {
+        true => Some((health.clone(), config.drain_delay)),
+        false => None,
+    };
+    tokio::spawn(watch_signals(stop_tx, logs.clone(), drain));
     let stats = Arc::new(RequestStats::new(
         config.max_workers,
         logs.access
@@ -182,6 +189,7 @@ async fn run_logged(mut config: Config, mode: Mode, logs: LogFiles) -> anyhow::R
             listener,
             https,
             stats.clone(),
+            health,
             stop_rx.clone(),
         ))
     });
@@ -254,6 +262,7 @@ async fn run_httpd(
     listener: TcpListener,
     https: Option<HttpsListener>,
     stats: Arc<RequestStats>,
+    health: Arc<Health>,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     for dir in [&config.cache_dir, &config.trf_dir] {
@@ -295,6 +304,7 @@ async fn run_httpd(
             trf: config.trf_dir.clone(),
             auth: config.auth_config.clone(),
         }),
+        health,
     };
     let app = panda_api::router(state);
     store.ping().await.context("database check before READY")?;
@@ -353,8 +363,14 @@ pub async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|stopping| *stopping).await;
 }
 
-/// SIGTERM and SIGINT request a stop; SIGHUP reopens the log files.
-async fn watch_signals(stop: watch::Sender<bool>, logs: LogFiles) {
+/// SIGTERM and SIGINT request a stop; SIGHUP reopens the log files. With `drain` (a web
+/// tier), the health check fails first and requests are still served for the drain delay;
+/// a second SIGTERM or SIGINT cuts the delay short.
+async fn watch_signals(
+    stop: watch::Sender<bool>,
+    logs: LogFiles,
+    drain: Option<(Arc<Health>, Duration)>,
+) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
@@ -373,6 +389,18 @@ async fn watch_signals(stop: watch::Sender<bool>, logs: LogFiles) {
                 logs.reopen();
                 tracing::info!("log files reopened (SIGHUP)");
             }
+        }
+    }
+    if let Some((health, delay)) = drain.filter(|(_, delay)| !delay.is_zero()) {
+        health.start_draining();
+        tracing::info!(
+            drain_s = delay.as_secs(),
+            "shutdown requested: failing the health check, still serving"
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
     }
     tracing::info!("shutdown requested");

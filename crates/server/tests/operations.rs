@@ -477,6 +477,66 @@ async fn sigterm_during_a_burst_leaves_no_truncated_answer() {
     assert!(server.terminate_or_exited().success());
 }
 
+#[tokio::test]
+async fn a_stopping_node_fails_its_health_check_first_and_serves_until_the_drain_ends() {
+    for backend in panda_store::testing::backends() {
+        let db = TestDb::new(backend);
+        let mut env = db_env(&db);
+        env.push(("PANDA_DRAIN_DELAY".into(), "2".into()));
+        let mut server = Server::start(&[], &env);
+        let client = http();
+        let ready = |client: &reqwest::Client| {
+            let url = server.url("/health/ready");
+            let client = client.clone();
+            async move {
+                let r = client.get(url).send().await.expect("health check");
+                let status = r.status().as_u16();
+                let cache = r.headers().get("cache-control").cloned();
+                (status, r.text().await.expect("text"), cache)
+            }
+        };
+        let (status, text, cache) = ready(&client).await;
+        assert_eq!((status, text.as_str()), (200, "ready\n"), "{backend:?}");
+        assert_eq!(
+            cache.as_ref().and_then(|v| v.to_str().ok()),
+            Some("no-store")
+        );
+        // A flood of checks costs the database at most one query a second; all answer.
+        for _ in 0..200 {
+            assert_eq!(ready(&client).await.0, 200, "{backend:?}");
+        }
+
+        let signalled = Instant::now();
+        kill(&server, "-TERM");
+        let mut draining = None;
+        while signalled.elapsed() < Duration::from_millis(1500) {
+            let (status, text, _) = ready(&client).await;
+            if status == 503 {
+                draining = Some(text);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(draining.as_deref(), Some("draining\n"), "{backend:?}");
+        // Still serving while the balancer takes the node out: a pilot call is answered.
+        let alive = client
+            .get(server.url("/server/panda/isAlive"))
+            .send()
+            .await
+            .expect("served while draining");
+        assert_eq!(alive.status(), 200);
+        assert!(
+            signalled.elapsed() < Duration::from_secs(2),
+            "{backend:?}: the checks took longer than the drain"
+        );
+        assert!(server.terminate_or_exited().success(), "{backend:?}");
+        assert!(
+            signalled.elapsed() >= Duration::from_secs(2),
+            "{backend:?}: stopped before the drain delay ended"
+        );
+    }
+}
+
 #[test]
 fn start_up_errors_name_the_path_or_port() {
     let db = TestDb::new(Backend::Sqlite);

@@ -42,6 +42,7 @@ async fn tier(local_mode: bool) -> Tier {
             trf: files.path().join("trf"),
             auth: None,
         }),
+        health: Arc::default(),
     };
     Tier {
         router: panda_api::router(state),

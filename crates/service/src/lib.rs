@@ -18,6 +18,7 @@ mod kill;
 pub mod lookups;
 pub mod offline_script;
 pub mod pilot_report;
+mod readiness;
 mod reassign;
 mod retry;
 pub mod sandbox;
@@ -144,6 +145,8 @@ pub struct JobService {
     bans: Arc<lookups::BanList>,
     sandbox: Arc<sandbox::SandboxCache>,
     catalog: Arc<dyn catalog::DatasetCatalog>,
+    /// The last answer of [`JobService::database_ready`].
+    readiness: Arc<readiness::LastCheck>,
 }
 
 type QueueCache = std::collections::HashMap<String, (std::time::Instant, dispatch::QueueRead)>;
@@ -168,6 +171,7 @@ impl JobService {
             data_management: Arc::new(NoDataMovement),
             queues: Arc::default(),
             bans: Arc::default(),
+            readiness: Arc::default(),
         }
     }
 

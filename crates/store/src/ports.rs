@@ -70,6 +70,8 @@ port! {
         fn claim_jobs(&self, request: &ClaimRequest) -> Result<Claimed>;
         fn retry_rules(&self) -> Result<Vec<RetryRule>>;
         fn job_stat_rows(&self, archived_since: NaiveDateTime) -> Result<Vec<JobStatRow>>;
+        /// Whether the database answers (`SELECT 1`).
+        fn ping(&self) -> Result<()>;
     }
 }
 

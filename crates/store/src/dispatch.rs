@@ -166,8 +166,7 @@ impl Store {
         let update =
             format!("UPDATE jobsactive4 SET {sets} WHERE {chosen} AND jobstatus = 'activated'");
 
-        // On PostgreSQL the claim is one statement, atomic by itself, so it runs without
-        // BEGIN and COMMIT; on SQLite it is a write transaction.
+        // Upstream's nSent: the queue's production jobs in `sent` changed in the last minute.
         let sent_labels = SENT_COUNT_LABELS.map(|l| format!("'{l}'")).join(", ");
         let sent_count = |since: &str| {
             format!(

@@ -3,7 +3,7 @@
 //! the file lists joined with commas, input files first, outputs and the log after.
 
 use panda_core::{FileAttr, FileSpec, JobAttr, JobSpec, Value};
-use panda_service::DispatchSecrets;
+use panda_service::Dispatched;
 use serde_json::{json, Value as Json};
 
 /// A job attribute as upstream's JobSpec reads it: `"NULL"` for NULL, numbers as numbers.
@@ -46,15 +46,15 @@ fn queue_endpoint(queue: &Json, activities: &[&str]) -> String {
         .to_string()
 }
 
-/// The secrets a job goes out with, after its other keys (upstream appends them last):
-/// `secrets` for a job marked to use its owner's, `pilotSecrets` for every job when one of
-/// them is in debug mode ([`DispatchSecrets`]).
-pub fn secret_entries(job: &JobSpec, secrets: &DispatchSecrets) -> Vec<(String, Json)> {
-    let mut entries = Vec::new();
-    if let Some(text) = secrets.for_job(job) {
+/// The keys upstream appends after a job's own, in its order: `nSent` ([`Dispatched`]), then
+/// `secrets` for a job marked to use its owner's, and `pilotSecrets` for every job when one
+/// of them is in debug mode ([`panda_service::DispatchSecrets`]).
+pub fn trailing_entries(job: &JobSpec, out: &Dispatched) -> Vec<(String, Json)> {
+    let mut entries = vec![("nSent".to_string(), json!(out.n_sent))];
+    if let Some(text) = out.secrets.for_job(job) {
         entries.push(("secrets".to_string(), Json::String(text.to_string())));
     }
-    if let Some(text) = &secrets.pilot {
+    if let Some(text) = &out.secrets.pilot {
         entries.push(("pilotSecrets".to_string(), Json::String(text.clone())));
     }
     entries

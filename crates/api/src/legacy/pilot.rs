@@ -8,7 +8,7 @@ use serde_json::{json, Value as Json};
 use super::protocol::{json_response, text_response, Protocol, SC_NO_JOBS, SC_ROLE, SC_SUCCESS};
 use super::{LegacyCall, LegacyError, LegacyResult};
 use crate::body::LegacyParams;
-use crate::job_dict::{job_entries, secret_entries};
+use crate::job_dict::{job_entries, trailing_entries};
 use crate::AppState;
 
 /// Upstream's errorDialog for a caller without the production or pilot role.
@@ -69,9 +69,7 @@ pub(crate) async fn get_job(state: &AppState, call: &LegacyCall) -> LegacyResult
         .map(|job| {
             let mut response = Protocol::new(SC_SUCCESS);
             response.extend(job_entries(job, &out.queue.data));
-            // Upstream's order: the job, then nSent, then the secrets.
-            response.push("nSent", json!(out.n_sent));
-            response.extend(secret_entries(job, &out.secrets));
+            response.extend(trailing_entries(job, &out));
             response
         })
         .collect();

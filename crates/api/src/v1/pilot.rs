@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value as Json};
 use super::args::{opt, req, validate, ArgsExt, Param, Ty::*};
 use super::{Call, Envelope};
 use crate::body::legacy_string;
-use crate::job_dict::{job_entries, secret_entries};
+use crate::job_dict::{job_entries, trailing_entries};
 use crate::AppState;
 
 /// The declared arguments of `update_job` (the service's `V1_FIELD_NAMES` says which report
@@ -154,8 +154,7 @@ pub(crate) async fn acquire_jobs(state: &AppState, call: &Call) -> Envelope {
                     let mut map = Map::new();
                     map.insert("StatusCode".into(), json!(0));
                     map.extend(job_entries(job, &out.queue.data));
-                    map.insert("nSent".into(), json!(out.n_sent));
-                    map.extend(secret_entries(job, &out.secrets));
+                    map.extend(trailing_entries(job, &out));
                     Json::Object(map)
                 })
                 .collect();

@@ -16,6 +16,7 @@ pub mod hot;
 pub mod identity;
 mod job_dict;
 mod legacy;
+pub mod monitor;
 pub mod oidc;
 pub mod proxy_protocol;
 mod python;
@@ -52,6 +53,16 @@ pub struct AppState {
     pub files: Arc<StaticDirs>,
     /// What `/health/ready` answers besides the database (draining).
     pub health: Arc<Health>,
+    /// Who may see the monitor, and whether the web ports serve it.
+    pub monitor: MonitorPlacement,
+}
+
+/// Where the monitor is served and to whom.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct MonitorPlacement {
+    /// Served on the web tier's own ports (HTTP and HTTPS), beside the APIs.
+    pub on_web_ports: bool,
+    pub access: monitor::MonitorAccess,
 }
 
 /// Bounds on what a request may carry and how long it may take to send it. Memory per
@@ -114,7 +125,11 @@ pub struct StaticDirs {
 
 /// The complete router of the web tier.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let monitor = match state.monitor.on_web_ports {
+        true => monitor::routes(),
+        false => Router::new(),
+    };
+    monitor
         .route("/server/panda/{method}", any(legacy::dispatch))
         .route("/api/{version}/{module}/{function}", any(v1::dispatch))
         .route("/cache/schedconfig/{file}", get(static_files::queue_data))
@@ -129,6 +144,22 @@ pub fn router(state: AppState) -> Router {
             state.files.clone(),
             static_files::confine,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            identity::resolve,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.stats.clone(),
+            request_log::log_request,
+        ))
+        .with_state(state)
+}
+
+/// The monitor alone, for a listener of its own (`monitor_address`): the same identities
+/// and request log as the web tier.
+pub fn monitor_router(state: AppState) -> Router {
+    monitor::routes()
+        .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             identity::resolve,

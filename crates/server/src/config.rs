@@ -60,6 +60,8 @@ const SERVER_KEYS: &[&str] = &[
     "max_connections_per_peer",
     "trusted_proxies",
     "metrics_address",
+    "monitor_address",
+    "monitor_open",
     "shutdown_timeout",
     "drain_delay",
     "token_authType",
@@ -221,6 +223,12 @@ pub struct Config {
     /// address of its own, so that the web tier and the daemon on one node do not both bind
     /// the web tier's.
     pub daemon_metrics_address: Option<std::net::SocketAddr>,
+    /// Where the monitor is served (`monitor_address`): on the web tier's own ports (`web`,
+    /// the default), on an address of its own, or nowhere (`off`).
+    pub monitor_address: MonitorAddress,
+    /// Whether callers without a verified identity may see the monitor (`monitor_open`,
+    /// default False).
+    pub monitor_open: bool,
     /// Seconds to let in-flight requests finish after SIGTERM.
     pub shutdown_timeout: Duration,
     /// After SIGTERM, how long the web tier fails its health check (`/health/ready`) while
@@ -517,6 +525,16 @@ impl Values<'_> {
     }
 }
 
+/// Where the monitor is served.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum MonitorAddress {
+    /// Beside the APIs, on the web tier's HTTP and HTTPS ports.
+    WebPorts,
+    /// On a plain-HTTP listener of its own.
+    Own(std::net::SocketAddr),
+    Off,
+}
+
 /// A section's `metrics_address`: an address, `off`, or 127.0.0.1:`default_port`.
 fn metrics_address(
     v: &Values,
@@ -727,6 +745,23 @@ fn build(
             .unwrap_or_default(),
         metrics_address: metrics_address(&v, "server", 25090)?,
         daemon_metrics_address: metrics_address(&v, "daemon", 25091)?,
+        monitor_address: v
+            .server(
+                "monitor_address",
+                "web, off, or an address such as 127.0.0.1:25180",
+                |t| match t {
+                    "web" | "" => Some(MonitorAddress::WebPorts),
+                    "off" | "none" => Some(MonitorAddress::Off),
+                    addr => addr
+                        .parse::<std::net::SocketAddr>()
+                        .ok()
+                        .map(MonitorAddress::Own),
+                },
+            )?
+            .unwrap_or(MonitorAddress::WebPorts),
+        monitor_open: v
+            .server("monitor_open", "a boolean (True or False)", parse_bool)?
+            .unwrap_or(false),
         shutdown_timeout: Duration::from_secs(
             v.server("shutdown_timeout", "a number of seconds", |t| {
                 t.parse::<u64>().ok()

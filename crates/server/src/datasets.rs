@@ -43,14 +43,8 @@ fn adler32_and_size(path: &Path) -> std::io::Result<(u32, u64)> {
 
 /// Where Rucio's deterministic layout (and the pilot's `mv` copytool) puts a file.
 pub fn se_path(se: &Path, scope: &str, lfn: &str) -> anyhow::Result<PathBuf> {
-    let digest = openssl::hash::hash(
-        openssl::hash::MessageDigest::md5(),
-        format!("{scope}:{lfn}").as_bytes(),
-    )?;
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    let mut path = se.to_path_buf();
-    path.extend(scope.split('.'));
-    Ok(path.join(&hex[0..2]).join(&hex[2..4]).join(lfn))
+    panda_service::catalog::se_path(se, scope, lfn)
+        .ok_or_else(|| anyhow::anyhow!("no storage path for {scope}:{lfn}"))
 }
 
 fn check_name(what: &str, name: &str, max: usize) -> anyhow::Result<()> {

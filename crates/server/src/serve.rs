@@ -11,9 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use panda_api::monitor::MonitorAccess;
 use panda_api::{
-    AccessLog, AppState, Health, IdentityPolicy, OidcVerifier, RequestStats, StaticDirs,
-    X509Verifier,
+    AccessLog, AppState, Health, IdentityPolicy, MonitorPlacement, OidcVerifier, RequestStats,
+    StaticDirs, X509Verifier,
 };
 use panda_daemon::TaskStats;
 use panda_service::JobService;
@@ -21,7 +22,7 @@ use panda_store::Store;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::config::Config;
+use crate::config::{Config, MonitorAddress};
 use crate::logging::{self, LogFiles, ReopenableFile};
 use crate::{metrics, notify};
 
@@ -305,6 +306,28 @@ async fn run_httpd(
             auth: config.auth_config.clone(),
         }),
         health,
+        monitor: MonitorPlacement {
+            on_web_ports: config.monitor_address == MonitorAddress::WebPorts,
+            access: MonitorAccess {
+                open: config.monitor_open,
+            },
+        },
+    };
+    let connection_policy = Arc::new(config.connection_policy());
+    let monitor_server = match config.monitor_address {
+        MonitorAddress::Own(address) => {
+            let listener = bind(address, "monitor").await?;
+            tracing::info!("monitor on http://{}/", listener.local_addr()?);
+            Some(tokio::spawn(crate::connections::serve(
+                listener,
+                None,
+                panda_api::monitor_router(state.clone()),
+                connection_policy.clone(),
+                stop.clone(),
+                config.shutdown_timeout,
+            )))
+        }
+        MonitorAddress::WebPorts | MonitorAddress::Off => None,
     };
     let app = panda_api::router(state);
     store.ping().await.context("database check before READY")?;
@@ -318,7 +341,6 @@ async fn run_httpd(
         store,
         stopped(stop.clone()),
     ));
-    let connection_policy = Arc::new(config.connection_policy());
     let https_server = https.map(|(listener, acceptor)| {
         tokio::spawn(crate::connections::serve(
             listener,
@@ -343,6 +365,9 @@ async fn run_httpd(
         let _ = http_server.await;
         if let Some(https_server) = https_server {
             let _ = https_server.await;
+        }
+        if let Some(monitor_server) = monitor_server {
+            let _ = monitor_server.await;
         }
     };
     if tokio::time::timeout(config.shutdown_timeout + Duration::from_secs(1), drained)

@@ -43,6 +43,7 @@ async fn tier(local_mode: bool) -> Tier {
             auth: None,
         }),
         health: Arc::default(),
+        monitor: Default::default(),
     };
     Tier {
         router: panda_api::router(state),

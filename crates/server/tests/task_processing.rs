@@ -7,41 +7,11 @@
 
 mod common;
 
-use common::{api_client, run, Stack};
+use common::{api_client, no_input_task as task_parameters, run, Stack};
 use panda_core::{ColumnType, JobAttr, Value};
 use panda_store::testing::backends;
 use panda_store::{Backend, Store, TxMode};
 use serde_json::{json, Value as Json};
-
-fn task_parameters(name: &str, jobs: i64, max_attempt: i64) -> Json {
-    json!({
-        "taskName": format!("user.tester.{name}/"), "uniqueTaskName": true, "vo": "atlas",
-        "architecture": null, "transUses": "", "transHome": null,
-        "processingType": "panda-client-2.2.0-jedi-run", "prodSourceLabel": "user",
-        "site": null, "excludedSite": [], "includedSite": null,
-        "nEvents": jobs, "nEventsPerJob": 1, "maxAttempt": max_attempt,
-        "cliParams": "prun --exec \"echo hello > out.txt\"", "nMaxFilesPerJob": 200,
-        "respectSplitRule": true, "sourceURL": "http://127.0.0.1:39999",
-        "log": {"dataset": format!("user.tester.{name}.log/"),
-                "container": format!("user.tester.{name}.log/"), "type": "template",
-                "param_type": "log",
-                "value": format!("user.tester.{name}.log.$JEDITASKID.${{SN}}.log.tgz")},
-        "jobParameters": [
-            {"type": "constant", "value": "-j \"\" --sourceURL ${SURL}"},
-            {"type": "constant", "value": "-r ."},
-            {"type": "constant", "value": "__delimiter__", "hidden": true},
-            {"type": "constant", "value": "-a jobO.f76aedaf.tar.gz"},
-            {"type": "template", "value": "user.tester.$JEDITASKID._${SN/P}.out.txt",
-             "param_type": "output", "dataset": format!("user.tester.{name}_out.txt/"),
-             "container": format!("user.tester.{name}_out.txt/"), "hidden": true},
-            {"type": "constant",
-             "value": "-o \"{'out.txt': 'user.tester.$JEDITASKID._${SN/P}.out.txt'}\""},
-            {"type": "constant", "value": "-p \"", "padding": false},
-            {"type": "constant", "value": "echo%20hello%20%3E%20out.txt", "padding": false},
-            {"type": "constant", "value": "\""}],
-        "noInput": true
-    })
-}
 
 async fn post(stack: &Stack, path: &str, body: Json) -> Json {
     api_client()

@@ -13,6 +13,28 @@ use panda_store::CatalogFile;
 use crate::error::ServiceError;
 use crate::JobService;
 
+/// Where Rucio's deterministic layout (and the pilot's `mv` copytool) puts a file on a
+/// storage element whose root is `se`: `<se>/<scope split at dots>/<md5[0:2]>/<md5[2:4]>/<lfn>`,
+/// the md5 of `scope:lfn`. `None` when the scope or the name could leave the root (an empty
+/// part, `..`, a slash) or the digest cannot be made.
+pub fn se_path(se: &std::path::Path, scope: &str, lfn: &str) -> Option<std::path::PathBuf> {
+    let plain = |part: &str| {
+        !part.is_empty() && part != "." && part != ".." && !part.contains(['/', '\\', '\0'])
+    };
+    if !plain(lfn) || !scope.split('.').all(plain) {
+        return None;
+    }
+    let digest = openssl::hash::hash(
+        openssl::hash::MessageDigest::md5(),
+        format!("{scope}:{lfn}").as_bytes(),
+    )
+    .ok()?;
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    let mut path = se.to_path_buf();
+    path.extend(scope.split('.'));
+    Some(path.join(&hex[0..2]).join(&hex[2..4]).join(lfn))
+}
+
 /// Most files one input dataset may give a task (a task's largest size).
 pub const MAX_DATASET_FILES: i64 = crate::task_processing::MAX_TASK_FILES;
 

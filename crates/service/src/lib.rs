@@ -16,6 +16,7 @@ pub mod events;
 pub mod harvester;
 mod kill;
 pub mod lookups;
+pub mod monitor;
 pub mod offline_script;
 pub mod pilot_report;
 mod readiness;
@@ -37,7 +38,7 @@ use std::sync::Arc;
 
 use panda_store::ports::{
     CatalogStore, Changes, CredentialStore, EventStore, HarvesterStore, JediStore, JobStore,
-    SiteStore, TaskStore, UserStore,
+    MonitorStore, SiteStore, TaskStore, UserStore,
 };
 use panda_store::Store;
 
@@ -111,6 +112,8 @@ pub struct Stores {
     pub credentials: Arc<dyn CredentialStore>,
     /// The event service's ranges.
     pub events: Arc<dyn EventStore>,
+    /// The monitor's reads.
+    pub monitor: Arc<dyn MonitorStore>,
     /// Changes of jobs and tasks under the store's locking rules.
     pub changes: Arc<dyn Changes>,
 }
@@ -129,6 +132,7 @@ impl Stores {
             users: shared.clone(),
             credentials: shared.clone(),
             events: shared.clone(),
+            monitor: shared.clone(),
             changes: shared,
         }
     }

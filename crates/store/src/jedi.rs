@@ -109,7 +109,7 @@ pub struct FileCounts {
     pub failed: i64,
 }
 
-fn select_list(attributes: &[Attribute], prefix: &str) -> String {
+pub(crate) fn select_list(attributes: &[Attribute], prefix: &str) -> String {
     attributes
         .iter()
         .map(|a| format!("{prefix}{}", a.column()))
@@ -117,7 +117,7 @@ fn select_list(attributes: &[Attribute], prefix: &str) -> String {
         .join(", ")
 }
 
-fn types(attributes: &[Attribute]) -> Vec<ColumnType> {
+pub(crate) fn types(attributes: &[Attribute]) -> Vec<ColumnType> {
     attributes.iter().map(|a| a.column_type).collect()
 }
 

@@ -27,6 +27,7 @@ mod jedi;
 mod jobs;
 mod lookups;
 mod maintenance;
+mod monitor;
 mod operator;
 mod pg_pool;
 pub mod ports;
@@ -71,6 +72,10 @@ pub use jedi::{
 pub use jobs::{Decision, JobSql};
 pub use lookups::{GlobalShare, JobBrief, ResourceType};
 pub use maintenance::{TableMaintenance, MAINTAINED_TABLES};
+pub use monitor::{
+    DisplayRows, ErrorGroup, HourCount, HourlyScope, JobListing, OneOf, SiteStateCount,
+    TaskListing, WORKER_FILTERS,
+};
 pub use operator::{JobFilter, JobLine, Lease, StatusLogEntry};
 pub use retry_rules::RetryRule;
 pub use schema::{MigrationReport, SchemaVersion, EXTENSION_VERSION, SCHEMA_VERSION};

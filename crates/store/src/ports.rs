@@ -33,6 +33,10 @@ use crate::jedi::{
 use crate::jobs::Decision;
 use crate::lookups::{GlobalShare, JobBrief, ResourceType};
 use crate::maintenance::TableMaintenance;
+use crate::monitor::{
+    DisplayRows, ErrorGroup, HourCount, HourlyScope, JobListing, SiteStateCount, TaskListing,
+};
+use crate::operator::StatusLogEntry;
 use crate::retry_rules::RetryRule;
 use crate::side::SideWrite;
 use crate::tasks::TaskCriterion;
@@ -214,6 +218,22 @@ port! {
         fn retire_archived_jobs(&self, before: NaiveDateTime, archive: bool, limit: i64) -> Result<u64>;
         fn maintain_tables(&self) -> Result<Vec<TableMaintenance>>;
         fn autovacuum_on(&self) -> Result<bool>;
+    }
+}
+
+port! {
+    /// The embedded monitor's reads: bounded listings and counts, nothing that writes.
+    MonitorStore {
+        fn monitor_jobs(&self, listing: &JobListing) -> Result<Vec<JobSpec>>;
+        fn job_status_log(&self, panda_id: i64) -> Result<Vec<StatusLogEntry>>;
+        fn job_retries(&self, panda_id: i64, parent_id: Option<i64>) -> Result<Vec<i64>>;
+        fn site_state_counts(&self, archived_since: NaiveDateTime) -> Result<Vec<SiteStateCount>>;
+        fn error_groups(&self, since: NaiveDateTime, limit: usize) -> Result<Vec<ErrorGroup>>;
+        fn hourly_final_counts(&self, scope: &HourlyScope, since: NaiveDateTime) -> Result<Vec<HourCount>>;
+        fn monitor_tasks(&self, listing: &TaskListing) -> Result<Vec<TaskSpec>>;
+        fn datasets_of_tasks(&self, task_ids: &[i64]) -> Result<Vec<DatasetSpec>>;
+        fn task_status_changes(&self, task_id: i64) -> Result<Vec<(Option<NaiveDateTime>, String, String)>>;
+        fn monitor_workers(&self, filters: &[(&'static str, Value)], since: NaiveDateTime, limit: usize) -> Result<DisplayRows>;
     }
 }
 

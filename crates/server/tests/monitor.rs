@@ -1,0 +1,378 @@
+//! The embedded monitor over HTTP on both backends: a task taken to `done` by the daemon's
+//! steps and a failed job, seen through `/tasks/`, `/task/<id>/`, `/jobs/`, `/job/<id>/`,
+//! `/errors/`, `/dash/`, `/sites/`, `/site/<queue>/`, `/harvester/workers/` and
+//! `/user/<name>/` as HTML and as BigPanDA's JSON; bad input answered 400 or 404 with the
+//! problem named; who may look (verified identities, `monitor_open`), and where the monitor
+//! is served (`monitor_address`).
+
+mod common;
+
+use common::{api_client, no_input_task, post_envelope, submit, update_job, Stack, TestJob};
+use panda_store::testing::backends;
+use serde_json::{json, Value as Json};
+
+async fn get(stack: &Stack, path: &str) -> (u16, String) {
+    let response = common::http()
+        .get(stack.server.url(path))
+        .send()
+        .await
+        .expect("get");
+    let status = response.status().as_u16();
+    (status, response.text().await.expect("text"))
+}
+
+async fn get_json(stack: &Stack, path: &str) -> Json {
+    let (status, text) = get(stack, path).await;
+    assert_eq!(status, 200, "{path}: {text}");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}: {text}"))
+}
+
+/// A pilot at `site` takes one job of `label` and reports it running.
+async fn take_job(stack: &Stack, site: &str, label: &str) -> Option<Json> {
+    let reply = post_envelope(
+        &api_client(),
+        stack.server.url("/api/v1/pilot/acquire_jobs"),
+        json!({"site_name": site, "prod_source_label": label, "n_jobs": 1}),
+        None,
+    )
+    .await;
+    let job = reply["data"]["jobs"].get(0).cloned()?;
+    let id = job["PandaID"].as_i64().expect("PandaID");
+    update_job(
+        &stack.server,
+        json!({"jobId": id.to_string(), "state": "running", "attemptNr": job["attemptNr"]}),
+    )
+    .await;
+    Some(job)
+}
+
+/// The final report of a job: finished with its outputs, or failed with a pilot error.
+async fn finish(stack: &Stack, job: &Json, finished: bool) {
+    let id = job["PandaID"].as_i64().expect("PandaID");
+    let mut fields = json!({"jobId": id.to_string(), "attemptNr": job["attemptNr"]});
+    if finished {
+        let mut xml = serde_json::Map::new();
+        let outs = job["outFiles"].as_str().unwrap_or_default();
+        for (i, lfn) in outs.split(',').filter(|l| !l.is_empty()).enumerate() {
+            xml.insert(
+                lfn.to_string(),
+                json!({"guid": format!("00000000-0000-4000-8000-00000000000{i}"),
+                       "fsize": 1000 + i, "adler32": "0a1b2c3d",
+                       "surl": format!("file://localhost/se/{lfn}")}),
+            );
+        }
+        fields["state"] = json!("finished");
+        fields["xml"] = json!(Json::Object(xml).to_string());
+    } else {
+        fields["state"] = json!("failed");
+        fields["transExitCode"] = json!("1");
+        fields["pilotErrorCode"] = json!("1305");
+        fields["pilotErrorDiag"] = json!("<b>payload</b> failed");
+    }
+    update_job(&stack.server, fields).await;
+}
+
+#[tokio::test]
+async fn the_monitor_shows_tasks_jobs_errors_and_sites_as_pages_and_bigpanda_json() {
+    for backend in backends() {
+        let stack = Stack::start(backend, &["httpd"], &[]).await;
+        let task_id = stack.submit_task(no_input_task("mon", 2, 1)).await;
+        for step in ["task_refiner", "contents_feeder", "job_generator"] {
+            stack.step(step);
+        }
+        let mut task_jobs = Vec::new();
+        while let Some(job) = take_job(&stack, "ANALY_QUEUE", "user").await {
+            finish(&stack, &job, true).await;
+            task_jobs.push(job["PandaID"].as_i64().expect("PandaID"));
+        }
+        assert_eq!(task_jobs.len(), 2, "{backend:?}");
+        let mut failing = TestJob::new("monitor.fails");
+        failing.max_attempt = Some(1);
+        let failed = submit(&api_client(), &stack.server, &[failing]).await[0];
+        let job = take_job(&stack, "TEST_QUEUE", "managed")
+            .await
+            .expect("the managed job");
+        finish(&stack, &job, false).await;
+        stack.step("add_main");
+        assert!(stack.step("post_processor").contains("closed=1"));
+
+        // pandamonium's query, and what it reads.
+        let tasks = get_json(
+            &stack,
+            "/tasks/?taskname=user.tester.mon*&datasets=True&limit=10000&json=1",
+        )
+        .await;
+        let task = &tasks[0];
+        assert_eq!(task["jeditaskid"], task_id, "{backend:?}: {tasks}");
+        assert_eq!(task["status"], "done", "{task}");
+        assert!(task.get("superstatus").is_some(), "{task}");
+        assert!(task.get("reqid").is_some(), "{task}");
+        assert_eq!(task["dsinfo"]["pctfinished"], 100, "{task}");
+        assert_eq!(task["dsinfo"]["pctfailed"], 0, "{task}");
+        let datasets = task["datasets"].as_array().expect("datasets");
+        assert!(datasets
+            .iter()
+            .all(|d| ["streamname", "containername", "datasetname", "site"]
+                .iter()
+                .all(|k| d.get(*k).is_some())));
+        assert!(datasets.iter().any(|d| d["type"] == "output"), "{task}");
+        let none = get_json(&stack, "/tasks/?taskname=nothing.like.this*&json=1").await;
+        assert_eq!(none, json!([]));
+
+        let listed = get_json(
+            &stack,
+            &format!("/jobs/?jeditaskid={task_id}&limit=10000&json=1"),
+        )
+        .await;
+        let mut ids: Vec<i64> = listed["jobs"]
+            .as_array()
+            .expect("jobs")
+            .iter()
+            .map(|j| j["pandaid"].as_i64().expect("pandaid"))
+            .collect();
+        ids.sort_unstable();
+        task_jobs.sort_unstable();
+        assert_eq!(ids, task_jobs, "{listed}");
+        let states = listed["selectionsummary"]
+            .as_array()
+            .and_then(|s| s.iter().find(|f| f["field"] == "jobstatus"))
+            .cloned()
+            .expect("a jobstatus summary");
+        assert_eq!(
+            states["list"],
+            json!([{"kname": "finished", "kvalue": 2}]),
+            "{listed}"
+        );
+        let trimmed = get_json(
+            &stack,
+            &format!("/jobs/?jeditaskid={task_id}&json=1&fields=pandaid,jobstatus"),
+        )
+        .await;
+        assert_eq!(
+            trimmed["jobs"][0]
+                .as_object()
+                .map(|o| o.keys().cloned().collect::<Vec<_>>()),
+            Some(vec!["pandaid".to_string(), "jobstatus".to_string()])
+        );
+
+        // The site and state filters of a browser's first look, with links to every job.
+        let (status, page) = get(
+            &stack,
+            "/jobs/?computingsite=ANALY_QUEUE&jobstatus=finished",
+        )
+        .await;
+        assert_eq!(status, 200, "{page}");
+        for id in &task_jobs {
+            assert!(page.contains(&format!("href=\"/job/{id}/\"")), "{page}");
+        }
+        assert!(
+            page.contains(&format!("href=\"/task/{task_id}/\"")),
+            "{page}"
+        );
+
+        let shown = get_json(&stack, &format!("/job/{}/?json", task_jobs[0])).await;
+        assert_eq!(shown["job"]["pandaid"], task_jobs[0]);
+        assert_eq!(shown["job"]["jobstatus"], "finished");
+        assert!(
+            shown["files"].as_array().is_some_and(|f| !f.is_empty()),
+            "{shown}"
+        );
+        assert!(shown.get("dsfiles").is_some());
+        let log: Vec<&str> = shown["statuslog"]
+            .as_array()
+            .expect("statuslog")
+            .iter()
+            .filter_map(|e| e["jobstatus"].as_str())
+            .collect();
+        assert!(
+            log.contains(&"running") && log.contains(&"finished"),
+            "{shown}"
+        );
+        let (status, page) = get(&stack, &format!("/job/{failed}/")).await;
+        assert_eq!(status, 200);
+        // The pilot's words are shown, escaped.
+        assert!(
+            page.contains("1305: &#60;b&#62;payload&#60;/b&#62; failed"),
+            "{page}"
+        );
+        assert!(!page.contains("<b>payload"), "{page}");
+        assert!(
+            page.contains("Status log") && page.contains("Log tarball"),
+            "{page}"
+        );
+
+        let (status, page) = get(&stack, &format!("/task/{task_id}/")).await;
+        assert_eq!(status, 200, "{page}");
+        assert!(page.contains("100% of 2 files"), "{page}");
+        assert!(
+            page.contains("<svg") && page.contains("<figcaption"),
+            "{page}"
+        );
+        assert!(page.contains("2 finished"), "the plot's text: {page}");
+        let task_json = get_json(&stack, &format!("/task/{task_id}/?json")).await;
+        assert_eq!(
+            task_json["jobsummary"],
+            json!([{"name": "finished", "count": 2}])
+        );
+        let history: Vec<&str> = task_json["statuslog"]
+            .as_array()
+            .expect("statuslog")
+            .iter()
+            .filter_map(|e| e["status"].as_str())
+            .collect();
+        assert_eq!(history.last(), Some(&"done"), "{task_json}");
+
+        let errors = get_json(&stack, "/errors/?json").await;
+        let group = &errors["errors"][0];
+        assert_eq!(group["computingsite"], "TEST_QUEUE", "{errors}");
+        assert_eq!(group["codes"][0]["error"], "pilot", "{errors}");
+        assert_eq!(group["codes"][0]["codeval"], 1305, "{errors}");
+        assert_eq!(group["count"], 1);
+        let jobs = get_json(&stack, "/jobs/?jobstatus=failed&json").await;
+        assert_eq!(jobs["errsByCount"][0]["codeval"], 1305, "{jobs}");
+
+        let dash = get_json(&stack, "/dash/?json").await;
+        let analy = dash["sites"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["computingsite"] == "ANALY_QUEUE"))
+            .cloned()
+            .expect("ANALY_QUEUE on the dash");
+        assert_eq!(analy["states"]["finished"], 2, "{dash}");
+        let (status, page) = get(&stack, "/dash/").await;
+        assert_eq!(status, 200);
+        assert!(
+            page.contains("/jobs/?computingsite=TEST_QUEUE&#38;jobstatus=failed"),
+            "{page}"
+        );
+        let sites = get_json(&stack, "/sites/?json").await;
+        assert!(sites
+            .as_array()
+            .is_some_and(|s| s.iter().any(|q| q["siteid"] == "ANALY_QUEUE")));
+        let site = get_json(&stack, "/site/ANALY_QUEUE/?json").await;
+        assert_eq!(site["jobs"]["finished"], 2, "{site}");
+        let (status, page) = get(&stack, "/site/ANALY_QUEUE/").await;
+        assert_eq!(status, 200);
+        assert!(page.contains("<svg"), "{page}");
+        let workers = get_json(&stack, "/harvester/workers/?json").await;
+        assert_eq!(workers["workers"], json!([]));
+        let owner = task_json["task"]["username"]
+            .as_str()
+            .expect("owner")
+            .to_string();
+        let mine = get_json(
+            &stack,
+            &format!("/user/{}/?json", owner.replace(' ', "%20")),
+        )
+        .await;
+        assert_eq!(mine["tasks"][0]["jeditaskid"], task_id, "{mine}");
+
+        // Bad input: named, bounded, never a 500.
+        let long = "x".repeat(1000);
+        for (path, status, needle) in [
+            (
+                "/jobs/?colour=red".to_string(),
+                400,
+                "unknown filter \"colour\"",
+            ),
+            (
+                format!("/jobs/?computingsite={long}"),
+                400,
+                "1000 characters",
+            ),
+            ("/jobs/?limit=100000".to_string(), 400, "limit"),
+            (
+                "/jobs/?jobstatus=sleeping".to_string(),
+                400,
+                "not a job state",
+            ),
+            ("/jobs/?days=9999".to_string(), 400, "days"),
+            ("/job/abc/".to_string(), 400, "not a positive number"),
+            ("/job/99999999/".to_string(), 404, "no job 99999999"),
+            ("/task/-4/".to_string(), 400, "not a positive number"),
+            ("/site/NO_SUCH_QUEUE/".to_string(), 404, "no queue"),
+            ("/dash/?computingsite=X".to_string(), 400, "unknown filter"),
+            (format!("/user/{long}/"), 400, "at most 256"),
+        ] {
+            let (got, page) = get(&stack, &path).await;
+            assert_eq!(got, status, "{path}: {page}");
+            assert!(page.contains("role=\"alert\""), "{path}: {page}");
+            // The same refusal as JSON, with the message as written.
+            let glue = if path.contains('?') { '&' } else { '?' };
+            let (got, text) = get(&stack, &format!("{path}{glue}json")).await;
+            assert_eq!(got, status, "{path}: {text}");
+            let refusal: Json = serde_json::from_str(&text).expect("a JSON refusal");
+            let message = refusal["error"].as_str().unwrap_or_default();
+            assert!(message.contains(needle), "{path}: {text}");
+        }
+        let (_, text) = get(&stack, "/job/abc/?json").await;
+        let refusal: Json = serde_json::from_str(&text).expect("a JSON refusal");
+        assert!(refusal["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("PandaID")));
+        let posted = common::http()
+            .post(stack.server.url("/jobs/"))
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(posted.status(), 405, "the monitor changes nothing");
+    }
+}
+
+fn free_address() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("address").to_string()
+}
+
+#[tokio::test]
+async fn who_sees_the_monitor_and_where_it_is_served() {
+    let backend = panda_store::Backend::Sqlite;
+    // Without local mode a caller with no credential is anonymous: refused, unless opened.
+    let closed = Stack::start(backend, &["httpd"], &[("PANDA_TRUST_LOOPBACK", "False")]).await;
+    let (status, text) = get(&closed, "/jobs/").await;
+    assert_eq!(status, 403, "{text}");
+    assert!(text.contains("verified identity"), "{text}");
+    let (status, _) = get(&closed, "/jobs/?json").await;
+    assert_eq!(status, 403);
+    drop(closed);
+    let open = Stack::start(
+        backend,
+        &["httpd"],
+        &[
+            ("PANDA_TRUST_LOOPBACK", "False"),
+            ("PANDA_MONITOR_OPEN", "True"),
+        ],
+    )
+    .await;
+    assert_eq!(get(&open, "/jobs/").await.0, 200);
+    assert_eq!(get(&open, "/tasks/?json").await.0, 200);
+    drop(open);
+
+    // On a port of its own, and then not on the web tier's.
+    let address = free_address();
+    let own = Stack::start(
+        backend,
+        &["httpd"],
+        &[("PANDA_MONITOR_ADDRESS", address.as_str())],
+    )
+    .await;
+    let there = common::http()
+        .get(format!("http://{address}/dash/?json"))
+        .send()
+        .await
+        .expect("the monitor's own port");
+    assert_eq!(there.status(), 200);
+    assert_eq!(get(&own, "/dash/").await.0, 404);
+    let api = common::http()
+        .get(format!("http://{address}/api/v1/system/is_alive"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(
+        api.status(),
+        404,
+        "the monitor's port serves the monitor only"
+    );
+    drop(own);
+    let off = Stack::start(backend, &["httpd"], &[("PANDA_MONITOR_ADDRESS", "off")]).await;
+    assert_eq!(get(&off, "/jobs/").await.0, 404);
+}

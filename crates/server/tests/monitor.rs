@@ -72,19 +72,26 @@ async fn finish(stack: &Stack, job: &Json, finished: bool) {
     update_job(&stack.server, fields).await;
 }
 
+/// A two-job `noInput` task taken to `done` by the daemon's steps and two pilots' reports
+/// (the post-processing is left to the caller); its ID and its jobs.
+async fn done_task(stack: &Stack, name: &str) -> (i64, Vec<i64>) {
+    let task_id = stack.submit_task(no_input_task(name, 2, 1)).await;
+    for step in ["task_refiner", "contents_feeder", "job_generator"] {
+        stack.step(step);
+    }
+    let mut jobs = Vec::new();
+    while let Some(job) = take_job(stack, "ANALY_QUEUE", "user").await {
+        finish(stack, &job, true).await;
+        jobs.push(job["PandaID"].as_i64().expect("PandaID"));
+    }
+    (task_id, jobs)
+}
+
 #[tokio::test]
 async fn the_monitor_shows_tasks_jobs_errors_and_sites_as_pages_and_bigpanda_json() {
     for backend in backends() {
         let stack = Stack::start(backend, &["httpd"], &[]).await;
-        let task_id = stack.submit_task(no_input_task("mon", 2, 1)).await;
-        for step in ["task_refiner", "contents_feeder", "job_generator"] {
-            stack.step(step);
-        }
-        let mut task_jobs = Vec::new();
-        while let Some(job) = take_job(&stack, "ANALY_QUEUE", "user").await {
-            finish(&stack, &job, true).await;
-            task_jobs.push(job["PandaID"].as_i64().expect("PandaID"));
-        }
+        let (task_id, mut task_jobs) = done_task(&stack, "mon").await;
         assert_eq!(task_jobs.len(), 2, "{backend:?}");
         let mut failing = TestJob::new("monitor.fails");
         failing.max_attempt = Some(1);
@@ -375,4 +382,137 @@ async fn who_sees_the_monitor_and_where_it_is_served() {
     drop(own);
     let off = Stack::start(backend, &["httpd"], &[("PANDA_MONITOR_ADDRESS", "off")]).await;
     assert_eq!(get(&off, "/jobs/").await.0, 404);
+}
+
+/// A CONNECT proxy on loopback that takes every tunnel to `target`, whatever host it names,
+/// and records the hosts asked for: how a client whose server name is fixed
+/// (bigpanda.cern.ch) reaches a test server unmodified.
+async fn tunnel_to(
+    target: std::net::SocketAddr,
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = asked.clone();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let record = record.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && head.len() < 8192 {
+                    if client.read_exact(&mut byte).await.is_err() {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let text = String::from_utf8_lossy(&head).to_string();
+                let host = text
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or_default()
+                    .to_string();
+                if let Ok(mut asked) = record.lock() {
+                    asked.push(host);
+                }
+                let Ok(mut server) = tokio::net::TcpStream::connect(target).await else {
+                    return;
+                };
+                if client
+                    .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                    .await
+                    .is_ok()
+                {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    });
+    (format!("http://{address}"), asked)
+}
+
+#[tokio::test]
+async fn the_real_pandamonium_lists_a_done_task_with_its_percentage() {
+    let installed = std::process::Command::new("bash")
+        .arg(common::scripts().join("install_pandamonium.sh"))
+        .output()
+        .expect("install_pandamonium.sh");
+    let bin = String::from_utf8_lossy(&installed.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    if !installed.status.success() || !std::path::Path::new(&bin).join("pandamon").exists() {
+        let why = String::from_utf8_lossy(&installed.stderr).into_owned();
+        assert!(!common::required(), "cannot install pandamonium: {why}");
+        eprintln!("note: pandamonium test skipped: {why}");
+        return;
+    }
+    // HTTPS with a host certificate for the monitor's fixed name.
+    let pki = common::pki::GridPki::new();
+    let host = common::pki::issue(common::pki::Issued {
+        subject: "/DC=org/DC=test/CN=bigpanda.cern.ch",
+        issuer: Some(&pki.ca),
+        server_names: &["bigpanda.cern.ch"],
+        ..Default::default()
+    });
+    std::fs::write(pki.path("host/bigpanda.pem"), host.chain_pem()).expect("cert");
+    std::fs::write(pki.path("host/bigpanda.key"), host.key_pem()).expect("key");
+    std::fs::write(pki.path("ca.pem"), pki.ca.cert.to_pem().expect("pem")).expect("ca");
+    let mut env: Vec<(String, String)> = pki.env();
+    env.retain(|(k, _)| k != "PANDA_HOSTCERT" && k != "PANDA_HOSTKEY");
+    let cert = pki.path("host/bigpanda.pem").display().to_string();
+    let key = pki.path("host/bigpanda.key").display().to_string();
+    let mut extra: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    extra.push(("PANDA_HOSTCERT", &cert));
+    extra.push(("PANDA_HOSTKEY", &key));
+    let stack = Stack::start(panda_store::Backend::Sqlite, &["httpd"], &extra).await;
+    let (task_id, _) = done_task(&stack, "pm").await;
+    stack.step("add_main");
+    assert!(stack.step("post_processor").contains("closed=1"));
+
+    let https = stack.server.https_url();
+    let port: u16 = https
+        .trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("the HTTPS port");
+    let target = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let (proxy, asked) = tunnel_to(target).await;
+    let (bin2, ca) = (bin.clone(), pki.path("ca.pem"));
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(std::path::Path::new(&bin2).join("pandamon"))
+            .args(["user.tester.pm", "--clean"])
+            .env("https_proxy", &proxy)
+            .env("HTTPS_PROXY", &proxy)
+            .env_remove("no_proxy")
+            .env_remove("NO_PROXY")
+            .env("SSL_CERT_FILE", &ca)
+            .env("GRID_USER_NAME", "")
+            .env("USER", "tester")
+            .output()
+            .expect("pandamon")
+    })
+    .await
+    .expect("pandamon thread");
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(
+        output.status.success(),
+        "pandamon failed: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        stdout.trim(),
+        format!("done {task_id} 100% user.tester.pm/"),
+        "{stdout}"
+    );
+    assert_eq!(
+        asked.lock().map(|a| a.clone()).unwrap_or_default(),
+        vec!["bigpanda.cern.ch:443".to_string()]
+    );
 }

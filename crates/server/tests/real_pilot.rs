@@ -426,3 +426,142 @@ async fn the_real_pilot_fetches_the_registered_user_proxy_on_a_unified_queue() {
         "{out}"
     );
 }
+
+/// Where the monitor's screenshots go: `PANDA_SCREENSHOT_DIR` (set it to `docs/monitor` to
+/// refresh the documentation's), else the test's own target directory.
+fn screenshot_dir() -> std::path::PathBuf {
+    let dir = std::env::var_os("PANDA_SCREENSHOT_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("monitor-screenshots"));
+    std::fs::create_dir_all(&dir).expect("screenshot dir");
+    dir
+}
+
+/// The monitor in a real browser: headless Chromium opens the finished jobs of a queue,
+/// follows a PandaID to its page, sees the status log, and downloads the log tarball the
+/// real pilot left on the local storage element; every page is photographed.
+#[tokio::test]
+async fn a_browser_follows_a_pilot_job_from_the_monitor_to_its_log_tarball() {
+    let Some(pilot) = install_pilot() else { return };
+    let Some((chromium, chromedriver)) = common::browser::installed() else {
+        assert!(
+            !common::required(),
+            "chromium and chromium-driver are not installed"
+        );
+        eprintln!("note: browser test skipped: no chromium and chromedriver");
+        return;
+    };
+    // The mv copytool moves the log onto the storage element itself with
+    // `mv_final_destination`, as a site without Harvester's stage-out does.
+    let queues = tempfile::tempdir().expect("queues");
+    let mut queue: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(scripts().join("pilot_queue.json")).expect("pilot_queue.json"),
+    )
+    .expect("queue json");
+    queue["TEST_QUEUE"]["catchall"] = "mv_final_destination".into();
+    let queue_file = queues.path().join("queues.json");
+    std::fs::write(&queue_file, queue.to_string()).expect("queue file");
+    let queue_file = queue_file.display().to_string();
+    let (_db, site, env) = pilot_site(&[
+        ("PANDA_DAEMON_CONFIG", r#"{"add_main": {"period": 1}}"#),
+        ("PANDA_QUEUE_CONFIG_FILE", &queue_file),
+    ]);
+    let server = Server::start(&[], &env);
+    let mut job = TestJob::new("browser.hello");
+    job.label = "ptest".into();
+    let id = submit(&reqwest::Client::new(), &server, &[job]).await[0];
+    let work = site.dir.path().join("pilot");
+    let (pilot2, url, work2) = (pilot.clone(), server.base_url.clone(), work.clone());
+    let rc = tokio::task::spawn_blocking(move || run_pilot(&pilot2, &url, &work2))
+        .await
+        .expect("pilot thread");
+    assert_eq!(rc, 0, "the pilot failed:\n{}", pilot_output(&work));
+    // The Adder finishes the job within seconds.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let client = common::http();
+    loop {
+        let shown: serde_json::Value = client
+            .get(server.url(&format!("/job/{id}/?json")))
+            .send()
+            .await
+            .expect("job page")
+            .json()
+            .await
+            .expect("json");
+        if shown["job"]["jobstatus"] == "finished" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not finished: {shown}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+
+    let shots = screenshot_dir();
+    let browser = common::browser::Browser::start(&chromium, &chromedriver).await;
+    browser
+        .open(&server.url("/jobs/?computingsite=TEST_QUEUE&jobstatus=finished"))
+        .await;
+    browser.screenshot(&shots.join("jobs.png")).await;
+    browser.click(&format!("a[href='/job/{id}/']")).await;
+    assert!(browser.url().await.ends_with(&format!("/job/{id}/")));
+    let page = browser.source().await;
+    assert!(page.contains("Status log"), "{page}");
+    for status in ["sent", "running", "finished"] {
+        assert!(page.contains(&format!(">{status}<")), "{status}: {page}");
+    }
+    assert!(page.contains("browser.hello.log.tgz"), "{page}");
+    browser.screenshot(&shots.join("job.png")).await;
+    let files: Vec<String> = walk(site.dir.path());
+    assert!(
+        page.contains(&format!("href=\"/job/{id}/log/\"")),
+        "no log link; files under the site: {files:?}\n{}",
+        pilot_output(&work)
+            .lines()
+            .filter(|l| l.contains("log.tgz") || l.contains("stage") || l.contains("copytool"))
+            .take(40)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    browser.click(&format!("a[href='/job/{id}/log/']")).await;
+    let listing = browser.source().await;
+    assert!(
+        listing.contains("<td>"),
+        "the tarball's contents: {listing}"
+    );
+    browser.screenshot(&shots.join("job-log.png")).await;
+    browser
+        .click(&format!("a[href='/job/{id}/log/download']"))
+        .await;
+    let tarball = browser.downloaded("browser.hello.log.tgz").await;
+    let bytes = std::fs::read(&tarball).expect("the download");
+    assert!(bytes.starts_with(&[0x1f, 0x8b]), "a gzipped tarball");
+    for (name, path) in [
+        ("tasks", "/tasks/"),
+        ("dash", "/dash/"),
+        ("errors", "/errors/"),
+        ("sites", "/sites/"),
+        ("site", "/site/TEST_QUEUE/"),
+    ] {
+        browser.open(&server.url(path)).await;
+        let page = browser.source().await;
+        assert!(page.contains("PanDA monitor"), "{path}: {page}");
+        browser.screenshot(&shots.join(format!("{name}.png"))).await;
+    }
+}
+
+fn walk(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else if p.to_string_lossy().contains("log.tgz") {
+                out.push(p.display().to_string());
+            }
+        }
+    }
+    out
+}

@@ -903,7 +903,7 @@ fn hourly_plot(
             start.format("%Y-%m-%d %H:00")
         ),
         _ => format!(
-            "{title}, per hour since {} UTC: {}",
+            "{title} since {} UTC: {}",
             start.format("%Y-%m-%d %H:00"),
             by_state
                 .iter()

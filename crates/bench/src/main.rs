@@ -12,6 +12,7 @@
 
 mod abuse;
 mod events;
+mod monitor;
 mod tasks;
 
 use std::collections::BTreeMap;
@@ -164,6 +165,20 @@ enum Mode {
         /// Calls a second all pilots offer together (default: each calls again at once).
         #[arg(long)]
         rate: Option<f64>,
+    },
+    /// Viewers reading the monitor's pages (HTML): a queue's finished jobs, a job, the
+    /// dash, and a task when given; latency per page.
+    Monitor {
+        #[arg(long, default_value_t = 16)]
+        viewers: usize,
+        #[arg(long, default_value_t = 20)]
+        duration: u64,
+        /// The queue whose finished jobs are listed (and one of them shown).
+        #[arg(long, default_value = "TEST_QUEUE")]
+        site: String,
+        /// A task whose page is read too.
+        #[arg(long)]
+        task: Option<i64>,
     },
     /// Clients calling the health endpoint.
     Alive {
@@ -956,6 +971,24 @@ async fn main() -> anyhow::Result<()> {
             failed |= quiet_rec.errors.load(Ordering::Relaxed) > 0;
             failed |= !check_jobs(&client, &cli.url, &quiet).await?;
             failed |= !check_jobs(&client, &cli.url, &abused).await?;
+        }
+        Mode::Monitor {
+            viewers,
+            duration,
+            site,
+            task,
+        } => {
+            let elapsed = monitor::run(
+                &client,
+                &cli.url,
+                viewers,
+                duration,
+                &site,
+                task,
+                rec.clone(),
+            )
+            .await?;
+            rec.report(elapsed);
         }
         Mode::Alive { clients, duration } => {
             started = Instant::now();

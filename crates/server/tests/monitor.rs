@@ -208,6 +208,16 @@ async fn the_monitor_shows_tasks_jobs_errors_and_sites_as_pages_and_bigpanda_jso
             "{page}"
         );
 
+        // The failed job came back as a new attempt, which names it as its parent.
+        let retry = get_json(
+            &stack,
+            "/jobs/?computingsite=TEST_QUEUE&jobstatus=activated&json",
+        )
+        .await;
+        let retry_id = retry["jobs"][0]["pandaid"].as_i64().expect("the retry");
+        assert_eq!(retry["jobs"][0]["parentid"], failed, "{retry}");
+        let shown = get_json(&stack, &format!("/job/{retry_id}/?json")).await;
+        assert_eq!(shown["retries"], json!([failed]), "{shown}");
         let (status, page) = get(&stack, &format!("/task/{task_id}/")).await;
         assert_eq!(status, 200, "{page}");
         assert!(page.contains("100% of 2 files"), "{page}");

@@ -151,6 +151,8 @@ pub struct JobService {
     catalog: Arc<dyn catalog::DatasetCatalog>,
     /// The last answer of [`JobService::database_ready`].
     readiness: Arc<readiness::LastCheck>,
+    /// The monitor's counts, a few seconds old at most.
+    monitor_counts: Arc<monitor::CountsCache>,
 }
 
 type QueueCache = std::collections::HashMap<String, (std::time::Instant, dispatch::QueueRead)>;
@@ -176,6 +178,7 @@ impl JobService {
             queues: Arc::default(),
             bans: Arc::default(),
             readiness: Arc::default(),
+            monitor_counts: Arc::default(),
         }
     }
 

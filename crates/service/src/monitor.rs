@@ -13,6 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use chrono::{Duration, NaiveDateTime};
 use panda_core::{
@@ -579,11 +580,7 @@ impl JobService {
             return Ok(None);
         };
         let status_log = self.stores.monitor.job_status_log(panda_id).await?;
-        let retries = self
-            .stores
-            .monitor
-            .job_retries(panda_id, job.get_i64(JobAttr::parentID))
-            .await?;
+        let retries = self.stores.monitor.job_retries(&job).await?;
         let log = self.log_tarball(&job);
         Ok(Some(JobView {
             job,
@@ -711,25 +708,41 @@ impl JobService {
         }))
     }
 
-    /// `/errors/`: failed jobs of the window by site and error codes.
+    /// `/errors/`: failed jobs of the last `window` by site and error codes, at most
+    /// [`COUNTS_TTL`] old.
     pub async fn monitor_errors(
         &self,
-        since: NaiveDateTime,
-    ) -> Result<Vec<ErrorGroup>, ServiceError> {
-        Ok(self
-            .stores
-            .monitor
-            .error_groups(since, MAX_ERROR_GROUPS)
-            .await?)
+        window: Duration,
+        now: NaiveDateTime,
+    ) -> Result<Arc<Vec<ErrorGroup>>, ServiceError> {
+        let key = window.num_seconds();
+        if let Some(found) = self.monitor_counts.errors.fresh(key) {
+            return Ok(found);
+        }
+        let groups = Arc::new(
+            self.stores
+                .monitor
+                .error_groups(now - window, MAX_ERROR_GROUPS)
+                .await?,
+        );
+        self.monitor_counts.errors.put(key, groups.clone());
+        Ok(groups)
     }
 
-    /// `/dash/` and `/sites/`: jobs by site and state (active jobs, and archived jobs of the
-    /// window).
+    /// `/dash/`, `/sites/` and `/site/<queue>/`: jobs by site and state (active jobs, and
+    /// archived jobs of the last `window`), at most [`COUNTS_TTL`] old.
     pub async fn site_state_counts(
         &self,
-        since: NaiveDateTime,
-    ) -> Result<Vec<SiteStateCount>, ServiceError> {
-        Ok(self.stores.monitor.site_state_counts(since).await?)
+        window: Duration,
+        now: NaiveDateTime,
+    ) -> Result<Arc<Vec<SiteStateCount>>, ServiceError> {
+        let key = window.num_seconds();
+        if let Some(found) = self.monitor_counts.states.fresh(key) {
+            return Ok(found);
+        }
+        let counts = Arc::new(self.stores.monitor.site_state_counts(now - window).await?);
+        self.monitor_counts.states.put(key, counts.clone());
+        Ok(counts)
     }
 
     /// The queues by name with their CRIC records.
@@ -754,13 +767,11 @@ impl JobService {
         };
         let since = now - Duration::hours(PLOT_HOURS);
         let counts = self
-            .stores
-            .monitor
-            .site_state_counts(since)
+            .site_state_counts(Duration::hours(PLOT_HOURS), now)
             .await?
-            .into_iter()
+            .iter()
             .filter(|c| c.site == name)
-            .map(|c| (c.status, c.count))
+            .map(|c| (c.status.clone(), c.count))
             .collect();
         let hourly = self
             .stores
@@ -806,6 +817,49 @@ impl JobService {
             .monitor_workers(&filters, now - window, query.limit()?)
             .await?)
     }
+}
+
+/// How old the counts of `/dash/`, `/sites/` and `/errors/` may be: they group every active
+/// job, and many viewers should not each pay for that.
+pub const COUNTS_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Answers by window, kept for [`COUNTS_TTL`]; at most 16 windows are kept (the pages ask for
+/// few; more from one client clear the lot rather than grow it).
+pub struct TimedAnswers<T> {
+    kept: std::sync::Mutex<std::collections::HashMap<i64, (std::time::Instant, Arc<T>)>>,
+}
+
+impl<T> Default for TimedAnswers<T> {
+    fn default() -> Self {
+        TimedAnswers {
+            kept: std::sync::Mutex::default(),
+        }
+    }
+}
+
+impl<T> TimedAnswers<T> {
+    fn fresh(&self, key: i64) -> Option<Arc<T>> {
+        let kept = self.kept.lock().ok()?;
+        kept.get(&key)
+            .filter(|(at, _)| at.elapsed() < COUNTS_TTL)
+            .map(|(_, v)| v.clone())
+    }
+
+    fn put(&self, key: i64, value: Arc<T>) {
+        if let Ok(mut kept) = self.kept.lock() {
+            if kept.len() >= 16 {
+                kept.clear();
+            }
+            kept.insert(key, (std::time::Instant::now(), value));
+        }
+    }
+}
+
+/// The monitor's cached counts.
+#[derive(Default)]
+pub struct CountsCache {
+    states: TimedAnswers<Vec<SiteStateCount>>,
+    errors: TimedAnswers<Vec<ErrorGroup>>,
 }
 
 /// The roots of the local storage elements: every `file://` protocol path of the DDM

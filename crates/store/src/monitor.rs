@@ -230,25 +230,33 @@ impl Store {
         Ok(jobs)
     }
 
-    /// The jobs whose `parentid` is this job, and this job's parent: its retries both ways.
-    pub async fn job_retries(&self, panda_id: i64, parent_id: Option<i64>) -> Result<Vec<i64>> {
+    /// This job's retries both ways: its parent, and the jobs of its task whose `parentid`
+    /// is this job (a retry keeps its task; the `jeditaskid` index finds them). A job without
+    /// a task has only its parent: finding its children would read the archive unindexed,
+    /// and BigPanDA shows retries for a task's jobs only, too.
+    pub async fn job_retries(&self, job: &JobSpec) -> Result<Vec<i64>> {
+        let panda_id = job.panda_id();
         let mut ids = Vec::new();
-        let mut tx = self.begin(TxMode::Read).await?;
-        for table in JobTable::ALL {
-            let rows = tx
-                .fetch(
-                    &format!(
-                        "SELECT pandaid FROM {} WHERE parentid = $1 ORDER BY pandaid LIMIT 100",
-                        table.name()
-                    ),
-                    &[Value::Int(Some(panda_id))],
-                    &[ColumnType::BigInt],
-                )
-                .await?;
-            ids.extend(rows.iter().filter_map(|r| r[0].as_i64()));
+        if let Some(task) = job.get_i64(JobAttr::jediTaskID).filter(|t| *t > 0) {
+            let mut tx = self.begin(TxMode::Read).await?;
+            for table in JobTable::ALL {
+                let rows = tx
+                    .fetch(
+                        &format!(
+                            "SELECT pandaid FROM {} WHERE jeditaskid = $1 AND parentid = $2 \
+                             ORDER BY pandaid LIMIT 100",
+                            table.name()
+                        ),
+                        &[Value::Int(Some(task)), Value::Int(Some(panda_id))],
+                        &[ColumnType::BigInt],
+                    )
+                    .await?;
+                ids.extend(rows.iter().filter_map(|r| r[0].as_i64()));
+            }
+            tx.commit().await?;
         }
-        tx.commit().await?;
-        ids.extend(parent_id.filter(|p| *p > 0 && *p != panda_id));
+        let parent = job.get_i64(JobAttr::parentID);
+        ids.extend(parent.filter(|p| *p > 0 && *p != panda_id));
         ids.sort_unstable();
         ids.dedup();
         Ok(ids)

@@ -1055,12 +1055,11 @@ async fn task(
     )
 }
 
-fn window_since(look: &Look, default_hours: i64) -> Result<NaiveDateTime, Refusal> {
-    Ok(look.now
-        - look
-            .query
-            .window()?
-            .unwrap_or(Duration::hours(default_hours)))
+fn window_of(look: &Look, default_hours: i64) -> Result<Duration, Refusal> {
+    Ok(look
+        .query
+        .window()?
+        .unwrap_or(Duration::hours(default_hours)))
 }
 
 /// Refuses every parameter but the presentation ones.
@@ -1075,12 +1074,12 @@ async fn errors(
     headers: HeaderMap,
 ) -> Response {
     let look = look_or_refuse!(state, identity, raw, headers);
-    let since = match no_filters(&look).and_then(|()| window_since(&look, rules::DEFAULT_JOB_HOURS))
-    {
-        Ok(s) => s,
+    let window = match no_filters(&look).and_then(|()| window_of(&look, rules::DEFAULT_JOB_HOURS)) {
+        Ok(w) => w,
         Err(r) => return refuse(look.format, r),
     };
-    let groups = match state.service.monitor_errors(since).await {
+    let since = look.now - window;
+    let groups = match state.service.monitor_errors(window, look.now).await {
         Ok(g) => g,
         Err(e) => return refuse(look.format, e.into()),
     };
@@ -1169,12 +1168,12 @@ async fn dash(
     headers: HeaderMap,
 ) -> Response {
     let look = look_or_refuse!(state, identity, raw, headers);
-    let since = match no_filters(&look).and_then(|()| window_since(&look, rules::DEFAULT_JOB_HOURS))
-    {
-        Ok(s) => s,
+    let window = match no_filters(&look).and_then(|()| window_of(&look, rules::DEFAULT_JOB_HOURS)) {
+        Ok(w) => w,
         Err(r) => return refuse(look.format, r),
     };
-    let counts = match state.service.site_state_counts(since).await {
+    let since = look.now - window;
+    let counts = match state.service.site_state_counts(window, look.now).await {
         Ok(c) => c,
         Err(e) => return refuse(look.format, e.into()),
     };
@@ -1250,10 +1249,12 @@ async fn sites(
     if let Err(r) = no_filters(&look) {
         return refuse(look.format, r);
     }
-    let since = look.now - Duration::hours(rules::DEFAULT_JOB_HOURS);
     let (queues, counts) = match (
         state.service.monitor_sites().await,
-        state.service.site_state_counts(since).await,
+        state
+            .service
+            .site_state_counts(Duration::hours(rules::DEFAULT_JOB_HOURS), look.now)
+            .await,
     ) {
         (Ok(q), Ok(c)) => (q, c),
         (Err(e), _) | (_, Err(e)) => return refuse(look.format, e.into()),

@@ -135,6 +135,9 @@ async fn bad_uploads_are_refused_and_leave_nothing() {
         "dir/jobO.tar.gz",
         ".hidden.tar.gz",
         "..",
+        // The operator's DDM endpoints, which pilots fetch and the monitor reads.
+        "ddmendpoints.json",
+        "ddmendpoints.json.__ow__",
     ] {
         let (status, refused) = upload(&client, &stack.server, bad, gzip(b"data")).await;
         assert_eq!(status, 200, "{bad}");

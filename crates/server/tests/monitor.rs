@@ -63,6 +63,7 @@ async fn finish(stack: &Stack, job: &Json, finished: bool) {
         }
         fields["state"] = json!("finished");
         fields["xml"] = json!(Json::Object(xml).to_string());
+        fields["metaData"] = json!(r#"{"user_job_metadata": {"events": 10}}"#);
     } else {
         fields["state"] = json!("failed");
         fields["transExitCode"] = json!("1");
@@ -525,4 +526,28 @@ async fn the_real_pandamonium_lists_a_done_task_with_its_percentage() {
         asked.lock().map(|a| a.clone()).unwrap_or_default(),
         vec!["bigpanda.cern.ch:443".to_string()]
     );
+    // `-m` sums the jobs' user metadata (from `/jobs/?fields=metastruct`).
+    let (bin3, ca) = (bin.clone(), pki.path("ca.pem"));
+    let (proxy, _) = tunnel_to(target).await;
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(std::path::Path::new(&bin3).join("pandamon"))
+            .args(["user.tester.pm", "-m"])
+            .env("https_proxy", &proxy)
+            .env_remove("no_proxy")
+            .env_remove("NO_PROXY")
+            .env("SSL_CERT_FILE", &ca)
+            .env("GRID_USER_NAME", "")
+            .env("USER", "tester")
+            .output()
+            .expect("pandamon -m")
+    })
+    .await
+    .expect("pandamon thread");
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(stdout.trim(), "user.tester.pm/  events:20", "{stdout}");
 }

@@ -367,8 +367,8 @@ pub fn presentation_only(query: &MonitorQuery) -> Result<(), ServiceError> {
     query.check_names(&[])
 }
 
-/// `/user/<name>/`: the user's jobs (`/jobs/`'s filters, with `produsername` fixed and
-/// without a window unless one is given: found through the owner's jobs) and tasks.
+/// `/user/<name>/`: the user's jobs (`/jobs/`'s filters and window, with `produsername`
+/// fixed) and tasks (the window of the task pages).
 pub fn user_requests(
     query: &MonitorQuery,
     user: &str,
@@ -443,6 +443,8 @@ pub struct JobsView {
     pub summary: Vec<(&'static str, Vec<(String, i64)>)>,
     /// `component:code`, how many, one diagnostic; largest first.
     pub errors: Vec<(String, i64, String)>,
+    /// The pilots' metadata by PandaID, read only when asked (`fields=metastruct`).
+    pub metadata: std::collections::HashMap<i64, String>,
 }
 
 impl JobsView {
@@ -479,6 +481,7 @@ impl JobsView {
             jobs,
             summary,
             errors,
+            metadata: Default::default(),
         }
     }
 }
@@ -568,10 +571,25 @@ pub struct SitePage {
 pub const PLOT_HOURS: i64 = 24;
 
 impl JobService {
-    /// `/jobs/` (and a user's jobs).
-    pub async fn monitor_jobs(&self, listing: &JobListing) -> Result<JobsView, ServiceError> {
+    /// `/jobs/` (and a user's jobs), with the jobs' metadata when `with_metadata`.
+    pub async fn monitor_jobs(
+        &self,
+        listing: &JobListing,
+        with_metadata: bool,
+    ) -> Result<JobsView, ServiceError> {
         let jobs = self.stores.monitor.monitor_jobs(listing).await?;
-        Ok(JobsView::of(jobs))
+        let ids: Vec<i64> = jobs.iter().map(JobSpec::panda_id).collect();
+        let mut view = JobsView::of(jobs);
+        if with_metadata {
+            view.metadata = self
+                .stores
+                .monitor
+                .jobs_metadata(&ids)
+                .await?
+                .into_iter()
+                .collect();
+        }
+        Ok(view)
     }
 
     /// `/job/<pandaid>/`, `None` for a job no table holds.

@@ -124,8 +124,16 @@ pub fn check_file_name(name: &str) -> Result<(), ServiceError> {
     if name.chars().any(char::is_control) {
         return refuse("holds control characters");
     }
+    if OPERATOR_FILES.contains(&name) {
+        return refuse("is the operator's; uploads cannot take that name");
+    }
     Ok(())
 }
+
+/// Files the operator keeps in the cache directory and the server reads as its own: the DDM
+/// endpoints pilots fetch from `/cache/` and the monitor finds log tarballs through. A user's
+/// upload (even with the overwrite suffix) must not replace them.
+pub const OPERATOR_FILES: &[&str] = &["ddmendpoints.json"];
 
 /// A registered sandbox: where it is and what it is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -490,6 +498,7 @@ mod tests {
             ".hidden",
             "a\nb",
             &"x".repeat(256),
+            "ddmendpoints.json",
         ] {
             assert!(check_file_name(bad).is_err(), "{bad:?}");
         }

@@ -262,6 +262,28 @@ impl Store {
         Ok(ids)
     }
 
+    /// The metadata the pilots reported for the given jobs (`metatable`), by PandaID.
+    pub async fn jobs_metadata(&self, panda_ids: &[i64]) -> Result<Vec<(i64, String)>> {
+        let mut out = Vec::new();
+        let mut tx = self.begin(TxMode::Read).await?;
+        for chunk in panda_ids.chunks(500) {
+            let sql = format!(
+                "SELECT pandaid, metadata FROM metatable WHERE pandaid IN ({})",
+                placeholders(1, chunk.len())
+            );
+            let params: Vec<Value> = chunk.iter().map(|id| Value::Int(Some(*id))).collect();
+            let rows = tx
+                .fetch(&sql, &params, &[ColumnType::BigInt, ColumnType::Text])
+                .await?;
+            out.extend(
+                rows.into_iter()
+                    .filter_map(|r| Some((r[0].as_i64()?, r[1].as_str()?.to_string()))),
+            );
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
     /// Jobs by site and state: every defined and active job, and archived jobs modified at
     /// or after `archived_since`.
     pub async fn site_state_counts(

@@ -226,6 +226,7 @@ port! {
     MonitorStore {
         fn monitor_jobs(&self, listing: &JobListing) -> Result<Vec<JobSpec>>;
         fn job_status_log(&self, panda_id: i64) -> Result<Vec<StatusLogEntry>>;
+        fn jobs_metadata(&self, panda_ids: &[i64]) -> Result<Vec<(i64, String)>>;
         fn job_retries(&self, job: &JobSpec) -> Result<Vec<i64>>;
         fn site_state_counts(&self, archived_since: NaiveDateTime) -> Result<Vec<SiteStateCount>>;
         fn error_groups(&self, since: NaiveDateTime, limit: usize) -> Result<Vec<ErrorGroup>>;

@@ -311,8 +311,7 @@ fn sort_name(attr: JobAttr) -> Option<&'static str> {
 }
 
 /// `path?query` with `sortby` replaced.
-fn sorted_link(path: &str, query: &MonitorQuery, raw: &[(String, String)], sort: &str) -> String {
-    let _ = query;
+fn sorted_link(path: &str, raw: &[(String, String)], sort: &str) -> String {
     let mut pairs: Vec<(String, String)> =
         raw.iter().filter(|(n, _)| n != "sortby").cloned().collect();
     pairs.push(("sortby".into(), sort.into()));
@@ -339,7 +338,7 @@ fn job_table(
                     true => format!("{name}-asc"),
                     false => format!("{name}-desc"),
                 };
-                sorted_link(path, query, raw, &next)
+                sorted_link(path, raw, &next)
             }),
         })
         .collect();
@@ -369,6 +368,36 @@ fn job_table(
         rows,
         note,
     }
+}
+
+fn wants_metastruct(fields: &Option<Vec<String>>) -> bool {
+    fields
+        .as_ref()
+        .is_some_and(|f| f.iter().any(|name| name == "metastruct"))
+}
+
+/// The jobs as BigPanDA lists them; with `fields`, only those keys, and `metastruct` (the
+/// pilot's metadata as JSON, `{}` when it sent none or it is not JSON) when named.
+fn jobs_json(view: &rules::JobsView, fields: Option<&[String]>) -> Json {
+    let with_meta = fields.is_some_and(|f| f.iter().any(|n| n == "metastruct"));
+    Json::Array(
+        view.jobs
+            .iter()
+            .map(|job| {
+                let mut row = record_json(&job.attrs, fields);
+                if with_meta {
+                    let meta = view
+                        .metadata
+                        .get(&job.panda_id())
+                        .and_then(|text| serde_json::from_str::<Json>(text).ok())
+                        .filter(Json::is_object)
+                        .unwrap_or_else(|| json!({}));
+                    row.insert("metastruct".into(), meta);
+                }
+                Json::Object(row)
+            })
+            .collect(),
+    )
 }
 
 fn summary_json(view: &rules::JobsView) -> Json {
@@ -464,7 +493,11 @@ async fn jobs(
         Ok(r) => r,
         Err(e) => return refuse(look.format, e.into()),
     };
-    let view = match state.service.monitor_jobs(&request.listing).await {
+    let view = match state
+        .service
+        .monitor_jobs(&request.listing, wants_metastruct(&request.fields))
+        .await
+    {
         Ok(v) => v,
         Err(e) => return refuse(look.format, e.into()),
     };
@@ -474,7 +507,7 @@ async fn jobs(
         || {
             json!({
                 "selectionsummary": summary_json(&view),
-                "jobs": view.jobs.iter().map(|j| Json::Object(record_json(&j.attrs, request.fields.as_deref()))).collect::<Vec<_>>(),
+                "jobs": jobs_json(&view, request.fields.as_deref()),
                 "errsByCount": errors_json(&view),
             })
         },
@@ -1457,7 +1490,13 @@ async fn user(
         Err(e) => return refuse(look.format, e.into()),
     };
     let (view, tasks) = match (
-        state.service.monitor_jobs(&jobs_request.listing).await,
+        state
+            .service
+            .monitor_jobs(
+                &jobs_request.listing,
+                wants_metastruct(&jobs_request.fields),
+            )
+            .await,
         state.service.monitor_tasks(&tasks_request).await,
     ) {
         (Ok(v), Ok(t)) => (v, t),
@@ -1469,7 +1508,7 @@ async fn user(
         || {
             json!({
                 "user": name,
-                "jobs": view.jobs.iter().map(|j| Json::Object(record_json(&j.attrs, jobs_request.fields.as_deref()))).collect::<Vec<_>>(),
+                "jobs": jobs_json(&view, jobs_request.fields.as_deref()),
                 "tasks": tasks.iter().map(|t| task_json(t, false)).collect::<Vec<_>>(),
             })
         },

@@ -4,11 +4,13 @@
 # and a 10,000-job task (2,000 of its jobs finished), then the release web tier and
 #   1. PILOTS simulated v1 pilots alone for DURATION seconds,
 #   2. the same pilots with VIEWERS monitor viewers beside them (panda-bench monitor: a
-#      site's finished jobs, a job, the dash, the task; each page in turn, as HTML),
-#   3. the viewers alone.
-#   scripts/bench-monitor.sh [VIEWERS] [PILOTS] [DURATION]
+#      site's finished jobs, a job, the dash, the task; each page in turn, as HTML), each
+#      viewer reading a page every PACE seconds,
+#   3. the same with viewers that ask as fast as the server answers,
+#   4. those viewers alone.
+#   scripts/bench-monitor.sh [VIEWERS] [PILOTS] [DURATION] [PACE]
 set -euo pipefail
-VIEWERS=${1:-16}; PILOTS=${2:-64}; DURATION=${3:-20}
+VIEWERS=${1:-16}; PILOTS=${2:-64}; DURATION=${3:-20}; PACE=${4:-1}
 . "$(dirname "$0")/bench-setup.sh"
 cat > "$W/queues.json" <<Q
 {"ANALY_QUEUE": {"nickname": "ANALY_QUEUE", "status": "online", "type": "analysis", "maxrss": 4000,
@@ -32,7 +34,7 @@ export PANDA_DAEMON_CONFIG='{"task_refiner": {"period": 1}, "contents_feeder": {
 start_server
 task_out=$("$T/panda-bench" --url "$B" tasks --jobs 10000 --finish 2000 --pilots 16 --site ANALY_QUEUE)
 TASK=$(printf '%s\n' "$task_out" | grep -o 'task [0-9]*' | head -n 1 | cut -d' ' -f2)
-echo "task $TASK: $(printf '%s\n' "$task_out" | head -n 1)"
+echo "task $TASK: $(printf '%s\n' "$task_out" | grep generated)"
 kill "$PID"; wait "$PID" 2>/dev/null || true; PID=
 unset PANDA_DAEMON_CONFIG
 "$T/panda-server" daemon --run-once db_maintenance >/dev/null
@@ -46,15 +48,20 @@ pilots() {
 }
 viewers() {
     "$T/panda-bench" --url "$B" monitor --viewers "$VIEWERS" --duration "$DURATION" \
-        --site SITE_01 --task "$TASK"
+        --site SITE_01 --task "$TASK" --pace "$1" | grep -Ev '^(command|page)'
+}
+beside() {
+    viewers "$1" > "$W/viewers.out" &
+    VPID=$!
+    pilots | grep -E 'cycles/s|p99|check:'
+    wait "$VPID"
+    sed 's/^/   viewers: /' "$W/viewers.out"
 }
 echo "== $PILOTS pilots alone"
 pilots | grep -E 'cycles/s|p99|check:'
-echo "== $PILOTS pilots with $VIEWERS viewers"
-viewers > "$W/viewers.out" &
-VPID=$!
-pilots | grep -E 'cycles/s|p99|check:'
-wait "$VPID"
-sed 's/^/   viewers: /' "$W/viewers.out"
-echo "== $VIEWERS viewers alone"
-viewers
+echo "== $PILOTS pilots with $VIEWERS viewers, one page every $PACE s each"
+beside "$PACE"
+echo "== $PILOTS pilots with $VIEWERS viewers asking as fast as answered"
+beside 0
+echo "== $VIEWERS viewers alone, as fast as answered"
+viewers 0

@@ -179,6 +179,9 @@ enum Mode {
         /// A task whose page is read too.
         #[arg(long)]
         task: Option<i64>,
+        /// Seconds between one viewer's pages (0: as fast as the server answers).
+        #[arg(long, default_value_t = 0.0)]
+        pace: f64,
     },
     /// Clients calling the health endpoint.
     Alive {
@@ -977,17 +980,16 @@ async fn main() -> anyhow::Result<()> {
             duration,
             site,
             task,
+            pace,
         } => {
-            let elapsed = monitor::run(
-                &client,
-                &cli.url,
+            let how = monitor::Viewing {
                 viewers,
                 duration,
-                &site,
+                site,
                 task,
-                rec.clone(),
-            )
-            .await?;
+                pace,
+            };
+            let elapsed = monitor::run(&client, &cli.url, how, rec.clone()).await?;
             rec.report(elapsed);
         }
         Mode::Alive { clients, duration } => {

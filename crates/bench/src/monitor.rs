@@ -1,5 +1,6 @@
 //! `panda-bench monitor`: viewers reading the embedded monitor's pages as a browser does
-//! (HTML), each page in turn, as fast as the server answers; latency per page. Run it beside
+//! (HTML), each page in turn, either as fast as the server answers (`--pace 0`) or one page
+//! every `pace` seconds as a person reads; latency per page. Run it beside
 //! `panda-bench pilots` to see what viewers cost the pilots.
 
 use std::sync::Arc;
@@ -39,15 +40,32 @@ async fn pages(
     Ok(pages)
 }
 
+/// What one `panda-bench monitor` run does.
+pub struct Viewing {
+    pub viewers: usize,
+    /// Seconds the run lasts.
+    pub duration: u64,
+    /// The queue whose finished jobs are listed.
+    pub site: String,
+    pub task: Option<i64>,
+    /// Seconds between one viewer's pages; 0 for as fast as answered.
+    pub pace: f64,
+}
+
 pub async fn run(
     client: &reqwest::Client,
     url: &str,
-    viewers: usize,
-    duration: u64,
-    site: &str,
-    task: Option<i64>,
+    how: Viewing,
     rec: Arc<Recorder>,
 ) -> anyhow::Result<Duration> {
+    let Viewing {
+        viewers,
+        duration,
+        site,
+        task,
+        pace,
+    } = how;
+    let site = site.as_str();
     let pages = Arc::new(pages(client, url, site, task).await?);
     for (name, path) in pages.iter() {
         println!("page {name}: {path}");
@@ -60,6 +78,12 @@ pub async fn run(
                 (client.clone(), url.to_string(), rec.clone(), pages.clone());
             tokio::spawn(async move {
                 let mut i = viewer;
+                let pace = Duration::from_secs_f64(pace.max(0.0));
+                // Paced viewers start spread over one pace, as people do.
+                if !pace.is_zero() {
+                    let offset = pace.mul_f64(viewer as f64 / viewers.max(1) as f64);
+                    tokio::time::sleep(offset).await;
+                }
                 while Instant::now() < deadline {
                     let (name, path) = &pages[i % pages.len()];
                     i += 1;
@@ -71,6 +95,9 @@ pub async fn run(
                         },
                         Ok(r) => rec.fail(format!("{path}: HTTP {}", r.status())),
                         Err(e) => rec.fail(format!("{path}: {e}")),
+                    }
+                    if let Some(left) = pace.checked_sub(t.elapsed()) {
+                        tokio::time::sleep(left).await;
                     }
                 }
             })

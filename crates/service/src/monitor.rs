@@ -295,8 +295,10 @@ pub fn jobs_request(query: &MonitorQuery, now: NaiveDateTime) -> Result<JobsRequ
         (None, true) => None,
         (None, false) => Some(now - Duration::hours(DEFAULT_JOB_HOURS)),
     };
+    // The latest changes first, as an operator looks: what just happened (and what the
+    // archive's index by site, state and time serves).
     let (order, descending) = match query.get("sortby") {
-        None => (JobAttr::PandaID, true),
+        None => (JobAttr::modificationTime, true),
         Some(text) => job_order(text)?,
     };
     Ok(JobsRequest {
@@ -567,8 +569,10 @@ pub struct SitePage {
     pub hourly: Vec<HourCount>,
 }
 
-/// The window of the plots and of `/dash/`'s archived jobs.
+/// The window of a queue's plot.
 pub const PLOT_HOURS: i64 = 24;
+/// How far back a task's plot goes at most (from the task's creation).
+pub const TASK_PLOT_DAYS: i64 = 30;
 
 impl JobService {
     /// `/jobs/` (and a user's jobs), with the jobs' metadata when `with_metadata`.
@@ -592,18 +596,17 @@ impl JobService {
         Ok(view)
     }
 
-    /// `/job/<pandaid>/`, `None` for a job no table holds.
+    /// `/job/<pandaid>/`, `None` for a job no table holds. One pool connection for the page:
+    /// under load each one is a wait in the pool's queue.
     pub async fn monitor_job(&self, panda_id: i64) -> Result<Option<JobView>, ServiceError> {
-        let Some(job) = self.stores.jobs.get_job(panda_id).await? else {
+        let Some(page) = self.stores.monitor.monitor_job_page(panda_id).await? else {
             return Ok(None);
         };
-        let status_log = self.stores.monitor.job_status_log(panda_id).await?;
-        let retries = self.stores.monitor.job_retries(&job).await?;
-        let log = self.log_tarball(&job);
+        let log = self.log_tarball(&page.job);
         Ok(Some(JobView {
-            job,
-            status_log,
-            retries,
+            job: page.job,
+            status_log: page.status_log,
+            retries: page.retries,
             log,
         }))
     }
@@ -692,75 +695,92 @@ impl JobService {
             .collect())
     }
 
-    /// `/task/<id>/`, `None` for an unknown task.
+    /// `/task/<id>/`, `None` for an unknown task; its plot from its creation, at most
+    /// [`TASK_PLOT_DAYS`] back. One pool connection for the page.
     pub async fn monitor_task(
         &self,
         task_id: i64,
         now: NaiveDateTime,
     ) -> Result<Option<TaskPage>, ServiceError> {
-        let Some(task) = self.stores.tasks.get_task(task_id).await? else {
-            return Ok(None);
-        };
-        let datasets = self.stores.monitor.datasets_of_tasks(&[task_id]).await?;
-        let job_counts = self.stores.tasks.task_job_counts(task_id).await?;
-        let status_log = self.stores.monitor.task_status_changes(task_id).await?;
-        let since = task
-            .get(TaskAttr::creationDate)
-            .as_time()
-            .map(|c| c.max(now - Duration::days(MAX_DAYS)))
-            .unwrap_or(now - Duration::hours(PLOT_HOURS));
-        let hourly = self
+        let plot_from = now - Duration::days(TASK_PLOT_DAYS);
+        let Some(rows) = self
             .stores
             .monitor
-            .hourly_final_counts(&HourlyScope::Task(task_id), since)
-            .await?;
+            .monitor_task_page(task_id, plot_from)
+            .await?
+        else {
+            return Ok(None);
+        };
         Ok(Some(TaskPage {
             view: TaskView {
-                progress: DatasetProgress::of(&datasets),
-                task,
-                datasets,
+                progress: DatasetProgress::of(&rows.datasets),
+                task: rows.task,
+                datasets: rows.datasets,
             },
-            job_counts,
-            status_log,
-            hourly,
+            job_counts: rows.job_counts,
+            status_log: rows.status_log,
+            hourly: rows.hourly,
         }))
     }
 
     /// `/errors/`: failed jobs of the last `window` by site and error codes, at most
-    /// [`COUNTS_TTL`] old.
+    /// [`COUNTS_TTL`] old (or [`STALE_LIMIT`] while a fresher answer is being made).
     pub async fn monitor_errors(
         &self,
         window: Duration,
         now: NaiveDateTime,
     ) -> Result<Arc<Vec<ErrorGroup>>, ServiceError> {
         let key = window.num_seconds();
-        if let Some(found) = self.monitor_counts.errors.fresh(key) {
-            return Ok(found);
+        match self.monitor_counts.errors.lookup(key) {
+            Kept::Fresh(found) => return Ok(found),
+            Kept::Stale(found) => {
+                let service = self.clone();
+                tokio::spawn(async move {
+                    let made = service
+                        .stores
+                        .monitor
+                        .error_groups(now - window, MAX_ERROR_GROUPS);
+                    if let Err(e) = service.monitor_counts.errors.refreshed(key, made.await) {
+                        tracing::warn!(error = %e, "monitor: refreshing the counts failed");
+                    }
+                });
+                return Ok(found);
+            }
+            Kept::Missing => {}
         }
-        let groups = Arc::new(
-            self.stores
-                .monitor
-                .error_groups(now - window, MAX_ERROR_GROUPS)
-                .await?,
-        );
-        self.monitor_counts.errors.put(key, groups.clone());
-        Ok(groups)
+        let made = self
+            .stores
+            .monitor
+            .error_groups(now - window, MAX_ERROR_GROUPS)
+            .await;
+        self.monitor_counts.errors.refreshed(key, made)
     }
 
     /// `/dash/`, `/sites/` and `/site/<queue>/`: jobs by site and state (active jobs, and
-    /// archived jobs of the last `window`), at most [`COUNTS_TTL`] old.
+    /// archived jobs of the last `window`), at most [`COUNTS_TTL`] old (or [`STALE_LIMIT`]
+    /// while a fresher answer is being made).
     pub async fn site_state_counts(
         &self,
         window: Duration,
         now: NaiveDateTime,
     ) -> Result<Arc<Vec<SiteStateCount>>, ServiceError> {
         let key = window.num_seconds();
-        if let Some(found) = self.monitor_counts.states.fresh(key) {
-            return Ok(found);
+        match self.monitor_counts.states.lookup(key) {
+            Kept::Fresh(found) => return Ok(found),
+            Kept::Stale(found) => {
+                let service = self.clone();
+                tokio::spawn(async move {
+                    let made = service.stores.monitor.site_state_counts(now - window);
+                    if let Err(e) = service.monitor_counts.states.refreshed(key, made.await) {
+                        tracing::warn!(error = %e, "monitor: refreshing the counts failed");
+                    }
+                });
+                return Ok(found);
+            }
+            Kept::Missing => {}
         }
-        let counts = Arc::new(self.stores.monitor.site_state_counts(now - window).await?);
-        self.monitor_counts.states.put(key, counts.clone());
-        Ok(counts)
+        let made = self.stores.monitor.site_state_counts(now - window).await;
+        self.monitor_counts.states.refreshed(key, made)
     }
 
     /// The queues by name with their CRIC records.
@@ -840,11 +860,29 @@ impl JobService {
 /// How old the counts of `/dash/`, `/sites/` and `/errors/` may be: they group every active
 /// job, and many viewers should not each pay for that.
 pub const COUNTS_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+/// How old an answer may be served while one request makes a fresher one in the background:
+/// no viewer waits for the grouping except the first, or after a quiet minute.
+pub const STALE_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Answers by window, kept for [`COUNTS_TTL`]; at most 16 windows are kept (the pages ask for
-/// few; more from one client clear the lot rather than grow it).
+/// What [`TimedAnswers::lookup`] found.
+enum Kept<T> {
+    Fresh(Arc<T>),
+    /// Older than the TTL: serve it, and this caller refreshes it (no other is told to).
+    Stale(Arc<T>),
+    Missing,
+}
+
+/// Answers by window: fresh for [`COUNTS_TTL`], then served stale up to [`STALE_LIMIT`]
+/// while one refresh runs. At most 16 windows are kept (the pages ask for few; more from one
+/// client clear the lot rather than grow it).
 pub struct TimedAnswers<T> {
-    kept: std::sync::Mutex<std::collections::HashMap<i64, (std::time::Instant, Arc<T>)>>,
+    kept: std::sync::Mutex<std::collections::HashMap<i64, Entry<T>>>,
+}
+
+struct Entry<T> {
+    made: std::time::Instant,
+    value: Arc<T>,
+    refreshing: bool,
 }
 
 impl<T> Default for TimedAnswers<T> {
@@ -856,19 +894,53 @@ impl<T> Default for TimedAnswers<T> {
 }
 
 impl<T> TimedAnswers<T> {
-    fn fresh(&self, key: i64) -> Option<Arc<T>> {
-        let kept = self.kept.lock().ok()?;
-        kept.get(&key)
-            .filter(|(at, _)| at.elapsed() < COUNTS_TTL)
-            .map(|(_, v)| v.clone())
+    fn lookup(&self, key: i64) -> Kept<T> {
+        let Ok(mut kept) = self.kept.lock() else {
+            return Kept::Missing;
+        };
+        let Some(entry) = kept.get_mut(&key) else {
+            return Kept::Missing;
+        };
+        let age = entry.made.elapsed();
+        if age < COUNTS_TTL || (age < STALE_LIMIT && entry.refreshing) {
+            Kept::Fresh(entry.value.clone())
+        } else if age < STALE_LIMIT {
+            entry.refreshing = true;
+            Kept::Stale(entry.value.clone())
+        } else {
+            Kept::Missing
+        }
     }
 
-    fn put(&self, key: i64, value: Arc<T>) {
-        if let Ok(mut kept) = self.kept.lock() {
-            if kept.len() >= 16 {
-                kept.clear();
+    /// Keeps a fresh answer; a failed one ends the refresh and is passed on.
+    fn refreshed(
+        &self,
+        key: i64,
+        made: Result<T, panda_store::StoreError>,
+    ) -> Result<Arc<T>, ServiceError> {
+        let Ok(mut kept) = self.kept.lock() else {
+            return made.map(Arc::new).map_err(ServiceError::from);
+        };
+        match made {
+            Ok(value) => {
+                let value = Arc::new(value);
+                if kept.len() >= 16 && !kept.contains_key(&key) {
+                    kept.clear();
+                }
+                let entry = Entry {
+                    made: std::time::Instant::now(),
+                    value: value.clone(),
+                    refreshing: false,
+                };
+                kept.insert(key, entry);
+                Ok(value)
             }
-            kept.insert(key, (std::time::Instant::now(), value));
+            Err(e) => {
+                if let Some(entry) = kept.get_mut(&key) {
+                    entry.refreshing = false;
+                }
+                Err(e.into())
+            }
         }
     }
 }
@@ -1016,6 +1088,33 @@ mod tests {
         )
         .expect("tasks");
         assert_eq!(l.name_like.as_deref(), Some("user.me.%"));
+    }
+
+    #[test]
+    fn counts_are_kept_then_served_stale_to_all_but_the_one_refreshing() {
+        let answers: TimedAnswers<u32> = TimedAnswers::default();
+        assert!(matches!(answers.lookup(1), Kept::Missing));
+        assert_eq!(answers.refreshed(1, Ok(7)).ok().as_deref(), Some(&7));
+        assert!(matches!(answers.lookup(1), Kept::Fresh(v) if *v == 7));
+        // Made a TTL ago: the first caller refreshes, the others get the kept answer.
+        if let Ok(mut kept) = answers.kept.lock() {
+            if let Some(entry) = kept.get_mut(&1) {
+                entry.made -= COUNTS_TTL;
+            }
+        }
+        assert!(matches!(answers.lookup(1), Kept::Stale(v) if *v == 7));
+        assert!(matches!(answers.lookup(1), Kept::Fresh(v) if *v == 7));
+        // A failed refresh lets the next caller try again.
+        let failed = answers.refreshed(1, Err(panda_store::StoreError::Corrupt("x".into())));
+        assert!(failed.is_err());
+        assert!(matches!(answers.lookup(1), Kept::Stale(_)));
+        // Past the stale limit nothing is served.
+        if let Ok(mut kept) = answers.kept.lock() {
+            if let Some(entry) = kept.get_mut(&1) {
+                entry.made -= STALE_LIMIT;
+            }
+        }
+        assert!(matches!(answers.lookup(1), Kept::Missing));
     }
 
     #[test]

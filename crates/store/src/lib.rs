@@ -73,8 +73,8 @@ pub use jobs::{Decision, JobSql};
 pub use lookups::{GlobalShare, JobBrief, ResourceType};
 pub use maintenance::{TableMaintenance, MAINTAINED_TABLES};
 pub use monitor::{
-    DisplayRows, ErrorGroup, HourCount, HourlyScope, JobListing, OneOf, SiteStateCount,
-    TaskListing, WORKER_FILTERS,
+    DisplayRows, ErrorGroup, HourCount, HourlyScope, JobListing, JobPage, OneOf, SiteStateCount,
+    TaskListing, TaskPageRows, WORKER_FILTERS,
 };
 pub use operator::{JobFilter, JobLine, Lease, StatusLogEntry};
 pub use retry_rules::RetryRule;

@@ -14,7 +14,7 @@ use panda_core::{
 };
 
 use crate::bind::placeholders;
-use crate::driver::{Dialect, TxMode};
+use crate::driver::{Dialect, Tx, TxMode};
 use crate::error::{Result, StoreError};
 use crate::jobs::{job_select_list, job_types};
 use crate::row::Columns;
@@ -82,6 +82,26 @@ pub struct HourCount {
 pub struct DisplayRows {
     pub columns: Vec<&'static str>,
     pub rows: Vec<Vec<Value>>,
+}
+
+/// `/job/<pandaid>/`'s rows.
+#[derive(Clone, Debug)]
+pub struct JobPage {
+    pub job: JobSpec,
+    pub status_log: Vec<crate::operator::StatusLogEntry>,
+    /// Its parent and the jobs retrying it.
+    pub retries: Vec<i64>,
+}
+
+/// `/task/<id>/`'s rows.
+#[derive(Clone, Debug)]
+pub struct TaskPageRows {
+    pub task: TaskSpec,
+    pub datasets: Vec<DatasetSpec>,
+    pub job_counts: Vec<(String, i64)>,
+    /// (time, status, reason), oldest first.
+    pub status_log: Vec<(Option<NaiveDateTime>, String, String)>,
+    pub hourly: Vec<HourCount>,
 }
 
 /// Whose hourly counts a plot shows.
@@ -234,11 +254,10 @@ impl Store {
     /// is this job (a retry keeps its task; the `jeditaskid` index finds them). A job without
     /// a task has only its parent: finding its children would read the archive unindexed,
     /// and BigPanDA shows retries for a task's jobs only, too.
-    pub async fn job_retries(&self, job: &JobSpec) -> Result<Vec<i64>> {
+    async fn job_retries_in(&self, tx: &mut dyn Tx, job: &JobSpec) -> Result<Vec<i64>> {
         let panda_id = job.panda_id();
         let mut ids = Vec::new();
         if let Some(task) = job.get_i64(JobAttr::jediTaskID).filter(|t| *t > 0) {
-            let mut tx = self.begin(TxMode::Read).await?;
             for table in JobTable::ALL {
                 let rows = tx
                     .fetch(
@@ -253,7 +272,6 @@ impl Store {
                     .await?;
                 ids.extend(rows.iter().filter_map(|r| r[0].as_i64()));
             }
-            tx.commit().await?;
         }
         let parent = job.get_i64(JobAttr::parentID);
         ids.extend(parent.filter(|p| *p > 0 && *p != panda_id));
@@ -407,6 +425,20 @@ impl Store {
         scope: &HourlyScope,
         since: NaiveDateTime,
     ) -> Result<Vec<HourCount>> {
+        let mut tx = self.begin(TxMode::Read).await?;
+        let counts = self
+            .hourly_final_counts_in(tx.as_mut(), scope, since)
+            .await?;
+        tx.commit().await?;
+        Ok(counts)
+    }
+
+    async fn hourly_final_counts_in(
+        &self,
+        tx: &mut dyn Tx,
+        scope: &HourlyScope,
+        since: NaiveDateTime,
+    ) -> Result<Vec<HourCount>> {
         let hour = match self.dialect() {
             Dialect::Postgres => "date_trunc('hour', modificationtime)",
             Dialect::Sqlite => "strftime('%Y-%m-%d %H:00:00', modificationtime)",
@@ -415,7 +447,6 @@ impl Store {
             HourlyScope::Site(site) => ("computingsite", Value::Text(Some(site.clone()))),
             HourlyScope::Task(task) => ("jeditaskid", Value::Int(Some(*task))),
         };
-        let mut tx = self.begin(TxMode::Read).await?;
         let mut counts: Vec<HourCount> = Vec::new();
         for table in [JobTable::Active, JobTable::Archived] {
             let sql = format!(
@@ -451,7 +482,6 @@ impl Store {
                 }
             }
         }
-        tx.commit().await?;
         counts.sort_by(|a, b| (a.hour, &a.status).cmp(&(b.hour, &b.status)));
         Ok(counts)
     }
@@ -488,25 +518,61 @@ impl Store {
 
     /// The datasets of the given tasks, by task and dataset ID.
     pub async fn datasets_of_tasks(&self, task_ids: &[i64]) -> Result<Vec<DatasetSpec>> {
-        let mut datasets = Vec::new();
-        let select_list = crate::jedi::select_list(DATASET_ATTRIBUTES, "");
-        let types = crate::jedi::types(DATASET_ATTRIBUTES);
         let mut tx = self.begin(TxMode::Read).await?;
-        for chunk in task_ids.chunks(500) {
-            let sql = format!(
-                "SELECT {select_list} FROM jedi_datasets WHERE jeditaskid IN ({}) \
-                 ORDER BY jeditaskid, datasetid",
-                placeholders(1, chunk.len())
-            );
-            let params: Vec<Value> = chunk.iter().map(|id| Value::Int(Some(*id))).collect();
-            for row in tx.fetch(&sql, &params, &types).await? {
-                datasets.push(DatasetSpec::from_values(row).ok_or_else(|| {
-                    StoreError::Corrupt("dataset row has the wrong width".into())
-                })?);
-            }
-        }
+        let datasets = datasets_of_tasks_in(tx.as_mut(), task_ids).await?;
         tx.commit().await?;
         Ok(datasets)
+    }
+
+    /// `/job/<pandaid>/`'s reads, on one connection: the job with its files, parameters and
+    /// metadata, its status log and its retries; `None` for a job no table holds.
+    pub async fn monitor_job_page(&self, panda_id: i64) -> Result<Option<JobPage>> {
+        let mut tx = self.begin(TxMode::Read).await?;
+        let Some((job, _)) = self.find_job_in(tx.as_mut(), panda_id, false).await? else {
+            tx.commit().await?;
+            return Ok(None);
+        };
+        let status_log = crate::operator::job_status_log_in(tx.as_mut(), panda_id).await?;
+        let retries = self.job_retries_in(tx.as_mut(), &job).await?;
+        tx.commit().await?;
+        Ok(Some(JobPage {
+            job,
+            status_log,
+            retries,
+        }))
+    }
+
+    /// `/task/<id>/`'s reads, on one connection: the task, its datasets, its jobs by state,
+    /// its status changes and its jobs ended per hour since its creation (not before
+    /// `plot_from`); `None` for an unknown task.
+    pub async fn monitor_task_page(
+        &self,
+        task_id: i64,
+        plot_from: NaiveDateTime,
+    ) -> Result<Option<TaskPageRows>> {
+        let mut tx = self.begin(TxMode::Read).await?;
+        let Some(task) = self.find_task_in(tx.as_mut(), task_id, false).await? else {
+            tx.commit().await?;
+            return Ok(None);
+        };
+        let datasets = datasets_of_tasks_in(tx.as_mut(), &[task_id]).await?;
+        let job_counts = crate::tasks::task_job_counts_in(tx.as_mut(), task_id).await?;
+        let status_log = task_status_changes_in(tx.as_mut(), task_id).await?;
+        let since = task
+            .get(TaskAttr::creationDate)
+            .as_time()
+            .map_or(plot_from, |created| created.max(plot_from));
+        let hourly = self
+            .hourly_final_counts_in(tx.as_mut(), &HourlyScope::Task(task_id), since)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(TaskPageRows {
+            task,
+            datasets,
+            job_counts,
+            status_log,
+            hourly,
+        }))
     }
 
     /// A task's status changes with their reasons, oldest first.
@@ -514,24 +580,10 @@ impl Store {
         &self,
         task_id: i64,
     ) -> Result<Vec<(Option<NaiveDateTime>, String, String)>> {
-        let rows = self
-            .query(
-                "SELECT modificationtime, status, reason FROM tasks_statuslog \
-                 WHERE jeditaskid = $1 ORDER BY modificationtime LIMIT 1000",
-                &[Value::Int(Some(task_id))],
-                &[ColumnType::Timestamp, ColumnType::Text, ColumnType::Text],
-            )
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| {
-                (
-                    r[0].as_time(),
-                    r[1].as_str().unwrap_or_default().to_string(),
-                    r[2].as_str().unwrap_or_default().to_string(),
-                )
-            })
-            .collect())
+        let mut tx = self.begin(TxMode::Read).await?;
+        let changes = task_status_changes_in(tx.as_mut(), task_id).await?;
+        tx.commit().await?;
+        Ok(changes)
     }
 
     /// Harvester workers matching the filters (columns from [`WORKER_FILTERS`]), last
@@ -564,4 +616,51 @@ impl Store {
             rows,
         })
     }
+}
+
+/// The datasets of the given tasks, by task and dataset ID, in `tx`.
+async fn datasets_of_tasks_in(tx: &mut dyn Tx, task_ids: &[i64]) -> Result<Vec<DatasetSpec>> {
+    let mut datasets = Vec::new();
+    let select_list = crate::jedi::select_list(DATASET_ATTRIBUTES, "");
+    let types = crate::jedi::types(DATASET_ATTRIBUTES);
+    for chunk in task_ids.chunks(500) {
+        let sql = format!(
+            "SELECT {select_list} FROM jedi_datasets WHERE jeditaskid IN ({}) \
+             ORDER BY jeditaskid, datasetid",
+            placeholders(1, chunk.len())
+        );
+        let params: Vec<Value> = chunk.iter().map(|id| Value::Int(Some(*id))).collect();
+        for row in tx.fetch(&sql, &params, &types).await? {
+            datasets
+                .push(DatasetSpec::from_values(row).ok_or_else(|| {
+                    StoreError::Corrupt("dataset row has the wrong width".into())
+                })?);
+        }
+    }
+    Ok(datasets)
+}
+
+/// A task's status changes with their reasons, oldest first (at most 1,000), in `tx`.
+async fn task_status_changes_in(
+    tx: &mut dyn Tx,
+    task_id: i64,
+) -> Result<Vec<(Option<NaiveDateTime>, String, String)>> {
+    let rows = tx
+        .fetch(
+            "SELECT modificationtime, status, reason FROM tasks_statuslog \
+             WHERE jeditaskid = $1 ORDER BY modificationtime LIMIT 1000",
+            &[Value::Int(Some(task_id))],
+            &[ColumnType::Timestamp, ColumnType::Text, ColumnType::Text],
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            (
+                r[0].as_time(),
+                r[1].as_str().unwrap_or_default().to_string(),
+                r[2].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect())
 }

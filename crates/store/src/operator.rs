@@ -5,7 +5,7 @@
 use chrono::NaiveDateTime;
 use panda_core::{ColumnType, JobTable, Value};
 
-use crate::driver::TxMode;
+use crate::driver::{Tx, TxMode};
 use crate::error::Result;
 use crate::row::Columns;
 use crate::Store;
@@ -112,30 +112,10 @@ impl Store {
 
     /// A job's status changes, oldest first (empty when `record_statuschange` is off).
     pub async fn job_status_log(&self, panda_id: i64) -> Result<Vec<StatusLogEntry>> {
-        static ENTRY: Columns = Columns(&[
-            ("modificationtime", ColumnType::Timestamp),
-            ("jobstatus", ColumnType::Text),
-            ("computingsite", ColumnType::Text),
-            ("modificationhost", ColumnType::Text),
-        ]);
-        let sql = format!(
-            "SELECT {} FROM jobs_statuslog WHERE pandaid = $1 ORDER BY modificationtime, jobstatus",
-            ENTRY.select_list("")
-        );
-        let rows = self
-            .query(&sql, &[Value::Int(Some(panda_id))], &ENTRY.types())
-            .await?;
-        rows.iter()
-            .map(|row| {
-                let r = ENTRY.read(row);
-                Ok(StatusLogEntry {
-                    time: r.opt_time("modificationtime")?,
-                    status: r.text("jobstatus")?,
-                    site: r.text_or_empty("computingsite")?,
-                    host: r.text_or_empty("modificationhost")?,
-                })
-            })
-            .collect()
+        let mut tx = self.begin(TxMode::Read).await?;
+        let log = job_status_log_in(tx.as_mut(), panda_id).await?;
+        tx.commit().await?;
+        Ok(log)
     }
 
     /// The daemon tasks' leases: which node ran each cluster-wide task last, and when.
@@ -162,4 +142,35 @@ impl Store {
             })
             .collect()
     }
+}
+
+/// A job's status changes, oldest first, in `tx`.
+pub(crate) async fn job_status_log_in(
+    tx: &mut dyn Tx,
+    panda_id: i64,
+) -> Result<Vec<StatusLogEntry>> {
+    static ENTRY: Columns = Columns(&[
+        ("modificationtime", ColumnType::Timestamp),
+        ("jobstatus", ColumnType::Text),
+        ("computingsite", ColumnType::Text),
+        ("modificationhost", ColumnType::Text),
+    ]);
+    let sql = format!(
+        "SELECT {} FROM jobs_statuslog WHERE pandaid = $1 ORDER BY modificationtime, jobstatus",
+        ENTRY.select_list("")
+    );
+    let rows = tx
+        .fetch(&sql, &[Value::Int(Some(panda_id))], &ENTRY.types())
+        .await?;
+    rows.iter()
+        .map(|row| {
+            let r = ENTRY.read(row);
+            Ok(StatusLogEntry {
+                time: r.opt_time("modificationtime")?,
+                status: r.text("jobstatus")?,
+                site: r.text_or_empty("computingsite")?,
+                host: r.text_or_empty("modificationhost")?,
+            })
+        })
+        .collect()
 }

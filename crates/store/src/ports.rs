@@ -34,9 +34,9 @@ use crate::jobs::Decision;
 use crate::lookups::{GlobalShare, JobBrief, ResourceType};
 use crate::maintenance::TableMaintenance;
 use crate::monitor::{
-    DisplayRows, ErrorGroup, HourCount, HourlyScope, JobListing, SiteStateCount, TaskListing,
+    DisplayRows, ErrorGroup, HourCount, HourlyScope, JobListing, JobPage, SiteStateCount,
+    TaskListing, TaskPageRows,
 };
-use crate::operator::StatusLogEntry;
 use crate::retry_rules::RetryRule;
 use crate::side::SideWrite;
 use crate::tasks::TaskCriterion;
@@ -225,15 +225,14 @@ port! {
     /// The embedded monitor's reads: bounded listings and counts, nothing that writes.
     MonitorStore {
         fn monitor_jobs(&self, listing: &JobListing) -> Result<Vec<JobSpec>>;
-        fn job_status_log(&self, panda_id: i64) -> Result<Vec<StatusLogEntry>>;
+        fn monitor_job_page(&self, panda_id: i64) -> Result<Option<JobPage>>;
+        fn monitor_task_page(&self, task_id: i64, plot_from: NaiveDateTime) -> Result<Option<TaskPageRows>>;
         fn jobs_metadata(&self, panda_ids: &[i64]) -> Result<Vec<(i64, String)>>;
-        fn job_retries(&self, job: &JobSpec) -> Result<Vec<i64>>;
         fn site_state_counts(&self, archived_since: NaiveDateTime) -> Result<Vec<SiteStateCount>>;
         fn error_groups(&self, since: NaiveDateTime, limit: usize) -> Result<Vec<ErrorGroup>>;
         fn hourly_final_counts(&self, scope: &HourlyScope, since: NaiveDateTime) -> Result<Vec<HourCount>>;
         fn monitor_tasks(&self, listing: &TaskListing) -> Result<Vec<TaskSpec>>;
         fn datasets_of_tasks(&self, task_ids: &[i64]) -> Result<Vec<DatasetSpec>>;
-        fn task_status_changes(&self, task_id: i64) -> Result<Vec<(Option<NaiveDateTime>, String, String)>>;
         fn monitor_workers(&self, filters: &[(&'static str, Value)], since: NaiveDateTime, limit: usize) -> Result<DisplayRows>;
     }
 }

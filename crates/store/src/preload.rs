@@ -1,5 +1,5 @@
 //! Filling a database with jobs quickly, for benchmarks at scale: archived jobs (finished
-//! a day ago) and activated jobs waiting at a queue, written with set-based INSERTs rather
+//! over the last day, one a second in turn, as a busy archive fills) and activated jobs waiting at a queue, written with set-based INSERTs rather
 //! than one job at a time. Rows carry only what dispatch and the archive look at; every other
 //! column takes its table default.
 
@@ -56,12 +56,13 @@ impl Store {
         let (series, day_ago) = match self.dialect() {
             Dialect::Postgres => (
                 "SELECT g AS n FROM generate_series(0, $4 - 1) AS g",
-                "CAST(now() AT TIME ZONE 'UTC' - interval '1 day' AS TIMESTAMP)",
+                "CAST(now() AT TIME ZONE 'UTC' - interval '1 day' \
+                 + (seq.n % 86400) * interval '1 second' AS TIMESTAMP)",
             ),
             Dialect::Sqlite => (
                 "WITH RECURSIVE s(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM s WHERE n + 1 < $4) \
                  SELECT n FROM s",
-                "datetime('now', '-1 day')",
+                "datetime('now', '-1 day', '+' || (seq.n % 86400) || ' seconds')",
             ),
         };
         let sql = format!(

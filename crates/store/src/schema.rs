@@ -87,7 +87,7 @@ pub const MIGRATIONS: &[Migration] = &[
 pub const EXTENSION_COMPONENT: &str = "panda-server-rs";
 
 /// The level of our own steps this binary needs.
-pub const EXTENSION_VERSION: SchemaVersion = SchemaVersion::new(0, 0, 3);
+pub const EXTENSION_VERSION: SchemaVersion = SchemaVersion::new(0, 0, 4);
 
 /// Our own steps, oldest first, applied after upstream's; idempotent like those.
 pub const EXTENSIONS: &[Migration] = &[
@@ -109,6 +109,11 @@ pub const EXTENSIONS: &[Migration] = &[
                       the defined jobs by state and the task-ID sequence (our own databases \
                       have them from 0.1.5 and 0.1.6); on ours, upstream's global_shares",
         statements: ddl::upstream_layout_additions,
+    },
+    Migration {
+        version: SchemaVersion::new(0, 0, 4),
+        description: "the monitor's index: archived jobs by site and state, newest first",
+        statements: ddl::monitor_indexes,
     },
 ];
 

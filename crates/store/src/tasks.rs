@@ -301,30 +301,7 @@ impl Store {
     /// How many of a task's jobs are in each status.
     pub async fn task_job_counts(&self, task_id: i64) -> Result<Vec<(String, i64)>> {
         let mut tx = self.begin(TxMode::Read).await?;
-        let mut counts: Vec<(String, i64)> = Vec::new();
-        for table in JobTable::ALL {
-            let rows = tx
-                .fetch(
-                    &format!(
-                        "SELECT jobstatus, COUNT(*) FROM {} WHERE jeditaskid = $1 GROUP BY jobstatus",
-                        table.name()
-                    ),
-                    &[Value::Int(Some(task_id))],
-                    &[ColumnType::Text, ColumnType::BigInt],
-                )
-                .await?;
-            for row in rows {
-                if let (Some(status), Some(n)) = (
-                    row.first().and_then(Value::as_str).map(str::to_string),
-                    row.get(1).and_then(Value::as_i64),
-                ) {
-                    match counts.iter_mut().find(|(s, _)| *s == status) {
-                        Some(entry) => entry.1 += n,
-                        None => counts.push((status, n)),
-                    }
-                }
-            }
-        }
+        let counts = task_job_counts_in(tx.as_mut(), task_id).await?;
         tx.commit().await?;
         Ok(counts)
     }
@@ -337,4 +314,36 @@ impl Store {
         )
         .await
     }
+}
+
+/// How many of a task's jobs are in each status, in `tx`.
+pub(crate) async fn task_job_counts_in(
+    tx: &mut dyn Tx,
+    task_id: i64,
+) -> Result<Vec<(String, i64)>> {
+    let mut counts: Vec<(String, i64)> = Vec::new();
+    for table in JobTable::ALL {
+        let rows = tx
+            .fetch(
+                &format!(
+                    "SELECT jobstatus, COUNT(*) FROM {} WHERE jeditaskid = $1 GROUP BY jobstatus",
+                    table.name()
+                ),
+                &[Value::Int(Some(task_id))],
+                &[ColumnType::Text, ColumnType::BigInt],
+            )
+            .await?;
+        for row in rows {
+            if let (Some(status), Some(n)) = (
+                row.first().and_then(Value::as_str).map(str::to_string),
+                row.get(1).and_then(Value::as_i64),
+            ) {
+                match counts.iter_mut().find(|(s, _)| *s == status) {
+                    Some(entry) => entry.1 += n,
+                    None => counts.push((status, n)),
+                }
+            }
+        }
+    }
+    Ok(counts)
 }

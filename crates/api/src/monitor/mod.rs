@@ -328,7 +328,7 @@ fn job_table(
     raw: &[(String, String)],
     shown: usize,
 ) -> Table {
-    let current = query.get("sortby").unwrap_or("pandaid-desc");
+    let current = query.get("sortby").unwrap_or("modificationtime-desc");
     let headers = JOB_LIST_COLUMNS
         .iter()
         .map(|(label, attr)| Header {
@@ -519,7 +519,9 @@ async fn jobs(
             };
             page.section(
                 "",
-                Body::Text(format!("Jobs {window}; newest first unless sorted.")),
+                Body::Text(format!(
+                    "Jobs {window}; the latest changed first unless sorted."
+                )),
             );
             let table = job_table(
                 &view.jobs,
@@ -1056,7 +1058,7 @@ async fn task(
                 .get(TaskAttr::creationDate)
                 .as_time()
                 .unwrap_or(look.now - Duration::hours(rules::PLOT_HOURS));
-            let since = since.max(look.now - Duration::days(30));
+            let since = since.max(look.now - Duration::days(rules::TASK_PLOT_DAYS));
             page.section(
                 "Jobs ended per hour",
                 Body::Plot(hourly_plot(

@@ -447,41 +447,39 @@ impl Store {
             HourlyScope::Site(site) => ("computingsite", Value::Text(Some(site.clone()))),
             HourlyScope::Task(task) => ("jeditaskid", Value::Int(Some(*task))),
         };
-        let mut counts: Vec<HourCount> = Vec::new();
-        for table in [JobTable::Active, JobTable::Archived] {
-            let sql = format!(
-                "SELECT {hour}, jobstatus, COUNT(*) FROM {} WHERE {column} = $1 \
-                 AND modificationtime >= $2 \
-                 AND jobstatus IN ('finished', 'failed', 'cancelled', 'closed') \
-                 GROUP BY {hour}, jobstatus",
-                table.name()
-            );
-            let rows = tx
-                .fetch(
-                    &sql,
-                    &[value.clone(), Value::Time(Some(since))],
-                    &[ColumnType::Timestamp, ColumnType::Text, ColumnType::BigInt],
+        // One statement over both tables: the page waits once.
+        let per_table: Vec<String> = [JobTable::Active, JobTable::Archived]
+            .iter()
+            .map(|t| {
+                format!(
+                    "SELECT {hour} AS hour, jobstatus FROM {} WHERE {column} = $1 \
+                     AND modificationtime >= $2 \
+                     AND jobstatus IN ('finished', 'failed', 'cancelled', 'closed')",
+                    t.name()
                 )
-                .await?;
-            for row in rows {
-                let (Some(hour), Some(status), Some(count)) =
-                    (row[0].as_time(), row[1].as_str(), row[2].as_i64())
-                else {
-                    continue;
-                };
-                match counts
-                    .iter_mut()
-                    .find(|c| c.hour == hour && c.status == status)
-                {
-                    Some(c) => c.count += count,
-                    None => counts.push(HourCount {
-                        hour,
-                        status: status.to_string(),
-                        count,
-                    }),
-                }
-            }
-        }
+            })
+            .collect();
+        let sql = format!(
+            "SELECT hour, jobstatus, COUNT(*) FROM ({}) AS ended GROUP BY hour, jobstatus",
+            per_table.join(" UNION ALL ")
+        );
+        let rows = tx
+            .fetch(
+                &sql,
+                &[value, Value::Time(Some(since))],
+                &[ColumnType::Timestamp, ColumnType::Text, ColumnType::BigInt],
+            )
+            .await?;
+        let mut counts: Vec<HourCount> = rows
+            .into_iter()
+            .filter_map(|row| {
+                Some(HourCount {
+                    hour: row[0].as_time()?,
+                    status: row[1].as_str()?.to_string(),
+                    count: row[2].as_i64()?,
+                })
+            })
+            .collect();
         counts.sort_by(|a, b| (a.hour, &a.status).cmp(&(b.hour, &b.status)));
         Ok(counts)
     }

@@ -321,29 +321,27 @@ pub(crate) async fn task_job_counts_in(
     tx: &mut dyn Tx,
     task_id: i64,
 ) -> Result<Vec<(String, i64)>> {
-    let mut counts: Vec<(String, i64)> = Vec::new();
-    for table in JobTable::ALL {
-        let rows = tx
-            .fetch(
-                &format!(
-                    "SELECT jobstatus, COUNT(*) FROM {} WHERE jeditaskid = $1 GROUP BY jobstatus",
-                    table.name()
-                ),
-                &[Value::Int(Some(task_id))],
-                &[ColumnType::Text, ColumnType::BigInt],
-            )
-            .await?;
-        for row in rows {
-            if let (Some(status), Some(n)) = (
-                row.first().and_then(Value::as_str).map(str::to_string),
-                row.get(1).and_then(Value::as_i64),
-            ) {
-                match counts.iter_mut().find(|(s, _)| *s == status) {
-                    Some(entry) => entry.1 += n,
-                    None => counts.push((status, n)),
-                }
-            }
-        }
-    }
-    Ok(counts)
+    // One statement over the three tables: a page that shows the counts waits once.
+    let per_table: Vec<String> = JobTable::ALL
+        .iter()
+        .map(|t| format!("SELECT jobstatus FROM {} WHERE jeditaskid = $1", t.name()))
+        .collect();
+    let sql = format!(
+        "SELECT jobstatus, COUNT(*) FROM ({}) AS jobs GROUP BY jobstatus ORDER BY jobstatus",
+        per_table.join(" UNION ALL ")
+    );
+    let rows = tx
+        .fetch(
+            &sql,
+            &[Value::Int(Some(task_id))],
+            &[ColumnType::Text, ColumnType::BigInt],
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|row| {
+            let status = row.first().and_then(Value::as_str)?.to_string();
+            Some((status, row.get(1).and_then(Value::as_i64)?))
+        })
+        .collect())
 }

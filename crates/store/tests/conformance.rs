@@ -420,6 +420,7 @@ async fn schema_check_on_fresh_migrated_older_and_newer_databases() {
             vec![
                 SchemaVersion::new(0, 0, 1),
                 SchemaVersion::new(0, 0, 2),
+                SchemaVersion::new(0, 0, 3),
                 EXTENSION_VERSION
             ]
         );
@@ -473,6 +474,7 @@ async fn a_database_at_upstreams_version_without_our_own_steps_is_sent_to_migrat
             vec![
                 SchemaVersion::new(0, 0, 1),
                 SchemaVersion::new(0, 0, 2),
+                SchemaVersion::new(0, 0, 3),
                 EXTENSION_VERSION
             ]
         );

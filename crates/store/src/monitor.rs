@@ -433,6 +433,63 @@ impl Store {
         Ok(counts)
     }
 
+    /// A task's jobs by state, and those that ended since `since` by hour, in one pass over
+    /// the task's jobs (`jeditaskid` indexes).
+    async fn task_jobs_by_state_in(
+        &self,
+        tx: &mut dyn Tx,
+        task_id: i64,
+        since: NaiveDateTime,
+    ) -> Result<(Vec<(String, i64)>, Vec<HourCount>)> {
+        let hour = match self.dialect() {
+            Dialect::Postgres => "date_trunc('hour', modificationtime)",
+            Dialect::Sqlite => "strftime('%Y-%m-%d %H:00:00', modificationtime)",
+        };
+        let per_table: Vec<String> = JobTable::ALL
+            .iter()
+            .map(|t| {
+                format!(
+                    "SELECT jobstatus, CASE WHEN modificationtime >= $2 AND jobstatus IN \
+                     ('finished', 'failed', 'cancelled', 'closed') THEN {hour} END AS hour \
+                     FROM {} WHERE jeditaskid = $1",
+                    t.name()
+                )
+            })
+            .collect();
+        let sql = format!(
+            "SELECT jobstatus, hour, COUNT(*) FROM ({}) AS jobs GROUP BY jobstatus, hour",
+            per_table.join(" UNION ALL ")
+        );
+        let rows = tx
+            .fetch(
+                &sql,
+                &[Value::Int(Some(task_id)), Value::Time(Some(since))],
+                &[ColumnType::Text, ColumnType::Timestamp, ColumnType::BigInt],
+            )
+            .await?;
+        let mut states: Vec<(String, i64)> = Vec::new();
+        let mut hourly = Vec::new();
+        for row in rows {
+            let (Some(status), Some(count)) = (row[0].as_str(), row[2].as_i64()) else {
+                continue;
+            };
+            match states.iter_mut().find(|(s, _)| s == status) {
+                Some(entry) => entry.1 += count,
+                None => states.push((status.to_string(), count)),
+            }
+            if let Some(hour) = row[1].as_time() {
+                hourly.push(HourCount {
+                    hour,
+                    status: status.to_string(),
+                    count,
+                });
+            }
+        }
+        states.sort();
+        hourly.sort_by(|a, b| (a.hour, &a.status).cmp(&(b.hour, &b.status)));
+        Ok((states, hourly))
+    }
+
     async fn hourly_final_counts_in(
         &self,
         tx: &mut dyn Tx,
@@ -554,14 +611,13 @@ impl Store {
             return Ok(None);
         };
         let datasets = datasets_of_tasks_in(tx.as_mut(), &[task_id]).await?;
-        let job_counts = crate::tasks::task_job_counts_in(tx.as_mut(), task_id).await?;
         let status_log = task_status_changes_in(tx.as_mut(), task_id).await?;
         let since = task
             .get(TaskAttr::creationDate)
             .as_time()
             .map_or(plot_from, |created| created.max(plot_from));
-        let hourly = self
-            .hourly_final_counts_in(tx.as_mut(), &HourlyScope::Task(task_id), since)
+        let (job_counts, hourly) = self
+            .task_jobs_by_state_in(tx.as_mut(), task_id, since)
             .await?;
         tx.commit().await?;
         Ok(Some(TaskPageRows {

@@ -7,7 +7,8 @@
 #      site's finished jobs, a job, the dash, the task; each page in turn, as HTML), each
 #      viewer reading a page every PACE seconds,
 #   3. the same with viewers that ask as fast as the server answers,
-#   4. those viewers alone.
+#   4. those viewers alone,
+#   5. the pilots alone again (the database has grown by the earlier phases' reports).
 #   scripts/bench-monitor.sh [VIEWERS] [PILOTS] [DURATION] [PACE]
 set -euo pipefail
 VIEWERS=${1:-16}; PILOTS=${2:-64}; DURATION=${3:-20}; PACE=${4:-1}
@@ -50,7 +51,11 @@ viewers() {
     "$T/panda-bench" --url "$B" monitor --viewers "$VIEWERS" --duration "$DURATION" \
         --site SITE_01 --task "$TASK" --pace "$1" | grep -Ev '^(command|page)'
 }
+# Between phases, what the daemon does every minute where autovacuum is off: the pilots'
+# dead rows would otherwise slow each later phase (run 5 shows the pilots alone again).
+maintain() { "$T/panda-server" daemon --run-once db_maintenance >/dev/null; }
 beside() {
+    maintain
     viewers "$1" > "$W/viewers.out" &
     VPID=$!
     pilots | grep -E 'cycles/s|p99|check:'
@@ -64,4 +69,8 @@ beside "$PACE"
 echo "== $PILOTS pilots with $VIEWERS viewers asking as fast as answered"
 beside 0
 echo "== $VIEWERS viewers alone, as fast as answered"
+maintain
 viewers 0
+echo "== $PILOTS pilots alone again"
+maintain
+pilots | grep -E 'cycles/s|p99|check:'

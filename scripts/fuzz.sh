@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 seconds="${1:-60}"
-targets=(legacy_body v1_args x509_chain oidc_token proxy_header task_parameters event_report)
+targets=(legacy_body v1_args x509_chain oidc_token proxy_header task_parameters event_report monitor_query monitor_log)
 command -v cargo-fuzz >/dev/null || { echo "cargo-fuzz is missing: cargo install cargo-fuzz" >&2; exit 2; }
 cargo +nightly fuzz build -O
 # Seeds: the small inputs in fuzz/seeds/, and for x509_chain a certificate, a VOMS proxy and

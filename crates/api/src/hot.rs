@@ -87,3 +87,33 @@ pub fn decode_event_report(data: &[u8]) -> Result<usize, String> {
     }
     panda_service::events::decode_report_ranges(&text, version).map_err(|e| e.to_string())
 }
+
+/// The monitor's query rules on a raw query string, as its pages read one: decoded into
+/// pairs, checked for size, then read as `/jobs/`, `/tasks/`, `/user/<name>/` and a page
+/// without filters would. Returns how many of them accepted it. The fuzz target of the
+/// monitor's queries.
+pub fn monitor_query(query: &[u8]) -> usize {
+    use panda_service::monitor::{self as rules, MonitorQuery};
+    let Ok(pairs) = serde_urlencoded::from_bytes::<Vec<(String, String)>>(query) else {
+        return 0;
+    };
+    let Ok(query) = MonitorQuery::new(pairs) else {
+        return 0;
+    };
+    let now = panda_core::time::now();
+    [
+        rules::jobs_request(&query, now).is_ok(),
+        rules::tasks_request(&query, now).is_ok(),
+        rules::user_requests(&query, "someone", now).is_ok(),
+        rules::presentation_only(&query).is_ok(),
+    ]
+    .iter()
+    .filter(|ok| **ok)
+    .count()
+}
+
+/// Lists a log tarball's bytes as the monitor does; the number of entries, or 0 for bytes
+/// that are not one. The fuzz target of the log listing.
+pub fn monitor_log_listing(tarball: &[u8]) -> usize {
+    panda_service::monitor::list_tar(tarball).map_or(0, |entries| entries.len())
+}

@@ -9,7 +9,7 @@
 //! listing at most [`MAX_LIMIT`] rows, and every read of the archive is bounded by a window
 //! of at most [`MAX_DAYS`] days (except a task's or a job set's own jobs, found through
 //! their indexes). Reading a log tarball's listing stops after [`MAX_LOG_ENTRIES`] entries or
-//! [`MAX_LOG_BYTES`] bytes, on a blocking thread. Nothing here writes.
+//! [`MAX_LOG_BYTES`] bytes, on a blocking thread, two at a time. Nothing here writes.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -44,8 +44,9 @@ pub const DEFAULT_JOB_HOURS: i64 = 12;
 pub const DEFAULT_TASK_DAYS: i64 = 30;
 /// Entries of a log tarball listed at most.
 pub const MAX_LOG_ENTRIES: usize = 10_000;
-/// Bytes of a log tarball read, decompressed, to list it.
-pub const MAX_LOG_BYTES: u64 = 1 << 30;
+/// Bytes of a log tarball read, decompressed, to list it (pilot log tarballs are a few MB
+/// to a few hundred).
+pub const MAX_LOG_BYTES: u64 = 512 << 20;
 /// Groups `/errors/` shows at most.
 pub const MAX_ERROR_GROUPS: usize = 500;
 
@@ -652,6 +653,10 @@ impl JobService {
         let Some(path) = log.path.clone() else {
             return Ok(None);
         };
+        let _turn = LISTINGS
+            .acquire()
+            .await
+            .map_err(|_| bad("the server is shutting down".into()))?;
         let entries = tokio::task::spawn_blocking(move || list_tarball(&path))
             .await
             .map_err(|e| bad(format!("listing the log tarball stopped: {e}")))?
@@ -986,16 +991,18 @@ fn storage_roots(cache_dir: &Path) -> Vec<PathBuf> {
 
 /// The entries of a (gzipped) tar file, bounded by [`MAX_LOG_ENTRIES`] and [`MAX_LOG_BYTES`].
 fn list_tarball(path: &Path) -> std::io::Result<Vec<(String, u64)>> {
+    list_tar(std::io::BufReader::new(std::fs::File::open(path)?))
+}
+
+/// The entries of a tar stream, gzipped or not (the first two bytes say), bounded by
+/// [`MAX_LOG_ENTRIES`] and [`MAX_LOG_BYTES`]. A pilot made the bytes: anything may be in
+/// them, and a malformed archive is an error, never a panic.
+pub fn list_tar(mut input: impl std::io::BufRead) -> std::io::Result<Vec<(String, u64)>> {
     use std::io::Read;
-    let file = std::fs::File::open(path)?;
-    let mut head = [0u8; 2];
-    let gzipped = {
-        let mut probe = std::fs::File::open(path)?;
-        probe.read(&mut head)? == 2 && head == [0x1f, 0x8b]
-    };
+    let gzipped = input.fill_buf()?.starts_with(&[0x1f, 0x8b]);
     let reader: Box<dyn Read> = match gzipped {
-        true => Box::new(flate2::read::GzDecoder::new(file)),
-        false => Box::new(file),
+        true => Box::new(flate2::bufread::GzDecoder::new(input)),
+        false => Box::new(input),
     };
     let mut archive = tar::Archive::new(reader.take(MAX_LOG_BYTES));
     let mut entries = Vec::new();
@@ -1009,6 +1016,10 @@ fn list_tarball(path: &Path) -> std::io::Result<Vec<(String, u64)>> {
     }
     Ok(entries)
 }
+
+/// Log tarballs listed at once: each is a decompression on a blocking thread, and a
+/// hostile viewer asking for many must not take every core.
+static LISTINGS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 
 #[cfg(test)]
 mod tests {
@@ -1115,6 +1126,33 @@ mod tests {
             }
         }
         assert!(matches!(answers.lookup(1), Kept::Missing));
+    }
+
+    #[test]
+    fn a_log_tarball_is_listed_gzipped_or_not_and_garbage_is_an_error() {
+        let mut plain = tar::Builder::new(Vec::new());
+        for name in ["pilotlog.txt", "payload.stdout"] {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(5);
+            header.set_cksum();
+            plain
+                .append_data(&mut header, name, &b"hello"[..])
+                .expect("append");
+        }
+        let plain = plain.into_inner().expect("tar");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &plain).expect("gzip");
+        let gzipped = gz.finish().expect("gzip");
+        for bytes in [&plain, &gzipped] {
+            let entries = list_tar(bytes.as_slice()).expect("a listing");
+            assert_eq!(
+                entries,
+                vec![("pilotlog.txt".to_string(), 5), ("payload.stdout".to_string(), 5)]
+            );
+        }
+        assert!(list_tar(&b"\x1f\x8bnot gzip at all"[..]).is_err());
+        let junk = vec![7u8; 1024];
+        assert!(list_tar(junk.as_slice()).map_or(true, |e| e.is_empty()));
     }
 
     #[test]

@@ -352,6 +352,32 @@ async fn who_sees_the_monitor_and_where_it_is_served() {
     let (status, _) = get(&closed, "/jobs/?json").await;
     assert_eq!(status, 403);
     drop(closed);
+    // A verified token is an identity: such a caller sees the monitor; a forged one is
+    // refused before any page.
+    let issuer = common::TokenIssuer::new("atlas");
+    let mut extra: Vec<(String, String)> = issuer.env();
+    extra.push(("PANDA_TRUST_LOOPBACK".into(), "False".into()));
+    let extra_ref: Vec<(&str, &str)> = extra
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let tokened = Stack::start(backend, &["httpd"], &extra_ref).await;
+    let token = issuer.sign(&issuer.claims("Test user", &["atlas"]));
+    let look = |token: String| {
+        common::http()
+            .get(tokened.server.url("/dash/?json"))
+            .bearer_auth(token)
+            .header("Origin", "atlas")
+            .send()
+    };
+    assert_eq!(look(token).await.expect("get").status(), 200);
+    let forged = issuer.sign_with(
+        &openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(2048).expect("rsa"))
+            .expect("key"),
+        &issuer.claims("Mallory", &["atlas"]),
+    );
+    assert_eq!(look(forged).await.expect("get").status(), 403);
+    drop(tokened);
     let open = Stack::start(
         backend,
         &["httpd"],

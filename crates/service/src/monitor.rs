@@ -1147,7 +1147,10 @@ mod tests {
             let entries = list_tar(bytes.as_slice()).expect("a listing");
             assert_eq!(
                 entries,
-                vec![("pilotlog.txt".to_string(), 5), ("payload.stdout".to_string(), 5)]
+                vec![
+                    ("pilotlog.txt".to_string(), 5),
+                    ("payload.stdout".to_string(), 5)
+                ]
             );
         }
         assert!(list_tar(&b"\x1f\x8bnot gzip at all"[..]).is_err());

@@ -22,6 +22,7 @@ pub mod proxy_protocol;
 mod python;
 mod request_log;
 mod static_files;
+mod url;
 mod v1;
 pub mod x509;
 
@@ -129,7 +130,7 @@ pub fn router(state: AppState) -> Router {
         true => monitor::routes(),
         false => Router::new(),
     };
-    monitor
+    let routes = monitor
         .route("/server/panda/{method}", any(legacy::dispatch))
         .route("/api/{version}/{module}/{function}", any(v1::dispatch))
         .route("/cache/schedconfig/{file}", get(static_files::queue_data))
@@ -143,23 +144,20 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.files.clone(),
             static_files::confine,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            identity::resolve,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.stats.clone(),
-            request_log::log_request,
-        ))
-        .with_state(state)
+        ));
+    with_identity_and_log(routes, state)
 }
 
 /// The monitor alone, for a listener of its own (`monitor_address`): the same identities
 /// and request log as the web tier.
 pub fn monitor_router(state: AppState) -> Router {
-    monitor::routes()
-        .fallback(not_found)
+    with_identity_and_log(monitor::routes().fallback(not_found), state)
+}
+
+/// The outer layers every listener's router has: the caller's identity, resolved once, and
+/// the request log around everything.
+fn with_identity_and_log(routes: Router<AppState>, state: AppState) -> Router {
+    routes
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             identity::resolve,

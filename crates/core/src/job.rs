@@ -142,6 +142,30 @@ attribute_table! { JobAttr, JOB_ATTRIBUTES;
     outputFileType: ColumnType::VarChar(32);
 }
 
+/// The error components of a job, in upstream's order: the name BigPanDA gives it, its code
+/// attribute and its diagnostic attribute.
+pub const ERROR_COMPONENTS: [(&str, JobAttr, JobAttr); 7] = [
+    ("pilot", JobAttr::pilotErrorCode, JobAttr::pilotErrorDiag),
+    ("exe", JobAttr::exeErrorCode, JobAttr::exeErrorDiag),
+    ("sup", JobAttr::supErrorCode, JobAttr::supErrorDiag),
+    ("ddm", JobAttr::ddmErrorCode, JobAttr::ddmErrorDiag),
+    (
+        "brokerage",
+        JobAttr::brokerageErrorCode,
+        JobAttr::brokerageErrorDiag,
+    ),
+    (
+        "jobdispatcher",
+        JobAttr::jobDispatcherErrorCode,
+        JobAttr::jobDispatcherErrorDiag,
+    ),
+    (
+        "taskbuffer",
+        JobAttr::taskBufferErrorCode,
+        JobAttr::taskBufferErrorDiag,
+    ),
+];
+
 /// A job with its files. Dereferences to its attribute record.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct JobSpec {

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{api_client, no_input_task, post_envelope, submit, update_job, Stack, TestJob};
+use common::{api_client, no_input_task, submit, Stack, TestJob};
 use panda_store::testing::backends;
 use serde_json::{json, Value as Json};
 
@@ -27,52 +27,6 @@ async fn get_json(stack: &Stack, path: &str) -> Json {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}: {text}"))
 }
 
-/// A pilot at `site` takes one job of `label` and reports it running.
-async fn take_job(stack: &Stack, site: &str, label: &str) -> Option<Json> {
-    let reply = post_envelope(
-        &api_client(),
-        stack.server.url("/api/v1/pilot/acquire_jobs"),
-        json!({"site_name": site, "prod_source_label": label, "n_jobs": 1}),
-        None,
-    )
-    .await;
-    let job = reply["data"]["jobs"].get(0).cloned()?;
-    let id = job["PandaID"].as_i64().expect("PandaID");
-    update_job(
-        &stack.server,
-        json!({"jobId": id.to_string(), "state": "running", "attemptNr": job["attemptNr"]}),
-    )
-    .await;
-    Some(job)
-}
-
-/// The final report of a job: finished with its outputs, or failed with a pilot error.
-async fn finish(stack: &Stack, job: &Json, finished: bool) {
-    let id = job["PandaID"].as_i64().expect("PandaID");
-    let mut fields = json!({"jobId": id.to_string(), "attemptNr": job["attemptNr"]});
-    if finished {
-        let mut xml = serde_json::Map::new();
-        let outs = job["outFiles"].as_str().unwrap_or_default();
-        for (i, lfn) in outs.split(',').filter(|l| !l.is_empty()).enumerate() {
-            xml.insert(
-                lfn.to_string(),
-                json!({"guid": format!("00000000-0000-4000-8000-00000000000{i}"),
-                       "fsize": 1000 + i, "adler32": "0a1b2c3d",
-                       "surl": format!("file://localhost/se/{lfn}")}),
-            );
-        }
-        fields["state"] = json!("finished");
-        fields["xml"] = json!(Json::Object(xml).to_string());
-        fields["metaData"] = json!(r#"{"user_job_metadata": {"events": 10}}"#);
-    } else {
-        fields["state"] = json!("failed");
-        fields["transExitCode"] = json!("1");
-        fields["pilotErrorCode"] = json!("1305");
-        fields["pilotErrorDiag"] = json!("<b>payload</b> failed");
-    }
-    update_job(&stack.server, fields).await;
-}
-
 /// A two-job `noInput` task taken to `done` by the daemon's steps and two pilots' reports
 /// (the post-processing is left to the caller); its ID and its jobs.
 async fn done_task(stack: &Stack, name: &str) -> (i64, Vec<i64>) {
@@ -81,8 +35,8 @@ async fn done_task(stack: &Stack, name: &str) -> (i64, Vec<i64>) {
         stack.step(step);
     }
     let mut jobs = Vec::new();
-    while let Some(job) = take_job(stack, "ANALY_QUEUE", "user").await {
-        finish(stack, &job, true).await;
+    while let Some(job) = common::take_running_job(stack, "ANALY_QUEUE", "user").await {
+        common::report_end(stack, &job, true).await;
         jobs.push(job["PandaID"].as_i64().expect("PandaID"));
     }
     (task_id, jobs)
@@ -97,10 +51,10 @@ async fn the_monitor_shows_tasks_jobs_errors_and_sites_as_pages_and_bigpanda_jso
         let mut failing = TestJob::new("monitor.fails");
         failing.max_attempt = Some(1);
         let failed = submit(&api_client(), &stack.server, &[failing]).await[0];
-        let job = take_job(&stack, "TEST_QUEUE", "managed")
+        let job = common::take_running_job(&stack, "TEST_QUEUE", "managed")
             .await
             .expect("the managed job");
-        finish(&stack, &job, false).await;
+        common::report_end(&stack, &job, false).await;
         stack.step("add_main");
         assert!(stack.step("post_processor").contains("closed=1"));
 
@@ -471,6 +425,31 @@ async fn tunnel_to(
     (format!("http://{address}"), asked)
 }
 
+/// Runs the installed `pandamon` (in `bin`) with `args`, its HTTPS going through the tunnel
+/// `proxy` and trusting `ca`; its standard output, which must come with success.
+async fn pandamon(bin: &str, proxy: &str, ca: &std::path::Path, args: &[&str]) -> String {
+    let mut command = std::process::Command::new(std::path::Path::new(bin).join("pandamon"));
+    command
+        .args(args)
+        .env("https_proxy", proxy)
+        .env("HTTPS_PROXY", proxy)
+        .env_remove("no_proxy")
+        .env_remove("NO_PROXY")
+        .env("SSL_CERT_FILE", ca)
+        .env("GRID_USER_NAME", "")
+        .env("USER", "tester");
+    let output = tokio::task::spawn_blocking(move || command.output().expect("pandamon"))
+        .await
+        .expect("pandamon thread");
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(
+        output.status.success(),
+        "pandamon {args:?} failed: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
 #[tokio::test]
 async fn the_real_pandamonium_lists_a_done_task_with_its_percentage() {
     let installed = std::process::Command::new("bash")
@@ -521,28 +500,8 @@ async fn the_real_pandamonium_lists_a_done_task_with_its_percentage() {
         .expect("the HTTPS port");
     let target = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let (proxy, asked) = tunnel_to(target).await;
-    let (bin2, ca) = (bin.clone(), pki.path("ca.pem"));
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(std::path::Path::new(&bin2).join("pandamon"))
-            .args(["user.tester.pm", "--clean"])
-            .env("https_proxy", &proxy)
-            .env("HTTPS_PROXY", &proxy)
-            .env_remove("no_proxy")
-            .env_remove("NO_PROXY")
-            .env("SSL_CERT_FILE", &ca)
-            .env("GRID_USER_NAME", "")
-            .env("USER", "tester")
-            .output()
-            .expect("pandamon")
-    })
-    .await
-    .expect("pandamon thread");
-    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
-    assert!(
-        output.status.success(),
-        "pandamon failed: {stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let ca = pki.path("ca.pem");
+    let stdout = pandamon(&bin, &proxy, &ca, &["user.tester.pm", "--clean"]).await;
     assert_eq!(
         stdout.trim(),
         format!("done {task_id} 100% user.tester.pm/"),
@@ -553,27 +512,6 @@ async fn the_real_pandamonium_lists_a_done_task_with_its_percentage() {
         vec!["bigpanda.cern.ch:443".to_string()]
     );
     // `-m` sums the jobs' user metadata (from `/jobs/?fields=metastruct`).
-    let (bin3, ca) = (bin.clone(), pki.path("ca.pem"));
-    let (proxy, _) = tunnel_to(target).await;
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(std::path::Path::new(&bin3).join("pandamon"))
-            .args(["user.tester.pm", "-m"])
-            .env("https_proxy", &proxy)
-            .env_remove("no_proxy")
-            .env_remove("NO_PROXY")
-            .env("SSL_CERT_FILE", &ca)
-            .env("GRID_USER_NAME", "")
-            .env("USER", "tester")
-            .output()
-            .expect("pandamon -m")
-    })
-    .await
-    .expect("pandamon thread");
-    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = pandamon(&bin, &proxy, &ca, &["user.tester.pm", "-m"]).await;
     assert_eq!(stdout.trim(), "user.tester.pm/  events:20", "{stdout}");
 }

@@ -50,45 +50,12 @@ async fn take_job(stack: &Stack) -> Option<Json> {
 
 /// A pilot at `site` takes one user job and reports it running.
 async fn take_job_at(stack: &Stack, site: &str) -> Option<Json> {
-    let reply = post(
-        stack,
-        "/api/v1/pilot/acquire_jobs",
-        json!({"site_name": site, "prod_source_label": "user", "n_jobs": 1}),
-    )
-    .await;
-    let job = reply["data"]["jobs"].get(0).cloned()?;
-    let id = job["PandaID"].as_i64().expect("PandaID");
-    common::update_job(
-        &stack.server,
-        json!({"jobId": id.to_string(), "state": "running", "attemptNr": job["attemptNr"]}),
-    )
-    .await;
-    Some(job)
+    common::take_running_job(stack, site, "user").await
 }
 
 /// The pilot's final report: finished with a file report for every output, or failed.
 async fn report(stack: &Stack, job: &Json, finished: bool) {
-    let id = job["PandaID"].as_i64().expect("PandaID");
-    let mut fields = json!({"jobId": id.to_string(), "attemptNr": job["attemptNr"]});
-    if finished {
-        let mut xml = serde_json::Map::new();
-        let outs = job["outFiles"].as_str().unwrap_or_default();
-        for (i, lfn) in outs.split(',').filter(|l| !l.is_empty()).enumerate() {
-            xml.insert(
-                lfn.to_string(),
-                json!({"guid": format!("00000000-0000-4000-8000-00000000000{i}"),
-                       "fsize": 1000 + i, "adler32": format!("0a1b2c3{i}"),
-                       "surl": format!("file://localhost/se/{lfn}")}),
-            );
-        }
-        fields["state"] = json!("finished");
-        fields["xml"] = json!(Json::Object(xml).to_string());
-    } else {
-        fields["state"] = json!("failed");
-        fields["transExitCode"] = json!("1");
-        fields["pilotErrorCode"] = json!("1305");
-    }
-    common::update_job(&stack.server, fields).await;
+    common::report_end(stack, job, finished).await;
 }
 
 /// A task listing since 2020 (`task/<function>`); the envelope.

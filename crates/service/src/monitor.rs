@@ -404,37 +404,27 @@ fn like_pattern(text: &str) -> String {
     text.replace('*', "%")
 }
 
-/// One failed job's errors as `component:code` with the diagnostic, for `errsByCount`.
-pub fn job_errors(job: &JobSpec) -> Vec<(String, String)> {
-    const COMPONENTS: [(&str, JobAttr, JobAttr); 7] = [
-        ("pilot", JobAttr::pilotErrorCode, JobAttr::pilotErrorDiag),
-        ("exe", JobAttr::exeErrorCode, JobAttr::exeErrorDiag),
-        ("sup", JobAttr::supErrorCode, JobAttr::supErrorDiag),
-        ("ddm", JobAttr::ddmErrorCode, JobAttr::ddmErrorDiag),
-        (
-            "brokerage",
-            JobAttr::brokerageErrorCode,
-            JobAttr::brokerageErrorDiag,
-        ),
-        (
-            "jobdispatcher",
-            JobAttr::jobDispatcherErrorCode,
-            JobAttr::jobDispatcherErrorDiag,
-        ),
-        (
-            "taskbuffer",
-            JobAttr::taskBufferErrorCode,
-            JobAttr::taskBufferErrorDiag,
-        ),
-    ];
-    COMPONENTS
+/// One job's errors: (component, code, diagnostic) for each component whose code is set and
+/// not 0 (`panda_core::job::ERROR_COMPONENTS`).
+pub fn job_errors(job: &JobSpec) -> Vec<(&'static str, i64, String)> {
+    panda_core::job::ERROR_COMPONENTS
         .iter()
         .filter_map(|(name, code, diag)| {
             let code = job.get_i64(*code).filter(|c| *c != 0)?;
             let diag = job.get_str(*diag).unwrap_or_default().to_string();
-            Some((format!("{name}:{code}"), diag))
+            Some((*name, code, diag))
         })
         .collect()
+}
+
+/// Failed jobs of a listing with one component's code (`errsByCount`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ErrorCount {
+    pub component: &'static str,
+    pub code: i64,
+    pub count: i64,
+    /// The diagnostic of the first such job.
+    pub diag: String,
 }
 
 /// `/jobs/`: the jobs, how many of them have each value of the summary fields, and their
@@ -444,8 +434,8 @@ pub struct JobsView {
     pub jobs: Vec<JobSpec>,
     /// For each of [`SUMMARY_FIELDS`]: (value, count), largest first.
     pub summary: Vec<(&'static str, Vec<(String, i64)>)>,
-    /// `component:code`, how many, one diagnostic; largest first.
-    pub errors: Vec<(String, i64, String)>,
+    /// The failed jobs' errors, largest first.
+    pub errors: Vec<ErrorCount>,
     /// The pilots' metadata by PandaID, read only when asked (`fields=metastruct`).
     pub metadata: std::collections::HashMap<i64, String>,
 }
@@ -467,19 +457,27 @@ impl JobsView {
                 (*name, counts)
             })
             .collect();
-        let mut errors: BTreeMap<String, (i64, String)> = BTreeMap::new();
+        let mut errors: BTreeMap<(&'static str, i64), ErrorCount> = BTreeMap::new();
         for job in jobs
             .iter()
             .filter(|j| j.status() == Some(JobStatus::Failed))
         {
-            for (code, diag) in job_errors(job) {
-                let entry = errors.entry(code).or_insert((0, diag));
-                entry.0 += 1;
+            for (component, code, diag) in job_errors(job) {
+                let entry = errors.entry((component, code)).or_insert(ErrorCount {
+                    component,
+                    code,
+                    count: 0,
+                    diag,
+                });
+                entry.count += 1;
             }
         }
-        let mut errors: Vec<(String, i64, String)> =
-            errors.into_iter().map(|(c, (n, d))| (c, n, d)).collect();
-        errors.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let mut errors: Vec<ErrorCount> = errors.into_values().collect();
+        errors.sort_by(|a, b| {
+            b.count
+                .cmp(&a.count)
+                .then_with(|| (a.component, a.code).cmp(&(b.component, b.code)))
+        });
         JobsView {
             jobs,
             summary,
@@ -735,30 +733,18 @@ impl JobService {
         window: Duration,
         now: NaiveDateTime,
     ) -> Result<Arc<Vec<ErrorGroup>>, ServiceError> {
-        let key = window.num_seconds();
-        match self.monitor_counts.errors.lookup(key) {
-            Kept::Fresh(found) => return Ok(found),
-            Kept::Stale(found) => {
-                let service = self.clone();
-                tokio::spawn(async move {
-                    let made = service
-                        .stores
-                        .monitor
-                        .error_groups(now - window, MAX_ERROR_GROUPS);
-                    if let Err(e) = service.monitor_counts.errors.refreshed(key, made.await) {
-                        tracing::warn!(error = %e, "monitor: refreshing the counts failed");
-                    }
-                });
-                return Ok(found);
-            }
-            Kept::Missing => {}
-        }
-        let made = self
-            .stores
-            .monitor
-            .error_groups(now - window, MAX_ERROR_GROUPS)
-            .await;
-        self.monitor_counts.errors.refreshed(key, made)
+        let since = now - window;
+        self.kept_counts(
+            |c| &c.errors,
+            window,
+            move |service| {
+                Box::pin(async move {
+                    let store = &service.stores.monitor;
+                    store.error_groups(since, MAX_ERROR_GROUPS).await
+                })
+            },
+        )
+        .await
     }
 
     /// `/dash/`, `/sites/` and `/site/<queue>/`: jobs by site and state (active jobs, and
@@ -769,14 +755,33 @@ impl JobService {
         window: Duration,
         now: NaiveDateTime,
     ) -> Result<Arc<Vec<SiteStateCount>>, ServiceError> {
+        let since = now - window;
+        self.kept_counts(
+            |c| &c.states,
+            window,
+            move |service| {
+                Box::pin(async move { service.stores.monitor.site_state_counts(since).await })
+            },
+        )
+        .await
+    }
+
+    /// A kept answer for `window` from the cache `pick` chooses: fresh as kept; stale as kept
+    /// while this caller starts `make` in the background; missing made now.
+    async fn kept_counts<T: Send + Sync + 'static>(
+        &self,
+        pick: fn(&CountsCache) -> &TimedAnswers<T>,
+        window: Duration,
+        make: impl Fn(JobService) -> Making<T>,
+    ) -> Result<Arc<T>, ServiceError> {
         let key = window.num_seconds();
-        match self.monitor_counts.states.lookup(key) {
+        match pick(&self.monitor_counts).lookup(key) {
             Kept::Fresh(found) => return Ok(found),
             Kept::Stale(found) => {
                 let service = self.clone();
+                let making = make(self.clone());
                 tokio::spawn(async move {
-                    let made = service.stores.monitor.site_state_counts(now - window);
-                    if let Err(e) = service.monitor_counts.states.refreshed(key, made.await) {
+                    if let Err(e) = pick(&service.monitor_counts).refreshed(key, making.await) {
                         tracing::warn!(error = %e, "monitor: refreshing the counts failed");
                     }
                 });
@@ -784,8 +789,7 @@ impl JobService {
             }
             Kept::Missing => {}
         }
-        let made = self.stores.monitor.site_state_counts(now - window).await;
-        self.monitor_counts.states.refreshed(key, made)
+        pick(&self.monitor_counts).refreshed(key, make(self.clone()).await)
     }
 
     /// The queues by name with their CRIC records.
@@ -868,6 +872,10 @@ pub const COUNTS_TTL: std::time::Duration = std::time::Duration::from_secs(10);
 /// How old an answer may be served while one request makes a fresher one in the background:
 /// no viewer waits for the grouping except the first, or after a quiet minute.
 pub const STALE_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A count being made from the store, in the background or not.
+type Making<T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, panda_store::StoreError>> + Send>>;
 
 /// What [`TimedAnswers::lookup`] found.
 enum Kept<T> {

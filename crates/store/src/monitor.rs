@@ -9,6 +9,7 @@
 
 use chrono::NaiveDateTime;
 use panda_core::jedi::DATASET_ATTRIBUTES;
+use panda_core::job::ERROR_COMPONENTS;
 use panda_core::{
     AttrSet, ColumnType, DatasetSpec, JobAttr, JobSpec, JobTable, Record, TaskAttr, TaskSpec, Value,
 };
@@ -110,21 +111,6 @@ pub enum HourlyScope {
     Site(String),
     Task(i64),
 }
-
-/// The error components of a job row: the code column, the diagnostic column, the name.
-const ERROR_COLUMNS: [(&str, &str, &str); 7] = [
-    ("piloterrorcode", "piloterrordiag", "pilot"),
-    ("exeerrorcode", "exeerrordiag", "exe"),
-    ("superrorcode", "superrordiag", "sup"),
-    ("ddmerrorcode", "ddmerrordiag", "ddm"),
-    ("brokerageerrorcode", "brokerageerrordiag", "brokerage"),
-    (
-        "jobdispatchererrorcode",
-        "jobdispatchererrordiag",
-        "jobdispatcher",
-    ),
-    ("taskbuffererrorcode", "taskbuffererrordiag", "taskbuffer"),
-];
 
 /// The columns of `harvester_workers` a monitor shows, in the table's order.
 const WORKER_COLUMNS: Columns = Columns(&[
@@ -358,13 +344,13 @@ impl Store {
         since: NaiveDateTime,
         limit: usize,
     ) -> Result<Vec<ErrorGroup>> {
-        let codes: Vec<String> = ERROR_COLUMNS
+        let codes: Vec<String> = ERROR_COMPONENTS
             .iter()
-            .map(|(code, _, _)| code.to_string())
+            .map(|(_, code, _)| column(*code))
             .collect();
-        let diags: Vec<String> = ERROR_COLUMNS
+        let diags: Vec<String> = ERROR_COMPONENTS
             .iter()
-            .map(|(_, diag, _)| format!("MAX({diag})"))
+            .map(|(_, _, diag)| format!("MAX({})", column(*diag)))
             .collect();
         let mut types = vec![ColumnType::Text];
         types.extend(codes.iter().map(|_| ColumnType::BigInt));
@@ -385,17 +371,17 @@ impl Store {
             for row in rows {
                 let site = row[0].as_str().unwrap_or_default().to_string();
                 let mut found = Vec::new();
-                for (i, (_, _, name)) in ERROR_COLUMNS.iter().enumerate() {
+                for (i, (name, _, _)) in ERROR_COMPONENTS.iter().enumerate() {
                     let code = row[1 + i].as_i64().unwrap_or(0);
                     if code != 0 {
-                        let diag = row[1 + ERROR_COLUMNS.len() + i]
+                        let diag = row[1 + ERROR_COMPONENTS.len() + i]
                             .as_str()
                             .unwrap_or_default()
                             .to_string();
                         found.push((*name, code, diag));
                     }
                 }
-                let count = row[1 + 2 * ERROR_COLUMNS.len()].as_i64().unwrap_or(0);
+                let count = row[1 + 2 * ERROR_COMPONENTS.len()].as_i64().unwrap_or(0);
                 match groups.iter_mut().find(|g| {
                     g.site == site
                         && g.codes

@@ -101,17 +101,7 @@ pub fn python_str(value: &Json) -> String {
 
 /// Python's `urllib.parse.quote_plus`.
 pub fn quote_plus(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' | b'.' | b'-' | b'~' => {
-                out.push(byte as char)
-            }
-            b' ' => out.push('+'),
-            other => out.push_str(&format!("%{other:02X}")),
-        }
-    }
-    out
+    crate::url::percent_encode(text, true)
 }
 
 #[cfg(test)]

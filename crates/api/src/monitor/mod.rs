@@ -208,6 +208,33 @@ macro_rules! look_or_refuse {
     };
 }
 
+/// The value of a result, or the handler answers its refusal (a `Refusal` or a
+/// `ServiceError`) in the caller's format.
+macro_rules! or_refuse {
+    ($format:expr, $result:expr) => {
+        match $result {
+            Ok(value) => value,
+            Err(e) => return refuse($format, Refusal::from(e)),
+        }
+    };
+}
+
+/// The one thing a service call found, or 404 with `missing`'s words.
+fn one_or_404<T>(
+    answer: Result<Option<T>, ServiceError>,
+    missing: impl FnOnce() -> String,
+) -> Result<T, Refusal> {
+    match answer {
+        Ok(Some(value)) => Ok(value),
+        Ok(None) => Err(Refusal::NotFound(missing())),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn no_log(panda_id: i64) -> String {
+    format!("job {panda_id} has no log tarball on the local storage element")
+}
+
 /// A path's ID, or a 400 naming it.
 fn path_id(what: &str, text: &str) -> Result<i64, Refusal> {
     text.trim()
@@ -419,15 +446,7 @@ fn errors_json(view: &rules::JobsView) -> Json {
     Json::Array(
         view.errors
             .iter()
-            .map(|(code, n, diag)| {
-                let (component, value) = code.split_once(':').unwrap_or((code, "0"));
-                json!({
-                    "error": component,
-                    "codeval": value.parse::<i64>().unwrap_or(0),
-                    "count": n,
-                    "diag": diag,
-                })
-            })
+            .map(|e| json!({"error": e.component, "codeval": e.code, "count": e.count, "diag": e.diag}))
             .collect(),
     )
 }
@@ -455,11 +474,11 @@ fn jobs_sections(page: &mut Page, view: &rules::JobsView, table: Table) {
         errors.rows = view
             .errors
             .iter()
-            .map(|(code, n, diag)| {
+            .map(|e| {
                 vec![
-                    Cell::text(code.clone()),
-                    Cell::number(*n),
-                    Cell::text(diag.clone()),
+                    Cell::text(format!("{}:{}", e.component, e.code)),
+                    Cell::number(e.count),
+                    Cell::text(e.diag.clone()),
                 ]
             })
             .collect();
@@ -489,18 +508,14 @@ async fn jobs(
     headers: HeaderMap,
 ) -> Response {
     let look = look_or_refuse!(state, identity, raw.clone(), headers);
-    let request = match rules::jobs_request(&look.query, look.now) {
-        Ok(r) => r,
-        Err(e) => return refuse(look.format, e.into()),
-    };
-    let view = match state
-        .service
-        .monitor_jobs(&request.listing, wants_metastruct(&request.fields))
-        .await
-    {
-        Ok(v) => v,
-        Err(e) => return refuse(look.format, e.into()),
-    };
+    let request = or_refuse!(look.format, rules::jobs_request(&look.query, look.now));
+    let view = or_refuse!(
+        look.format,
+        state
+            .service
+            .monitor_jobs(&request.listing, wants_metastruct(&request.fields))
+            .await
+    );
     let pairs = raw_pairs(&raw);
     answer(
         look.format,
@@ -544,14 +559,13 @@ async fn job(
     headers: HeaderMap,
 ) -> Response {
     let look = look_or_refuse!(state, identity, raw, headers);
-    let view = match path_id("the PandaID", &id) {
-        Ok(id) => match state.service.monitor_job(id).await {
-            Ok(Some(view)) => view,
-            Ok(None) => return refuse(look.format, Refusal::NotFound(format!("no job {id}"))),
-            Err(e) => return refuse(look.format, e.into()),
-        },
-        Err(refusal) => return refuse(look.format, refusal),
-    };
+    let panda_id = or_refuse!(look.format, path_id("the PandaID", &id));
+    let view = or_refuse!(
+        look.format,
+        one_or_404(state.service.monitor_job(panda_id).await, || format!(
+            "no job {panda_id}"
+        ))
+    );
     let panda_id = view.job.panda_id();
     answer(
         look.format,
@@ -588,28 +602,11 @@ async fn job(
                     Cell::for_column("produsername", view.job.get(JobAttr::prodUserName)),
                 ),
             ];
-            for (label, code, diag) in [
-                (
-                    "Pilot error",
-                    JobAttr::pilotErrorCode,
-                    JobAttr::pilotErrorDiag,
-                ),
-                (
-                    "Payload error",
-                    JobAttr::exeErrorCode,
-                    JobAttr::exeErrorDiag,
-                ),
-                (
-                    "Supervisor error",
-                    JobAttr::supErrorCode,
-                    JobAttr::supErrorDiag,
-                ),
-                ("DDM error", JobAttr::ddmErrorCode, JobAttr::ddmErrorDiag),
-            ] {
-                if let Some(c) = view.job.get_i64(code).filter(|c| *c != 0) {
-                    let d = view.job.get_str(diag).unwrap_or_default();
-                    head.push((label.to_string(), Cell::text(format!("{c}: {d}"))));
-                }
+            for (component, code, diag) in rules::job_errors(&view.job) {
+                head.push((
+                    format!("{component} error"),
+                    Cell::text(format!("{code}: {diag}")),
+                ));
             }
             page.section("", Body::Pairs(head));
             let mut log = Table::with_headers(&["Time (UTC)", "Status", "Site", "Host"]);
@@ -700,22 +697,13 @@ async fn job_log(
     headers: HeaderMap,
 ) -> Response {
     let look = look_or_refuse!(state, identity, raw, headers);
-    let panda_id = match path_id("the PandaID", &id) {
-        Ok(id) => id,
-        Err(refusal) => return refuse(look.format, refusal),
-    };
-    let (log, entries) = match state.service.log_listing(panda_id).await {
-        Ok(Some(found)) => found,
-        Ok(None) => {
-            return refuse(
-                look.format,
-                Refusal::NotFound(format!(
-                    "job {panda_id} has no log tarball on the local storage element"
-                )),
-            )
-        }
-        Err(e) => return refuse(look.format, e.into()),
-    };
+    let panda_id = or_refuse!(look.format, path_id("the PandaID", &id));
+    let (log, entries) = or_refuse!(
+        look.format,
+        one_or_404(state.service.log_listing(panda_id).await, || no_log(
+            panda_id
+        ))
+    );
     answer(
         look.format,
         || json!({"lfn": log.lfn, "scope": log.scope, "size": log.size, "files": entries.iter().map(|(n, s)| json!({"name": n, "size": s})).collect::<Vec<_>>()}),
@@ -754,22 +742,11 @@ async fn job_log_download(
     request: Request,
 ) -> Response {
     let look = look_or_refuse!(state, identity, raw, headers);
-    let panda_id = match path_id("the PandaID", &id) {
-        Ok(id) => id,
-        Err(refusal) => return refuse(look.format, refusal),
-    };
-    let log = match state.service.log_file(panda_id).await {
-        Ok(Some(log)) => log,
-        Ok(None) => {
-            return refuse(
-                look.format,
-                Refusal::NotFound(format!(
-                    "job {panda_id} has no log tarball on the local storage element"
-                )),
-            )
-        }
-        Err(e) => return refuse(look.format, e.into()),
-    };
+    let panda_id = or_refuse!(look.format, path_id("the PandaID", &id));
+    let log = or_refuse!(
+        look.format,
+        one_or_404(state.service.log_file(panda_id).await, || no_log(panda_id))
+    );
     let Some(path) = log.path else {
         return refuse(look.format, Refusal::NotFound("no log tarball".into()));
     };
@@ -872,14 +849,8 @@ async fn tasks(
     headers: HeaderMap,
 ) -> Response {
     let look = look_or_refuse!(state, identity, raw, headers);
-    let listing = match rules::tasks_request(&look.query, look.now) {
-        Ok(l) => l,
-        Err(e) => return refuse(look.format, e.into()),
-    };
-    let views = match state.service.monitor_tasks(&listing).await {
-        Ok(v) => v,
-        Err(e) => return refuse(look.format, e.into()),
-    };
+    let listing = or_refuse!(look.format, rules::tasks_request(&look.query, look.now));
+    let views = or_refuse!(look.format, state.service.monitor_tasks(&listing).await);
     let with_datasets = look.query.flag("datasets");
     answer(
         look.format,
@@ -961,15 +932,14 @@ async fn task(
     headers: HeaderMap,
 ) -> Response {
     let look = look_or_refuse!(state, identity, raw, headers);
-    let task_id = match path_id("the task ID", &id) {
-        Ok(id) => id,
-        Err(refusal) => return refuse(look.format, refusal),
-    };
-    let found = match state.service.monitor_task(task_id, look.now).await {
-        Ok(Some(found)) => found,
-        Ok(None) => return refuse(look.format, Refusal::NotFound(format!("no task {task_id}"))),
-        Err(e) => return refuse(look.format, e.into()),
-    };
+    let task_id = or_refuse!(look.format, path_id("the task ID", &id));
+    let found = or_refuse!(
+        look.format,
+        one_or_404(
+            state.service.monitor_task(task_id, look.now).await,
+            || format!("no task {task_id}")
+        )
+    );
     answer(
         look.format,
         || {
@@ -1109,15 +1079,15 @@ async fn errors(
     headers: HeaderMap,
 ) -> Response {
     let look = look_or_refuse!(state, identity, raw, headers);
-    let window = match no_filters(&look).and_then(|()| window_of(&look, rules::DEFAULT_JOB_HOURS)) {
-        Ok(w) => w,
-        Err(r) => return refuse(look.format, r),
-    };
+    let window = or_refuse!(
+        look.format,
+        no_filters(&look).and_then(|()| window_of(&look, rules::DEFAULT_JOB_HOURS))
+    );
     let since = look.now - window;
-    let groups = match state.service.monitor_errors(window, look.now).await {
-        Ok(g) => g,
-        Err(e) => return refuse(look.format, e.into()),
-    };
+    let groups = or_refuse!(
+        look.format,
+        state.service.monitor_errors(window, look.now).await
+    );
     answer(
         look.format,
         || {
@@ -1203,15 +1173,15 @@ async fn dash(
     headers: HeaderMap,
 ) -> Response {
     let look = look_or_refuse!(state, identity, raw, headers);
-    let window = match no_filters(&look).and_then(|()| window_of(&look, rules::DEFAULT_JOB_HOURS)) {
-        Ok(w) => w,
-        Err(r) => return refuse(look.format, r),
-    };
+    let window = or_refuse!(
+        look.format,
+        no_filters(&look).and_then(|()| window_of(&look, rules::DEFAULT_JOB_HOURS))
+    );
     let since = look.now - window;
-    let counts = match state.service.site_state_counts(window, look.now).await {
-        Ok(c) => c,
-        Err(e) => return refuse(look.format, e.into()),
-    };
+    let counts = or_refuse!(
+        look.format,
+        state.service.site_state_counts(window, look.now).await
+    );
     let mut sites: Vec<String> = counts.iter().map(|c| c.site.clone()).collect();
     sites.dedup();
     answer(
@@ -1378,11 +1348,13 @@ async fn site(
             )),
         );
     }
-    let found = match state.service.monitor_site(&name, look.now).await {
-        Ok(Some(found)) => found,
-        Ok(None) => return refuse(look.format, Refusal::NotFound(format!("no queue {name:?}"))),
-        Err(e) => return refuse(look.format, e.into()),
-    };
+    let found = or_refuse!(
+        look.format,
+        one_or_404(
+            state.service.monitor_site(&name, look.now).await,
+            || format!("no queue {name:?}")
+        )
+    );
     answer(
         look.format,
         || json!({"site": found.record, "jobs": found.counts.iter().map(|(s, n)| (s.clone(), json!(n))).collect::<Map<String, Json>>()}),
@@ -1441,10 +1413,10 @@ async fn workers(
     headers: HeaderMap,
 ) -> Response {
     let look = look_or_refuse!(state, identity, raw, headers);
-    let rows = match state.service.monitor_workers(&look.query, look.now).await {
-        Ok(r) => r,
-        Err(e) => return refuse(look.format, e.into()),
-    };
+    let rows = or_refuse!(
+        look.format,
+        state.service.monitor_workers(&look.query, look.now).await
+    );
     answer(
         look.format,
         || json!({"workers": rows.rows.iter().map(|row| rows.columns.iter().zip(row).map(|(c, v)| (c.to_string(), value_json(v))).collect::<Map<String, Json>>()).collect::<Vec<_>>()}),
@@ -1487,10 +1459,10 @@ async fn user(
             )),
         );
     }
-    let (jobs_request, tasks_request) = match rules::user_requests(&look.query, &name, look.now) {
-        Ok(r) => r,
-        Err(e) => return refuse(look.format, e.into()),
-    };
+    let (jobs_request, tasks_request) = or_refuse!(
+        look.format,
+        rules::user_requests(&look.query, &name, look.now)
+    );
     let (view, tasks) = match (
         state
             .service

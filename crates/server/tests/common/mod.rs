@@ -122,6 +122,56 @@ pub fn no_input_task(name: &str, jobs: i64, max_attempt: i64) -> serde_json::Val
     })
 }
 
+/// A pilot at `site` takes one job of `label` (`pilot/acquire_jobs`) and reports it running.
+pub async fn take_running_job(stack: &Stack, site: &str, label: &str) -> Option<serde_json::Value> {
+    use serde_json::json;
+    let reply = post_envelope(
+        &api_client(),
+        stack.server.url("/api/v1/pilot/acquire_jobs"),
+        json!({"site_name": site, "prod_source_label": label, "n_jobs": 1}),
+        None,
+    )
+    .await;
+    let job = reply["data"]["jobs"].get(0).cloned()?;
+    let id = job["PandaID"].as_i64().expect("PandaID");
+    update_job(
+        &stack.server,
+        json!({"jobId": id.to_string(), "state": "running", "attemptNr": job["attemptNr"]}),
+    )
+    .await;
+    Some(job)
+}
+
+/// The pilot's final report of a job taken by [`take_running_job`]: finished with a file
+/// report for every output and user metadata (`{"user_job_metadata": {"events": 10}}`), or
+/// failed with pilot error 1305 and a diagnostic holding markup, as a hostile pilot might.
+pub async fn report_end(stack: &Stack, job: &serde_json::Value, finished: bool) {
+    use serde_json::json;
+    let id = job["PandaID"].as_i64().expect("PandaID");
+    let mut fields = json!({"jobId": id.to_string(), "attemptNr": job["attemptNr"]});
+    if finished {
+        let mut xml = serde_json::Map::new();
+        let outs = job["outFiles"].as_str().unwrap_or_default();
+        for (i, lfn) in outs.split(',').filter(|l| !l.is_empty()).enumerate() {
+            xml.insert(
+                lfn.to_string(),
+                json!({"guid": format!("00000000-0000-4000-8000-00000000000{i}"),
+                       "fsize": 1000 + i, "adler32": format!("0a1b2c3{i}"),
+                       "surl": format!("file://localhost/se/{lfn}")}),
+            );
+        }
+        fields["state"] = json!("finished");
+        fields["xml"] = json!(serde_json::Value::Object(xml).to_string());
+        fields["metaData"] = json!(r#"{"user_job_metadata": {"events": 10}}"#);
+    } else {
+        fields["state"] = json!("failed");
+        fields["transExitCode"] = json!("1");
+        fields["pilotErrorCode"] = json!("1305");
+        fields["pilotErrorDiag"] = json!("<b>payload</b> failed");
+    }
+    update_job(&stack.server, fields).await;
+}
+
 /// A task's status as stored, empty when it cannot be read.
 pub async fn task_status(store: &panda_store::Store, id: i64) -> String {
     store

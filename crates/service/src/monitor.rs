@@ -1073,6 +1073,27 @@ mod tests {
     }
 
     #[test]
+    fn a_query_is_bounded_in_parameters_names_and_values_per_filter() {
+        let many: Vec<(String, String)> = (0..65).map(|i| (format!("p{i}"), "x".into())).collect();
+        let e = MonitorQuery::new(many)
+            .expect_err("65 parameters")
+            .to_string();
+        assert!(e.contains("at most 64"), "{e}");
+        let long_name = "n".repeat(65);
+        let e = query(&[(long_name.as_str(), "x")])
+            .expect_err("a long name")
+            .to_string();
+        assert!(e.contains("at most 64"), "{e}");
+        let states = vec!["finished"; MAX_VALUES_PER_FILTER + 1].join("|");
+        let q = query(&[("jobstatus", states.as_str())]).expect("sizes");
+        let e = jobs_request(&q, now()).expect_err("21 values").to_string();
+        assert!(e.contains("at most 20"), "{e}");
+        let states = vec!["finished"; MAX_VALUES_PER_FILTER].join("|");
+        let q = query(&[("jobstatus", states.as_str())]).expect("sizes");
+        assert!(jobs_request(&q, now()).is_ok(), "20 values are taken");
+    }
+
+    #[test]
     fn a_listing_is_windowed_unless_it_names_its_own_jobs() {
         let r = jobs_request(&query(&[]).expect("q"), now()).expect("plain");
         assert_eq!(
@@ -1164,6 +1185,21 @@ mod tests {
         assert!(list_tar(&b"\x1f\x8bnot gzip at all"[..]).is_err());
         let junk = vec![7u8; 1024];
         assert!(list_tar(junk.as_slice()).map_or(true, |e| e.is_empty()));
+    }
+
+    #[test]
+    fn a_log_listing_stops_at_its_entry_limit() {
+        let mut many = tar::Builder::new(Vec::new());
+        for i in 0..=MAX_LOG_ENTRIES {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(0);
+            header.set_cksum();
+            many.append_data(&mut header, format!("f{i}"), &b""[..])
+                .expect("append");
+        }
+        let many = many.into_inner().expect("tar");
+        let entries = list_tar(many.as_slice()).expect("a listing");
+        assert_eq!(entries.len(), MAX_LOG_ENTRIES);
     }
 
     #[test]

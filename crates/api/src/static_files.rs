@@ -21,9 +21,22 @@ pub fn directory(dir: &Path) -> ServeDir {
     ServeDir::new(dir).append_index_html_on_directories(false)
 }
 
+/// A strong entity tag of an answer's bytes: the same on every node that answers the same, so
+/// a cache in front of several nodes can revalidate with any of them.
+fn entity_tag(body: &[u8]) -> String {
+    let digest = openssl::sha::sha256(body);
+    let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+    format!("\"{hex}\"")
+}
+
 /// `/cache/schedconfig/<QUEUE>.all.json` and `<QUEUE>.pilot.json`: the queue's JSON as the
-/// pilot downloads it (`--queuedata-url`). Other names fall through to `cache_dir`.
-pub async fn queue_data(State(state): State<AppState>, UrlPath(file): UrlPath<String>) -> Response {
+/// pilot downloads it (`--queuedata-url`), with an ETag (`If-None-Match` answers 304). Other
+/// names fall through to `cache_dir`.
+pub async fn queue_data(
+    State(state): State<AppState>,
+    UrlPath(file): UrlPath<String>,
+    headers: header::HeaderMap,
+) -> Response {
     let queue = file
         .strip_suffix(".all.json")
         .or_else(|| file.strip_suffix(".pilot.json"));
@@ -38,7 +51,24 @@ pub async fn queue_data(State(state): State<AppState>, UrlPath(file): UrlPath<St
         };
     };
     match state.service.queue_json(queue).await {
-        Ok(Some(json)) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
+        Ok(Some(json)) => {
+            let tag = entity_tag(json.as_bytes());
+            let unchanged = headers
+                .get(header::IF_NONE_MATCH)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.split(',').any(|t| t.trim() == tag || t.trim() == "*"));
+            match unchanged {
+                true => (StatusCode::NOT_MODIFIED, [(header::ETAG, tag)]).into_response(),
+                false => (
+                    [
+                        (header::CONTENT_TYPE, "application/json".to_string()),
+                        (header::ETAG, tag),
+                    ],
+                    json,
+                )
+                    .into_response(),
+            }
+        }
         Ok(None) => (StatusCode::NOT_FOUND, format!("unknown queue {queue}")).into_response(),
         // The detail (host, user, driver text) is for the log, not for the client.
         Err(e) => {
@@ -151,17 +181,20 @@ fn percent_decode(text: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// How long caches (the squid on port 25085) may keep `/cache/` answers.
+/// How long caches (the squid on port 25085) may keep `/cache/` and `/trf/` answers.
 pub const CACHE_MAX_AGE_SECONDS: u32 = 300;
 
-/// Middleware: successful `/cache/` answers may be cached for a while by shared caches.
+/// Middleware: successful `/cache/` and `/trf/` answers (and their 304s) may be kept for a
+/// while by shared caches. None of them depends on a request header, so there is no `Vary`;
+/// files carry `Last-Modified` (ServeDir), queue data an `ETag`.
 pub async fn cache_headers(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let cacheable = request.uri().path().starts_with("/cache/");
+    let path = request.uri().path();
+    let cacheable = path.starts_with("/cache/") || path.starts_with("/trf/");
     let mut response = next.run(request).await;
-    if cacheable && response.status() == StatusCode::OK {
+    if cacheable && matches!(response.status(), StatusCode::OK | StatusCode::NOT_MODIFIED) {
         if let Ok(value) =
             header::HeaderValue::from_str(&format!("public, max-age={CACHE_MAX_AGE_SECONDS}"))
         {
@@ -174,6 +207,17 @@ pub async fn cache_headers(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_entity_tag_follows_the_bytes_alone() {
+        let tag = entity_tag(b"{\"a\": 1}");
+        assert_eq!(tag, entity_tag(b"{\"a\": 1}"));
+        assert_ne!(tag, entity_tag(b"{\"a\": 2}"));
+        assert!(
+            tag.starts_with('"') && tag.ends_with('"') && tag.len() == 26,
+            "{tag}"
+        );
+    }
 
     #[test]
     fn only_plain_vo_names_are_auth_config_files() {

@@ -476,16 +476,50 @@ async fn static_paths_serve_files_and_queue_data_without_traversal() {
         .await
         .expect("get");
     assert_eq!(trf.status(), 200);
+    assert_eq!(trf.headers()["cache-control"], "public, max-age=300");
+    let modified = trf.headers()["last-modified"].clone();
     assert!(trf.text().await.expect("text").contains("exec"));
-    let queue: Json = client
+    let unchanged = client
+        .get(server.url("/trf/user/runpayload.sh"))
+        .header("If-Modified-Since", modified)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(
+        unchanged.status(),
+        304,
+        "a cache revalidates a file by its date"
+    );
+    // Queue data carries an entity tag a cache revalidates with, on any node.
+    let answer = client
         .get(server.url("/cache/schedconfig/TEST_QUEUE.all.json"))
         .send()
         .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+        .expect("get");
+    assert_eq!(answer.headers()["cache-control"], "public, max-age=300");
+    assert!(
+        answer.headers().get("vary").is_none(),
+        "no header changes the answer"
+    );
+    let tag = answer.headers()["etag"].to_str().expect("etag").to_string();
+    let queue: Json = answer.json().await.expect("json");
     assert_eq!(queue["nickname"], "TEST_QUEUE");
+    let unchanged = client
+        .get(server.url("/cache/schedconfig/TEST_QUEUE.all.json"))
+        .header("If-None-Match", &tag)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(unchanged.status(), 304);
+    assert_eq!(unchanged.headers()["etag"].to_str().expect("etag"), tag);
+    assert_eq!(unchanged.headers()["cache-control"], "public, max-age=300");
+    let other = client
+        .get(server.url("/cache/schedconfig/TEST_QUEUE.all.json"))
+        .header("If-None-Match", "\"0123\"")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(other.status(), 200, "another tag gets the data");
     let pilot = client
         .get(server.url("/cache/schedconfig/TEST_QUEUE.pilot.json"))
         .send()

@@ -80,6 +80,25 @@ async fn the_monitor_shows_tasks_jobs_errors_and_sites_as_pages_and_bigpanda_jso
         assert!(datasets.iter().any(|d| d["type"] == "output"), "{task}");
         let none = get_json(&stack, "/tasks/?taskname=nothing.like.this*&json=1").await;
         assert_eq!(none, json!([]));
+        // The same page answers HTML or JSON by `Accept`: caches are told to key on it.
+        for (accept, kind) in [
+            ("application/json", "application/json"),
+            ("text/html", "text/html"),
+        ] {
+            let answer = common::http()
+                .get(stack.server.url("/tasks/?taskname=nothing.like.this*"))
+                .header("Accept", accept)
+                .send()
+                .await
+                .expect("get");
+            let headers = answer.headers();
+            assert!(headers["content-type"]
+                .to_str()
+                .expect("type")
+                .starts_with(kind));
+            assert_eq!(headers["vary"], "Accept", "{accept}");
+            assert_eq!(headers["cache-control"], "no-store", "{accept}");
+        }
 
         let listed = get_json(
             &stack,

@@ -65,7 +65,18 @@ pub fn routes() -> Router<AppState> {
             .route(path, handler.clone())
             .route(&format!("{path}/"), handler);
     }
-    router
+    router.layer(axum::middleware::map_response(uncached_and_negotiated))
+}
+
+/// No shared cache keeps a monitor answer (they are for verified identities), and every page
+/// answers HTML or JSON by the `Accept` header, which a cache must key on.
+async fn uncached_and_negotiated(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(header::HeaderValue::from_static("no-store"));
+    headers.append(header::VARY, header::HeaderValue::from_static("Accept"));
+    response
 }
 
 /// What a handler answers when it cannot answer the page.

@@ -123,7 +123,10 @@ async fn task_loop(
         if config.sync {
             let lease = chrono::Duration::from_std(period).unwrap_or(chrono::Duration::seconds(60));
             match ctx.daemon.take_lease(&name, &ctx.node, lease).await {
-                Ok(true) => {}
+                // Logged so that a cluster's logs show which node ran each period.
+                Ok(true) => {
+                    tracing::info!(target: "panda::daemon", task = %name, node = %ctx.node, "took the lease")
+                }
                 Ok(false) => continue,
                 Err(e) => {
                     tracing::warn!(target: "panda::daemon", task = %name, error = %e, "cannot take the lease");

@@ -33,6 +33,13 @@ struct Cli {
     /// PID of the server, to report its CPU seconds and peak RSS.
     #[arg(long, global = true)]
     server_pid: Option<u32>,
+    /// A file holding an OIDC token every request carries (`Authorization: Bearer`), as
+    /// pilots and panda-client send theirs to a server that is not on loopback.
+    #[arg(long, global = true, requires = "origin")]
+    token_file: Option<std::path::PathBuf>,
+    /// The token's VO and role (`Origin`, e.g. `atlas.production`).
+    #[arg(long, global = true)]
+    origin: Option<String>,
     #[command(subcommand)]
     command: Mode,
 }
@@ -53,6 +60,35 @@ enum Mode {
         /// Seconds to run at most.
         #[arg(long, default_value_t = 30)]
         duration: u64,
+        /// Clients submitting batches of jobs alongside the pilots (`job/submit`); the
+        /// pilots then wait for jobs instead of stopping when there is none.
+        #[arg(long, default_value_t = 0)]
+        submitters: usize,
+        /// Jobs per submitted batch.
+        #[arg(long, default_value_t = 100)]
+        batch: usize,
+    },
+    /// Clients only claiming jobs (`pilot/acquire_jobs`), `per_call` at a time, until
+    /// `claims` are made or no job is left; then every claim is checked: none twice, each
+    /// job `sent` (or `starting` with `--start`).
+    Claims {
+        #[arg(long, default_value_t = 100000)]
+        claims: usize,
+        #[arg(long, default_value_t = 32)]
+        clients: usize,
+        #[arg(long, default_value_t = 1)]
+        per_call: usize,
+        #[arg(long, default_value = "TEST_QUEUE")]
+        site: String,
+        /// Seconds to run at most.
+        #[arg(long, default_value_t = 3600)]
+        duration: u64,
+        /// Report each claim's jobs `starting` in one `pilot/update_jobs_bulk` call, as
+        /// Harvester does after fetching jobs. Without it every claimed job stays `sent`, and
+        /// each production claim's count of the queue's sent jobs (upstream's `nSent`) reads
+        /// them all: a long run slows down with the jobs it has claimed.
+        #[arg(long)]
+        start: bool,
     },
     /// Clients submitting batches of jobs.
     Submit {
@@ -291,17 +327,15 @@ fn process_usage(pid: u32) -> Option<(f64, f64)> {
     Some((ticks / 100.0, hwm_kb / 1024.0))
 }
 
-/// The load's correctness: no job handed out twice, and every job handed out ends where a
-/// finished pilot cycle leaves it (`holding`, or `finished` once the Adder ran), none lost.
-async fn check_jobs(client: &reqwest::Client, url: &str, claimed: &[i64]) -> anyhow::Result<bool> {
-    let mut sorted = claimed.to_vec();
-    sorted.sort_unstable();
-    let before = sorted.len();
-    sorted.dedup();
-    let twice = before - sorted.len();
-    let mut lost = 0;
-    let mut elsewhere = 0;
-    for chunk in sorted.chunks(500) {
+/// The states of jobs by PandaID (`getStatus`, 500 at a time), in the order asked;
+/// `notfound` for an unknown one.
+async fn job_states(
+    client: &reqwest::Client,
+    url: &str,
+    ids: &[i64],
+) -> anyhow::Result<Vec<String>> {
+    let mut states = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(500) {
         let ids: Vec<String> = chunk.iter().map(i64::to_string).collect();
         let reply = client
             .post(format!("{url}/server/panda/getStatus"))
@@ -313,20 +347,78 @@ async fn check_jobs(client: &reqwest::Client, url: &str, claimed: &[i64]) -> any
         let status = reply
             .split('&')
             .find_map(|kv| kv.strip_prefix("status="))
-            .unwrap_or("");
-        let status = status.replace("%2B", "+");
-        for s in status.split('+') {
-            match s {
-                "holding" | "finished" => {}
-                "notfound" => lost += 1,
-                _ => elsewhere += 1,
-            }
+            .unwrap_or("")
+            .replace("%2B", "+");
+        let got: Vec<String> = status.split('+').map(str::to_string).collect();
+        if got.len() != chunk.len() {
+            bail!(
+                "getStatus answered {} states for {} jobs",
+                got.len(),
+                chunk.len()
+            );
+        }
+        states.extend(got);
+    }
+    Ok(states)
+}
+
+/// The number of entries of `ids` that repeat an earlier one, and the distinct ones sorted.
+fn distinct(ids: &[i64]) -> (usize, Vec<i64>) {
+    let mut sorted = ids.to_vec();
+    sorted.sort_unstable();
+    let before = sorted.len();
+    sorted.dedup();
+    (before - sorted.len(), sorted)
+}
+
+/// What the pilots of a run were handed, and which of those jobs' final reports the server
+/// acknowledged (answered, whatever the answer).
+#[derive(Default)]
+struct Handed {
+    claimed: Vec<i64>,
+    reported: Vec<i64>,
+}
+
+/// The load's correctness: no job handed out twice; every job whose final report was
+/// acknowledged ends where a finished pilot cycle leaves it (`holding`, or `finished` once
+/// the Adder ran): none lost, no acknowledged update lost. A job whose report never got
+/// through (every try failed) is counted apart as not reported: its history explains it.
+async fn check_jobs(client: &reqwest::Client, url: &str, handed: &Handed) -> anyhow::Result<bool> {
+    let before = handed.claimed.len();
+    let (twice, claimed) = distinct(&handed.claimed);
+    let (_, reported) = distinct(&handed.reported);
+    let states = job_states(client, url, &claimed).await?;
+    let (mut lost, mut elsewhere) = (0, 0);
+    for (id, state) in claimed.iter().zip(&states) {
+        match state.as_str() {
+            "notfound" => lost += 1,
+            "holding" | "finished" => {}
+            _ if reported.binary_search(id).is_ok() => elsewhere += 1,
+            _ => {}
         }
     }
+    let unreported = claimed.len() - reported.len();
     println!(
-        "check: {before} handed out, {twice} twice, {lost} lost, {elsewhere} in another state"
+        "check: {before} handed out, {twice} twice, {lost} lost, {elsewhere} in another state, \
+         {unreported} not reported"
     );
     Ok(twice == 0 && lost == 0 && elsewhere == 0)
+}
+
+/// Acknowledged submissions: every PandaID a `job/submit` answer gave must exist.
+async fn check_submitted(
+    client: &reqwest::Client,
+    url: &str,
+    submitted: &[i64],
+) -> anyhow::Result<bool> {
+    let (twice, ids) = distinct(submitted);
+    let states = job_states(client, url, &ids).await?;
+    let lost = states.iter().filter(|s| *s == "notfound").count();
+    println!(
+        "submitted: {} acknowledged, {twice} twice, {lost} lost",
+        submitted.len()
+    );
+    Ok(twice == 0 && lost == 0)
 }
 
 fn job_state(name: &str, site: &str) -> Json {
@@ -348,13 +440,14 @@ fn job_state(name: &str, site: &str) -> Json {
     Json::Array(values)
 }
 
+/// Submits one batch; returns the PandaIDs the answer gave.
 async fn submit_batch(
     client: &reqwest::Client,
     url: &str,
     site: &str,
     names: std::ops::Range<usize>,
     tag: &str,
-) -> anyhow::Result<usize> {
+) -> anyhow::Result<Vec<i64>> {
     let states: Vec<Json> = names
         .map(|i| job_state(&format!("bench.{tag}.{i}"), site))
         .collect();
@@ -371,7 +464,14 @@ async fn submit_batch(
     if reply["success"] != true {
         bail!("submission failed: {reply}");
     }
-    Ok(n)
+    let ids: Vec<i64> = reply["data"]
+        .as_array()
+        .map(|rows| rows.iter().filter_map(|r| r[0].as_i64()).collect())
+        .unwrap_or_default();
+    if ids.len() != n {
+        bail!("{n} jobs submitted, {} PandaIDs answered", ids.len());
+    }
+    Ok(ids)
 }
 
 /// Gzip bodies as pilot 3.11 sends them, from one deflate state per simulated pilot: a fresh
@@ -429,7 +529,8 @@ async fn submit_all(
         let n = (jobs - submitted).min(500);
         submitted += submit_batch(client, url, site, submitted..submitted + n, tag)
             .await
-            .context("preload")?;
+            .context("preload")?
+            .len();
     }
     Ok(())
 }
@@ -442,9 +543,53 @@ struct Submitter {
     site: String,
     rec: Arc<Recorder>,
     batch: usize,
+    /// The PandaIDs of acknowledged submissions.
+    acknowledged: Arc<Mutex<Vec<i64>>>,
 }
 
 impl Submitter {
+    fn new(
+        client: &reqwest::Client,
+        url: &str,
+        site: &str,
+        rec: &Arc<Recorder>,
+        batch: usize,
+    ) -> Self {
+        Submitter {
+            client: client.clone(),
+            url: url.to_string(),
+            site: site.to_string(),
+            rec: rec.clone(),
+            batch,
+            acknowledged: Arc::default(),
+        }
+    }
+
+    /// Starts `count` submitters numbering jobs from `first`, until `stop`.
+    fn spawn(
+        &self,
+        count: usize,
+        tag: &str,
+        first: u64,
+        stop: &Arc<AtomicBool>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        let next = Arc::new(AtomicU64::new(first));
+        (0..count)
+            .map(|c| {
+                let (submitter, next, stop) = (self.clone(), next.clone(), stop.clone());
+                let tag = format!("{tag}{c}");
+                tokio::spawn(async move { submitter.run(tag, next, None, Some(stop)).await })
+            })
+            .collect()
+    }
+
+    fn acknowledged(&self) -> Vec<i64> {
+        self.acknowledged
+            .lock()
+            .map(|ids| ids.clone())
+            .unwrap_or_default()
+    }
+
     /// Submits until `limit` jobs are numbered, or until `stop`.
     async fn run(
         self,
@@ -461,11 +606,13 @@ impl Submitter {
                 None => from + self.batch,
             };
             let t = Instant::now();
-            if submit_batch(&self.client, &self.url, &self.site, from..to, &tag)
-                .await
-                .is_err()
-            {
-                self.rec.errors.fetch_add(1, Ordering::Relaxed);
+            match submit_batch(&self.client, &self.url, &self.site, from..to, &tag).await {
+                Ok(ids) => {
+                    if let Ok(mut acknowledged) = self.acknowledged.lock() {
+                        acknowledged.extend(ids);
+                    }
+                }
+                Err(e) => self.rec.fail(format_args!("job/submit: {e:#}")),
             }
             self.rec.record("job/submit batch", t);
         }
@@ -487,20 +634,22 @@ struct PilotSetup {
 
 impl PilotSetup {
     /// Starts `count` pilots (nodes `wn0`, `wn1`, ...).
-    fn spawn(&self, count: usize) -> Vec<tokio::task::JoinHandle<Vec<i64>>> {
+    fn spawn(&self, count: usize) -> Vec<tokio::task::JoinHandle<Handed>> {
         (0..count)
             .map(|i| tokio::spawn(pilot(self.clone(), i)))
             .collect()
     }
 }
 
-/// The PandaIDs the pilots were handed, once they all stopped.
-async fn join_pilots(handles: Vec<tokio::task::JoinHandle<Vec<i64>>>) -> Vec<i64> {
-    let mut claimed = Vec::new();
+/// What the pilots were handed, once they all stopped.
+async fn join_pilots(handles: Vec<tokio::task::JoinHandle<Handed>>) -> Handed {
+    let mut all = Handed::default();
     for h in handles {
-        claimed.extend(h.await.unwrap_or_default());
+        let one = h.await.unwrap_or_default();
+        all.claimed.extend(one.claimed);
+        all.reported.extend(one.reported);
     }
-    claimed
+    all
 }
 
 /// How often a simulated pilot sends a call that failed, as pilot3 retries its calls (a
@@ -555,9 +704,26 @@ fn database_error(answer: &Json) -> bool {
                 .is_some_and(|m| m.starts_with("database error")))
 }
 
-/// One pilot: returns the PandaIDs of the jobs it was handed (whether or not their reports
-/// got through: the run's check tells).
-async fn pilot(setup: PilotSetup, node: usize) -> Vec<i64> {
+/// The final report of a job that ran: its log file (as the job description names it) stored,
+/// or nothing for a job without files. Naming a file the job does not have would make the
+/// Adder fail the job.
+fn output_report(job: &Json) -> Json {
+    match (job["logFile"].as_str(), job["logGUID"].as_str()) {
+        (Some(lfn), Some(guid)) if lfn != "NULL" && !lfn.is_empty() => {
+            json!({lfn: {"guid": guid, "fsize": 1, "adler32": "0"}})
+        }
+        _ => json!({}),
+    }
+}
+
+/// Whether a pilot call's answer accepted it (legacy `StatusCode` 0, `/api/v1` success).
+fn accepted(answer: &Json) -> bool {
+    answer["StatusCode"] == 0 || answer["success"] == true
+}
+
+/// One pilot: returns the PandaIDs of the jobs it was handed, and of those whose final report
+/// the server accepted.
+async fn pilot(setup: PilotSetup, node: usize) -> Handed {
     let PilotSetup {
         client,
         url,
@@ -567,12 +733,12 @@ async fn pilot(setup: PilotSetup, node: usize) -> Vec<i64> {
         rec,
         wait_for_jobs,
     } = setup;
-    let mut claimed = Vec::new();
+    let mut handed = Handed::default();
     let mut gzip = Gzipper::new();
     let node = format!("wn{node}");
     while !stop.load(Ordering::Relaxed) {
         let started = Instant::now();
-        let job_id = match api {
+        let job = match api {
             Api::Legacy => {
                 let body = gzip.json(
                     &json!({"siteName": site, "prodSourceLabel": "managed", "node": node, "mem": 4000, "diskSpace": 10000}),
@@ -587,7 +753,6 @@ async fn pilot(setup: PilotSetup, node: usize) -> Vec<i64> {
                 send_with_retry(&rec, "getJob", request)
                     .await
                     .filter(|j| j["StatusCode"] == 0)
-                    .and_then(|j| j["PandaID"].as_i64())
             }
             Api::V1 => {
                 let fields = json!({"site_name": site, "node": node});
@@ -599,11 +764,11 @@ async fn pilot(setup: PilotSetup, node: usize) -> Vec<i64> {
                 };
                 send_with_retry(&rec, "acquire_jobs", request)
                     .await
-                    .and_then(|j| j["data"]["jobs"][0]["PandaID"].as_i64())
+                    .map(|j| j["data"]["jobs"][0].clone())
             }
         };
         rec.record("getJob", started);
-        let Some(id) = job_id else {
+        let Some((id, job)) = job.and_then(|j| Some((j["PandaID"].as_i64()?, j))) else {
             if wait_for_jobs {
                 // The mixed scenario's submitters will bring more.
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -611,13 +776,11 @@ async fn pilot(setup: PilotSetup, node: usize) -> Vec<i64> {
             }
             break;
         };
-        claimed.push(id);
-        let report =
-            json!({format!("bench.{id}.log.tgz"): {"guid": "g", "fsize": 1, "adler32": "0"}})
-                .to_string();
+        handed.claimed.push(id);
+        let report = output_report(&job).to_string();
         for state in ["running", "finished"] {
             let started = Instant::now();
-            match api {
+            let answer = match api {
                 Api::Legacy => {
                     let mut fields = json!({"jobId": id.to_string(), "state": state, "node": node, "maxRSS": "1000"});
                     if state == "finished" {
@@ -648,6 +811,9 @@ async fn pilot(setup: PilotSetup, node: usize) -> Vec<i64> {
                     send_with_retry(&rec, "update_job", request).await
                 }
             };
+            if state == "finished" && answer.as_ref().is_some_and(accepted) {
+                handed.reported.push(id);
+            }
             rec.record(
                 if state == "running" {
                     "updateJob running"
@@ -658,7 +824,95 @@ async fn pilot(setup: PilotSetup, node: usize) -> Vec<i64> {
             );
         }
     }
-    claimed
+    handed
+}
+
+/// Clients that only claim jobs, sharing a budget of claims.
+#[derive(Clone)]
+struct Claiming {
+    client: reqwest::Client,
+    url: String,
+    site: String,
+    per_call: usize,
+    /// Report the claimed jobs `starting` (`--start`).
+    start: bool,
+    /// Claims still to be made by all clients together.
+    left: Arc<AtomicU64>,
+    deadline: Instant,
+    rec: Arc<Recorder>,
+}
+
+impl Claiming {
+    /// Claims until the budget is spent, the deadline passes, or the queue is empty; returns
+    /// the PandaIDs handed out.
+    async fn run(self, node: usize) -> Vec<i64> {
+        let node = format!("claimer{node}");
+        let mut claimed = Vec::new();
+        while Instant::now() < self.deadline {
+            let want = self.per_call as u64;
+            let Ok(before) = self
+                .left
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                    left.checked_sub(1).map(|_| left.saturating_sub(want))
+                })
+            else {
+                break;
+            };
+            let n = before.min(want);
+            let fields = json!({"site_name": self.site, "node": node, "n_jobs": n});
+            let started = Instant::now();
+            let request = || {
+                self.client
+                    .post(format!("{}/api/v1/pilot/acquire_jobs", self.url))
+                    .header("Accept", "application/json")
+                    .json(&fields)
+            };
+            let answer = send_with_retry(&self.rec, "acquire_jobs", request).await;
+            self.rec.record("acquire_jobs", started);
+            let jobs: Vec<i64> = answer
+                .as_ref()
+                .and_then(|j| j["data"]["jobs"].as_array())
+                .map(|jobs| jobs.iter().filter_map(|j| j["PandaID"].as_i64()).collect())
+                .unwrap_or_default();
+            if jobs.is_empty() && answer.is_some() {
+                break;
+            }
+            if self.start && !jobs.is_empty() {
+                self.report_starting(&jobs).await;
+            }
+            claimed.extend(jobs);
+        }
+        claimed
+    }
+
+    /// Reports claimed jobs `starting`; a refused update leaves its job `sent`, which the
+    /// final check counts as in another state.
+    async fn report_starting(&self, jobs: &[i64]) {
+        let list: Vec<Json> = jobs
+            .iter()
+            .map(|id| json!({"job_id": id, "job_status": "starting"}))
+            .collect();
+        let body = json!({ "job_list": list });
+        let started = Instant::now();
+        let request = || {
+            self.client
+                .post(format!("{}/api/v1/pilot/update_jobs_bulk", self.url))
+                .header("Accept", "application/json")
+                .json(&body)
+        };
+        let answer = send_with_retry(&self.rec, "update_jobs_bulk", request).await;
+        self.rec.record("update_jobs_bulk", started);
+        let refused = answer
+            .as_ref()
+            .and_then(|a| a["data"].as_array())
+            .map_or(jobs.len(), |answers| {
+                answers.iter().filter(|a| !accepted(a)).count()
+            });
+        if refused > 0 {
+            self.rec
+                .fail(format_args!("update_jobs_bulk: {refused} updates refused"));
+        }
+    }
 }
 
 #[tokio::main]
@@ -670,7 +924,23 @@ async fn main() -> anyhow::Result<()> {
     );
     // Idle pooled connections are dropped before the server's keepalive_timeout (5 s) closes
     // them, so that no request is sent on a connection the server is closing.
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let (Some(path), Some(origin)) = (&cli.token_file, &cli.origin) {
+        let token = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the token file {}", path.display()))?;
+        let mut bearer =
+            reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.trim()))
+                .context("the token is not a header value")?;
+        bearer.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, bearer);
+        headers.insert(
+            reqwest::header::ORIGIN,
+            reqwest::header::HeaderValue::from_str(origin)
+                .context("--origin is not a header value")?,
+        );
+    }
     let client = reqwest::Client::builder()
+        .default_headers(headers)
         .pool_max_idle_per_host(256)
         .pool_idle_timeout(Duration::from_secs(4))
         .timeout(Duration::from_secs(60))
@@ -756,6 +1026,8 @@ async fn main() -> anyhow::Result<()> {
             site,
             api,
             duration,
+            submitters,
+            batch,
         } => {
             let t = Instant::now();
             submit_all(&client, &cli.url, &site, jobs, "pre").await?;
@@ -769,9 +1041,11 @@ async fn main() -> anyhow::Result<()> {
                 api,
                 stop: stop.clone(),
                 rec: rec.clone(),
-                wait_for_jobs: false,
+                wait_for_jobs: submitters > 0,
             }
             .spawn(pilots);
+            let submitter = Submitter::new(&client, &cli.url, &site, &rec, batch);
+            let submitting = submitter.spawn(submitters, "load", jobs as u64, &stop);
             let timer = {
                 let stop = stop.clone();
                 tokio::spawn(async move {
@@ -779,10 +1053,13 @@ async fn main() -> anyhow::Result<()> {
                     stop.store(true, Ordering::Relaxed);
                 })
             };
-            let claimed = join_pilots(handles).await;
+            let handed = join_pilots(handles).await;
+            for h in submitting {
+                let _ = h.await;
+            }
             timer.abort();
             let elapsed = started.elapsed();
-            let cycles = claimed.len();
+            let cycles = handed.claimed.len();
             println!(
                 "pilot cycles: {cycles} in {:.2}s = {:.1} cycles/s ({} pilots)",
                 elapsed.as_secs_f64(),
@@ -790,7 +1067,58 @@ async fn main() -> anyhow::Result<()> {
                 pilots
             );
             rec.report(elapsed);
-            failed |= !check_jobs(&client, &cli.url, &claimed).await?;
+            failed |= !check_jobs(&client, &cli.url, &handed).await?;
+            if submitters > 0 {
+                failed |= !check_submitted(&client, &cli.url, &submitter.acknowledged()).await?;
+            }
+        }
+        Mode::Claims {
+            claims,
+            clients,
+            per_call,
+            site,
+            duration,
+            start,
+        } => {
+            started = Instant::now();
+            let how = Claiming {
+                start,
+                client: client.clone(),
+                url: cli.url.clone(),
+                site,
+                per_call: per_call.clamp(1, 1000),
+                left: Arc::new(AtomicU64::new(claims as u64)),
+                deadline: started + Duration::from_secs(duration),
+                rec: rec.clone(),
+            };
+            let handles: Vec<_> = (0..clients)
+                .map(|i| tokio::spawn(how.clone().run(i)))
+                .collect();
+            let mut claimed = Vec::new();
+            for h in handles {
+                claimed.extend(h.await.unwrap_or_default());
+            }
+            let elapsed = started.elapsed();
+            println!(
+                "claimed {} jobs in {:.2}s = {:.0} claims/s ({clients} clients, {per_call} per call)",
+                claimed.len(),
+                elapsed.as_secs_f64(),
+                claimed.len() as f64 / elapsed.as_secs_f64()
+            );
+            rec.report(elapsed);
+            let (twice, ids) = distinct(&claimed);
+            let states = job_states(&client, &cli.url, &ids).await?;
+            let lost = states.iter().filter(|s| *s == "notfound").count();
+            let expected = if start { "starting" } else { "sent" };
+            let elsewhere = states
+                .iter()
+                .filter(|s| *s != expected && *s != "notfound")
+                .count();
+            println!(
+                "claims: {} handed out, {twice} twice, {lost} lost, {elsewhere} in another state",
+                claimed.len()
+            );
+            failed |= twice > 0 || lost > 0 || elsewhere > 0;
         }
         Mode::Submit {
             clients,
@@ -800,13 +1128,7 @@ async fn main() -> anyhow::Result<()> {
         } => {
             started = Instant::now();
             let next = Arc::new(AtomicU64::new(0));
-            let submitter = Submitter {
-                client: client.clone(),
-                url: cli.url.clone(),
-                site: site.clone(),
-                rec: rec.clone(),
-                batch,
-            };
+            let submitter = Submitter::new(&client, &cli.url, &site, &rec, batch);
             let handles: Vec<_> = (0..clients)
                 .map(|c| {
                     let (submitter, next) = (submitter.clone(), next.clone());
@@ -843,22 +1165,8 @@ async fn main() -> anyhow::Result<()> {
                 wait_for_jobs: true,
             }
             .spawn(pilots);
-            let next = Arc::new(AtomicU64::new(jobs as u64));
-            let submitter = Submitter {
-                client: client.clone(),
-                url: cli.url.clone(),
-                site: site.clone(),
-                rec: rec.clone(),
-                batch,
-            };
-            let mut others: Vec<_> = (0..submitters)
-                .map(|c| {
-                    let (submitter, next, stop) = (submitter.clone(), next.clone(), stop.clone());
-                    tokio::spawn(async move {
-                        submitter.run(format!("m{c}"), next, None, Some(stop)).await
-                    })
-                })
-                .collect();
+            let submitter = Submitter::new(&client, &cli.url, &site, &rec, batch);
+            let mut others = submitter.spawn(submitters, "m", jobs as u64, &stop);
             others.push(tokio::spawn(alive_probe(
                 client.clone(),
                 cli.url.clone(),
@@ -867,19 +1175,20 @@ async fn main() -> anyhow::Result<()> {
             )));
             tokio::time::sleep(Duration::from_secs(duration)).await;
             stop.store(true, Ordering::Relaxed);
-            let claimed = join_pilots(pilot_handles).await;
+            let handed = join_pilots(pilot_handles).await;
             for h in others {
                 let _ = h.await;
             }
             let elapsed = started.elapsed();
             println!(
                 "mixed: {} pilot cycles in {:.2}s = {:.1} cycles/s ({pilots} pilots, {submitters} submitters)",
-                claimed.len(),
+                handed.claimed.len(),
                 elapsed.as_secs_f64(),
-                claimed.len() as f64 / elapsed.as_secs_f64()
+                handed.claimed.len() as f64 / elapsed.as_secs_f64()
             );
             rec.report(elapsed);
-            failed |= !check_jobs(&client, &cli.url, &claimed).await?;
+            failed |= !check_jobs(&client, &cli.url, &handed).await?;
+            failed |= !check_submitted(&client, &cli.url, &submitter.acknowledged()).await?;
         }
         Mode::Abuse {
             pilots,
@@ -950,17 +1259,17 @@ async fn main() -> anyhow::Result<()> {
             let rate = |n: usize, t: Duration| n as f64 / t.as_secs_f64();
             println!(
                 "without abuse: {} pilot cycles in {:.2}s = {:.1} cycles/s ({pilots} pilots)",
-                quiet.len(),
+                quiet.claimed.len(),
                 quiet_time.as_secs_f64(),
-                rate(quiet.len(), quiet_time)
+                rate(quiet.claimed.len(), quiet_time)
             );
             quiet_rec.report(quiet_time);
             println!(
                 "with abuse: {} pilot cycles in {:.2}s = {:.1} cycles/s = {:.0}% of the calm rate;                  {hostile} hostile connections ({open_before} opened before the phase, {} in all,                  {} closed by the server), {} bombs, {} flood requests",
-                abused.len(),
+                abused.claimed.len(),
                 abused_time.as_secs_f64(),
-                rate(abused.len(), abused_time),
-                100.0 * rate(abused.len(), abused_time) / rate(quiet.len(), quiet_time).max(0.001),
+                rate(abused.claimed.len(), abused_time),
+                100.0 * rate(abused.claimed.len(), abused_time) / rate(quiet.claimed.len(), quiet_time).max(0.001),
                 counts.connections_opened.load(Ordering::Relaxed),
                 counts.closed_by_server.load(Ordering::Relaxed),
                 counts.bombs.load(Ordering::Relaxed),
@@ -1043,6 +1352,26 @@ async fn main() -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_final_report_names_only_the_jobs_own_log_file() {
+        let job = json!({"PandaID": 7, "logFile": "x.log.tgz", "logGUID": "g-1"});
+        assert_eq!(
+            output_report(&job),
+            json!({"x.log.tgz": {"guid": "g-1", "fsize": 1, "adler32": "0"}})
+        );
+        assert_eq!(
+            output_report(&json!({"PandaID": 7, "logFile": "NULL"})),
+            json!({})
+        );
+        assert_eq!(output_report(&json!({"PandaID": 7})), json!({}));
+    }
+
+    #[test]
+    fn a_job_handed_out_twice_is_counted_once_per_repeat() {
+        assert_eq!(distinct(&[3, 1, 3, 2, 3]), (2, vec![1, 2, 3]));
+        assert_eq!(distinct(&[]), (0, vec![]));
+    }
 
     #[test]
     fn only_database_failures_are_sent_again() {

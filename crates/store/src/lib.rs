@@ -77,6 +77,7 @@ pub use monitor::{
     TaskListing, TaskPageRows, WORKER_FILTERS,
 };
 pub use operator::{JobFilter, JobLine, Lease, StatusLogEntry};
+pub use postgres::IDLE_IN_TRANSACTION_TIMEOUT_MS;
 pub use retry_rules::RetryRule;
 pub use schema::{MigrationReport, SchemaVersion, EXTENSION_VERSION, SCHEMA_VERSION};
 pub use side::SideWrite;

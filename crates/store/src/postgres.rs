@@ -1,6 +1,12 @@
 //! The PostgreSQL backend. Every connection starts with `search_path` set to the PanDA
 //! schema (`schemaPANDA`) and, where upstream keeps tables apart, the META and archive schemas
 //! after it, so statements name tables without a schema prefix, exactly as on SQLite.
+//!
+//! Every connection also limits how long it may sit idle inside a transaction
+//! ([`IDLE_IN_TRANSACTION_TIMEOUT_MS`]): this server never waits on anything but the database
+//! between the statements of a transaction, so a transaction left idle that long belongs to a
+//! node that hangs or lost its network, and PostgreSQL ends it, releasing the rows it locked
+//! for the other nodes. The hung node's own request then fails, and its client sends it again.
 
 use std::sync::Arc;
 
@@ -16,6 +22,10 @@ use crate::driver::{Dialect, Driver, Tx, TxMode};
 use crate::error::{Result, StoreError};
 use crate::pg_pool::{PgConnectionPool, PooledConnection};
 
+/// How long a connection may be idle inside a transaction before PostgreSQL ends the
+/// session (`idle_in_transaction_session_timeout`), in milliseconds.
+pub const IDLE_IN_TRANSACTION_TIMEOUT_MS: u32 = 5000;
+
 pub struct PostgresDriver {
     pool: Arc<PgConnectionPool>,
 }
@@ -28,7 +38,13 @@ impl PostgresDriver {
             .username(&config.user)
             .database(&config.name)
             .application_name(&config.application_name)
-            .options([("search_path", config.schemas().join(","))]);
+            .options([
+                ("search_path", config.schemas().join(",")),
+                (
+                    "idle_in_transaction_session_timeout",
+                    IDLE_IN_TRANSACTION_TIMEOUT_MS.to_string(),
+                ),
+            ]);
         if let Some(password) = &config.password {
             options = options.password(password);
         }

@@ -793,6 +793,72 @@ async fn a_connection_given_back_mid_transaction_or_mid_statement_is_not_reused_
     }
 }
 
+/// A node that hangs or loses its network in the middle of a transaction must not keep its
+/// row locks from the other nodes: PostgreSQL ends a transaction left idle too long, and the
+/// hung node's own commit fails (so its client sends the request again).
+#[tokio::test]
+async fn a_transaction_left_idle_releases_its_locks() {
+    if !backends().contains(&Backend::Postgres) {
+        return;
+    }
+    let (db, other) = migrated_store(Backend::Postgres).await;
+    let mut config = db.config.clone();
+    config.pool_size = 1;
+    let hung = Store::open(&config, StoreOptions::default())
+        .await
+        .expect("open a second pool");
+    let mut setup = other.begin(TxMode::Write).await.expect("write");
+    setup
+        .execute(
+            "CREATE TABLE idle_lock_probe (id INTEGER PRIMARY KEY, n INTEGER)",
+            &[],
+        )
+        .await
+        .expect("create");
+    setup
+        .execute("INSERT INTO idle_lock_probe VALUES (1, 0)", &[])
+        .await
+        .expect("insert");
+    setup.commit().await.expect("commit");
+
+    let mut stalled = hung.begin(TxMode::Write).await.expect("write");
+    stalled
+        .execute("UPDATE idle_lock_probe SET n = n + 1 WHERE id = 1", &[])
+        .await
+        .expect("lock the row");
+    let limit = u64::from(panda_store::IDLE_IN_TRANSACTION_TIMEOUT_MS);
+    tokio::time::sleep(std::time::Duration::from_millis(limit + 1000)).await;
+
+    let update = async {
+        let mut tx = other.begin(TxMode::Write).await?;
+        tx.execute("UPDATE idle_lock_probe SET n = n + 10 WHERE id = 1", &[])
+            .await?;
+        tx.commit().await
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(5), update)
+        .await
+        .expect("the row is still locked by the idle transaction")
+        .expect("update");
+    assert!(
+        stalled.commit().await.is_err(),
+        "the idle transaction was not ended"
+    );
+    let mut tx = other.begin(TxMode::Read).await.expect("read");
+    let rows = tx
+        .fetch(
+            "SELECT n FROM idle_lock_probe WHERE id = 1",
+            &[],
+            &[ColumnType::Int],
+        )
+        .await
+        .expect("read");
+    assert_eq!(
+        rows[0][0].as_i64(),
+        Some(10),
+        "the idle transaction's write was kept"
+    );
+}
+
 #[tokio::test]
 async fn a_connection_the_database_dropped_is_replaced() {
     if !backends().contains(&Backend::Postgres) {

@@ -511,7 +511,8 @@ async fn a_stopping_node_fails_its_health_check_first_and_serves_until_the_drain
         let mut draining = None;
         while signalled.elapsed() < Duration::from_millis(1500) {
             let (status, text, _) = ready(&client).await;
-            if status == 503 {
+            // 404: HAProxy's `disable-on-404` takes the node out without closing requests.
+            if status == 404 {
                 draining = Some(text);
                 break;
             }

@@ -405,6 +405,28 @@ async fn check_jobs(client: &reqwest::Client, url: &str, handed: &Handed) -> any
     Ok(twice == 0 && lost == 0 && elsewhere == 0)
 }
 
+/// A claim-only run's correctness: no job handed out twice, each one claimed still in the
+/// state the claimers left it (`expected`), none lost.
+async fn check_claims(
+    client: &reqwest::Client,
+    url: &str,
+    claimed: &[i64],
+    expected: &str,
+) -> anyhow::Result<bool> {
+    let (twice, ids) = distinct(claimed);
+    let states = job_states(client, url, &ids).await?;
+    let lost = states.iter().filter(|s| *s == "notfound").count();
+    let elsewhere = states
+        .iter()
+        .filter(|s| *s != expected && *s != "notfound")
+        .count();
+    println!(
+        "claims: {} handed out, {twice} twice, {lost} lost, {elsewhere} in another state",
+        claimed.len()
+    );
+    Ok(twice == 0 && lost == 0 && elsewhere == 0)
+}
+
 /// Acknowledged submissions: every PandaID a `job/submit` answer gave must exist.
 async fn check_submitted(
     client: &reqwest::Client,
@@ -716,6 +738,19 @@ fn output_report(job: &Json) -> Json {
     }
 }
 
+/// A POST of JSON to an `/api/v1` function (`pilot/acquire_jobs`, ...), answered in JSON.
+fn v1_request(
+    client: &reqwest::Client,
+    url: &str,
+    function: &str,
+    body: &Json,
+) -> reqwest::RequestBuilder {
+    client
+        .post(format!("{url}/api/v1/{function}"))
+        .header("Accept", "application/json")
+        .json(body)
+}
+
 /// Whether a pilot call's answer accepted it (legacy `StatusCode` 0, `/api/v1` success).
 fn accepted(answer: &Json) -> bool {
     answer["StatusCode"] == 0 || answer["success"] == true
@@ -756,12 +791,7 @@ async fn pilot(setup: PilotSetup, node: usize) -> Handed {
             }
             Api::V1 => {
                 let fields = json!({"site_name": site, "node": node});
-                let request = || {
-                    client
-                        .post(format!("{url}/api/v1/pilot/acquire_jobs"))
-                        .header("Accept", "application/json")
-                        .json(&fields)
-                };
+                let request = || v1_request(&client, &url, "pilot/acquire_jobs", &fields);
                 send_with_retry(&rec, "acquire_jobs", request)
                     .await
                     .map(|j| j["data"]["jobs"][0].clone())
@@ -802,12 +832,7 @@ async fn pilot(setup: PilotSetup, node: usize) -> Handed {
                     if state == "finished" {
                         fields["job_output_report"] = json!(report);
                     }
-                    let request = || {
-                        client
-                            .post(format!("{url}/api/v1/pilot/update_job"))
-                            .header("Accept", "application/json")
-                            .json(&fields)
-                    };
+                    let request = || v1_request(&client, &url, "pilot/update_job", &fields);
                     send_with_retry(&rec, "update_job", request).await
                 }
             };
@@ -861,12 +886,7 @@ impl Claiming {
             let n = before.min(want);
             let fields = json!({"site_name": self.site, "node": node, "n_jobs": n});
             let started = Instant::now();
-            let request = || {
-                self.client
-                    .post(format!("{}/api/v1/pilot/acquire_jobs", self.url))
-                    .header("Accept", "application/json")
-                    .json(&fields)
-            };
+            let request = || v1_request(&self.client, &self.url, "pilot/acquire_jobs", &fields);
             let answer = send_with_retry(&self.rec, "acquire_jobs", request).await;
             self.rec.record("acquire_jobs", started);
             let jobs: Vec<i64> = answer
@@ -894,12 +914,7 @@ impl Claiming {
             .collect();
         let body = json!({ "job_list": list });
         let started = Instant::now();
-        let request = || {
-            self.client
-                .post(format!("{}/api/v1/pilot/update_jobs_bulk", self.url))
-                .header("Accept", "application/json")
-                .json(&body)
-        };
+        let request = || v1_request(&self.client, &self.url, "pilot/update_jobs_bulk", &body);
         let answer = send_with_retry(&self.rec, "update_jobs_bulk", request).await;
         self.rec.record("update_jobs_bulk", started);
         let refused = answer
@@ -1106,19 +1121,8 @@ async fn main() -> anyhow::Result<()> {
                 claimed.len() as f64 / elapsed.as_secs_f64()
             );
             rec.report(elapsed);
-            let (twice, ids) = distinct(&claimed);
-            let states = job_states(&client, &cli.url, &ids).await?;
-            let lost = states.iter().filter(|s| *s == "notfound").count();
             let expected = if start { "starting" } else { "sent" };
-            let elsewhere = states
-                .iter()
-                .filter(|s| *s != expected && *s != "notfound")
-                .count();
-            println!(
-                "claims: {} handed out, {twice} twice, {lost} lost, {elsewhere} in another state",
-                claimed.len()
-            );
-            failed |= twice > 0 || lost > 0 || elsewhere > 0;
+            failed |= !check_claims(&client, &cli.url, &claimed, expected).await?;
         }
         Mode::Submit {
             clients,
